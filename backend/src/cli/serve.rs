@@ -1,0 +1,33 @@
+//! `fleetwave serve`: the control plane.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{server, shutdown};
+
+/// Configuration of `fleetwave serve`. Every flag has a `FLEETWAVE_*` environment twin.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeConfig {
+    /// Address the HTTP server listens on. Default: 127.0.0.1:8080.
+    #[arg(long, env = "FLEETWAVE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// SQLite database file, created if missing. Default: ./fleetwave.db.
+    #[arg(long, env = "FLEETWAVE_DB", default_value = "fleetwave.db")]
+    pub db: PathBuf,
+    /// Directory of the built dashboard (Trunk's output), served at `/`. Default: ./dist.
+    #[arg(long, env = "FLEETWAVE_DIST", default_value = "dist")]
+    pub dist: PathBuf,
+}
+
+pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    tracing::info!(?config, "starting fleetwave serve");
+    let token = CancellationToken::new();
+    tokio::spawn(shutdown::cancel_on_signal(token.clone()));
+    let app = server::App::build(&config).await?;
+    tracing::info!(addr = %app.local_addr(), "listening; dashboard at http://{}/", app.local_addr());
+    app.run(token).await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}

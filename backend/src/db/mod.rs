@@ -1,0 +1,85 @@
+//! The SQLite database: one file, WAL, `synchronous=NORMAL`, foreign keys on (SPEC §8), with
+//! the migrations in `migrations/` applied at start. Only this process writes it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot open the database {path}: {source}")]
+    Open { path: String, source: sqlx::Error },
+    #[error("cannot apply the migrations to {path}: {source}")]
+    Migrate {
+        path: String,
+        source: sqlx::migrate::MigrateError,
+    },
+}
+
+/// Opens (creating if missing) the database at `path` and brings its schema up to date.
+pub async fn open(path: &Path) -> Result<SqlitePool, DbError> {
+    let display = path.display().to_string();
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(5));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await
+        .map_err(|source| DbError::Open {
+            path: display.clone(),
+            source,
+        })?;
+    sqlx::migrate!("../migrations")
+        .run(&pool)
+        .await
+        .map_err(|source| DbError::Migrate {
+            path: display,
+            source,
+        })?;
+    Ok(pool)
+}
+
+/// Cheap liveness probe of the database, used by `/readyz`.
+pub async fn ping(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn open_creates_a_wal_database_with_the_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fleetwave.db");
+        let pool = open(&path).await.unwrap();
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(fk, 1);
+        let tables: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'event_log'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(tables, 1, "the event log table comes from migrations/");
+        pool.close().await;
+        // Opening again is idempotent: migrations already applied are skipped.
+        let again = open(&path).await.unwrap();
+        ping(&again).await.unwrap();
+    }
+}

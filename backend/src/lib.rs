@@ -1,0 +1,16 @@
+//! Fleetwave control plane.
+//!
+//! Map of the modules:
+//! - [`cli`]: the `fleetwave` subcommands and their configuration (clap, `FLEETWAVE_*` env).
+//! - [`server`]: builds the app (DB, router, listener) and serves it until the shutdown token fires.
+//! - [`http`]: the axum router, its middleware stack, the error type every route answers with.
+//! - [`db`]: the SQLite pool (WAL, `synchronous=NORMAL`, foreign keys) and the migrations runner.
+//! - [`telemetry`]: tracing setup (pretty for terminals, JSON for log shippers).
+//! - [`shutdown`]: turns Ctrl-C / SIGTERM into the one `CancellationToken` every task watches.
+
+pub mod cli;
+pub mod db;
+pub mod http;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;

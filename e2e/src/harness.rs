@@ -1,0 +1,217 @@
+//! Starts and stops the pieces of a browser test.
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use fantoccini::{Client, ClientBuilder};
+use tokio_util::sync::CancellationToken;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "chromedriver";
+/// How long chromedriver may take to accept its first session.
+const DRIVER_START: Duration = Duration::from_secs(20);
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Where failure screenshots go: `target/e2e-artifacts/<test>.png`.
+pub fn artifacts_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+        .join("e2e-artifacts")
+}
+
+/// A browser pointed at a running control plane. Cheap to clone.
+#[derive(Clone)]
+pub struct Session {
+    pub client: Client,
+    pub base_url: String,
+}
+
+impl Session {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+}
+
+/// The control plane running in this process on a free port with a temporary database.
+struct TestServer {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    async fn start() -> anyhow::Result<TestServer> {
+        let dist = repo_root().join("dist");
+        if !dist.join("index.html").is_file() {
+            bail!(
+                "{} has no index.html: build the dashboard first (`trunk build --release` at the repo root; ./scripts/test does it)",
+                dist.display()
+            );
+        }
+        let dir = tempfile::tempdir()?;
+        let config = backend::cli::ServeConfig {
+            listen: "127.0.0.1:0".parse()?,
+            db: dir.path().join("fleetwave.db"),
+            dist,
+        };
+        let app = backend::server::App::build(&config).await?;
+        let addr = app.local_addr();
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let task = tokio::spawn(async move {
+            if let Err(err) = app.run(token).await {
+                eprintln!("test server failed: {err:#}");
+            }
+        });
+        Ok(TestServer {
+            addr,
+            shutdown,
+            task,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        self.task.abort();
+    }
+}
+
+/// chromedriver and every Chromium it starts, in a process group of their own so that one
+/// signal ends them all, even when the test panicked halfway.
+struct Driver {
+    child: Child,
+    port: u16,
+    _profile: tempfile::TempDir,
+}
+
+impl Driver {
+    fn start() -> anyhow::Result<Driver> {
+        let port = free_port()?;
+        let child = std::os::unix::process::CommandExt::process_group(
+            Command::new(CHROMEDRIVER).arg(format!("--port={port}")).arg("--allowed-ips=127.0.0.1"),
+            0,
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {CHROMEDRIVER}; install Debian's chromium-driver (./scripts/setup does)"))?;
+        Ok(Driver {
+            child,
+            port,
+            _profile: tempfile::tempdir()?,
+        })
+    }
+
+    fn capabilities(&self) -> serde_json::Map<String, serde_json::Value> {
+        let profile = self._profile.path().display().to_string();
+        let caps = serde_json::json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", "--window-size=1400,900",
+                    format!("--user-data-dir={profile}"),
+                ]
+            }
+        });
+        match caps {
+            serde_json::Value::Object(map) => map,
+            _ => unreachable!("capabilities are a JSON object literal"),
+        }
+    }
+
+    async fn connect(&self) -> anyhow::Result<Client> {
+        let url = format!("http://127.0.0.1:{}", self.port);
+        let started = Instant::now();
+        loop {
+            let attempt =
+                ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                    .capabilities(self.capabilities())
+                    .connect(&url)
+                    .await;
+            match attempt {
+                Ok(client) => return Ok(client),
+                Err(err) if started.elapsed() < DRIVER_START => {
+                    // chromedriver has not opened its port yet; this is the one poll in the
+                    // harness, because chromedriver offers no readiness signal.
+                    let _ = err;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(err) => return Err(err).context("chromedriver did not accept a session"),
+            }
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // The child is the leader of its own group: -pid addresses chromedriver and every
+        // Chromium process under it.
+        let pgid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) with a negative pid only sends a signal; no memory is touched.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Runs one browser test: starts the server, chromedriver and Chromium, runs `test`, saves a
+/// screenshot to `target/e2e-artifacts/<name>.png` if it failed, and tears everything down
+/// whatever happened.
+pub async fn browser_test<F, Fut>(name: &str, test: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Session) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let server = TestServer::start().await?;
+    let driver = Driver::start()?;
+    let client = driver.connect().await?;
+    let session = Session {
+        client: client.clone(),
+        base_url: format!("http://{}", server.addr),
+    };
+    let result = test(session).await;
+    if result.is_err() {
+        save_screenshot(&client, name).await;
+    }
+    let _ = client.close().await;
+    drop(driver);
+    drop(server);
+    result
+}
+
+async fn save_screenshot(client: &Client, name: &str) {
+    let dir = artifacts_dir();
+    let path = dir.join(format!("{name}.png"));
+    match client.screenshot().await {
+        Ok(png) => match std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, png)) {
+            Ok(()) => eprintln!("screenshot of the failure: {}", path.display()),
+            Err(err) => eprintln!(
+                "cannot save the failure screenshot to {}: {err}",
+                path.display()
+            ),
+        },
+        Err(err) => eprintln!("cannot take the failure screenshot: {err}"),
+    }
+}

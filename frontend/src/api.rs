@@ -1,0 +1,64 @@
+//! Talking to the control plane. Every failure becomes a sentence to show, never a panic:
+//! API errors carry the server's `{"error": {"code", "message"}}`.
+
+use gloo_net::http::{Request, Response};
+use serde::de::DeserializeOwned;
+use shared::{ApiErrorBody, VersionInfo};
+
+/// A failed call, ready to show to a person.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallError {
+    /// The API's stable error code, or `network` when no answer came.
+    pub code: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+fn network(err: gloo_net::Error) -> CallError {
+    CallError {
+        code: "network".into(),
+        message: format!("The control plane did not answer: {err}"),
+    }
+}
+
+async fn decode<T: DeserializeOwned>(response: Response) -> Result<T, CallError> {
+    if response.ok() {
+        return response.json::<T>().await.map_err(|err| CallError {
+            code: "bad-response".into(),
+            message: format!("The control plane sent an answer the dashboard cannot read: {err}"),
+        });
+    }
+    let status = response.status();
+    match response.json::<ApiErrorBody>().await {
+        Ok(body) => Err(CallError {
+            code: body.error.code,
+            message: body.error.message,
+        }),
+        Err(_) => Err(CallError {
+            code: format!("http-{status}"),
+            message: format!("The control plane answered HTTP {status}."),
+        }),
+    }
+}
+
+pub async fn version() -> Result<VersionInfo, CallError> {
+    let response = Request::get("/api/v1/version")
+        .send()
+        .await
+        .map_err(network)?;
+    decode(response).await
+}
+
+/// Trades an operator token for a session cookie (`POST /api/v1/session`).
+pub async fn login(token: &str) -> Result<serde_json::Value, CallError> {
+    let request = Request::post("/api/v1/session")
+        .json(&serde_json::json!({ "token": token }))
+        .map_err(network)?;
+    let response = request.send().await.map_err(network)?;
+    decode(response).await
+}

@@ -1,0 +1,74 @@
+//! The app shell: header with navigation, the routed page, and a footer naming the
+//! control plane's version (read from `/api/v1/version`).
+
+use leptos::prelude::*;
+use leptos_router::components::{A, Route, Router, Routes};
+use leptos_router::path;
+
+use crate::api;
+use crate::pages::{FleetPage, LoginPage, NotFoundPage, QuarantinesPage, RolloutsPage};
+
+#[component]
+pub fn App() -> impl IntoView {
+    view! {
+        <Router>
+            <div class="shell">
+                <Header />
+                <main class="content">
+                    <Routes fallback=NotFoundPage>
+                        <Route path=path!("/") view=FleetPage />
+                        <Route path=path!("/rollouts") view=RolloutsPage />
+                        <Route path=path!("/quarantines") view=QuarantinesPage />
+                        <Route path=path!("/login") view=LoginPage />
+                    </Routes>
+                </main>
+            </div>
+        </Router>
+    }
+}
+
+#[component]
+fn Header() -> impl IntoView {
+    view! {
+        <header class="topbar">
+            <A href="/" attr:class="brand">
+                <span class="brand-mark" aria-hidden="true"></span>
+                <span class="brand-name">"Fleetwave"</span>
+            </A>
+            <nav class="nav" aria-label="Main">
+                <A href="/" exact=true>"Fleet"</A>
+                <A href="/rollouts">"Rollouts"</A>
+                <A href="/quarantines">"Quarantines"</A>
+            </nav>
+            <div class="topbar-end">
+                <VersionBadge />
+                <A href="/login" attr:class="button button-quiet">"Sign in"</A>
+            </div>
+        </header>
+    }
+}
+
+/// The control plane's version, or why it cannot be shown.
+#[component]
+fn VersionBadge() -> impl IntoView {
+    let version = LocalResource::new(api::version);
+    view! {
+        <span class="version" id="server-version">
+            {move || match version.get() {
+                None => view! { <span class="muted">"connecting…"</span> }.into_any(),
+                Some(Ok(info)) => {
+                    view! {
+                        <span title="Control plane version">
+                            {format!("{} {} · API {}", info.name, info.version, info.api)}
+                        </span>
+                    }
+                        .into_any()
+                }
+                Some(Err(err)) => {
+                    view! { <span class="error-text" title=err.to_string()>"control plane unreachable"</span> }
+                        .into_any()
+                }
+            }}
+        </span>
+    }
+}

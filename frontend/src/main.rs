@@ -1,0 +1,10 @@
+//! Fleetwave dashboard entry point: mounts the app, nothing else.
+
+mod api;
+mod app;
+mod pages;
+
+fn main() {
+    console_error_panic_hook::set_once();
+    leptos::mount::mount_to_body(app::App);
+}

@@ -1,0 +1,13 @@
+//! One module per page of the dashboard (SPEC §11).
+
+mod fleet;
+mod login;
+mod not_found;
+mod quarantines;
+mod rollouts;
+
+pub use fleet::FleetPage;
+pub use login::LoginPage;
+pub use not_found::NotFoundPage;
+pub use quarantines::QuarantinesPage;
+pub use rollouts::RolloutsPage;
