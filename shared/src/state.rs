@@ -1,0 +1,295 @@
+//! States, events and snapshots as they appear on the wire (SPEC §3, §4, §5, §9.1).
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{Channel, Closure, Hostname, RolloutId};
+use crate::manifest::HealthFailurePolicy;
+
+/// The state of one host inside one rollout (SPEC §3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum HostState {
+    Pending,
+    Activating,
+    Deferred,
+    Soaking,
+    Converged,
+    Failed,
+    Reverted,
+}
+
+impl HostState {
+    pub const ALL: [HostState; 7] = [
+        HostState::Pending,
+        HostState::Activating,
+        HostState::Deferred,
+        HostState::Soaking,
+        HostState::Converged,
+        HostState::Failed,
+        HostState::Reverted,
+    ];
+
+    /// Converged and Reverted never change again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, HostState::Converged | HostState::Reverted)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostState::Pending => "Pending",
+            HostState::Activating => "Activating",
+            HostState::Deferred => "Deferred",
+            HostState::Soaking => "Soaking",
+            HostState::Converged => "Converged",
+            HostState::Failed => "Failed",
+            HostState::Reverted => "Reverted",
+        }
+    }
+}
+
+impl fmt::Display for HostState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The state of a rollout (SPEC §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum RolloutState {
+    Active,
+    Paused,
+    Halted,
+    Completed,
+    Superseded,
+}
+
+impl RolloutState {
+    pub const ALL: [RolloutState; 5] = [
+        RolloutState::Active,
+        RolloutState::Paused,
+        RolloutState::Halted,
+        RolloutState::Completed,
+        RolloutState::Superseded,
+    ];
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, RolloutState::Completed | RolloutState::Superseded)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutState::Active => "Active",
+            RolloutState::Paused => "Paused",
+            RolloutState::Halted => "Halted",
+            RolloutState::Completed => "Completed",
+            RolloutState::Superseded => "Superseded",
+        }
+    }
+}
+
+impl fmt::Display for RolloutState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The gates that can hold a Pending host back, in the order they are checked (SPEC §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Gate {
+    Quarantine,
+    RolloutState,
+    ChannelEdge,
+    Wave,
+    Approval,
+    HostEdge,
+    Budget,
+}
+
+impl Gate {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Gate::Quarantine => "quarantine",
+            Gate::RolloutState => "rollout-state",
+            Gate::ChannelEdge => "channel-edge",
+            Gate::Wave => "wave",
+            Gate::Approval => "approval",
+            Gate::HostEdge => "host-edge",
+            Gate::Budget => "budget",
+        }
+    }
+}
+
+impl fmt::Display for Gate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a Pending host is not being updated ("why is this host not updated").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WaitingOn {
+    pub gate: Gate,
+    pub reason: String,
+    pub since: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeMode {
+    /// Failures block convergence.
+    Enforce,
+    /// Reported only; never blocks.
+    Observe,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeStatus {
+    Pass,
+    Fail,
+}
+
+/// What an agent reports about one record: `{"kind": "<Name>", "seq": n, …}` (SPEC §3.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all_fields = "camelCase", deny_unknown_fields)]
+pub enum HostEvent {
+    DispatchAck {
+        seq: u64,
+        current_closure: Closure,
+        received_at: DateTime<Utc>,
+    },
+    ActivationStarted {
+        seq: u64,
+        started_at: DateTime<Utc>,
+    },
+    ActivationCompleted {
+        seq: u64,
+        observed_closure: Closure,
+        exit_code: i32,
+        completed_at: DateTime<Utc>,
+    },
+    ActivationDeferred {
+        seq: u64,
+        component: String,
+        deferred_at: DateTime<Utc>,
+    },
+    ActivationFailed {
+        seq: u64,
+        exit_code: i32,
+        stderr_tail: String,
+        failed_at: DateTime<Utc>,
+    },
+    ProbeResult {
+        seq: u64,
+        probe: String,
+        mode: ProbeMode,
+        status: ProbeStatus,
+        observed_at: DateTime<Utc>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    Failed {
+        seq: u64,
+        failed_at: DateTime<Utc>,
+        failing_probes: Vec<String>,
+        policy_applied: HealthFailurePolicy,
+    },
+    RollbackComplete {
+        seq: u64,
+        reverted_to: Closure,
+        completed_at: DateTime<Utc>,
+    },
+    Converged {
+        seq: u64,
+        converged_at: DateTime<Utc>,
+        current_closure: Closure,
+    },
+}
+
+impl HostEvent {
+    pub fn seq(&self) -> u64 {
+        match self {
+            HostEvent::DispatchAck { seq, .. }
+            | HostEvent::ActivationStarted { seq, .. }
+            | HostEvent::ActivationCompleted { seq, .. }
+            | HostEvent::ActivationDeferred { seq, .. }
+            | HostEvent::ActivationFailed { seq, .. }
+            | HostEvent::ProbeResult { seq, .. }
+            | HostEvent::Failed { seq, .. }
+            | HostEvent::RollbackComplete { seq, .. }
+            | HostEvent::Converged { seq, .. } => *seq,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HostEvent::DispatchAck { .. } => "DispatchAck",
+            HostEvent::ActivationStarted { .. } => "ActivationStarted",
+            HostEvent::ActivationCompleted { .. } => "ActivationCompleted",
+            HostEvent::ActivationDeferred { .. } => "ActivationDeferred",
+            HostEvent::ActivationFailed { .. } => "ActivationFailed",
+            HostEvent::ProbeResult { .. } => "ProbeResult",
+            HostEvent::Failed { .. } => "Failed",
+            HostEvent::RollbackComplete { .. } => "RollbackComplete",
+            HostEvent::Converged { .. } => "Converged",
+        }
+    }
+}
+
+/// One record as the agent needs it to resume (SPEC §9.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HostRolloutSnapshot {
+    pub rollout_id: RolloutId,
+    pub hostname: Hostname,
+    pub channel: Channel,
+    pub state: HostState,
+    pub target_closure: Closure,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_closure_at_dispatch: Option<Closure>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_closure: Option<Closure>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatch_acked_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_completed_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak_due_at: Option<DateTime<Utc>>,
+    pub last_event_seq: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_flat_objects_tagged_by_kind() {
+        let json = r#"{"kind":"ActivationCompleted","seq":3,"observedClosure":"/nix/store/a","exitCode":0,"completedAt":"2026-11-26T10:00:00Z"}"#;
+        let event: HostEvent = serde_json::from_str(json).unwrap();
+        assert_eq!(event.seq(), 3);
+        assert_eq!(event.kind(), "ActivationCompleted");
+        let back = serde_json::to_value(&event).unwrap();
+        assert_eq!(back, serde_json::from_str::<serde_json::Value>(json).unwrap());
+    }
+
+    #[test]
+    fn events_with_unknown_fields_or_kinds_are_rejected() {
+        let extra = r#"{"kind":"ActivationStarted","seq":1,"startedAt":"2026-11-26T10:00:00Z","x":1}"#;
+        assert!(serde_json::from_str::<HostEvent>(extra).is_err());
+        let unknown = r#"{"kind":"Exploded","seq":1}"#;
+        assert!(serde_json::from_str::<HostEvent>(unknown).is_err());
+    }
+
+    #[test]
+    fn gate_wire_names_are_kebab_case() {
+        assert_eq!(serde_json::to_string(&Gate::RolloutState).unwrap(), "\"rollout-state\"");
+        assert_eq!(serde_json::to_string(&Gate::HostEdge).unwrap(), "\"host-edge\"");
+        assert_eq!(serde_json::to_string(&HealthFailurePolicy::RollbackAndHalt).unwrap(), "\"rollback-and-halt\"");
+    }
+}
