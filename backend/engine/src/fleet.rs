@@ -1,0 +1,324 @@
+//! The verified fleet document with the indexes the planner needs (host → wave, gating
+//! hosts, channel predecessors, budget membership), built once per fleet so a plan pass
+//! never scans the document.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use ed25519_dalek::VerifyingKey;
+use shared::manifest::{FleetDocument, HealthFailurePolicy, RolloutPolicy};
+use shared::{Channel, Hostname};
+
+use crate::verify::decode_public_key;
+
+/// Where a host sits in its channel's waves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    Wave(u32),
+    /// The channel has waves and this host is in none of them.
+    Unstaged,
+}
+
+/// One wave of a channel, with its policy applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaveSpec {
+    pub soak_seconds: u64,
+    pub requires_approval: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct VerifiedFleet {
+    pub doc: FleetDocument,
+    /// Lower hex SHA-256 of the document's JCS bytes.
+    pub hash: String,
+    pub signed_at: DateTime<Utc>,
+    placement: HashMap<Hostname, Placement>,
+    waves: BTreeMap<Channel, Vec<WaveSpec>>,
+    gating_hosts: HashMap<Hostname, Vec<Hostname>>,
+    predecessors: BTreeMap<Channel, Vec<Channel>>,
+    budgets_of_host: HashMap<Hostname, Vec<usize>>,
+    pubkeys: HashMap<Hostname, VerifyingKey>,
+}
+
+impl VerifiedFleet {
+    pub fn placement(&self, host: &Hostname) -> Placement {
+        self.placement
+            .get(host)
+            .copied()
+            .unwrap_or(Placement::Unstaged)
+    }
+
+    /// The waves of `channel` (one implicit wave for a channel without waves).
+    pub fn waves(&self, channel: &Channel) -> &[WaveSpec] {
+        self.waves.get(channel).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn policy(&self, channel: &Channel) -> Option<&RolloutPolicy> {
+        let name = &self.doc.channels.get(channel)?.rollout_policy;
+        self.doc.rollout_policies.get(name)
+    }
+
+    pub fn on_health_failure(&self, channel: &Channel) -> HealthFailurePolicy {
+        self.policy(channel)
+            .map_or(HealthFailurePolicy::Halt, |p| p.on_health_failure)
+    }
+
+    pub fn stuck_after_seconds(&self, channel: &Channel) -> i64 {
+        self.policy(channel).map_or(30 * 60, |p| {
+            i64::try_from(p.stuck_after_minutes.saturating_mul(60)).unwrap_or(i64::MAX)
+        })
+    }
+
+    /// Hosts that must be Converged or Deferred before `host` is dispatched.
+    pub fn gating_hosts(&self, host: &Hostname) -> &[Hostname] {
+        self.gating_hosts.get(host).map_or(&[], Vec::as_slice)
+    }
+
+    /// Channels whose rollout must complete before `channel` dispatches.
+    pub fn predecessors(&self, channel: &Channel) -> &[Channel] {
+        self.predecessors.get(channel).map_or(&[], Vec::as_slice)
+    }
+
+    /// Indexes into `doc.disruption_budgets` of the budgets whose selector matches `host`.
+    pub fn budgets_of(&self, host: &Hostname) -> &[usize] {
+        self.budgets_of_host.get(host).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn pubkey(&self, host: &Hostname) -> Option<&VerifyingKey> {
+        self.pubkeys.get(host)
+    }
+
+    pub fn channel_of(&self, host: &Hostname) -> Option<&Channel> {
+        self.doc.hosts.get(host).map(|h| &h.channel)
+    }
+}
+
+/// Checks the consistency rules of SPEC §2.3 and builds the indexes. Errors name the field.
+pub fn index(
+    doc: FleetDocument,
+    hash: String,
+    signed_at: DateTime<Utc>,
+) -> Result<VerifiedFleet, String> {
+    let mut pubkeys = HashMap::with_capacity(doc.hosts.len());
+    for (name, host) in &doc.hosts {
+        if !doc.channels.contains_key(&host.channel) {
+            return Err(format!(
+                "hosts.{name}.channel: unknown channel `{}`",
+                host.channel
+            ));
+        }
+        let key =
+            decode_public_key(&host.pubkey).map_err(|e| format!("hosts.{name}.pubkey: {e}"))?;
+        pubkeys.insert(name.clone(), key);
+    }
+    for (name, channel) in &doc.channels {
+        if !doc.rollout_policies.contains_key(&channel.rollout_policy) {
+            return Err(format!(
+                "channels.{name}.rolloutPolicy: unknown policy `{}`",
+                channel.rollout_policy
+            ));
+        }
+    }
+
+    let mut placement = HashMap::with_capacity(doc.hosts.len());
+    let mut seen_in: HashMap<&Hostname, (String, usize)> = HashMap::new();
+    for (channel, waves) in &doc.waves {
+        if !doc.channels.contains_key(channel) {
+            return Err(format!("waves.{channel}: unknown channel"));
+        }
+        for (i, wave) in waves.iter().enumerate() {
+            for host in &wave.hosts {
+                match doc.hosts.get(host) {
+                    None => {
+                        return Err(format!("waves.{channel}[{i}].hosts: unknown host `{host}`"));
+                    }
+                    Some(entry) if &entry.channel != channel => {
+                        return Err(format!(
+                            "waves.{channel}[{i}].hosts: host `{host}` is on channel `{}`",
+                            entry.channel
+                        ));
+                    }
+                    Some(_) => {}
+                }
+                if let Some((other_channel, other)) = seen_in.insert(host, (channel.to_string(), i))
+                {
+                    return Err(format!(
+                        "waves.{channel}[{i}].hosts: host `{host}` is already in waves.{other_channel}[{other}]"
+                    ));
+                }
+                placement.insert(host.clone(), Placement::Wave(i as u32));
+            }
+        }
+    }
+
+    let mut waves = BTreeMap::new();
+    for (name, channel) in &doc.channels {
+        let policy = &doc.rollout_policies[&channel.rollout_policy];
+        let fleet_waves = doc.waves.get(name).map_or(0, Vec::len);
+        let specs = if fleet_waves == 0 {
+            // All at once: one implicit wave, soak 0, no approval (SPEC §2.3).
+            for (host, entry) in &doc.hosts {
+                if &entry.channel == name {
+                    placement.insert(host.clone(), Placement::Wave(0));
+                }
+            }
+            vec![WaveSpec {
+                soak_seconds: 0,
+                requires_approval: false,
+            }]
+        } else {
+            if policy.waves.len() < fleet_waves {
+                return Err(format!(
+                    "waves.{name}: {fleet_waves} waves but policy `{}` defines only {}",
+                    channel.rollout_policy,
+                    policy.waves.len()
+                ));
+            }
+            policy.waves[..fleet_waves]
+                .iter()
+                .map(|w| WaveSpec {
+                    soak_seconds: w.soak_minutes.saturating_mul(60),
+                    requires_approval: w.requires_approval,
+                })
+                .collect()
+        };
+        waves.insert(name.clone(), specs);
+    }
+
+    let mut gating_hosts: HashMap<Hostname, Vec<Hostname>> = HashMap::new();
+    for (i, edge) in doc.edges.iter().enumerate() {
+        let channel_of = |h: &Hostname, field: &str| {
+            doc.hosts
+                .get(h)
+                .map(|e| &e.channel)
+                .ok_or_else(|| format!("edges[{i}].{field}: unknown host `{h}`"))
+        };
+        let (a, b) = (
+            channel_of(&edge.gates, "gates")?,
+            channel_of(&edge.gated, "gated")?,
+        );
+        if a != b {
+            return Err(format!(
+                "edges[{i}]: `{}` (channel {a}) and `{}` (channel {b}) are on different channels",
+                edge.gates, edge.gated
+            ));
+        }
+        gating_hosts
+            .entry(edge.gated.clone())
+            .or_default()
+            .push(edge.gates.clone());
+    }
+    if let Some(cycle) = find_cycle(&gating_hosts) {
+        return Err(format!("edges: cycle {}", join_cycle(&cycle)));
+    }
+
+    let mut predecessors: BTreeMap<Channel, Vec<Channel>> = BTreeMap::new();
+    for (i, edge) in doc.channel_edges.iter().enumerate() {
+        for (field, c) in [("gates", &edge.gates), ("gated", &edge.gated)] {
+            if !doc.channels.contains_key(c) {
+                return Err(format!("channelEdges[{i}].{field}: unknown channel `{c}`"));
+            }
+        }
+        predecessors
+            .entry(edge.gated.clone())
+            .or_default()
+            .push(edge.gates.clone());
+    }
+    if let Some(cycle) = find_cycle(&predecessors) {
+        return Err(format!("channelEdges: cycle {}", join_cycle(&cycle)));
+    }
+
+    let mut names = BTreeSet::new();
+    let mut budgets_of_host: HashMap<Hostname, Vec<usize>> = HashMap::new();
+    for (i, budget) in doc.disruption_budgets.iter().enumerate() {
+        if !names.insert(budget.name.as_str()) {
+            return Err(format!(
+                "disruptionBudgets[{i}].name: duplicate budget `{}`",
+                budget.name
+            ));
+        }
+        if budget.max_in_flight == 0 {
+            return Err(format!(
+                "disruptionBudgets[{i}].maxInFlight: must be at least 1"
+            ));
+        }
+        for (name, host) in &doc.hosts {
+            if budget.selector.matches(name, host) {
+                budgets_of_host.entry(name.clone()).or_default().push(i);
+            }
+        }
+    }
+
+    Ok(VerifiedFleet {
+        doc,
+        hash,
+        signed_at,
+        placement,
+        waves,
+        gating_hosts,
+        predecessors,
+        budgets_of_host,
+        pubkeys,
+    })
+}
+
+/// A cycle in a "node → nodes it waits for" graph, if any, as the list of nodes on it
+/// (first node repeated at the end). Deterministic: nodes are visited in sorted order.
+fn find_cycle<K: Ord + Clone + std::hash::Hash, M>(graph: &M) -> Option<Vec<K>>
+where
+    for<'a> &'a M: IntoIterator<Item = (&'a K, &'a Vec<K>)>,
+{
+    let mut adjacency: BTreeMap<&K, Vec<&K>> = BTreeMap::new();
+    for (node, deps) in graph {
+        let mut deps: Vec<&K> = deps.iter().collect();
+        deps.sort();
+        adjacency.insert(node, deps);
+    }
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Visiting,
+        Done,
+    }
+    let mut marks: BTreeMap<&K, Mark> = BTreeMap::new();
+    let nodes: Vec<&K> = adjacency.keys().copied().collect();
+    for start in nodes {
+        if marks.contains_key(start) {
+            continue;
+        }
+        // Iterative DFS: (node, index of the next dependency to visit).
+        let mut stack: Vec<(&K, usize)> = vec![(start, 0)];
+        marks.insert(start, Mark::Visiting);
+        while let Some((node, next)) = stack.last_mut() {
+            let deps = adjacency.get(*node).map_or(&[][..], Vec::as_slice);
+            if let Some(&dep) = deps.get(*next) {
+                *next += 1;
+                match marks.get(dep) {
+                    Some(Mark::Visiting) => {
+                        let from = stack.iter().position(|(n, _)| *n == dep).unwrap_or(0);
+                        let mut cycle: Vec<K> =
+                            stack[from..].iter().map(|(n, _)| (*n).clone()).collect();
+                        cycle.push(dep.clone());
+                        return Some(cycle);
+                    }
+                    Some(Mark::Done) => {}
+                    None => {
+                        marks.insert(dep, Mark::Visiting);
+                        stack.push((dep, 0));
+                    }
+                }
+            } else {
+                marks.insert(*node, Mark::Done);
+                stack.pop();
+            }
+        }
+    }
+    None
+}
+
+fn join_cycle<K: std::fmt::Display>(cycle: &[K]) -> String {
+    cycle
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" → ")
+}

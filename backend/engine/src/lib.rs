@@ -1,0 +1,19 @@
+//! Fleetwave's pure core. Nothing in this crate does IO, reads a clock or draws randomness:
+//! time comes in as `now`, and everything that must happen outside comes back as
+//! [`effect::Effect`] values for the reducer's applier.
+//!
+//! - [`verify`]: signed inputs — Ed25519 over RFC 8785 canonical JSON, trust slots,
+//!   freshness, consistency (SPEC §2).
+//! - [`fleet`]: the verified fleet document and the indexes the planner reads.
+//! - [`host`]: the host state machine (SPEC §3).
+//! - [`rollout`]: the rollout state machine (SPEC §4).
+//! - [`planner`]: `plan_next` and its gates (SPEC §5).
+//! - [`state`]: the in-memory fleet state and the pure operations that change it.
+
+pub mod effect;
+pub mod fleet;
+pub mod host;
+pub mod planner;
+pub mod rollout;
+pub mod state;
+pub mod verify;

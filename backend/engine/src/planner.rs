@@ -1,0 +1,332 @@
+//! The planner (SPEC §5): from the verified manifests, the fleet state, the quarantines and
+//! `now`, decide what to open, which waves advance, what to dispatch and what holds.
+//! Deterministic: rollouts by id, hosts by hostname, so equal inputs give equal outputs in
+//! equal order.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use shared::state::{Gate, HostState, RolloutState};
+use shared::{Channel, Closure, Hostname, RolloutId};
+
+use crate::fleet::Placement;
+use crate::host::HostRecord;
+use crate::rollout::{Rollout, wave_complete};
+use crate::state::{FleetState, ManifestSet, Quarantines};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanAction {
+    OpenRollout {
+        rollout_id: RolloutId,
+    },
+    AdvanceWave {
+        rollout_id: RolloutId,
+        to: u32,
+    },
+    QueueDispatch {
+        host: Hostname,
+        rollout_id: RolloutId,
+        target_closure: Closure,
+        soak_seconds: u64,
+    },
+    Hold {
+        host: Hostname,
+        rollout_id: RolloutId,
+        gate: Gate,
+        reason: String,
+    },
+}
+
+/// Heartbeat interval while a host has work (SPEC §6); a stuck host silent for three of
+/// them stops counting against budgets.
+pub const ACTIVE_HEARTBEAT_SECONDS: i64 = 5;
+
+/// One plan pass.
+pub fn plan_next(
+    manifests: &ManifestSet,
+    state: &FleetState,
+    quarantines: &Quarantines,
+    now: DateTime<Utc>,
+) -> Vec<PlanAction> {
+    let mut actions = Vec::new();
+    open_rollouts(manifests, state, &mut actions);
+
+    let fleet = &manifests.fleet;
+    let mut in_flight = budgets_in_flight(manifests, state, now);
+    for (id, rollout) in &state.rollouts {
+        if rollout.state.is_terminal() {
+            continue;
+        }
+        let Some(records) = state.records.get(id) else {
+            continue;
+        };
+        let mut current_wave = rollout.current_wave;
+        let waves = fleet.waves(&rollout.channel);
+        if rollout.state == RolloutState::Active
+            && (current_wave as usize) + 1 < waves.len()
+            && wave_complete(fleet, current_wave, records.values()) == Some(true)
+        {
+            current_wave += 1;
+            actions.push(PlanAction::AdvanceWave {
+                rollout_id: id.clone(),
+                to: current_wave,
+            });
+        }
+        let channel_block = channel_edge_block(manifests, state, &rollout.channel);
+        let gates = RolloutGates {
+            manifests,
+            rollout,
+            records,
+            current_wave,
+            channel_block: channel_block.as_deref(),
+            quarantines,
+        };
+
+        for record in records.values() {
+            if record.state != HostState::Pending || record.dispatch.is_some() {
+                continue;
+            }
+            if let Some((gate, reason)) = gates.first_block(record) {
+                actions.push(PlanAction::Hold {
+                    host: record.hostname.clone(),
+                    rollout_id: id.clone(),
+                    gate,
+                    reason,
+                });
+                continue;
+            }
+            let budgets = fleet.budgets_of(&record.hostname);
+            let full = budgets
+                .iter()
+                .find(|&&b| in_flight[b] >= fleet.doc.disruption_budgets[b].max_in_flight);
+            if let Some(&b) = full {
+                let budget = &fleet.doc.disruption_budgets[b];
+                actions.push(PlanAction::Hold {
+                    host: record.hostname.clone(),
+                    rollout_id: id.clone(),
+                    gate: Gate::Budget,
+                    reason: format!(
+                        "budget {}: {} of {} in flight",
+                        budget.name, in_flight[b], budget.max_in_flight
+                    ),
+                });
+                continue;
+            }
+            for &b in budgets {
+                in_flight[b] += 1;
+            }
+            let soak_seconds = match fleet.placement(&record.hostname) {
+                Placement::Wave(w) => waves.get(w as usize).map_or(0, |s| s.soak_seconds),
+                Placement::Unstaged => 0,
+            };
+            actions.push(PlanAction::QueueDispatch {
+                host: record.hostname.clone(),
+                rollout_id: id.clone(),
+                target_closure: record.target_closure.clone(),
+                soak_seconds,
+            });
+        }
+    }
+    actions
+}
+
+/// Gates 1–6 for one Pending record, as heartbeat recovery synthesis needs them (budgets do
+/// not apply: the host is already on the target). `None` when nothing holds it.
+pub fn evaluate_synth_gates(
+    manifests: &ManifestSet,
+    state: &FleetState,
+    quarantines: &Quarantines,
+    record: &HostRecord,
+) -> Option<(Gate, String)> {
+    let rollout = state.rollouts.get(&record.rollout_id)?;
+    let records = state.records.get(&record.rollout_id)?;
+    let channel_block = channel_edge_block(manifests, state, &rollout.channel);
+    let gates = RolloutGates {
+        manifests,
+        rollout,
+        records,
+        current_wave: rollout.current_wave,
+        channel_block: channel_block.as_deref(),
+        quarantines,
+    };
+    gates.first_block(record)
+}
+
+struct RolloutGates<'a> {
+    manifests: &'a ManifestSet,
+    rollout: &'a Rollout,
+    records: &'a BTreeMap<Hostname, HostRecord>,
+    current_wave: u32,
+    channel_block: Option<&'a str>,
+    quarantines: &'a Quarantines,
+}
+
+impl RolloutGates<'_> {
+    /// Gates 1–6 in order; the first that blocks wins.
+    fn first_block(&self, record: &HostRecord) -> Option<(Gate, String)> {
+        let fleet = &self.manifests.fleet;
+        if self
+            .quarantines
+            .contains(&(record.channel.clone(), record.target_closure.clone()))
+        {
+            return Some((
+                Gate::Quarantine,
+                format!(
+                    "{} is quarantined on channel {}",
+                    record.target_closure, record.channel
+                ),
+            ));
+        }
+        match self.rollout.state {
+            RolloutState::Paused => {
+                return Some((Gate::RolloutState, "the rollout is paused".into()));
+            }
+            RolloutState::Halted => {
+                let why = self.rollout.halt.as_ref().map_or(String::new(), |h| {
+                    format!(": {} failed ({})", h.host, h.reason)
+                });
+                return Some((Gate::RolloutState, format!("the rollout is halted{why}")));
+            }
+            _ => {}
+        }
+        if let Some(reason) = self.channel_block {
+            return Some((Gate::ChannelEdge, reason.to_owned()));
+        }
+        let wave = match fleet.placement(&record.hostname) {
+            Placement::Unstaged => return Some((Gate::Wave, "unstaged".into())),
+            Placement::Wave(w) if w > self.current_wave => {
+                return Some((
+                    Gate::Wave,
+                    format!(
+                        "wave {w} is not current yet (current wave {})",
+                        self.current_wave
+                    ),
+                ));
+            }
+            Placement::Wave(w) => w,
+        };
+        let spec = fleet.waves(&record.channel).get(wave as usize);
+        if spec.is_some_and(|s| s.requires_approval) && !self.rollout.approved_waves.contains(&wave)
+        {
+            return Some((Gate::Approval, format!("wave {wave} requires approval")));
+        }
+        for gating in fleet.gating_hosts(&record.hostname) {
+            if let Some(other) = self.records.get(gating)
+                && !other.done_for_ordering()
+            {
+                return Some((
+                    Gate::HostEdge,
+                    format!("waiting for {gating} ({})", other.state),
+                ));
+            }
+        }
+        None
+    }
+}
+
+/// Why `channel` may not dispatch because of a predecessor channel, if it may not: a
+/// predecessor with a verified manifest whose rollout is not Completed (or has no rollout).
+fn channel_edge_block(
+    manifests: &ManifestSet,
+    state: &FleetState,
+    channel: &Channel,
+) -> Option<String> {
+    for predecessor in manifests.fleet.predecessors(channel) {
+        let Some(newest) = manifests.newest_for(predecessor) else {
+            continue;
+        };
+        let rollout = state.rollouts.get(&newest.id).or_else(|| {
+            // A manifest identical to the channel's current rollout opens nothing; that
+            // rollout stands for it.
+            state
+                .current_rollout(predecessor)
+                .filter(|current| manifests.same_host_set(&current.id, &newest.id))
+        });
+        match rollout {
+            Some(r) if r.state == RolloutState::Completed => {}
+            Some(r) => {
+                return Some(format!(
+                    "waiting for channel {predecessor}: {} is {}",
+                    r.id, r.state
+                ));
+            }
+            None => {
+                return Some(format!(
+                    "waiting for channel {predecessor}: {} has not opened",
+                    newest.id
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// `OpenRollout` for the newest manifest of each channel that has no rollout yet, unless its
+/// hostSet equals that of the channel's current rollout.
+fn open_rollouts(manifests: &ManifestSet, state: &FleetState, actions: &mut Vec<PlanAction>) {
+    let mut opens: Vec<&RolloutId> = Vec::new();
+    for channel in manifests.fleet.doc.channels.keys() {
+        let Some(newest) = manifests.newest_for(channel) else {
+            continue;
+        };
+        if state.rollouts.contains_key(&newest.id) {
+            continue;
+        }
+        if let Some(current) = state.current_rollout(channel)
+            && manifests.same_host_set(&current.id, &newest.id)
+        {
+            continue;
+        }
+        opens.push(&newest.id);
+    }
+    opens.sort();
+    actions.extend(opens.into_iter().map(|id| PlanAction::OpenRollout {
+        rollout_id: id.clone(),
+    }));
+}
+
+/// In-flight hosts per budget (index into `disruptionBudgets`) at the start of a pass:
+/// Activating, Soaking, and Pending with a dispatch younger than `stuckAfterMinutes`, across
+/// every rollout that is not terminal. A stuck host whose heartbeat is older than three
+/// heartbeat intervals no longer counts (SPEC §6).
+fn budgets_in_flight(manifests: &ManifestSet, state: &FleetState, now: DateTime<Utc>) -> Vec<u32> {
+    let fleet = &manifests.fleet;
+    let mut counts = vec![0u32; fleet.doc.disruption_budgets.len()];
+    if counts.is_empty() {
+        return counts;
+    }
+    let silent_after = Duration::seconds(3 * ACTIVE_HEARTBEAT_SECONDS);
+    for (id, rollout) in &state.rollouts {
+        if rollout.state.is_terminal() {
+            continue;
+        }
+        let Some(records) = state.records.get(id) else {
+            continue;
+        };
+        let stuck_after = Duration::seconds(fleet.stuck_after_seconds(&rollout.channel));
+        for record in records.values() {
+            let counts_now = match record.state {
+                HostState::Activating | HostState::Soaking => true,
+                HostState::Pending => record
+                    .dispatch
+                    .is_some_and(|d| now - d.queued_at < stuck_after),
+                _ => false,
+            };
+            if !counts_now {
+                continue;
+            }
+            if record.stuck
+                && state
+                    .last_heartbeat
+                    .get(&record.hostname)
+                    .is_none_or(|at| now - *at > silent_after)
+            {
+                continue;
+            }
+            for &b in fleet.budgets_of(&record.hostname) {
+                counts[b] += 1;
+            }
+        }
+    }
+    counts
+}

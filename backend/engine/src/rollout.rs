@@ -1,0 +1,344 @@
+//! The rollout state machine (SPEC §4). Pure: the records it looks at and `now` are inputs;
+//! what must happen to records (withdraw a dispatch, excuse a host) comes out as effects.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use shared::state::{HostState, RolloutState};
+use shared::{Channel, Hostname, RolloutId};
+
+use crate::effect::{Effect, LogEntry};
+use crate::fleet::{Placement, VerifiedFleet};
+use crate::host::HostRecord;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollout {
+    pub id: RolloutId,
+    pub channel: Channel,
+    pub state: RolloutState,
+    pub current_wave: u32,
+    pub approved_waves: BTreeSet<u32>,
+    pub halt: Option<Halt>,
+    /// Order in which rollouts were opened (the reducer's counter); newest wins per channel.
+    pub opened_seq: u64,
+    pub opened_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub superseded_by: Option<RolloutId>,
+}
+
+/// Which host halted the rollout and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Halt {
+    pub host: Hostname,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+impl Rollout {
+    pub fn open(id: RolloutId, channel: Channel, opened_seq: u64, now: DateTime<Utc>) -> Rollout {
+        Rollout {
+            id,
+            channel,
+            state: RolloutState::Active,
+            current_wave: 0,
+            approved_waves: BTreeSet::new(),
+            halt: None,
+            opened_seq,
+            opened_at: now,
+            completed_at: None,
+            superseded_by: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdvancedBy {
+    Auto,
+    Operator,
+}
+
+/// Everything that can change a rollout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RolloutInput {
+    /// A record of this rollout entered Failed.
+    HostFailed {
+        host: Hostname,
+        reason: String,
+    },
+    Pause,
+    Resume,
+    ClearFailure,
+    Approve {
+        wave: u32,
+    },
+    /// Planner (`Auto`, one step when the current wave is complete) or operator promote.
+    AdvanceWave {
+        to: u32,
+        by: AdvancedBy,
+        force: bool,
+    },
+    /// Check whether every record is Converged or excused.
+    Evaluate,
+    /// A newer release of the same channel opened.
+    Supersede {
+        by: RolloutId,
+    },
+}
+
+impl RolloutInput {
+    pub fn name(&self) -> &'static str {
+        match self {
+            RolloutInput::HostFailed { .. } => "host-failed",
+            RolloutInput::Pause => "pause",
+            RolloutInput::Resume => "resume",
+            RolloutInput::ClearFailure => "clear-failure",
+            RolloutInput::Approve { .. } => "approve-wave",
+            RolloutInput::AdvanceWave { .. } => "promote",
+            RolloutInput::Evaluate => "evaluate",
+            RolloutInput::Supersede { .. } => "supersede",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RolloutError {
+    #[error("{input} does not apply to a rollout that is {state}")]
+    IllegalForState {
+        state: RolloutState,
+        input: &'static str,
+    },
+    #[error("{0}")]
+    NotApplicable(String),
+}
+
+/// What the rollout machine sees of the rest of the world.
+pub struct RolloutContext<'a, I> {
+    pub fleet: &'a VerifiedFleet,
+    /// Every record of this rollout.
+    pub records: I,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutTransition {
+    pub rollout: Rollout,
+    pub effects: Vec<Effect>,
+}
+
+fn log(rollout: &Rollout, kind: &'static str, payload: serde_json::Value) -> Effect {
+    Effect::Log(LogEntry {
+        kind,
+        rollout_id: Some(rollout.id.clone()),
+        host: None,
+        channel: Some(rollout.channel.clone()),
+        payload,
+    })
+}
+
+/// A wave is complete when it has hosts in this rollout and every one of them is Converged,
+/// Deferred or excused. `None` when the wave has no hosts (it never auto-advances).
+pub fn wave_complete<'r>(
+    fleet: &VerifiedFleet,
+    wave: u32,
+    records: impl Iterator<Item = &'r HostRecord>,
+) -> Option<bool> {
+    let mut any = false;
+    for record in records {
+        if fleet.placement(&record.hostname) == Placement::Wave(wave) {
+            any = true;
+            if !record.done_for_ordering() {
+                return Some(false);
+            }
+        }
+    }
+    any.then_some(true)
+}
+
+/// Applies one input (SPEC §4 table). `Completed` and `Superseded` are terminal.
+pub fn apply<'r, I>(
+    rollout: &Rollout,
+    input: &RolloutInput,
+    ctx: RolloutContext<'_, I>,
+    now: DateTime<Utc>,
+) -> Result<RolloutTransition, RolloutError>
+where
+    I: Iterator<Item = &'r HostRecord> + Clone,
+{
+    use RolloutState as S;
+    let illegal = || RolloutError::IllegalForState {
+        state: rollout.state,
+        input: input.name(),
+    };
+    if rollout.state.is_terminal() {
+        return Err(illegal());
+    }
+    let mut next = rollout.clone();
+    let mut effects = Vec::new();
+    let withdraw = |effects: &mut Vec<Effect>| {
+        for record in ctx.records.clone() {
+            if record.state == HostState::Pending && record.dispatch.is_some() {
+                effects.push(Effect::WithdrawDispatch {
+                    rollout_id: rollout.id.clone(),
+                    host: record.hostname.clone(),
+                });
+            }
+        }
+    };
+
+    match input {
+        RolloutInput::HostFailed { host, reason } => match rollout.state {
+            S::Active | S::Paused => {
+                next.state = S::Halted;
+                next.halt = Some(Halt {
+                    host: host.clone(),
+                    reason: reason.clone(),
+                    at: now,
+                });
+                withdraw(&mut effects);
+            }
+            // Already halted: the first failure keeps the record of why.
+            S::Halted => {
+                return Ok(RolloutTransition {
+                    rollout: next,
+                    effects,
+                });
+            }
+            _ => return Err(illegal()),
+        },
+        RolloutInput::Pause => {
+            if rollout.state != S::Active {
+                return Err(illegal());
+            }
+            next.state = S::Paused;
+            withdraw(&mut effects);
+        }
+        RolloutInput::Resume => {
+            if rollout.state != S::Paused {
+                return Err(illegal());
+            }
+            next.state = S::Active;
+        }
+        RolloutInput::ClearFailure => {
+            if rollout.state != S::Halted {
+                return Err(illegal());
+            }
+            next.state = S::Active;
+            next.halt = None;
+            for record in ctx.records.clone() {
+                if matches!(record.state, HostState::Failed | HostState::Reverted)
+                    && !record.excused
+                {
+                    effects.push(Effect::Excuse {
+                        rollout_id: rollout.id.clone(),
+                        host: record.hostname.clone(),
+                    });
+                }
+            }
+        }
+        RolloutInput::Approve { wave } => {
+            let spec = ctx
+                .fleet
+                .waves(&rollout.channel)
+                .get(*wave as usize)
+                .ok_or_else(|| {
+                    RolloutError::NotApplicable(format!("{} has no wave {wave}", rollout.id))
+                })?;
+            if !spec.requires_approval {
+                return Err(RolloutError::NotApplicable(format!(
+                    "wave {wave} does not require approval"
+                )));
+            }
+            if !next.approved_waves.insert(*wave) {
+                return Err(RolloutError::NotApplicable(format!(
+                    "wave {wave} is already approved"
+                )));
+            }
+        }
+        RolloutInput::AdvanceWave { to, by, force } => {
+            let waves = ctx.fleet.waves(&rollout.channel).len() as u32;
+            if *to <= rollout.current_wave {
+                return Err(RolloutError::NotApplicable(format!(
+                    "wave {to} is not after the current wave {}",
+                    rollout.current_wave
+                )));
+            }
+            if *to >= waves {
+                return Err(RolloutError::NotApplicable(format!(
+                    "{} has {waves} waves; there is no wave {to}",
+                    rollout.id
+                )));
+            }
+            if !force {
+                if *to != rollout.current_wave + 1 {
+                    return Err(RolloutError::NotApplicable(format!(
+                        "without force a promote goes one wave at a time (to {})",
+                        rollout.current_wave + 1
+                    )));
+                }
+                let complete = wave_complete(ctx.fleet, rollout.current_wave, ctx.records.clone());
+                let allowed = match by {
+                    AdvancedBy::Auto => complete == Some(true) && rollout.state == S::Active,
+                    // An operator may move past an empty wave; that is what it waits for.
+                    AdvancedBy::Operator => complete != Some(false),
+                };
+                if !allowed {
+                    return Err(RolloutError::NotApplicable(format!(
+                        "wave {} is not complete; promote with force to override",
+                        rollout.current_wave
+                    )));
+                }
+            }
+            next.current_wave = *to;
+            effects.push(log(
+                &next,
+                "WaveAdvanced",
+                json!({ "from": rollout.current_wave, "to": to, "by": by, "force": force }),
+            ));
+            return Ok(RolloutTransition {
+                rollout: next,
+                effects,
+            });
+        }
+        RolloutInput::Evaluate => {
+            let complete = rollout.state == S::Active
+                && ctx
+                    .records
+                    .clone()
+                    .all(|r| r.state == HostState::Converged || r.excused);
+            if !complete {
+                return Ok(RolloutTransition {
+                    rollout: next,
+                    effects,
+                });
+            }
+            next.state = S::Completed;
+            next.completed_at = Some(now);
+        }
+        RolloutInput::Supersede { by } => {
+            next.state = S::Superseded;
+            next.superseded_by = Some(by.clone());
+            withdraw(&mut effects);
+        }
+    }
+
+    if next.state != rollout.state {
+        effects.insert(
+            0,
+            log(
+                &next,
+                "RolloutStateChanged",
+                json!({ "from": rollout.state, "to": next.state, "input": input.name(), "halt": next.halt, "supersededBy": next.superseded_by }),
+            ),
+        );
+    } else if let RolloutInput::Approve { wave } = input {
+        effects.insert(0, log(&next, "WaveApproved", json!({ "wave": wave })));
+    }
+    Ok(RolloutTransition {
+        rollout: next,
+        effects,
+    })
+}

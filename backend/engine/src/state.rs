@@ -1,0 +1,312 @@
+//! The in-memory state the planner reads and the pure operations that change it. The reducer
+//! owns one `FleetState`; every change here returns effects for the applier to persist.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use shared::{Channel, Closure, Hostname, RolloutId};
+
+use crate::effect::{Effect, LogEntry};
+use crate::fleet::VerifiedFleet;
+use crate::host::{Dispatch, HostRecord};
+use crate::planner::PlanAction;
+use crate::rollout::{self, AdvancedBy, Rollout, RolloutContext, RolloutError, RolloutInput};
+use crate::verify::VerifiedManifest;
+
+/// Quarantined (channel, closure) pairs.
+pub type Quarantines = BTreeSet<(Channel, Closure)>;
+
+/// The verified fleet and the verified rollout manifests filed against it.
+#[derive(Debug, Clone)]
+pub struct ManifestSet {
+    pub fleet: VerifiedFleet,
+    manifests: BTreeMap<RolloutId, VerifiedManifest>,
+    newest: BTreeMap<Channel, RolloutId>,
+}
+
+impl ManifestSet {
+    pub fn new(
+        fleet: VerifiedFleet,
+        manifests: impl IntoIterator<Item = VerifiedManifest>,
+    ) -> ManifestSet {
+        let manifests: BTreeMap<RolloutId, VerifiedManifest> =
+            manifests.into_iter().map(|m| (m.id.clone(), m)).collect();
+        let mut newest: BTreeMap<Channel, RolloutId> = BTreeMap::new();
+        for m in manifests.values() {
+            let replace = match newest
+                .get(&m.manifest.channel)
+                .and_then(|id| manifests.get(id))
+            {
+                None => true,
+                // Newest by signing time; the id breaks ties so the choice is deterministic.
+                Some(cur) => (m.signed_at, &m.id) > (cur.signed_at, &cur.id),
+            };
+            if replace {
+                newest.insert(m.manifest.channel.clone(), m.id.clone());
+            }
+        }
+        ManifestSet {
+            fleet,
+            manifests,
+            newest,
+        }
+    }
+
+    pub fn get(&self, id: &RolloutId) -> Option<&VerifiedManifest> {
+        self.manifests.get(id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &VerifiedManifest> {
+        self.manifests.values()
+    }
+
+    /// The channel's newest manifest (by `meta.signedAt`).
+    pub fn newest_for(&self, channel: &Channel) -> Option<&VerifiedManifest> {
+        self.newest
+            .get(channel)
+            .and_then(|id| self.manifests.get(id))
+    }
+
+    pub fn same_host_set(&self, a: &RolloutId, b: &RolloutId) -> bool {
+        match (self.manifests.get(a), self.manifests.get(b)) {
+            (Some(a), Some(b)) => a.manifest.host_set == b.manifest.host_set,
+            _ => false,
+        }
+    }
+}
+
+/// Rollouts, their records, and when each host last heartbeated.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FleetState {
+    pub rollouts: BTreeMap<RolloutId, Rollout>,
+    pub records: BTreeMap<RolloutId, BTreeMap<Hostname, HostRecord>>,
+    pub last_heartbeat: HashMap<Hostname, DateTime<Utc>>,
+}
+
+impl FleetState {
+    /// The most recently opened rollout of `channel`, in any state.
+    pub fn current_rollout(&self, channel: &Channel) -> Option<&Rollout> {
+        self.rollouts
+            .values()
+            .filter(|r| &r.channel == channel)
+            .max_by_key(|r| r.opened_seq)
+    }
+
+    pub fn record(&self, rollout: &RolloutId, host: &Hostname) -> Option<&HostRecord> {
+        self.records.get(rollout)?.get(host)
+    }
+
+    fn next_open_seq(&self) -> u64 {
+        self.rollouts
+            .values()
+            .map(|r| r.opened_seq)
+            .max()
+            .map_or(1, |s| s + 1)
+    }
+
+    /// Runs one input through the rollout machine and applies the record-level effects it
+    /// returns (withdrawn dispatches, excused hosts). The rest is returned for the applier.
+    pub fn apply_rollout_input(
+        &mut self,
+        fleet: &VerifiedFleet,
+        id: &RolloutId,
+        input: &RolloutInput,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Effect>, RolloutError> {
+        let rollout = self
+            .rollouts
+            .get(id)
+            .ok_or_else(|| RolloutError::NotApplicable(format!("there is no rollout {id}")))?;
+        let empty = BTreeMap::new();
+        let records = self.records.get(id).unwrap_or(&empty);
+        let transition = rollout::apply(
+            rollout,
+            input,
+            RolloutContext {
+                fleet,
+                records: records.values(),
+            },
+            now,
+        )?;
+        self.rollouts.insert(id.clone(), transition.rollout);
+        Ok(self.apply_record_effects(transition.effects, now))
+    }
+
+    fn apply_record_effects(&mut self, effects: Vec<Effect>, now: DateTime<Utc>) -> Vec<Effect> {
+        let mut out = Vec::with_capacity(effects.len());
+        for effect in effects {
+            match &effect {
+                Effect::WithdrawDispatch { rollout_id, host } => {
+                    if let Some(record) = self
+                        .records
+                        .get_mut(rollout_id)
+                        .and_then(|r| r.get_mut(host))
+                    {
+                        record.dispatch = None;
+                        record.last_progress_at = now;
+                    }
+                }
+                Effect::Excuse { rollout_id, host } => {
+                    if let Some(record) = self
+                        .records
+                        .get_mut(rollout_id)
+                        .and_then(|r| r.get_mut(host))
+                    {
+                        record.excused = true;
+                    }
+                }
+                _ => {}
+            }
+            out.push(effect);
+        }
+        out
+    }
+
+    /// Applies one planner action. Holds that did not change produce no effect, so a waiting
+    /// fleet does not flood the event log.
+    pub fn apply_action(
+        &mut self,
+        set: &ManifestSet,
+        action: &PlanAction,
+        now: DateTime<Utc>,
+    ) -> Vec<Effect> {
+        match action {
+            PlanAction::OpenRollout { rollout_id } => self.open_rollout(set, rollout_id, now),
+            PlanAction::AdvanceWave { rollout_id, to } => self
+                .apply_rollout_input(
+                    &set.fleet,
+                    rollout_id,
+                    &RolloutInput::AdvanceWave {
+                        to: *to,
+                        by: AdvancedBy::Auto,
+                        force: false,
+                    },
+                    now,
+                )
+                .unwrap_or_default(),
+            PlanAction::QueueDispatch {
+                host,
+                rollout_id,
+                soak_seconds,
+                target_closure,
+            } => {
+                let Some(record) = self
+                    .records
+                    .get_mut(rollout_id)
+                    .and_then(|r| r.get_mut(host))
+                else {
+                    return vec![];
+                };
+                record.dispatch = Some(Dispatch {
+                    queued_at: now,
+                    soak_seconds: *soak_seconds,
+                });
+                record.waiting_on = None;
+                record.last_progress_at = now;
+                vec![Effect::Log(LogEntry {
+                    kind: "DispatchQueued",
+                    rollout_id: Some(rollout_id.clone()),
+                    host: Some(host.clone()),
+                    channel: Some(record.channel.clone()),
+                    payload: json!({ "targetClosure": target_closure, "soakSeconds": soak_seconds }),
+                })]
+            }
+            PlanAction::Hold {
+                host,
+                rollout_id,
+                gate,
+                reason,
+            } => {
+                let Some(record) = self
+                    .records
+                    .get_mut(rollout_id)
+                    .and_then(|r| r.get_mut(host))
+                else {
+                    return vec![];
+                };
+                if record
+                    .waiting_on
+                    .as_ref()
+                    .is_some_and(|w| w.gate == *gate && &w.reason == reason)
+                {
+                    return vec![];
+                }
+                record.waiting_on = Some(shared::state::WaitingOn {
+                    gate: *gate,
+                    reason: reason.clone(),
+                    since: now,
+                });
+                vec![Effect::Log(LogEntry {
+                    kind: "HostHeld",
+                    rollout_id: Some(rollout_id.clone()),
+                    host: Some(host.clone()),
+                    channel: Some(record.channel.clone()),
+                    payload: json!({ "gate": gate, "reason": reason }),
+                })]
+            }
+        }
+    }
+
+    /// Opens the rollout of a verified manifest: supersedes the channel's open rollout and
+    /// creates one Pending record per `hostSet` entry.
+    fn open_rollout(
+        &mut self,
+        set: &ManifestSet,
+        id: &RolloutId,
+        now: DateTime<Utc>,
+    ) -> Vec<Effect> {
+        let Some(manifest) = set.get(id) else {
+            return vec![];
+        };
+        if self.rollouts.contains_key(id) {
+            return vec![];
+        }
+        let channel = manifest.manifest.channel.clone();
+        let mut effects = Vec::new();
+        let open: Vec<RolloutId> = self
+            .rollouts
+            .values()
+            .filter(|r| r.channel == channel && !r.state.is_terminal())
+            .map(|r| r.id.clone())
+            .collect();
+        for old in open {
+            if let Ok(more) = self.apply_rollout_input(
+                &set.fleet,
+                &old,
+                &RolloutInput::Supersede { by: id.clone() },
+                now,
+            ) {
+                effects.extend(more);
+            }
+        }
+        let rollout = Rollout::open(id.clone(), channel.clone(), self.next_open_seq(), now);
+        let records: BTreeMap<Hostname, HostRecord> = manifest
+            .manifest
+            .host_set
+            .iter()
+            .map(|e| {
+                (
+                    e.hostname.clone(),
+                    HostRecord::pending(
+                        id.clone(),
+                        e.hostname.clone(),
+                        channel.clone(),
+                        e.target_closure.clone(),
+                        now,
+                    ),
+                )
+            })
+            .collect();
+        effects.push(Effect::Log(LogEntry {
+            kind: "RolloutOpened",
+            rollout_id: Some(id.clone()),
+            host: None,
+            channel: Some(channel),
+            payload: json!({ "hosts": records.len(), "signedAt": manifest.signed_at }),
+        }));
+        self.rollouts.insert(id.clone(), rollout);
+        self.records.insert(id.clone(), records);
+        effects
+    }
+}

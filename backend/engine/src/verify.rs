@@ -1,0 +1,360 @@
+//! Verification of signed inputs (SPEC §2): Ed25519 strict verification over the RFC 8785
+//! (JCS) canonical form of the received JSON, trust key slots, freshness, and the
+//! consistency rules of the fleet document and rollout manifests.
+//!
+//! The verifier re-canonicalises what it received, so whitespace and key order in transit do
+//! not matter; a change to any value does.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use chrono::{DateTime, Duration, Utc};
+use ed25519_dalek::{Signature, VerifyingKey};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use shared::manifest::{FleetDocument, RolloutManifest, SignedArtifact, TrustConfig};
+use shared::{Hostname, RolloutId};
+
+use crate::fleet::{self, VerifiedFleet};
+
+/// The only schema version this build understands.
+pub const SCHEMA_VERSION: u64 = 1;
+/// Clock slack allowed on both sides of the freshness window (SPEC §2.5).
+pub const CLOCK_SLACK: Duration = Duration::seconds(60);
+
+/// Every named verification outcome of SPEC §2.5. `code()` is the wire name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("no trust roots are configured: nothing can be verified")]
+    NoTrustRoots,
+    #[error("malformed artifact: {0}")]
+    Malformed(String),
+    #[error("the signature does not verify with any trusted CI release key")]
+    BadSignature,
+    #[error("unsupported schemaVersion {0} (this build understands {SCHEMA_VERSION})")]
+    UnsupportedSchema(String),
+    #[error("the document has no meta.signedAt")]
+    NotSigned,
+    #[error("signed at {signed_at}, before the trust configuration's rejectBefore {reject_before}")]
+    RejectedBefore {
+        signed_at: DateTime<Utc>,
+        reject_before: DateTime<Utc>,
+    },
+    #[error(
+        "signed at {signed_at}, older than the freshness window of {window_minutes} minutes (now {now})"
+    )]
+    Stale {
+        signed_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        window_minutes: u64,
+    },
+    #[error("signed at {signed_at}, more than 60 s in the future (now {now})")]
+    FutureDated {
+        signed_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    },
+    #[error("inconsistent: {0}")]
+    Inconsistent(String),
+}
+
+impl VerifyError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            VerifyError::NoTrustRoots => "no-trust-roots",
+            VerifyError::Malformed(_) => "malformed",
+            VerifyError::BadSignature => "bad-signature",
+            VerifyError::UnsupportedSchema(_) => "unsupported-schema",
+            VerifyError::NotSigned => "not-signed",
+            VerifyError::RejectedBefore { .. } => "rejected-before",
+            VerifyError::Stale { .. } => "stale",
+            VerifyError::FutureDated { .. } => "future-dated",
+            VerifyError::Inconsistent(_) => "inconsistent",
+        }
+    }
+}
+
+/// Whether to apply the freshness checks: yes at ingestion; no when re-verifying the
+/// persisted set after a restart (signature and consistency only, SPEC §2.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    Check,
+    Skip,
+}
+
+/// The CI release keys from `trust.json`, decoded.
+#[derive(Debug, Clone)]
+pub struct TrustRoots {
+    current: VerifyingKey,
+    previous: Option<VerifyingKey>,
+    successor: Option<VerifyingKey>,
+    retire_at: Option<DateTime<Utc>>,
+    reject_before: Option<DateTime<Utc>>,
+    window: Duration,
+    window_minutes: u64,
+}
+
+/// Decodes a standard-base64 Ed25519 public key (32 raw bytes).
+pub fn decode_public_key(b64: &str) -> Result<VerifyingKey, String> {
+    let bytes = B64
+        .decode(b64.trim())
+        .map_err(|err| format!("not standard base64: {err}"))?;
+    let raw: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| format!("an Ed25519 public key is 32 bytes, got {}", bytes.len()))?;
+    VerifyingKey::from_bytes(&raw).map_err(|_| "not a valid Ed25519 public key".to_owned())
+}
+
+impl TrustRoots {
+    /// Decodes the configuration; a key that does not decode is a `no-trust-roots` error for
+    /// the current slot and a precise message for the others.
+    pub fn from_config(config: &TrustConfig) -> Result<TrustRoots, VerifyError> {
+        if u64::from(config.schema_version) != SCHEMA_VERSION {
+            return Err(VerifyError::UnsupportedSchema(
+                config.schema_version.to_string(),
+            ));
+        }
+        let slots = &config.ci_release_key;
+        let current = decode_public_key(&slots.current).map_err(|_| VerifyError::NoTrustRoots)?;
+        let optional = |name: &str,
+                        key: &Option<String>|
+         -> Result<Option<VerifyingKey>, VerifyError> {
+            key.as_deref()
+                .map(|k| {
+                    decode_public_key(k)
+                        .map_err(|e| VerifyError::Malformed(format!("ciReleaseKey.{name}: {e}")))
+                })
+                .transpose()
+        };
+        let window_minutes = config.freshness_window_minutes;
+        let window = i64::try_from(window_minutes)
+            .ok()
+            .and_then(Duration::try_minutes)
+            .ok_or_else(|| {
+                VerifyError::Malformed("freshnessWindowMinutes is out of range".into())
+            })?;
+        Ok(TrustRoots {
+            current,
+            previous: optional("previous", &slots.previous)?,
+            successor: optional("successor", &slots.successor)?,
+            retire_at: slots.retire_at,
+            reject_before: slots.reject_before,
+            window,
+            window_minutes,
+        })
+    }
+
+    /// The keys to try at `now`, in order. Previous and successor belong to a rotation
+    /// window that closes at `retireAt` (when set); after it only the current key counts.
+    fn keys_at(&self, now: DateTime<Utc>) -> impl Iterator<Item = &VerifyingKey> {
+        let window_open = self.retire_at.is_none_or(|retire_at| now < retire_at);
+        std::iter::once(&self.current).chain(
+            [self.previous.as_ref(), self.successor.as_ref()]
+                .into_iter()
+                .flatten()
+                .filter(move |_| window_open),
+        )
+    }
+}
+
+/// A document whose signature verified: its parsed JSON, canonical bytes and signing time.
+#[derive(Debug, Clone)]
+pub struct VerifiedDocument {
+    pub value: Value,
+    pub canonical: Vec<u8>,
+    pub signed_at: DateTime<Utc>,
+}
+
+/// RFC 8785 canonical bytes of `value`.
+pub fn canonicalize(value: &Value) -> Result<Vec<u8>, VerifyError> {
+    serde_jcs::to_vec(value)
+        .map_err(|err| VerifyError::Malformed(format!("cannot canonicalise: {err}")))
+}
+
+/// Lower-case hex SHA-256 of canonical bytes (the `fleetHash`).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut out = String::with_capacity(64);
+    for byte in digest {
+        out.push(char::from_digit(u32::from(byte >> 4), 16).unwrap_or('0'));
+        out.push(char::from_digit(u32::from(byte & 0xf), 16).unwrap_or('0'));
+    }
+    out
+}
+
+/// Checks an artifact's signature, schema, signing time and (optionally) freshness.
+pub fn verify_artifact(
+    trust: Option<&TrustRoots>,
+    artifact: &SignedArtifact,
+    now: DateTime<Utc>,
+    freshness: Freshness,
+) -> Result<VerifiedDocument, VerifyError> {
+    let trust = trust.ok_or(VerifyError::NoTrustRoots)?;
+    let bytes = B64
+        .decode(artifact.artifact.trim())
+        .map_err(|err| VerifyError::Malformed(format!("artifact is not standard base64: {err}")))?;
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|err| VerifyError::Malformed(format!("artifact is not JSON: {err}")))?;
+    let canonical = canonicalize(&value)?;
+
+    let signature = B64
+        .decode(artifact.signature.trim())
+        .ok()
+        .and_then(|raw| Signature::from_slice(&raw).ok())
+        .ok_or(VerifyError::BadSignature)?;
+    if !trust
+        .keys_at(now)
+        .any(|key| key.verify_strict(&canonical, &signature).is_ok())
+    {
+        return Err(VerifyError::BadSignature);
+    }
+
+    match value.get("schemaVersion") {
+        Some(Value::Number(n)) if n.as_u64() == Some(SCHEMA_VERSION) => {}
+        Some(other) => return Err(VerifyError::UnsupportedSchema(other.to_string())),
+        None => return Err(VerifyError::UnsupportedSchema("(missing)".into())),
+    }
+    let signed_at = match value.get("meta").and_then(|meta| meta.get("signedAt")) {
+        None | Some(Value::Null) => return Err(VerifyError::NotSigned),
+        Some(Value::String(s)) => DateTime::parse_from_rfc3339(s)
+            .map_err(|err| {
+                VerifyError::Malformed(format!("meta.signedAt `{s}` is not RFC 3339: {err}"))
+            })?
+            .with_timezone(&Utc),
+        Some(other) => {
+            return Err(VerifyError::Malformed(format!(
+                "meta.signedAt must be a string, got {other}"
+            )));
+        }
+    };
+    if let Some(reject_before) = trust.reject_before
+        && signed_at < reject_before
+    {
+        return Err(VerifyError::RejectedBefore {
+            signed_at,
+            reject_before,
+        });
+    }
+    if freshness == Freshness::Check {
+        if now - signed_at > trust.window + CLOCK_SLACK {
+            return Err(VerifyError::Stale {
+                signed_at,
+                now,
+                window_minutes: trust.window_minutes,
+            });
+        }
+        if signed_at - now > CLOCK_SLACK {
+            return Err(VerifyError::FutureDated { signed_at, now });
+        }
+    }
+    Ok(VerifiedDocument {
+        value,
+        canonical,
+        signed_at,
+    })
+}
+
+fn typed<T: serde::de::DeserializeOwned>(
+    doc: &VerifiedDocument,
+    what: &str,
+) -> Result<T, VerifyError> {
+    serde_json::from_value(doc.value.clone())
+        .map_err(|err| VerifyError::Malformed(format!("not a valid {what}: {err}")))
+}
+
+/// Verifies a signed fleet document and checks its consistency rules (SPEC §2.3).
+pub fn verify_fleet(
+    trust: Option<&TrustRoots>,
+    artifact: &SignedArtifact,
+    now: DateTime<Utc>,
+    freshness: Freshness,
+) -> Result<VerifiedFleet, VerifyError> {
+    let doc = verify_artifact(trust, artifact, now, freshness)?;
+    let fleet: FleetDocument = typed(&doc, "fleet document")?;
+    fleet::index(fleet, sha256_hex(&doc.canonical), doc.signed_at)
+        .map_err(VerifyError::Inconsistent)
+}
+
+/// A rollout manifest that verified against the fleet it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedManifest {
+    pub id: RolloutId,
+    pub manifest: RolloutManifest,
+    pub signed_at: DateTime<Utc>,
+}
+
+/// Verifies a signed rollout manifest against the verified fleet (SPEC §2.4). `filed_as` is
+/// the id the manifest was filed under (its file name), when there is one.
+pub fn verify_manifest(
+    trust: Option<&TrustRoots>,
+    artifact: &SignedArtifact,
+    fleet: &VerifiedFleet,
+    filed_as: Option<&RolloutId>,
+    now: DateTime<Utc>,
+    freshness: Freshness,
+) -> Result<VerifiedManifest, VerifyError> {
+    let doc = verify_artifact(trust, artifact, now, freshness)?;
+    let manifest: RolloutManifest = typed(&doc, "rollout manifest")?;
+    let id = RolloutId::new(&manifest.channel, &manifest.channel_ref)
+        .map_err(|err| VerifyError::Inconsistent(format!("channelRef: {err}")))?;
+    check_manifest(&manifest, &id, fleet, filed_as).map_err(VerifyError::Inconsistent)?;
+    Ok(VerifiedManifest {
+        id,
+        manifest,
+        signed_at: doc.signed_at,
+    })
+}
+
+fn check_manifest(
+    manifest: &RolloutManifest,
+    id: &RolloutId,
+    fleet: &VerifiedFleet,
+    filed_as: Option<&RolloutId>,
+) -> Result<(), String> {
+    if let Some(filed_as) = filed_as
+        && filed_as != id
+    {
+        return Err(format!(
+            "filed as `{filed_as}` but its channel@channelRef is `{id}`"
+        ));
+    }
+    if manifest.fleet_hash != fleet.hash {
+        return Err(format!(
+            "fleetHash {} is not the hash of the verified fleet ({})",
+            manifest.fleet_hash, fleet.hash
+        ));
+    }
+    if !fleet.doc.channels.contains_key(&manifest.channel) {
+        return Err(format!(
+            "channel: `{}` is not a channel of the fleet",
+            manifest.channel
+        ));
+    }
+    let mut previous: Option<&Hostname> = None;
+    for (i, entry) in manifest.host_set.iter().enumerate() {
+        if let Some(prev) = previous
+            && prev >= &entry.hostname
+        {
+            return Err(format!(
+                "hostSet[{i}]: `{}` after `{prev}`: hostSet must be sorted by hostname without duplicates",
+                entry.hostname
+            ));
+        }
+        previous = Some(&entry.hostname);
+        match fleet.doc.hosts.get(&entry.hostname) {
+            None => {
+                return Err(format!(
+                    "hostSet[{i}]: `{}` is not a host of the fleet",
+                    entry.hostname
+                ));
+            }
+            Some(host) if host.channel != manifest.channel => {
+                return Err(format!(
+                    "hostSet[{i}]: `{}` is on channel `{}`, not `{}`",
+                    entry.hostname, host.channel, manifest.channel
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
