@@ -9,11 +9,16 @@
 //! - [`rollout`]: the rollout state machine (SPEC §4).
 //! - [`planner`]: `plan_next` and its gates (SPEC §5).
 //! - [`state`]: the in-memory fleet state and the pure operations that change it.
+//! - [`sign`], [`release`]: what CI does — sign canonical JSON, project a fleet into manifests.
 
 pub mod effect;
 pub mod fleet;
 pub mod host;
 pub mod planner;
+pub mod release;
 pub mod rollout;
+pub mod sign;
 pub mod state;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod verify;

@@ -1,0 +1,191 @@
+//! Builders for tests and benchmarks: fleets, deterministic keys, a fixed clock. Compiled only
+//! with the `testkit` feature; nothing in production code uses it.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use ed25519_dalek::SigningKey;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use shared::manifest::{SignedArtifact, TrustConfig};
+
+use crate::fleet::VerifiedFleet;
+use crate::release;
+use crate::sign::{public_key_b64, sign_value};
+use crate::state::ManifestSet;
+use crate::verify::{Freshness, TrustRoots, VerifiedManifest, verify_fleet, verify_manifest};
+
+/// The fixed "now" of tests: 2026-11-26T12:00:00Z.
+pub fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).single().unwrap_or_default()
+}
+
+/// `t0() + secs` seconds.
+pub fn at(secs: i64) -> DateTime<Utc> {
+    t0() + Duration::seconds(secs)
+}
+
+/// A deterministic key derived from a label (never use outside tests).
+pub fn key(label: &str) -> SigningKey {
+    let seed: [u8; 32] = Sha256::digest(label.as_bytes()).into();
+    SigningKey::from_bytes(&seed)
+}
+
+pub fn ci_key() -> SigningKey {
+    key("ci-release-key")
+}
+
+pub fn host_key(host: &str) -> SigningKey {
+    key(&format!("host:{host}"))
+}
+
+pub fn trust_config(key: &SigningKey) -> TrustConfig {
+    serde_json::from_value(json!({
+        "schemaVersion": 1,
+        "ciReleaseKey": { "current": public_key_b64(key) },
+        "freshnessWindowMinutes": 1440
+    }))
+    .unwrap_or_else(|e| panic!("testkit trust config: {e}"))
+}
+
+pub fn trust() -> TrustRoots {
+    TrustRoots::from_config(&trust_config(&ci_key())).unwrap_or_else(|e| panic!("testkit trust roots: {e}"))
+}
+
+pub fn sign(document: &Value) -> SignedArtifact {
+    sign_value(&ci_key(), document).unwrap_or_else(|e| panic!("testkit sign: {e}")).artifact()
+}
+
+/// A fleet document under construction. Hosts get deterministic keys and, by default, the
+/// closure `/nix/store/<host>-v1`.
+#[derive(Debug, Clone)]
+pub struct FleetBuilder {
+    doc: Value,
+}
+
+impl Default for FleetBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn obj<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
+    let Value::Object(map) = v else { panic!("testkit: not an object") };
+    match map.entry(key).or_insert_with(|| json!({})) {
+        Value::Object(inner) => inner,
+        _ => panic!("testkit: {key} is not an object"),
+    }
+}
+
+fn arr<'a>(v: &'a mut Value, key: &str) -> &'a mut Vec<Value> {
+    let Value::Object(map) = v else { panic!("testkit: not an object") };
+    match map.entry(key).or_insert_with(|| json!([])) {
+        Value::Array(inner) => inner,
+        _ => panic!("testkit: {key} is not an array"),
+    }
+}
+
+impl FleetBuilder {
+    pub fn new() -> Self {
+        FleetBuilder {
+            doc: json!({
+                "schemaVersion": 1,
+                "meta": { "signedAt": t0().to_rfc3339(), "ciCommit": "c0ffee" },
+                "hosts": {}, "channels": {}, "rolloutPolicies": {}
+            }),
+        }
+    }
+
+    /// A policy: one entry per wave `(soakMinutes, requiresApproval)`.
+    pub fn policy(mut self, name: &str, waves: &[(u64, bool)], on_failure: &str, stuck_after_minutes: u64) -> Self {
+        let waves: Vec<Value> = waves.iter().map(|(soak, approval)| json!({"soakMinutes": soak, "requiresApproval": approval})).collect();
+        obj(&mut self.doc, "rolloutPolicies").insert(
+            name.into(),
+            json!({ "waves": waves, "onHealthFailure": on_failure, "stuckAfterMinutes": stuck_after_minutes }),
+        );
+        self
+    }
+
+    pub fn channel(mut self, name: &str, policy: &str) -> Self {
+        obj(&mut self.doc, "channels").insert(name.into(), json!({ "rolloutPolicy": policy }));
+        self
+    }
+
+    pub fn host(self, name: &str, channel: &str, tags: &[&str]) -> Self {
+        let closure = format!("/nix/store/{name}-v1");
+        self.host_with_closure(name, channel, tags, Some(&closure))
+    }
+
+    pub fn host_with_closure(mut self, name: &str, channel: &str, tags: &[&str], closure: Option<&str>) -> Self {
+        let mut entry = json!({ "channel": channel, "tags": tags, "pubkey": public_key_b64(&host_key(name)) });
+        if let (Some(c), Value::Object(m)) = (closure, &mut entry) {
+            m.insert("closure".into(), json!(c));
+        }
+        obj(&mut self.doc, "hosts").insert(name.into(), entry);
+        self
+    }
+
+    /// Sets the closure every host of `channel` should run (a new release).
+    pub fn release_closures(mut self, channel: &str, suffix: &str) -> Self {
+        for (name, host) in obj(&mut self.doc, "hosts").iter_mut() {
+            if host["channel"] == channel {
+                host["closure"] = json!(format!("/nix/store/{name}-{suffix}"));
+            }
+        }
+        self
+    }
+
+    pub fn waves(mut self, channel: &str, waves: &[&[&str]]) -> Self {
+        let waves: Vec<Value> = waves.iter().map(|hosts| json!({ "hosts": hosts })).collect();
+        obj(&mut self.doc, "waves").insert(channel.into(), json!(waves));
+        self
+    }
+
+    pub fn edge(mut self, gates: &str, gated: &str) -> Self {
+        arr(&mut self.doc, "edges").push(json!({ "gates": gates, "gated": gated }));
+        self
+    }
+
+    pub fn channel_edge(mut self, gates: &str, gated: &str) -> Self {
+        arr(&mut self.doc, "channelEdges").push(json!({ "gates": gates, "gated": gated }));
+        self
+    }
+
+    pub fn budget(mut self, name: &str, selector: Value, max_in_flight: u32) -> Self {
+        arr(&mut self.doc, "disruptionBudgets").push(json!({ "name": name, "selector": selector, "maxInFlight": max_in_flight }));
+        self
+    }
+
+    pub fn commit(mut self, commit: &str) -> Self {
+        self.doc["meta"]["ciCommit"] = json!(commit);
+        self
+    }
+
+    pub fn document(&self) -> Value {
+        self.doc.clone()
+    }
+
+    /// Signs and verifies the fleet (at `t0`).
+    pub fn verified(&self) -> VerifiedFleet {
+        verify_fleet(Some(&trust()), &sign(&self.doc), t0(), Freshness::Check).unwrap_or_else(|e| panic!("testkit fleet: {e}"))
+    }
+
+    /// The verified fleet plus the release manifests of `commit`, signed at `signed_at`.
+    pub fn release(&self, commit: &str, signed_at: DateTime<Utc>) -> (VerifiedFleet, Vec<VerifiedManifest>) {
+        let fleet = self.verified();
+        let manifests = release::project(&fleet, commit, signed_at)
+            .unwrap_or_else(|e| panic!("testkit release: {e}"))
+            .into_values()
+            .map(|m| {
+                let value = serde_json::to_value(&m).unwrap_or_else(|e| panic!("testkit manifest: {e}"));
+                verify_manifest(Some(&trust()), &sign(&value), &fleet, None, t0(), Freshness::Skip)
+                    .unwrap_or_else(|e| panic!("testkit manifest: {e}"))
+            })
+            .collect();
+        (fleet, manifests)
+    }
+
+    /// A manifest set with this fleet and its release `commit` signed at `t0`.
+    pub fn manifest_set(&self, commit: &str) -> ManifestSet {
+        let (fleet, manifests) = self.release(commit, t0());
+        ManifestSet::new(fleet, manifests)
+    }
+}
