@@ -9,10 +9,19 @@ use shared::{Channel, Closure, Hostname, RolloutId};
 
 use crate::effect::{Effect, LogEntry};
 use crate::fleet::VerifiedFleet;
-use crate::host::{Dispatch, HostRecord};
+use crate::fleet::Placement;
+use crate::host::{Dispatch, HostRecord, StepPolicy, TransitionError, step};
 use crate::planner::PlanAction;
 use crate::rollout::{self, AdvancedBy, Rollout, RolloutContext, RolloutError, RolloutInput};
 use crate::verify::VerifiedManifest;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostEventError {
+    #[error("host {host} has no record in rollout {rollout_id}")]
+    UnknownRecord { rollout_id: RolloutId, host: Hostname },
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+}
 
 /// Quarantined (channel, closure) pairs.
 pub type Quarantines = BTreeSet<(Channel, Closure)>;
@@ -161,6 +170,45 @@ impl FleetState {
             out.push(effect);
         }
         out
+    }
+
+    /// The policy `step` needs for a record: its wave's soak and the channel's failure policy.
+    pub fn step_policy(fleet: &VerifiedFleet, record: &HostRecord) -> StepPolicy {
+        let soak_seconds = match fleet.placement(&record.hostname) {
+            Placement::Wave(w) => fleet.waves(&record.channel).get(w as usize).map_or(0, |s| s.soak_seconds),
+            Placement::Unstaged => 0,
+        };
+        StepPolicy {
+            soak: chrono::Duration::seconds(i64::try_from(soak_seconds).unwrap_or(i64::MAX / 1000)),
+            on_health_failure: fleet.on_health_failure(&record.channel),
+        }
+    }
+
+    /// Applies one agent event to its record, then lets the rollout react: a host entering
+    /// Failed halts it, and a rollout whose records are all Converged or excused completes.
+    pub fn apply_host_event(
+        &mut self,
+        fleet: &VerifiedFleet,
+        rollout_id: &RolloutId,
+        host: &Hostname,
+        event: &shared::state::HostEvent,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Effect>, HostEventError> {
+        let unknown = || HostEventError::UnknownRecord { rollout_id: rollout_id.clone(), host: host.clone() };
+        let record = self.records.get(rollout_id).and_then(|r| r.get(host)).ok_or_else(unknown)?;
+        let transition = step(record, event, now, &Self::step_policy(fleet, record))?;
+        let failed = transition.record.state == shared::state::HostState::Failed && record.state != shared::state::HostState::Failed;
+        let reason = transition.record.failure.as_ref().map(|f| f.reason.clone()).unwrap_or_default();
+        if let Some(slot) = self.records.get_mut(rollout_id).and_then(|r| r.get_mut(host)) {
+            *slot = transition.record;
+        }
+        let mut effects = transition.effects;
+        if failed {
+            let input = RolloutInput::HostFailed { host: host.clone(), reason };
+            effects.extend(self.apply_rollout_input(fleet, rollout_id, &input, now).unwrap_or_default());
+        }
+        effects.extend(self.apply_rollout_input(fleet, rollout_id, &RolloutInput::Evaluate, now).unwrap_or_default());
+        Ok(effects)
     }
 
     /// Applies one planner action. Holds that did not change produce no effect, so a waiting

@@ -189,3 +189,109 @@ impl FleetBuilder {
         ManifestSet::new(fleet, manifests)
     }
 }
+
+/// A whole control plane without IO: manifests, state, quarantines and a clock that tests
+/// move by hand. Plays the reducer's part for planner and machine scenarios.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub set: ManifestSet,
+    pub state: crate::state::FleetState,
+    pub quarantines: crate::state::Quarantines,
+    pub now: DateTime<Utc>,
+    seqs: std::collections::HashMap<(String, String), u64>,
+}
+
+impl Scenario {
+    pub fn new(set: ManifestSet) -> Scenario {
+        Scenario { set, state: Default::default(), quarantines: Default::default(), now: t0(), seqs: Default::default() }
+    }
+
+    pub fn plan(&self) -> Vec<crate::planner::PlanAction> {
+        crate::planner::plan_next(&self.set, &self.state, &self.quarantines, self.now)
+    }
+
+    /// One plan pass, applied; when it opened rollouts, a second pass plans them at once.
+    pub fn tick(&mut self) -> Vec<crate::planner::PlanAction> {
+        let mut all = Vec::new();
+        loop {
+            let actions = self.plan();
+            let opened = actions.iter().any(|a| matches!(a, crate::planner::PlanAction::OpenRollout { .. }));
+            for action in &actions {
+                self.state.apply_action(&self.set, action, self.now);
+            }
+            all.extend(actions);
+            if !opened {
+                return all;
+            }
+        }
+    }
+
+    pub fn advance(&mut self, seconds: i64) {
+        self.now += Duration::seconds(seconds);
+    }
+
+    pub fn rid(id: &str) -> shared::RolloutId {
+        shared::RolloutId::parse(id).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn host(name: &str) -> shared::Hostname {
+        shared::Hostname::parse(name).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn record(&self, rollout: &str, host: &str) -> &crate::host::HostRecord {
+        self.state.record(&Self::rid(rollout), &Self::host(host)).unwrap_or_else(|| panic!("no record {rollout}/{host}"))
+    }
+
+    pub fn rollout(&self, rollout: &str) -> &crate::rollout::Rollout {
+        self.state.rollouts.get(&Self::rid(rollout)).unwrap_or_else(|| panic!("no rollout {rollout}"))
+    }
+
+    /// Sends an event (`fields` without kind and seq; the next seq is added) as the agent would,
+    /// and applies its quarantine effects.
+    pub fn send(&mut self, rollout: &str, host: &str, kind: &str, mut fields: Value) -> Result<Vec<crate::effect::Effect>, crate::state::HostEventError> {
+        let seq = self.seqs.entry((rollout.into(), host.into())).or_insert(0);
+        *seq += 1;
+        fields["kind"] = json!(kind);
+        fields["seq"] = json!(*seq);
+        let event: shared::state::HostEvent = serde_json::from_value(fields).unwrap_or_else(|e| panic!("testkit event: {e}"));
+        let effects = self.state.apply_host_event(&self.set.fleet, &Self::rid(rollout), &Self::host(host), &event, self.now)?;
+        for effect in &effects {
+            if let crate::effect::Effect::Quarantine { channel, closure, .. } = effect {
+                self.quarantines.insert((channel.clone(), closure.clone()));
+            }
+        }
+        Ok(effects)
+    }
+
+    /// Drives a dispatched host through ack and activation into Soaking.
+    pub fn activate(&mut self, rollout: &str, host: &str) {
+        let target = self.record(rollout, host).target_closure.clone();
+        let now = self.now;
+        self.send(rollout, host, "DispatchAck", json!({"currentClosure": "/nix/store/old", "receivedAt": now})).unwrap_or_else(|e| panic!("{e}"));
+        self.send(rollout, host, "ActivationCompleted", json!({"observedClosure": target, "exitCode": 0, "completedAt": now}))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Drives a host from its dispatch to Converged (the clock jumps over its soak).
+    pub fn converge(&mut self, rollout: &str, host: &str) {
+        self.activate(rollout, host);
+        let record = self.record(rollout, host);
+        let (target, due) = (record.target_closure.clone(), record.soak_due_at.unwrap_or(self.now));
+        if due > self.now {
+            self.now = due;
+        }
+        let now = self.now;
+        self.send(rollout, host, "Converged", json!({"convergedAt": now, "currentClosure": target})).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Hosts the last actions dispatched, in order.
+    pub fn dispatched(actions: &[crate::planner::PlanAction]) -> Vec<String> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                crate::planner::PlanAction::QueueDispatch { host, .. } => Some(host.to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+}
