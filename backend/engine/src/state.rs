@@ -8,8 +8,8 @@ use serde_json::json;
 use shared::{Channel, Closure, Hostname, RolloutId};
 
 use crate::effect::{Effect, LogEntry};
-use crate::fleet::VerifiedFleet;
 use crate::fleet::Placement;
+use crate::fleet::VerifiedFleet;
 use crate::host::{Dispatch, HostRecord, StepPolicy, TransitionError, step};
 use crate::planner::PlanAction;
 use crate::rollout::{self, AdvancedBy, Rollout, RolloutContext, RolloutError, RolloutInput};
@@ -18,7 +18,10 @@ use crate::verify::VerifiedManifest;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HostEventError {
     #[error("host {host} has no record in rollout {rollout_id}")]
-    UnknownRecord { rollout_id: RolloutId, host: Hostname },
+    UnknownRecord {
+        rollout_id: RolloutId,
+        host: Hostname,
+    },
     #[error(transparent)]
     Transition(#[from] TransitionError),
 }
@@ -175,7 +178,10 @@ impl FleetState {
     /// The policy `step` needs for a record: its wave's soak and the channel's failure policy.
     pub fn step_policy(fleet: &VerifiedFleet, record: &HostRecord) -> StepPolicy {
         let soak_seconds = match fleet.placement(&record.hostname) {
-            Placement::Wave(w) => fleet.waves(&record.channel).get(w as usize).map_or(0, |s| s.soak_seconds),
+            Placement::Wave(w) => fleet
+                .waves(&record.channel)
+                .get(w as usize)
+                .map_or(0, |s| s.soak_seconds),
             Placement::Unstaged => 0,
         };
         StepPolicy {
@@ -194,20 +200,46 @@ impl FleetState {
         event: &shared::state::HostEvent,
         now: DateTime<Utc>,
     ) -> Result<Vec<Effect>, HostEventError> {
-        let unknown = || HostEventError::UnknownRecord { rollout_id: rollout_id.clone(), host: host.clone() };
-        let record = self.records.get(rollout_id).and_then(|r| r.get(host)).ok_or_else(unknown)?;
+        let unknown = || HostEventError::UnknownRecord {
+            rollout_id: rollout_id.clone(),
+            host: host.clone(),
+        };
+        let record = self
+            .records
+            .get(rollout_id)
+            .and_then(|r| r.get(host))
+            .ok_or_else(unknown)?;
         let transition = step(record, event, now, &Self::step_policy(fleet, record))?;
-        let failed = transition.record.state == shared::state::HostState::Failed && record.state != shared::state::HostState::Failed;
-        let reason = transition.record.failure.as_ref().map(|f| f.reason.clone()).unwrap_or_default();
-        if let Some(slot) = self.records.get_mut(rollout_id).and_then(|r| r.get_mut(host)) {
+        let failed = transition.record.state == shared::state::HostState::Failed
+            && record.state != shared::state::HostState::Failed;
+        let reason = transition
+            .record
+            .failure
+            .as_ref()
+            .map(|f| f.reason.clone())
+            .unwrap_or_default();
+        if let Some(slot) = self
+            .records
+            .get_mut(rollout_id)
+            .and_then(|r| r.get_mut(host))
+        {
             *slot = transition.record;
         }
         let mut effects = transition.effects;
         if failed {
-            let input = RolloutInput::HostFailed { host: host.clone(), reason };
-            effects.extend(self.apply_rollout_input(fleet, rollout_id, &input, now).unwrap_or_default());
+            let input = RolloutInput::HostFailed {
+                host: host.clone(),
+                reason,
+            };
+            effects.extend(
+                self.apply_rollout_input(fleet, rollout_id, &input, now)
+                    .unwrap_or_default(),
+            );
         }
-        effects.extend(self.apply_rollout_input(fleet, rollout_id, &RolloutInput::Evaluate, now).unwrap_or_default());
+        effects.extend(
+            self.apply_rollout_input(fleet, rollout_id, &RolloutInput::Evaluate, now)
+                .unwrap_or_default(),
+        );
         Ok(effects)
     }
 
