@@ -1,6 +1,7 @@
 //! The `fleetwave` command line: one binary, one subcommand per job (SPEC §12).
 
 mod serve;
+pub mod signing;
 
 use std::process::ExitCode;
 
@@ -28,6 +29,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the control plane: agent and operator API, live feed and the dashboard.
     Serve(ServeConfig),
+    /// Make an Ed25519 key pair (CI release key or host key).
+    Keygen(signing::KeygenArgs),
+    /// Sign a JSON document (RFC 8785 canonical form) into FILE.sig.
+    Sign(signing::SignArgs),
+    /// Sign a fleet document and one rollout manifest per channel (what CI runs).
+    Release(signing::ReleaseArgs),
 }
 
 /// Entry point of the binary: parse, set up logging, run the subcommand, map errors to an
@@ -35,27 +42,28 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
+    let result = match cli.command {
+        Command::Serve(config) => run_async(serve::run(config)),
+        Command::Keygen(args) => signing::keygen(args),
+        Command::Sign(args) => signing::sign(args),
+        Command::Release(args) => signing::release(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_async(job: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
+        Err(err) => anyhow::bail!("cannot start the async runtime: {err}"),
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Serve(config) => serve::run(config).await,
-        }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!("{err:#}");
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    runtime.block_on(job)
 }

@@ -22,6 +22,14 @@ pub struct ServeConfig {
 }
 
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    let result = serve(config).await;
+    if let Err(err) = &result {
+        tracing::error!("{err:#}");
+    }
+    result
+}
+
+async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     tracing::info!(?config, "starting fleetwave serve");
     let token = CancellationToken::new();
     tokio::spawn(shutdown::cancel_on_signal(token.clone()));

@@ -1,0 +1,178 @@
+//! `fleetwave keygen`, `sign` and `release`: what CI runs to produce signed inputs.
+//! Artifacts are written as their RFC 8785 canonical bytes, so the same input and key give
+//! byte-identical output.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, SecondsFormat, Utc};
+use ed25519_dalek::SigningKey;
+use engine::sign::{Signed, decode_signing_key, encode_signing_key, public_key_b64, sign_value};
+use serde_json::Value;
+
+#[derive(Debug, clap::Args)]
+pub struct KeygenArgs {
+    /// Writes PREFIX.key (secret seed, mode 0600) and PREFIX.pub (public key), both base64.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace existing key files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SignArgs {
+    /// The secret key file written by `fleetwave keygen`.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// The JSON document to sign; the signature goes to FILE.sig.
+    pub file: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReleaseArgs {
+    /// The fleet document (unsigned JSON, SPEC §2.3). Its meta.ciCommit is the release ref.
+    #[arg(long)]
+    pub fleet: PathBuf,
+    /// The CI release secret key file.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Output directory: fleet.json(.sig) and rollouts/{channel}@{ref}.json(.sig).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Signing time (RFC 3339) when the document has no meta.signedAt. Default: now.
+    #[arg(long)]
+    pub signed_at: Option<DateTime<Utc>>,
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
+    let key = SigningKey::generate(&mut rand_core::OsRng);
+    let (secret, public) = (
+        with_suffix(&args.out, ".key"),
+        with_suffix(&args.out, ".pub"),
+    );
+    let mut options = fs::OpenOptions::new();
+    options.write(true).mode(0o600);
+    if args.force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    let mut file = options.open(&secret).with_context(|| {
+        format!(
+            "cannot create {} (use --force to replace an existing key)",
+            secret.display()
+        )
+    })?;
+    writeln!(file, "{}", encode_signing_key(&key))?;
+    fs::write(&public, format!("{}\n", public_key_b64(&key)))
+        .with_context(|| format!("cannot write {}", public.display()))?;
+    println!("{}", public_key_b64(&key));
+    eprintln!("wrote {} and {}", secret.display(), public.display());
+    Ok(())
+}
+
+pub fn read_key(path: &Path) -> anyhow::Result<SigningKey> {
+    let text = fs::read_to_string(path)
+        .with_context(|| format!("cannot read the key {}", path.display()))?;
+    decode_signing_key(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+fn read_json(path: &Path) -> anyhow::Result<Value> {
+    let text = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_slice(&text).with_context(|| format!("{} is not JSON", path.display()))
+}
+
+/// Writes `NAME` (canonical bytes) and `NAME.sig` (base64 signature).
+pub fn write_signed(path: &Path, signed: &Signed) -> anyhow::Result<()> {
+    fs::write(path, &signed.canonical)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let sig = with_suffix(path, ".sig");
+    fs::write(&sig, format!("{}\n", signed.signature_b64()))
+        .with_context(|| format!("cannot write {}", sig.display()))
+}
+
+pub fn sign(args: SignArgs) -> anyhow::Result<()> {
+    let key = read_key(&args.key)?;
+    let document = read_json(&args.file)?;
+    let signed = sign_value(&key, &document)?;
+    let sig = with_suffix(&args.file, ".sig");
+    fs::write(&sig, format!("{}\n", signed.signature_b64()))
+        .with_context(|| format!("cannot write {}", sig.display()))?;
+    eprintln!("signed {} → {}", args.file.display(), sig.display());
+    Ok(())
+}
+
+pub fn release(args: ReleaseArgs) -> anyhow::Result<()> {
+    let key = read_key(&args.key)?;
+    let mut document = read_json(&args.fleet)?;
+    let signed_at = args.signed_at.unwrap_or_else(Utc::now);
+    let meta = document
+        .get_mut("meta")
+        .and_then(Value::as_object_mut)
+        .context("the fleet document has no `meta` object")?;
+    if meta.get("signedAt").is_none_or(Value::is_null) {
+        meta.insert(
+            "signedAt".into(),
+            Value::String(signed_at.to_rfc3339_opts(SecondsFormat::Secs, true)),
+        );
+    }
+    let out = release_documents(&key, &document)?;
+    fs::create_dir_all(args.out.join("rollouts"))
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    write_signed(&args.out.join("fleet.json"), &out.fleet)?;
+    println!("fleet.json  fleetHash {}", out.fleet_hash);
+    for (id, signed) in &out.manifests {
+        write_signed(
+            &args.out.join("rollouts").join(format!("{id}.json")),
+            signed,
+        )?;
+        println!("rollouts/{id}.json");
+    }
+    Ok(())
+}
+
+pub struct ReleaseOutput {
+    pub fleet: Signed,
+    pub fleet_hash: String,
+    pub manifests: Vec<(shared::RolloutId, Signed)>,
+}
+
+/// Signs the fleet and one manifest per channel. The fleet must pass the same consistency
+/// rules the control plane applies, so CI fails where the control plane would refuse.
+pub fn release_documents(key: &SigningKey, document: &Value) -> anyhow::Result<ReleaseOutput> {
+    let fleet_signed = sign_value(key, document)?;
+    let typed: shared::manifest::FleetDocument =
+        serde_json::from_value(document.clone()).context("not a valid fleet document")?;
+    let commit = typed.meta.ci_commit.clone();
+    if !shared::ids::is_commit(&commit) {
+        bail!(
+            "meta.ciCommit `{commit}` must be 1–64 lower-case hex digits: it becomes the release ref"
+        );
+    }
+    let signed_at = typed.meta.signed_at.context("meta.signedAt is missing")?;
+    let fleet_hash = engine::verify::sha256_hex(&fleet_signed.canonical);
+    let fleet = engine::fleet::index(typed, fleet_hash.clone(), signed_at)
+        .map_err(|e| anyhow::anyhow!("the fleet document is inconsistent: {e}"))?;
+    let mut manifests = Vec::new();
+    for (id, manifest) in
+        engine::release::project(&fleet, &commit, signed_at).map_err(anyhow::Error::msg)?
+    {
+        let value = serde_json::to_value(&manifest)?;
+        manifests.push((id, sign_value(key, &value)?));
+    }
+    Ok(ReleaseOutput {
+        fleet: fleet_signed,
+        fleet_hash,
+        manifests,
+    })
+}
