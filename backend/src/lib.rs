@@ -4,13 +4,21 @@
 //! - [`cli`]: the `fleetwave` subcommands and their configuration (clap, `FLEETWAVE_*` env).
 //! - [`server`]: builds the app (DB, router, listener) and serves it until the shutdown token fires.
 //! - [`http`]: the axum router, its middleware stack, the error type every route answers with.
+//! - [`reducer`]: the single task that changes rollout state; group commit; replies after commit.
+//! - [`feed`]: committed event-log entries → SSE, with `Last-Event-ID` resume.
+//! - [`views`]: engine state → API bodies (also the payloads of log entries).
+//! - [`metrics`]: Prometheus exposition.
 //! - [`db`]: the SQLite pool (WAL, `synchronous=NORMAL`, foreign keys) and the migrations runner.
 //! - [`telemetry`]: tracing setup (pretty for terminals, JSON for log shippers).
 //! - [`shutdown`]: turns Ctrl-C / SIGTERM into the one `CancellationToken` every task watches.
 
 pub mod cli;
 pub mod db;
+pub mod feed;
 pub mod http;
+pub mod metrics;
+pub mod reducer;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod views;

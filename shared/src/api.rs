@@ -59,3 +59,182 @@ mod tests {
         assert!(unknown.is_err(), "unknown fields must be rejected");
     }
 }
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use crate::ids::{Channel, Closure, Hostname, RolloutId};
+use crate::state::{HostState, RolloutState, WaitingOn};
+
+/// One host inside a rollout, as the dashboard draws it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostCell {
+    pub hostname: Hostname,
+    pub state: HostState,
+    pub target_closure: Closure,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_closure: Option<Closure>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_on: Option<WaitingOn>,
+    pub stuck: bool,
+    pub excused: bool,
+    pub last_event_seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HaltInfo {
+    pub host: Hostname,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A rollout's own state, as carried by feed entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutHeader {
+    pub rollout_id: RolloutId,
+    pub channel: Channel,
+    pub state: RolloutState,
+    pub current_wave: u32,
+    pub approved_waves: Vec<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halt: Option<HaltInfo>,
+    pub opened_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<RolloutId>,
+}
+
+/// `GET /api/v1/rollouts` item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSummary {
+    #[serde(flatten)]
+    pub header: RolloutHeader,
+    pub hosts: u64,
+    pub counts: BTreeMap<HostState, u64>,
+    pub converged_percent: f64,
+}
+
+/// One wave column of the rollout page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WaveView {
+    /// `None` for hosts in no wave of a waved channel ("unstaged").
+    pub index: Option<u32>,
+    pub soak_minutes: u64,
+    pub requires_approval: bool,
+    pub approved: bool,
+    pub hosts: Vec<HostCell>,
+    pub counts: BTreeMap<HostState, u64>,
+    pub converged_percent: f64,
+}
+
+/// `GET /api/v1/rollouts/{id}`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutDetail {
+    #[serde(flatten)]
+    pub header: RolloutHeader,
+    pub waves: Vec<WaveView>,
+    /// The event-log seq this answer reflects; pass it as `Last-Event-ID` to the feed.
+    pub as_of: i64,
+}
+
+/// `GET /api/v1/rollouts/{id}/events` and the feed's `data`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogEvent {
+    pub seq: i64,
+    pub ts: DateTime<Utc>,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    pub payload: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventsPage {
+    pub events: Vec<LogEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuarantineEntry {
+    pub channel: Channel,
+    pub closure: Closure,
+    pub reason: String,
+    pub by: String,
+    pub at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_reason: Option<String>,
+}
+
+/// `GET /api/v1/quarantines`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Quarantines {
+    pub active: Vec<QuarantineEntry>,
+    pub released: Vec<QuarantineEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetHost {
+    pub hostname: Hostname,
+    pub channel: Channel,
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_closure: Option<Closure>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
+    pub online: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetChannel {
+    pub name: Channel,
+    pub rollout_policy: String,
+    pub hosts: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_rollout: Option<RolloutId>,
+}
+
+/// `GET /api/v1/fleet`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetOverview {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet_hash: Option<String>,
+    pub channels: Vec<FleetChannel>,
+    pub hosts: Vec<FleetHost>,
+}
+
+/// `POST /api/v1/session` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRequest {
+    pub token: String,
+}
+
+/// Who is signed in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Whoami {
+    pub name: String,
+    pub role: String,
+}

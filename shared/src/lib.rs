@@ -4,6 +4,7 @@
 //! This crate must stay wasm-clean: it depends on serde and chrono (without its clock) only,
 //! does no IO and reads no clock. Field names on the wire are camelCase (SPEC §9).
 
+pub mod agent;
 pub mod api;
 pub mod ids;
 pub mod manifest;

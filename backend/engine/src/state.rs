@@ -243,6 +243,42 @@ impl FleetState {
         Ok(effects)
     }
 
+    /// Flags records that made no progress for `stuckAfterMinutes` (SPEC §6): Pending with a
+    /// dispatch, Activating, or Soaking past its soak. Progress clears the flag (in `step`);
+    /// so does leaving those states. Returns one log effect per record whose flag changed.
+    pub fn detect_stuck(&mut self, fleet: &VerifiedFleet, now: DateTime<Utc>) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for (id, rollout) in &self.rollouts {
+            if rollout.state.is_terminal() {
+                continue;
+            }
+            let Some(records) = self.records.get_mut(id) else { continue };
+            let stuck_after = chrono::Duration::seconds(fleet.stuck_after_seconds(&rollout.channel));
+            for record in records.values_mut() {
+                let since = match record.state {
+                    shared::state::HostState::Pending if record.dispatch.is_some() => Some(record.last_progress_at),
+                    shared::state::HostState::Activating => Some(record.last_progress_at),
+                    shared::state::HostState::Soaking => {
+                        Some(record.soak_due_at.map_or(record.last_progress_at, |due| due.max(record.last_progress_at)))
+                    }
+                    _ => None,
+                };
+                let stuck = since.is_some_and(|since| now - since >= stuck_after);
+                if stuck != record.stuck {
+                    record.stuck = stuck;
+                    effects.push(Effect::Log(LogEntry {
+                        kind: if stuck { "HostStuck" } else { "HostUnstuck" },
+                        rollout_id: Some(id.clone()),
+                        host: Some(record.hostname.clone()),
+                        channel: Some(record.channel.clone()),
+                        payload: json!({ "state": record.state, "since": since }),
+                    }));
+                }
+            }
+        }
+        effects
+    }
+
     /// Applies one planner action. Holds that did not change produce no effect, so a waiting
     /// fleet does not flood the event log.
     pub fn apply_action(

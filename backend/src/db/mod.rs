@@ -1,5 +1,10 @@
 //! The SQLite database: one file, WAL, `synchronous=NORMAL`, foreign keys on (SPEC §8), with
-//! the migrations in `migrations/` applied at start. Only this process writes it.
+//! the migrations in `migrations/` applied at start. Only this process writes it, and inside
+//! it only the reducer writes rollout state (operators and sessions are written by the CLI and
+//! the session route).
+
+pub mod auth;
+pub mod store;
 
 use std::path::Path;
 use std::time::Duration;

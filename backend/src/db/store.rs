@@ -1,0 +1,358 @@
+//! Reading and writing control-plane state. The reducer is the only writer: it loads
+//! everything once at start ([`load`]) and then writes each group of inputs as one
+//! transaction ([`commit`]). Routes read committed rows through the query functions.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use engine::host::HostRecord;
+use engine::rollout::Rollout;
+use serde::{Deserialize, Serialize};
+use shared::manifest::SignedArtifact;
+use shared::{Channel, Closure, Hostname, RolloutId};
+use sqlx::{Row, SqlitePool};
+
+pub fn ts(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub fn parse_ts(s: &str) -> Result<DateTime<Utc>, sqlx::Error> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| sqlx::Error::Decode(format!("bad timestamp `{s}`: {e}").into()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, sqlx::Error> {
+    serde_json::from_str(s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<String, sqlx::Error> {
+    serde_json::to_string(v).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+}
+
+/// An active or released quarantine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuarantineRow {
+    pub channel: Channel,
+    pub closure: Closure,
+    pub reason: String,
+    pub by: String,
+    pub at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub released_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release_reason: Option<String>,
+}
+
+/// Everything the reducer rebuilds its memory from.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub fleet: Option<SignedArtifact>,
+    pub manifests: Vec<(RolloutId, SignedArtifact)>,
+    pub rollouts: Vec<Rollout>,
+    /// Records of rollouts that are not terminal.
+    pub records: Vec<HostRecord>,
+    pub quarantines: Vec<QuarantineRow>,
+    pub presence: Vec<(Hostname, DateTime<Utc>, Option<Closure>)>,
+    pub last_seq: i64,
+}
+
+pub async fn load(pool: &SqlitePool) -> Result<Loaded, sqlx::Error> {
+    let mut loaded = Loaded::default();
+    if let Some(row) = sqlx::query("SELECT artifact FROM manifest_fleet WHERE id = 1").fetch_optional(pool).await? {
+        loaded.fleet = Some(from_json(row.get::<&str, _>(0))?);
+    }
+    for row in sqlx::query("SELECT rollout_id, artifact FROM manifest_rollouts ORDER BY rollout_id").fetch_all(pool).await? {
+        let id = RolloutId::parse(row.get::<String, _>(0)).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        loaded.manifests.push((id, from_json(row.get::<&str, _>(1))?));
+    }
+    for row in sqlx::query("SELECT body FROM rollouts ORDER BY rollout_id").fetch_all(pool).await? {
+        loaded.rollouts.push(from_json(row.get::<&str, _>(0))?);
+    }
+    let records = sqlx::query(
+        "SELECT r.body FROM host_records r JOIN rollouts o USING (rollout_id)
+         WHERE o.state NOT IN ('Completed', 'Superseded') ORDER BY r.rollout_id, r.hostname",
+    )
+    .fetch_all(pool)
+    .await?;
+    for row in records {
+        loaded.records.push(from_json(row.get::<&str, _>(0))?);
+    }
+    loaded.quarantines = quarantines(pool).await?.into_iter().filter(|q| q.released_at.is_none()).collect();
+    for row in sqlx::query("SELECT hostname, last_heartbeat_at, current_closure FROM host_presence").fetch_all(pool).await? {
+        let host = Hostname::parse(row.get::<String, _>(0)).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        let closure = row.get::<Option<String>, _>(2).and_then(|c| Closure::parse(c).ok());
+        loaded.presence.push((host, parse_ts(row.get::<&str, _>(1))?, closure));
+    }
+    loaded.last_seq = last_seq(pool).await?;
+    Ok(loaded)
+}
+
+pub async fn last_seq(pool: &SqlitePool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM event_log").fetch_one(pool).await
+}
+
+pub async fn quarantines(pool: &SqlitePool) -> Result<Vec<QuarantineRow>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT channel, closure, reason, by_whom, at, released_at, released_by, release_reason FROM quarantines ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|row| {
+            Ok(QuarantineRow {
+                channel: Channel::parse(row.get::<String, _>(0)).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                closure: Closure::parse(row.get::<String, _>(1)).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                reason: row.get(2),
+                by: row.get(3),
+                at: parse_ts(row.get::<&str, _>(4))?,
+                released_at: row.get::<Option<&str>, _>(5).map(parse_ts).transpose()?,
+                released_by: row.get(6),
+                release_reason: row.get(7),
+            })
+        })
+        .collect()
+}
+
+/// One event-log row to append.
+#[derive(Debug, Clone)]
+pub struct LogRow {
+    pub ts: DateTime<Utc>,
+    pub kind: &'static str,
+    pub rollout_id: Option<RolloutId>,
+    pub host: Option<Hostname>,
+    pub channel: Option<Channel>,
+    pub payload: serde_json::Value,
+}
+
+/// A committed event-log row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogEntry {
+    pub seq: i64,
+    pub ts: DateTime<Utc>,
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    pub payload: serde_json::Value,
+}
+
+pub enum QuarantineChange {
+    Add(QuarantineRow),
+    Release { channel: Channel, closure: Closure, by: String, reason: String, at: DateTime<Utc> },
+}
+
+/// A new verified manifest set, replacing the one in force.
+pub struct ManifestWrite {
+    pub fleet: SignedArtifact,
+    pub fleet_hash: String,
+    pub manifests: Vec<(RolloutId, SignedArtifact)>,
+    pub at: DateTime<Utc>,
+}
+
+/// Everything one group of reducer inputs writes, committed in one transaction.
+#[derive(Default)]
+pub struct Batch {
+    pub manifests: Option<ManifestWrite>,
+    pub rollouts: Vec<Rollout>,
+    pub records: Vec<HostRecord>,
+    pub quarantines: Vec<QuarantineChange>,
+    pub presence: Vec<(Hostname, DateTime<Utc>, Option<Closure>)>,
+    pub log: Vec<LogRow>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.manifests.is_none()
+            && self.rollouts.is_empty()
+            && self.records.is_empty()
+            && self.quarantines.is_empty()
+            && self.presence.is_empty()
+            && self.log.is_empty()
+    }
+}
+
+/// Writes a batch in one transaction; returns the committed log entries (with their seqs).
+pub async fn commit(pool: &SqlitePool, batch: Batch) -> Result<Vec<LogEntry>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    if let Some(ManifestWrite { fleet, fleet_hash: hash, manifests, at }) = &batch.manifests {
+        sqlx::query("INSERT INTO manifest_fleet (id, artifact, fleet_hash, received_at) VALUES (1, ?, ?, ?)
+                     ON CONFLICT (id) DO UPDATE SET artifact = excluded.artifact, fleet_hash = excluded.fleet_hash, received_at = excluded.received_at")
+            .bind(to_json(fleet)?)
+            .bind(hash)
+            .bind(ts(*at))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM manifest_rollouts").execute(&mut *tx).await?;
+        for (id, artifact) in manifests {
+            sqlx::query("INSERT INTO manifest_rollouts (rollout_id, artifact, received_at) VALUES (?, ?, ?)")
+                .bind(id.as_str())
+                .bind(to_json(artifact)?)
+                .bind(ts(*at))
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    for rollout in &batch.rollouts {
+        sqlx::query(
+            "INSERT INTO rollouts (rollout_id, channel, state, current_wave, opened_seq, body) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (rollout_id) DO UPDATE SET state = excluded.state, current_wave = excluded.current_wave, body = excluded.body",
+        )
+        .bind(rollout.id.as_str())
+        .bind(rollout.channel.as_str())
+        .bind(rollout.state.as_str())
+        .bind(i64::from(rollout.current_wave))
+        .bind(rollout.opened_seq as i64)
+        .bind(to_json(rollout)?)
+        .execute(&mut *tx)
+        .await?;
+    }
+    for record in &batch.records {
+        sqlx::query(
+            "INSERT INTO host_records (rollout_id, hostname, state, body) VALUES (?, ?, ?, ?)
+             ON CONFLICT (rollout_id, hostname) DO UPDATE SET state = excluded.state, body = excluded.body",
+        )
+        .bind(record.rollout_id.as_str())
+        .bind(record.hostname.as_str())
+        .bind(record.state.as_str())
+        .bind(to_json(record)?)
+        .execute(&mut *tx)
+        .await?;
+    }
+    for change in &batch.quarantines {
+        match change {
+            QuarantineChange::Add(q) => {
+                sqlx::query("INSERT INTO quarantines (channel, closure, reason, by_whom, at) VALUES (?, ?, ?, ?, ?)")
+                    .bind(q.channel.as_str())
+                    .bind(q.closure.as_str())
+                    .bind(&q.reason)
+                    .bind(&q.by)
+                    .bind(ts(q.at))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            QuarantineChange::Release { channel, closure, by, reason, at } => {
+                sqlx::query(
+                    "UPDATE quarantines SET released_at = ?, released_by = ?, release_reason = ?
+                     WHERE channel = ? AND closure = ? AND released_at IS NULL",
+                )
+                .bind(ts(*at))
+                .bind(by)
+                .bind(reason)
+                .bind(channel.as_str())
+                .bind(closure.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+    }
+    for (host, at, closure) in &batch.presence {
+        sqlx::query(
+            "INSERT INTO host_presence (hostname, last_heartbeat_at, current_closure) VALUES (?, ?, ?)
+             ON CONFLICT (hostname) DO UPDATE SET last_heartbeat_at = excluded.last_heartbeat_at, current_closure = excluded.current_closure",
+        )
+        .bind(host.as_str())
+        .bind(ts(*at))
+        .bind(closure.as_ref().map(Closure::as_str))
+        .execute(&mut *tx)
+        .await?;
+    }
+    let mut entries = Vec::with_capacity(batch.log.len());
+    for row in batch.log {
+        let payload = to_json(&row.payload)?;
+        let seq: i64 = sqlx::query_scalar(
+            "INSERT INTO event_log (ts, kind, rollout_id, host, channel, payload) VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
+        )
+        .bind(ts(row.ts))
+        .bind(row.kind)
+        .bind(row.rollout_id.as_ref().map(RolloutId::as_str))
+        .bind(row.host.as_ref().map(Hostname::as_str))
+        .bind(row.channel.as_ref().map(Channel::as_str))
+        .bind(&payload)
+        .fetch_one(&mut *tx)
+        .await?;
+        entries.push(LogEntry {
+            seq,
+            ts: row.ts,
+            kind: row.kind.to_owned(),
+            rollout_id: row.rollout_id.map(String::from),
+            host: row.host.map(String::from),
+            channel: row.channel.map(String::from),
+            payload: row.payload,
+        });
+    }
+    tx.commit().await?;
+    Ok(entries)
+}
+
+fn entry_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<LogEntry, sqlx::Error> {
+    Ok(LogEntry {
+        seq: row.get(0),
+        ts: parse_ts(row.get::<&str, _>(1))?,
+        kind: row.get(2),
+        rollout_id: row.get(3),
+        host: row.get(4),
+        channel: row.get(5),
+        payload: from_json(row.get::<&str, _>(6))?,
+    })
+}
+
+const LOG_COLUMNS: &str = "seq, ts, kind, rollout_id, host, channel, payload";
+
+/// Log entries with seq > `after`, oldest first, at most `limit`.
+pub async fn log_after(pool: &SqlitePool, after: i64, limit: i64) -> Result<Vec<LogEntry>, sqlx::Error> {
+    let rows = sqlx::query(&format!("SELECT {LOG_COLUMNS} FROM event_log WHERE seq > ? ORDER BY seq LIMIT ?"))
+        .bind(after)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(entry_from_row).collect()
+}
+
+/// One rollout's log entries with seq > `after`, oldest first.
+pub async fn rollout_log(pool: &SqlitePool, rollout: &RolloutId, after: i64, limit: i64) -> Result<Vec<LogEntry>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT {LOG_COLUMNS} FROM event_log WHERE rollout_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+    ))
+    .bind(rollout.as_str())
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(entry_from_row).collect()
+}
+
+pub async fn rollout_rows(pool: &SqlitePool) -> Result<Vec<Rollout>, sqlx::Error> {
+    let rows = sqlx::query("SELECT body FROM rollouts ORDER BY opened_seq DESC").fetch_all(pool).await?;
+    rows.iter().map(|r| from_json(r.get::<&str, _>(0))).collect()
+}
+
+/// A rollout, its records and the log seq they reflect, read in one snapshot.
+pub async fn rollout_detail(pool: &SqlitePool, id: &RolloutId) -> Result<Option<(Rollout, Vec<HostRecord>, i64)>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let as_of: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM event_log").fetch_one(&mut *tx).await?;
+    let Some(row) = sqlx::query("SELECT body FROM rollouts WHERE rollout_id = ?").bind(id.as_str()).fetch_optional(&mut *tx).await? else {
+        return Ok(None);
+    };
+    let rollout: Rollout = from_json(row.get::<&str, _>(0))?;
+    let rows = sqlx::query("SELECT body FROM host_records WHERE rollout_id = ? ORDER BY hostname").bind(id.as_str()).fetch_all(&mut *tx).await?;
+    let records = rows.iter().map(|r| from_json(r.get::<&str, _>(0))).collect::<Result<_, _>>()?;
+    tx.commit().await?;
+    Ok(Some((rollout, records, as_of)))
+}
+
+/// Counts of records by state per rollout (for summaries).
+pub async fn record_counts(pool: &SqlitePool) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
+    let rows = sqlx::query("SELECT rollout_id, state, COUNT(*) FROM host_records GROUP BY rollout_id, state").fetch_all(pool).await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+}
+
+pub async fn presence(pool: &SqlitePool) -> Result<Vec<(String, DateTime<Utc>, Option<String>)>, sqlx::Error> {
+    let rows = sqlx::query("SELECT hostname, last_heartbeat_at, current_closure FROM host_presence").fetch_all(pool).await?;
+    rows.iter().map(|r| Ok((r.get(0), parse_ts(r.get::<&str, _>(1))?, r.get(2)))).collect()
+}

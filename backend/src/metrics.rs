@@ -1,0 +1,66 @@
+//! Prometheus metrics (`GET /metrics`): inputs handled by kind, reducer queue depth,
+//! transaction latency and size, hosts by state, holds by gate, feed clients.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(String, String)>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub inputs: Family<Labels, Counter>,
+    pub queue_depth: Gauge,
+    pub tx_seconds: Histogram,
+    pub tx_inputs: Histogram,
+    pub hosts_by_state: Family<Labels, Gauge>,
+    pub holds_by_gate: Family<Labels, Gauge>,
+    pub feed_clients: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub feed_disconnects: Counter<u64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("fleetwave");
+        let inputs = Family::<Labels, Counter>::default();
+        let queue_depth = Gauge::default();
+        let tx_seconds = Histogram::new([0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0]);
+        let tx_inputs = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]);
+        let hosts_by_state = Family::<Labels, Gauge>::default();
+        let holds_by_gate = Family::<Labels, Gauge>::default();
+        let feed_clients = Gauge::default();
+        let feed_disconnects = Counter::default();
+        registry.register("reducer_inputs", "Reducer inputs handled, by kind", inputs.clone());
+        registry.register("reducer_queue_depth", "Inputs waiting for the reducer", queue_depth.clone());
+        registry.register("reducer_transaction_seconds", "Time to commit one group of inputs", tx_seconds.clone());
+        registry.register("reducer_transaction_inputs", "Inputs committed per transaction (group commit)", tx_inputs.clone());
+        registry.register("hosts", "Records of open rollouts, by state", hosts_by_state.clone());
+        registry.register("holds", "Pending records held, by gate", holds_by_gate.clone());
+        registry.register("feed_clients", "Connected live-feed clients", feed_clients.clone());
+        registry.register("feed_lagging_disconnects", "Feed clients cut off for falling behind", feed_disconnects.clone());
+        Metrics { registry, inputs, queue_depth, tx_seconds, tx_inputs, hosts_by_state, holds_by_gate, feed_clients, feed_disconnects }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(err) = encode(&mut out, &self.registry) {
+            tracing::error!(%err, "cannot encode metrics");
+        }
+        out
+    }
+
+    pub fn label(key: &str, value: &str) -> Labels {
+        vec![(key.to_owned(), value.to_owned())]
+    }
+}

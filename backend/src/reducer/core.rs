@@ -1,0 +1,577 @@
+//! The reducer's in-memory state and how each input changes it. Nothing here does IO: every
+//! change is recorded in a [`Pending`] write set that the task commits in one transaction,
+//! and answers are held back until that commit succeeded.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Duration, Utc};
+use engine::effect::Effect;
+use engine::fleet::VerifiedFleet;
+use engine::host::HostRecord;
+use engine::planner::{PlanAction, evaluate_synth_gates, plan_next};
+use engine::rollout::{AdvancedBy, RolloutInput};
+use engine::state::{FleetState, HostEventError, ManifestSet, Quarantines};
+use engine::verify::{Freshness, TrustRoots, verify_fleet, verify_manifest};
+use serde_json::{Value, json};
+use shared::agent::{DispatchOrder, EventOutcome, EventResponse, HeartbeatRequest, HeartbeatResponse};
+use shared::manifest::SignedArtifact;
+use shared::state::{HostEvent, HostState};
+use shared::{Channel, Closure, Hostname, RolloutId};
+
+use super::input::{ManifestSummary, ManifestUpdate, OperatorAction, OperatorOutcome, ReducerError};
+use crate::views;
+use crate::db::store::{Batch, Loaded, LogEntry, LogRow, ManifestWrite, QuarantineChange, QuarantineRow};
+
+/// Heartbeat interval while a host has work, and when it has none (SPEC §6).
+pub const ACTIVE_HEARTBEAT_SECONDS: u64 = engine::planner::ACTIVE_HEARTBEAT_SECONDS as u64;
+pub const IDLE_HEARTBEAT_SECONDS: u64 = 30;
+/// Presence rows are rewritten at most this often for an unchanged host.
+const PRESENCE_PERSIST_EVERY: i64 = 60;
+
+/// The fleet the agent routes authenticate against; replaced when a new fleet verifies.
+pub type SharedFleet = Arc<RwLock<Option<Arc<VerifiedFleet>>>>;
+
+#[derive(Debug, Clone)]
+struct Presence {
+    at: DateTime<Utc>,
+    closure: Option<Closure>,
+    persisted_at: Option<DateTime<Utc>>,
+    online: bool,
+}
+
+/// What one group of inputs changed, to be committed together.
+#[derive(Default)]
+pub struct Pending {
+    rollouts: BTreeSet<RolloutId>,
+    records: BTreeSet<(RolloutId, Hostname)>,
+    opened: BTreeSet<RolloutId>,
+    log: Vec<LogRow>,
+    quarantines: Vec<QuarantineChange>,
+    presence: BTreeSet<Hostname>,
+    manifests: Option<ManifestWrite>,
+    /// A plan pass is due before commit (after manifests, operator actions, quarantines).
+    pub replan: bool,
+}
+
+impl Pending {
+    pub fn log_len(&self) -> usize {
+        self.log.len()
+    }
+}
+
+pub struct Core {
+    trust: Option<TrustRoots>,
+    set: Option<ManifestSet>,
+    fleet_artifact: Option<SignedArtifact>,
+    manifest_artifacts: BTreeMap<RolloutId, SignedArtifact>,
+    pub state: FleetState,
+    quarantines: Quarantines,
+    quarantine_rows: BTreeMap<(Channel, Closure), QuarantineRow>,
+    presence: HashMap<Hostname, Presence>,
+    shared_fleet: SharedFleet,
+}
+
+fn rejected(code: &'static str, message: impl Into<String>) -> ReducerError {
+    ReducerError::Rejected { code, message: message.into() }
+}
+
+impl Core {
+    /// Rebuilds memory from the database. The persisted manifest set is re-verified for
+    /// signature and consistency (not freshness); if it no longer verifies, it is dropped
+    /// with an error in the log and the control plane waits for a new upload.
+    pub fn from_loaded(loaded: Loaded, trust: Option<TrustRoots>, shared_fleet: SharedFleet, now: DateTime<Utc>) -> Core {
+        let mut core = Core {
+            trust,
+            set: None,
+            fleet_artifact: None,
+            manifest_artifacts: BTreeMap::new(),
+            state: FleetState::default(),
+            quarantines: Quarantines::new(),
+            quarantine_rows: BTreeMap::new(),
+            presence: HashMap::new(),
+            shared_fleet,
+        };
+        if let Some(fleet_artifact) = loaded.fleet {
+            match core.reverify(&fleet_artifact, &loaded.manifests, now) {
+                Ok(set) => {
+                    core.fleet_artifact = Some(fleet_artifact);
+                    core.manifest_artifacts = loaded.manifests.into_iter().collect();
+                    core.install_set(set);
+                }
+                Err(err) => tracing::error!(%err, "the persisted manifest set no longer verifies; waiting for a new upload"),
+            }
+        }
+        for rollout in loaded.rollouts {
+            core.state.rollouts.insert(rollout.id.clone(), rollout);
+        }
+        for record in loaded.records {
+            core.state.records.entry(record.rollout_id.clone()).or_default().insert(record.hostname.clone(), record);
+        }
+        for q in loaded.quarantines {
+            core.quarantines.insert((q.channel.clone(), q.closure.clone()));
+            core.quarantine_rows.insert((q.channel.clone(), q.closure.clone()), q);
+        }
+        for (host, at, closure) in loaded.presence {
+            core.state.last_heartbeat.insert(host.clone(), at);
+            core.presence.insert(host, Presence { at, closure, persisted_at: Some(at), online: true });
+        }
+        core
+    }
+
+    fn reverify(&self, fleet: &SignedArtifact, manifests: &[(RolloutId, SignedArtifact)], now: DateTime<Utc>) -> Result<ManifestSet, String> {
+        let trust = self.trust.as_ref();
+        let verified = verify_fleet(trust, fleet, now, Freshness::Skip).map_err(|e| format!("fleet: {e}"))?;
+        let mut out = Vec::new();
+        for (id, artifact) in manifests {
+            out.push(verify_manifest(trust, artifact, &verified, Some(id), now, Freshness::Skip).map_err(|e| format!("{id}: {e}"))?);
+        }
+        Ok(ManifestSet::new(verified, out))
+    }
+
+    fn install_set(&mut self, set: ManifestSet) {
+        if let Ok(mut shared) = self.shared_fleet.write() {
+            *shared = Some(Arc::new(set.fleet.clone()));
+        }
+        self.set = Some(set);
+    }
+
+    pub fn trust(&self) -> Option<&TrustRoots> {
+        self.trust.as_ref()
+    }
+
+    pub fn current_fleet(&self) -> Option<&VerifiedFleet> {
+        self.set.as_ref().map(|s| &s.fleet)
+    }
+
+    // ---- recording changes ----
+
+    fn log(&mut self, pending: &mut Pending, now: DateTime<Utc>, entry: engine::effect::LogEntry) {
+        let mut payload = entry.payload;
+        if let (Some(rollout), Some(host)) = (&entry.rollout_id, &entry.host) {
+            pending.records.insert((rollout.clone(), host.clone()));
+            pending.rollouts.insert(rollout.clone());
+            if let (Some(record), Value::Object(map)) = (self.state.record(rollout, host), &mut payload) {
+                map.insert("record".into(), views::record_view(record));
+            }
+        } else if let Some(rollout) = &entry.rollout_id {
+            pending.rollouts.insert(rollout.clone());
+            if let (Some(r), Value::Object(map)) = (self.state.rollouts.get(rollout), &mut payload) {
+                map.insert("rollout".into(), views::rollout_view(r));
+            }
+        }
+        pending.log.push(LogRow {
+            ts: now,
+            kind: entry.kind,
+            rollout_id: entry.rollout_id,
+            host: entry.host,
+            channel: entry.channel,
+            payload,
+        });
+    }
+
+    fn system_log(&mut self, pending: &mut Pending, now: DateTime<Utc>, kind: &'static str, channel: Option<Channel>, payload: Value) {
+        pending.log.push(LogRow { ts: now, kind, rollout_id: None, host: None, channel, payload });
+    }
+
+    /// Turns engine effects into writes; quarantines requested by rollbacks take effect here.
+    fn absorb(&mut self, pending: &mut Pending, now: DateTime<Utc>, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Log(entry) => self.log(pending, now, entry),
+                Effect::HostStateChanged { .. } => {}
+                Effect::Quarantine { channel, closure, reason } => {
+                    self.add_quarantine(pending, now, channel, closure, reason, "fleetwave".into());
+                }
+                Effect::WithdrawDispatch { rollout_id, host } => {
+                    let channel = self.state.record(&rollout_id, &host).map(|r| r.channel.clone());
+                    self.log(pending, now, engine::effect::LogEntry {
+                        kind: "DispatchWithdrawn",
+                        rollout_id: Some(rollout_id),
+                        host: Some(host),
+                        channel,
+                        payload: json!({}),
+                    });
+                }
+                Effect::Excuse { rollout_id, host } => {
+                    let channel = self.state.record(&rollout_id, &host).map(|r| r.channel.clone());
+                    self.log(pending, now, engine::effect::LogEntry {
+                        kind: "HostExcused",
+                        rollout_id: Some(rollout_id),
+                        host: Some(host),
+                        channel,
+                        payload: json!({}),
+                    });
+                }
+            }
+        }
+    }
+
+    fn add_quarantine(&mut self, pending: &mut Pending, now: DateTime<Utc>, channel: Channel, closure: Closure, reason: String, by: String) -> bool {
+        let key = (channel.clone(), closure.clone());
+        if !self.quarantines.insert(key.clone()) {
+            return false;
+        }
+        let row = QuarantineRow { channel: channel.clone(), closure: closure.clone(), reason: reason.clone(), by: by.clone(), at: now, released_at: None, released_by: None, release_reason: None };
+        self.quarantine_rows.insert(key, row.clone());
+        pending.quarantines.push(QuarantineChange::Add(row));
+        self.system_log(pending, now, "QuarantineAdded", Some(channel), json!({ "closure": closure, "reason": reason, "by": by }));
+        // Pending hosts of this closure must be held in this same transaction.
+        pending.replan = true;
+        true
+    }
+
+    // ---- inputs ----
+
+    pub fn host_event(&mut self, pending: &mut Pending, now: DateTime<Utc>, host: &Hostname, rollout_id: &RolloutId, event: &HostEvent) -> Result<EventResponse, ReducerError> {
+        let Some(set) = &self.set else { return Err(ReducerError::Unavailable("No verified fleet yet.".into())) };
+        let fleet = set.fleet.clone();
+        match self.state.apply_host_event(&fleet, rollout_id, host, event, now) {
+            Ok(effects) => {
+                self.absorb(pending, now, effects);
+                let state = self.state.record(rollout_id, host).map_or(HostState::Pending, |r| r.state);
+                Ok(EventResponse { outcome: EventOutcome::Applied, state })
+            }
+            Err(HostEventError::Transition(engine::host::TransitionError::Duplicate { .. })) => {
+                let state = self.state.record(rollout_id, host).map_or(HostState::Pending, |r| r.state);
+                Ok(EventResponse { outcome: EventOutcome::Duplicate, state })
+            }
+            Err(HostEventError::UnknownRecord { .. }) => {
+                Err(rejected("unknown-record", format!("{host} has no open record in rollout {rollout_id}.")))
+            }
+            Err(HostEventError::Transition(err)) => Err(rejected(err.code(), err.to_string())),
+        }
+    }
+
+    /// Records of `host` in rollouts that are not terminal, ordered by rollout id.
+    fn open_records_of(&self, host: &Hostname) -> Vec<(RolloutId, HostState)> {
+        self.state
+            .records
+            .iter()
+            .filter(|(id, _)| self.state.rollouts.get(*id).is_some_and(|r| !r.state.is_terminal()))
+            .filter_map(|(id, records)| records.get(host).map(|r| (id.clone(), r.state)))
+            .collect()
+    }
+
+    pub fn heartbeat(&mut self, pending: &mut Pending, now: DateTime<Utc>, hb: &HeartbeatRequest) -> HeartbeatResponse {
+        let host = &hb.hostname;
+        self.note_presence(pending, now, host, hb.current_closure.clone());
+
+        if let (Some(set), Some(current)) = (self.set.clone(), &hb.current_closure) {
+            self.synthesise(pending, now, &set, host, current, hb.rollout_id.is_none());
+        }
+
+        let replay_from = match (&hb.rollout_id, hb.last_event_seq) {
+            (Some(rollout), Some(agent_seq)) => {
+                self.state.record(rollout, host).map(|r| r.last_event_seq).filter(|ours| agent_seq > *ours)
+            }
+            _ => None,
+        };
+        let open = self.open_records_of(host);
+        let bootstrap = if hb.rollout_id.is_none() {
+            open.iter().filter_map(|(id, _)| self.state.record(id, host)).map(HostRecord::snapshot).collect()
+        } else {
+            Vec::new()
+        };
+        let dispatch = open.iter().find_map(|(id, _)| {
+            let record = self.state.record(id, host)?;
+            let d = record.dispatch.filter(|_| record.state == HostState::Pending)?;
+            Some(DispatchOrder { rollout_id: id.clone(), target_closure: record.target_closure.clone(), soak_seconds: d.soak_seconds })
+        });
+        let busy = open.iter().any(|(_, state)| !state.is_terminal());
+        HeartbeatResponse {
+            received_at: now,
+            replay_from,
+            bootstrap,
+            dispatch,
+            next_heartbeat_seconds: if busy { ACTIVE_HEARTBEAT_SECONDS } else { IDLE_HEARTBEAT_SECONDS },
+        }
+    }
+
+    fn note_presence(&mut self, pending: &mut Pending, now: DateTime<Utc>, host: &Hostname, closure: Option<Closure>) {
+        self.state.last_heartbeat.insert(host.clone(), now);
+        let entry = self.presence.entry(host.clone()).or_insert(Presence { at: now, closure: None, persisted_at: None, online: false });
+        let came_online = !entry.online;
+        let closure_changed = entry.closure != closure;
+        entry.at = now;
+        entry.closure = closure.clone();
+        entry.online = true;
+        let stale = entry.persisted_at.is_none_or(|p| now - p >= Duration::seconds(PRESENCE_PERSIST_EVERY));
+        if came_online || closure_changed || stale {
+            entry.persisted_at = Some(now);
+            pending.presence.insert(host.clone());
+        }
+        if came_online {
+            pending.log.push(LogRow { ts: now, kind: "HostOnline", rollout_id: None, host: Some(host.clone()), channel: None, payload: json!({ "currentClosure": closure }) });
+        }
+    }
+
+    /// Recovery synthesis (SPEC §6 Heartbeat step 2).
+    fn synthesise(&mut self, pending: &mut Pending, now: DateTime<Utc>, set: &ManifestSet, host: &Hostname, current: &Closure, no_rollout_named: bool) {
+        for (rollout_id, state) in self.open_records_of(host) {
+            let Some(record) = self.state.record(&rollout_id, host) else { continue };
+            if &record.target_closure != current {
+                continue;
+            }
+            let seq = record.last_event_seq;
+            let completed = json!({ "kind": "ActivationCompleted", "observedClosure": current, "exitCode": 0, "completedAt": now });
+            let events: Vec<Value> = match state {
+                HostState::Activating | HostState::Deferred => vec![completed],
+                HostState::Pending => {
+                    if evaluate_synth_gates(set, &self.state, &self.quarantines, record).is_some() {
+                        continue;
+                    }
+                    vec![json!({ "kind": "DispatchAck", "currentClosure": current, "receivedAt": now }), completed]
+                }
+                HostState::Soaking
+                    if no_rollout_named && record.soak_due_at.is_some_and(|due| due <= now) && record.enforce_probes_pass() =>
+                {
+                    vec![json!({ "kind": "Converged", "convergedAt": now, "currentClosure": current })]
+                }
+                _ => continue,
+            };
+            for (i, mut event) in events.into_iter().enumerate() {
+                event["seq"] = json!(seq + 1 + i as u64);
+                let Ok(event) = serde_json::from_value::<HostEvent>(event) else { break };
+                match self.state.apply_host_event(&set.fleet, &rollout_id, host, &event, now) {
+                    Ok(mut effects) => {
+                        for effect in &mut effects {
+                            if let Effect::Log(entry) = effect
+                                && let Value::Object(map) = &mut entry.payload
+                            {
+                                map.insert("synthesized".into(), json!(true));
+                            }
+                        }
+                        self.absorb(pending, now, effects);
+                    }
+                    Err(err) => {
+                        tracing::debug!(%host, %rollout_id, %err, "recovery synthesis stopped");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn manifests(&mut self, pending: &mut Pending, now: DateTime<Utc>, update: ManifestUpdate) -> ManifestSummary {
+        let ManifestUpdate { set, fleet_artifact, manifest_artifacts } = update;
+        // Same fleet: the upload adds to (or replaces) the manifests already in force.
+        // A new fleet: the upload is the whole new set.
+        let same_fleet = self.set.as_ref().is_some_and(|s| s.fleet.hash == set.fleet.hash);
+        let (set, artifacts) = if same_fleet && let Some(old) = &self.set {
+            let mut merged: BTreeMap<RolloutId, _> = old.iter().map(|m| (m.id.clone(), m.clone())).collect();
+            let mut raw = self.manifest_artifacts.clone();
+            for m in set.iter() {
+                merged.insert(m.id.clone(), m.clone());
+            }
+            raw.extend(manifest_artifacts);
+            (ManifestSet::new(set.fleet.clone(), merged.into_values()), raw)
+        } else {
+            (set, manifest_artifacts.into_iter().collect())
+        };
+        let summary = ManifestSummary {
+            fleet_hash: set.fleet.hash.clone(),
+            hosts: set.fleet.doc.hosts.len(),
+            channels: set.fleet.doc.channels.len(),
+            rollouts: set.iter().map(|m| m.id.clone()).collect(),
+        };
+        pending.manifests = Some(ManifestWrite {
+            fleet: fleet_artifact.clone(),
+            fleet_hash: set.fleet.hash.clone(),
+            manifests: artifacts.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            at: now,
+        });
+        self.fleet_artifact = Some(fleet_artifact);
+        self.manifest_artifacts = artifacts;
+        self.install_set(set);
+        self.system_log(pending, now, "ManifestSetUpdated", None, json!(summary));
+        pending.replan = true;
+        summary
+    }
+
+    pub fn operator(&mut self, pending: &mut Pending, now: DateTime<Utc>, action: &OperatorAction, by: &str, reason: Option<&str>) -> Result<(usize, String), ReducerError> {
+        let Some(set) = self.set.clone() else { return Err(rejected("no-fleet", "There is no verified fleet yet.")) };
+        let reason_text = reason.unwrap_or("").to_owned();
+        let rollout_input = |a: &OperatorAction| -> Option<(RolloutId, RolloutInput)> {
+            Some(match a {
+                OperatorAction::ApproveWave { rollout_id, wave } => (rollout_id.clone(), RolloutInput::Approve { wave: *wave }),
+                OperatorAction::Promote { rollout_id, to_wave, force } => {
+                    (rollout_id.clone(), RolloutInput::AdvanceWave { to: *to_wave, by: AdvancedBy::Operator, force: *force })
+                }
+                OperatorAction::Pause { rollout_id } => (rollout_id.clone(), RolloutInput::Pause),
+                OperatorAction::Resume { rollout_id } => (rollout_id.clone(), RolloutInput::Resume),
+                OperatorAction::ClearFailure { rollout_id } => (rollout_id.clone(), RolloutInput::ClearFailure),
+                _ => return None,
+            })
+        };
+        let (rollout_id, channel, message) = if let Some((id, input)) = rollout_input(action) {
+            if !self.state.rollouts.contains_key(&id) {
+                return Err(rejected("unknown-rollout", format!("There is no rollout {id}.")));
+            }
+            let effects = self
+                .state
+                .apply_rollout_input(&set.fleet, &id, &input, now)
+                .map_err(|e| rejected("not-applicable", e.to_string()))?;
+            self.absorb(pending, now, effects);
+            let channel = self.state.rollouts.get(&id).map(|r| r.channel.clone());
+            (Some(id.clone()), channel, format!("{} applied to {id}", input.name()))
+        } else {
+            match action {
+                OperatorAction::Quarantine { channel, closure } => {
+                    if !set.fleet.doc.channels.contains_key(channel) {
+                        return Err(rejected("unknown-channel", format!("There is no channel {channel}.")));
+                    }
+                    let why = if reason_text.is_empty() { format!("quarantined by {by}") } else { reason_text.clone() };
+                    if !self.add_quarantine(pending, now, channel.clone(), closure.clone(), why, by.to_owned()) {
+                        return Err(rejected("already-quarantined", format!("{closure} is already quarantined on {channel}.")));
+                    }
+                    (None, Some(channel.clone()), format!("{closure} quarantined on {channel}"))
+                }
+                OperatorAction::Release { channel, closure } => {
+                    let key = (channel.clone(), closure.clone());
+                    if !self.quarantines.remove(&key) {
+                        return Err(rejected("not-quarantined", format!("{closure} is not quarantined on {channel}.")));
+                    }
+                    self.quarantine_rows.remove(&key);
+                    pending.quarantines.push(QuarantineChange::Release { channel: channel.clone(), closure: closure.clone(), by: by.to_owned(), reason: reason_text.clone(), at: now });
+                    self.system_log(pending, now, "QuarantineReleased", Some(channel.clone()), json!({ "closure": closure, "by": by, "reason": reason_text }));
+                    (None, Some(channel.clone()), format!("{closure} released on {channel}"))
+                }
+                _ => unreachable!("rollout actions are handled above"),
+            }
+        };
+        let index = pending.log.len();
+        let forced = matches!(action, OperatorAction::Promote { force: true, .. });
+        pending.log.push(LogRow {
+            ts: now,
+            kind: "OperatorAction",
+            rollout_id: rollout_id.clone(),
+            host: None,
+            channel,
+            payload: json!({ "action": action, "operator": by, "reason": reason, "override": forced }),
+        });
+        if let Some(id) = rollout_id {
+            pending.rollouts.insert(id);
+        }
+        pending.replan = true;
+        Ok((index, message))
+    }
+
+    pub fn operator_outcome(entries: &[LogEntry], index: usize, message: String) -> OperatorOutcome {
+        OperatorOutcome { seq: entries.get(index).map_or(0, |e| e.seq), message }
+    }
+
+    /// A plan pass: stuck detection, planner actions (opening rollouts plans again at once),
+    /// completion checks, and presence going offline.
+    pub fn plan(&mut self, pending: &mut Pending, now: DateTime<Utc>) {
+        let Some(set) = self.set.clone() else { return };
+        let stuck = self.state.detect_stuck(&set.fleet, now);
+        self.absorb(pending, now, stuck);
+        for _ in 0..4 {
+            let actions = plan_next(&set, &self.state, &self.quarantines, now);
+            let mut opened = false;
+            for action in &actions {
+                if let PlanAction::OpenRollout { rollout_id } = action {
+                    opened = true;
+                    pending.opened.insert(rollout_id.clone());
+                }
+                let effects = self.state.apply_action(&set, action, now);
+                self.absorb(pending, now, effects);
+            }
+            if !opened {
+                break;
+            }
+        }
+        let open: Vec<RolloutId> = self.state.rollouts.iter().filter(|(_, r)| r.state == shared::state::RolloutState::Active).map(|(id, _)| id.clone()).collect();
+        for id in open {
+            if let Ok(effects) = self.state.apply_rollout_input(&set.fleet, &id, &RolloutInput::Evaluate, now) {
+                self.absorb(pending, now, effects);
+            }
+        }
+        self.mark_offline(pending, now);
+    }
+
+    fn mark_offline(&mut self, pending: &mut Pending, now: DateTime<Utc>) {
+        let busy: BTreeSet<Hostname> = self
+            .state
+            .records
+            .iter()
+            .filter(|(id, _)| self.state.rollouts.get(*id).is_some_and(|r| !r.state.is_terminal()))
+            .flat_map(|(_, records)| records.values().filter(|r| !r.state.is_terminal()).map(|r| r.hostname.clone()))
+            .collect();
+        let mut gone = Vec::new();
+        for (host, p) in &mut self.presence {
+            let interval = if busy.contains(host) { ACTIVE_HEARTBEAT_SECONDS } else { IDLE_HEARTBEAT_SECONDS };
+            if p.online && now - p.at > Duration::seconds(3 * interval as i64) {
+                p.online = false;
+                gone.push((host.clone(), p.at));
+            }
+        }
+        gone.sort();
+        for (host, last) in gone {
+            pending.log.push(LogRow { ts: now, kind: "HostOffline", rollout_id: None, host: Some(host), channel: None, payload: json!({ "lastHeartbeatAt": last }) });
+        }
+    }
+
+    /// The rows to write for what `pending` touched, taken from memory as it is now.
+    pub fn batch(&self, pending: Pending) -> Batch {
+        let mut batch = Batch::default();
+        let mut rollouts = pending.rollouts;
+        rollouts.extend(pending.opened.iter().cloned());
+        rollouts.extend(pending.records.iter().map(|(r, _)| r.clone()));
+        batch.rollouts = rollouts.iter().filter_map(|id| self.state.rollouts.get(id).cloned()).collect();
+        let mut records: BTreeMap<(RolloutId, Hostname), HostRecord> = BTreeMap::new();
+        for id in &pending.opened {
+            for (host, record) in self.state.records.get(id).into_iter().flatten() {
+                records.insert((id.clone(), host.clone()), record.clone());
+            }
+        }
+        for key in pending.records {
+            if let Some(record) = self.state.record(&key.0, &key.1) {
+                records.insert(key, record.clone());
+            }
+        }
+        batch.records = records.into_values().collect();
+        batch.quarantines = pending.quarantines;
+        batch.presence = pending
+            .presence
+            .into_iter()
+            .filter_map(|h| self.presence.get(&h).map(|p| (h, p.at, p.closure.clone())))
+            .collect();
+        batch.manifests = pending.manifests;
+        batch.log = pending.log;
+        batch
+    }
+
+    /// After a commit: records of terminal rollouts leave memory (the DB keeps them).
+    pub fn prune(&mut self) {
+        let done: Vec<RolloutId> = self.state.rollouts.iter().filter(|(_, r)| r.state.is_terminal()).map(|(id, _)| id.clone()).collect();
+        for id in done {
+            self.state.records.remove(&id);
+        }
+    }
+
+    /// Counts for metrics: records by state, holds by gate.
+    pub fn gauges(&self) -> (BTreeMap<&'static str, i64>, BTreeMap<&'static str, i64>) {
+        let mut by_state = BTreeMap::new();
+        let mut by_gate = BTreeMap::new();
+        for state in HostState::ALL {
+            by_state.insert(state.as_str(), 0);
+        }
+        for records in self.state.records.values() {
+            for r in records.values() {
+                *by_state.entry(r.state.as_str()).or_insert(0) += 1;
+                if let Some(w) = &r.waiting_on
+                    && r.state == HostState::Pending
+                {
+                    *by_gate.entry(w.gate.as_str()).or_insert(0) += 1;
+                }
+            }
+        }
+        (by_state, by_gate)
+    }
+
+    pub fn quarantine_rows(&self) -> impl Iterator<Item = &QuarantineRow> {
+        self.quarantine_rows.values()
+    }
+}

@@ -1,0 +1,254 @@
+//! The reducer: the one task that changes rollout state (SPEC §6).
+//!
+//! Routes send it a [`ReducerInput`] and wait on a oneshot reply. The task takes whatever
+//! inputs are queued (up to [`MAX_GROUP`]), runs each through the pure engine in memory
+//! ([`core::Core`]), writes everything they changed plus their event-log rows in **one**
+//! SQLite transaction (group commit), and only after that transaction committed sends the
+//! replies and publishes the entries to the live feed. If the commit fails, every reply in
+//! the group gets a 503 and memory is rebuilt from the database, so nothing is ever answered
+//! `applied` that is not durable.
+
+pub mod core;
+pub mod input;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use engine::verify::TrustRoots;
+use sqlx::SqlitePool;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use self::core::SharedFleet;
+use self::core::{Core, Pending};
+pub use self::input::{ManifestSummary, ManifestUpdate, OperatorAction, OperatorOutcome, ReducerError, ReducerInput, Reply};
+use crate::db::store::{self, LogEntry};
+use crate::feed::FeedHub;
+use crate::metrics::Metrics;
+
+/// Most inputs taken into one transaction.
+pub const MAX_GROUP: usize = 512;
+/// Inputs that may wait for the reducer; senders wait (back-pressure) beyond this.
+const QUEUE: usize = 8192;
+
+type Responder = Box<dyn FnOnce(Option<&[LogEntry]>) + Send>;
+
+/// Sends inputs to the reducer. Cheap to clone.
+#[derive(Clone)]
+pub struct ReducerHandle {
+    tx: mpsc::Sender<ReducerInput>,
+    metrics: Arc<Metrics>,
+    running: Arc<AtomicBool>,
+}
+
+impl ReducerHandle {
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::Acquire)
+    }
+
+    /// Sends one input and waits for its answer (given only after its transaction committed).
+    pub async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> ReducerInput) -> Result<T, ReducerError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(make(reply)).await?;
+        answer.await.unwrap_or_else(|_| Err(ReducerError::Unavailable("The reducer stopped before answering.".into())))
+    }
+
+    /// Sends an input that needs no answer (plan ticks, manifest polls).
+    pub async fn submit(&self, input: ReducerInput) -> Result<(), ReducerError> {
+        if !self.is_running() {
+            return Err(ReducerError::Unavailable("The control plane is not running.".into()));
+        }
+        self.metrics.queue_depth.inc();
+        self.tx.send(input).await.map_err(|_| {
+            self.metrics.queue_depth.dec();
+            ReducerError::Unavailable("The control plane is shutting down.".into())
+        })
+    }
+}
+
+pub struct ReducerConfig {
+    pub plan_tick: Duration,
+}
+
+/// Loads state from the database and starts the reducer task.
+pub async fn spawn(
+    pool: SqlitePool,
+    trust: Option<TrustRoots>,
+    shared_fleet: SharedFleet,
+    feed: FeedHub,
+    metrics: Arc<Metrics>,
+    config: ReducerConfig,
+    shutdown: CancellationToken,
+) -> Result<(ReducerHandle, JoinHandle<()>), sqlx::Error> {
+    let loaded = store::load(&pool).await?;
+    let core = Core::from_loaded(loaded, trust.clone(), shared_fleet.clone(), Utc::now());
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let running = Arc::new(AtomicBool::new(true));
+    let handle = ReducerHandle { tx, metrics: metrics.clone(), running: running.clone() };
+    let reducer = Reducer { core, pool, feed, metrics, trust, shared_fleet, running };
+    let task = tokio::spawn(reducer.run(rx, config, shutdown));
+    Ok((handle, task))
+}
+
+struct Reducer {
+    core: Core,
+    pool: SqlitePool,
+    feed: FeedHub,
+    metrics: Arc<Metrics>,
+    trust: Option<TrustRoots>,
+    shared_fleet: SharedFleet,
+    running: Arc<AtomicBool>,
+}
+
+impl Reducer {
+    async fn run(mut self, mut rx: mpsc::Receiver<ReducerInput>, config: ReducerConfig, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(config.plan_tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A first pass at start: opens what the persisted set allows, re-flags stuck hosts.
+        let mut group = vec![ReducerInput::PlanTick];
+        loop {
+            if group.is_empty() {
+                let first = tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = tick.tick() => ReducerInput::PlanTick,
+                    input = rx.recv() => match input {
+                        Some(input) => { self.metrics.queue_depth.dec(); input }
+                        None => break,
+                    },
+                };
+                group.push(first);
+                while group.len() < MAX_GROUP {
+                    match rx.try_recv() {
+                        Ok(input) => {
+                            self.metrics.queue_depth.dec();
+                            group.push(input);
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            let stop = self.handle_group(std::mem::take(&mut group)).await;
+            if stop {
+                break;
+            }
+        }
+        // Stop accepting; what is still queued gets a 503, nothing half-done.
+        self.running.store(false, Ordering::Release);
+        rx.close();
+        while let Ok(input) = rx.try_recv() {
+            self.metrics.queue_depth.dec();
+            refuse(input, "The control plane is shutting down.");
+        }
+        tracing::info!("reducer stopped");
+    }
+
+    /// Handles one group of inputs in one transaction. Returns true on `Shutdown`.
+    async fn handle_group(&mut self, group: Vec<ReducerInput>) -> bool {
+        let now = Utc::now();
+        let mut pending = Pending::default();
+        let mut responders: Vec<Responder> = Vec::with_capacity(group.len());
+        let mut stop = false;
+        let count = group.len();
+        for input in group {
+            self.metrics.inputs.get_or_create(&Metrics::label("kind", input.kind())).inc();
+            match input {
+                ReducerInput::Shutdown => stop = true,
+                ReducerInput::PlanTick => pending.replan = true,
+                ReducerInput::HostEvent { host, rollout_id, event, reply } => {
+                    let answer = self.core.host_event(&mut pending, now, &host, &rollout_id, &event);
+                    responders.push(respond(reply, answer));
+                }
+                ReducerInput::Heartbeat { heartbeat, reply } => {
+                    let answer = self.core.heartbeat(&mut pending, now, &heartbeat);
+                    responders.push(respond(reply, Ok(answer)));
+                }
+                ReducerInput::ManifestSetUpdated { update, reply } => {
+                    let summary = self.core.manifests(&mut pending, now, *update);
+                    if let Some(reply) = reply {
+                        responders.push(respond(reply, Ok(summary)));
+                    }
+                }
+                ReducerInput::Operator { action, by, reason, reply } => {
+                    match self.core.operator(&mut pending, now, &action, &by, reason.as_deref()) {
+                        Ok((index, message)) => responders.push(Box::new(move |committed: Option<&[LogEntry]>| {
+                            let answer = match committed {
+                                Some(entries) => Ok(Core::operator_outcome(entries, index, message)),
+                                None => Err(not_committed()),
+                            };
+                            let _ = reply.send(answer);
+                        })),
+                        Err(err) => responders.push(respond(reply, Err(err))),
+                    }
+                }
+            }
+        }
+        if pending.replan {
+            self.core.plan(&mut pending, now);
+        }
+        let batch = self.core.batch(pending);
+        let started = Instant::now();
+        let result = if batch.is_empty() { Ok(Vec::new()) } else { store::commit(&self.pool, batch).await };
+        self.metrics.tx_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics.tx_inputs.observe(count as f64);
+        match result {
+            Ok(entries) => {
+                for responder in responders {
+                    responder(Some(&entries));
+                }
+                self.feed.publish(entries);
+                self.core.prune();
+                self.update_gauges();
+            }
+            Err(err) => {
+                tracing::error!(%err, "commit failed; answering 503 and reloading state from the database");
+                for responder in responders {
+                    responder(None);
+                }
+                self.reload().await;
+            }
+        }
+        stop
+    }
+
+    async fn reload(&mut self) {
+        match store::load(&self.pool).await {
+            Ok(loaded) => self.core = Core::from_loaded(loaded, self.trust.clone(), self.shared_fleet.clone(), Utc::now()),
+            Err(err) => tracing::error!(%err, "cannot reload state; keeping memory as it is"),
+        }
+    }
+
+    fn update_gauges(&self) {
+        let (by_state, by_gate) = self.core.gauges();
+        for (state, n) in by_state {
+            self.metrics.hosts_by_state.get_or_create(&Metrics::label("state", state)).set(n);
+        }
+        for gate in ["quarantine", "rollout-state", "channel-edge", "wave", "approval", "host-edge", "budget"] {
+            self.metrics.holds_by_gate.get_or_create(&Metrics::label("gate", gate)).set(by_gate.get(gate).copied().unwrap_or(0));
+        }
+    }
+}
+
+fn not_committed() -> ReducerError {
+    ReducerError::Unavailable("The change could not be stored; try again.".into())
+}
+
+/// A responder that sends `answer` once the group committed, or 503 if it did not.
+fn respond<T: Send + 'static>(reply: Reply<T>, answer: Result<T, ReducerError>) -> Responder {
+    Box::new(move |committed: Option<&[LogEntry]>| {
+        let _ = reply.send(if committed.is_some() { answer } else { Err(not_committed()) });
+    })
+}
+
+fn refuse(input: ReducerInput, why: &str) {
+    let err = || ReducerError::Unavailable(why.to_owned());
+    match input {
+        ReducerInput::HostEvent { reply, .. } => drop(reply.send(Err(err()))),
+        ReducerInput::Heartbeat { reply, .. } => drop(reply.send(Err(err()))),
+        ReducerInput::ManifestSetUpdated { reply: Some(reply), .. } => drop(reply.send(Err(err()))),
+        ReducerInput::Operator { reply, .. } => drop(reply.send(Err(err()))),
+        ReducerInput::ManifestSetUpdated { reply: None, .. } | ReducerInput::PlanTick | ReducerInput::Shutdown => {}
+    }
+}

@@ -1,0 +1,102 @@
+//! Engine state → API bodies. One place decides how a record or a rollout looks on the wire,
+//! for the HTTP answers and for the payloads of the event log (and so the feed).
+
+use std::collections::BTreeMap;
+
+use engine::fleet::{Placement, VerifiedFleet};
+use engine::host::HostRecord;
+use engine::rollout::Rollout;
+use serde_json::Value;
+use shared::api::{HaltInfo, HostCell, RolloutDetail, RolloutHeader, RolloutSummary, WaveView};
+use shared::state::HostState;
+
+pub fn host_cell(r: &HostRecord) -> HostCell {
+    HostCell {
+        hostname: r.hostname.clone(),
+        state: r.state,
+        target_closure: r.target_closure.clone(),
+        current_closure: r.current_closure.clone(),
+        waiting_on: r.waiting_on.clone().filter(|_| r.state == HostState::Pending),
+        stuck: r.stuck,
+        excused: r.excused,
+        last_event_seq: r.last_event_seq,
+    }
+}
+
+pub fn rollout_header(r: &Rollout) -> RolloutHeader {
+    RolloutHeader {
+        rollout_id: r.id.clone(),
+        channel: r.channel.clone(),
+        state: r.state,
+        current_wave: r.current_wave,
+        approved_waves: r.approved_waves.iter().copied().collect(),
+        halt: r.halt.as_ref().map(|h| HaltInfo { host: h.host.clone(), reason: h.reason.clone(), at: h.at }),
+        opened_at: r.opened_at,
+        completed_at: r.completed_at,
+        superseded_by: r.superseded_by.clone(),
+    }
+}
+
+pub fn record_view(r: &HostRecord) -> Value {
+    serde_json::to_value(host_cell(r)).unwrap_or(Value::Null)
+}
+
+pub fn rollout_view(r: &Rollout) -> Value {
+    serde_json::to_value(rollout_header(r)).unwrap_or(Value::Null)
+}
+
+fn percent(converged: u64, total: u64) -> f64 {
+    if total == 0 { 0.0 } else { (converged as f64 * 1000.0 / total as f64).round() / 10.0 }
+}
+
+fn counts<'a>(cells: impl Iterator<Item = &'a HostState>) -> BTreeMap<HostState, u64> {
+    let mut counts = BTreeMap::new();
+    for state in cells {
+        *counts.entry(*state).or_insert(0) += 1;
+    }
+    counts
+}
+
+pub fn rollout_summary(r: &Rollout, counts: BTreeMap<HostState, u64>) -> RolloutSummary {
+    let hosts = counts.values().sum();
+    let converged = counts.get(&HostState::Converged).copied().unwrap_or(0);
+    RolloutSummary { header: rollout_header(r), hosts, converged_percent: percent(converged, hosts), counts }
+}
+
+/// One column per wave of the channel (from the fleet document), plus an "unstaged" column
+/// when some hosts are in no wave.
+pub fn rollout_detail(r: &Rollout, records: &[HostRecord], fleet: Option<&VerifiedFleet>, as_of: i64) -> RolloutDetail {
+    let specs = fleet.map(|f| f.waves(&r.channel).to_vec()).unwrap_or_default();
+    let mut columns: BTreeMap<Option<u32>, Vec<HostCell>> = BTreeMap::new();
+    for i in 0..specs.len().max(1) {
+        columns.insert(Some(i as u32), Vec::new());
+    }
+    for record in records {
+        let wave = match fleet.map(|f| f.placement(&record.hostname)) {
+            Some(Placement::Wave(w)) => Some(w),
+            Some(Placement::Unstaged) => None,
+            None => Some(0),
+        };
+        columns.entry(wave).or_default().push(host_cell(record));
+    }
+    let mut waves: Vec<WaveView> = columns
+        .into_iter()
+        .map(|(index, hosts)| {
+            let spec = index.and_then(|i| specs.get(i as usize));
+            let counts = counts(hosts.iter().map(|h| &h.state));
+            let converged = counts.get(&HostState::Converged).copied().unwrap_or(0);
+            WaveView {
+                index,
+                soak_minutes: spec.map_or(0, |s| s.soak_seconds / 60),
+                requires_approval: spec.is_some_and(|s| s.requires_approval),
+                approved: index.is_some_and(|i| r.approved_waves.contains(&i)),
+                converged_percent: percent(converged, hosts.len() as u64),
+                counts,
+                hosts,
+            }
+        })
+        .collect();
+    // Waves in order, the unstaged column last.
+    waves.sort_by_key(|w| w.index.map_or(u64::MAX, u64::from));
+    RolloutDetail { header: rollout_header(r), waves, as_of }
+}
