@@ -98,7 +98,7 @@ impl Drop for FeedState {
 
 /// The SSE response for one client. `resume_after` is its `Last-Event-ID`, if any.
 pub fn stream(
-    hub: &FeedHub,
+    hub: FeedHub,
     pool: SqlitePool,
     resume_after: Option<i64>,
     shutdown: CancellationToken,

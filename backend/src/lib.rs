@@ -8,6 +8,7 @@
 //! - [`feed`]: committed event-log entries → SSE, with `Last-Event-ID` resume.
 //! - [`views`]: engine state → API bodies (also the payloads of log entries).
 //! - [`metrics`]: Prometheus exposition.
+//! - [`manifests`]: trust.json, the upload verification and the `--manifests-dir` poller.
 //! - [`db`]: the SQLite pool (WAL, `synchronous=NORMAL`, foreign keys) and the migrations runner.
 //! - [`telemetry`]: tracing setup (pretty for terminals, JSON for log shippers).
 //! - [`shutdown`]: turns Ctrl-C / SIGTERM into the one `CancellationToken` every task watches.
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod db;
 pub mod feed;
 pub mod http;
+pub mod manifests;
 pub mod metrics;
 pub mod reducer;
 pub mod server;

@@ -1,65 +1,91 @@
-//! Building and running the control plane. The listener is bound in [`App::build`] and the
-//! shutdown token is passed to [`App::run`], so tests run the real server on port 0 and stop
-//! it whenever they like.
+//! Building and running the control plane. [`App::build`] opens the database, reads the trust
+//! roots, starts the reducer (and the manifests poller), and binds the listener; [`App::run`]
+//! serves until the shutdown token fires. Tests run the real server on port 0.
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use anyhow::Context;
 use sqlx::SqlitePool;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::ServeConfig;
-use crate::db::{self, DbError};
+use crate::feed::FeedHub;
 use crate::http::{self, AppState};
+use crate::manifests::{self, SharedTrust};
+use crate::metrics::Metrics;
+use crate::reducer::{self, ReducerConfig};
+use crate::{db, shutdown};
 
 /// How long in-flight requests get to finish after shutdown was requested.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-#[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    #[error(transparent)]
-    Db(#[from] DbError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("the HTTP server failed: {0}")]
-    Serve(std::io::Error),
-}
-
-/// A control plane that is bound and has its database open, ready to serve.
+/// A control plane that is bound, has its database open and its reducer running.
 pub struct App {
     listener: TcpListener,
     local_addr: SocketAddr,
     pool: SqlitePool,
     router: axum::Router,
+    state: AppState,
+    tasks: Vec<JoinHandle<()>>,
+    reducer_task: JoinHandle<()>,
+    shutdown: CancellationToken,
 }
 
 impl App {
-    pub async fn build(config: &ServeConfig) -> Result<App, ServerError> {
+    /// Everything ends when `shutdown` is cancelled.
+    pub async fn build(config: &ServeConfig, shutdown: CancellationToken) -> anyhow::Result<App> {
+        let trust: SharedTrust = Arc::new(RwLock::new(match &config.trust {
+            Some(path) => Some(Arc::new(manifests::read_trust(path)?)),
+            None => None,
+        }));
         let pool = db::open(&config.db).await?;
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
-        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-        let state = AppState::new(pool.clone());
-        let router = http::router(state, &config.dist);
-        Ok(App {
-            listener,
-            local_addr,
-            pool,
-            router,
-        })
+        let metrics = Arc::new(Metrics::new());
+        let feed = FeedHub::default();
+        let fleet = Arc::new(RwLock::new(None));
+        let (reducer, reducer_task) = reducer::spawn(
+            pool.clone(),
+            trust.clone(),
+            fleet.clone(),
+            feed.clone(),
+            metrics.clone(),
+            ReducerConfig { plan_tick: Duration::from_millis(config.plan_tick_ms.max(1)) },
+            shutdown.clone(),
+        )
+        .await
+        .context("cannot load the control-plane state")?;
+        let listener = TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+        let local_addr = listener.local_addr()?;
+        let state = AppState {
+            pool: pool.clone(),
+            reducer: reducer.clone(),
+            fleet,
+            trust: trust.clone(),
+            feed,
+            metrics,
+            replay: Default::default(),
+            shutdown: shutdown.clone(),
+        };
+        let router = http::router(state.clone(), &config.dist);
+        let mut tasks = Vec::new();
+        if let (Some(dir), Some(trust_path)) = (&config.manifests_dir, &config.trust) {
+            tasks.push(tokio::spawn(manifests::poll_dir(
+                dir.clone(),
+                trust_path.clone(),
+                trust.clone(),
+                reducer.clone(),
+                Duration::from_millis(config.manifests_poll_ms.max(1)),
+                shutdown.clone(),
+            )));
+        }
+        if let Some(trust_path) = config.trust.clone() {
+            tasks.push(tokio::spawn(shutdown::on_sighup(shutdown.clone(), move || manifests::reload_trust(&trust_path, &trust))));
+        }
+        Ok(App { listener, local_addr, pool, router, state, tasks, reducer_task, shutdown })
     }
 
     /// The address actually bound (differs from the configured one when it named port 0).
@@ -67,26 +93,36 @@ impl App {
         self.local_addr
     }
 
-    /// Serves until `shutdown` is cancelled, then lets in-flight requests drain (bounded by
-    /// [`DRAIN_TIMEOUT`]) and closes the database.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServerError> {
-        let App {
-            listener,
-            pool,
-            router,
-            ..
-        } = self;
-        let serve = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future();
+    /// The router, for tests that call it without a socket.
+    pub fn router(&self) -> axum::Router {
+        self.router.clone()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until the shutdown token is cancelled; then lets requests drain (at most
+    /// [`DRAIN_TIMEOUT`]), waits for the reducer to finish its transaction, closes the pool.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let App { listener, pool, router, tasks, reducer_task, shutdown, .. } = self;
+        let serve = axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned()).into_future();
         tokio::pin!(serve);
         let result = tokio::select! {
-            result = &mut serve => result.map_err(ServerError::Serve),
+            result = &mut serve => result.context("the HTTP server failed"),
             () = async { shutdown.cancelled().await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
                 tracing::warn!(timeout = ?DRAIN_TIMEOUT, "requests still open after the drain timeout; closing them");
                 Ok(())
             }
         };
+        // A server error also stops everything else.
+        shutdown.cancel();
+        if let Err(err) = reducer_task.await {
+            tracing::error!(%err, "the reducer task ended abnormally");
+        }
+        for task in tasks {
+            task.abort();
+        }
         pool.close().await;
         result
     }

@@ -30,3 +30,20 @@ pub async fn cancel_on_signal(token: CancellationToken) {
     }
     token.cancel();
 }
+
+/// Calls `reload` on every SIGHUP until `token` is cancelled.
+pub async fn on_sighup(token: CancellationToken, reload: impl Fn() + Send + 'static) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; trust.json is re-read on manifest polls only");
+        return;
+    };
+    loop {
+        tokio::select! {
+            () = token.cancelled() => return,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: re-reading trust.json");
+                reload();
+            }
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! The `fleetwave` command line: one binary, one subcommand per job (SPEC §12).
 
+pub mod operator;
 mod serve;
 pub mod signing;
 
@@ -35,6 +36,9 @@ pub enum Command {
     Sign(signing::SignArgs),
     /// Sign a fleet document and one rollout manifest per channel (what CI runs).
     Release(signing::ReleaseArgs),
+    /// Manage operators and viewers.
+    #[command(subcommand)]
+    Operator(operator::OperatorCommand),
 }
 
 /// Entry point of the binary: parse, set up logging, run the subcommand, map errors to an
@@ -47,6 +51,7 @@ pub fn main() -> ExitCode {
         Command::Keygen(args) => signing::keygen(args),
         Command::Sign(args) => signing::sign(args),
         Command::Release(args) => signing::release(args),
+        Command::Operator(command) => run_async(operator::run(command)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

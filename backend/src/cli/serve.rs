@@ -19,6 +19,21 @@ pub struct ServeConfig {
     /// Directory of the built dashboard (Trunk's output), served at `/`. Default: ./dist.
     #[arg(long, env = "FLEETWAVE_DIST", default_value = "dist")]
     pub dist: PathBuf,
+    /// Trust configuration (CI release keys, SPEC §2.2); required. Re-read on SIGHUP and on
+    /// every manifest poll. Default: ./trust.json.
+    #[arg(long, env = "FLEETWAVE_TRUST", default_value = "trust.json")]
+    pub trust: Option<PathBuf>,
+    /// Directory with fleet.json(.sig) and rollouts/*.json(.sig), polled for new releases.
+    /// Default: none (manifests arrive by upload only).
+    #[arg(long, env = "FLEETWAVE_MANIFESTS_DIR")]
+    pub manifests_dir: Option<PathBuf>,
+    /// Milliseconds between manifests-dir polls. Default: 30000.
+    #[arg(long, env = "FLEETWAVE_MANIFESTS_POLL_MS", default_value_t = 30_000)]
+    pub manifests_poll_ms: u64,
+    /// Milliseconds between plan passes (there is also one after every manifest update and
+    /// operator action). Default: 15000.
+    #[arg(long, env = "FLEETWAVE_PLAN_TICK_MS", default_value_t = 15_000)]
+    pub plan_tick_ms: u64,
 }
 
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
@@ -33,9 +48,9 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     tracing::info!(?config, "starting fleetwave serve");
     let token = CancellationToken::new();
     tokio::spawn(shutdown::cancel_on_signal(token.clone()));
-    let app = server::App::build(&config).await?;
+    let app = server::App::build(&config, token).await?;
     tracing::info!(addr = %app.local_addr(), "listening; dashboard at http://{}/", app.local_addr());
-    app.run(token).await?;
+    app.run().await?;
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -29,6 +29,29 @@ impl ApiError {
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", message)
     }
+
+    /// A storage failure: logged in full, answered 503 without internals.
+    pub fn internal(err: sqlx::Error) -> Self {
+        tracing::error!(%err, "database error while answering a request");
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "storage-unavailable", "The control plane's database did not answer; try again.")
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+}
+
+impl From<crate::reducer::ReducerError> for ApiError {
+    fn from(err: crate::reducer::ReducerError) -> Self {
+        match err {
+            crate::reducer::ReducerError::Rejected { code, message } => Self::new(StatusCode::CONFLICT, code, message),
+            crate::reducer::ReducerError::Unavailable(message) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", message),
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -47,4 +70,9 @@ impl IntoResponse for ApiError {
 /// `OriginalUri`, because the nested router only sees the path below `/api/v1`.
 pub async fn api_not_found(OriginalUri(uri): OriginalUri) -> ApiError {
     ApiError::not_found(format!("There is no API route at {}.", uri.path()))
+}
+
+/// A known API path with the wrong method.
+pub async fn method_not_allowed(OriginalUri(uri): OriginalUri, method: axum::http::Method) -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", format!("{method} is not allowed on {}.", uri.path()))
 }

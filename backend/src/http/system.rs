@@ -19,8 +19,19 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// `GET /readyz`: 200 only when the database answers.
+/// `GET /metrics`: Prometheus text.
+pub async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.render(),
+    )
+}
+
+/// `GET /readyz`: 200 only when the database answers and the reducer runs.
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    if !state.reducer.is_running() {
+        return Err(ApiError::unavailable("The reducer is not running."));
+    }
     match tokio::time::timeout(READY_TIMEOUT, crate::db::ping(&state.pool)).await {
         Ok(Ok(())) => Ok("ready"),
         Ok(Err(err)) => {

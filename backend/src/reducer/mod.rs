@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use engine::verify::TrustRoots;
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -27,6 +26,7 @@ use self::core::{Core, Pending};
 pub use self::input::{ManifestSummary, ManifestUpdate, OperatorAction, OperatorOutcome, ReducerError, ReducerInput, Reply};
 use crate::db::store::{self, LogEntry};
 use crate::feed::FeedHub;
+use crate::manifests::SharedTrust;
 use crate::metrics::Metrics;
 
 /// Most inputs taken into one transaction.
@@ -76,7 +76,7 @@ pub struct ReducerConfig {
 /// Loads state from the database and starts the reducer task.
 pub async fn spawn(
     pool: SqlitePool,
-    trust: Option<TrustRoots>,
+    trust: SharedTrust,
     shared_fleet: SharedFleet,
     feed: FeedHub,
     metrics: Arc<Metrics>,
@@ -84,7 +84,7 @@ pub async fn spawn(
     shutdown: CancellationToken,
 ) -> Result<(ReducerHandle, JoinHandle<()>), sqlx::Error> {
     let loaded = store::load(&pool).await?;
-    let core = Core::from_loaded(loaded, trust.clone(), shared_fleet.clone(), Utc::now());
+    let core = Core::from_loaded(loaded, trust_now(&trust), shared_fleet.clone(), Utc::now());
     let (tx, rx) = mpsc::channel(QUEUE);
     let running = Arc::new(AtomicBool::new(true));
     let handle = ReducerHandle { tx, metrics: metrics.clone(), running: running.clone() };
@@ -98,9 +98,13 @@ struct Reducer {
     pool: SqlitePool,
     feed: FeedHub,
     metrics: Arc<Metrics>,
-    trust: Option<TrustRoots>,
+    trust: SharedTrust,
     shared_fleet: SharedFleet,
     running: Arc<AtomicBool>,
+}
+
+fn trust_now(trust: &SharedTrust) -> Option<engine::verify::TrustRoots> {
+    trust.read().ok().and_then(|t| t.as_deref().cloned())
 }
 
 impl Reducer {
@@ -215,7 +219,7 @@ impl Reducer {
 
     async fn reload(&mut self) {
         match store::load(&self.pool).await {
-            Ok(loaded) => self.core = Core::from_loaded(loaded, self.trust.clone(), self.shared_fleet.clone(), Utc::now()),
+            Ok(loaded) => self.core = Core::from_loaded(loaded, trust_now(&self.trust), self.shared_fleet.clone(), Utc::now()),
             Err(err) => tracing::error!(%err, "cannot reload state; keeping memory as it is"),
         }
     }

@@ -1,0 +1,47 @@
+//! Agent routes (SPEC §9.1): heartbeat, events, bootstrap. Each request is signed by its host
+//! ([`SignedAgent`]); a body that names another host is refused with 403.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use shared::agent::{EventRequest, EventResponse, HeartbeatRequest, HeartbeatResponse};
+use shared::state::HostRolloutSnapshot;
+
+use super::agent_auth::SignedAgent;
+use super::extract::parse_json;
+use super::{ApiError, AppState};
+use crate::reducer::ReducerInput;
+
+fn same_host(signed: &SignedAgent, named: &shared::Hostname) -> Result<(), ApiError> {
+    if &signed.host != named {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "wrong-host",
+            format!("The request is signed by {} but its body names {named}.", signed.host),
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /api/v1/agent/heartbeat`
+pub async fn heartbeat(State(state): State<AppState>, signed: SignedAgent) -> Result<Json<HeartbeatResponse>, ApiError> {
+    let heartbeat: HeartbeatRequest = parse_json(&signed.body, None)?;
+    same_host(&signed, &heartbeat.hostname)?;
+    let answer = state.reducer.ask(|reply| ReducerInput::Heartbeat { heartbeat, reply }).await?;
+    Ok(Json(answer))
+}
+
+/// `POST /api/v1/agent/events`: `applied` only after the transaction committed.
+pub async fn events(State(state): State<AppState>, signed: SignedAgent) -> Result<Json<EventResponse>, ApiError> {
+    let request: EventRequest = parse_json(&signed.body, None)?;
+    same_host(&signed, &request.hostname)?;
+    let EventRequest { hostname, rollout_id, event } = request;
+    let answer = state.reducer.ask(|reply| ReducerInput::HostEvent { host: hostname, rollout_id, event, reply }).await?;
+    Ok(Json(answer))
+}
+
+/// `GET /api/v1/agent/bootstrap`: the signing host's records in open rollouts, by rollout id.
+pub async fn bootstrap(State(state): State<AppState>, signed: SignedAgent) -> Result<Json<Vec<HostRolloutSnapshot>>, ApiError> {
+    let records = crate::db::store::open_records_of_host(&state.pool, &signed.host).await.map_err(ApiError::internal)?;
+    Ok(Json(records.iter().map(engine::host::HostRecord::snapshot).collect()))
+}

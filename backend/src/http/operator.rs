@@ -1,0 +1,250 @@
+//! Operator and dashboard routes (SPEC §9.2): reads for viewers, actions for operators, the
+//! manifest upload and the live feed.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use shared::api::{EventsPage, FleetChannel, FleetHost, FleetOverview, LogEvent, QuarantineEntry, Quarantines, RolloutDetail, RolloutSummary};
+use shared::manifest::SignedArtifact;
+use shared::state::HostState;
+use shared::{Channel, Closure, RolloutId};
+
+use super::extract::{JsonBody, OptionalJsonBody};
+use super::operator_auth::{Acting, Viewer};
+use super::{ApiError, AppState};
+use crate::db::store;
+use crate::reducer::{ManifestSummary, OperatorAction, OperatorOutcome, ReducerInput};
+use crate::views;
+
+/// How long a host may be silent and still count as online.
+const ONLINE_WITHIN_SECONDS: i64 = 3 * crate::reducer::core::IDLE_HEARTBEAT_SECONDS as i64;
+
+fn rollout_id(raw: &str) -> Result<RolloutId, ApiError> {
+    RolloutId::parse(raw).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-id", e.to_string()))
+}
+
+fn to_event(e: store::LogEntry) -> LogEvent {
+    LogEvent { seq: e.seq, ts: e.ts, kind: e.kind, rollout_id: e.rollout_id, host: e.host, channel: e.channel, payload: e.payload }
+}
+
+/// `GET /api/v1/fleet`
+pub async fn fleet(State(state): State<AppState>, _: Viewer) -> Result<Json<FleetOverview>, ApiError> {
+    let fleet = state.fleet.read().ok().and_then(|f| f.clone());
+    let Some(fleet) = fleet else {
+        return Ok(Json(FleetOverview { fleet_hash: None, channels: vec![], hosts: vec![] }));
+    };
+    let presence: BTreeMap<String, (chrono::DateTime<chrono::Utc>, Option<String>)> =
+        store::presence(&state.pool).await.map_err(ApiError::internal)?.into_iter().map(|(h, at, c)| (h, (at, c))).collect();
+    let rollouts = store::rollout_rows(&state.pool).await.map_err(ApiError::internal)?;
+    let now = chrono::Utc::now();
+    let channels = fleet
+        .doc
+        .channels
+        .iter()
+        .map(|(name, c)| FleetChannel {
+            name: name.clone(),
+            rollout_policy: c.rollout_policy.clone(),
+            hosts: fleet.doc.hosts.values().filter(|h| &h.channel == name).count() as u64,
+            // rollout_rows is newest first.
+            current_rollout: rollouts.iter().find(|r| &r.channel == name).map(|r| r.id.clone()),
+        })
+        .collect();
+    let hosts = fleet
+        .doc
+        .hosts
+        .iter()
+        .map(|(name, h)| {
+            let seen = presence.get(name.as_str());
+            FleetHost {
+                hostname: name.clone(),
+                channel: h.channel.clone(),
+                tags: h.tags.clone(),
+                current_closure: seen.and_then(|(_, c)| c.clone()).and_then(|c| Closure::parse(c).ok()),
+                last_heartbeat_at: seen.map(|(at, _)| *at),
+                online: seen.is_some_and(|(at, _)| (now - *at).num_seconds() <= ONLINE_WITHIN_SECONDS),
+            }
+        })
+        .collect();
+    Ok(Json(FleetOverview { fleet_hash: Some(fleet.hash.clone()), channels, hosts }))
+}
+
+/// `GET /api/v1/rollouts`, newest first.
+pub async fn rollouts(State(state): State<AppState>, _: Viewer) -> Result<Json<Vec<RolloutSummary>>, ApiError> {
+    let rows = store::rollout_rows(&state.pool).await.map_err(ApiError::internal)?;
+    let mut counts: BTreeMap<String, BTreeMap<HostState, u64>> = BTreeMap::new();
+    for (id, st, n) in store::record_counts(&state.pool).await.map_err(ApiError::internal)? {
+        if let Some(st) = HostState::ALL.into_iter().find(|s| s.as_str() == st) {
+            counts.entry(id).or_default().insert(st, n as u64);
+        }
+    }
+    Ok(Json(rows.iter().map(|r| views::rollout_summary(r, counts.remove(r.id.as_str()).unwrap_or_default())).collect()))
+}
+
+/// `GET /api/v1/rollouts/{id}`
+pub async fn rollout(State(state): State<AppState>, _: Viewer, Path(id): Path<String>) -> Result<Json<RolloutDetail>, ApiError> {
+    let id = rollout_id(&id)?;
+    let (rollout, records, as_of) = store::rollout_detail(&state.pool, &id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found(format!("There is no rollout {id}.")))?;
+    let fleet = state.fleet.read().ok().and_then(|f| f.clone());
+    Ok(Json(views::rollout_detail(&rollout, &records, fleet.as_deref(), as_of)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    #[serde(default)]
+    after: Option<i64>,
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+/// `GET /api/v1/rollouts/{id}/events?after=&limit=`
+pub async fn rollout_events(
+    State(state): State<AppState>,
+    _: Viewer,
+    Path(id): Path<String>,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<EventsPage>, ApiError> {
+    let id = rollout_id(&id)?;
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-query", e.body_text()))?;
+    let limit = q.limit.unwrap_or(200);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad-query", "limit must be between 1 and 1000."));
+    }
+    let events = store::rollout_log(&state.pool, &id, q.after.unwrap_or(0), limit).await.map_err(ApiError::internal)?;
+    Ok(Json(EventsPage { events: events.into_iter().map(to_event).collect() }))
+}
+
+/// `GET /api/v1/quarantines`
+pub async fn quarantines(State(state): State<AppState>, _: Viewer) -> Result<Json<Quarantines>, ApiError> {
+    let rows = store::quarantines(&state.pool).await.map_err(ApiError::internal)?;
+    let (mut active, mut released) = (Vec::new(), Vec::new());
+    for q in rows {
+        let entry = QuarantineEntry {
+            channel: q.channel,
+            closure: q.closure,
+            reason: q.reason,
+            by: q.by,
+            at: q.at,
+            released_by: q.released_by,
+            released_at: q.released_at,
+            release_reason: q.release_reason,
+        };
+        if entry.released_at.is_some() { released.push(entry) } else { active.push(entry) }
+    }
+    Ok(Json(Quarantines { active, released }))
+}
+
+/// `POST /api/v1/manifests`: verify, then hand the set to the reducer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestUpload {
+    fleet: SignedArtifact,
+    #[serde(default)]
+    rollouts: Vec<SignedArtifact>,
+}
+
+pub async fn upload_manifests(
+    State(state): State<AppState>,
+    Acting(op): Acting,
+    JsonBody(upload): JsonBody<ManifestUpload>,
+) -> Result<Json<ManifestSummary>, ApiError> {
+    let update = crate::manifests::verify_upload(&state.trust_roots(), upload.fleet, upload.rollouts, chrono::Utc::now())?;
+    tracing::info!(operator = %op.name, fleet_hash = %update.set.fleet.hash, "manifest upload verified");
+    let summary = state.reducer.ask(|reply| ReducerInput::ManifestSetUpdated { update: Box::new(update), reply: Some(reply) }).await?;
+    Ok(Json(summary))
+}
+
+/// Every action body may carry `reason`; the rest depends on the action.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonOnly {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveBody {
+    wave: u32,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PromoteBody {
+    to_wave: u32,
+    #[serde(default)]
+    force: bool,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuarantineBody {
+    channel: Channel,
+    closure: Closure,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn act(state: &AppState, op: Acting, action: OperatorAction, reason: Option<String>) -> Result<Json<OperatorOutcome>, ApiError> {
+    let by = op.0.name;
+    Ok(Json(state.reducer.ask(|reply| ReducerInput::Operator { action, by, reason, reply }).await?))
+}
+
+pub async fn approve(State(state): State<AppState>, op: Acting, Path(id): Path<String>, JsonBody(body): JsonBody<ApproveBody>) -> Result<Json<OperatorOutcome>, ApiError> {
+    let rollout_id = rollout_id(&id)?;
+    act(&state, op, OperatorAction::ApproveWave { rollout_id, wave: body.wave }, body.reason).await
+}
+
+pub async fn promote(State(state): State<AppState>, op: Acting, Path(id): Path<String>, JsonBody(body): JsonBody<PromoteBody>) -> Result<Json<OperatorOutcome>, ApiError> {
+    let rollout_id = rollout_id(&id)?;
+    act(&state, op, OperatorAction::Promote { rollout_id, to_wave: body.to_wave, force: body.force }, body.reason).await
+}
+
+pub async fn pause(State(state): State<AppState>, op: Acting, Path(id): Path<String>, OptionalJsonBody(body): OptionalJsonBody<ReasonOnly>) -> Result<Json<OperatorOutcome>, ApiError> {
+    let rollout_id = rollout_id(&id)?;
+    act(&state, op, OperatorAction::Pause { rollout_id }, body.reason).await
+}
+
+pub async fn resume(State(state): State<AppState>, op: Acting, Path(id): Path<String>, OptionalJsonBody(body): OptionalJsonBody<ReasonOnly>) -> Result<Json<OperatorOutcome>, ApiError> {
+    let rollout_id = rollout_id(&id)?;
+    act(&state, op, OperatorAction::Resume { rollout_id }, body.reason).await
+}
+
+pub async fn clear_failure(State(state): State<AppState>, op: Acting, Path(id): Path<String>, OptionalJsonBody(body): OptionalJsonBody<ReasonOnly>) -> Result<Json<OperatorOutcome>, ApiError> {
+    let rollout_id = rollout_id(&id)?;
+    act(&state, op, OperatorAction::ClearFailure { rollout_id }, body.reason).await
+}
+
+pub async fn quarantine(State(state): State<AppState>, op: Acting, JsonBody(body): JsonBody<QuarantineBody>) -> Result<Json<OperatorOutcome>, ApiError> {
+    act(&state, op, OperatorAction::Quarantine { channel: body.channel, closure: body.closure }, body.reason).await
+}
+
+pub async fn release(State(state): State<AppState>, op: Acting, JsonBody(body): JsonBody<QuarantineBody>) -> Result<Json<OperatorOutcome>, ApiError> {
+    act(&state, op, OperatorAction::Release { channel: body.channel, closure: body.closure }, body.reason).await
+}
+
+/// `GET /api/v1/feed`: SSE; `Last-Event-ID: n` resumes after entry n.
+pub async fn feed(State(state): State<AppState>, _: Viewer, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
+    let resume = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "bad-last-event-id", "Last-Event-ID must be an event-log seq."))?,
+        ),
+    };
+    Ok(crate::feed::stream(state.feed.clone(), state.pool.clone(), resume, state.shutdown.clone(), state.metrics.clone()))
+}

@@ -1,0 +1,102 @@
+//! Operator authentication (SPEC §9.2): `Authorization: Bearer <token>` or the session cookie
+//! from `POST /session`. Mutating requests authenticated by cookie must also send
+//! `X-Fleetwave-Csrf: 1` (a header a cross-site form cannot set). Roles: viewers read,
+//! operators act.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode, header};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+
+use super::{ApiError, AppState};
+use crate::db::auth::{self, Operator, Role};
+
+pub const SESSION_COOKIE: &str = "fw_session";
+pub const CSRF_HEADER: &str = "x-fleetwave-csrf";
+
+/// A new random token (`fw_` + 32 random bytes, base64url).
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+    format!("fw_{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// What is stored instead of a token.
+pub fn token_hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn cookie(parts: &Parts, name: &str) -> Option<String> {
+    parts.headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
+        let (k, v) = pair.trim().split_once('=')?;
+        (k == name).then(|| v.to_owned())
+    })
+}
+
+/// Someone signed in, any role.
+pub struct Viewer(pub Operator);
+
+/// Someone signed in with the `operator` role.
+pub struct Acting(pub Operator);
+
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Operator, ApiError> {
+    let db_error = |err: sqlx::Error| {
+        tracing::error!(%err, "cannot read operators");
+        ApiError::unavailable("The operator database is not answering.")
+    };
+    if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "Authorization must be `Bearer <token>`."))?;
+        return auth::operator_by_token(&state.pool, &token_hash(token.trim()))
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "The token is not valid."));
+    }
+    if let Some(session) = cookie(parts, SESSION_COOKIE) {
+        let operator = auth::operator_by_session(&state.pool, &token_hash(&session), chrono::Utc::now())
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "The session has expired; sign in again."))?;
+        let mutating = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        if mutating && parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()) != Some("1") {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "csrf", "Changes made with a session cookie must send `X-Fleetwave-Csrf: 1`."));
+        }
+        return Ok(operator);
+    }
+    Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "Sign in: send a Bearer token or the session cookie."))
+}
+
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        authenticate(parts, state).await.map(Viewer)
+    }
+}
+
+impl FromRequestParts<AppState> for Acting {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let operator = authenticate(parts, state).await?;
+        if operator.role != Role::Operator {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("{} is a viewer; this needs the operator role.", operator.name)));
+        }
+        Ok(Acting(operator))
+    }
+}
+
+/// The session cookie for `token` (HttpOnly, SameSite=Strict).
+pub fn session_cookie(token: &str, max_age_seconds: i64) -> String {
+    format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_seconds}")
+}
+
+/// The value of the session cookie, when the request has one.
+pub fn session_of(parts: &Parts) -> Option<String> {
+    cookie(parts, SESSION_COOKIE)
+}

@@ -1,0 +1,51 @@
+//! `POST /api/v1/session {token}` trades a token for a session cookie; `GET` says who is
+//! signed in; `DELETE` signs out. The session token is random and stored hashed.
+
+use axum::Json;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use shared::api::{SessionRequest, Whoami};
+
+use super::extract::JsonBody;
+use super::operator_auth::{Viewer, new_token, session_cookie, session_of, token_hash};
+use super::{ApiError, AppState};
+use crate::db::auth;
+
+const SESSION_HOURS: i64 = 12;
+
+pub async fn create(State(state): State<AppState>, JsonBody(body): JsonBody<SessionRequest>) -> Result<Response, ApiError> {
+    let operator = auth::operator_by_token(&state.pool, &token_hash(body.token.trim()))
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "That token is not valid."))?;
+    let session = new_token();
+    let now = chrono::Utc::now();
+    auth::create_session(&state.pool, &token_hash(&session), operator.id, now, now + chrono::Duration::hours(SESSION_HOURS))
+        .await
+        .map_err(ApiError::internal)?;
+    let whoami = Whoami { name: operator.name, role: operator.role.as_str().to_owned() };
+    Ok(([(header::SET_COOKIE, session_cookie(&session, SESSION_HOURS * 3600))], Json(whoami)).into_response())
+}
+
+pub async fn whoami(Viewer(op): Viewer) -> Json<Whoami> {
+    Json(Whoami { name: op.name, role: op.role.as_str().to_owned() })
+}
+
+/// The raw session cookie, for signing out.
+pub struct SessionCookie(Option<String>);
+
+impl FromRequestParts<AppState> for SessionCookie {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(SessionCookie(session_of(parts)))
+    }
+}
+
+pub async fn delete(State(state): State<AppState>, SessionCookie(cookie): SessionCookie) -> Result<Response, ApiError> {
+    if let Some(token) = cookie {
+        auth::delete_session(&state.pool, &token_hash(&token)).await.map_err(ApiError::internal)?;
+    }
+    Ok(([(header::SET_COOKIE, session_cookie("", 0))], StatusCode::NO_CONTENT).into_response())
+}
