@@ -149,7 +149,11 @@ pub fn stream(
                         Ok(entry) if entry.seq <= st.last_sent => {}
                         Ok(entry) => st.buffer.push_back((*entry).clone()),
                         Err(broadcast::error::RecvError::Lagged(missed)) => {
-                            tracing::info!(missed, last_sent = st.last_sent, "feed client fell behind; disconnecting it so it resumes");
+                            tracing::info!(
+                                missed,
+                                last_sent = st.last_sent,
+                                "feed client fell behind; disconnecting it so it resumes"
+                            );
                             st.metrics.feed_disconnects.inc();
                             st.phase = Phase::Done;
                         }

@@ -14,6 +14,7 @@
 //! - [`shutdown`]: turns Ctrl-C / SIGTERM into the one `CancellationToken` every task watches.
 
 pub mod cli;
+pub mod clock;
 pub mod db;
 pub mod feed;
 pub mod http;

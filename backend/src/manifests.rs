@@ -33,8 +33,8 @@ pub fn read_trust(path: &Path) -> anyhow::Result<TrustRoots> {
             path.display()
         )
     })?;
-    let config: TrustConfig =
-        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{} is not a valid trust configuration: {e}", path.display()))?;
+    let config: TrustConfig = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{} is not a valid trust configuration: {e}", path.display()))?;
     TrustRoots::from_config(&config).map_err(|e| anyhow::anyhow!("{}: {e} ({})", path.display(), e.code()))
 }
 
@@ -63,13 +63,18 @@ fn verify_with_names(
     let mut manifests = Vec::new();
     let mut artifacts: BTreeMap<RolloutId, SignedArtifact> = BTreeMap::new();
     for (filed_as, artifact) in rollouts {
-        let m = verify_manifest(trust, &artifact, &fleet, filed_as.as_ref(), now, Freshness::Check).map_err(verify_error)?;
+        let m = verify_manifest(trust, &artifact, &fleet, filed_as.as_ref(), now, Freshness::Check)
+            .map_err(verify_error)?;
         if artifacts.insert(m.id.clone(), artifact).is_some() {
             return Err(verify_error(VerifyError::Inconsistent(format!("{} appears twice in the upload", m.id))));
         }
         manifests.push(m);
     }
-    Ok(ManifestUpdate { set: ManifestSet::new(fleet, manifests), fleet_artifact, manifest_artifacts: artifacts.into_iter().collect() })
+    Ok(ManifestUpdate {
+        set: ManifestSet::new(fleet, manifests),
+        fleet_artifact,
+        manifest_artifacts: artifacts.into_iter().collect(),
+    })
 }
 
 /// `NAME.json` + `NAME.json.sig` → the wire envelope.
@@ -114,7 +119,14 @@ fn fingerprint(fleet: &SignedArtifact, rollouts: &[(RolloutId, SignedArtifact)])
 /// Polls `dir` every `every`: when its content changed, verifies it and sends the set to
 /// the reducer; a set that does not verify is logged with its outcome and changes nothing.
 /// Re-reads `trust.json` on each poll too.
-pub async fn poll_dir(dir: PathBuf, trust_path: PathBuf, trust: SharedTrust, reducer: ReducerHandle, every: Duration, shutdown: CancellationToken) {
+pub async fn poll_dir(
+    dir: PathBuf,
+    trust_path: PathBuf,
+    trust: SharedTrust,
+    reducer: ReducerHandle,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
     let mut last: Option<Vec<u8>> = None;
     let mut tick = tokio::time::interval(every);
     loop {
@@ -140,12 +152,16 @@ pub async fn poll_dir(dir: PathBuf, trust_path: PathBuf, trust: SharedTrust, red
         match verify_with_names(&current, fleet, named, Utc::now()) {
             Ok(update) => {
                 tracing::info!(dir = %dir.display(), fleet_hash = %update.set.fleet.hash, "manifests dir verified");
-                if let Err(err) = reducer.submit(ReducerInput::ManifestSetUpdated { update: Box::new(update), reply: None }).await {
+                if let Err(err) =
+                    reducer.submit(ReducerInput::ManifestSetUpdated { update: Box::new(update), reply: None }).await
+                {
                     tracing::warn!(%err, "cannot hand the manifest set to the reducer");
                     last = None;
                 }
             }
-            Err(err) => tracing::error!(dir = %dir.display(), error = ?err, "manifests dir rejected; the last verified set stays in force"),
+            Err(err) => {
+                tracing::error!(dir = %dir.display(), error = ?err, "manifests dir rejected; the last verified set stays in force")
+            }
         }
     }
 }

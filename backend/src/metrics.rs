@@ -44,12 +44,30 @@ impl Metrics {
         registry.register("reducer_inputs", "Reducer inputs handled, by kind", inputs.clone());
         registry.register("reducer_queue_depth", "Inputs waiting for the reducer", queue_depth.clone());
         registry.register("reducer_transaction_seconds", "Time to commit one group of inputs", tx_seconds.clone());
-        registry.register("reducer_transaction_inputs", "Inputs committed per transaction (group commit)", tx_inputs.clone());
+        registry.register(
+            "reducer_transaction_inputs",
+            "Inputs committed per transaction (group commit)",
+            tx_inputs.clone(),
+        );
         registry.register("hosts", "Records of open rollouts, by state", hosts_by_state.clone());
         registry.register("holds", "Pending records held, by gate", holds_by_gate.clone());
         registry.register("feed_clients", "Connected live-feed clients", feed_clients.clone());
-        registry.register("feed_lagging_disconnects", "Feed clients cut off for falling behind", feed_disconnects.clone());
-        Metrics { registry, inputs, queue_depth, tx_seconds, tx_inputs, hosts_by_state, holds_by_gate, feed_clients, feed_disconnects }
+        registry.register(
+            "feed_lagging_disconnects",
+            "Feed clients cut off for falling behind",
+            feed_disconnects.clone(),
+        );
+        Metrics {
+            registry,
+            inputs,
+            queue_depth,
+            tx_seconds,
+            tx_inputs,
+            hosts_by_state,
+            holds_by_gate,
+            feed_clients,
+            feed_disconnects,
+        }
     }
 
     pub fn render(&self) -> String {

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::ServeConfig;
+use crate::clock::Clock;
 use crate::feed::FeedHub;
 use crate::http::{self, AppState};
 use crate::manifests::{self, SharedTrust};
@@ -39,6 +40,15 @@ pub struct App {
 impl App {
     /// Everything ends when `shutdown` is cancelled.
     pub async fn build(config: &ServeConfig, shutdown: CancellationToken) -> anyhow::Result<App> {
+        Self::build_with_clock(config, shutdown, Clock::default()).await
+    }
+
+    /// Like [`App::build`] with a clock that tests can move.
+    pub async fn build_with_clock(
+        config: &ServeConfig,
+        shutdown: CancellationToken,
+        clock: Clock,
+    ) -> anyhow::Result<App> {
         let trust: SharedTrust = Arc::new(RwLock::new(match &config.trust {
             Some(path) => Some(Arc::new(manifests::read_trust(path)?)),
             None => None,
@@ -53,12 +63,13 @@ impl App {
             fleet.clone(),
             feed.clone(),
             metrics.clone(),
-            ReducerConfig { plan_tick: Duration::from_millis(config.plan_tick_ms.max(1)) },
+            ReducerConfig { plan_tick: Duration::from_millis(config.plan_tick_ms.max(1)), clock: clock.clone() },
             shutdown.clone(),
         )
         .await
         .context("cannot load the control-plane state")?;
-        let listener = TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+        let listener =
+            TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
         let local_addr = listener.local_addr()?;
         let state = AppState {
             pool: pool.clone(),
@@ -68,6 +79,7 @@ impl App {
             feed,
             metrics,
             replay: Default::default(),
+            clock,
             shutdown: shutdown.clone(),
         };
         let router = http::router(state.clone(), &config.dist);
@@ -83,7 +95,9 @@ impl App {
             )));
         }
         if let Some(trust_path) = config.trust.clone() {
-            tasks.push(tokio::spawn(shutdown::on_sighup(shutdown.clone(), move || manifests::reload_trust(&trust_path, &trust))));
+            tasks.push(tokio::spawn(shutdown::on_sighup(shutdown.clone(), move || {
+                manifests::reload_trust(&trust_path, &trust)
+            })));
         }
         Ok(App { listener, local_addr, pool, router, state, tasks, reducer_task, shutdown })
     }
@@ -106,7 +120,8 @@ impl App {
     /// [`DRAIN_TIMEOUT`]), waits for the reducer to finish its transaction, closes the pool.
     pub async fn run(self) -> anyhow::Result<()> {
         let App { listener, pool, router, tasks, reducer_task, shutdown, .. } = self;
-        let serve = axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned()).into_future();
+        let serve =
+            axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned()).into_future();
         tokio::pin!(serve);
         let result = tokio::select! {
             result = &mut serve => result.context("the HTTP server failed"),

@@ -12,28 +12,18 @@ use shared::RolloutId;
 use shared::manifest::SignedArtifact;
 
 fn fleetwave(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fleetwave"))
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_fleetwave")).args(args).output().unwrap()
 }
 
 fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).unwrap()
 }
 
 fn artifact(path: &Path) -> SignedArtifact {
     let bytes = std::fs::read(path).unwrap();
     let sig = std::fs::read_to_string(format!("{}.sig", path.display())).unwrap();
-    SignedArtifact {
-        artifact: B64.encode(bytes),
-        signature: sig.trim().to_owned(),
-    }
+    SignedArtifact { artifact: B64.encode(bytes), signature: sig.trim().to_owned() }
 }
 
 fn trust_for(pubkey: &str) -> TrustRoots {
@@ -53,11 +43,8 @@ fn keygen_writes_a_private_key_and_refuses_to_overwrite_it() {
     let printed = ok(fleetwave(&["keygen", "--out", prefix.to_str().unwrap()]));
     let public = std::fs::read_to_string(dir.path().join("ci.pub")).unwrap();
     assert_eq!(printed.trim(), public.trim());
-    let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(dir.path().join("ci.key"))
-            .unwrap()
-            .permissions(),
-    );
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.path().join("ci.key")).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
     let again = fleetwave(&["keygen", "--out", prefix.to_str().unwrap()]);
     assert!(!again.status.success());
@@ -72,18 +59,10 @@ fn sign_produces_a_signature_the_engine_verifies_whatever_the_formatting() {
     let doc = dir.path().join("doc.json");
     std::fs::write(
         &doc,
-        format!(
-            "{{\n  \"schemaVersion\": 1,\n  \"meta\": {{ \"signedAt\": \"{}\" }} }}\n",
-            t0().to_rfc3339()
-        ),
+        format!("{{\n  \"schemaVersion\": 1,\n  \"meta\": {{ \"signedAt\": \"{}\" }} }}\n", t0().to_rfc3339()),
     )
     .unwrap();
-    ok(fleetwave(&[
-        "sign",
-        "--key",
-        dir.path().join("ci.key").to_str().unwrap(),
-        doc.to_str().unwrap(),
-    ]));
+    ok(fleetwave(&["sign", "--key", dir.path().join("ci.key").to_str().unwrap(), doc.to_str().unwrap()]));
     let trust = trust_for(&public);
     assert!(verify_artifact(Some(&trust), &artifact(&doc), t0(), Freshness::Check).is_ok());
 }
@@ -107,11 +86,7 @@ fn release_outputs_verify_with_the_engine_and_are_byte_stable() {
         .document();
     document["meta"].as_object_mut().unwrap().remove("signedAt");
     let fleet_path = dir.path().join("fleet.json");
-    std::fs::write(
-        &fleet_path,
-        serde_json::to_string_pretty(&document).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(&fleet_path, serde_json::to_string_pretty(&document).unwrap()).unwrap();
 
     let release = |out: &str| {
         let out = dir.path().join(out);
@@ -136,21 +111,11 @@ fn release_outputs_verify_with_the_engine_and_are_byte_stable() {
         "rollouts/stable@abc123.json.sig",
         "rollouts/canary@abc123.json",
     ] {
-        assert_eq!(
-            std::fs::read(a.join(file)).unwrap(),
-            std::fs::read(b.join(file)).unwrap(),
-            "{file} is byte-stable"
-        );
+        assert_eq!(std::fs::read(a.join(file)).unwrap(), std::fs::read(b.join(file)).unwrap(), "{file} is byte-stable");
     }
 
     let trust = trust_for(&public);
-    let fleet = verify_fleet(
-        Some(&trust),
-        &artifact(&a.join("fleet.json")),
-        t0(),
-        Freshness::Check,
-    )
-    .unwrap();
+    let fleet = verify_fleet(Some(&trust), &artifact(&a.join("fleet.json")), t0(), Freshness::Check).unwrap();
     let id = RolloutId::parse("stable@abc123").unwrap();
     let stable = verify_manifest(
         Some(&trust),
@@ -161,17 +126,8 @@ fn release_outputs_verify_with_the_engine_and_are_byte_stable() {
         Freshness::Check,
     )
     .unwrap();
-    let hosts: Vec<(&str, u32)> = stable
-        .manifest
-        .host_set
-        .iter()
-        .map(|e| (e.hostname.as_str(), e.wave))
-        .collect();
-    assert_eq!(
-        hosts,
-        [("web1", 0), ("web2", 1)],
-        "sorted hostSet; the host without a closure is left out"
-    );
+    let hosts: Vec<(&str, u32)> = stable.manifest.host_set.iter().map(|e| (e.hostname.as_str(), e.wave)).collect();
+    assert_eq!(hosts, [("web1", 0), ("web2", 1)], "sorted hostSet; the host without a closure is left out");
     assert_eq!(stable.manifest.fleet_hash, fleet.hash);
 }
 
@@ -197,8 +153,6 @@ fn release_refuses_an_inconsistent_fleet_with_the_field_named() {
         dir.path().join("out").to_str().unwrap(),
     ]);
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("hosts.a.channel: unknown channel `nightly`")
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hosts.a.channel: unknown channel `nightly`"));
     assert!(!dir.path().join("out").exists(), "nothing is written");
 }

@@ -4,42 +4,42 @@ use std::path::Path;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use backend::http::{AppState, router};
+use backend::cli::ServeConfig;
 use http_body_util::BodyExt;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 struct Fixture {
     router: axum::Router,
+    pool: sqlx::SqlitePool,
+    _shutdown: tokio_util::sync::DropGuard,
     _dir: tempfile::TempDir,
 }
 
 async fn fixture(with_dashboard: bool) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let pool = backend::db::open(&dir.path().join("fleetwave.db"))
-        .await
-        .unwrap();
     let dist = dir.path().join("dist");
     std::fs::create_dir_all(dist.join("assets")).unwrap();
     if with_dashboard {
-        std::fs::write(
-            dist.join("index.html"),
-            "<!doctype html><title>Fleetwave</title>",
-        )
-        .unwrap();
+        std::fs::write(dist.join("index.html"), "<!doctype html><title>Fleetwave</title>").unwrap();
         std::fs::write(dist.join("assets/app.js"), "console.log(1)").unwrap();
     }
-    Fixture {
-        router: router(AppState::new(pool), Path::new(&dist)),
-        _dir: dir,
-    }
+    let config = ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        db: dir.path().join("fleetwave.db"),
+        dist: Path::new(&dist).to_path_buf(),
+        trust: None,
+        manifests_dir: None,
+        manifests_poll_ms: 30_000,
+        plan_tick_ms: 15_000,
+    };
+    let shutdown = CancellationToken::new();
+    let app = backend::server::App::build(&config, shutdown.clone()).await.unwrap();
+    Fixture { router: app.router(), pool: app.state().pool.clone(), _shutdown: shutdown.drop_guard(), _dir: dir }
 }
 
 async fn get(router: &axum::Router, uri: &str) -> (StatusCode, axum::http::HeaderMap, String) {
-    let response = router
-        .clone()
-        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+    let response = router.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
@@ -67,12 +67,9 @@ async fn health_and_readiness_answer_when_the_database_is_up() {
 
 #[tokio::test]
 async fn readiness_fails_with_a_clear_error_when_the_database_is_closed() {
-    let dir = tempfile::tempdir().unwrap();
-    let pool = backend::db::open(&dir.path().join("fleetwave.db"))
-        .await
-        .unwrap();
-    let router = router(AppState::new(pool.clone()), dir.path());
-    pool.close().await;
+    let f = fixture(true).await;
+    f.pool.close().await;
+    let router = f.router.clone();
     let (status, _, body) = get(&router, "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let error: shared::ApiErrorBody = serde_json::from_str(&body).unwrap();
@@ -93,21 +90,10 @@ async fn unknown_api_routes_answer_json_not_the_dashboard() {
 #[tokio::test]
 async fn dashboard_deep_links_fall_back_to_index_html() {
     let f = fixture(true).await;
-    for path in [
-        "/",
-        "/rollouts",
-        "/rollouts/stable@abc123",
-        "/login?token=secret",
-    ] {
+    for path in ["/", "/rollouts", "/rollouts/stable@abc123", "/login?token=secret"] {
         let (status, headers, body) = get(&f.router, path).await;
         assert_eq!(status, StatusCode::OK, "{path}");
-        assert!(
-            headers["content-type"]
-                .to_str()
-                .unwrap()
-                .starts_with("text/html"),
-            "{path}"
-        );
+        assert!(headers["content-type"].to_str().unwrap().starts_with("text/html"), "{path}");
         assert!(body.contains("<title>Fleetwave</title>"), "{path}");
     }
     let (status, _, body) = get(&f.router, "/assets/app.js").await;
@@ -134,12 +120,7 @@ async fn every_response_carries_a_request_id_and_keeps_the_callers() {
     let response = f
         .router
         .clone()
-        .oneshot(
-            Request::get("/healthz")
-                .header("x-request-id", "caller-42")
-                .body(Body::empty())
-                .unwrap(),
-        )
+        .oneshot(Request::get("/healthz").header("x-request-id", "caller-42").body(Body::empty()).unwrap())
         .await
         .unwrap();
     assert_eq!(response.headers()["x-request-id"], "caller-42");

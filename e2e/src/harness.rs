@@ -62,22 +62,20 @@ impl TestServer {
             listen: "127.0.0.1:0".parse()?,
             db: dir.path().join("fleetwave.db"),
             dist,
+            trust: None,
+            manifests_dir: None,
+            manifests_poll_ms: 30_000,
+            plan_tick_ms: 15_000,
         };
-        let app = backend::server::App::build(&config).await?;
-        let addr = app.local_addr();
         let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
+        let app = backend::server::App::build(&config, shutdown.clone()).await?;
+        let addr = app.local_addr();
         let task = tokio::spawn(async move {
-            if let Err(err) = app.run(token).await {
+            if let Err(err) = app.run().await {
                 eprintln!("test server failed: {err:#}");
             }
         });
-        Ok(TestServer {
-            addr,
-            shutdown,
-            task,
-            _dir: dir,
-        })
+        Ok(TestServer { addr, shutdown, task, _dir: dir })
     }
 }
 
@@ -107,12 +105,10 @@ impl Driver {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .with_context(|| format!("cannot start {CHROMEDRIVER}; install Debian's chromium-driver (./scripts/setup does)"))?;
-        Ok(Driver {
-            child,
-            port,
-            _profile: tempfile::tempdir()?,
-        })
+        .with_context(|| {
+            format!("cannot start {CHROMEDRIVER}; install Debian's chromium-driver (./scripts/setup does)")
+        })?;
+        Ok(Driver { child, port, _profile: tempfile::tempdir()? })
     }
 
     fn capabilities(&self) -> serde_json::Map<String, serde_json::Value> {
@@ -139,11 +135,10 @@ impl Driver {
         let url = format!("http://127.0.0.1:{}", self.port);
         let started = Instant::now();
         loop {
-            let attempt =
-                ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-                    .capabilities(self.capabilities())
-                    .connect(&url)
-                    .await;
+            let attempt = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(self.capabilities())
+                .connect(&url)
+                .await;
             match attempt {
                 Ok(client) => return Ok(client),
                 Err(err) if started.elapsed() < DRIVER_START => {
@@ -187,10 +182,7 @@ where
     let server = TestServer::start().await?;
     let driver = Driver::start()?;
     let client = driver.connect().await?;
-    let session = Session {
-        client: client.clone(),
-        base_url: format!("http://{}", server.addr),
-    };
+    let session = Session { client: client.clone(), base_url: format!("http://{}", server.addr) };
     let result = test(session).await;
     if result.is_err() {
         save_screenshot(&client, name).await;
@@ -207,10 +199,7 @@ async fn save_screenshot(client: &Client, name: &str) {
     match client.screenshot().await {
         Ok(png) => match std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, png)) {
             Ok(()) => eprintln!("screenshot of the failure: {}", path.display()),
-            Err(err) => eprintln!(
-                "cannot save the failure screenshot to {}: {err}",
-                path.display()
-            ),
+            Err(err) => eprintln!("cannot save the failure screenshot to {}: {err}", path.display()),
         },
         Err(err) => eprintln!("cannot take the failure screenshot: {err}"),
     }

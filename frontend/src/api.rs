@@ -20,10 +20,7 @@ impl std::fmt::Display for CallError {
 }
 
 fn network(err: gloo_net::Error) -> CallError {
-    CallError {
-        code: "network".into(),
-        message: format!("The control plane did not answer: {err}"),
-    }
+    CallError { code: "network".into(), message: format!("The control plane did not answer: {err}") }
 }
 
 async fn decode<T: DeserializeOwned>(response: Response) -> Result<T, CallError> {
@@ -35,10 +32,7 @@ async fn decode<T: DeserializeOwned>(response: Response) -> Result<T, CallError>
     }
     let status = response.status();
     match response.json::<ApiErrorBody>().await {
-        Ok(body) => Err(CallError {
-            code: body.error.code,
-            message: body.error.message,
-        }),
+        Ok(body) => Err(CallError { code: body.error.code, message: body.error.message }),
         Err(_) => Err(CallError {
             code: format!("http-{status}"),
             message: format!("The control plane answered HTTP {status}."),
@@ -47,18 +41,13 @@ async fn decode<T: DeserializeOwned>(response: Response) -> Result<T, CallError>
 }
 
 pub async fn version() -> Result<VersionInfo, CallError> {
-    let response = Request::get("/api/v1/version")
-        .send()
-        .await
-        .map_err(network)?;
+    let response = Request::get("/api/v1/version").send().await.map_err(network)?;
     decode(response).await
 }
 
 /// Trades an operator token for a session cookie (`POST /api/v1/session`).
 pub async fn login(token: &str) -> Result<serde_json::Value, CallError> {
-    let request = Request::post("/api/v1/session")
-        .json(&serde_json::json!({ "token": token }))
-        .map_err(network)?;
+    let request = Request::post("/api/v1/session").json(&serde_json::json!({ "token": token })).map_err(network)?;
     let response = request.send().await.map_err(network)?;
     decode(response).await
 }

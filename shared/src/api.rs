@@ -35,27 +35,17 @@ mod tests {
 
     #[test]
     fn error_body_has_the_documented_shape() {
-        let body = ApiErrorBody {
-            error: ApiError {
-                code: "not-found".into(),
-                message: "No such route.".into(),
-            },
-        };
+        let body = ApiErrorBody { error: ApiError { code: "not-found".into(), message: "No such route.".into() } };
         let json = serde_json::to_value(&body).unwrap();
-        assert_eq!(
-            json,
-            serde_json::json!({"error": {"code": "not-found", "message": "No such route."}})
-        );
+        assert_eq!(json, serde_json::json!({"error": {"code": "not-found", "message": "No such route."}}));
     }
 
     #[test]
     fn version_info_is_camel_case_and_strict() {
-        let v: VersionInfo =
-            serde_json::from_str(r#"{"name":"fleetwave","version":"0.1.0","api":"v1"}"#).unwrap();
+        let v: VersionInfo = serde_json::from_str(r#"{"name":"fleetwave","version":"0.1.0","api":"v1"}"#).unwrap();
         assert_eq!(v.api, "v1");
-        let unknown = serde_json::from_str::<VersionInfo>(
-            r#"{"name":"fleetwave","version":"0.1.0","api":"v1","extra":1}"#,
-        );
+        let unknown =
+            serde_json::from_str::<VersionInfo>(r#"{"name":"fleetwave","version":"0.1.0","api":"v1","extra":1}"#);
         assert!(unknown.is_err(), "unknown fields must be rejected");
     }
 }

@@ -16,13 +16,7 @@ pub struct IdError {
 
 impl fmt::Display for IdError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "`{}` is not a valid {}: {}",
-            self.value.escape_debug(),
-            self.kind,
-            self.rule
-        )
+        write!(f, "`{}` is not a valid {}: {}", self.value.escape_debug(), self.kind, self.rule)
     }
 }
 
@@ -34,9 +28,7 @@ fn is_name(s: &str) -> bool {
     !bytes.is_empty()
         && bytes.len() <= 63
         && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-        && bytes[1..].iter().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
-        })
+        && bytes[1..].iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 macro_rules! name_type {
@@ -117,11 +109,7 @@ impl RolloutId {
         if valid {
             Ok(RolloutId(s))
         } else {
-            Err(IdError {
-                kind: "rollout id",
-                value: s,
-                rule: "`{channel}@{ref}` with ref in lower-case hex",
-            })
+            Err(IdError { kind: "rollout id", value: s, rule: "`{channel}@{ref}` with ref in lower-case hex" })
         }
     }
 
@@ -140,10 +128,7 @@ impl RolloutId {
 
 /// A commit id: 1–64 lower-case hex digits.
 pub fn is_commit(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl TryFrom<String> for RolloutId {
@@ -177,11 +162,7 @@ impl Closure {
         if !s.is_empty() && s.len() <= 4096 && !s.chars().any(char::is_control) {
             Ok(Closure(s))
         } else {
-            Err(IdError {
-                kind: "closure",
-                value: s,
-                rule: "1–4096 bytes without control characters",
-            })
+            Err(IdError { kind: "closure", value: s, rule: "1–4096 bytes without control characters" })
         }
     }
     pub fn as_str(&self) -> &str {
@@ -217,17 +198,7 @@ mod tests {
         for ok in ["web1", "0db", "a", "db-1.eu_west", &"a".repeat(63)] {
             assert!(Hostname::parse(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "",
-            "Web1",
-            "-web",
-            ".x",
-            "web/1",
-            "../etc",
-            "a b",
-            &"a".repeat(64),
-            "wéb",
-        ] {
+        for bad in ["", "Web1", "-web", ".x", "web/1", "../etc", "a b", &"a".repeat(64), "wéb"] {
             assert!(Hostname::parse(bad).is_err(), "{bad}");
         }
     }
@@ -236,15 +207,7 @@ mod tests {
     fn rollout_ids_are_channel_at_lower_hex() {
         let id = RolloutId::parse("stable@0a1b2c").unwrap();
         assert_eq!((id.channel(), id.channel_ref()), ("stable", "0a1b2c"));
-        for bad in [
-            "stable",
-            "stable@",
-            "@abc",
-            "stable@ABC",
-            "stable@xyz",
-            "st/able@abc",
-            "a@b@c",
-        ] {
+        for bad in ["stable", "stable@", "@abc", "stable@ABC", "stable@xyz", "st/able@abc", "a@b@c"] {
             assert!(RolloutId::parse(bad).is_err(), "{bad}");
         }
     }

@@ -169,18 +169,10 @@ pub struct Selector {
 impl Selector {
     pub fn matches(&self, hostname: &Hostname, host: &HostEntry) -> bool {
         let all = self.all == Some(true);
-        let by_host = self
-            .hosts
-            .as_ref()
-            .is_some_and(|hosts| hosts.contains(hostname));
-        let by_tags = self
-            .tags
-            .as_ref()
-            .is_some_and(|tags| !tags.is_empty() && tags.iter().all(|t| host.tags.contains(t)));
-        let by_any = self
-            .tags_any
-            .as_ref()
-            .is_some_and(|tags| tags.iter().any(|t| host.tags.contains(t)));
+        let by_host = self.hosts.as_ref().is_some_and(|hosts| hosts.contains(hostname));
+        let by_tags =
+            self.tags.as_ref().is_some_and(|tags| !tags.is_empty() && tags.iter().all(|t| host.tags.contains(t)));
+        let by_any = self.tags_any.as_ref().is_some_and(|tags| tags.iter().any(|t| host.tags.contains(t)));
         let by_channel = self.channel.as_ref() == Some(&host.channel);
         all || by_host || by_tags || by_any || by_channel
     }

@@ -275,16 +275,12 @@ mod tests {
         assert_eq!(event.seq(), 3);
         assert_eq!(event.kind(), "ActivationCompleted");
         let back = serde_json::to_value(&event).unwrap();
-        assert_eq!(
-            back,
-            serde_json::from_str::<serde_json::Value>(json).unwrap()
-        );
+        assert_eq!(back, serde_json::from_str::<serde_json::Value>(json).unwrap());
     }
 
     #[test]
     fn events_with_unknown_fields_or_kinds_are_rejected() {
-        let extra =
-            r#"{"kind":"ActivationStarted","seq":1,"startedAt":"2026-11-26T10:00:00Z","x":1}"#;
+        let extra = r#"{"kind":"ActivationStarted","seq":1,"startedAt":"2026-11-26T10:00:00Z","x":1}"#;
         assert!(serde_json::from_str::<HostEvent>(extra).is_err());
         let unknown = r#"{"kind":"Exploded","seq":1}"#;
         assert!(serde_json::from_str::<HostEvent>(unknown).is_err());
@@ -292,17 +288,8 @@ mod tests {
 
     #[test]
     fn gate_wire_names_are_kebab_case() {
-        assert_eq!(
-            serde_json::to_string(&Gate::RolloutState).unwrap(),
-            "\"rollout-state\""
-        );
-        assert_eq!(
-            serde_json::to_string(&Gate::HostEdge).unwrap(),
-            "\"host-edge\""
-        );
-        assert_eq!(
-            serde_json::to_string(&HealthFailurePolicy::RollbackAndHalt).unwrap(),
-            "\"rollback-and-halt\""
-        );
+        assert_eq!(serde_json::to_string(&Gate::RolloutState).unwrap(), "\"rollout-state\"");
+        assert_eq!(serde_json::to_string(&Gate::HostEdge).unwrap(), "\"host-edge\"");
+        assert_eq!(serde_json::to_string(&HealthFailurePolicy::RollbackAndHalt).unwrap(), "\"rollback-and-halt\"");
     }
 }

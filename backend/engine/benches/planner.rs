@@ -17,26 +17,18 @@ const CHANNELS: usize = 100;
 const HOSTS_PER_CHANNEL: usize = 100;
 
 fn fleet() -> FleetBuilder {
-    let mut b = FleetBuilder::new().policy(
-        "p",
-        &[(10, false), (10, false), (10, true), (10, false)],
-        "rollback-and-halt",
-        30,
-    );
+    let mut b =
+        FleetBuilder::new().policy("p", &[(10, false), (10, false), (10, true), (10, false)], "rollback-and-halt", 30);
     let tags = ["web", "db", "cache", "batch"];
     for c in 0..CHANNELS {
         let channel = format!("ch{c:03}");
         b = b.channel(&channel, "p");
-        let hosts: Vec<String> = (0..HOSTS_PER_CHANNEL)
-            .map(|h| format!("{channel}-h{h:03}"))
-            .collect();
+        let hosts: Vec<String> = (0..HOSTS_PER_CHANNEL).map(|h| format!("{channel}-h{h:03}")).collect();
         for (i, h) in hosts.iter().enumerate() {
             b = b.host(h, &channel, &[tags[i % tags.len()]]);
         }
-        let waves: Vec<Vec<&str>> = hosts
-            .chunks(HOSTS_PER_CHANNEL / 4)
-            .map(|w| w.iter().map(String::as_str).collect())
-            .collect();
+        let waves: Vec<Vec<&str>> =
+            hosts.chunks(HOSTS_PER_CHANNEL / 4).map(|w| w.iter().map(String::as_str).collect()).collect();
         let wave_refs: Vec<&[&str]> = waves.iter().map(Vec::as_slice).collect();
         b = b.waves(&channel, &wave_refs);
         for w in &waves {
@@ -81,15 +73,8 @@ fn bench(c: &mut Criterion) {
     let s = mid_rollout();
     let actions = s.plan();
     let hosts: usize = s.state.records.values().map(|r| r.len()).sum();
-    assert_eq!(
-        (s.state.rollouts.len(), hosts),
-        (CHANNELS, CHANNELS * HOSTS_PER_CHANNEL)
-    );
-    eprintln!(
-        "plan pass over {hosts} hosts / {} rollouts yields {} actions",
-        s.state.rollouts.len(),
-        actions.len()
-    );
+    assert_eq!((s.state.rollouts.len(), hosts), (CHANNELS, CHANNELS * HOSTS_PER_CHANNEL));
+    eprintln!("plan pass over {hosts} hosts / {} rollouts yields {} actions", s.state.rollouts.len(), actions.len());
     c.bench_function("plan_next 10k hosts 100 rollouts", |b| {
         b.iter(|| plan_next(&s.set, &s.state, &s.quarantines, s.now));
     });

@@ -9,28 +9,13 @@ pub enum Effect {
     /// Append one row to the event log.
     Log(LogEntry),
     /// A record changed state; the rollout machine reacts (halt on Failed, completion).
-    HostStateChanged {
-        rollout_id: RolloutId,
-        host: Hostname,
-        from: HostState,
-        to: HostState,
-    },
+    HostStateChanged { rollout_id: RolloutId, host: Hostname, from: HostState, to: HostState },
     /// Never dispatch `closure` to `channel` again until released (a host rolled back from it).
-    Quarantine {
-        channel: Channel,
-        closure: Closure,
-        reason: String,
-    },
+    Quarantine { channel: Channel, closure: Closure, reason: String },
     /// The unacknowledged dispatch of this record is withdrawn (pause or halt).
-    WithdrawDispatch {
-        rollout_id: RolloutId,
-        host: Hostname,
-    },
+    WithdrawDispatch { rollout_id: RolloutId, host: Hostname },
     /// Mark this record excused: it no longer blocks waves or completion (clear-failure).
-    Excuse {
-        rollout_id: RolloutId,
-        host: Hostname,
-    },
+    Excuse { rollout_id: RolloutId, host: Hostname },
 }
 
 /// An event-log row before it has a `seq` and `ts` (the applier assigns both).

@@ -42,10 +42,7 @@ pub struct VerifiedFleet {
 
 impl VerifiedFleet {
     pub fn placement(&self, host: &Hostname) -> Placement {
-        self.placement
-            .get(host)
-            .copied()
-            .unwrap_or(Placement::Unstaged)
+        self.placement.get(host).copied().unwrap_or(Placement::Unstaged)
     }
 
     /// The waves of `channel` (one implicit wave for a channel without waves).
@@ -59,14 +56,12 @@ impl VerifiedFleet {
     }
 
     pub fn on_health_failure(&self, channel: &Channel) -> HealthFailurePolicy {
-        self.policy(channel)
-            .map_or(HealthFailurePolicy::Halt, |p| p.on_health_failure)
+        self.policy(channel).map_or(HealthFailurePolicy::Halt, |p| p.on_health_failure)
     }
 
     pub fn stuck_after_seconds(&self, channel: &Channel) -> i64 {
-        self.policy(channel).map_or(30 * 60, |p| {
-            i64::try_from(p.stuck_after_minutes.saturating_mul(60)).unwrap_or(i64::MAX)
-        })
+        self.policy(channel)
+            .map_or(30 * 60, |p| i64::try_from(p.stuck_after_minutes.saturating_mul(60)).unwrap_or(i64::MAX))
     }
 
     /// Hosts that must be Converged or Deferred before `host` is dispatched.
@@ -94,29 +89,18 @@ impl VerifiedFleet {
 }
 
 /// Checks the consistency rules of SPEC §2.3 and builds the indexes. Errors name the field.
-pub fn index(
-    doc: FleetDocument,
-    hash: String,
-    signed_at: DateTime<Utc>,
-) -> Result<VerifiedFleet, String> {
+pub fn index(doc: FleetDocument, hash: String, signed_at: DateTime<Utc>) -> Result<VerifiedFleet, String> {
     let mut pubkeys = HashMap::with_capacity(doc.hosts.len());
     for (name, host) in &doc.hosts {
         if !doc.channels.contains_key(&host.channel) {
-            return Err(format!(
-                "hosts.{name}.channel: unknown channel `{}`",
-                host.channel
-            ));
+            return Err(format!("hosts.{name}.channel: unknown channel `{}`", host.channel));
         }
-        let key =
-            decode_public_key(&host.pubkey).map_err(|e| format!("hosts.{name}.pubkey: {e}"))?;
+        let key = decode_public_key(&host.pubkey).map_err(|e| format!("hosts.{name}.pubkey: {e}"))?;
         pubkeys.insert(name.clone(), key);
     }
     for (name, channel) in &doc.channels {
         if !doc.rollout_policies.contains_key(&channel.rollout_policy) {
-            return Err(format!(
-                "channels.{name}.rolloutPolicy: unknown policy `{}`",
-                channel.rollout_policy
-            ));
+            return Err(format!("channels.{name}.rolloutPolicy: unknown policy `{}`", channel.rollout_policy));
         }
     }
 
@@ -140,8 +124,7 @@ pub fn index(
                     }
                     Some(_) => {}
                 }
-                if let Some((other_channel, other)) = seen_in.insert(host, (channel.to_string(), i))
-                {
+                if let Some((other_channel, other)) = seen_in.insert(host, (channel.to_string(), i)) {
                     return Err(format!(
                         "waves.{channel}[{i}].hosts: host `{host}` is already in waves.{other_channel}[{other}]"
                     ));
@@ -162,10 +145,7 @@ pub fn index(
                     placement.insert(host.clone(), Placement::Wave(0));
                 }
             }
-            vec![WaveSpec {
-                soak_seconds: 0,
-                requires_approval: false,
-            }]
+            vec![WaveSpec { soak_seconds: 0, requires_approval: false }]
         } else {
             if policy.waves.len() < fleet_waves {
                 return Err(format!(
@@ -188,25 +168,16 @@ pub fn index(
     let mut gating_hosts: HashMap<Hostname, Vec<Hostname>> = HashMap::new();
     for (i, edge) in doc.edges.iter().enumerate() {
         let channel_of = |h: &Hostname, field: &str| {
-            doc.hosts
-                .get(h)
-                .map(|e| &e.channel)
-                .ok_or_else(|| format!("edges[{i}].{field}: unknown host `{h}`"))
+            doc.hosts.get(h).map(|e| &e.channel).ok_or_else(|| format!("edges[{i}].{field}: unknown host `{h}`"))
         };
-        let (a, b) = (
-            channel_of(&edge.gates, "gates")?,
-            channel_of(&edge.gated, "gated")?,
-        );
+        let (a, b) = (channel_of(&edge.gates, "gates")?, channel_of(&edge.gated, "gated")?);
         if a != b {
             return Err(format!(
                 "edges[{i}]: `{}` (channel {a}) and `{}` (channel {b}) are on different channels",
                 edge.gates, edge.gated
             ));
         }
-        gating_hosts
-            .entry(edge.gated.clone())
-            .or_default()
-            .push(edge.gates.clone());
+        gating_hosts.entry(edge.gated.clone()).or_default().push(edge.gates.clone());
     }
     if let Some(cycle) = find_cycle(&gating_hosts) {
         return Err(format!("edges: cycle {}", join_cycle(&cycle)));
@@ -219,10 +190,7 @@ pub fn index(
                 return Err(format!("channelEdges[{i}].{field}: unknown channel `{c}`"));
             }
         }
-        predecessors
-            .entry(edge.gated.clone())
-            .or_default()
-            .push(edge.gates.clone());
+        predecessors.entry(edge.gated.clone()).or_default().push(edge.gates.clone());
     }
     if let Some(cycle) = find_cycle(&predecessors) {
         return Err(format!("channelEdges: cycle {}", join_cycle(&cycle)));
@@ -232,15 +200,10 @@ pub fn index(
     let mut budgets_of_host: HashMap<Hostname, Vec<usize>> = HashMap::new();
     for (i, budget) in doc.disruption_budgets.iter().enumerate() {
         if !names.insert(budget.name.as_str()) {
-            return Err(format!(
-                "disruptionBudgets[{i}].name: duplicate budget `{}`",
-                budget.name
-            ));
+            return Err(format!("disruptionBudgets[{i}].name: duplicate budget `{}`", budget.name));
         }
         if budget.max_in_flight == 0 {
-            return Err(format!(
-                "disruptionBudgets[{i}].maxInFlight: must be at least 1"
-            ));
+            return Err(format!("disruptionBudgets[{i}].maxInFlight: must be at least 1"));
         }
         for (name, host) in &doc.hosts {
             if budget.selector.matches(name, host) {
@@ -249,17 +212,7 @@ pub fn index(
         }
     }
 
-    Ok(VerifiedFleet {
-        doc,
-        hash,
-        signed_at,
-        placement,
-        waves,
-        gating_hosts,
-        predecessors,
-        budgets_of_host,
-        pubkeys,
-    })
+    Ok(VerifiedFleet { doc, hash, signed_at, placement, waves, gating_hosts, predecessors, budgets_of_host, pubkeys })
 }
 
 /// A cycle in a "node → nodes it waits for" graph, if any, as the list of nodes on it
@@ -295,8 +248,7 @@ where
                 match marks.get(dep) {
                     Some(Mark::Visiting) => {
                         let from = stack.iter().position(|(n, _)| *n == dep).unwrap_or(0);
-                        let mut cycle: Vec<K> =
-                            stack[from..].iter().map(|(n, _)| (*n).clone()).collect();
+                        let mut cycle: Vec<K> = stack[from..].iter().map(|(n, _)| (*n).clone()).collect();
                         cycle.push(dep.clone());
                         return Some(cycle);
                     }
@@ -316,9 +268,5 @@ where
 }
 
 fn join_cycle<K: std::fmt::Display>(cycle: &[K]) -> String {
-    cycle
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(" → ")
+    cycle.iter().map(ToString::to_string).collect::<Vec<_>>().join(" → ")
 }

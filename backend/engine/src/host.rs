@@ -107,9 +107,7 @@ impl HostRecord {
 
     /// Every enforce-mode probe last reported `pass` (observe-mode probes never block).
     pub fn enforce_probes_pass(&self) -> bool {
-        self.probes
-            .values()
-            .all(|p| p.mode == ProbeMode::Observe || p.status == ProbeStatus::Pass)
+        self.probes.values().all(|p| p.mode == ProbeMode::Observe || p.status == ProbeStatus::Pass)
     }
 
     /// Done for ordering: waves and host edges treat Converged and Deferred alike.
@@ -149,10 +147,7 @@ pub enum TransitionError {
     #[error("event seq {seq} was already applied (last seq {last})")]
     Duplicate { seq: u64, last: u64 },
     #[error("{event} is not allowed in state {state}")]
-    IllegalForState {
-        state: HostState,
-        event: &'static str,
-    },
+    IllegalForState { state: HostState, event: &'static str },
     /// A guard failed; the record is unchanged.
     #[error("{0}")]
     Invariant(String),
@@ -184,27 +179,14 @@ pub fn step(
     use HostState as S;
     let seq = event.seq();
     if seq <= record.last_event_seq {
-        return Err(TransitionError::Duplicate {
-            seq,
-            last: record.last_event_seq,
-        });
+        return Err(TransitionError::Duplicate { seq, last: record.last_event_seq });
     }
-    let illegal = || TransitionError::IllegalForState {
-        state: record.state,
-        event: event.kind(),
-    };
+    let illegal = || TransitionError::IllegalForState { state: record.state, event: event.kind() };
     let mut next = record.clone();
     let mut extra = Vec::new();
 
     match (record.state, event) {
-        (
-            S::Pending,
-            HostEvent::DispatchAck {
-                current_closure,
-                received_at,
-                ..
-            },
-        ) => {
+        (S::Pending, HostEvent::DispatchAck { current_closure, received_at, .. }) => {
             next.state = S::Activating;
             next.current_closure_at_dispatch = Some(current_closure.clone());
             next.current_closure = Some(current_closure.clone());
@@ -217,22 +199,14 @@ pub fn step(
         }
         (
             S::Activating | S::Deferred,
-            HostEvent::ActivationCompleted {
-                observed_closure,
-                exit_code,
-                completed_at,
-                ..
-            },
+            HostEvent::ActivationCompleted { observed_closure, exit_code, completed_at, .. },
         ) => {
             next.current_closure = Some(observed_closure.clone());
             next.activation_completed_at = Some(*completed_at);
             let problem = if *exit_code != 0 {
                 Some(format!("activation exited with code {exit_code}"))
             } else if observed_closure != &record.target_closure {
-                Some(format!(
-                    "activation ended on {observed_closure}, not the target {}",
-                    record.target_closure
-                ))
+                Some(format!("activation ended on {observed_closure}, not the target {}", record.target_closure))
             } else {
                 None
             };
@@ -240,11 +214,7 @@ pub fn step(
                 Some(reason) => {
                     next.state = S::Failed;
                     next.policy_applied = Some(policy.on_health_failure);
-                    next.failure = Some(FailureInfo {
-                        reason,
-                        at: *completed_at,
-                        failing_probes: vec![],
-                    });
+                    next.failure = Some(FailureInfo { reason, at: *completed_at, failing_probes: vec![] });
                 }
                 None => {
                     next.state = S::Soaking;
@@ -257,15 +227,7 @@ pub fn step(
             next.state = S::Deferred;
             next.deferred_component = Some(component.clone());
         }
-        (
-            S::Activating | S::Deferred,
-            HostEvent::ActivationFailed {
-                exit_code,
-                stderr_tail,
-                failed_at,
-                ..
-            },
-        ) => {
+        (S::Activating | S::Deferred, HostEvent::ActivationFailed { exit_code, stderr_tail, failed_at, .. }) => {
             next.state = S::Failed;
             next.policy_applied = Some(policy.on_health_failure);
             let tail = stderr_tail.trim();
@@ -274,31 +236,15 @@ pub fn step(
             } else {
                 format!("activation failed with exit code {exit_code}: {tail}")
             };
-            next.failure = Some(FailureInfo {
-                reason,
-                at: *failed_at,
-                failing_probes: vec![],
-            });
+            next.failure = Some(FailureInfo { reason, at: *failed_at, failing_probes: vec![] });
         }
-        (
-            S::Soaking,
-            HostEvent::ProbeResult {
-                probe,
-                mode,
-                status,
-                observed_at,
-                reason,
-                ..
-            },
-        ) => {
+        (S::Soaking, HostEvent::ProbeResult { probe, mode, status, observed_at, reason, .. }) => {
             let previous = record.probes.get(probe);
             let (last_pass_at, first_failed_at) = match status {
                 ProbeStatus::Pass => (Some(*observed_at), None),
                 ProbeStatus::Fail => (
                     previous.and_then(|p| p.last_pass_at),
-                    previous
-                        .and_then(|p| p.first_failed_at)
-                        .or(Some(*observed_at)),
+                    previous.and_then(|p| p.first_failed_at).or(Some(*observed_at)),
                 ),
             };
             next.probes.insert(
@@ -313,15 +259,7 @@ pub fn step(
                 },
             );
         }
-        (
-            S::Soaking,
-            HostEvent::Failed {
-                failed_at,
-                failing_probes,
-                policy_applied,
-                ..
-            },
-        ) => {
+        (S::Soaking, HostEvent::Failed { failed_at, failing_probes, policy_applied, .. }) => {
             next.state = S::Failed;
             next.policy_applied = Some(*policy_applied);
             let reason = if failing_probes.is_empty() {
@@ -329,20 +267,9 @@ pub fn step(
             } else {
                 format!("probes failing: {}", failing_probes.join(", "))
             };
-            next.failure = Some(FailureInfo {
-                reason,
-                at: *failed_at,
-                failing_probes: failing_probes.clone(),
-            });
+            next.failure = Some(FailureInfo { reason, at: *failed_at, failing_probes: failing_probes.clone() });
         }
-        (
-            S::Soaking,
-            HostEvent::Converged {
-                converged_at,
-                current_closure,
-                ..
-            },
-        ) => {
+        (S::Soaking, HostEvent::Converged { converged_at, current_closure, .. }) => {
             if current_closure != &record.target_closure
                 || record.current_closure.as_ref() != Some(&record.target_closure)
             {
@@ -367,10 +294,7 @@ pub fn step(
                 .map(|(name, _)| name.as_str())
                 .collect();
             if !failing.is_empty() {
-                return Err(TransitionError::Invariant(format!(
-                    "enforce probes failing: {}",
-                    failing.join(", ")
-                )));
+                return Err(TransitionError::Invariant(format!("enforce probes failing: {}", failing.join(", "))));
             }
             next.state = S::Converged;
             next.converged_at = Some(*converged_at);
@@ -382,10 +306,7 @@ pub fn step(
             extra.push(Effect::Quarantine {
                 channel: record.channel.clone(),
                 closure: record.target_closure.clone(),
-                reason: format!(
-                    "{} rolled back from it in {}",
-                    record.hostname, record.rollout_id
-                ),
+                reason: format!("{} rolled back from it in {}", record.hostname, record.rollout_id),
             });
         }
         _ => return Err(illegal()),
@@ -412,8 +333,5 @@ pub fn step(
         });
     }
     effects.extend(extra);
-    Ok(Transition {
-        record: next,
-        effects,
-    })
+    Ok(Transition { record: next, effects })
 }

@@ -16,25 +16,10 @@ use crate::state::{FleetState, ManifestSet, Quarantines};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlanAction {
-    OpenRollout {
-        rollout_id: RolloutId,
-    },
-    AdvanceWave {
-        rollout_id: RolloutId,
-        to: u32,
-    },
-    QueueDispatch {
-        host: Hostname,
-        rollout_id: RolloutId,
-        target_closure: Closure,
-        soak_seconds: u64,
-    },
-    Hold {
-        host: Hostname,
-        rollout_id: RolloutId,
-        gate: Gate,
-        reason: String,
-    },
+    OpenRollout { rollout_id: RolloutId },
+    AdvanceWave { rollout_id: RolloutId, to: u32 },
+    QueueDispatch { host: Hostname, rollout_id: RolloutId, target_closure: Closure, soak_seconds: u64 },
+    Hold { host: Hostname, rollout_id: RolloutId, gate: Gate, reason: String },
 }
 
 /// Heartbeat interval while a host has work (SPEC §6); a stuck host silent for three of
@@ -67,10 +52,7 @@ pub fn plan_next(
             && wave_complete(fleet, current_wave, records.values()) == Some(true)
         {
             current_wave += 1;
-            actions.push(PlanAction::AdvanceWave {
-                rollout_id: id.clone(),
-                to: current_wave,
-            });
+            actions.push(PlanAction::AdvanceWave { rollout_id: id.clone(), to: current_wave });
         }
         let channel_block = channel_edge_block(manifests, state, &rollout.channel);
         let gates = RolloutGates {
@@ -87,28 +69,18 @@ pub fn plan_next(
                 continue;
             }
             if let Some((gate, reason)) = gates.first_block(record) {
-                actions.push(PlanAction::Hold {
-                    host: record.hostname.clone(),
-                    rollout_id: id.clone(),
-                    gate,
-                    reason,
-                });
+                actions.push(PlanAction::Hold { host: record.hostname.clone(), rollout_id: id.clone(), gate, reason });
                 continue;
             }
             let budgets = fleet.budgets_of(&record.hostname);
-            let full = budgets
-                .iter()
-                .find(|&&b| in_flight[b] >= fleet.doc.disruption_budgets[b].max_in_flight);
+            let full = budgets.iter().find(|&&b| in_flight[b] >= fleet.doc.disruption_budgets[b].max_in_flight);
             if let Some(&b) = full {
                 let budget = &fleet.doc.disruption_budgets[b];
                 actions.push(PlanAction::Hold {
                     host: record.hostname.clone(),
                     rollout_id: id.clone(),
                     gate: Gate::Budget,
-                    reason: format!(
-                        "budget {}: {} of {} in flight",
-                        budget.name, in_flight[b], budget.max_in_flight
-                    ),
+                    reason: format!("budget {}: {} of {} in flight", budget.name, in_flight[b], budget.max_in_flight),
                 });
                 continue;
             }
@@ -165,16 +137,10 @@ impl RolloutGates<'_> {
     /// Gates 1–6 in order; the first that blocks wins.
     fn first_block(&self, record: &HostRecord) -> Option<(Gate, String)> {
         let fleet = &self.manifests.fleet;
-        if self
-            .quarantines
-            .contains(&(record.channel.clone(), record.target_closure.clone()))
-        {
+        if self.quarantines.contains(&(record.channel.clone(), record.target_closure.clone())) {
             return Some((
                 Gate::Quarantine,
-                format!(
-                    "{} is quarantined on channel {}",
-                    record.target_closure, record.channel
-                ),
+                format!("{} is quarantined on channel {}", record.target_closure, record.channel),
             ));
         }
         match self.rollout.state {
@@ -182,9 +148,8 @@ impl RolloutGates<'_> {
                 return Some((Gate::RolloutState, "the rollout is paused".into()));
             }
             RolloutState::Halted => {
-                let why = self.rollout.halt.as_ref().map_or(String::new(), |h| {
-                    format!(": {} failed ({})", h.host, h.reason)
-                });
+                let why =
+                    self.rollout.halt.as_ref().map_or(String::new(), |h| format!(": {} failed ({})", h.host, h.reason));
                 return Some((Gate::RolloutState, format!("the rollout is halted{why}")));
             }
             _ => {}
@@ -195,29 +160,19 @@ impl RolloutGates<'_> {
         let wave = match fleet.placement(&record.hostname) {
             Placement::Unstaged => return Some((Gate::Wave, "unstaged".into())),
             Placement::Wave(w) if w > self.current_wave => {
-                return Some((
-                    Gate::Wave,
-                    format!(
-                        "wave {w} is not current yet (current wave {})",
-                        self.current_wave
-                    ),
-                ));
+                return Some((Gate::Wave, format!("wave {w} is not current yet (current wave {})", self.current_wave)));
             }
             Placement::Wave(w) => w,
         };
         let spec = fleet.waves(&record.channel).get(wave as usize);
-        if spec.is_some_and(|s| s.requires_approval) && !self.rollout.approved_waves.contains(&wave)
-        {
+        if spec.is_some_and(|s| s.requires_approval) && !self.rollout.approved_waves.contains(&wave) {
             return Some((Gate::Approval, format!("wave {wave} requires approval")));
         }
         for gating in fleet.gating_hosts(&record.hostname) {
             if let Some(other) = self.records.get(gating)
                 && !other.done_for_ordering()
             {
-                return Some((
-                    Gate::HostEdge,
-                    format!("waiting for {gating} ({})", other.state),
-                ));
+                return Some((Gate::HostEdge, format!("waiting for {gating} ({})", other.state)));
             }
         }
         None
@@ -226,11 +181,7 @@ impl RolloutGates<'_> {
 
 /// Why `channel` may not dispatch because of a predecessor channel, if it may not: a
 /// predecessor with a verified manifest whose rollout is not Completed (or has no rollout).
-fn channel_edge_block(
-    manifests: &ManifestSet,
-    state: &FleetState,
-    channel: &Channel,
-) -> Option<String> {
+fn channel_edge_block(manifests: &ManifestSet, state: &FleetState, channel: &Channel) -> Option<String> {
     for predecessor in manifests.fleet.predecessors(channel) {
         let Some(newest) = manifests.newest_for(predecessor) else {
             continue;
@@ -238,23 +189,15 @@ fn channel_edge_block(
         let rollout = state.rollouts.get(&newest.id).or_else(|| {
             // A manifest identical to the channel's current rollout opens nothing; that
             // rollout stands for it.
-            state
-                .current_rollout(predecessor)
-                .filter(|current| manifests.same_host_set(&current.id, &newest.id))
+            state.current_rollout(predecessor).filter(|current| manifests.same_host_set(&current.id, &newest.id))
         });
         match rollout {
             Some(r) if r.state == RolloutState::Completed => {}
             Some(r) => {
-                return Some(format!(
-                    "waiting for channel {predecessor}: {} is {}",
-                    r.id, r.state
-                ));
+                return Some(format!("waiting for channel {predecessor}: {} is {}", r.id, r.state));
             }
             None => {
-                return Some(format!(
-                    "waiting for channel {predecessor}: {} has not opened",
-                    newest.id
-                ));
+                return Some(format!("waiting for channel {predecessor}: {} has not opened", newest.id));
             }
         }
     }
@@ -280,9 +223,7 @@ fn open_rollouts(manifests: &ManifestSet, state: &FleetState, actions: &mut Vec<
         opens.push(&newest.id);
     }
     opens.sort();
-    actions.extend(opens.into_iter().map(|id| PlanAction::OpenRollout {
-        rollout_id: id.clone(),
-    }));
+    actions.extend(opens.into_iter().map(|id| PlanAction::OpenRollout { rollout_id: id.clone() }));
 }
 
 /// In-flight hosts per budget (index into `disruptionBudgets`) at the start of a pass:
@@ -307,20 +248,13 @@ fn budgets_in_flight(manifests: &ManifestSet, state: &FleetState, now: DateTime<
         for record in records.values() {
             let counts_now = match record.state {
                 HostState::Activating | HostState::Soaking => true,
-                HostState::Pending => record
-                    .dispatch
-                    .is_some_and(|d| now - d.queued_at < stuck_after),
+                HostState::Pending => record.dispatch.is_some_and(|d| now - d.queued_at < stuck_after),
                 _ => false,
             };
             if !counts_now {
                 continue;
             }
-            if record.stuck
-                && state
-                    .last_heartbeat
-                    .get(&record.hostname)
-                    .is_none_or(|at| now - *at > silent_after)
-            {
+            if record.stuck && state.last_heartbeat.get(&record.hostname).is_none_or(|at| now - *at > silent_after) {
                 continue;
             }
             for &b in fleet.budgets_of(&record.hostname) {

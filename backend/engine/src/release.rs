@@ -29,14 +29,11 @@ pub fn project(
             Placement::Wave(w) => w,
             Placement::Unstaged => 0,
         };
-        by_channel
-            .entry(&host.channel)
-            .or_default()
-            .push(HostSetEntry {
-                hostname: hostname.clone(),
-                wave,
-                target_closure: closure.clone(),
-            });
+        by_channel.entry(&host.channel).or_default().push(HostSetEntry {
+            hostname: hostname.clone(),
+            wave,
+            target_closure: closure.clone(),
+        });
     }
     let mut out = BTreeMap::new();
     for (channel, host_set) in by_channel {
@@ -47,9 +44,7 @@ pub fn project(
                 schema_version: SCHEMA_VERSION as u32,
                 channel: channel.clone(),
                 channel_ref: channel_ref.to_owned(),
-                meta: ManifestMeta {
-                    signed_at: Some(signed_at),
-                },
+                meta: ManifestMeta { signed_at: Some(signed_at) },
                 fleet_hash: fleet.hash.clone(),
                 host_set,
             },

@@ -108,10 +108,7 @@ impl RolloutInput {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RolloutError {
     #[error("{input} does not apply to a rollout that is {state}")]
-    IllegalForState {
-        state: RolloutState,
-        input: &'static str,
-    },
+    IllegalForState { state: RolloutState, input: &'static str },
     #[error("{0}")]
     NotApplicable(String),
 }
@@ -169,10 +166,7 @@ where
     I: Iterator<Item = &'r HostRecord> + Clone,
 {
     use RolloutState as S;
-    let illegal = || RolloutError::IllegalForState {
-        state: rollout.state,
-        input: input.name(),
-    };
+    let illegal = || RolloutError::IllegalForState { state: rollout.state, input: input.name() };
     if rollout.state.is_terminal() {
         return Err(illegal());
     }
@@ -181,10 +175,8 @@ where
     let withdraw = |effects: &mut Vec<Effect>| {
         for record in ctx.records.clone() {
             if record.state == HostState::Pending && record.dispatch.is_some() {
-                effects.push(Effect::WithdrawDispatch {
-                    rollout_id: rollout.id.clone(),
-                    host: record.hostname.clone(),
-                });
+                effects
+                    .push(Effect::WithdrawDispatch { rollout_id: rollout.id.clone(), host: record.hostname.clone() });
             }
         }
     };
@@ -193,19 +185,12 @@ where
         RolloutInput::HostFailed { host, reason } => match rollout.state {
             S::Active | S::Paused => {
                 next.state = S::Halted;
-                next.halt = Some(Halt {
-                    host: host.clone(),
-                    reason: reason.clone(),
-                    at: now,
-                });
+                next.halt = Some(Halt { host: host.clone(), reason: reason.clone(), at: now });
                 withdraw(&mut effects);
             }
             // Already halted: the first failure keeps the record of why.
             S::Halted => {
-                return Ok(RolloutTransition {
-                    rollout: next,
-                    effects,
-                });
+                return Ok(RolloutTransition { rollout: next, effects });
             }
             _ => return Err(illegal()),
         },
@@ -229,13 +214,8 @@ where
             next.state = S::Active;
             next.halt = None;
             for record in ctx.records.clone() {
-                if matches!(record.state, HostState::Failed | HostState::Reverted)
-                    && !record.excused
-                {
-                    effects.push(Effect::Excuse {
-                        rollout_id: rollout.id.clone(),
-                        host: record.hostname.clone(),
-                    });
+                if matches!(record.state, HostState::Failed | HostState::Reverted) && !record.excused {
+                    effects.push(Effect::Excuse { rollout_id: rollout.id.clone(), host: record.hostname.clone() });
                 }
             }
         }
@@ -244,18 +224,12 @@ where
                 .fleet
                 .waves(&rollout.channel)
                 .get(*wave as usize)
-                .ok_or_else(|| {
-                    RolloutError::NotApplicable(format!("{} has no wave {wave}", rollout.id))
-                })?;
+                .ok_or_else(|| RolloutError::NotApplicable(format!("{} has no wave {wave}", rollout.id)))?;
             if !spec.requires_approval {
-                return Err(RolloutError::NotApplicable(format!(
-                    "wave {wave} does not require approval"
-                )));
+                return Err(RolloutError::NotApplicable(format!("wave {wave} does not require approval")));
             }
             if !next.approved_waves.insert(*wave) {
-                return Err(RolloutError::NotApplicable(format!(
-                    "wave {wave} is already approved"
-                )));
+                return Err(RolloutError::NotApplicable(format!("wave {wave} is already approved")));
             }
         }
         RolloutInput::AdvanceWave { to, by, force } => {
@@ -298,22 +272,13 @@ where
                 "WaveAdvanced",
                 json!({ "from": rollout.current_wave, "to": to, "by": by, "force": force }),
             ));
-            return Ok(RolloutTransition {
-                rollout: next,
-                effects,
-            });
+            return Ok(RolloutTransition { rollout: next, effects });
         }
         RolloutInput::Evaluate => {
-            let complete = rollout.state == S::Active
-                && ctx
-                    .records
-                    .clone()
-                    .all(|r| r.state == HostState::Converged || r.excused);
+            let complete =
+                rollout.state == S::Active && ctx.records.clone().all(|r| r.state == HostState::Converged || r.excused);
             if !complete {
-                return Ok(RolloutTransition {
-                    rollout: next,
-                    effects,
-                });
+                return Ok(RolloutTransition { rollout: next, effects });
             }
             next.state = S::Completed;
             next.completed_at = Some(now);
@@ -337,8 +302,5 @@ where
     } else if let RolloutInput::Approve { wave } = input {
         effects.insert(0, log(&next, "WaveApproved", json!({ "wave": wave })));
     }
-    Ok(RolloutTransition {
-        rollout: next,
-        effects,
-    })
+    Ok(RolloutTransition { rollout: next, effects })
 }

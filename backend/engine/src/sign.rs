@@ -24,20 +24,14 @@ impl Signed {
     }
 
     pub fn artifact(&self) -> SignedArtifact {
-        SignedArtifact {
-            artifact: B64.encode(&self.canonical),
-            signature: self.signature_b64(),
-        }
+        SignedArtifact { artifact: B64.encode(&self.canonical), signature: self.signature_b64() }
     }
 }
 
 pub fn sign_value(key: &SigningKey, document: &Value) -> Result<Signed, VerifyError> {
     let canonical = canonicalize(document)?;
     let signature = key.sign(&canonical).to_bytes();
-    Ok(Signed {
-        canonical,
-        signature,
-    })
+    Ok(Signed { canonical, signature })
 }
 
 /// Standard base64 of the raw 32-byte public key.
@@ -47,15 +41,11 @@ pub fn public_key_b64(key: &SigningKey) -> String {
 
 /// Decodes a signing key stored as standard base64 of its 32-byte seed.
 pub fn decode_signing_key(b64: &str) -> Result<SigningKey, String> {
-    let bytes = B64
-        .decode(b64.trim())
-        .map_err(|err| format!("not standard base64: {err}"))?;
-    let seed: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-        format!(
-            "an Ed25519 secret key is a 32-byte seed, got {} bytes",
-            bytes.len()
-        )
-    })?;
+    let bytes = B64.decode(b64.trim()).map_err(|err| format!("not standard base64: {err}"))?;
+    let seed: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| format!("an Ed25519 secret key is a 32-byte seed, got {} bytes", bytes.len()))?;
     Ok(SigningKey::from_bytes(&seed))
 }
 

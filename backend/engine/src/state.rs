@@ -18,10 +18,7 @@ use crate::verify::VerifiedManifest;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HostEventError {
     #[error("host {host} has no record in rollout {rollout_id}")]
-    UnknownRecord {
-        rollout_id: RolloutId,
-        host: Hostname,
-    },
+    UnknownRecord { rollout_id: RolloutId, host: Hostname },
     #[error(transparent)]
     Transition(#[from] TransitionError),
 }
@@ -38,18 +35,12 @@ pub struct ManifestSet {
 }
 
 impl ManifestSet {
-    pub fn new(
-        fleet: VerifiedFleet,
-        manifests: impl IntoIterator<Item = VerifiedManifest>,
-    ) -> ManifestSet {
+    pub fn new(fleet: VerifiedFleet, manifests: impl IntoIterator<Item = VerifiedManifest>) -> ManifestSet {
         let manifests: BTreeMap<RolloutId, VerifiedManifest> =
             manifests.into_iter().map(|m| (m.id.clone(), m)).collect();
         let mut newest: BTreeMap<Channel, RolloutId> = BTreeMap::new();
         for m in manifests.values() {
-            let replace = match newest
-                .get(&m.manifest.channel)
-                .and_then(|id| manifests.get(id))
-            {
+            let replace = match newest.get(&m.manifest.channel).and_then(|id| manifests.get(id)) {
                 None => true,
                 // Newest by signing time; the id breaks ties so the choice is deterministic.
                 Some(cur) => (m.signed_at, &m.id) > (cur.signed_at, &cur.id),
@@ -58,11 +49,7 @@ impl ManifestSet {
                 newest.insert(m.manifest.channel.clone(), m.id.clone());
             }
         }
-        ManifestSet {
-            fleet,
-            manifests,
-            newest,
-        }
+        ManifestSet { fleet, manifests, newest }
     }
 
     pub fn get(&self, id: &RolloutId) -> Option<&VerifiedManifest> {
@@ -75,9 +62,7 @@ impl ManifestSet {
 
     /// The channel's newest manifest (by `meta.signedAt`).
     pub fn newest_for(&self, channel: &Channel) -> Option<&VerifiedManifest> {
-        self.newest
-            .get(channel)
-            .and_then(|id| self.manifests.get(id))
+        self.newest.get(channel).and_then(|id| self.manifests.get(id))
     }
 
     pub fn same_host_set(&self, a: &RolloutId, b: &RolloutId) -> bool {
@@ -99,10 +84,7 @@ pub struct FleetState {
 impl FleetState {
     /// The most recently opened rollout of `channel`, in any state.
     pub fn current_rollout(&self, channel: &Channel) -> Option<&Rollout> {
-        self.rollouts
-            .values()
-            .filter(|r| &r.channel == channel)
-            .max_by_key(|r| r.opened_seq)
+        self.rollouts.values().filter(|r| &r.channel == channel).max_by_key(|r| r.opened_seq)
     }
 
     pub fn record(&self, rollout: &RolloutId, host: &Hostname) -> Option<&HostRecord> {
@@ -110,11 +92,7 @@ impl FleetState {
     }
 
     fn next_open_seq(&self) -> u64 {
-        self.rollouts
-            .values()
-            .map(|r| r.opened_seq)
-            .max()
-            .map_or(1, |s| s + 1)
+        self.rollouts.values().map(|r| r.opened_seq).max().map_or(1, |s| s + 1)
     }
 
     /// Runs one input through the rollout machine and applies the record-level effects it
@@ -126,21 +104,11 @@ impl FleetState {
         input: &RolloutInput,
         now: DateTime<Utc>,
     ) -> Result<Vec<Effect>, RolloutError> {
-        let rollout = self
-            .rollouts
-            .get(id)
-            .ok_or_else(|| RolloutError::NotApplicable(format!("there is no rollout {id}")))?;
+        let rollout =
+            self.rollouts.get(id).ok_or_else(|| RolloutError::NotApplicable(format!("there is no rollout {id}")))?;
         let empty = BTreeMap::new();
         let records = self.records.get(id).unwrap_or(&empty);
-        let transition = rollout::apply(
-            rollout,
-            input,
-            RolloutContext {
-                fleet,
-                records: records.values(),
-            },
-            now,
-        )?;
+        let transition = rollout::apply(rollout, input, RolloutContext { fleet, records: records.values() }, now)?;
         self.rollouts.insert(id.clone(), transition.rollout);
         Ok(self.apply_record_effects(transition.effects, now))
     }
@@ -150,21 +118,13 @@ impl FleetState {
         for effect in effects {
             match &effect {
                 Effect::WithdrawDispatch { rollout_id, host } => {
-                    if let Some(record) = self
-                        .records
-                        .get_mut(rollout_id)
-                        .and_then(|r| r.get_mut(host))
-                    {
+                    if let Some(record) = self.records.get_mut(rollout_id).and_then(|r| r.get_mut(host)) {
                         record.dispatch = None;
                         record.last_progress_at = now;
                     }
                 }
                 Effect::Excuse { rollout_id, host } => {
-                    if let Some(record) = self
-                        .records
-                        .get_mut(rollout_id)
-                        .and_then(|r| r.get_mut(host))
-                    {
+                    if let Some(record) = self.records.get_mut(rollout_id).and_then(|r| r.get_mut(host)) {
                         record.excused = true;
                     }
                 }
@@ -178,10 +138,7 @@ impl FleetState {
     /// The policy `step` needs for a record: its wave's soak and the channel's failure policy.
     pub fn step_policy(fleet: &VerifiedFleet, record: &HostRecord) -> StepPolicy {
         let soak_seconds = match fleet.placement(&record.hostname) {
-            Placement::Wave(w) => fleet
-                .waves(&record.channel)
-                .get(w as usize)
-                .map_or(0, |s| s.soak_seconds),
+            Placement::Wave(w) => fleet.waves(&record.channel).get(w as usize).map_or(0, |s| s.soak_seconds),
             Placement::Unstaged => 0,
         };
         StepPolicy {
@@ -200,46 +157,21 @@ impl FleetState {
         event: &shared::state::HostEvent,
         now: DateTime<Utc>,
     ) -> Result<Vec<Effect>, HostEventError> {
-        let unknown = || HostEventError::UnknownRecord {
-            rollout_id: rollout_id.clone(),
-            host: host.clone(),
-        };
-        let record = self
-            .records
-            .get(rollout_id)
-            .and_then(|r| r.get(host))
-            .ok_or_else(unknown)?;
+        let unknown = || HostEventError::UnknownRecord { rollout_id: rollout_id.clone(), host: host.clone() };
+        let record = self.records.get(rollout_id).and_then(|r| r.get(host)).ok_or_else(unknown)?;
         let transition = step(record, event, now, &Self::step_policy(fleet, record))?;
         let failed = transition.record.state == shared::state::HostState::Failed
             && record.state != shared::state::HostState::Failed;
-        let reason = transition
-            .record
-            .failure
-            .as_ref()
-            .map(|f| f.reason.clone())
-            .unwrap_or_default();
-        if let Some(slot) = self
-            .records
-            .get_mut(rollout_id)
-            .and_then(|r| r.get_mut(host))
-        {
+        let reason = transition.record.failure.as_ref().map(|f| f.reason.clone()).unwrap_or_default();
+        if let Some(slot) = self.records.get_mut(rollout_id).and_then(|r| r.get_mut(host)) {
             *slot = transition.record;
         }
         let mut effects = transition.effects;
         if failed {
-            let input = RolloutInput::HostFailed {
-                host: host.clone(),
-                reason,
-            };
-            effects.extend(
-                self.apply_rollout_input(fleet, rollout_id, &input, now)
-                    .unwrap_or_default(),
-            );
+            let input = RolloutInput::HostFailed { host: host.clone(), reason };
+            effects.extend(self.apply_rollout_input(fleet, rollout_id, &input, now).unwrap_or_default());
         }
-        effects.extend(
-            self.apply_rollout_input(fleet, rollout_id, &RolloutInput::Evaluate, now)
-                .unwrap_or_default(),
-        );
+        effects.extend(self.apply_rollout_input(fleet, rollout_id, &RolloutInput::Evaluate, now).unwrap_or_default());
         Ok(effects)
     }
 
@@ -281,43 +213,22 @@ impl FleetState {
 
     /// Applies one planner action. Holds that did not change produce no effect, so a waiting
     /// fleet does not flood the event log.
-    pub fn apply_action(
-        &mut self,
-        set: &ManifestSet,
-        action: &PlanAction,
-        now: DateTime<Utc>,
-    ) -> Vec<Effect> {
+    pub fn apply_action(&mut self, set: &ManifestSet, action: &PlanAction, now: DateTime<Utc>) -> Vec<Effect> {
         match action {
             PlanAction::OpenRollout { rollout_id } => self.open_rollout(set, rollout_id, now),
             PlanAction::AdvanceWave { rollout_id, to } => self
                 .apply_rollout_input(
                     &set.fleet,
                     rollout_id,
-                    &RolloutInput::AdvanceWave {
-                        to: *to,
-                        by: AdvancedBy::Auto,
-                        force: false,
-                    },
+                    &RolloutInput::AdvanceWave { to: *to, by: AdvancedBy::Auto, force: false },
                     now,
                 )
                 .unwrap_or_default(),
-            PlanAction::QueueDispatch {
-                host,
-                rollout_id,
-                soak_seconds,
-                target_closure,
-            } => {
-                let Some(record) = self
-                    .records
-                    .get_mut(rollout_id)
-                    .and_then(|r| r.get_mut(host))
-                else {
+            PlanAction::QueueDispatch { host, rollout_id, soak_seconds, target_closure } => {
+                let Some(record) = self.records.get_mut(rollout_id).and_then(|r| r.get_mut(host)) else {
                     return vec![];
                 };
-                record.dispatch = Some(Dispatch {
-                    queued_at: now,
-                    soak_seconds: *soak_seconds,
-                });
+                record.dispatch = Some(Dispatch { queued_at: now, soak_seconds: *soak_seconds });
                 record.waiting_on = None;
                 record.last_progress_at = now;
                 vec![Effect::Log(LogEntry {
@@ -328,31 +239,14 @@ impl FleetState {
                     payload: json!({ "targetClosure": target_closure, "soakSeconds": soak_seconds }),
                 })]
             }
-            PlanAction::Hold {
-                host,
-                rollout_id,
-                gate,
-                reason,
-            } => {
-                let Some(record) = self
-                    .records
-                    .get_mut(rollout_id)
-                    .and_then(|r| r.get_mut(host))
-                else {
+            PlanAction::Hold { host, rollout_id, gate, reason } => {
+                let Some(record) = self.records.get_mut(rollout_id).and_then(|r| r.get_mut(host)) else {
                     return vec![];
                 };
-                if record
-                    .waiting_on
-                    .as_ref()
-                    .is_some_and(|w| w.gate == *gate && &w.reason == reason)
-                {
+                if record.waiting_on.as_ref().is_some_and(|w| w.gate == *gate && &w.reason == reason) {
                     return vec![];
                 }
-                record.waiting_on = Some(shared::state::WaitingOn {
-                    gate: *gate,
-                    reason: reason.clone(),
-                    since: now,
-                });
+                record.waiting_on = Some(shared::state::WaitingOn { gate: *gate, reason: reason.clone(), since: now });
                 vec![Effect::Log(LogEntry {
                     kind: "HostHeld",
                     rollout_id: Some(rollout_id.clone()),
@@ -366,12 +260,7 @@ impl FleetState {
 
     /// Opens the rollout of a verified manifest: supersedes the channel's open rollout and
     /// creates one Pending record per `hostSet` entry.
-    fn open_rollout(
-        &mut self,
-        set: &ManifestSet,
-        id: &RolloutId,
-        now: DateTime<Utc>,
-    ) -> Vec<Effect> {
+    fn open_rollout(&mut self, set: &ManifestSet, id: &RolloutId, now: DateTime<Utc>) -> Vec<Effect> {
         let Some(manifest) = set.get(id) else {
             return vec![];
         };
@@ -387,12 +276,9 @@ impl FleetState {
             .map(|r| r.id.clone())
             .collect();
         for old in open {
-            if let Ok(more) = self.apply_rollout_input(
-                &set.fleet,
-                &old,
-                &RolloutInput::Supersede { by: id.clone() },
-                now,
-            ) {
+            if let Ok(more) =
+                self.apply_rollout_input(&set.fleet, &old, &RolloutInput::Supersede { by: id.clone() }, now)
+            {
                 effects.extend(more);
             }
         }
@@ -404,13 +290,7 @@ impl FleetState {
             .map(|e| {
                 (
                     e.hostname.clone(),
-                    HostRecord::pending(
-                        id.clone(),
-                        e.hostname.clone(),
-                        channel.clone(),
-                        e.target_closure.clone(),
-                        now,
-                    ),
+                    HostRecord::pending(id.clone(), e.hostname.clone(), channel.clone(), e.target_closure.clone(), now),
                 )
             })
             .collect();

@@ -15,9 +15,7 @@ use crate::verify::{Freshness, TrustRoots, VerifiedManifest, verify_fleet, verif
 
 /// The fixed "now" of tests: 2026-11-26T12:00:00Z.
 pub fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0)
-        .single()
-        .unwrap_or_default()
+    Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).single().unwrap_or_default()
 }
 
 /// `t0() + secs` seconds.
@@ -49,14 +47,11 @@ pub fn trust_config(key: &SigningKey) -> TrustConfig {
 }
 
 pub fn trust() -> TrustRoots {
-    TrustRoots::from_config(&trust_config(&ci_key()))
-        .unwrap_or_else(|e| panic!("testkit trust roots: {e}"))
+    TrustRoots::from_config(&trust_config(&ci_key())).unwrap_or_else(|e| panic!("testkit trust roots: {e}"))
 }
 
 pub fn sign(document: &Value) -> SignedArtifact {
-    sign_value(&ci_key(), document)
-        .unwrap_or_else(|e| panic!("testkit sign: {e}"))
-        .artifact()
+    sign_value(&ci_key(), document).unwrap_or_else(|e| panic!("testkit sign: {e}")).artifact()
 }
 
 /// A fleet document under construction. Hosts get deterministic keys and, by default, the
@@ -73,9 +68,7 @@ impl Default for FleetBuilder {
 }
 
 fn obj<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
-    let Value::Object(map) = v else {
-        panic!("testkit: not an object")
-    };
+    let Value::Object(map) = v else { panic!("testkit: not an object") };
     match map.entry(key).or_insert_with(|| json!({})) {
         Value::Object(inner) => inner,
         _ => panic!("testkit: {key} is not an object"),
@@ -83,9 +76,7 @@ fn obj<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
 }
 
 fn arr<'a>(v: &'a mut Value, key: &str) -> &'a mut Vec<Value> {
-    let Value::Object(map) = v else {
-        panic!("testkit: not an object")
-    };
+    let Value::Object(map) = v else { panic!("testkit: not an object") };
     match map.entry(key).or_insert_with(|| json!([])) {
         Value::Array(inner) => inner,
         _ => panic!("testkit: {key} is not an array"),
@@ -104,17 +95,9 @@ impl FleetBuilder {
     }
 
     /// A policy: one entry per wave `(soakMinutes, requiresApproval)`.
-    pub fn policy(
-        mut self,
-        name: &str,
-        waves: &[(u64, bool)],
-        on_failure: &str,
-        stuck_after_minutes: u64,
-    ) -> Self {
-        let waves: Vec<Value> = waves
-            .iter()
-            .map(|(soak, approval)| json!({"soakMinutes": soak, "requiresApproval": approval}))
-            .collect();
+    pub fn policy(mut self, name: &str, waves: &[(u64, bool)], on_failure: &str, stuck_after_minutes: u64) -> Self {
+        let waves: Vec<Value> =
+            waves.iter().map(|(soak, approval)| json!({"soakMinutes": soak, "requiresApproval": approval})).collect();
         obj(&mut self.doc, "rolloutPolicies").insert(
             name.into(),
             json!({ "waves": waves, "onHealthFailure": on_failure, "stuckAfterMinutes": stuck_after_minutes }),
@@ -132,15 +115,8 @@ impl FleetBuilder {
         self.host_with_closure(name, channel, tags, Some(&closure))
     }
 
-    pub fn host_with_closure(
-        mut self,
-        name: &str,
-        channel: &str,
-        tags: &[&str],
-        closure: Option<&str>,
-    ) -> Self {
-        let mut entry =
-            json!({ "channel": channel, "tags": tags, "pubkey": public_key_b64(&host_key(name)) });
+    pub fn host_with_closure(mut self, name: &str, channel: &str, tags: &[&str], closure: Option<&str>) -> Self {
+        let mut entry = json!({ "channel": channel, "tags": tags, "pubkey": public_key_b64(&host_key(name)) });
         if let (Some(c), Value::Object(m)) = (closure, &mut entry) {
             m.insert("closure".into(), json!(c));
         }
@@ -159,10 +135,7 @@ impl FleetBuilder {
     }
 
     pub fn waves(mut self, channel: &str, waves: &[&[&str]]) -> Self {
-        let waves: Vec<Value> = waves
-            .iter()
-            .map(|hosts| json!({ "hosts": hosts }))
-            .collect();
+        let waves: Vec<Value> = waves.iter().map(|hosts| json!({ "hosts": hosts })).collect();
         obj(&mut self.doc, "waves").insert(channel.into(), json!(waves));
         self
     }
@@ -199,27 +172,15 @@ impl FleetBuilder {
     }
 
     /// The verified fleet plus the release manifests of `commit`, signed at `signed_at`.
-    pub fn release(
-        &self,
-        commit: &str,
-        signed_at: DateTime<Utc>,
-    ) -> (VerifiedFleet, Vec<VerifiedManifest>) {
+    pub fn release(&self, commit: &str, signed_at: DateTime<Utc>) -> (VerifiedFleet, Vec<VerifiedManifest>) {
         let fleet = self.verified();
         let manifests = release::project(&fleet, commit, signed_at)
             .unwrap_or_else(|e| panic!("testkit release: {e}"))
             .into_values()
             .map(|m| {
-                let value =
-                    serde_json::to_value(&m).unwrap_or_else(|e| panic!("testkit manifest: {e}"));
-                verify_manifest(
-                    Some(&trust()),
-                    &sign(&value),
-                    &fleet,
-                    None,
-                    t0(),
-                    Freshness::Skip,
-                )
-                .unwrap_or_else(|e| panic!("testkit manifest: {e}"))
+                let value = serde_json::to_value(&m).unwrap_or_else(|e| panic!("testkit manifest: {e}"));
+                verify_manifest(Some(&trust()), &sign(&value), &fleet, None, t0(), Freshness::Skip)
+                    .unwrap_or_else(|e| panic!("testkit manifest: {e}"))
             })
             .collect();
         (fleet, manifests)
@@ -263,9 +224,7 @@ impl Scenario {
         let mut all = Vec::new();
         loop {
             let actions = self.plan();
-            let opened = actions
-                .iter()
-                .any(|a| matches!(a, crate::planner::PlanAction::OpenRollout { .. }));
+            let opened = actions.iter().any(|a| matches!(a, crate::planner::PlanAction::OpenRollout { .. }));
             for action in &actions {
                 self.state.apply_action(&self.set, action, self.now);
             }
@@ -295,10 +254,7 @@ impl Scenario {
     }
 
     pub fn rollout(&self, rollout: &str) -> &crate::rollout::Rollout {
-        self.state
-            .rollouts
-            .get(&Self::rid(rollout))
-            .unwrap_or_else(|| panic!("no rollout {rollout}"))
+        self.state.rollouts.get(&Self::rid(rollout)).unwrap_or_else(|| panic!("no rollout {rollout}"))
     }
 
     /// Sends an event (`fields` without kind and seq; the next seq is added) as the agent would,
@@ -316,18 +272,10 @@ impl Scenario {
         fields["seq"] = json!(*seq);
         let event: shared::state::HostEvent =
             serde_json::from_value(fields).unwrap_or_else(|e| panic!("testkit event: {e}"));
-        let effects = self.state.apply_host_event(
-            &self.set.fleet,
-            &Self::rid(rollout),
-            &Self::host(host),
-            &event,
-            self.now,
-        )?;
+        let effects =
+            self.state.apply_host_event(&self.set.fleet, &Self::rid(rollout), &Self::host(host), &event, self.now)?;
         for effect in &effects {
-            if let crate::effect::Effect::Quarantine {
-                channel, closure, ..
-            } = effect
-            {
+            if let crate::effect::Effect::Quarantine { channel, closure, .. } = effect {
                 self.quarantines.insert((channel.clone(), closure.clone()));
             }
         }
@@ -338,13 +286,8 @@ impl Scenario {
     pub fn activate(&mut self, rollout: &str, host: &str) {
         let target = self.record(rollout, host).target_closure.clone();
         let now = self.now;
-        self.send(
-            rollout,
-            host,
-            "DispatchAck",
-            json!({"currentClosure": "/nix/store/old", "receivedAt": now}),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        self.send(rollout, host, "DispatchAck", json!({"currentClosure": "/nix/store/old", "receivedAt": now}))
+            .unwrap_or_else(|e| panic!("{e}"));
         self.send(
             rollout,
             host,
@@ -361,21 +304,13 @@ impl Scenario {
             self.activate(rollout, host);
         }
         let record = self.record(rollout, host);
-        let (target, due) = (
-            record.target_closure.clone(),
-            record.soak_due_at.unwrap_or(self.now),
-        );
+        let (target, due) = (record.target_closure.clone(), record.soak_due_at.unwrap_or(self.now));
         if due > self.now {
             self.now = due;
         }
         let now = self.now;
-        self.send(
-            rollout,
-            host,
-            "Converged",
-            json!({"convergedAt": now, "currentClosure": target}),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        self.send(rollout, host, "Converged", json!({"convergedAt": now, "currentClosure": target}))
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Hosts the last actions dispatched, in order.

@@ -35,23 +35,11 @@ pub enum VerifyError {
     #[error("the document has no meta.signedAt")]
     NotSigned,
     #[error("signed at {signed_at}, before the trust configuration's rejectBefore {reject_before}")]
-    RejectedBefore {
-        signed_at: DateTime<Utc>,
-        reject_before: DateTime<Utc>,
-    },
-    #[error(
-        "signed at {signed_at}, older than the freshness window of {window_minutes} minutes (now {now})"
-    )]
-    Stale {
-        signed_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-        window_minutes: u64,
-    },
+    RejectedBefore { signed_at: DateTime<Utc>, reject_before: DateTime<Utc> },
+    #[error("signed at {signed_at}, older than the freshness window of {window_minutes} minutes (now {now})")]
+    Stale { signed_at: DateTime<Utc>, now: DateTime<Utc>, window_minutes: u64 },
     #[error("signed at {signed_at}, more than 60 s in the future (now {now})")]
-    FutureDated {
-        signed_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    },
+    FutureDated { signed_at: DateTime<Utc>, now: DateTime<Utc> },
     #[error("inconsistent: {0}")]
     Inconsistent(String),
 }
@@ -94,13 +82,9 @@ pub struct TrustRoots {
 
 /// Decodes a standard-base64 Ed25519 public key (32 raw bytes).
 pub fn decode_public_key(b64: &str) -> Result<VerifyingKey, String> {
-    let bytes = B64
-        .decode(b64.trim())
-        .map_err(|err| format!("not standard base64: {err}"))?;
-    let raw: [u8; 32] = bytes
-        .as_slice()
-        .try_into()
-        .map_err(|_| format!("an Ed25519 public key is 32 bytes, got {}", bytes.len()))?;
+    let bytes = B64.decode(b64.trim()).map_err(|err| format!("not standard base64: {err}"))?;
+    let raw: [u8; 32] =
+        bytes.as_slice().try_into().map_err(|_| format!("an Ed25519 public key is 32 bytes, got {}", bytes.len()))?;
     VerifyingKey::from_bytes(&raw).map_err(|_| "not a valid Ed25519 public key".to_owned())
 }
 
@@ -109,29 +93,20 @@ impl TrustRoots {
     /// the current slot and a precise message for the others.
     pub fn from_config(config: &TrustConfig) -> Result<TrustRoots, VerifyError> {
         if u64::from(config.schema_version) != SCHEMA_VERSION {
-            return Err(VerifyError::UnsupportedSchema(
-                config.schema_version.to_string(),
-            ));
+            return Err(VerifyError::UnsupportedSchema(config.schema_version.to_string()));
         }
         let slots = &config.ci_release_key;
         let current = decode_public_key(&slots.current).map_err(|_| VerifyError::NoTrustRoots)?;
-        let optional = |name: &str,
-                        key: &Option<String>|
-         -> Result<Option<VerifyingKey>, VerifyError> {
+        let optional = |name: &str, key: &Option<String>| -> Result<Option<VerifyingKey>, VerifyError> {
             key.as_deref()
-                .map(|k| {
-                    decode_public_key(k)
-                        .map_err(|e| VerifyError::Malformed(format!("ciReleaseKey.{name}: {e}")))
-                })
+                .map(|k| decode_public_key(k).map_err(|e| VerifyError::Malformed(format!("ciReleaseKey.{name}: {e}"))))
                 .transpose()
         };
         let window_minutes = config.freshness_window_minutes;
         let window = i64::try_from(window_minutes)
             .ok()
             .and_then(Duration::try_minutes)
-            .ok_or_else(|| {
-                VerifyError::Malformed("freshnessWindowMinutes is out of range".into())
-            })?;
+            .ok_or_else(|| VerifyError::Malformed("freshnessWindowMinutes is out of range".into()))?;
         Ok(TrustRoots {
             current,
             previous: optional("previous", &slots.previous)?,
@@ -147,12 +122,8 @@ impl TrustRoots {
     /// window that closes at `retireAt` (when set); after it only the current key counts.
     fn keys_at(&self, now: DateTime<Utc>) -> impl Iterator<Item = &VerifyingKey> {
         let window_open = self.retire_at.is_none_or(|retire_at| now < retire_at);
-        std::iter::once(&self.current).chain(
-            [self.previous.as_ref(), self.successor.as_ref()]
-                .into_iter()
-                .flatten()
-                .filter(move |_| window_open),
-        )
+        std::iter::once(&self.current)
+            .chain([self.previous.as_ref(), self.successor.as_ref()].into_iter().flatten().filter(move |_| window_open))
     }
 }
 
@@ -166,8 +137,7 @@ pub struct VerifiedDocument {
 
 /// RFC 8785 canonical bytes of `value`.
 pub fn canonicalize(value: &Value) -> Result<Vec<u8>, VerifyError> {
-    serde_jcs::to_vec(value)
-        .map_err(|err| VerifyError::Malformed(format!("cannot canonicalise: {err}")))
+    serde_jcs::to_vec(value).map_err(|err| VerifyError::Malformed(format!("cannot canonicalise: {err}")))
 }
 
 /// Lower-case hex SHA-256 of canonical bytes (the `fleetHash`).
@@ -192,8 +162,8 @@ pub fn verify_artifact(
     let bytes = B64
         .decode(artifact.artifact.trim())
         .map_err(|err| VerifyError::Malformed(format!("artifact is not standard base64: {err}")))?;
-    let value: Value = serde_json::from_slice(&bytes)
-        .map_err(|err| VerifyError::Malformed(format!("artifact is not JSON: {err}")))?;
+    let value: Value =
+        serde_json::from_slice(&bytes).map_err(|err| VerifyError::Malformed(format!("artifact is not JSON: {err}")))?;
     let canonical = canonicalize(&value)?;
 
     let signature = B64
@@ -201,10 +171,7 @@ pub fn verify_artifact(
         .ok()
         .and_then(|raw| Signature::from_slice(&raw).ok())
         .ok_or(VerifyError::BadSignature)?;
-    if !trust
-        .keys_at(now)
-        .any(|key| key.verify_strict(&canonical, &signature).is_ok())
-    {
+    if !trust.keys_at(now).any(|key| key.verify_strict(&canonical, &signature).is_ok()) {
         return Err(VerifyError::BadSignature);
     }
 
@@ -216,47 +183,29 @@ pub fn verify_artifact(
     let signed_at = match value.get("meta").and_then(|meta| meta.get("signedAt")) {
         None | Some(Value::Null) => return Err(VerifyError::NotSigned),
         Some(Value::String(s)) => DateTime::parse_from_rfc3339(s)
-            .map_err(|err| {
-                VerifyError::Malformed(format!("meta.signedAt `{s}` is not RFC 3339: {err}"))
-            })?
+            .map_err(|err| VerifyError::Malformed(format!("meta.signedAt `{s}` is not RFC 3339: {err}")))?
             .with_timezone(&Utc),
         Some(other) => {
-            return Err(VerifyError::Malformed(format!(
-                "meta.signedAt must be a string, got {other}"
-            )));
+            return Err(VerifyError::Malformed(format!("meta.signedAt must be a string, got {other}")));
         }
     };
     if let Some(reject_before) = trust.reject_before
         && signed_at < reject_before
     {
-        return Err(VerifyError::RejectedBefore {
-            signed_at,
-            reject_before,
-        });
+        return Err(VerifyError::RejectedBefore { signed_at, reject_before });
     }
     if freshness == Freshness::Check {
         if now - signed_at > trust.window + CLOCK_SLACK {
-            return Err(VerifyError::Stale {
-                signed_at,
-                now,
-                window_minutes: trust.window_minutes,
-            });
+            return Err(VerifyError::Stale { signed_at, now, window_minutes: trust.window_minutes });
         }
         if signed_at - now > CLOCK_SLACK {
             return Err(VerifyError::FutureDated { signed_at, now });
         }
     }
-    Ok(VerifiedDocument {
-        value,
-        canonical,
-        signed_at,
-    })
+    Ok(VerifiedDocument { value, canonical, signed_at })
 }
 
-fn typed<T: serde::de::DeserializeOwned>(
-    doc: &VerifiedDocument,
-    what: &str,
-) -> Result<T, VerifyError> {
+fn typed<T: serde::de::DeserializeOwned>(doc: &VerifiedDocument, what: &str) -> Result<T, VerifyError> {
     serde_json::from_value(doc.value.clone())
         .map_err(|err| VerifyError::Malformed(format!("not a valid {what}: {err}")))
 }
@@ -270,8 +219,7 @@ pub fn verify_fleet(
 ) -> Result<VerifiedFleet, VerifyError> {
     let doc = verify_artifact(trust, artifact, now, freshness)?;
     let fleet: FleetDocument = typed(&doc, "fleet document")?;
-    fleet::index(fleet, sha256_hex(&doc.canonical), doc.signed_at)
-        .map_err(VerifyError::Inconsistent)
+    fleet::index(fleet, sha256_hex(&doc.canonical), doc.signed_at).map_err(VerifyError::Inconsistent)
 }
 
 /// A rollout manifest that verified against the fleet it names.
@@ -297,11 +245,7 @@ pub fn verify_manifest(
     let id = RolloutId::new(&manifest.channel, &manifest.channel_ref)
         .map_err(|err| VerifyError::Inconsistent(format!("channelRef: {err}")))?;
     check_manifest(&manifest, &id, fleet, filed_as).map_err(VerifyError::Inconsistent)?;
-    Ok(VerifiedManifest {
-        id,
-        manifest,
-        signed_at: doc.signed_at,
-    })
+    Ok(VerifiedManifest { id, manifest, signed_at: doc.signed_at })
 }
 
 fn check_manifest(
@@ -313,9 +257,7 @@ fn check_manifest(
     if let Some(filed_as) = filed_as
         && filed_as != id
     {
-        return Err(format!(
-            "filed as `{filed_as}` but its channel@channelRef is `{id}`"
-        ));
+        return Err(format!("filed as `{filed_as}` but its channel@channelRef is `{id}`"));
     }
     if manifest.fleet_hash != fleet.hash {
         return Err(format!(
@@ -324,10 +266,7 @@ fn check_manifest(
         ));
     }
     if !fleet.doc.channels.contains_key(&manifest.channel) {
-        return Err(format!(
-            "channel: `{}` is not a channel of the fleet",
-            manifest.channel
-        ));
+        return Err(format!("channel: `{}` is not a channel of the fleet", manifest.channel));
     }
     let mut previous: Option<&Hostname> = None;
     for (i, entry) in manifest.host_set.iter().enumerate() {
@@ -342,10 +281,7 @@ fn check_manifest(
         previous = Some(&entry.hostname);
         match fleet.doc.hosts.get(&entry.hostname) {
             None => {
-                return Err(format!(
-                    "hostSet[{i}]: `{}` is not a host of the fleet",
-                    entry.hostname
-                ));
+                return Err(format!("hostSet[{i}]: `{}` is not a host of the fleet", entry.hostname));
             }
             Some(host) if host.channel != manifest.channel => {
                 return Err(format!(

@@ -34,10 +34,7 @@ fn old() -> Closure {
 }
 
 fn policy() -> StepPolicy {
-    StepPolicy {
-        soak: Duration::minutes(10),
-        on_health_failure: HealthFailurePolicy::RollbackAndHalt,
-    }
+    StepPolicy { soak: Duration::minutes(10), on_health_failure: HealthFailurePolicy::RollbackAndHalt }
 }
 
 /// A record in `state` with the fields that state implies, last seq 5.
@@ -125,24 +122,16 @@ fn every_state_event_pair_is_documented_or_illegal() {
                     let t = result.unwrap_or_else(|e| panic!("{state} + {kind}: {e}"));
                     legal += 1;
                     assert_eq!(t.record.state, to, "{state} + {kind}");
-                    assert_eq!(
-                        t.record.last_event_seq, 6,
-                        "{state} + {kind} sets lastEventSeq"
-                    );
+                    assert_eq!(t.record.last_event_seq, 6, "{state} + {kind} sets lastEventSeq");
                     assert_eq!(t.record.last_progress_at, at(1000));
                     let Effect::Log(entry) = &t.effects[0] else {
                         panic!("{state} + {kind}: first effect is the log row")
                     };
-                    assert_eq!(
-                        (entry.kind, entry.payload["event"]["kind"].as_str()),
-                        ("HostEvent", Some(kind))
+                    assert_eq!((entry.kind, entry.payload["event"]["kind"].as_str()), ("HostEvent", Some(kind)));
+                    let changed = t.effects.iter().any(
+                        |e| matches!(e, Effect::HostStateChanged { from, to: t, .. } if *from == state && *t == to),
                     );
-                    let changed = t.effects.iter().any(|e| matches!(e, Effect::HostStateChanged { from, to: t, .. } if *from == state && *t == to));
-                    assert_eq!(
-                        changed,
-                        state != to,
-                        "{state} + {kind}: HostStateChanged iff the state changed"
-                    );
+                    assert_eq!(changed, state != to, "{state} + {kind}: HostStateChanged iff the state changed");
                 }
                 None => assert_eq!(
                     result.unwrap_err(),
@@ -152,118 +141,47 @@ fn every_state_event_pair_is_documented_or_illegal() {
             }
         }
     }
-    assert_eq!(
-        legal, 11,
-        "SPEC §3.3 lists eleven legal (state, event) pairs"
-    );
+    assert_eq!(legal, 11, "SPEC §3.3 lists eleven legal (state, event) pairs");
 }
 
 #[test]
 fn legal_transitions_set_the_documented_fields() {
     let p = policy();
-    let ack = step(
-        &record_in(HostState::Pending),
-        &event("DispatchAck", 6),
-        at(5),
-        &p,
-    )
-    .unwrap()
-    .record;
+    let ack = step(&record_in(HostState::Pending), &event("DispatchAck", 6), at(5), &p).unwrap().record;
     assert_eq!(
-        (
-            ack.current_closure_at_dispatch,
-            ack.dispatch_acked_at,
-            ack.dispatch
-        ),
+        (ack.current_closure_at_dispatch, ack.dispatch_acked_at, ack.dispatch),
         (Some(old()), Some(at(1)), None)
     );
 
-    let started = step(
-        &record_in(HostState::Activating),
-        &event("ActivationStarted", 6),
-        at(5),
-        &p,
-    )
-    .unwrap()
-    .record;
+    let started = step(&record_in(HostState::Activating), &event("ActivationStarted", 6), at(5), &p).unwrap().record;
     assert_eq!(started.activation_started_at, Some(at(2)));
 
     for from in [HostState::Activating, HostState::Deferred] {
         let mut r = record_in(from);
         r.probes.insert("stale".into(), serde_json::from_value(json!({"mode":"enforce","status":"fail","observedAt":at(0),"lastPassAt":null,"firstFailedAt":at(0),"reason":null})).unwrap());
-        let soaking = step(&r, &event("ActivationCompleted", 6), at(5), &p)
-            .unwrap()
-            .record;
+        let soaking = step(&r, &event("ActivationCompleted", 6), at(5), &p).unwrap().record;
         assert_eq!(soaking.current_closure, Some(target()));
-        assert!(
-            soaking.probes.is_empty(),
-            "probes are cleared on activation"
-        );
+        assert!(soaking.probes.is_empty(), "probes are cleared on activation");
         assert_eq!(soaking.activation_completed_at, Some(at(100)));
-        assert_eq!(
-            soaking.soak_due_at,
-            Some(at(100) + Duration::minutes(10)),
-            "soak starts at completedAt"
-        );
+        assert_eq!(soaking.soak_due_at, Some(at(100) + Duration::minutes(10)), "soak starts at completedAt");
     }
 
-    let deferred = step(
-        &record_in(HostState::Activating),
-        &event("ActivationDeferred", 6),
-        at(5),
-        &p,
-    )
-    .unwrap()
-    .record;
+    let deferred = step(&record_in(HostState::Activating), &event("ActivationDeferred", 6), at(5), &p).unwrap().record;
     assert_eq!(deferred.deferred_component.as_deref(), Some("kernel"));
 
-    let failed = step(
-        &record_in(HostState::Deferred),
-        &event("ActivationFailed", 6),
-        at(5),
-        &p,
-    )
-    .unwrap()
-    .record;
+    let failed = step(&record_in(HostState::Deferred), &event("ActivationFailed", 6), at(5), &p).unwrap().record;
     assert_eq!(
         failed.policy_applied,
         Some(HealthFailurePolicy::RollbackAndHalt),
         "policyApplied := policy.onHealthFailure"
     );
-    assert!(
-        failed
-            .failure
-            .unwrap()
-            .reason
-            .contains("exit code 4: unit failed")
-    );
+    assert!(failed.failure.unwrap().reason.contains("exit code 4: unit failed"));
 
-    let probe_failed = step(
-        &record_in(HostState::Soaking),
-        &event("Failed", 6),
-        at(5),
-        &p,
-    )
-    .unwrap()
-    .record;
-    assert_eq!(
-        probe_failed.policy_applied,
-        Some(HealthFailurePolicy::Halt),
-        "from the event"
-    );
-    assert_eq!(
-        probe_failed.failure.unwrap().failing_probes,
-        vec!["http".to_owned()]
-    );
+    let probe_failed = step(&record_in(HostState::Soaking), &event("Failed", 6), at(5), &p).unwrap().record;
+    assert_eq!(probe_failed.policy_applied, Some(HealthFailurePolicy::Halt), "from the event");
+    assert_eq!(probe_failed.failure.unwrap().failing_probes, vec!["http".to_owned()]);
 
-    let converged = step(
-        &record_in(HostState::Soaking),
-        &event("Converged", 6),
-        at(5),
-        &p,
-    )
-    .unwrap()
-    .record;
+    let converged = step(&record_in(HostState::Soaking), &event("Converged", 6), at(5), &p).unwrap().record;
     assert_eq!(converged.converged_at, Some(at(610)));
 }
 
@@ -284,24 +202,11 @@ fn seq_at_or_below_the_last_is_duplicate_in_every_state_and_checked_first() {
 
 #[test]
 fn seq_gaps_are_allowed() {
-    let t = step(
-        &record_in(HostState::Pending),
-        &event("DispatchAck", 42),
-        at(0),
-        &policy(),
-    )
-    .unwrap();
+    let t = step(&record_in(HostState::Pending), &event("DispatchAck", 42), at(0), &policy()).unwrap();
     assert_eq!(t.record.last_event_seq, 42);
 }
 
-fn probe(
-    record: &HostRecord,
-    name: &str,
-    mode: &str,
-    status: &str,
-    seq: u64,
-    when: i64,
-) -> HostRecord {
+fn probe(record: &HostRecord, name: &str, mode: &str, status: &str, seq: u64, when: i64) -> HostRecord {
     let e: HostEvent = serde_json::from_value(
         json!({"kind":"ProbeResult","seq":seq,"probe":name,"mode":mode,"status":status,"observedAt":at(when),"reason":"r"}),
     )
@@ -334,16 +239,17 @@ fn probe_results_track_last_pass_and_first_failure() {
 fn converged_guards_wrong_closure_early_and_failing_enforce_probe() {
     let soaking = record_in(HostState::Soaking);
     let converge = |r: &HostRecord, when: i64, closure_str: &str| {
-        let e: HostEvent = serde_json::from_value(json!({"kind":"Converged","seq":20,"convergedAt":at(when),"currentClosure":closure_str})).unwrap();
+        let e: HostEvent = serde_json::from_value(
+            json!({"kind":"Converged","seq":20,"convergedAt":at(when),"currentClosure":closure_str}),
+        )
+        .unwrap();
         step(r, &e, at(when), &policy())
     };
     let t = target().to_string();
     assert!(
         matches!(converge(&soaking, 610, "/nix/store/other"), Err(TransitionError::Invariant(m)) if m.contains("target"))
     );
-    assert!(
-        matches!(converge(&soaking, 609, &t), Err(TransitionError::Invariant(m)) if m.contains("soak runs until"))
-    );
+    assert!(matches!(converge(&soaking, 609, &t), Err(TransitionError::Invariant(m)) if m.contains("soak runs until")));
     assert_eq!(
         converge(&soaking, 610, &t).unwrap().record.state,
         HostState::Converged,
@@ -351,9 +257,7 @@ fn converged_guards_wrong_closure_early_and_failing_enforce_probe() {
     );
 
     let failing = probe(&soaking, "http", "enforce", "fail", 6, 300);
-    assert!(
-        matches!(converge(&failing, 700, &t), Err(TransitionError::Invariant(m)) if m.contains("http"))
-    );
+    assert!(matches!(converge(&failing, 700, &t), Err(TransitionError::Invariant(m)) if m.contains("http")));
     let observed_only = probe(&soaking, "metrics", "observe", "fail", 6, 300);
     assert_eq!(
         converge(&observed_only, 700, &t).unwrap().record.state,
@@ -368,17 +272,14 @@ fn converged_guards_wrong_closure_early_and_failing_enforce_probe() {
 
 #[test]
 fn activation_completed_with_nonzero_exit_or_wrong_closure_goes_to_failed() {
-    for (exit, observed, why) in [
-        (1, target().to_string(), "exited with code 1"),
-        (0, "/nix/store/other".to_owned(), "not the target"),
-    ] {
+    for (exit, observed, why) in
+        [(1, target().to_string(), "exited with code 1"), (0, "/nix/store/other".to_owned(), "not the target")]
+    {
         let e: HostEvent = serde_json::from_value(
             json!({"kind":"ActivationCompleted","seq":6,"observedClosure":observed,"exitCode":exit,"completedAt":at(100)}),
         )
         .unwrap();
-        let r = step(&record_in(HostState::Activating), &e, at(100), &policy())
-            .unwrap()
-            .record;
+        let r = step(&record_in(HostState::Activating), &e, at(100), &policy()).unwrap().record;
         assert_eq!(r.state, HostState::Failed);
         assert!(r.failure.unwrap().reason.contains(why));
         assert_eq!(r.soak_due_at, None, "never Soaking when it cannot converge");
@@ -387,13 +288,7 @@ fn activation_completed_with_nonzero_exit_or_wrong_closure_goes_to_failed() {
 
 #[test]
 fn rollback_complete_reverts_and_quarantines_the_target_closure() {
-    let t = step(
-        &record_in(HostState::Failed),
-        &event("RollbackComplete", 6),
-        at(50),
-        &policy(),
-    )
-    .unwrap();
+    let t = step(&record_in(HostState::Failed), &event("RollbackComplete", 6), at(50), &policy()).unwrap();
     assert_eq!(t.record.current_closure, Some(old()));
     assert!(t.effects.iter().any(|e| matches!(e,
         Effect::Quarantine { channel, closure, .. } if channel.as_str() == "stable" && *closure == target())));

@@ -10,12 +10,7 @@ use shared::{Channel, Closure};
 
 fn hold_of<'a>(actions: &'a [PlanAction], host: &str) -> Option<(Gate, &'a str)> {
     actions.iter().find_map(|a| match a {
-        PlanAction::Hold {
-            host: h,
-            gate,
-            reason,
-            ..
-        } if h.as_str() == host => Some((*gate, reason.as_str())),
+        PlanAction::Hold { host: h, gate, reason, .. } if h.as_str() == host => Some((*gate, reason.as_str())),
         _ => None,
     })
 }
@@ -23,22 +18,16 @@ fn hold_of<'a>(actions: &'a [PlanAction], host: &str) -> Option<(Gate, &'a str)>
 fn input(s: &mut Scenario, rollout: &str, input: RolloutInput) {
     let fleet = s.set.fleet.clone();
     let now = s.now;
-    s.state
-        .apply_rollout_input(&fleet, &Scenario::rid(rollout), &input, now)
-        .unwrap();
+    s.state.apply_rollout_input(&fleet, &Scenario::rid(rollout), &input, now).unwrap();
 }
 
 fn quarantine(s: &mut Scenario, channel: &str, closure: &str) {
-    s.quarantines.insert((
-        Channel::parse(channel).unwrap(),
-        Closure::parse(closure).unwrap(),
-    ));
+    s.quarantines.insert((Channel::parse(channel).unwrap(), Closure::parse(closure).unwrap()));
 }
 
 fn single(hosts: &[&str]) -> FleetBuilder {
-    let mut b = FleetBuilder::new()
-        .policy("p", &[(10, false), (10, false), (10, false)], "halt", 30)
-        .channel("stable", "p");
+    let mut b =
+        FleetBuilder::new().policy("p", &[(10, false), (10, false), (10, false)], "halt", 30).channel("stable", "p");
     for h in hosts {
         b = b.host(h, "stable", &["web"]);
     }
@@ -51,23 +40,9 @@ const R: &str = "stable@c0ffee";
 fn opening_a_rollout_creates_pending_records_and_dispatches_wave_zero() {
     let mut s = Scenario::new(single(&["a", "b"]).manifest_set("c0ffee"));
     let actions = s.tick();
-    assert_eq!(
-        actions[0],
-        PlanAction::OpenRollout {
-            rollout_id: Scenario::rid(R)
-        }
-    );
+    assert_eq!(actions[0], PlanAction::OpenRollout { rollout_id: Scenario::rid(R) });
     assert_eq!(Scenario::dispatched(&actions), ["a", "b"]);
-    assert!(
-        matches!(
-            &actions[1],
-            PlanAction::QueueDispatch {
-                soak_seconds: 0,
-                ..
-            }
-        ),
-        "all-at-once channel: soak 0"
-    );
+    assert!(matches!(&actions[1], PlanAction::QueueDispatch { soak_seconds: 0, .. }), "all-at-once channel: soak 0");
     assert_eq!(s.rollout(R).state, RolloutState::Active);
     assert_eq!(s.rollout(R).current_wave, 0);
     // A dispatch that is outstanding is not planned again.
@@ -76,27 +51,15 @@ fn opening_a_rollout_creates_pending_records_and_dispatches_wave_zero() {
 
 #[test]
 fn quarantine_holds_first_even_when_other_gates_would_too() {
-    let mut s = Scenario::new(
-        single(&["a", "b"])
-            .waves("stable", &[&["a"], &["b"]])
-            .manifest_set("c0ffee"),
-    );
+    let mut s = Scenario::new(single(&["a", "b"]).waves("stable", &[&["a"], &["b"]]).manifest_set("c0ffee"));
     s.tick();
     input(&mut s, R, RolloutInput::Pause);
     quarantine(&mut s, "stable", "/nix/store/b-v1");
     let actions = s.plan();
     let (gate, reason) = hold_of(&actions, "b").unwrap();
-    assert_eq!(
-        gate,
-        Gate::Quarantine,
-        "quarantine is checked before rollout-state and wave"
-    );
+    assert_eq!(gate, Gate::Quarantine, "quarantine is checked before rollout-state and wave");
     assert!(reason.contains("/nix/store/b-v1"));
-    assert_eq!(
-        hold_of(&actions, "a").unwrap().0,
-        Gate::RolloutState,
-        "a is only held by the pause"
-    );
+    assert_eq!(hold_of(&actions, "a").unwrap().0, Gate::RolloutState, "a is only held by the pause");
 }
 
 #[test]
@@ -105,31 +68,16 @@ fn paused_and_halted_rollouts_dispatch_nothing() {
     s.tick();
     input(&mut s, R, RolloutInput::Pause);
     let actions = s.plan();
-    assert_eq!(
-        hold_of(&actions, "a"),
-        Some((Gate::RolloutState, "the rollout is paused"))
-    );
+    assert_eq!(hold_of(&actions, "a"), Some((Gate::RolloutState, "the rollout is paused")));
     input(&mut s, R, RolloutInput::Resume);
     s.tick();
     s.activate(R, "a");
-    s.send(
-        R,
-        "a",
-        "Failed",
-        json!({"failedAt": t0(), "failingProbes": ["http"], "policyApplied": "halt"}),
-    )
-    .unwrap();
+    s.send(R, "a", "Failed", json!({"failedAt": t0(), "failingProbes": ["http"], "policyApplied": "halt"})).unwrap();
     let actions = s.plan();
-    assert!(
-        Scenario::dispatched(&actions).is_empty(),
-        "never dispatch after a failure under halt"
-    );
+    assert!(Scenario::dispatched(&actions).is_empty(), "never dispatch after a failure under halt");
     let (gate, reason) = hold_of(&actions, "b").unwrap();
     assert_eq!(gate, Gate::RolloutState);
-    assert!(
-        reason.contains("halted") && reason.contains("a failed"),
-        "{reason}"
-    );
+    assert!(reason.contains("halted") && reason.contains("a failed"), "{reason}");
 }
 
 fn two_channels() -> FleetBuilder {
@@ -159,9 +107,7 @@ fn channel_edge_holds_until_the_predecessor_rollout_completes() {
 fn channel_edge_with_a_missing_predecessor_rollout_blocks() {
     let mut s = Scenario::new(two_channels().manifest_set("c0ffee"));
     // Open only stable's rollout: canary has a verified manifest but no rollout row.
-    let open = PlanAction::OpenRollout {
-        rollout_id: Scenario::rid("stable@c0ffee"),
-    };
+    let open = PlanAction::OpenRollout { rollout_id: Scenario::rid("stable@c0ffee") };
     s.state.apply_action(&s.set.clone(), &open, t0());
     let actions = s.plan();
     let (gate, reason) = hold_of(&actions, "s1").unwrap();
@@ -171,17 +117,10 @@ fn channel_edge_with_a_missing_predecessor_rollout_blocks() {
 
 #[test]
 fn later_waves_wait_and_unstaged_hosts_are_held() {
-    let mut s = Scenario::new(
-        single(&["a", "b", "z"])
-            .waves("stable", &[&["a"], &["b"]])
-            .manifest_set("c0ffee"),
-    );
+    let mut s = Scenario::new(single(&["a", "b", "z"]).waves("stable", &[&["a"], &["b"]]).manifest_set("c0ffee"));
     let actions = s.tick();
     assert_eq!(Scenario::dispatched(&actions), ["a"]);
-    assert_eq!(
-        hold_of(&actions, "b"),
-        Some((Gate::Wave, "wave 1 is not current yet (current wave 0)"))
-    );
+    assert_eq!(hold_of(&actions, "b"), Some((Gate::Wave, "wave 1 is not current yet (current wave 0)")));
     assert_eq!(hold_of(&actions, "z"), Some((Gate::Wave, "unstaged")));
 }
 
@@ -198,66 +137,33 @@ fn approval_waves_wait_for_an_operator() {
     s.tick();
     s.converge(R, "a");
     let actions = s.tick();
-    assert!(actions.contains(&PlanAction::AdvanceWave {
-        rollout_id: Scenario::rid(R),
-        to: 1
-    }));
-    assert_eq!(
-        hold_of(&actions, "b"),
-        Some((Gate::Approval, "wave 1 requires approval"))
-    );
+    assert!(actions.contains(&PlanAction::AdvanceWave { rollout_id: Scenario::rid(R), to: 1 }));
+    assert_eq!(hold_of(&actions, "b"), Some((Gate::Approval, "wave 1 requires approval")));
     input(&mut s, R, RolloutInput::Approve { wave: 1 });
     assert_eq!(Scenario::dispatched(&s.tick()), ["b"]);
 }
 
 #[test]
 fn host_edges_hold_until_the_gating_host_is_converged_or_deferred() {
-    let set = single(&["db1", "db2", "web1", "web2"])
-        .edge("db1", "web1")
-        .edge("db2", "web2")
-        .manifest_set("c0ffee");
+    let set = single(&["db1", "db2", "web1", "web2"]).edge("db1", "web1").edge("db2", "web2").manifest_set("c0ffee");
     let mut s = Scenario::new(set);
     let actions = s.tick();
     assert_eq!(Scenario::dispatched(&actions), ["db1", "db2"]);
-    assert_eq!(
-        hold_of(&actions, "web1"),
-        Some((Gate::HostEdge, "waiting for db1 (Pending)"))
-    );
+    assert_eq!(hold_of(&actions, "web1"), Some((Gate::HostEdge, "waiting for db1 (Pending)")));
     s.converge(R, "db1");
     let now = s.now;
-    s.send(
-        R,
-        "db2",
-        "DispatchAck",
-        json!({"currentClosure": "/nix/store/old", "receivedAt": now}),
-    )
-    .unwrap();
-    s.send(
-        R,
-        "db2",
-        "ActivationDeferred",
-        json!({"component": "kernel", "deferredAt": now}),
-    )
-    .unwrap();
-    assert_eq!(
-        Scenario::dispatched(&s.tick()),
-        ["web1", "web2"],
-        "Converged and Deferred both pass"
-    );
+    s.send(R, "db2", "DispatchAck", json!({"currentClosure": "/nix/store/old", "receivedAt": now})).unwrap();
+    s.send(R, "db2", "ActivationDeferred", json!({"component": "kernel", "deferredAt": now})).unwrap();
+    assert_eq!(Scenario::dispatched(&s.tick()), ["web1", "web2"], "Converged and Deferred both pass");
 }
 
 #[test]
 fn budget_three_candidates_max_in_flight_one_queues_exactly_one() {
-    let set = single(&["a", "b", "c"])
-        .budget("web", json!({"tags": ["web"]}), 1)
-        .manifest_set("c0ffee");
+    let set = single(&["a", "b", "c"]).budget("web", json!({"tags": ["web"]}), 1).manifest_set("c0ffee");
     let mut s = Scenario::new(set);
     let actions = s.tick();
     assert_eq!(Scenario::dispatched(&actions), ["a"]);
-    assert_eq!(
-        hold_of(&actions, "b"),
-        Some((Gate::Budget, "budget web: 1 of 1 in flight"))
-    );
+    assert_eq!(hold_of(&actions, "b"), Some((Gate::Budget, "budget web: 1 of 1 in flight")));
     assert_eq!(hold_of(&actions, "c").unwrap().0, Gate::Budget);
     // Outstanding dispatch, then Activating, then Soaking all count.
     assert!(Scenario::dispatched(&s.tick()).is_empty());
@@ -280,11 +186,7 @@ fn budgets_count_in_flight_hosts_across_rollouts_and_forget_stale_dispatches() {
         .manifest_set("c0ffee");
     let mut s = Scenario::new(set);
     let actions = s.tick();
-    assert_eq!(
-        Scenario::dispatched(&actions),
-        ["b1"],
-        "blue@ sorts first and takes the budget"
-    );
+    assert_eq!(Scenario::dispatched(&actions), ["b1"], "blue@ sorts first and takes the budget");
     assert_eq!(hold_of(&actions, "g1").unwrap().0, Gate::Budget);
     // The dispatch was never acknowledged: after stuckAfterMinutes it stops counting.
     s.advance(30 * 60 - 1);
@@ -295,52 +197,22 @@ fn budgets_count_in_flight_hosts_across_rollouts_and_forget_stale_dispatches() {
 
 #[test]
 fn wave_advance_happens_before_dispatch_in_the_same_pass_and_one_step_at_a_time() {
-    let mut s = Scenario::new(
-        single(&["a", "b", "c"])
-            .waves("stable", &[&["a"], &["b"], &["c"]])
-            .manifest_set("c0ffee"),
-    );
+    let mut s =
+        Scenario::new(single(&["a", "b", "c"]).waves("stable", &[&["a"], &["b"], &["c"]]).manifest_set("c0ffee"));
     s.tick();
     s.converge(R, "a");
     // Pretend b is already Converged (e.g. synthesised from a heartbeat): waves 0 and 1 are
     // both complete, yet one pass moves one step only.
-    s.state
-        .records
-        .get_mut(&Scenario::rid(R))
-        .unwrap()
-        .get_mut(&Scenario::host("b"))
-        .unwrap()
-        .state = HostState::Converged;
+    s.state.records.get_mut(&Scenario::rid(R)).unwrap().get_mut(&Scenario::host("b")).unwrap().state =
+        HostState::Converged;
     let actions = s.plan();
-    assert_eq!(
-        actions[0],
-        PlanAction::AdvanceWave {
-            rollout_id: Scenario::rid(R),
-            to: 1
-        }
-    );
-    assert_eq!(
-        actions
-            .iter()
-            .filter(|a| matches!(a, PlanAction::AdvanceWave { .. }))
-            .count(),
-        1
-    );
+    assert_eq!(actions[0], PlanAction::AdvanceWave { rollout_id: Scenario::rid(R), to: 1 });
+    assert_eq!(actions.iter().filter(|a| matches!(a, PlanAction::AdvanceWave { .. })).count(), 1);
     assert_eq!(hold_of(&actions, "c").unwrap().0, Gate::Wave);
     s.tick();
     let next = s.tick();
-    assert_eq!(
-        next[0],
-        PlanAction::AdvanceWave {
-            rollout_id: Scenario::rid(R),
-            to: 2
-        }
-    );
-    assert_eq!(
-        Scenario::dispatched(&next),
-        ["c"],
-        "advanced and dispatched in the same pass"
-    );
+    assert_eq!(next[0], PlanAction::AdvanceWave { rollout_id: Scenario::rid(R), to: 2 });
+    assert_eq!(Scenario::dispatched(&next), ["c"], "advanced and dispatched in the same pass");
 }
 
 #[test]
@@ -350,48 +222,20 @@ fn a_failed_host_blocks_its_wave_and_an_empty_wave_never_auto_advances() {
     s.tick();
     s.converge(R, "a");
     s.activate(R, "b");
-    s.send(
-        R,
-        "b",
-        "Failed",
-        json!({"failedAt": s.now, "failingProbes": [], "policyApplied": "halt"}),
-    )
-    .unwrap();
+    s.send(R, "b", "Failed", json!({"failedAt": s.now, "failingProbes": [], "policyApplied": "halt"})).unwrap();
     // Even if the rollout were active again, an unexcused Failed host blocks wave 0.
     s.state.rollouts.get_mut(&Scenario::rid(R)).unwrap().state = RolloutState::Active;
-    assert!(
-        !s.plan()
-            .iter()
-            .any(|a| matches!(a, PlanAction::AdvanceWave { .. }))
-    );
+    assert!(!s.plan().iter().any(|a| matches!(a, PlanAction::AdvanceWave { .. })));
     s.state.rollouts.get_mut(&Scenario::rid(R)).unwrap().state = RolloutState::Halted;
     input(&mut s, R, RolloutInput::ClearFailure);
     let actions = s.tick();
-    assert_eq!(
-        actions[0],
-        PlanAction::AdvanceWave {
-            rollout_id: Scenario::rid(R),
-            to: 1
-        }
-    );
+    assert_eq!(actions[0], PlanAction::AdvanceWave { rollout_id: Scenario::rid(R), to: 1 });
     // Wave 1 is empty: it never auto-advances, however often we plan.
     for _ in 0..5 {
-        assert!(
-            !s.tick()
-                .iter()
-                .any(|a| matches!(a, PlanAction::AdvanceWave { .. }))
-        );
+        assert!(!s.tick().iter().any(|a| matches!(a, PlanAction::AdvanceWave { .. })));
     }
     assert_eq!(s.rollout(R).current_wave, 1);
-    input(
-        &mut s,
-        R,
-        RolloutInput::AdvanceWave {
-            to: 2,
-            by: AdvancedBy::Operator,
-            force: false,
-        },
-    );
+    input(&mut s, R, RolloutInput::AdvanceWave { to: 2, by: AdvancedBy::Operator, force: false });
     assert_eq!(Scenario::dispatched(&s.tick()), ["c"]);
 }
 
@@ -401,34 +245,18 @@ fn a_newer_release_supersedes_the_open_rollout_and_withdraws_its_dispatches() {
     let mut s = Scenario::new(fleet.manifest_set("c0ffee"));
     s.tick();
     assert!(s.record(R, "a").dispatch.is_some());
-    let (v2_fleet, v2) = fleet
-        .release_closures("stable", "v2")
-        .release("d00d", t0() + chrono::Duration::minutes(5));
+    let (v2_fleet, v2) = fleet.release_closures("stable", "v2").release("d00d", t0() + chrono::Duration::minutes(5));
     let mut manifests: Vec<_> = s.set.iter().cloned().collect();
     manifests.extend(v2);
     // The new release comes with a new fleet document (new closures, new hash).
     s.set = engine::state::ManifestSet::new(v2_fleet, manifests);
     let actions = s.tick();
-    assert_eq!(
-        actions[0],
-        PlanAction::OpenRollout {
-            rollout_id: Scenario::rid("stable@d00d")
-        }
-    );
+    assert_eq!(actions[0], PlanAction::OpenRollout { rollout_id: Scenario::rid("stable@d00d") });
     assert_eq!(s.rollout(R).state, RolloutState::Superseded);
-    assert_eq!(
-        s.rollout(R).superseded_by,
-        Some(Scenario::rid("stable@d00d"))
-    );
-    assert!(
-        s.record(R, "a").dispatch.is_none(),
-        "the old dispatch was withdrawn"
-    );
+    assert_eq!(s.rollout(R).superseded_by, Some(Scenario::rid("stable@d00d")));
+    assert!(s.record(R, "a").dispatch.is_none(), "the old dispatch was withdrawn");
     assert_eq!(Scenario::dispatched(&actions), ["a"]);
-    assert_eq!(
-        s.record("stable@d00d", "a").target_closure.as_str(),
-        "/nix/store/a-v2"
-    );
+    assert_eq!(s.record("stable@d00d", "a").target_closure.as_str(), "/nix/store/a-v2");
 }
 
 #[test]
@@ -440,11 +268,7 @@ fn a_release_with_an_identical_host_set_opens_nothing() {
     let mut manifests: Vec<_> = s.set.iter().cloned().collect();
     manifests.extend(again);
     s.set = engine::state::ManifestSet::new(s.set.fleet.clone(), manifests);
-    assert!(
-        !s.tick()
-            .iter()
-            .any(|a| matches!(a, PlanAction::OpenRollout { .. }))
-    );
+    assert!(!s.tick().iter().any(|a| matches!(a, PlanAction::OpenRollout { .. })));
     assert!(!s.state.rollouts.contains_key(&Scenario::rid("stable@beef")));
 }
 
@@ -473,30 +297,16 @@ fn equal_inputs_give_equal_actions_in_rollout_then_host_order() {
     let order: Vec<String> = first
         .iter()
         .map(|a| match a {
-            PlanAction::QueueDispatch {
-                rollout_id, host, ..
-            } => format!("{rollout_id}/{host}"),
+            PlanAction::QueueDispatch { rollout_id, host, .. } => format!("{rollout_id}/{host}"),
             other => panic!("unexpected {other:?}"),
         })
         .collect();
-    assert_eq!(
-        order,
-        [
-            "alpha@c0ffee/b",
-            "alpha@c0ffee/k",
-            "zeta@c0ffee/a",
-            "zeta@c0ffee/m"
-        ]
-    );
+    assert_eq!(order, ["alpha@c0ffee/b", "alpha@c0ffee/k", "zeta@c0ffee/a", "zeta@c0ffee/m"]);
 }
 
 #[test]
 fn unchanged_holds_are_not_logged_again() {
-    let mut s = Scenario::new(
-        single(&["a", "b"])
-            .waves("stable", &[&["a"], &["b"]])
-            .manifest_set("c0ffee"),
-    );
+    let mut s = Scenario::new(single(&["a", "b"]).waves("stable", &[&["a"], &["b"]]).manifest_set("c0ffee"));
     s.tick();
     let set = s.set.clone();
     let mut logged = 0;
@@ -508,9 +318,5 @@ fn unchanged_holds_are_not_logged_again() {
     }
     assert_eq!(logged, 0, "100 passes of a waiting fleet log nothing");
     let waiting = s.record(R, "b").waiting_on.clone().unwrap();
-    assert_eq!(
-        (waiting.gate, waiting.since),
-        (Gate::Wave, t0()),
-        "since is when the hold began"
-    );
+    assert_eq!((waiting.gate, waiting.since), (Gate::Wave, t0()), "since is when the hold began");
 }

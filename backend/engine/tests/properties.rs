@@ -90,16 +90,12 @@ const HOSTS: [&str; 4] = ["a", "b", "c", "d"];
 const R: &str = "stable@c0ffee";
 
 fn scenario() -> Scenario {
-    let mut b = FleetBuilder::new()
-        .policy("p", &[(5, false), (5, true), (5, false)], "halt", 30)
-        .channel("stable", "p");
+    let mut b =
+        FleetBuilder::new().policy("p", &[(5, false), (5, true), (5, false)], "halt", 30).channel("stable", "p");
     for h in HOSTS {
         b = b.host(h, "stable", &[]).release_closures("stable", "v2");
     }
-    let mut s = Scenario::new(
-        b.waves("stable", &[&["a"], &["b", "c"], &["d"]])
-            .manifest_set("c0ffee"),
-    );
+    let mut s = Scenario::new(b.waves("stable", &[&["a"], &["b", "c"], &["d"]]).manifest_set("c0ffee"));
     s.tick();
     s
 }

@@ -25,23 +25,17 @@ fn scenario() -> Scenario {
 
 fn input(s: &mut Scenario, input: RolloutInput) -> Result<Vec<Effect>, RolloutError> {
     let fleet = s.set.fleet.clone();
-    s.state
-        .apply_rollout_input(&fleet, &Scenario::rid(R), &input, s.now)
+    s.state.apply_rollout_input(&fleet, &Scenario::rid(R), &input, s.now)
 }
 
 fn all_inputs() -> Vec<RolloutInput> {
     vec![
-        RolloutInput::HostFailed {
-            host: Scenario::host("a"),
-            reason: "boom".into(),
-        },
+        RolloutInput::HostFailed { host: Scenario::host("a"), reason: "boom".into() },
         RolloutInput::Pause,
         RolloutInput::Resume,
         RolloutInput::ClearFailure,
         RolloutInput::Evaluate,
-        RolloutInput::Supersede {
-            by: Scenario::rid("stable@d00d"),
-        },
+        RolloutInput::Supersede { by: Scenario::rid("stable@d00d") },
     ]
 }
 
@@ -51,39 +45,9 @@ fn state_input_table() {
     // Expected state after each input of `all_inputs()`, or None for 409 (does not apply).
     // Every record is Converged, so Evaluate completes an Active rollout.
     let table: [(RolloutState, [Option<RolloutState>; 6]); 5] = [
-        (
-            Active,
-            [
-                Some(Halted),
-                Some(Paused),
-                None,
-                None,
-                Some(Completed),
-                Some(Superseded),
-            ],
-        ),
-        (
-            Paused,
-            [
-                Some(Halted),
-                None,
-                Some(Active),
-                None,
-                Some(Paused),
-                Some(Superseded),
-            ],
-        ),
-        (
-            Halted,
-            [
-                Some(Halted),
-                None,
-                None,
-                Some(Active),
-                Some(Halted),
-                Some(Superseded),
-            ],
-        ),
+        (Active, [Some(Halted), Some(Paused), None, None, Some(Completed), Some(Superseded)]),
+        (Paused, [Some(Halted), None, Some(Active), None, Some(Paused), Some(Superseded)]),
+        (Halted, [Some(Halted), None, None, Some(Active), Some(Halted), Some(Superseded)]),
         (Completed, [None, None, None, None, None, None]),
         (Superseded, [None, None, None, None, None, None]),
     ];
@@ -91,13 +55,8 @@ fn state_input_table() {
         for (input_, want) in all_inputs().into_iter().zip(expected) {
             let mut s = scenario();
             for host in ["a", "b", "c"] {
-                s.state
-                    .records
-                    .get_mut(&Scenario::rid(R))
-                    .unwrap()
-                    .get_mut(&Scenario::host(host))
-                    .unwrap()
-                    .state = HostState::Converged;
+                s.state.records.get_mut(&Scenario::rid(R)).unwrap().get_mut(&Scenario::host(host)).unwrap().state =
+                    HostState::Converged;
             }
             s.state.rollouts.get_mut(&Scenario::rid(R)).unwrap().state = from;
             let name = input_.name();
@@ -120,13 +79,7 @@ fn state_input_table() {
 fn a_failed_host_halts_the_rollout_and_records_which_and_why() {
     let mut s = scenario();
     s.activate(R, "a");
-    s.send(
-        R,
-        "a",
-        "Failed",
-        json!({"failedAt": s.now, "failingProbes": ["http"], "policyApplied": "halt"}),
-    )
-    .unwrap();
+    s.send(R, "a", "Failed", json!({"failedAt": s.now, "failingProbes": ["http"], "policyApplied": "halt"})).unwrap();
     let halt = s.rollout(R).halt.clone().unwrap();
     assert_eq!(s.rollout(R).state, RolloutState::Halted);
     assert_eq!(halt.host.as_str(), "a");
@@ -138,13 +91,7 @@ fn a_failure_while_paused_halts_too() {
     let mut s = scenario();
     s.activate(R, "a");
     input(&mut s, RolloutInput::Pause).unwrap();
-    s.send(
-        R,
-        "a",
-        "Failed",
-        json!({"failedAt": s.now, "failingProbes": [], "policyApplied": "halt"}),
-    )
-    .unwrap();
+    s.send(R, "a", "Failed", json!({"failedAt": s.now, "failingProbes": [], "policyApplied": "halt"})).unwrap();
     assert_eq!(s.rollout(R).state, RolloutState::Halted);
 }
 
@@ -153,10 +100,7 @@ fn pause_and_halt_withdraw_unacknowledged_dispatches() {
     let mut s = scenario();
     assert!(s.record(R, "a").dispatch.is_some() && s.record(R, "b").dispatch.is_some());
     let effects = input(&mut s, RolloutInput::Pause).unwrap();
-    let withdrawn: Vec<_> = effects
-        .iter()
-        .filter(|e| matches!(e, Effect::WithdrawDispatch { .. }))
-        .collect();
+    let withdrawn: Vec<_> = effects.iter().filter(|e| matches!(e, Effect::WithdrawDispatch { .. })).collect();
     assert_eq!(withdrawn.len(), 2);
     assert!(s.record(R, "a").dispatch.is_none() && s.record(R, "b").dispatch.is_none());
 
@@ -164,18 +108,9 @@ fn pause_and_halt_withdraw_unacknowledged_dispatches() {
     s.tick();
     s.activate(R, "a");
     assert!(s.record(R, "b").dispatch.is_some());
-    s.send(
-        R,
-        "a",
-        "Failed",
-        json!({"failedAt": s.now, "failingProbes": [], "policyApplied": "halt"}),
-    )
-    .unwrap();
+    s.send(R, "a", "Failed", json!({"failedAt": s.now, "failingProbes": [], "policyApplied": "halt"})).unwrap();
     assert_eq!(s.rollout(R).state, RolloutState::Halted);
-    assert!(
-        s.record(R, "b").dispatch.is_none(),
-        "halt withdrew b's unacknowledged dispatch"
-    );
+    assert!(s.record(R, "b").dispatch.is_none(), "halt withdrew b's unacknowledged dispatch");
 }
 
 #[test]
@@ -183,33 +118,16 @@ fn clear_failure_excuses_the_hosts_failed_or_reverted_at_that_moment() {
     let mut s = scenario();
     s.activate(R, "a");
     s.activate(R, "b");
-    s.send(
-        R,
-        "a",
-        "Failed",
-        json!({"failedAt": s.now, "failingProbes": [], "policyApplied": "rollback-and-halt"}),
-    )
-    .unwrap();
-    s.send(
-        R,
-        "a",
-        "RollbackComplete",
-        json!({"revertedTo": "/nix/store/old", "completedAt": s.now}),
-    )
-    .unwrap();
+    s.send(R, "a", "Failed", json!({"failedAt": s.now, "failingProbes": [], "policyApplied": "rollback-and-halt"}))
+        .unwrap();
+    s.send(R, "a", "RollbackComplete", json!({"revertedTo": "/nix/store/old", "completedAt": s.now})).unwrap();
     input(&mut s, RolloutInput::ClearFailure).unwrap();
     assert_eq!(s.rollout(R).state, RolloutState::Active);
     assert!(s.record(R, "a").excused, "a was Reverted at clear time");
     assert!(!s.record(R, "b").excused, "b was Soaking: not excused");
 
     // A later failure is not covered by the earlier clear.
-    s.send(
-        R,
-        "b",
-        "Failed",
-        json!({"failedAt": s.now, "failingProbes": [], "policyApplied": "halt"}),
-    )
-    .unwrap();
+    s.send(R, "b", "Failed", json!({"failedAt": s.now, "failingProbes": [], "policyApplied": "halt"})).unwrap();
     assert_eq!(s.rollout(R).state, RolloutState::Halted);
     assert!(!s.record(R, "b").excused);
 }
@@ -218,47 +136,23 @@ fn clear_failure_excuses_the_hosts_failed_or_reverted_at_that_moment() {
 fn excused_hosts_no_longer_block_waves_or_completion_but_deferred_blocks_completion() {
     let mut s = scenario();
     s.activate(R, "a");
-    s.send(
-        R,
-        "a",
-        "Failed",
-        json!({"failedAt": s.now, "failingProbes": [], "policyApplied": "halt"}),
-    )
-    .unwrap();
+    s.send(R, "a", "Failed", json!({"failedAt": s.now, "failingProbes": [], "policyApplied": "halt"})).unwrap();
     input(&mut s, RolloutInput::ClearFailure).unwrap();
     s.tick();
     s.converge(R, "b");
     let actions = s.tick();
     assert!(
-        actions
-            .iter()
-            .any(|a| matches!(a, engine::planner::PlanAction::AdvanceWave { to: 1, .. })),
+        actions.iter().any(|a| matches!(a, engine::planner::PlanAction::AdvanceWave { to: 1, .. })),
         "excused a does not block wave 0"
     );
     input(&mut s, RolloutInput::Approve { wave: 1 }).unwrap();
     s.tick();
     let now = s.now;
-    s.send(
-        R,
-        "c",
-        "DispatchAck",
-        json!({"currentClosure": "/nix/store/old", "receivedAt": now}),
-    )
-    .unwrap();
-    s.send(
-        R,
-        "c",
-        "ActivationDeferred",
-        json!({"component": "kernel", "deferredAt": now}),
-    )
-    .unwrap();
+    s.send(R, "c", "DispatchAck", json!({"currentClosure": "/nix/store/old", "receivedAt": now})).unwrap();
+    s.send(R, "c", "ActivationDeferred", json!({"component": "kernel", "deferredAt": now})).unwrap();
     assert_eq!(s.record(R, "c").state, HostState::Deferred);
     input(&mut s, RolloutInput::Evaluate).unwrap();
-    assert_eq!(
-        s.rollout(R).state,
-        RolloutState::Active,
-        "Deferred does not complete a rollout"
-    );
+    assert_eq!(s.rollout(R).state, RolloutState::Active, "Deferred does not complete a rollout");
 
     // After the reboot the agent reports completion; soak, converge, and the rollout completes.
     s.send(
@@ -270,51 +164,25 @@ fn excused_hosts_no_longer_block_waves_or_completion_but_deferred_blocks_complet
     .unwrap();
     s.advance(5 * 60);
     let now = s.now;
-    s.send(
-        R,
-        "c",
-        "Converged",
-        json!({"convergedAt": now, "currentClosure": "/nix/store/c-v1"}),
-    )
-    .unwrap();
-    assert_eq!(
-        s.rollout(R).state,
-        RolloutState::Completed,
-        "Converged + excused completes"
-    );
+    s.send(R, "c", "Converged", json!({"convergedAt": now, "currentClosure": "/nix/store/c-v1"})).unwrap();
+    assert_eq!(s.rollout(R).state, RolloutState::Completed, "Converged + excused completes");
 }
 
 #[test]
 fn current_wave_only_grows_and_promote_rules() {
     let mut s = scenario();
-    let promote = |to, force| RolloutInput::AdvanceWave {
-        to,
-        by: AdvancedBy::Operator,
-        force,
-    };
-    assert!(
-        matches!(input(&mut s, promote(0, false)), Err(RolloutError::NotApplicable(m)) if m.contains("not after"))
-    );
+    let promote = |to, force| RolloutInput::AdvanceWave { to, by: AdvancedBy::Operator, force };
+    assert!(matches!(input(&mut s, promote(0, false)), Err(RolloutError::NotApplicable(m)) if m.contains("not after")));
     assert!(
         matches!(input(&mut s, promote(1, false)), Err(RolloutError::NotApplicable(m)) if m.contains("not complete"))
     );
-    assert!(
-        matches!(input(&mut s, promote(2, true)), Err(RolloutError::NotApplicable(m)) if m.contains("no wave 2"))
-    );
+    assert!(matches!(input(&mut s, promote(2, true)), Err(RolloutError::NotApplicable(m)) if m.contains("no wave 2")));
     let effects = input(&mut s, promote(1, true)).unwrap();
     assert_eq!(s.rollout(R).current_wave, 1);
-    let Effect::Log(entry) = &effects[0] else {
-        panic!("log")
-    };
+    let Effect::Log(entry) = &effects[0] else { panic!("log") };
     assert_eq!(entry.kind, "WaveAdvanced");
-    assert_eq!(
-        entry.payload,
-        json!({"from": 0, "to": 1, "by": "operator", "force": true})
-    );
-    assert!(
-        input(&mut s, promote(0, true)).is_err(),
-        "never moves back, even forced"
-    );
+    assert_eq!(entry.payload, json!({"from": 0, "to": 1, "by": "operator", "force": true}));
+    assert!(input(&mut s, promote(0, true)).is_err(), "never moves back, even forced");
 }
 
 #[test]

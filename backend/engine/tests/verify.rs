@@ -7,8 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 use engine::sign::{public_key_b64, sign_value};
 use engine::testkit::{FleetBuilder, at, ci_key, key, sign, t0, trust, trust_config};
 use engine::verify::{
-    Freshness, TrustRoots, VerifyError, canonicalize, verify_artifact, verify_fleet,
-    verify_manifest,
+    Freshness, TrustRoots, VerifyError, canonicalize, verify_artifact, verify_fleet, verify_manifest,
 };
 use serde_json::{Value, json};
 use shared::RolloutId;
@@ -92,10 +91,7 @@ fn doc() -> Value {
 }
 
 fn artifact_with_text(text: &str, signature: &str) -> SignedArtifact {
-    SignedArtifact {
-        artifact: B64.encode(text.as_bytes()),
-        signature: signature.to_owned(),
-    }
+    SignedArtifact { artifact: B64.encode(text.as_bytes()), signature: signature.to_owned() }
 }
 
 fn check(artifact: &SignedArtifact, now: DateTime<Utc>) -> Result<(), VerifyError> {
@@ -104,16 +100,11 @@ fn check(artifact: &SignedArtifact, now: DateTime<Utc>) -> Result<(), VerifyErro
 
 #[test]
 fn a_fleet_signed_by_an_independent_implementation_verifies_despite_whitespace_and_key_order() {
-    let fixture: Value =
-        serde_json::from_str(include_str!("fixtures/python-signed-fleet.json")).unwrap();
+    let fixture: Value = serde_json::from_str(include_str!("fixtures/python-signed-fleet.json")).unwrap();
     let text = fixture["artifactText"].as_str().unwrap();
     let canonical = fixture["canonicalText"].as_str().unwrap();
     assert_ne!(text, canonical, "the fixture is sent in non-canonical form");
-    assert_eq!(
-        jcs(text),
-        canonical,
-        "our canonical form equals Python rfc8785's"
-    );
+    assert_eq!(jcs(text), canonical, "our canonical form equals Python rfc8785's");
 
     let config = serde_json::from_value(json!({
         "schemaVersion": 1, "ciReleaseKey": { "current": fixture["publicKey"] }, "freshnessWindowMinutes": 1440
@@ -155,10 +146,7 @@ fn a_fleet_signed_by_an_independent_implementation_verifies_despite_whitespace_a
 fn whitespace_and_key_order_in_transit_do_not_matter() {
     let signed = sign(&doc());
     let pretty = "{\n  \"x\" : [ 1, 2.50, \"y\" ],\n  \"meta\": {\"ciCommit\":\"ab\", \"signedAt\": \"2026-11-26T12:00:00+00:00\"},\n \"schemaVersion\":1 }";
-    assert_eq!(
-        check(&artifact_with_text(pretty, &signed.signature), t0()),
-        Ok(())
-    );
+    assert_eq!(check(&artifact_with_text(pretty, &signed.signature), t0()), Ok(()));
 }
 
 #[test]
@@ -168,47 +156,29 @@ fn every_single_byte_change_breaks_the_signature_or_the_document() {
     for i in 0..bytes.len() {
         let mut changed = bytes.clone();
         changed[i] ^= 0x01;
-        let artifact = SignedArtifact {
-            artifact: B64.encode(&changed),
-            signature: signed.signature.clone(),
-        };
+        let artifact = SignedArtifact { artifact: B64.encode(&changed), signature: signed.signature.clone() };
         let err = check(&artifact, t0()).unwrap_err();
-        assert!(
-            matches!(err, VerifyError::BadSignature | VerifyError::Malformed(_)),
-            "flipping byte {i} gave {err:?}"
-        );
+        assert!(matches!(err, VerifyError::BadSignature | VerifyError::Malformed(_)), "flipping byte {i} gave {err:?}");
     }
     let mut sig = B64.decode(&signed.signature).unwrap();
     sig[10] ^= 0x80;
-    let artifact = SignedArtifact {
-        artifact: signed.artifact.clone(),
-        signature: B64.encode(sig),
-    };
+    let artifact = SignedArtifact { artifact: signed.artifact.clone(), signature: B64.encode(sig) };
     assert_eq!(check(&artifact, t0()), Err(VerifyError::BadSignature));
 }
 
 #[test]
 fn no_trust_roots_verifies_nothing() {
-    assert_eq!(
-        verify_artifact(None, &sign(&doc()), t0(), Freshness::Check).unwrap_err(),
-        VerifyError::NoTrustRoots
-    );
+    assert_eq!(verify_artifact(None, &sign(&doc()), t0(), Freshness::Check).unwrap_err(), VerifyError::NoTrustRoots);
     let mut config = trust_config(&ci_key());
     config.ci_release_key.current = "not a key".into();
-    assert_eq!(
-        TrustRoots::from_config(&config).unwrap_err().code(),
-        "no-trust-roots"
-    );
+    assert_eq!(TrustRoots::from_config(&config).unwrap_err().code(), "no-trust-roots");
 }
 
 #[test]
 fn malformed_artifacts_are_named_malformed() {
     let signature = sign(&doc()).signature;
     for artifact in [
-        SignedArtifact {
-            artifact: "%%%".into(),
-            signature: signature.clone(),
-        },
+        SignedArtifact { artifact: "%%%".into(), signature: signature.clone() },
         artifact_with_text("{not json", &signature),
         artifact_with_text("", &signature),
     ] {
@@ -233,8 +203,8 @@ fn non_canonical_signature_encodings_are_rejected_by_strict_verification() {
     let signed = sign(&doc());
     let mut sig = B64.decode(&signed.signature).unwrap();
     const L: [u8; 32] = [
-        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
-        0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
     ];
     let mut carry = 0u16;
     for i in 0..32 {
@@ -242,10 +212,7 @@ fn non_canonical_signature_encodings_are_rejected_by_strict_verification() {
         sig[32 + i] = sum as u8;
         carry = sum >> 8;
     }
-    let artifact = SignedArtifact {
-        artifact: signed.artifact.clone(),
-        signature: B64.encode(sig),
-    };
+    let artifact = SignedArtifact { artifact: signed.artifact.clone(), signature: B64.encode(sig) };
     assert_eq!(check(&artifact, t0()), Err(VerifyError::BadSignature));
 }
 
@@ -254,17 +221,11 @@ fn schema_version_other_than_one_is_unsupported() {
     for version in [json!(2), json!("1"), json!(null)] {
         let mut d = doc();
         d["schemaVersion"] = version;
-        assert_eq!(
-            check(&sign(&d), t0()).unwrap_err().code(),
-            "unsupported-schema"
-        );
+        assert_eq!(check(&sign(&d), t0()).unwrap_err().code(), "unsupported-schema");
     }
     let mut d = doc();
     d.as_object_mut().unwrap().remove("schemaVersion");
-    assert_eq!(
-        check(&sign(&d), t0()).unwrap_err().code(),
-        "unsupported-schema"
-    );
+    assert_eq!(check(&sign(&d), t0()).unwrap_err().code(), "unsupported-schema");
 }
 
 #[test]
@@ -289,22 +250,11 @@ fn reject_before_accepts_equal_and_rejects_earlier() {
     let mut config = trust_config(&ci_key());
     config.ci_release_key.reject_before = Some(t0());
     let roots = TrustRoots::from_config(&config).unwrap();
-    let verify =
-        |a: &SignedArtifact| verify_artifact(Some(&roots), a, t0(), Freshness::Check).map(|_| ());
+    let verify = |a: &SignedArtifact| verify_artifact(Some(&roots), a, t0(), Freshness::Check).map(|_| ());
     assert_eq!(verify(&signed_at(t0())), Ok(()));
-    assert_eq!(
-        verify(&signed_at(t0() - Duration::seconds(1)))
-            .unwrap_err()
-            .code(),
-        "rejected-before"
-    );
+    assert_eq!(verify(&signed_at(t0() - Duration::seconds(1))).unwrap_err().code(), "rejected-before");
     // rejectBefore is not a freshness rule: it applies after a restart too.
-    let after_restart = verify_artifact(
-        Some(&roots),
-        &signed_at(t0() - Duration::seconds(1)),
-        t0(),
-        Freshness::Skip,
-    );
+    let after_restart = verify_artifact(Some(&roots), &signed_at(t0() - Duration::seconds(1)), t0(), Freshness::Skip);
     assert_eq!(after_restart.unwrap_err().code(), "rejected-before");
 }
 
@@ -312,33 +262,17 @@ fn reject_before_accepts_equal_and_rejects_earlier() {
 fn freshness_window_plus_sixty_seconds_is_accepted_and_one_more_is_stale() {
     let window = Duration::minutes(1440);
     let artifact = signed_at(t0());
-    assert_eq!(
-        check(&artifact, t0() + window + Duration::seconds(60)),
-        Ok(())
-    );
-    assert_eq!(
-        check(&artifact, t0() + window + Duration::seconds(61))
-            .unwrap_err()
-            .code(),
-        "stale"
-    );
+    assert_eq!(check(&artifact, t0() + window + Duration::seconds(60)), Ok(()));
+    assert_eq!(check(&artifact, t0() + window + Duration::seconds(61)).unwrap_err().code(), "stale");
     // After a restart the persisted set is re-verified without freshness.
-    let later = verify_artifact(
-        Some(&trust()),
-        &artifact,
-        t0() + Duration::days(30),
-        Freshness::Skip,
-    );
+    let later = verify_artifact(Some(&trust()), &artifact, t0() + Duration::days(30), Freshness::Skip);
     assert!(later.is_ok());
 }
 
 #[test]
 fn sixty_seconds_in_the_future_is_accepted_and_sixty_one_is_future_dated() {
     assert_eq!(check(&signed_at(at(60)), t0()), Ok(()));
-    assert_eq!(
-        check(&signed_at(at(61)), t0()).unwrap_err().code(),
-        "future-dated"
-    );
+    assert_eq!(check(&signed_at(at(61)), t0()).unwrap_err().code(), "future-dated");
 }
 
 #[test]
@@ -352,35 +286,19 @@ fn previous_and_successor_keys_count_until_retire_at_and_current_always() {
         TrustRoots::from_config(&c).unwrap()
     };
     let by = |k| sign_value(k, &doc()).unwrap().artifact();
-    let verify = |roots: &TrustRoots, k, now| {
-        verify_artifact(Some(roots), &by(k), now, Freshness::Check).map(|_| ())
-    };
+    let verify = |roots: &TrustRoots, k, now| verify_artifact(Some(roots), &by(k), now, Freshness::Check).map(|_| ());
 
     let rotating = config(Some(at(10)));
     for k in [&current, &previous, &successor] {
-        assert_eq!(
-            verify(&rotating, k, at(9)),
-            Ok(()),
-            "inside the rotation window"
-        );
+        assert_eq!(verify(&rotating, k, at(9)), Ok(()), "inside the rotation window");
     }
     assert_eq!(verify(&rotating, &current, at(10)), Ok(()));
-    assert_eq!(
-        verify(&rotating, &previous, at(10)),
-        Err(VerifyError::BadSignature),
-        "retired at retireAt"
-    );
-    assert_eq!(
-        verify(&rotating, &successor, at(10)),
-        Err(VerifyError::BadSignature)
-    );
+    assert_eq!(verify(&rotating, &previous, at(10)), Err(VerifyError::BadSignature), "retired at retireAt");
+    assert_eq!(verify(&rotating, &successor, at(10)), Err(VerifyError::BadSignature));
 
     let open_ended = config(None);
     assert_eq!(verify(&open_ended, &previous, at(3600)), Ok(()));
-    assert_eq!(
-        verify(&open_ended, &key("stranger"), t0()),
-        Err(VerifyError::BadSignature)
-    );
+    assert_eq!(verify(&open_ended, &key("stranger"), t0()), Err(VerifyError::BadSignature));
 }
 
 // ---- consistency of the fleet document (SPEC §2.3) ----
@@ -396,12 +314,7 @@ fn base() -> FleetBuilder {
 }
 
 fn inconsistency(builder: FleetBuilder) -> String {
-    match verify_fleet(
-        Some(&trust()),
-        &sign(&builder.document()),
-        t0(),
-        Freshness::Check,
-    ) {
+    match verify_fleet(Some(&trust()), &sign(&builder.document()), t0(), Freshness::Check) {
         Err(VerifyError::Inconsistent(message)) => message,
         other => panic!("expected inconsistent, got {other:?}"),
     }
@@ -409,81 +322,38 @@ fn inconsistency(builder: FleetBuilder) -> String {
 
 #[test]
 fn fleet_consistency_rules_each_name_the_field() {
-    assert!(
-        verify_fleet(
-            Some(&trust()),
-            &sign(&base().document()),
-            t0(),
-            Freshness::Check
-        )
-        .is_ok()
-    );
+    assert!(verify_fleet(Some(&trust()), &sign(&base().document()), t0(), Freshness::Check).is_ok());
     let cases: Vec<(FleetBuilder, &str)> = vec![
-        (
-            base().host("d", "nightly", &[]),
-            "hosts.d.channel: unknown channel `nightly`",
-        ),
-        (
-            base().channel("edge", "missing"),
-            "channels.edge.rolloutPolicy: unknown policy `missing`",
-        ),
+        (base().host("d", "nightly", &[]), "hosts.d.channel: unknown channel `nightly`"),
+        (base().channel("edge", "missing"), "channels.edge.rolloutPolicy: unknown policy `missing`"),
         (
             base().waves("stable", &[&["a"], &["a", "b"]]),
             "waves.stable[1].hosts: host `a` is already in waves.stable[0]",
         ),
-        (
-            base().waves("stable", &[&["a", "c"]]),
-            "waves.stable[0].hosts: host `c` is on channel `canary`",
-        ),
-        (
-            base().waves("stable", &[&["a"], &["zz"]]),
-            "waves.stable[1].hosts: unknown host `zz`",
-        ),
-        (
-            base().waves("stable", &[&["a"], &["b"], &[]]),
-            "waves.stable: 3 waves but policy `p` defines only 2",
-        ),
-        (
-            base().edge("a", "c"),
-            "edges[0]: `a` (channel stable) and `c` (channel canary) are on different channels",
-        ),
+        (base().waves("stable", &[&["a", "c"]]), "waves.stable[0].hosts: host `c` is on channel `canary`"),
+        (base().waves("stable", &[&["a"], &["zz"]]), "waves.stable[1].hosts: unknown host `zz`"),
+        (base().waves("stable", &[&["a"], &["b"], &[]]), "waves.stable: 3 waves but policy `p` defines only 2"),
+        (base().edge("a", "c"), "edges[0]: `a` (channel stable) and `c` (channel canary) are on different channels"),
         (base().edge("a", "b").edge("b", "a"), "edges: cycle"),
         (base().edge("a", "a"), "edges: cycle a → a"),
+        (base().channel_edge("stable", "canary").channel_edge("canary", "stable"), "channelEdges: cycle"),
+        (base().channel_edge("stable", "nope"), "channelEdges[0].gated: unknown channel `nope`"),
         (
-            base()
-                .channel_edge("stable", "canary")
-                .channel_edge("canary", "stable"),
-            "channelEdges: cycle",
-        ),
-        (
-            base().channel_edge("stable", "nope"),
-            "channelEdges[0].gated: unknown channel `nope`",
-        ),
-        (
-            base().budget("web", json!({"tags": ["web"]}), 1).budget(
-                "web",
-                json!({"all": true}),
-                2,
-            ),
+            base().budget("web", json!({"tags": ["web"]}), 1).budget("web", json!({"all": true}), 2),
             "disruptionBudgets[1].name: duplicate budget `web`",
         ),
     ];
     for (builder, expected) in cases {
         let message = inconsistency(builder);
-        assert!(
-            message.starts_with(expected),
-            "expected `{expected}`, got `{message}`"
-        );
+        assert!(message.starts_with(expected), "expected `{expected}`, got `{message}`");
     }
 }
 
 // ---- consistency of rollout manifests (SPEC §2.4) ----
 
 fn manifest_doc(fleet_hash: &str, hosts: &[(&str, &str)]) -> Value {
-    let host_set: Vec<Value> = hosts
-        .iter()
-        .map(|(h, c)| json!({"hostname": h, "wave": 0, "targetClosure": c}))
-        .collect();
+    let host_set: Vec<Value> =
+        hosts.iter().map(|(h, c)| json!({"hostname": h, "wave": 0, "targetClosure": c})).collect();
     json!({ "schemaVersion": 1, "channel": "stable", "channelRef": "abc123", "meta": { "signedAt": t0().to_rfc3339() },
             "fleetHash": fleet_hash, "hostSet": host_set })
 }
@@ -492,19 +362,9 @@ fn manifest_doc(fleet_hash: &str, hosts: &[(&str, &str)]) -> Value {
 fn manifest_consistency_rules() {
     let fleet = base().verified();
     let verify = |d: &Value, filed_as: Option<&RolloutId>| {
-        verify_manifest(
-            Some(&trust()),
-            &sign(d),
-            &fleet,
-            filed_as,
-            t0(),
-            Freshness::Check,
-        )
+        verify_manifest(Some(&trust()), &sign(d), &fleet, filed_as, t0(), Freshness::Check)
     };
-    let good = manifest_doc(
-        &fleet.hash,
-        &[("a", "/nix/store/a-v2"), ("b", "/nix/store/b-v2")],
-    );
+    let good = manifest_doc(&fleet.hash, &[("a", "/nix/store/a-v2"), ("b", "/nix/store/b-v2")]);
     let m = verify(&good, Some(&RolloutId::parse("stable@abc123").unwrap())).unwrap();
     assert_eq!(m.id.as_str(), "stable@abc123");
 
@@ -512,10 +372,7 @@ fn manifest_consistency_rules() {
         Err(VerifyError::Inconsistent(message)) => message,
         other => panic!("expected inconsistent, got {other:?}"),
     };
-    assert!(
-        inconsistent(&good, Some(&RolloutId::parse("stable@ffff").unwrap()))
-            .contains("filed as `stable@ffff`")
-    );
+    assert!(inconsistent(&good, Some(&RolloutId::parse("stable@ffff").unwrap())).contains("filed as `stable@ffff`"));
     assert!(
         inconsistent(&manifest_doc(&"0".repeat(64), &[("a", "/x")]), None)
             .contains("is not the hash of the verified fleet")
@@ -525,23 +382,10 @@ fn manifest_consistency_rules() {
             .contains("`c` is on channel `canary`, not `stable`")
     );
     assert!(
-        inconsistent(&manifest_doc(&fleet.hash, &[("zz", "/x")]), None)
-            .contains("`zz` is not a host of the fleet")
+        inconsistent(&manifest_doc(&fleet.hash, &[("zz", "/x")]), None).contains("`zz` is not a host of the fleet")
     );
-    assert!(
-        inconsistent(
-            &manifest_doc(&fleet.hash, &[("b", "/x"), ("a", "/x")]),
-            None
-        )
-        .contains("must be sorted")
-    );
-    assert!(
-        inconsistent(
-            &manifest_doc(&fleet.hash, &[("a", "/x"), ("a", "/y")]),
-            None
-        )
-        .contains("must be sorted")
-    );
+    assert!(inconsistent(&manifest_doc(&fleet.hash, &[("b", "/x"), ("a", "/x")]), None).contains("must be sorted"));
+    assert!(inconsistent(&manifest_doc(&fleet.hash, &[("a", "/x"), ("a", "/y")]), None).contains("must be sorted"));
     let mut bad_ref = good.clone();
     bad_ref["channelRef"] = json!("NOT-HEX");
     assert!(inconsistent(&bad_ref, None).starts_with("channelRef"));

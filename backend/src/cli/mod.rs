@@ -13,11 +13,7 @@ pub use serve::ServeConfig;
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "fleetwave",
-    version,
-    about = "Roll NixOS closures out to a fleet in waves"
-)]
+#[command(name = "fleetwave", version, about = "Roll NixOS closures out to a fleet in waves")]
 pub struct Cli {
     /// How log lines are written to stderr. Default: pretty.
     #[arg(long, global = true, env = "FLEETWAVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
@@ -63,10 +59,7 @@ pub fn main() -> ExitCode {
 }
 
 fn run_async(job: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => anyhow::bail!("cannot start the async runtime: {err}"),
     };

@@ -56,10 +56,7 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 
 pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
     let key = SigningKey::generate(&mut rand_core::OsRng);
-    let (secret, public) = (
-        with_suffix(&args.out, ".key"),
-        with_suffix(&args.out, ".pub"),
-    );
+    let (secret, public) = (with_suffix(&args.out, ".key"), with_suffix(&args.out, ".pub"));
     let mut options = fs::OpenOptions::new();
     options.write(true).mode(0o600);
     if args.force {
@@ -67,12 +64,9 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
     } else {
         options.create_new(true);
     }
-    let mut file = options.open(&secret).with_context(|| {
-        format!(
-            "cannot create {} (use --force to replace an existing key)",
-            secret.display()
-        )
-    })?;
+    let mut file = options
+        .open(&secret)
+        .with_context(|| format!("cannot create {} (use --force to replace an existing key)", secret.display()))?;
     writeln!(file, "{}", encode_signing_key(&key))?;
     fs::write(&public, format!("{}\n", public_key_b64(&key)))
         .with_context(|| format!("cannot write {}", public.display()))?;
@@ -82,8 +76,7 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
 }
 
 pub fn read_key(path: &Path) -> anyhow::Result<SigningKey> {
-    let text = fs::read_to_string(path)
-        .with_context(|| format!("cannot read the key {}", path.display()))?;
+    let text = fs::read_to_string(path).with_context(|| format!("cannot read the key {}", path.display()))?;
     decode_signing_key(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
@@ -94,11 +87,9 @@ fn read_json(path: &Path) -> anyhow::Result<Value> {
 
 /// Writes `NAME` (canonical bytes) and `NAME.sig` (base64 signature).
 pub fn write_signed(path: &Path, signed: &Signed) -> anyhow::Result<()> {
-    fs::write(path, &signed.canonical)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    fs::write(path, &signed.canonical).with_context(|| format!("cannot write {}", path.display()))?;
     let sig = with_suffix(path, ".sig");
-    fs::write(&sig, format!("{}\n", signed.signature_b64()))
-        .with_context(|| format!("cannot write {}", sig.display()))
+    fs::write(&sig, format!("{}\n", signed.signature_b64())).with_context(|| format!("cannot write {}", sig.display()))
 }
 
 pub fn sign(args: SignArgs) -> anyhow::Result<()> {
@@ -116,26 +107,17 @@ pub fn release(args: ReleaseArgs) -> anyhow::Result<()> {
     let key = read_key(&args.key)?;
     let mut document = read_json(&args.fleet)?;
     let signed_at = args.signed_at.unwrap_or_else(Utc::now);
-    let meta = document
-        .get_mut("meta")
-        .and_then(Value::as_object_mut)
-        .context("the fleet document has no `meta` object")?;
+    let meta =
+        document.get_mut("meta").and_then(Value::as_object_mut).context("the fleet document has no `meta` object")?;
     if meta.get("signedAt").is_none_or(Value::is_null) {
-        meta.insert(
-            "signedAt".into(),
-            Value::String(signed_at.to_rfc3339_opts(SecondsFormat::Secs, true)),
-        );
+        meta.insert("signedAt".into(), Value::String(signed_at.to_rfc3339_opts(SecondsFormat::Secs, true)));
     }
     let out = release_documents(&key, &document)?;
-    fs::create_dir_all(args.out.join("rollouts"))
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    fs::create_dir_all(args.out.join("rollouts")).with_context(|| format!("cannot create {}", args.out.display()))?;
     write_signed(&args.out.join("fleet.json"), &out.fleet)?;
     println!("fleet.json  fleetHash {}", out.fleet_hash);
     for (id, signed) in &out.manifests {
-        write_signed(
-            &args.out.join("rollouts").join(format!("{id}.json")),
-            signed,
-        )?;
+        write_signed(&args.out.join("rollouts").join(format!("{id}.json")), signed)?;
         println!("rollouts/{id}.json");
     }
     Ok(())
@@ -155,24 +137,16 @@ pub fn release_documents(key: &SigningKey, document: &Value) -> anyhow::Result<R
         serde_json::from_value(document.clone()).context("not a valid fleet document")?;
     let commit = typed.meta.ci_commit.clone();
     if !shared::ids::is_commit(&commit) {
-        bail!(
-            "meta.ciCommit `{commit}` must be 1–64 lower-case hex digits: it becomes the release ref"
-        );
+        bail!("meta.ciCommit `{commit}` must be 1–64 lower-case hex digits: it becomes the release ref");
     }
     let signed_at = typed.meta.signed_at.context("meta.signedAt is missing")?;
     let fleet_hash = engine::verify::sha256_hex(&fleet_signed.canonical);
     let fleet = engine::fleet::index(typed, fleet_hash.clone(), signed_at)
         .map_err(|e| anyhow::anyhow!("the fleet document is inconsistent: {e}"))?;
     let mut manifests = Vec::new();
-    for (id, manifest) in
-        engine::release::project(&fleet, &commit, signed_at).map_err(anyhow::Error::msg)?
-    {
+    for (id, manifest) in engine::release::project(&fleet, &commit, signed_at).map_err(anyhow::Error::msg)? {
         let value = serde_json::to_value(&manifest)?;
         manifests.push((id, sign_value(key, &value)?));
     }
-    Ok(ReleaseOutput {
-        fleet: fleet_signed,
-        fleet_hash,
-        manifests,
-    })
+    Ok(ReleaseOutput { fleet: fleet_signed, fleet_hash, manifests })
 }

@@ -38,7 +38,13 @@ pub struct Operator {
     pub role: Role,
 }
 
-pub async fn add_operator(pool: &SqlitePool, name: &str, role: Role, token_hash: &str, now: DateTime<Utc>) -> Result<i64, sqlx::Error> {
+pub async fn add_operator(
+    pool: &SqlitePool,
+    name: &str,
+    role: Role,
+    token_hash: &str,
+    now: DateTime<Utc>,
+) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("INSERT INTO operators (name, role, token_hash, created_at) VALUES (?, ?, ?, ?) RETURNING id")
         .bind(name)
         .bind(role.as_str())
@@ -53,11 +59,20 @@ fn operator(row: &sqlx::sqlite::SqliteRow) -> Option<Operator> {
 }
 
 pub async fn operator_by_token(pool: &SqlitePool, token_hash: &str) -> Result<Option<Operator>, sqlx::Error> {
-    let row = sqlx::query("SELECT id, name, role FROM operators WHERE token_hash = ?").bind(token_hash).fetch_optional(pool).await?;
+    let row = sqlx::query("SELECT id, name, role FROM operators WHERE token_hash = ?")
+        .bind(token_hash)
+        .fetch_optional(pool)
+        .await?;
     Ok(row.as_ref().and_then(operator))
 }
 
-pub async fn create_session(pool: &SqlitePool, token_hash: &str, operator_id: i64, now: DateTime<Utc>, expires: DateTime<Utc>) -> Result<(), sqlx::Error> {
+pub async fn create_session(
+    pool: &SqlitePool,
+    token_hash: &str,
+    operator_id: i64,
+    now: DateTime<Utc>,
+    expires: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO sessions (token_hash, operator_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
         .bind(token_hash)
         .bind(operator_id)
@@ -68,7 +83,11 @@ pub async fn create_session(pool: &SqlitePool, token_hash: &str, operator_id: i6
         .map(|_| ())
 }
 
-pub async fn operator_by_session(pool: &SqlitePool, token_hash: &str, now: DateTime<Utc>) -> Result<Option<Operator>, sqlx::Error> {
+pub async fn operator_by_session(
+    pool: &SqlitePool,
+    token_hash: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<Operator>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT o.id, o.name, o.role, s.expires_at FROM sessions s JOIN operators o ON o.id = s.operator_id WHERE s.token_hash = ?",
     )

@@ -17,10 +17,7 @@ pub enum DbError {
     #[error("cannot open the database {path}: {source}")]
     Open { path: String, source: sqlx::Error },
     #[error("cannot apply the migrations to {path}: {source}")]
-    Migrate {
-        path: String,
-        source: sqlx::migrate::MigrateError,
-    },
+    Migrate { path: String, source: sqlx::migrate::MigrateError },
 }
 
 /// Opens (creating if missing) the database at `path` and brings its schema up to date.
@@ -37,17 +34,8 @@ pub async fn open(path: &Path) -> Result<SqlitePool, DbError> {
         .max_connections(4)
         .connect_with(options)
         .await
-        .map_err(|source| DbError::Open {
-            path: display.clone(),
-            source,
-        })?;
-    sqlx::migrate!("../migrations")
-        .run(&pool)
-        .await
-        .map_err(|source| DbError::Migrate {
-            path: display,
-            source,
-        })?;
+        .map_err(|source| DbError::Open { path: display.clone(), source })?;
+    sqlx::migrate!("../migrations").run(&pool).await.map_err(|source| DbError::Migrate { path: display, source })?;
     Ok(pool)
 }
 
@@ -65,22 +53,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("fleetwave.db");
         let pool = open(&path).await.unwrap();
-        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&pool).await.unwrap();
         assert_eq!(mode, "wal");
-        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(&pool).await.unwrap();
         assert_eq!(fk, 1);
-        let tables: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'event_log'",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+        let tables: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'event_log'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
         assert_eq!(tables, 1, "the event log table comes from migrations/");
         pool.close().await;
         // Opening again is idempotent: migrations already applied are skipped.

@@ -63,7 +63,9 @@ pub async fn load(pool: &SqlitePool) -> Result<Loaded, sqlx::Error> {
     if let Some(row) = sqlx::query("SELECT artifact FROM manifest_fleet WHERE id = 1").fetch_optional(pool).await? {
         loaded.fleet = Some(from_json(row.get::<&str, _>(0))?);
     }
-    for row in sqlx::query("SELECT rollout_id, artifact FROM manifest_rollouts ORDER BY rollout_id").fetch_all(pool).await? {
+    for row in
+        sqlx::query("SELECT rollout_id, artifact FROM manifest_rollouts ORDER BY rollout_id").fetch_all(pool).await?
+    {
         let id = RolloutId::parse(row.get::<String, _>(0)).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
         loaded.manifests.push((id, from_json(row.get::<&str, _>(1))?));
     }
@@ -80,7 +82,9 @@ pub async fn load(pool: &SqlitePool) -> Result<Loaded, sqlx::Error> {
         loaded.records.push(from_json(row.get::<&str, _>(0))?);
     }
     loaded.quarantines = quarantines(pool).await?.into_iter().filter(|q| q.released_at.is_none()).collect();
-    for row in sqlx::query("SELECT hostname, last_heartbeat_at, current_closure FROM host_presence").fetch_all(pool).await? {
+    for row in
+        sqlx::query("SELECT hostname, last_heartbeat_at, current_closure FROM host_presence").fetch_all(pool).await?
+    {
         let host = Hostname::parse(row.get::<String, _>(0)).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
         let closure = row.get::<Option<String>, _>(2).and_then(|c| Closure::parse(c).ok());
         loaded.presence.push((host, parse_ts(row.get::<&str, _>(1))?, closure));
@@ -315,7 +319,12 @@ pub async fn log_after(pool: &SqlitePool, after: i64, limit: i64) -> Result<Vec<
 }
 
 /// One rollout's log entries with seq > `after`, oldest first.
-pub async fn rollout_log(pool: &SqlitePool, rollout: &RolloutId, after: i64, limit: i64) -> Result<Vec<LogEntry>, sqlx::Error> {
+pub async fn rollout_log(
+    pool: &SqlitePool,
+    rollout: &RolloutId,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<LogEntry>, sqlx::Error> {
     let rows = sqlx::query(&format!(
         "SELECT {LOG_COLUMNS} FROM event_log WHERE rollout_id = ? AND seq > ? ORDER BY seq LIMIT ?"
     ))
@@ -333,14 +342,24 @@ pub async fn rollout_rows(pool: &SqlitePool) -> Result<Vec<Rollout>, sqlx::Error
 }
 
 /// A rollout, its records and the log seq they reflect, read in one snapshot.
-pub async fn rollout_detail(pool: &SqlitePool, id: &RolloutId) -> Result<Option<(Rollout, Vec<HostRecord>, i64)>, sqlx::Error> {
+pub async fn rollout_detail(
+    pool: &SqlitePool,
+    id: &RolloutId,
+) -> Result<Option<(Rollout, Vec<HostRecord>, i64)>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let as_of: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM event_log").fetch_one(&mut *tx).await?;
-    let Some(row) = sqlx::query("SELECT body FROM rollouts WHERE rollout_id = ?").bind(id.as_str()).fetch_optional(&mut *tx).await? else {
+    let Some(row) = sqlx::query("SELECT body FROM rollouts WHERE rollout_id = ?")
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+    else {
         return Ok(None);
     };
     let rollout: Rollout = from_json(row.get::<&str, _>(0))?;
-    let rows = sqlx::query("SELECT body FROM host_records WHERE rollout_id = ? ORDER BY hostname").bind(id.as_str()).fetch_all(&mut *tx).await?;
+    let rows = sqlx::query("SELECT body FROM host_records WHERE rollout_id = ? ORDER BY hostname")
+        .bind(id.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
     let records = rows.iter().map(|r| from_json(r.get::<&str, _>(0))).collect::<Result<_, _>>()?;
     tx.commit().await?;
     Ok(Some((rollout, records, as_of)))
@@ -348,12 +367,15 @@ pub async fn rollout_detail(pool: &SqlitePool, id: &RolloutId) -> Result<Option<
 
 /// Counts of records by state per rollout (for summaries).
 pub async fn record_counts(pool: &SqlitePool) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
-    let rows = sqlx::query("SELECT rollout_id, state, COUNT(*) FROM host_records GROUP BY rollout_id, state").fetch_all(pool).await?;
+    let rows = sqlx::query("SELECT rollout_id, state, COUNT(*) FROM host_records GROUP BY rollout_id, state")
+        .fetch_all(pool)
+        .await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
 }
 
 pub async fn presence(pool: &SqlitePool) -> Result<Vec<(String, DateTime<Utc>, Option<String>)>, sqlx::Error> {
-    let rows = sqlx::query("SELECT hostname, last_heartbeat_at, current_closure FROM host_presence").fetch_all(pool).await?;
+    let rows =
+        sqlx::query("SELECT hostname, last_heartbeat_at, current_closure FROM host_presence").fetch_all(pool).await?;
     rows.iter().map(|r| Ok((r.get(0), parse_ts(r.get::<&str, _>(1))?, r.get(2)))).collect()
 }
 

@@ -24,7 +24,10 @@ fn same_host(signed: &SignedAgent, named: &shared::Hostname) -> Result<(), ApiEr
 }
 
 /// `POST /api/v1/agent/heartbeat`
-pub async fn heartbeat(State(state): State<AppState>, signed: SignedAgent) -> Result<Json<HeartbeatResponse>, ApiError> {
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    signed: SignedAgent,
+) -> Result<Json<HeartbeatResponse>, ApiError> {
     let heartbeat: HeartbeatRequest = parse_json(&signed.body, None)?;
     same_host(&signed, &heartbeat.hostname)?;
     let answer = state.reducer.ask(|reply| ReducerInput::Heartbeat { heartbeat, reply }).await?;
@@ -36,12 +39,17 @@ pub async fn events(State(state): State<AppState>, signed: SignedAgent) -> Resul
     let request: EventRequest = parse_json(&signed.body, None)?;
     same_host(&signed, &request.hostname)?;
     let EventRequest { hostname, rollout_id, event } = request;
-    let answer = state.reducer.ask(|reply| ReducerInput::HostEvent { host: hostname, rollout_id, event, reply }).await?;
+    let answer =
+        state.reducer.ask(|reply| ReducerInput::HostEvent { host: hostname, rollout_id, event, reply }).await?;
     Ok(Json(answer))
 }
 
 /// `GET /api/v1/agent/bootstrap`: the signing host's records in open rollouts, by rollout id.
-pub async fn bootstrap(State(state): State<AppState>, signed: SignedAgent) -> Result<Json<Vec<HostRolloutSnapshot>>, ApiError> {
-    let records = crate::db::store::open_records_of_host(&state.pool, &signed.host).await.map_err(ApiError::internal)?;
+pub async fn bootstrap(
+    State(state): State<AppState>,
+    signed: SignedAgent,
+) -> Result<Json<Vec<HostRolloutSnapshot>>, ApiError> {
+    let records =
+        crate::db::store::open_records_of_host(&state.pool, &signed.host).await.map_err(ApiError::internal)?;
     Ok(Json(records.iter().map(engine::host::HostRecord::snapshot).collect()))
 }

@@ -70,7 +70,8 @@ impl IntoResponse for AgentAuthError {
     fn into_response(self) -> Response {
         match self {
             AgentAuthError::NotReady => {
-                let mut response = ApiError::unavailable("No verified fleet yet; agents cannot be authenticated.").into_response();
+                let mut response =
+                    ApiError::unavailable("No verified fleet yet; agents cannot be authenticated.").into_response();
                 response.headers_mut().insert(RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
                 response
             }
@@ -105,7 +106,13 @@ impl FromRequest<AppState> for SignedAgent {
                 .map(|p| p.as_str().to_owned())
                 .unwrap_or_default();
             let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-            (req.method().as_str().to_owned(), path, header(HOST_HEADER), header(TIMESTAMP_HEADER), header(SIGNATURE_HEADER))
+            (
+                req.method().as_str().to_owned(),
+                path,
+                header(HOST_HEADER),
+                header(TIMESTAMP_HEADER),
+                header(SIGNATURE_HEADER),
+            )
         };
         let body = body_bytes(req, state).await?;
 
@@ -122,7 +129,10 @@ impl FromRequest<AppState> for SignedAgent {
         if (now - timestamp).abs() > MAX_SKEW_SECONDS {
             return Err(unauthorized(
                 "skewed-timestamp",
-                format!("The request timestamp is {}s off the control plane's clock (at most {MAX_SKEW_SECONDS}s).", now - timestamp),
+                format!(
+                    "The request timestamp is {}s off the control plane's clock (at most {MAX_SKEW_SECONDS}s).",
+                    now - timestamp
+                ),
             ));
         }
         let signature: [u8; 64] = signature

@@ -15,11 +15,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
+        ApiError { status, code, message: message.into() }
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -33,7 +29,11 @@ impl ApiError {
     /// A storage failure: logged in full, answered 503 without internals.
     pub fn internal(err: sqlx::Error) -> Self {
         tracing::error!(%err, "database error while answering a request");
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "storage-unavailable", "The control plane's database did not answer; try again.")
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage-unavailable",
+            "The control plane's database did not answer; try again.",
+        )
     }
 
     pub fn status(&self) -> StatusCode {
@@ -49,19 +49,17 @@ impl From<crate::reducer::ReducerError> for ApiError {
     fn from(err: crate::reducer::ReducerError) -> Self {
         match err {
             crate::reducer::ReducerError::Rejected { code, message } => Self::new(StatusCode::CONFLICT, code, message),
-            crate::reducer::ReducerError::Unavailable(message) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", message),
+            crate::reducer::ReducerError::Unavailable(message) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", message)
+            }
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = shared::ApiErrorBody {
-            error: shared::ApiError {
-                code: self.code.to_owned(),
-                message: self.message,
-            },
-        };
+        let body =
+            shared::ApiErrorBody { error: shared::ApiError { code: self.code.to_owned(), message: self.message } };
         (self.status, Json(body)).into_response()
     }
 }
@@ -74,5 +72,9 @@ pub async fn api_not_found(OriginalUri(uri): OriginalUri) -> ApiError {
 
 /// A known API path with the wrong method.
 pub async fn method_not_allowed(OriginalUri(uri): OriginalUri, method: axum::http::Method) -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", format!("{method} is not allowed on {}.", uri.path()))
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        format!("{method} is not allowed on {}.", uri.path()),
+    )
 }

@@ -15,7 +15,11 @@ pub async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", "The request body is larger than 1 MiB.")
         } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "unreadable-body", format!("The request body could not be read: {rejection}"))
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unreadable-body",
+                format!("The request body could not be read: {rejection}"),
+            )
         }
     })
 }
@@ -28,10 +32,16 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], empty_as: Option<&str>) -> 
         _ => bytes,
     };
     serde_json::from_slice(bytes).map_err(|err| match err.classify() {
-        serde_json::error::Category::Data => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-body", format!("The request body does not fit this route: {err}."))
-        }
-        _ => ApiError::new(StatusCode::BAD_REQUEST, "malformed-json", format!("The request body is not valid JSON: {err}.")),
+        serde_json::error::Category::Data => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-body",
+            format!("The request body does not fit this route: {err}."),
+        ),
+        _ => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+            format!("The request body is not valid JSON: {err}."),
+        ),
     })
 }
 

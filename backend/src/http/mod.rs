@@ -44,6 +44,7 @@ pub struct AppState {
     pub feed: crate::feed::FeedHub,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub replay: Arc<agent_auth::ReplayCache>,
+    pub clock: crate::clock::Clock,
     pub shutdown: CancellationToken,
 }
 
@@ -85,11 +86,7 @@ pub fn router(state: AppState, dist: &Path) -> Router {
     let middleware = ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-            let request_id = request
-                .headers()
-                .get(REQUEST_ID)
-                .and_then(|value| value.to_str().ok())
-                .unwrap_or("-");
+            let request_id = request.headers().get(REQUEST_ID).and_then(|value| value.to_str().ok()).unwrap_or("-");
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID));

@@ -8,7 +8,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde::Deserialize;
-use shared::api::{EventsPage, FleetChannel, FleetHost, FleetOverview, LogEvent, QuarantineEntry, Quarantines, RolloutDetail, RolloutSummary};
+use shared::api::{
+    EventsPage, FleetChannel, FleetHost, FleetOverview, LogEvent, QuarantineEntry, Quarantines, RolloutDetail,
+    RolloutSummary,
+};
 use shared::manifest::SignedArtifact;
 use shared::state::HostState;
 use shared::{Channel, Closure, RolloutId};
@@ -28,7 +31,15 @@ fn rollout_id(raw: &str) -> Result<RolloutId, ApiError> {
 }
 
 fn to_event(e: store::LogEntry) -> LogEvent {
-    LogEvent { seq: e.seq, ts: e.ts, kind: e.kind, rollout_id: e.rollout_id, host: e.host, channel: e.channel, payload: e.payload }
+    LogEvent {
+        seq: e.seq,
+        ts: e.ts,
+        kind: e.kind,
+        rollout_id: e.rollout_id,
+        host: e.host,
+        channel: e.channel,
+        payload: e.payload,
+    }
 }
 
 /// `GET /api/v1/fleet`
@@ -37,10 +48,14 @@ pub async fn fleet(State(state): State<AppState>, _: Viewer) -> Result<Json<Flee
     let Some(fleet) = fleet else {
         return Ok(Json(FleetOverview { fleet_hash: None, channels: vec![], hosts: vec![] }));
     };
-    let presence: BTreeMap<String, (chrono::DateTime<chrono::Utc>, Option<String>)> =
-        store::presence(&state.pool).await.map_err(ApiError::internal)?.into_iter().map(|(h, at, c)| (h, (at, c))).collect();
+    let presence: BTreeMap<String, (chrono::DateTime<chrono::Utc>, Option<String>)> = store::presence(&state.pool)
+        .await
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(|(h, at, c)| (h, (at, c)))
+        .collect();
     let rollouts = store::rollout_rows(&state.pool).await.map_err(ApiError::internal)?;
-    let now = chrono::Utc::now();
+    let now = state.clock.now();
     let channels = fleet
         .doc
         .channels
@@ -85,7 +100,11 @@ pub async fn rollouts(State(state): State<AppState>, _: Viewer) -> Result<Json<V
 }
 
 /// `GET /api/v1/rollouts/{id}`
-pub async fn rollout(State(state): State<AppState>, _: Viewer, Path(id): Path<String>) -> Result<Json<RolloutDetail>, ApiError> {
+pub async fn rollout(
+    State(state): State<AppState>,
+    _: Viewer,
+    Path(id): Path<String>,
+) -> Result<Json<RolloutDetail>, ApiError> {
     let id = rollout_id(&id)?;
     let (rollout, records, as_of) = store::rollout_detail(&state.pool, &id)
         .await
@@ -155,9 +174,13 @@ pub async fn upload_manifests(
     Acting(op): Acting,
     JsonBody(upload): JsonBody<ManifestUpload>,
 ) -> Result<Json<ManifestSummary>, ApiError> {
-    let update = crate::manifests::verify_upload(&state.trust_roots(), upload.fleet, upload.rollouts, chrono::Utc::now())?;
+    let update =
+        crate::manifests::verify_upload(&state.trust_roots(), upload.fleet, upload.rollouts, state.clock.now())?;
     tracing::info!(operator = %op.name, fleet_hash = %update.set.fleet.hash, "manifest upload verified");
-    let summary = state.reducer.ask(|reply| ReducerInput::ManifestSetUpdated { update: Box::new(update), reply: Some(reply) }).await?;
+    let summary = state
+        .reducer
+        .ask(|reply| ReducerInput::ManifestSetUpdated { update: Box::new(update), reply: Some(reply) })
+        .await?;
     Ok(Json(summary))
 }
 
@@ -196,41 +219,79 @@ pub struct QuarantineBody {
     reason: Option<String>,
 }
 
-async fn act(state: &AppState, op: Acting, action: OperatorAction, reason: Option<String>) -> Result<Json<OperatorOutcome>, ApiError> {
+async fn act(
+    state: &AppState,
+    op: Acting,
+    action: OperatorAction,
+    reason: Option<String>,
+) -> Result<Json<OperatorOutcome>, ApiError> {
     let by = op.0.name;
     Ok(Json(state.reducer.ask(|reply| ReducerInput::Operator { action, by, reason, reply }).await?))
 }
 
-pub async fn approve(State(state): State<AppState>, op: Acting, Path(id): Path<String>, JsonBody(body): JsonBody<ApproveBody>) -> Result<Json<OperatorOutcome>, ApiError> {
+pub async fn approve(
+    State(state): State<AppState>,
+    op: Acting,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<ApproveBody>,
+) -> Result<Json<OperatorOutcome>, ApiError> {
     let rollout_id = rollout_id(&id)?;
     act(&state, op, OperatorAction::ApproveWave { rollout_id, wave: body.wave }, body.reason).await
 }
 
-pub async fn promote(State(state): State<AppState>, op: Acting, Path(id): Path<String>, JsonBody(body): JsonBody<PromoteBody>) -> Result<Json<OperatorOutcome>, ApiError> {
+pub async fn promote(
+    State(state): State<AppState>,
+    op: Acting,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<PromoteBody>,
+) -> Result<Json<OperatorOutcome>, ApiError> {
     let rollout_id = rollout_id(&id)?;
     act(&state, op, OperatorAction::Promote { rollout_id, to_wave: body.to_wave, force: body.force }, body.reason).await
 }
 
-pub async fn pause(State(state): State<AppState>, op: Acting, Path(id): Path<String>, OptionalJsonBody(body): OptionalJsonBody<ReasonOnly>) -> Result<Json<OperatorOutcome>, ApiError> {
+pub async fn pause(
+    State(state): State<AppState>,
+    op: Acting,
+    Path(id): Path<String>,
+    OptionalJsonBody(body): OptionalJsonBody<ReasonOnly>,
+) -> Result<Json<OperatorOutcome>, ApiError> {
     let rollout_id = rollout_id(&id)?;
     act(&state, op, OperatorAction::Pause { rollout_id }, body.reason).await
 }
 
-pub async fn resume(State(state): State<AppState>, op: Acting, Path(id): Path<String>, OptionalJsonBody(body): OptionalJsonBody<ReasonOnly>) -> Result<Json<OperatorOutcome>, ApiError> {
+pub async fn resume(
+    State(state): State<AppState>,
+    op: Acting,
+    Path(id): Path<String>,
+    OptionalJsonBody(body): OptionalJsonBody<ReasonOnly>,
+) -> Result<Json<OperatorOutcome>, ApiError> {
     let rollout_id = rollout_id(&id)?;
     act(&state, op, OperatorAction::Resume { rollout_id }, body.reason).await
 }
 
-pub async fn clear_failure(State(state): State<AppState>, op: Acting, Path(id): Path<String>, OptionalJsonBody(body): OptionalJsonBody<ReasonOnly>) -> Result<Json<OperatorOutcome>, ApiError> {
+pub async fn clear_failure(
+    State(state): State<AppState>,
+    op: Acting,
+    Path(id): Path<String>,
+    OptionalJsonBody(body): OptionalJsonBody<ReasonOnly>,
+) -> Result<Json<OperatorOutcome>, ApiError> {
     let rollout_id = rollout_id(&id)?;
     act(&state, op, OperatorAction::ClearFailure { rollout_id }, body.reason).await
 }
 
-pub async fn quarantine(State(state): State<AppState>, op: Acting, JsonBody(body): JsonBody<QuarantineBody>) -> Result<Json<OperatorOutcome>, ApiError> {
+pub async fn quarantine(
+    State(state): State<AppState>,
+    op: Acting,
+    JsonBody(body): JsonBody<QuarantineBody>,
+) -> Result<Json<OperatorOutcome>, ApiError> {
     act(&state, op, OperatorAction::Quarantine { channel: body.channel, closure: body.closure }, body.reason).await
 }
 
-pub async fn release(State(state): State<AppState>, op: Acting, JsonBody(body): JsonBody<QuarantineBody>) -> Result<Json<OperatorOutcome>, ApiError> {
+pub async fn release(
+    State(state): State<AppState>,
+    op: Acting,
+    JsonBody(body): JsonBody<QuarantineBody>,
+) -> Result<Json<OperatorOutcome>, ApiError> {
     act(&state, op, OperatorAction::Release { channel: body.channel, closure: body.closure }, body.reason).await
 }
 
@@ -238,13 +299,17 @@ pub async fn release(State(state): State<AppState>, op: Acting, JsonBody(body): 
 pub async fn feed(State(state): State<AppState>, _: Viewer, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
     let resume = match headers.get("last-event-id") {
         None => None,
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|s| s.trim().parse::<i64>().ok())
-                .filter(|n| *n >= 0)
-                .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "bad-last-event-id", "Last-Event-ID must be an event-log seq."))?,
-        ),
+        Some(v) => {
+            Some(v.to_str().ok().and_then(|s| s.trim().parse::<i64>().ok()).filter(|n| *n >= 0).ok_or_else(|| {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad-last-event-id", "Last-Event-ID must be an event-log seq.")
+            })?)
+        }
     };
-    Ok(crate::feed::stream(state.feed.clone(), state.pool.clone(), resume, state.shutdown.clone(), state.metrics.clone()))
+    Ok(crate::feed::stream(
+        state.feed.clone(),
+        state.pool.clone(),
+        resume,
+        state.shutdown.clone(),
+        state.metrics.clone(),
+    ))
 }

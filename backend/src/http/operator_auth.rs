@@ -29,10 +29,12 @@ pub fn token_hash(token: &str) -> String {
 }
 
 fn cookie(parts: &Parts, name: &str) -> Option<String> {
-    parts.headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
-        let (k, v) = pair.trim().split_once('=')?;
-        (k == name).then(|| v.to_owned())
-    })
+    parts.headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(
+        |pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then(|| v.to_owned())
+        },
+    )
 }
 
 /// Someone signed in, any role.
@@ -47,11 +49,9 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Operator, ApiEr
         ApiError::unavailable("The operator database is not answering.")
     };
     if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "Authorization must be `Bearer <token>`."))?;
+        let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).ok_or_else(|| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "Authorization must be `Bearer <token>`.")
+        })?;
         return auth::operator_by_token(&state.pool, &token_hash(token.trim()))
             .await
             .map_err(db_error)?
@@ -61,14 +61,24 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Operator, ApiEr
         let operator = auth::operator_by_session(&state.pool, &token_hash(&session), chrono::Utc::now())
             .await
             .map_err(db_error)?
-            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "The session has expired; sign in again."))?;
+            .ok_or_else(|| {
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "The session has expired; sign in again.")
+            })?;
         let mutating = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
         if mutating && parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()) != Some("1") {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "csrf", "Changes made with a session cookie must send `X-Fleetwave-Csrf: 1`."));
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "csrf",
+                "Changes made with a session cookie must send `X-Fleetwave-Csrf: 1`.",
+            ));
         }
         return Ok(operator);
     }
-    Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "Sign in: send a Bearer token or the session cookie."))
+    Err(ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+        "Sign in: send a Bearer token or the session cookie.",
+    ))
 }
 
 impl FromRequestParts<AppState> for Viewer {
@@ -85,7 +95,11 @@ impl FromRequestParts<AppState> for Acting {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let operator = authenticate(parts, state).await?;
         if operator.role != Role::Operator {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("{} is a viewer; this needs the operator role.", operator.name)));
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("{} is a viewer; this needs the operator role.", operator.name),
+            ));
         }
         Ok(Acting(operator))
     }

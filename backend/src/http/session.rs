@@ -15,16 +15,25 @@ use crate::db::auth;
 
 const SESSION_HOURS: i64 = 12;
 
-pub async fn create(State(state): State<AppState>, JsonBody(body): JsonBody<SessionRequest>) -> Result<Response, ApiError> {
+pub async fn create(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<SessionRequest>,
+) -> Result<Response, ApiError> {
     let operator = auth::operator_by_token(&state.pool, &token_hash(body.token.trim()))
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "That token is not valid."))?;
     let session = new_token();
     let now = chrono::Utc::now();
-    auth::create_session(&state.pool, &token_hash(&session), operator.id, now, now + chrono::Duration::hours(SESSION_HOURS))
-        .await
-        .map_err(ApiError::internal)?;
+    auth::create_session(
+        &state.pool,
+        &token_hash(&session),
+        operator.id,
+        now,
+        now + chrono::Duration::hours(SESSION_HOURS),
+    )
+    .await
+    .map_err(ApiError::internal)?;
     let whoami = Whoami { name: operator.name, role: operator.role.as_str().to_owned() };
     Ok(([(header::SET_COOKIE, session_cookie(&session, SESSION_HOURS * 3600))], Json(whoami)).into_response())
 }

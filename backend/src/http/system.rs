@@ -7,11 +7,7 @@ use super::{ApiError, AppState, READY_TIMEOUT};
 
 /// `GET /api/v1/version`
 pub async fn version() -> Json<shared::VersionInfo> {
-    Json(shared::VersionInfo {
-        name: "fleetwave".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        api: "v1".into(),
-    })
+    Json(shared::VersionInfo { name: "fleetwave".into(), version: env!("CARGO_PKG_VERSION").into(), api: "v1".into() })
 }
 
 /// `GET /healthz`: the process is up and serving HTTP.
@@ -38,8 +34,6 @@ pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiEr
             tracing::warn!(%err, "readiness: database ping failed");
             Err(ApiError::unavailable("The database is not answering."))
         }
-        Err(_) => Err(ApiError::unavailable(
-            "The database did not answer in time.",
-        )),
+        Err(_) => Err(ApiError::unavailable("The database did not answer in time.")),
     }
 }

@@ -20,8 +20,8 @@ use shared::state::{HostEvent, HostState};
 use shared::{Channel, Closure, Hostname, RolloutId};
 
 use super::input::{ManifestSummary, ManifestUpdate, OperatorAction, OperatorOutcome, ReducerError};
-use crate::views;
 use crate::db::store::{Batch, Loaded, LogEntry, LogRow, ManifestWrite, QuarantineChange, QuarantineRow};
+use crate::views;
 
 /// Heartbeat interval while a host has work, and when it has none (SPEC §6).
 pub const ACTIVE_HEARTBEAT_SECONDS: u64 = engine::planner::ACTIVE_HEARTBEAT_SECONDS as u64;
@@ -80,7 +80,12 @@ impl Core {
     /// Rebuilds memory from the database. The persisted manifest set is re-verified for
     /// signature and consistency (not freshness); if it no longer verifies, it is dropped
     /// with an error in the log and the control plane waits for a new upload.
-    pub fn from_loaded(loaded: Loaded, trust: Option<TrustRoots>, shared_fleet: SharedFleet, now: DateTime<Utc>) -> Core {
+    pub fn from_loaded(
+        loaded: Loaded,
+        trust: Option<TrustRoots>,
+        shared_fleet: SharedFleet,
+        now: DateTime<Utc>,
+    ) -> Core {
         let mut core = Core {
             trust,
             set: None,
@@ -99,7 +104,9 @@ impl Core {
                     core.manifest_artifacts = loaded.manifests.into_iter().collect();
                     core.install_set(set);
                 }
-                Err(err) => tracing::error!(%err, "the persisted manifest set no longer verifies; waiting for a new upload"),
+                Err(err) => {
+                    tracing::error!(%err, "the persisted manifest set no longer verifies; waiting for a new upload")
+                }
             }
         }
         for rollout in loaded.rollouts {
@@ -119,12 +126,20 @@ impl Core {
         core
     }
 
-    fn reverify(&self, fleet: &SignedArtifact, manifests: &[(RolloutId, SignedArtifact)], now: DateTime<Utc>) -> Result<ManifestSet, String> {
+    fn reverify(
+        &self,
+        fleet: &SignedArtifact,
+        manifests: &[(RolloutId, SignedArtifact)],
+        now: DateTime<Utc>,
+    ) -> Result<ManifestSet, String> {
         let trust = self.trust.as_ref();
         let verified = verify_fleet(trust, fleet, now, Freshness::Skip).map_err(|e| format!("fleet: {e}"))?;
         let mut out = Vec::new();
         for (id, artifact) in manifests {
-            out.push(verify_manifest(trust, artifact, &verified, Some(id), now, Freshness::Skip).map_err(|e| format!("{id}: {e}"))?);
+            out.push(
+                verify_manifest(trust, artifact, &verified, Some(id), now, Freshness::Skip)
+                    .map_err(|e| format!("{id}: {e}"))?,
+            );
         }
         Ok(ManifestSet::new(verified, out))
     }
@@ -170,7 +185,14 @@ impl Core {
         });
     }
 
-    fn system_log(&mut self, pending: &mut Pending, now: DateTime<Utc>, kind: &'static str, channel: Option<Channel>, payload: Value) {
+    fn system_log(
+        &mut self,
+        pending: &mut Pending,
+        now: DateTime<Utc>,
+        kind: &'static str,
+        channel: Option<Channel>,
+        payload: Value,
+    ) {
         pending.log.push(LogRow { ts: now, kind, rollout_id: None, host: None, channel, payload });
     }
 
@@ -185,37 +207,68 @@ impl Core {
                 }
                 Effect::WithdrawDispatch { rollout_id, host } => {
                     let channel = self.state.record(&rollout_id, &host).map(|r| r.channel.clone());
-                    self.log(pending, now, engine::effect::LogEntry {
-                        kind: "DispatchWithdrawn",
-                        rollout_id: Some(rollout_id),
-                        host: Some(host),
-                        channel,
-                        payload: json!({}),
-                    });
+                    self.log(
+                        pending,
+                        now,
+                        engine::effect::LogEntry {
+                            kind: "DispatchWithdrawn",
+                            rollout_id: Some(rollout_id),
+                            host: Some(host),
+                            channel,
+                            payload: json!({}),
+                        },
+                    );
                 }
                 Effect::Excuse { rollout_id, host } => {
                     let channel = self.state.record(&rollout_id, &host).map(|r| r.channel.clone());
-                    self.log(pending, now, engine::effect::LogEntry {
-                        kind: "HostExcused",
-                        rollout_id: Some(rollout_id),
-                        host: Some(host),
-                        channel,
-                        payload: json!({}),
-                    });
+                    self.log(
+                        pending,
+                        now,
+                        engine::effect::LogEntry {
+                            kind: "HostExcused",
+                            rollout_id: Some(rollout_id),
+                            host: Some(host),
+                            channel,
+                            payload: json!({}),
+                        },
+                    );
                 }
             }
         }
     }
 
-    fn add_quarantine(&mut self, pending: &mut Pending, now: DateTime<Utc>, channel: Channel, closure: Closure, reason: String, by: String) -> bool {
+    fn add_quarantine(
+        &mut self,
+        pending: &mut Pending,
+        now: DateTime<Utc>,
+        channel: Channel,
+        closure: Closure,
+        reason: String,
+        by: String,
+    ) -> bool {
         let key = (channel.clone(), closure.clone());
         if !self.quarantines.insert(key.clone()) {
             return false;
         }
-        let row = QuarantineRow { channel: channel.clone(), closure: closure.clone(), reason: reason.clone(), by: by.clone(), at: now, released_at: None, released_by: None, release_reason: None };
+        let row = QuarantineRow {
+            channel: channel.clone(),
+            closure: closure.clone(),
+            reason: reason.clone(),
+            by: by.clone(),
+            at: now,
+            released_at: None,
+            released_by: None,
+            release_reason: None,
+        };
         self.quarantine_rows.insert(key, row.clone());
         pending.quarantines.push(QuarantineChange::Add(row));
-        self.system_log(pending, now, "QuarantineAdded", Some(channel), json!({ "closure": closure, "reason": reason, "by": by }));
+        self.system_log(
+            pending,
+            now,
+            "QuarantineAdded",
+            Some(channel),
+            json!({ "closure": closure, "reason": reason, "by": by }),
+        );
         // Pending hosts of this closure must be held in this same transaction.
         pending.replan = true;
         true
@@ -223,7 +276,14 @@ impl Core {
 
     // ---- inputs ----
 
-    pub fn host_event(&mut self, pending: &mut Pending, now: DateTime<Utc>, host: &Hostname, rollout_id: &RolloutId, event: &HostEvent) -> Result<EventResponse, ReducerError> {
+    pub fn host_event(
+        &mut self,
+        pending: &mut Pending,
+        now: DateTime<Utc>,
+        host: &Hostname,
+        rollout_id: &RolloutId,
+        event: &HostEvent,
+    ) -> Result<EventResponse, ReducerError> {
         let Some(set) = &self.set else { return Err(ReducerError::Unavailable("No verified fleet yet.".into())) };
         let fleet = set.fleet.clone();
         match self.state.apply_host_event(&fleet, rollout_id, host, event, now) {
@@ -276,7 +336,11 @@ impl Core {
         let dispatch = open.iter().find_map(|(id, _)| {
             let record = self.state.record(id, host)?;
             let d = record.dispatch.filter(|_| record.state == HostState::Pending)?;
-            Some(DispatchOrder { rollout_id: id.clone(), target_closure: record.target_closure.clone(), soak_seconds: d.soak_seconds })
+            Some(DispatchOrder {
+                rollout_id: id.clone(),
+                target_closure: record.target_closure.clone(),
+                soak_seconds: d.soak_seconds,
+            })
         });
         let busy = open.iter().any(|(_, state)| !state.is_terminal());
         HeartbeatResponse {
@@ -290,7 +354,12 @@ impl Core {
 
     fn note_presence(&mut self, pending: &mut Pending, now: DateTime<Utc>, host: &Hostname, closure: Option<Closure>) {
         self.state.last_heartbeat.insert(host.clone(), now);
-        let entry = self.presence.entry(host.clone()).or_insert(Presence { at: now, closure: None, persisted_at: None, online: false });
+        let entry = self.presence.entry(host.clone()).or_insert(Presence {
+            at: now,
+            closure: None,
+            persisted_at: None,
+            online: false,
+        });
         let came_online = !entry.online;
         let closure_changed = entry.closure != closure;
         entry.at = now;
@@ -302,19 +371,35 @@ impl Core {
             pending.presence.insert(host.clone());
         }
         if came_online {
-            pending.log.push(LogRow { ts: now, kind: "HostOnline", rollout_id: None, host: Some(host.clone()), channel: None, payload: json!({ "currentClosure": closure }) });
+            pending.log.push(LogRow {
+                ts: now,
+                kind: "HostOnline",
+                rollout_id: None,
+                host: Some(host.clone()),
+                channel: None,
+                payload: json!({ "currentClosure": closure }),
+            });
         }
     }
 
     /// Recovery synthesis (SPEC §6 Heartbeat step 2).
-    fn synthesise(&mut self, pending: &mut Pending, now: DateTime<Utc>, set: &ManifestSet, host: &Hostname, current: &Closure, no_rollout_named: bool) {
+    fn synthesise(
+        &mut self,
+        pending: &mut Pending,
+        now: DateTime<Utc>,
+        set: &ManifestSet,
+        host: &Hostname,
+        current: &Closure,
+        no_rollout_named: bool,
+    ) {
         for (rollout_id, state) in self.open_records_of(host) {
             let Some(record) = self.state.record(&rollout_id, host) else { continue };
             if &record.target_closure != current {
                 continue;
             }
             let seq = record.last_event_seq;
-            let completed = json!({ "kind": "ActivationCompleted", "observedClosure": current, "exitCode": 0, "completedAt": now });
+            let completed =
+                json!({ "kind": "ActivationCompleted", "observedClosure": current, "exitCode": 0, "completedAt": now });
             let events: Vec<Value> = match state {
                 HostState::Activating | HostState::Deferred => vec![completed],
                 HostState::Pending => {
@@ -324,7 +409,9 @@ impl Core {
                     vec![json!({ "kind": "DispatchAck", "currentClosure": current, "receivedAt": now }), completed]
                 }
                 HostState::Soaking
-                    if no_rollout_named && record.soak_due_at.is_some_and(|due| due <= now) && record.enforce_probes_pass() =>
+                    if no_rollout_named
+                        && record.soak_due_at.is_some_and(|due| due <= now)
+                        && record.enforce_probes_pass() =>
                 {
                     vec![json!({ "kind": "Converged", "convergedAt": now, "currentClosure": current })]
                 }
@@ -389,15 +476,25 @@ impl Core {
         summary
     }
 
-    pub fn operator(&mut self, pending: &mut Pending, now: DateTime<Utc>, action: &OperatorAction, by: &str, reason: Option<&str>) -> Result<(usize, String), ReducerError> {
+    pub fn operator(
+        &mut self,
+        pending: &mut Pending,
+        now: DateTime<Utc>,
+        action: &OperatorAction,
+        by: &str,
+        reason: Option<&str>,
+    ) -> Result<(usize, String), ReducerError> {
         let Some(set) = self.set.clone() else { return Err(rejected("no-fleet", "There is no verified fleet yet.")) };
         let reason_text = reason.unwrap_or("").to_owned();
         let rollout_input = |a: &OperatorAction| -> Option<(RolloutId, RolloutInput)> {
             Some(match a {
-                OperatorAction::ApproveWave { rollout_id, wave } => (rollout_id.clone(), RolloutInput::Approve { wave: *wave }),
-                OperatorAction::Promote { rollout_id, to_wave, force } => {
-                    (rollout_id.clone(), RolloutInput::AdvanceWave { to: *to_wave, by: AdvancedBy::Operator, force: *force })
+                OperatorAction::ApproveWave { rollout_id, wave } => {
+                    (rollout_id.clone(), RolloutInput::Approve { wave: *wave })
                 }
+                OperatorAction::Promote { rollout_id, to_wave, force } => (
+                    rollout_id.clone(),
+                    RolloutInput::AdvanceWave { to: *to_wave, by: AdvancedBy::Operator, force: *force },
+                ),
                 OperatorAction::Pause { rollout_id } => (rollout_id.clone(), RolloutInput::Pause),
                 OperatorAction::Resume { rollout_id } => (rollout_id.clone(), RolloutInput::Resume),
                 OperatorAction::ClearFailure { rollout_id } => (rollout_id.clone(), RolloutInput::ClearFailure),
@@ -423,7 +520,10 @@ impl Core {
                     }
                     let why = if reason_text.is_empty() { format!("quarantined by {by}") } else { reason_text.clone() };
                     if !self.add_quarantine(pending, now, channel.clone(), closure.clone(), why, by.to_owned()) {
-                        return Err(rejected("already-quarantined", format!("{closure} is already quarantined on {channel}.")));
+                        return Err(rejected(
+                            "already-quarantined",
+                            format!("{closure} is already quarantined on {channel}."),
+                        ));
                     }
                     (None, Some(channel.clone()), format!("{closure} quarantined on {channel}"))
                 }
@@ -433,8 +533,20 @@ impl Core {
                         return Err(rejected("not-quarantined", format!("{closure} is not quarantined on {channel}.")));
                     }
                     self.quarantine_rows.remove(&key);
-                    pending.quarantines.push(QuarantineChange::Release { channel: channel.clone(), closure: closure.clone(), by: by.to_owned(), reason: reason_text.clone(), at: now });
-                    self.system_log(pending, now, "QuarantineReleased", Some(channel.clone()), json!({ "closure": closure, "by": by, "reason": reason_text }));
+                    pending.quarantines.push(QuarantineChange::Release {
+                        channel: channel.clone(),
+                        closure: closure.clone(),
+                        by: by.to_owned(),
+                        reason: reason_text.clone(),
+                        at: now,
+                    });
+                    self.system_log(
+                        pending,
+                        now,
+                        "QuarantineReleased",
+                        Some(channel.clone()),
+                        json!({ "closure": closure, "by": by, "reason": reason_text }),
+                    );
                     (None, Some(channel.clone()), format!("{closure} released on {channel}"))
                 }
                 _ => unreachable!("rollout actions are handled above"),
@@ -482,7 +594,13 @@ impl Core {
                 break;
             }
         }
-        let open: Vec<RolloutId> = self.state.rollouts.iter().filter(|(_, r)| r.state == shared::state::RolloutState::Active).map(|(id, _)| id.clone()).collect();
+        let open: Vec<RolloutId> = self
+            .state
+            .rollouts
+            .iter()
+            .filter(|(_, r)| r.state == shared::state::RolloutState::Active)
+            .map(|(id, _)| id.clone())
+            .collect();
         for id in open {
             if let Ok(effects) = self.state.apply_rollout_input(&set.fleet, &id, &RolloutInput::Evaluate, now) {
                 self.absorb(pending, now, effects);
@@ -509,7 +627,14 @@ impl Core {
         }
         gone.sort();
         for (host, last) in gone {
-            pending.log.push(LogRow { ts: now, kind: "HostOffline", rollout_id: None, host: Some(host), channel: None, payload: json!({ "lastHeartbeatAt": last }) });
+            pending.log.push(LogRow {
+                ts: now,
+                kind: "HostOffline",
+                rollout_id: None,
+                host: Some(host),
+                channel: None,
+                payload: json!({ "lastHeartbeatAt": last }),
+            });
         }
     }
 
@@ -545,7 +670,8 @@ impl Core {
 
     /// After a commit: records of terminal rollouts leave memory (the DB keeps them).
     pub fn prune(&mut self) {
-        let done: Vec<RolloutId> = self.state.rollouts.iter().filter(|(_, r)| r.state.is_terminal()).map(|(id, _)| id.clone()).collect();
+        let done: Vec<RolloutId> =
+            self.state.rollouts.iter().filter(|(_, r)| r.state.is_terminal()).map(|(id, _)| id.clone()).collect();
         for id in done {
             self.state.records.remove(&id);
         }

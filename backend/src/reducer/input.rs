@@ -12,11 +12,30 @@ use tokio::sync::oneshot;
 pub type Reply<T> = oneshot::Sender<Result<T, ReducerError>>;
 
 pub enum ReducerInput {
-    HostEvent { host: Hostname, rollout_id: RolloutId, event: HostEvent, reply: Reply<EventResponse> },
-    Heartbeat { heartbeat: HeartbeatRequest, reply: Reply<HeartbeatResponse> },
-    ManifestSetUpdated { update: Box<ManifestUpdate>, reply: Option<Reply<ManifestSummary>> },
-    PlanTick,
-    Operator { action: OperatorAction, by: String, reason: Option<String>, reply: Reply<OperatorOutcome> },
+    HostEvent {
+        host: Hostname,
+        rollout_id: RolloutId,
+        event: HostEvent,
+        reply: Reply<EventResponse>,
+    },
+    Heartbeat {
+        heartbeat: HeartbeatRequest,
+        reply: Reply<HeartbeatResponse>,
+    },
+    ManifestSetUpdated {
+        update: Box<ManifestUpdate>,
+        reply: Option<Reply<ManifestSummary>>,
+    },
+    /// A plan pass; the reply (if any) comes after it committed.
+    PlanTick {
+        reply: Option<Reply<()>>,
+    },
+    Operator {
+        action: OperatorAction,
+        by: String,
+        reason: Option<String>,
+        reply: Reply<OperatorOutcome>,
+    },
     Shutdown,
 }
 
@@ -27,7 +46,7 @@ impl ReducerInput {
             ReducerInput::HostEvent { .. } => "host_event",
             ReducerInput::Heartbeat { .. } => "heartbeat",
             ReducerInput::ManifestSetUpdated { .. } => "manifest_set_updated",
-            ReducerInput::PlanTick => "plan_tick",
+            ReducerInput::PlanTick { .. } => "plan_tick",
             ReducerInput::Operator { .. } => "operator",
             ReducerInput::Shutdown => "shutdown",
         }
@@ -55,17 +74,36 @@ pub struct ManifestSummary {
 #[serde(rename_all = "kebab-case", tag = "action")]
 pub enum OperatorAction {
     #[serde(rename_all = "camelCase")]
-    ApproveWave { rollout_id: RolloutId, wave: u32 },
+    ApproveWave {
+        rollout_id: RolloutId,
+        wave: u32,
+    },
     #[serde(rename_all = "camelCase")]
-    Promote { rollout_id: RolloutId, to_wave: u32, force: bool },
+    Promote {
+        rollout_id: RolloutId,
+        to_wave: u32,
+        force: bool,
+    },
     #[serde(rename_all = "camelCase")]
-    Pause { rollout_id: RolloutId },
+    Pause {
+        rollout_id: RolloutId,
+    },
     #[serde(rename_all = "camelCase")]
-    Resume { rollout_id: RolloutId },
+    Resume {
+        rollout_id: RolloutId,
+    },
     #[serde(rename_all = "camelCase")]
-    ClearFailure { rollout_id: RolloutId },
-    Quarantine { channel: Channel, closure: Closure },
-    Release { channel: Channel, closure: Closure },
+    ClearFailure {
+        rollout_id: RolloutId,
+    },
+    Quarantine {
+        channel: Channel,
+        closure: Closure,
+    },
+    Release {
+        channel: Channel,
+        closure: Closure,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -23,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::core::SharedFleet;
 use self::core::{Core, Pending};
-pub use self::input::{ManifestSummary, ManifestUpdate, OperatorAction, OperatorOutcome, ReducerError, ReducerInput, Reply};
+pub use self::input::{
+    ManifestSummary, ManifestUpdate, OperatorAction, OperatorOutcome, ReducerError, ReducerInput, Reply,
+};
 use crate::db::store::{self, LogEntry};
 use crate::feed::FeedHub;
 use crate::manifests::SharedTrust;
@@ -71,6 +73,7 @@ impl ReducerHandle {
 
 pub struct ReducerConfig {
     pub plan_tick: Duration,
+    pub clock: crate::clock::Clock,
 }
 
 /// Loads state from the database and starts the reducer task.
@@ -112,12 +115,13 @@ impl Reducer {
         let mut tick = tokio::time::interval(config.plan_tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // A first pass at start: opens what the persisted set allows, re-flags stuck hosts.
-        let mut group = vec![ReducerInput::PlanTick];
+        let mut group = vec![ReducerInput::PlanTick { reply: None }];
+        let clock = config.clock.clone();
         loop {
             if group.is_empty() {
                 let first = tokio::select! {
                     () = shutdown.cancelled() => break,
-                    _ = tick.tick() => ReducerInput::PlanTick,
+                    _ = tick.tick() => ReducerInput::PlanTick { reply: None },
                     input = rx.recv() => match input {
                         Some(input) => { self.metrics.queue_depth.dec(); input }
                         None => break,
@@ -134,7 +138,7 @@ impl Reducer {
                     }
                 }
             }
-            let stop = self.handle_group(std::mem::take(&mut group)).await;
+            let stop = self.handle_group(std::mem::take(&mut group), clock.now()).await;
             if stop {
                 break;
             }
@@ -150,8 +154,7 @@ impl Reducer {
     }
 
     /// Handles one group of inputs in one transaction. Returns true on `Shutdown`.
-    async fn handle_group(&mut self, group: Vec<ReducerInput>) -> bool {
-        let now = Utc::now();
+    async fn handle_group(&mut self, group: Vec<ReducerInput>, now: chrono::DateTime<Utc>) -> bool {
         let mut pending = Pending::default();
         let mut responders: Vec<Responder> = Vec::with_capacity(group.len());
         let mut stop = false;
@@ -160,7 +163,12 @@ impl Reducer {
             self.metrics.inputs.get_or_create(&Metrics::label("kind", input.kind())).inc();
             match input {
                 ReducerInput::Shutdown => stop = true,
-                ReducerInput::PlanTick => pending.replan = true,
+                ReducerInput::PlanTick { reply } => {
+                    pending.replan = true;
+                    if let Some(reply) = reply {
+                        responders.push(respond(reply, Ok(())));
+                    }
+                }
                 ReducerInput::HostEvent { host, rollout_id, event, reply } => {
                     let answer = self.core.host_event(&mut pending, now, &host, &rollout_id, &event);
                     responders.push(respond(reply, answer));
@@ -219,7 +227,9 @@ impl Reducer {
 
     async fn reload(&mut self) {
         match store::load(&self.pool).await {
-            Ok(loaded) => self.core = Core::from_loaded(loaded, trust_now(&self.trust), self.shared_fleet.clone(), Utc::now()),
+            Ok(loaded) => {
+                self.core = Core::from_loaded(loaded, trust_now(&self.trust), self.shared_fleet.clone(), Utc::now())
+            }
             Err(err) => tracing::error!(%err, "cannot reload state; keeping memory as it is"),
         }
     }
@@ -230,7 +240,10 @@ impl Reducer {
             self.metrics.hosts_by_state.get_or_create(&Metrics::label("state", state)).set(n);
         }
         for gate in ["quarantine", "rollout-state", "channel-edge", "wave", "approval", "host-edge", "budget"] {
-            self.metrics.holds_by_gate.get_or_create(&Metrics::label("gate", gate)).set(by_gate.get(gate).copied().unwrap_or(0));
+            self.metrics
+                .holds_by_gate
+                .get_or_create(&Metrics::label("gate", gate))
+                .set(by_gate.get(gate).copied().unwrap_or(0));
         }
     }
 }
@@ -253,6 +266,9 @@ fn refuse(input: ReducerInput, why: &str) {
         ReducerInput::Heartbeat { reply, .. } => drop(reply.send(Err(err()))),
         ReducerInput::ManifestSetUpdated { reply: Some(reply), .. } => drop(reply.send(Err(err()))),
         ReducerInput::Operator { reply, .. } => drop(reply.send(Err(err()))),
-        ReducerInput::ManifestSetUpdated { reply: None, .. } | ReducerInput::PlanTick | ReducerInput::Shutdown => {}
+        ReducerInput::PlanTick { reply: Some(reply) } => drop(reply.send(Err(err()))),
+        ReducerInput::ManifestSetUpdated { reply: None, .. }
+        | ReducerInput::PlanTick { reply: None }
+        | ReducerInput::Shutdown => {}
     }
 }

@@ -16,19 +16,13 @@ impl<'a> Shell<'a> {
         Shell { session }
     }
     pub fn find(&self) -> Find<'a> {
-        Find {
-            session: self.session,
-        }
+        Find { session: self.session }
     }
     pub fn act(&self) -> Act<'a> {
-        Act {
-            session: self.session,
-        }
+        Act { session: self.session }
     }
     pub fn check(&self) -> Check<'a> {
-        Check {
-            session: self.session,
-        }
+        Check { session: self.session }
     }
 }
 
@@ -71,21 +65,11 @@ pub struct Act<'a> {
 
 impl Act<'_> {
     pub async fn open(&self, path: &str) -> anyhow::Result<()> {
-        self.session
-            .client
-            .goto(&self.session.url(path))
-            .await
-            .context("navigation failed")
+        self.session.client.goto(&self.session.url(path)).await.context("navigation failed")
     }
     pub async fn click_nav(&self, label: &str) -> anyhow::Result<()> {
-        let link = Find {
-            session: self.session,
-        }
-        .nav_link(label)
-        .await?;
-        link.click()
-            .await
-            .with_context(|| format!("cannot click `{label}`"))
+        let link = Find { session: self.session }.nav_link(label).await?;
+        link.click().await.with_context(|| format!("cannot click `{label}`"))
     }
 }
 
@@ -95,18 +79,13 @@ pub struct Check<'a> {
 
 impl Check<'_> {
     fn find(&self) -> Find<'_> {
-        Find {
-            session: self.session,
-        }
+        Find { session: self.session }
     }
 
     /// The WASM app mounted: header with the three sections of the dashboard.
     pub async fn shell_rendered(&self) -> anyhow::Result<()> {
         let brand = self.find().header().await?.text().await?;
-        ensure!(
-            brand.contains("Fleetwave"),
-            "header shows `{brand}`, expected the Fleetwave brand"
-        );
+        ensure!(brand.contains("Fleetwave"), "header shows `{brand}`, expected the Fleetwave brand");
         for label in ["Fleet", "Rollouts", "Quarantines"] {
             self.find().nav_link(label).await?;
         }
@@ -123,10 +102,7 @@ impl Check<'_> {
             if text == expected {
                 return Ok(());
             }
-            ensure!(
-                std::time::Instant::now() < deadline,
-                "version badge shows `{text}`, expected `{expected}`"
-            );
+            ensure!(std::time::Instant::now() < deadline, "version badge shows `{text}`, expected `{expected}`");
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
@@ -135,10 +111,7 @@ impl Check<'_> {
     pub async fn on_page(&self, id: &str, path: &str) -> anyhow::Result<()> {
         self.find().page(id).await?;
         let url = self.session.client.current_url().await?;
-        ensure!(
-            url.path() == path,
-            "address bar shows {url}, expected path {path}"
-        );
+        ensure!(url.path() == path, "address bar shows {url}, expected path {path}");
         Ok(())
     }
 }

@@ -14,17 +14,12 @@ pub fn LoginPage() -> impl IntoView {
         ev.prevent_default();
         let value = token.get_untracked().trim().to_owned();
         if value.is_empty() {
-            outcome.set(Some(Err(
-                "Paste the token that `fleetwave operator add` printed.".into(),
-            )));
+            outcome.set(Some(Err("Paste the token that `fleetwave operator add` printed.".into())));
             return;
         }
         busy.set(true);
         spawn_local(async move {
-            let result = api::login(&value)
-                .await
-                .map(|_| ())
-                .map_err(|err| err.to_string());
+            let result = api::login(&value).await.map(|_| ()).map_err(|err| err.to_string());
             outcome.set(Some(result));
             busy.set(false);
         });

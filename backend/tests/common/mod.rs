@@ -1,0 +1,307 @@
+//! `spawn_app()`: the real control plane on a free port with a temporary database, a trust
+//! file for the testkit's CI key, an operator and a viewer, and signed agents.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use backend::cli::ServeConfig;
+use backend::clock::Clock;
+use backend::db::auth::Role;
+use backend::http::operator_auth::{new_token, token_hash};
+use backend::reducer::ReducerInput;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use ed25519_dalek::{Signer, SigningKey};
+use engine::testkit::{FleetBuilder, ci_key, host_key, trust_config};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use shared::manifest::SignedArtifact;
+use tokio_util::sync::CancellationToken;
+
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub operator_token: String,
+    pub viewer_token: String,
+    pub clock: Clock,
+    pub state: backend::http::AppState,
+    pub dir: tempfile::TempDir,
+    pub db: PathBuf,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub struct Options {
+    pub plan_tick_ms: u64,
+    pub manifests_dir: Option<PathBuf>,
+    pub trust: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        // Plan ticks are driven by the tests (`tick()`); the periodic one is far away.
+        Options { plan_tick_ms: 3_600_000, manifests_dir: None, trust: true }
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_with(Options::default(), None).await
+}
+
+/// Starts a server; `reuse` keeps the directory (and so the DB) of a previous one.
+pub async fn spawn_with(options: Options, reuse: Option<tempfile::TempDir>) -> TestApp {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt().with_env_filter("info").with_test_writer().try_init();
+    }
+    let dir = reuse.unwrap_or_else(|| tempfile::tempdir().unwrap());
+    let trust_path = dir.path().join("trust.json");
+    std::fs::write(&trust_path, serde_json::to_vec(&trust_config(&ci_key())).unwrap()).unwrap();
+    let db = dir.path().join("fleetwave.db");
+    let config = ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        db: db.clone(),
+        dist: dir.path().join("no-dist"),
+        trust: options.trust.then_some(trust_path),
+        manifests_dir: options.manifests_dir,
+        manifests_poll_ms: 50,
+        plan_tick_ms: options.plan_tick_ms,
+    };
+    let shutdown = CancellationToken::new();
+    let clock = Clock::default();
+    let app = backend::server::App::build_with_clock(&config, shutdown.clone(), clock.clone()).await.unwrap();
+    let addr = app.local_addr();
+    let state = app.state().clone();
+    let pool = state.pool.clone();
+    let mut tokens = Vec::new();
+    for (name, role) in [("olive", Role::Operator), ("vera", Role::Viewer)] {
+        let token = new_token();
+        // A reused database already has them; create fresh ones under new names.
+        let unique = format!("{name}-{}", &token[3..9]);
+        backend::db::auth::add_operator(&pool, &unique, role, &token_hash(&token), chrono::Utc::now()).await.unwrap();
+        tokens.push(token);
+    }
+    let task = tokio::spawn(app.run());
+    TestApp {
+        addr,
+        base: format!("http://{addr}"),
+        http: reqwest::Client::new(),
+        operator_token: tokens[0].clone(),
+        viewer_token: tokens[1].clone(),
+        clock,
+        state,
+        dir,
+        db,
+        shutdown,
+        task: Some(task),
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl TestApp {
+    /// Stops the server cleanly and hands back its directory (to restart on the same DB).
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// One plan pass, answered after it committed.
+    pub async fn tick(&self) {
+        self.state.reducer.ask(|reply| ReducerInput::PlanTick { reply: Some(reply) }).await.unwrap();
+    }
+
+    pub fn advance(&self, seconds: i64) {
+        self.clock.advance(chrono::Duration::seconds(seconds));
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).bearer_auth(&self.operator_token).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.post_as(&self.operator_token.clone(), path, body).await
+    }
+
+    pub async fn post_as(&self, token: &str, path: &str, body: Value) -> (u16, Value) {
+        let r = self.http.post(self.url(path)).bearer_auth(token).json(&body).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Signs the builder's fleet and release `commit` and uploads them.
+    pub async fn upload(&self, fleet: &FleetBuilder, commit: &str) -> (u16, Value) {
+        let body = upload_body(fleet, commit, chrono::Utc::now());
+        self.post("/api/v1/manifests", body).await
+    }
+
+    pub fn agent(&self, host: &str) -> Agent {
+        Agent {
+            host: host.to_owned(),
+            key: host_key(host),
+            base: self.base.clone(),
+            http: self.http.clone(),
+            seq: Default::default(),
+        }
+    }
+
+    pub async fn log(&self) -> Vec<backend::db::store::LogEntry> {
+        backend::db::store::log_after(&self.state.pool, 0, 100_000).await.unwrap()
+    }
+
+    pub async fn rollout(&self, id: &str) -> Value {
+        let (status, body) = self.get(&format!("/api/v1/rollouts/{id}")).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// The dashboard cell of `host` in rollout `id`.
+    pub async fn cell(&self, id: &str, host: &str) -> Value {
+        let detail = self.rollout(id).await;
+        for wave in detail["waves"].as_array().unwrap() {
+            for cell in wave["hosts"].as_array().unwrap() {
+                if cell["hostname"] == host {
+                    return cell.clone();
+                }
+            }
+        }
+        panic!("{host} not in {id}")
+    }
+
+    /// State of `host` in rollout `id`, from the API.
+    pub async fn host_state(&self, id: &str, host: &str) -> String {
+        let detail = self.rollout(id).await;
+        for wave in detail["waves"].as_array().unwrap() {
+            for cell in wave["hosts"].as_array().unwrap() {
+                if cell["hostname"] == host {
+                    return cell["state"].as_str().unwrap().to_owned();
+                }
+            }
+        }
+        panic!("{host} not in {id}")
+    }
+}
+
+/// `{fleet, rollouts}` for a release of `fleet` at `commit`, signed now.
+pub fn upload_body(fleet: &FleetBuilder, commit: &str, signed_at: chrono::DateTime<chrono::Utc>) -> Value {
+    let mut doc = fleet.document();
+    doc["meta"]["signedAt"] = json!(signed_at.to_rfc3339());
+    doc["meta"]["ciCommit"] = json!(commit);
+    let out = backend::cli::signing::release_documents(&ci_key(), &doc).unwrap();
+    let rollouts: Vec<SignedArtifact> = out.manifests.iter().map(|(_, s)| s.artifact()).collect();
+    json!({ "fleet": out.fleet.artifact(), "rollouts": rollouts })
+}
+
+/// A simulated agent: signs requests with its host key and numbers its events.
+pub struct Agent {
+    pub host: String,
+    pub key: SigningKey,
+    base: String,
+    http: reqwest::Client,
+    seq: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+}
+
+pub fn sign_request(
+    key: &SigningKey,
+    host: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    ts: i64,
+) -> Vec<(&'static str, String)> {
+    let digest: String = Sha256::digest(body).iter().map(|b| format!("{b:02x}")).collect();
+    let message = shared::agent::signing_string(method, path, ts, &digest);
+    vec![
+        ("x-fleetwave-host", host.to_owned()),
+        ("x-fleetwave-timestamp", ts.to_string()),
+        ("x-fleetwave-signature", B64.encode(key.sign(message.as_bytes()).to_bytes())),
+    ]
+}
+
+impl Agent {
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+        headers: Vec<(&'static str, String)>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method.parse().unwrap(), format!("{}{}", self.base, path)).body(body);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn signed(&self, method: &str, path: &str, body: &Value) -> (u16, Value) {
+        let bytes = if method == "GET" { Vec::new() } else { serde_json::to_vec(body).unwrap() };
+        let headers = sign_request(&self.key, &self.host, method, path, &bytes, chrono::Utc::now().timestamp());
+        self.raw(method, path, bytes, headers).await
+    }
+
+    pub async fn heartbeat(&self, closure: Option<&str>, rollout: Option<&str>) -> Value {
+        let mut body = json!({ "hostname": self.host, "at": chrono::Utc::now() });
+        if let Some(c) = closure {
+            body["currentClosure"] = json!(c);
+        }
+        if let Some(r) = rollout {
+            body["rolloutId"] = json!(r);
+        }
+        let (status, answer) = self.signed("POST", "/api/v1/agent/heartbeat", &body).await;
+        assert_eq!(status, 200, "heartbeat of {}: {answer}", self.host);
+        answer
+    }
+
+    /// Sends the next event (seq numbered per rollout) and returns (status, answer).
+    pub async fn event(&self, rollout: &str, kind: &str, mut fields: Value) -> (u16, Value) {
+        let seq = {
+            let mut seqs = self.seq.lock().unwrap();
+            let s = seqs.entry(rollout.to_owned()).or_insert(0);
+            *s += 1;
+            *s
+        };
+        fields["kind"] = json!(kind);
+        fields["seq"] = json!(seq);
+        self.event_raw(rollout, fields).await
+    }
+
+    pub async fn event_raw(&self, rollout: &str, event: Value) -> (u16, Value) {
+        let body = json!({ "hostname": self.host, "rolloutId": rollout, "event": event });
+        self.signed("POST", "/api/v1/agent/events", &body).await
+    }
+
+    /// Acknowledges the dispatch and activates to `closure` (→ Soaking).
+    pub async fn activate(&self, rollout: &str, closure: &str, at: chrono::DateTime<chrono::Utc>) {
+        let (s, a) =
+            self.event(rollout, "DispatchAck", json!({"currentClosure": "/nix/store/old", "receivedAt": at})).await;
+        assert_eq!((s, a["outcome"].as_str()), (200, Some("applied")), "{}: {a}", self.host);
+        let (s, a) = self
+            .event(
+                rollout,
+                "ActivationCompleted",
+                json!({"observedClosure": closure, "exitCode": 0, "completedAt": at}),
+            )
+            .await;
+        assert_eq!((s, a["state"].as_str()), (200, Some("Soaking")), "{}: {a}", self.host);
+    }
+
+    pub async fn converge(&self, rollout: &str, closure: &str, at: chrono::DateTime<chrono::Utc>) -> (u16, Value) {
+        self.event(rollout, "Converged", json!({"convergedAt": at, "currentClosure": closure})).await
+    }
+}
