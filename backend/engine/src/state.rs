@@ -175,6 +175,28 @@ impl FleetState {
         Ok(effects)
     }
 
+    /// Withdraws every unacknowledged dispatch of `closure` to `channel` (it was just
+    /// quarantined): the agent must not pick it up on its next heartbeat.
+    pub fn withdraw_dispatches_of(&mut self, channel: &Channel, closure: &Closure, now: DateTime<Utc>) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for (id, rollout) in &self.rollouts {
+            if rollout.state.is_terminal() || &rollout.channel != channel {
+                continue;
+            }
+            for record in self.records.get_mut(id).into_iter().flat_map(|r| r.values_mut()) {
+                if record.state == shared::state::HostState::Pending
+                    && record.dispatch.is_some()
+                    && &record.target_closure == closure
+                {
+                    record.dispatch = None;
+                    record.last_progress_at = now;
+                    effects.push(Effect::WithdrawDispatch { rollout_id: id.clone(), host: record.hostname.clone() });
+                }
+            }
+        }
+        effects
+    }
+
     /// Flags records that made no progress for `stuckAfterMinutes` (SPEC §6): Pending with a
     /// dispatch, Activating, or Soaking past its soak. Progress clears the flag (in `step`);
     /// so does leaving those states. Returns one log effect per record whose flag changed.

@@ -379,11 +379,12 @@ pub async fn presence(pool: &SqlitePool) -> Result<Vec<(String, DateTime<Utc>, O
     rows.iter().map(|r| Ok((r.get(0), parse_ts(r.get::<&str, _>(1))?, r.get(2)))).collect()
 }
 
-/// A host's records in rollouts that are not terminal, ordered by rollout id.
+/// A host's non-terminal records in rollouts that are not terminal, by rollout id.
 pub async fn open_records_of_host(pool: &SqlitePool, host: &Hostname) -> Result<Vec<HostRecord>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT r.body FROM host_records r JOIN rollouts o USING (rollout_id)
-         WHERE r.hostname = ? AND o.state NOT IN ('Completed', 'Superseded') ORDER BY r.rollout_id",
+         WHERE r.hostname = ? AND o.state NOT IN ('Completed', 'Superseded')
+           AND r.state NOT IN ('Converged', 'Reverted') ORDER BY r.rollout_id",
     )
     .bind(host.as_str())
     .fetch_all(pool)

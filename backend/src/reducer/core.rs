@@ -201,7 +201,9 @@ impl Core {
         for effect in effects {
             match effect {
                 Effect::Log(entry) => self.log(pending, now, entry),
-                Effect::HostStateChanged { .. } => {}
+                // A host that moved can unblock waves, host edges and budgets, or halt a
+                // rollout: plan again before this group commits.
+                Effect::HostStateChanged { .. } => pending.replan = true,
                 Effect::Quarantine { channel, closure, reason } => {
                     self.add_quarantine(pending, now, channel, closure, reason, "fleetwave".into());
                 }
@@ -266,10 +268,13 @@ impl Core {
             pending,
             now,
             "QuarantineAdded",
-            Some(channel),
+            Some(channel.clone()),
             json!({ "closure": closure, "reason": reason, "by": by }),
         );
-        // Pending hosts of this closure must be held in this same transaction.
+        // Dispatches not yet picked up are withdrawn, and the Pending hosts of this closure are
+        // held, in this same transaction.
+        let withdrawn = self.state.withdraw_dispatches_of(&channel, &closure, now);
+        self.absorb(pending, now, withdrawn);
         pending.replan = true;
         true
     }
@@ -303,13 +308,14 @@ impl Core {
         }
     }
 
-    /// Records of `host` in rollouts that are not terminal, ordered by rollout id.
+    /// Non-terminal records of `host` in rollouts that are not terminal, by rollout id.
     fn open_records_of(&self, host: &Hostname) -> Vec<(RolloutId, HostState)> {
         self.state
             .records
             .iter()
             .filter(|(id, _)| self.state.rollouts.get(*id).is_some_and(|r| !r.state.is_terminal()))
             .filter_map(|(id, records)| records.get(host).map(|r| (id.clone(), r.state)))
+            .filter(|(_, state)| !state.is_terminal())
             .collect()
     }
 
@@ -336,6 +342,9 @@ impl Core {
         let dispatch = open.iter().find_map(|(id, _)| {
             let record = self.state.record(id, host)?;
             let d = record.dispatch.filter(|_| record.state == HostState::Pending)?;
+            if self.quarantines.contains(&(record.channel.clone(), record.target_closure.clone())) {
+                return None;
+            }
             Some(DispatchOrder {
                 rollout_id: id.clone(),
                 target_closure: record.target_closure.clone(),

@@ -250,8 +250,14 @@ impl Agent {
     }
 
     pub async fn signed(&self, method: &str, path: &str, body: &Value) -> (u16, Value) {
+        self.signed_at(method, path, body, chrono::Utc::now().timestamp()).await
+    }
+
+    /// Signs with an explicit timestamp (a resend of identical bytes within the same second
+    /// would be a replay).
+    pub async fn signed_at(&self, method: &str, path: &str, body: &Value, ts: i64) -> (u16, Value) {
         let bytes = if method == "GET" { Vec::new() } else { serde_json::to_vec(body).unwrap() };
-        let headers = sign_request(&self.key, &self.host, method, path, &bytes, chrono::Utc::now().timestamp());
+        let headers = sign_request(&self.key, &self.host, method, path, &bytes, ts);
         self.raw(method, path, bytes, headers).await
     }
 
