@@ -31,6 +31,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], empty_as: Option<&str>) -> 
         (true, Some(default)) => default.as_bytes(),
         _ => bytes,
     };
+    // Every body of this API is an object; serde would also take a struct from an array.
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            Ok(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-body", "The request body must be a JSON object."),
+            Err(err) => ApiError::new(StatusCode::BAD_REQUEST, "malformed-json", format!("The request body is not valid JSON: {err}.")),
+        });
+    }
     serde_json::from_slice(bytes).map_err(|err| match err.classify() {
         serde_json::error::Category::Data => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

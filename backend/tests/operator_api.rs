@@ -1,0 +1,174 @@
+//! Operator authentication and roles, and a table of bad input on every route: each gets its
+//! documented 4xx, nothing panics, and the database is unchanged.
+
+mod common;
+
+use common::spawn_app;
+use engine::testkit::FleetBuilder;
+use serde_json::{Value, json};
+
+fn fleet() -> FleetBuilder {
+    FleetBuilder::new()
+        .policy("p", &[(10, false), (10, true)], "halt", 30)
+        .channel("stable", "p")
+        .host("a", "stable", &[])
+        .host("b", "stable", &[])
+        .waves("stable", &[&["a"], &["b"]])
+}
+
+/// Every row of every rollout-state table, as text.
+async fn db_snapshot(app: &common::TestApp) -> String {
+    let mut out = String::new();
+    for table in ["manifest_fleet", "manifest_rollouts", "rollouts", "host_records", "quarantines", "event_log", "operators"] {
+        let rows: Vec<(String,)> =
+            sqlx::query_as(&format!("SELECT json_group_array(json_object('row', quote({table}.rowid))) || (SELECT COUNT(*) FROM {table}) FROM {table}"))
+                .fetch_all(&app.state.pool)
+                .await
+                .unwrap_or_default();
+        let dump: Vec<(String,)> = sqlx::query_as(&format!("SELECT CAST(json_array(*) AS TEXT) FROM (SELECT * FROM {table})"))
+            .fetch_all(&app.state.pool)
+            .await
+            .unwrap_or_default();
+        out.push_str(&format!("{table}: {rows:?} {dump:?}\n"));
+    }
+    out
+}
+
+#[tokio::test]
+async fn reads_need_a_token_and_actions_need_the_operator_role() {
+    let app = spawn_app().await;
+    app.upload(&fleet(), "a1").await;
+    let anonymous = app.http.get(app.url("/api/v1/rollouts")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let forged = app.http.get(app.url("/api/v1/rollouts")).bearer_auth("fw_nope").send().await.unwrap();
+    assert_eq!(forged.status(), 401);
+    let viewer = app.http.get(app.url("/api/v1/rollouts")).bearer_auth(&app.viewer_token).send().await.unwrap();
+    assert_eq!(viewer.status(), 200);
+    let (s, body) = app.post_as(&app.viewer_token.clone(), "/api/v1/rollouts/stable@a1/pause", json!({})).await;
+    assert_eq!((s, body["error"]["code"].as_str()), (403, Some("forbidden")));
+    let (s, _) = app.post_as(&app.viewer_token.clone(), "/api/v1/manifests", json!({})).await;
+    assert_eq!(s, 403, "viewers cannot upload either");
+}
+
+#[tokio::test]
+async fn a_session_cookie_signs_in_and_changes_need_the_csrf_header() {
+    let app = spawn_app().await;
+    app.upload(&fleet(), "a1").await;
+    let client = reqwest::Client::new();
+    let r = client.post(app.url("/api/v1/session")).json(&json!({"token": app.operator_token})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let set_cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"), "{set_cookie}");
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    assert!(!cookie.contains(&app.operator_token), "the session is not the token");
+
+    let me: Value = client.get(app.url("/api/v1/session")).header("cookie", &cookie).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["role"], "operator");
+    let without = client.post(app.url("/api/v1/rollouts/stable@a1/pause")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(without.status(), 403);
+    let with = client.post(app.url("/api/v1/rollouts/stable@a1/pause")).header("cookie", &cookie).header("x-fleetwave-csrf", "1").send().await.unwrap();
+    assert_eq!(with.status(), 200);
+
+    let out = client.delete(app.url("/api/v1/session")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(out.status(), 204);
+    assert_eq!(client.get(app.url("/api/v1/session")).header("cookie", &cookie).send().await.unwrap().status(), 401);
+    let bad = client.post(app.url("/api/v1/session")).json(&json!({"token": "fw_wrong"})).send().await.unwrap();
+    assert_eq!(bad.status(), 401);
+}
+
+#[tokio::test]
+async fn tokens_are_stored_only_as_hashes() {
+    let app = spawn_app().await;
+    let (hashes,): (String,) = sqlx::query_as("SELECT group_concat(token_hash) FROM operators").fetch_one(&app.state.pool).await.unwrap();
+    assert!(!hashes.contains(&app.operator_token) && !hashes.contains(&app.viewer_token[3..]));
+    let db = std::fs::read(&app.db).unwrap();
+    let needle = app.operator_token.as_bytes();
+    assert!(!db.windows(needle.len()).any(|w| w == needle), "the raw token is nowhere in the database file");
+}
+
+#[tokio::test]
+async fn operator_add_prints_a_working_token_on_its_last_line() {
+    let app = spawn_app().await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleetwave"))
+        .args(["operator", "add", "--name", "carol", "--role", "viewer", "--db"])
+        .arg(&app.db)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let token = stdout.lines().last().unwrap().trim();
+    let r = app.http.get(app.url("/api/v1/session")).bearer_auth(token).send().await.unwrap();
+    let me: Value = r.json().await.unwrap();
+    assert_eq!((me["name"].as_str(), me["role"].as_str()), (Some("carol"), Some("viewer")));
+}
+
+#[tokio::test]
+async fn bad_input_on_every_route_gets_its_4xx_and_changes_nothing() {
+    let app = spawn_app().await;
+    app.upload(&fleet(), "a1").await;
+    let before = db_snapshot(&app).await;
+    let huge = format!("{{\"wave\": 1, \"reason\": \"{}\"}}", "x".repeat(1_100_000));
+    let cases: Vec<(&str, &str, String, u16, &str)> = vec![
+        ("POST", "/api/v1/manifests", "{".into(), 400, "malformed-json"),
+        ("POST", "/api/v1/manifests", r#"{"fleet": 1}"#.into(), 422, "invalid-body"),
+        ("POST", "/api/v1/manifests", r#"{"fleet": {"artifact": "", "signature": ""}, "extra": 1}"#.into(), 422, "invalid-body"),
+        ("POST", "/api/v1/manifests", r#"{"fleet": {"artifact": "%%", "signature": "AA=="}}"#.into(), 422, "malformed"),
+        ("POST", "/api/v1/manifests", huge.clone(), 413, "body-too-large"),
+        ("POST", "/api/v1/rollouts/stable@a1/approve", "{".into(), 400, "malformed-json"),
+        ("POST", "/api/v1/rollouts/stable@a1/approve", r#"{"wave": "one"}"#.into(), 422, "invalid-body"),
+        ("POST", "/api/v1/rollouts/stable@a1/approve", r#"{"wave": -1}"#.into(), 422, "invalid-body"),
+        ("POST", "/api/v1/rollouts/stable@a1/approve", r#"{"wave": 1, "sneaky": true}"#.into(), 422, "invalid-body"),
+        ("POST", "/api/v1/rollouts/stable@a1/approve", huge.clone(), 413, "body-too-large"),
+        ("POST", "/api/v1/rollouts/stable/approve", r#"{"wave": 1}"#.into(), 400, "bad-id"),
+        ("POST", "/api/v1/rollouts/..%2F..%2Fetc%2Fpasswd/pause", "".into(), 400, "bad-id"),
+        ("POST", "/api/v1/rollouts/stable@a1/promote", r#"{"toWave": 1, "force": "yes"}"#.into(), 422, "invalid-body"),
+        ("POST", "/api/v1/rollouts/stable@a1/pause", "[]".into(), 422, "invalid-body"),
+        ("POST", "/api/v1/rollouts/stable@a1/resume", r#"{"reason": 7}"#.into(), 422, "invalid-body"),
+        ("POST", "/api/v1/rollouts/stable@a1/clear-failure", "nul".into(), 400, "malformed-json"),
+        ("POST", "/api/v1/quarantines", r#"{"channel": "../x", "closure": "/nix/store/a"}"#.into(), 422, "invalid-body"),
+        ("POST", "/api/v1/quarantines", r#"{"channel": "stable", "closure": "/nix/store/a\nb"}"#.into(), 422, "invalid-body"),
+        ("POST", "/api/v1/quarantines", r#"{"channel": "stable"}"#.into(), 422, "invalid-body"),
+        ("POST", "/api/v1/quarantines/release", r#"{"channel": "stable", "closure": ""}"#.into(), 422, "invalid-body"),
+        ("GET", "/api/v1/rollouts/STABLE@a1", "".into(), 400, "bad-id"),
+        ("GET", "/api/v1/rollouts/stable@ffff", "".into(), 404, "not-found"),
+        ("GET", "/api/v1/rollouts/stable@a1/events?limit=abc", "".into(), 400, "bad-query"),
+        ("GET", "/api/v1/rollouts/stable@a1/events?limit=0", "".into(), 400, "bad-query"),
+        ("GET", "/api/v1/rollouts/stable@a1/events?bogus=1", "".into(), 400, "bad-query"),
+        ("GET", "/api/v1/feed", "".into(), 400, "bad-last-event-id"),
+        ("POST", "/api/v1/session", "{}".into(), 422, "invalid-body"),
+        ("POST", "/api/v1/session", r#"{"token": 5}"#.into(), 422, "invalid-body"),
+        ("DELETE", "/api/v1/rollouts", "".into(), 405, "method-not-allowed"),
+        ("GET", "/api/v1/nope", "".into(), 404, "not-found"),
+    ];
+    for (method, path, body, status, code) in cases {
+        let mut req = app.http.request(method.parse().unwrap(), app.url(path)).bearer_auth(&app.operator_token).body(body);
+        if path == "/api/v1/feed" {
+            req = req.header("last-event-id", "minus-one");
+        }
+        let r = req.header("content-type", "application/json").send().await.unwrap();
+        let got = r.status().as_u16();
+        let json: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!((got, json["error"]["code"].as_str()), (status, Some(code)), "{method} {path}: {json}");
+        assert!(json["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{method} {path} explains itself");
+    }
+
+    // Agent routes: signed correctly, but the body is bad.
+    let a = app.agent("a");
+    for (body, status, code) in [
+        ("{".to_owned(), 400, "malformed-json"),
+        (r#"{"hostname": "a", "at": "not a time"}"#.to_owned(), 422, "invalid-body"),
+        (r#"{"hostname": "a", "at": "2026-11-26T00:00:00Z", "color": "red"}"#.to_owned(), 422, "invalid-body"),
+        (format!(r#"{{"hostname": "a", "at": "2026-11-26T00:00:00Z", "pad": "{}"}}"#, "x".repeat(1_100_000)), 413, "body-too-large"),
+    ] {
+        let path = "/api/v1/agent/heartbeat";
+        let headers = common::sign_request(&a.key, "a", "POST", path, body.as_bytes(), chrono::Utc::now().timestamp());
+        let (s, json) = a.raw("POST", path, body.into_bytes(), headers).await;
+        assert_eq!((s, json["error"]["code"].as_str()), (status, Some(code)), "{json}");
+    }
+    let (s, json) = a.signed("POST", "/api/v1/agent/events", &json!({"hostname": "a", "rolloutId": "stable@a1", "event": {"kind": "Exploded", "seq": 1}})).await;
+    assert_eq!((s, json["error"]["code"].as_str()), (422, Some("invalid-body")));
+    let (s, json) = a.signed("POST", "/api/v1/agent/events", &json!({"hostname": "a", "rolloutId": "../../x", "event": {}})).await;
+    assert_eq!((s, json["error"]["code"].as_str()), (422, Some("invalid-body")));
+
+    assert_eq!(db_snapshot(&app).await, before, "bad input changed the database");
+}
