@@ -55,7 +55,7 @@ impl App {
         }));
         let pool = db::open(&config.db).await?;
         let metrics = Arc::new(Metrics::new());
-        let feed = FeedHub::default();
+        let feed = FeedHub::new(config.feed_capacity.max(1));
         let fleet = Arc::new(RwLock::new(None));
         let (reducer, reducer_task) = reducer::spawn(
             pool.clone(),

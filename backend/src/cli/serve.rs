@@ -34,6 +34,10 @@ pub struct ServeConfig {
     /// operator action). Default: 15000.
     #[arg(long, env = "FLEETWAVE_PLAN_TICK_MS", default_value_t = 15_000)]
     pub plan_tick_ms: u64,
+    /// Live-feed entries a client may fall behind by before it is disconnected (it then
+    /// resumes with Last-Event-ID). Default: 4096.
+    #[arg(long, env = "FLEETWAVE_FEED_CAPACITY", default_value_t = crate::feed::FEED_CAPACITY)]
+    pub feed_capacity: usize,
 }
 
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {

@@ -36,12 +36,13 @@ pub struct Options {
     pub plan_tick_ms: u64,
     pub manifests_dir: Option<PathBuf>,
     pub trust: bool,
+    pub feed_capacity: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
         // Plan ticks are driven by the tests (`tick()`); the periodic one is far away.
-        Options { plan_tick_ms: 3_600_000, manifests_dir: None, trust: true }
+        Options { plan_tick_ms: 3_600_000, manifests_dir: None, trust: true, feed_capacity: backend::feed::FEED_CAPACITY }
     }
 }
 
@@ -66,6 +67,7 @@ pub async fn spawn_with(options: Options, reuse: Option<tempfile::TempDir>) -> T
         manifests_dir: options.manifests_dir,
         manifests_poll_ms: 50,
         plan_tick_ms: options.plan_tick_ms,
+        feed_capacity: options.feed_capacity,
     };
     let shutdown = CancellationToken::new();
     let clock = Clock::default();
