@@ -37,12 +37,15 @@ pub fn rollout_header(r: &Rollout) -> RolloutHeader {
     }
 }
 
+/// The whole record as it is after a change, carried by its log entry: the dashboard reads it
+/// as a [`HostCell`], and replaying the log restores the record from it.
 pub fn record_view(r: &HostRecord) -> Value {
-    serde_json::to_value(host_cell(r)).unwrap_or(Value::Null)
+    serde_json::to_value(r).unwrap_or(Value::Null)
 }
 
+/// The whole rollout after a change (a superset of [`RolloutHeader`]).
 pub fn rollout_view(r: &Rollout) -> Value {
-    serde_json::to_value(rollout_header(r)).unwrap_or(Value::Null)
+    serde_json::to_value(r).unwrap_or(Value::Null)
 }
 
 fn percent(converged: u64, total: u64) -> f64 {

@@ -104,6 +104,7 @@ async fn a_client_that_falls_too_far_behind_is_disconnected_not_skipped() {
 
     // It reconnects from where it was and catches up.
     let mut again = connect(&app, Some(got.last().copied().unwrap_or(0))).await;
-    let rest: Vec<i64> = read_until(&mut again, *all.last().unwrap()).await.iter().map(|e| e.id.parse().unwrap()).collect();
+    let rest: Vec<i64> =
+        read_until(&mut again, *all.last().unwrap()).await.iter().map(|e| e.id.parse().unwrap()).collect();
     assert_eq!([got, rest].concat(), all);
 }

@@ -19,16 +19,19 @@ fn fleet() -> FleetBuilder {
 /// Every row of every rollout-state table, as text.
 async fn db_snapshot(app: &common::TestApp) -> String {
     let mut out = String::new();
-    for table in ["manifest_fleet", "manifest_rollouts", "rollouts", "host_records", "quarantines", "event_log", "operators"] {
+    for table in
+        ["manifest_fleet", "manifest_rollouts", "rollouts", "host_records", "quarantines", "event_log", "operators"]
+    {
         let rows: Vec<(String,)> =
             sqlx::query_as(&format!("SELECT json_group_array(json_object('row', quote({table}.rowid))) || (SELECT COUNT(*) FROM {table}) FROM {table}"))
                 .fetch_all(&app.state.pool)
                 .await
                 .unwrap_or_default();
-        let dump: Vec<(String,)> = sqlx::query_as(&format!("SELECT CAST(json_array(*) AS TEXT) FROM (SELECT * FROM {table})"))
-            .fetch_all(&app.state.pool)
-            .await
-            .unwrap_or_default();
+        let dump: Vec<(String,)> =
+            sqlx::query_as(&format!("SELECT CAST(json_array(*) AS TEXT) FROM (SELECT * FROM {table})"))
+                .fetch_all(&app.state.pool)
+                .await
+                .unwrap_or_default();
         out.push_str(&format!("{table}: {rows:?} {dump:?}\n"));
     }
     out
@@ -62,11 +65,19 @@ async fn a_session_cookie_signs_in_and_changes_need_the_csrf_header() {
     let cookie = set_cookie.split(';').next().unwrap().to_owned();
     assert!(!cookie.contains(&app.operator_token), "the session is not the token");
 
-    let me: Value = client.get(app.url("/api/v1/session")).header("cookie", &cookie).send().await.unwrap().json().await.unwrap();
+    let me: Value =
+        client.get(app.url("/api/v1/session")).header("cookie", &cookie).send().await.unwrap().json().await.unwrap();
     assert_eq!(me["role"], "operator");
-    let without = client.post(app.url("/api/v1/rollouts/stable@a1/pause")).header("cookie", &cookie).send().await.unwrap();
+    let without =
+        client.post(app.url("/api/v1/rollouts/stable@a1/pause")).header("cookie", &cookie).send().await.unwrap();
     assert_eq!(without.status(), 403);
-    let with = client.post(app.url("/api/v1/rollouts/stable@a1/pause")).header("cookie", &cookie).header("x-fleetwave-csrf", "1").send().await.unwrap();
+    let with = client
+        .post(app.url("/api/v1/rollouts/stable@a1/pause"))
+        .header("cookie", &cookie)
+        .header("x-fleetwave-csrf", "1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(with.status(), 200);
 
     let out = client.delete(app.url("/api/v1/session")).header("cookie", &cookie).send().await.unwrap();
@@ -79,7 +90,8 @@ async fn a_session_cookie_signs_in_and_changes_need_the_csrf_header() {
 #[tokio::test]
 async fn tokens_are_stored_only_as_hashes() {
     let app = spawn_app().await;
-    let (hashes,): (String,) = sqlx::query_as("SELECT group_concat(token_hash) FROM operators").fetch_one(&app.state.pool).await.unwrap();
+    let (hashes,): (String,) =
+        sqlx::query_as("SELECT group_concat(token_hash) FROM operators").fetch_one(&app.state.pool).await.unwrap();
     assert!(!hashes.contains(&app.operator_token) && !hashes.contains(&app.viewer_token[3..]));
     let db = std::fs::read(&app.db).unwrap();
     let needle = app.operator_token.as_bytes();
@@ -111,7 +123,13 @@ async fn bad_input_on_every_route_gets_its_4xx_and_changes_nothing() {
     let cases: Vec<(&str, &str, String, u16, &str)> = vec![
         ("POST", "/api/v1/manifests", "{".into(), 400, "malformed-json"),
         ("POST", "/api/v1/manifests", r#"{"fleet": 1}"#.into(), 422, "invalid-body"),
-        ("POST", "/api/v1/manifests", r#"{"fleet": {"artifact": "", "signature": ""}, "extra": 1}"#.into(), 422, "invalid-body"),
+        (
+            "POST",
+            "/api/v1/manifests",
+            r#"{"fleet": {"artifact": "", "signature": ""}, "extra": 1}"#.into(),
+            422,
+            "invalid-body",
+        ),
         ("POST", "/api/v1/manifests", r#"{"fleet": {"artifact": "%%", "signature": "AA=="}}"#.into(), 422, "malformed"),
         ("POST", "/api/v1/manifests", huge.clone(), 413, "body-too-large"),
         ("POST", "/api/v1/rollouts/stable@a1/approve", "{".into(), 400, "malformed-json"),
@@ -125,8 +143,20 @@ async fn bad_input_on_every_route_gets_its_4xx_and_changes_nothing() {
         ("POST", "/api/v1/rollouts/stable@a1/pause", "[]".into(), 422, "invalid-body"),
         ("POST", "/api/v1/rollouts/stable@a1/resume", r#"{"reason": 7}"#.into(), 422, "invalid-body"),
         ("POST", "/api/v1/rollouts/stable@a1/clear-failure", "nul".into(), 400, "malformed-json"),
-        ("POST", "/api/v1/quarantines", r#"{"channel": "../x", "closure": "/nix/store/a"}"#.into(), 422, "invalid-body"),
-        ("POST", "/api/v1/quarantines", r#"{"channel": "stable", "closure": "/nix/store/a\nb"}"#.into(), 422, "invalid-body"),
+        (
+            "POST",
+            "/api/v1/quarantines",
+            r#"{"channel": "../x", "closure": "/nix/store/a"}"#.into(),
+            422,
+            "invalid-body",
+        ),
+        (
+            "POST",
+            "/api/v1/quarantines",
+            r#"{"channel": "stable", "closure": "/nix/store/a\nb"}"#.into(),
+            422,
+            "invalid-body",
+        ),
         ("POST", "/api/v1/quarantines", r#"{"channel": "stable"}"#.into(), 422, "invalid-body"),
         ("POST", "/api/v1/quarantines/release", r#"{"channel": "stable", "closure": ""}"#.into(), 422, "invalid-body"),
         ("GET", "/api/v1/rollouts/STABLE@a1", "".into(), 400, "bad-id"),
@@ -141,7 +171,8 @@ async fn bad_input_on_every_route_gets_its_4xx_and_changes_nothing() {
         ("GET", "/api/v1/nope", "".into(), 404, "not-found"),
     ];
     for (method, path, body, status, code) in cases {
-        let mut req = app.http.request(method.parse().unwrap(), app.url(path)).bearer_auth(&app.operator_token).body(body);
+        let mut req =
+            app.http.request(method.parse().unwrap(), app.url(path)).bearer_auth(&app.operator_token).body(body);
         if path == "/api/v1/feed" {
             req = req.header("last-event-id", "minus-one");
         }
@@ -158,16 +189,27 @@ async fn bad_input_on_every_route_gets_its_4xx_and_changes_nothing() {
         ("{".to_owned(), 400, "malformed-json"),
         (r#"{"hostname": "a", "at": "not a time"}"#.to_owned(), 422, "invalid-body"),
         (r#"{"hostname": "a", "at": "2026-11-26T00:00:00Z", "color": "red"}"#.to_owned(), 422, "invalid-body"),
-        (format!(r#"{{"hostname": "a", "at": "2026-11-26T00:00:00Z", "pad": "{}"}}"#, "x".repeat(1_100_000)), 413, "body-too-large"),
+        (
+            format!(r#"{{"hostname": "a", "at": "2026-11-26T00:00:00Z", "pad": "{}"}}"#, "x".repeat(1_100_000)),
+            413,
+            "body-too-large",
+        ),
     ] {
         let path = "/api/v1/agent/heartbeat";
         let headers = common::sign_request(&a.key, "a", "POST", path, body.as_bytes(), chrono::Utc::now().timestamp());
         let (s, json) = a.raw("POST", path, body.into_bytes(), headers).await;
         assert_eq!((s, json["error"]["code"].as_str()), (status, Some(code)), "{json}");
     }
-    let (s, json) = a.signed("POST", "/api/v1/agent/events", &json!({"hostname": "a", "rolloutId": "stable@a1", "event": {"kind": "Exploded", "seq": 1}})).await;
+    let (s, json) = a
+        .signed(
+            "POST",
+            "/api/v1/agent/events",
+            &json!({"hostname": "a", "rolloutId": "stable@a1", "event": {"kind": "Exploded", "seq": 1}}),
+        )
+        .await;
     assert_eq!((s, json["error"]["code"].as_str()), (422, Some("invalid-body")));
-    let (s, json) = a.signed("POST", "/api/v1/agent/events", &json!({"hostname": "a", "rolloutId": "../../x", "event": {}})).await;
+    let (s, json) =
+        a.signed("POST", "/api/v1/agent/events", &json!({"hostname": "a", "rolloutId": "../../x", "event": {}})).await;
     assert_eq!((s, json["error"]["code"].as_str()), (422, Some("invalid-body")));
 
     assert_eq!(db_snapshot(&app).await, before, "bad input changed the database");

@@ -130,7 +130,11 @@ async fn every_response_carries_a_request_id_and_keeps_the_callers() {
 #[tokio::test]
 async fn the_dashboard_cannot_be_used_to_read_files_outside_dist() {
     let f = fixture(true).await;
-    for path in ["/..%2f..%2f..%2f..%2fetc%2fpasswd", "/assets/..%2f..%2f..%2f..%2f..%2fetc%2fpasswd", "/assets/../../../../etc/passwd"] {
+    for path in [
+        "/..%2f..%2f..%2f..%2fetc%2fpasswd",
+        "/assets/..%2f..%2f..%2f..%2f..%2fetc%2fpasswd",
+        "/assets/../../../../etc/passwd",
+    ] {
         let (_, _, body) = get(&f.router, path).await;
         assert!(!body.contains("root:"), "{path} leaked a file");
     }

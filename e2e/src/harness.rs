@@ -66,7 +66,7 @@ impl TestServer {
             manifests_dir: None,
             manifests_poll_ms: 30_000,
             plan_tick_ms: 15_000,
-        feed_capacity: backend::feed::FEED_CAPACITY,
+            feed_capacity: backend::feed::FEED_CAPACITY,
         };
         let shutdown = CancellationToken::new();
         let app = backend::server::App::build(&config, shutdown.clone()).await?;

@@ -16,6 +16,7 @@ use crate::host::HostRecord;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Rollout {
+    #[serde(rename = "rolloutId")]
     pub id: RolloutId,
     pub channel: Channel,
     pub state: RolloutState,

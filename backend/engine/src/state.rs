@@ -321,7 +321,12 @@ impl FleetState {
             rollout_id: Some(id.clone()),
             host: None,
             channel: Some(channel),
-            payload: json!({ "hosts": records.len(), "signedAt": manifest.signed_at }),
+            // The host set makes the log self-sufficient: replaying it recreates these records.
+            payload: json!({
+                "hosts": records.len(),
+                "signedAt": manifest.signed_at,
+                "hostSet": manifest.manifest.host_set.iter().map(|e| json!({"hostname": e.hostname, "targetClosure": e.target_closure})).collect::<Vec<_>>(),
+            }),
         }));
         self.rollouts.insert(id.clone(), rollout);
         self.records.insert(id.clone(), records);

@@ -4,6 +4,7 @@
 //! the session route).
 
 pub mod auth;
+pub mod replay;
 pub mod store;
 
 use std::path::Path;

@@ -35,8 +35,16 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], empty_as: Option<&str>) -> 
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
         return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
-            Ok(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-body", "The request body must be a JSON object."),
-            Err(err) => ApiError::new(StatusCode::BAD_REQUEST, "malformed-json", format!("The request body is not valid JSON: {err}.")),
+            Ok(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-body",
+                "The request body must be a JSON object.",
+            ),
+            Err(err) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed-json",
+                format!("The request body is not valid JSON: {err}."),
+            ),
         });
     }
     serde_json::from_slice(bytes).map_err(|err| match err.classify() {

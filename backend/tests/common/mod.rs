@@ -42,7 +42,12 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         // Plan ticks are driven by the tests (`tick()`); the periodic one is far away.
-        Options { plan_tick_ms: 3_600_000, manifests_dir: None, trust: true, feed_capacity: backend::feed::FEED_CAPACITY }
+        Options {
+            plan_tick_ms: 3_600_000,
+            manifests_dir: None,
+            trust: true,
+            feed_capacity: backend::feed::FEED_CAPACITY,
+        }
     }
 }
 

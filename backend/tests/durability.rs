@@ -1,0 +1,266 @@
+//! Durability: every event answered `applied` survives a SIGKILL and the rollout carries on
+//! after a restart; the rollout and record tables are re-derivable from the event log.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::spawn_app;
+use engine::host::HostRecord;
+use engine::rollout::Rollout;
+use engine::testkit::{FleetBuilder, ci_key, host_key, trust_config};
+use serde_json::{Value, json};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start(dir: &std::path::Path, port: u16) -> Server {
+    let child = Command::new(env!("CARGO_BIN_EXE_fleetwave"))
+        .args(["serve", "--log-format", "json"])
+        .env("FLEETWAVE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("FLEETWAVE_DB", dir.join("fw.db"))
+        .env("FLEETWAVE_TRUST", dir.join("trust.json"))
+        .env("FLEETWAVE_DIST", dir.join("no-dist"))
+        .env("FLEETWAVE_PLAN_TICK_MS", "200")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server { child, base: format!("http://127.0.0.1:{port}") };
+    // The process gives no readiness signal to a parent; /readyz is the contract (SPEC §12).
+    for _ in 0..300 {
+        if reqwest::get(format!("{}/readyz", server.base)).await.is_ok_and(|r| r.status() == 200) {
+            return server;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the server did not become ready");
+}
+
+fn fleet(hosts: usize) -> FleetBuilder {
+    let mut b = FleetBuilder::new().policy("p", &[(0, false)], "halt", 30).channel("stable", "p");
+    for i in 0..hosts {
+        b = b.host(&format!("h{i:02}"), "stable", &[]);
+    }
+    b
+}
+
+async fn post_event(
+    http: &reqwest::Client,
+    base: &str,
+    host: &str,
+    event: Value,
+) -> Result<(u16, Value), reqwest::Error> {
+    let body = serde_json::to_vec(&json!({"hostname": host, "rolloutId": "stable@a1", "event": event})).unwrap();
+    let headers = common::sign_request(
+        &host_key(host),
+        host,
+        "POST",
+        "/api/v1/agent/events",
+        &body,
+        chrono::Utc::now().timestamp(),
+    );
+    let mut req = http.post(format!("{base}/api/v1/agent/events")).body(body);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let r = req.send().await?;
+    let status = r.status().as_u16();
+    Ok((status, r.json().await.unwrap_or(Value::Null)))
+}
+
+/// The next events an agent sends for a record in `state` with `last` seq (soak is 0).
+fn next_events(host: &str, state: &str, last: u64) -> Vec<Value> {
+    let now = chrono::Utc::now();
+    let closure = format!("/nix/store/{host}-v1");
+    let ack = json!({"kind": "DispatchAck", "currentClosure": "/nix/store/old", "receivedAt": now});
+    let done = json!({"kind": "ActivationCompleted", "observedClosure": closure, "exitCode": 0, "completedAt": now});
+    let conv = json!({"kind": "Converged", "convergedAt": now, "currentClosure": closure});
+    let plan = match state {
+        "Pending" => vec![ack, done, conv],
+        "Activating" => vec![done, conv],
+        "Soaking" => vec![conv],
+        _ => vec![],
+    };
+    plan.into_iter()
+        .enumerate()
+        .map(|(i, mut e)| {
+            e["seq"] = json!(last + 1 + i as u64);
+            e
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn applied_events_survive_sigkill_and_the_rollout_completes_after_restart() {
+    const HOSTS: usize = 24;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("trust.json"), serde_json::to_vec(&trust_config(&ci_key())).unwrap()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fleetwave"))
+        .args(["operator", "add", "--name", "ci", "--role", "operator", "--db"])
+        .arg(dir.path().join("fw.db"))
+        .output()
+        .unwrap();
+    let token = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_owned();
+    let port = free_port();
+    let server = start(dir.path(), port).await;
+    let http = reqwest::Client::new();
+    let upload = common::upload_body(&fleet(HOSTS), "a1", chrono::Utc::now());
+    let r =
+        http.post(format!("{}/api/v1/manifests", server.base)).bearer_auth(&token).json(&upload).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Every host races through its events; the server is killed mid-stream.
+    let applied: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+    let mut agents = Vec::new();
+    for i in 0..HOSTS {
+        let (http, base, applied) = (http.clone(), server.base.clone(), applied.clone());
+        agents.push(tokio::spawn(async move {
+            let host = format!("h{i:02}");
+            for event in next_events(&host, "Pending", 0) {
+                let seq = event["seq"].as_u64().unwrap();
+                match post_event(&http, &base, &host, event).await {
+                    Ok((200, answer)) if answer["outcome"] == "applied" => {
+                        applied.lock().unwrap().push((host.clone(), seq))
+                    }
+                    _ => return,
+                }
+            }
+        }));
+    }
+    while applied.lock().unwrap().len() < HOSTS {
+        tokio::task::yield_now().await;
+    }
+    let mut server = server;
+    server.child.kill().unwrap(); // SIGKILL: no shutdown path runs.
+    server.child.wait().unwrap();
+    for agent in agents {
+        agent.await.unwrap();
+    }
+    let acknowledged = applied.lock().unwrap().clone();
+    assert!(acknowledged.len() >= HOSTS);
+
+    // Every event answered `applied` is in the log.
+    let server = start(dir.path(), port).await;
+    let pool = backend::db::open(&dir.path().join("fw.db")).await.unwrap();
+    let log = backend::db::store::log_after(&pool, 0, i64::MAX).await.unwrap();
+    for (host, seq) in &acknowledged {
+        assert!(
+            log.iter()
+                .any(|e| e.kind == "HostEvent" && e.host.as_deref() == Some(host) && e.payload["event"]["seq"] == *seq),
+            "{host} seq {seq} was answered applied but is not in the log"
+        );
+    }
+
+    // Agents resume from their bootstrap snapshots and the rollout completes.
+    for i in 0..HOSTS {
+        let host = format!("h{i:02}");
+        let headers = common::sign_request(
+            &host_key(&host),
+            &host,
+            "GET",
+            "/api/v1/agent/bootstrap",
+            b"",
+            chrono::Utc::now().timestamp(),
+        );
+        let mut req = http.get(format!("{}/api/v1/agent/bootstrap", server.base));
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let snapshots: Value = req.send().await.unwrap().json().await.unwrap();
+        let (state, last) = match snapshots.as_array().unwrap().first() {
+            Some(s) => (s["state"].as_str().unwrap().to_owned(), s["lastEventSeq"].as_u64().unwrap()),
+            None => ("Converged".to_owned(), 0),
+        };
+        for event in next_events(&host, &state, last) {
+            let (status, answer) = post_event(&http, &server.base, &host, event).await.unwrap();
+            assert_eq!(status, 200, "{host}: {answer}");
+        }
+    }
+    let detail: Value = http
+        .get(format!("{}/api/v1/rollouts/stable@a1", server.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detail["state"], "Completed", "{detail}");
+    drop(server);
+}
+
+async fn table_rows(pool: &sqlx::SqlitePool) -> (BTreeMap<String, Rollout>, BTreeMap<String, HostRecord>) {
+    let rollouts: Vec<(String, String)> =
+        sqlx::query_as("SELECT rollout_id, body FROM rollouts").fetch_all(pool).await.unwrap();
+    let records: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT rollout_id, hostname, body FROM host_records").fetch_all(pool).await.unwrap();
+    (
+        rollouts.into_iter().map(|(id, b)| (id, serde_json::from_str(&b).unwrap())).collect(),
+        records.into_iter().map(|(id, h, b)| (format!("{id}/{h}"), serde_json::from_str(&b).unwrap())).collect(),
+    )
+}
+
+#[tokio::test]
+async fn replaying_the_event_log_into_empty_tables_gives_the_same_rollouts_and_records() {
+    let app = spawn_app().await;
+    let f = FleetBuilder::new()
+        .policy("p", &[(0, false), (5, true)], "rollback-and-halt", 30)
+        .channel("stable", "p")
+        .host("a", "stable", &[])
+        .host("b", "stable", &[])
+        .host("c", "stable", &[])
+        .host("d", "stable", &[])
+        .waves("stable", &[&["a", "b"], &["c", "d"]]);
+    app.upload(&f, "a1").await;
+    let (a, b) = (app.agent("a"), app.agent("b"));
+    a.activate("stable@a1", "/nix/store/a-v1", app.clock.now()).await;
+    a.converge("stable@a1", "/nix/store/a-v1", app.clock.now()).await;
+    b.activate("stable@a1", "/nix/store/b-v1", app.clock.now()).await;
+    b.event(
+        "stable@a1",
+        "ProbeResult",
+        json!({"probe": "http", "mode": "enforce", "status": "fail", "observedAt": app.clock.now()}),
+    )
+    .await;
+    b.event(
+        "stable@a1",
+        "Failed",
+        json!({"failedAt": app.clock.now(), "failingProbes": ["http"], "policyApplied": "rollback-and-halt"}),
+    )
+    .await;
+    b.event("stable@a1", "RollbackComplete", json!({"revertedTo": "/nix/store/old", "completedAt": app.clock.now()}))
+        .await;
+    app.post("/api/v1/rollouts/stable@a1/clear-failure", json!({})).await;
+    app.tick().await;
+    app.post("/api/v1/rollouts/stable@a1/approve", json!({"wave": 1})).await;
+    app.post("/api/v1/rollouts/stable@a1/pause", json!({})).await;
+    // A second release supersedes the first.
+    app.upload(&f.clone().release_closures("stable", "v2"), "b2").await;
+    app.advance(3600);
+    app.tick().await;
+
+    let before = table_rows(&app.state.pool).await;
+    assert!(before.0.len() == 2 && before.1.len() == 8);
+    let replayed = backend::db::replay::rebuild(&app.state.pool).await.unwrap();
+    assert_eq!(replayed.rollouts.len(), 2);
+    let after = table_rows(&app.state.pool).await;
+    assert_eq!(after.0, before.0, "rollouts re-derived from the log");
+    assert_eq!(after.1, before.1, "records re-derived from the log");
+}
