@@ -90,11 +90,8 @@ async fn a_client_that_falls_too_far_behind_is_disconnected_not_skipped() {
     // One upload opens a 40-host rollout: far more than 8 entries in one commit.
     app.upload(&fleet(40), "a1").await;
     let mut got = Vec::new();
-    loop {
-        match tokio::time::timeout(Duration::from_secs(5), slow.next()).await.expect("stalled") {
-            Some(e) => got.push(e.id.parse::<i64>().unwrap()),
-            None => break,
-        }
+    while let Some(e) = tokio::time::timeout(Duration::from_secs(5), slow.next()).await.expect("stalled") {
+        got.push(e.id.parse::<i64>().unwrap());
     }
     let all: Vec<i64> = app.log().await.iter().map(|e| e.seq).collect();
     assert!(got.len() < all.len(), "the lagging client did not get everything");
