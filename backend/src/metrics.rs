@@ -22,6 +22,7 @@ pub struct Metrics {
     pub holds_by_gate: Family<Labels, Gauge>,
     pub feed_clients: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub feed_disconnects: Counter<u64, AtomicU64>,
+    pub stuck: Gauge,
 }
 
 impl Default for Metrics {
@@ -41,6 +42,7 @@ impl Metrics {
         let holds_by_gate = Family::<Labels, Gauge>::default();
         let feed_clients = Gauge::default();
         let feed_disconnects = Counter::default();
+        let stuck = Gauge::default();
         registry.register("reducer_inputs", "Reducer inputs handled, by kind", inputs.clone());
         registry.register("reducer_queue_depth", "Inputs waiting for the reducer", queue_depth.clone());
         registry.register("reducer_transaction_seconds", "Time to commit one group of inputs", tx_seconds.clone());
@@ -57,6 +59,7 @@ impl Metrics {
             "Feed clients cut off for falling behind",
             feed_disconnects.clone(),
         );
+        registry.register("hosts_stuck", "Records flagged stuck (no progress for stuckAfterMinutes)", stuck.clone());
         Metrics {
             registry,
             inputs,
@@ -67,6 +70,7 @@ impl Metrics {
             holds_by_gate,
             feed_clients,
             feed_disconnects,
+            stuck,
         }
     }
 

@@ -67,7 +67,6 @@ pub struct Core {
     manifest_artifacts: BTreeMap<RolloutId, SignedArtifact>,
     pub state: FleetState,
     quarantines: Quarantines,
-    quarantine_rows: BTreeMap<(Channel, Closure), QuarantineRow>,
     presence: HashMap<Hostname, Presence>,
     shared_fleet: SharedFleet,
 }
@@ -93,7 +92,6 @@ impl Core {
             manifest_artifacts: BTreeMap::new(),
             state: FleetState::default(),
             quarantines: Quarantines::new(),
-            quarantine_rows: BTreeMap::new(),
             presence: HashMap::new(),
             shared_fleet,
         };
@@ -116,8 +114,7 @@ impl Core {
             core.state.records.entry(record.rollout_id.clone()).or_default().insert(record.hostname.clone(), record);
         }
         for q in loaded.quarantines {
-            core.quarantines.insert((q.channel.clone(), q.closure.clone()));
-            core.quarantine_rows.insert((q.channel.clone(), q.closure.clone()), q);
+            core.quarantines.insert((q.channel, q.closure));
         }
         for (host, at, closure) in loaded.presence {
             core.state.last_heartbeat.insert(host.clone(), at);
@@ -262,7 +259,6 @@ impl Core {
             released_by: None,
             release_reason: None,
         };
-        self.quarantine_rows.insert(key, row.clone());
         pending.quarantines.push(QuarantineChange::Add(row));
         self.system_log(
             pending,
@@ -541,7 +537,6 @@ impl Core {
                     if !self.quarantines.remove(&key) {
                         return Err(rejected("not-quarantined", format!("{closure} is not quarantined on {channel}.")));
                     }
-                    self.quarantine_rows.remove(&key);
                     pending.quarantines.push(QuarantineChange::Release {
                         channel: channel.clone(),
                         closure: closure.clone(),
@@ -686,8 +681,9 @@ impl Core {
         }
     }
 
-    /// Counts for metrics: records by state, holds by gate.
-    pub fn gauges(&self) -> (BTreeMap<&'static str, i64>, BTreeMap<&'static str, i64>) {
+    /// Counts for metrics: records by state, holds by gate, stuck records.
+    pub fn gauges(&self) -> (BTreeMap<&'static str, i64>, BTreeMap<&'static str, i64>, i64) {
+        let mut stuck = 0;
         let mut by_state = BTreeMap::new();
         let mut by_gate = BTreeMap::new();
         for state in HostState::ALL {
@@ -696,6 +692,7 @@ impl Core {
         for records in self.state.records.values() {
             for r in records.values() {
                 *by_state.entry(r.state.as_str()).or_insert(0) += 1;
+                stuck += i64::from(r.stuck);
                 if let Some(w) = &r.waiting_on
                     && r.state == HostState::Pending
                 {
@@ -703,10 +700,7 @@ impl Core {
                 }
             }
         }
-        (by_state, by_gate)
+        (by_state, by_gate, stuck)
     }
 
-    pub fn quarantine_rows(&self) -> impl Iterator<Item = &QuarantineRow> {
-        self.quarantine_rows.values()
-    }
 }

@@ -235,7 +235,8 @@ impl Reducer {
     }
 
     fn update_gauges(&self) {
-        let (by_state, by_gate) = self.core.gauges();
+        let (by_state, by_gate, stuck) = self.core.gauges();
+        self.metrics.stuck.set(stuck);
         for (state, n) in by_state {
             self.metrics.hosts_by_state.get_or_create(&Metrics::label("state", state)).set(n);
         }
