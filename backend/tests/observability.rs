@@ -22,7 +22,8 @@ async fn a_silent_activating_host_is_flagged_stuck_and_stops_holding_the_budget(
     app.upload(&fleet(), "a1").await;
     let a = app.agent("a");
     a.heartbeat(None, None).await;
-    a.event("stable@a1", "DispatchAck", json!({"currentClosure": "/nix/store/old", "receivedAt": app.clock.now()})).await;
+    a.event("stable@a1", "DispatchAck", json!({"currentClosure": "/nix/store/old", "receivedAt": app.clock.now()}))
+        .await;
     assert_eq!(app.cell("stable@a1", "b").await["waitingOn"]["gate"], "budget");
 
     app.advance(29 * 60);
@@ -39,7 +40,12 @@ async fn a_silent_activating_host_is_flagged_stuck_and_stops_holding_the_budget(
     assert!(metrics.contains("fleetwave_hosts_stuck 1"), "{metrics}");
 
     // Progress clears the flag.
-    a.event("stable@a1", "ActivationCompleted", json!({"observedClosure": "/nix/store/a-v1", "exitCode": 0, "completedAt": app.clock.now()})).await;
+    a.event(
+        "stable@a1",
+        "ActivationCompleted",
+        json!({"observedClosure": "/nix/store/a-v1", "exitCode": 0, "completedAt": app.clock.now()}),
+    )
+    .await;
     assert_eq!(app.cell("stable@a1", "a").await["stuck"], false);
 }
 

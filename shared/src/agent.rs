@@ -8,6 +8,7 @@ use crate::state::{HostEvent, HostRolloutSnapshot, HostState};
 
 /// `POST /api/v1/agent/heartbeat`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeartbeatRequest {
     pub hostname: Hostname,
@@ -21,6 +22,7 @@ pub struct HeartbeatRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeartbeatResponse {
     pub received_at: DateTime<Utc>,
@@ -35,6 +37,7 @@ pub struct HeartbeatResponse {
 
 /// What the host should switch to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DispatchOrder {
     pub rollout_id: RolloutId,
@@ -44,6 +47,7 @@ pub struct DispatchOrder {
 
 /// `POST /api/v1/agent/events`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EventRequest {
     pub hostname: Hostname,
@@ -52,6 +56,7 @@ pub struct EventRequest {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum EventOutcome {
     Applied,
@@ -59,6 +64,7 @@ pub enum EventOutcome {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EventResponse {
     pub outcome: EventOutcome,

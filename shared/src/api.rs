@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// `GET /api/v1/version`: what is running.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VersionInfo {
     /// Always `"fleetwave"`.
@@ -16,6 +17,7 @@ pub struct VersionInfo {
 
 /// Every error the API returns: `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ApiErrorBody {
     pub error: ApiError,
@@ -23,6 +25,7 @@ pub struct ApiErrorBody {
 
 /// A stable kebab-case `code` for programs and a sentence a person can act on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ApiError {
     pub code: String,
@@ -59,6 +62,7 @@ use crate::state::{HostState, RolloutState, WaitingOn};
 
 /// One host inside a rollout, as the dashboard draws it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct HostCell {
     pub hostname: Hostname,
@@ -74,6 +78,7 @@ pub struct HostCell {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct HaltInfo {
     pub host: Hostname,
@@ -83,6 +88,7 @@ pub struct HaltInfo {
 
 /// A rollout's own state, as carried by feed entries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutHeader {
     pub rollout_id: RolloutId,
@@ -101,6 +107,7 @@ pub struct RolloutHeader {
 
 /// `GET /api/v1/rollouts` item.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutSummary {
     #[serde(flatten)]
@@ -112,6 +119,7 @@ pub struct RolloutSummary {
 
 /// One wave column of the rollout page.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct WaveView {
     /// `None` for hosts in no wave of a waved channel ("unstaged").
@@ -126,6 +134,7 @@ pub struct WaveView {
 
 /// `GET /api/v1/rollouts/{id}`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutDetail {
     #[serde(flatten)]
@@ -137,6 +146,7 @@ pub struct RolloutDetail {
 
 /// `GET /api/v1/rollouts/{id}/events` and the feed's `data`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct LogEvent {
     pub seq: i64,
@@ -148,16 +158,19 @@ pub struct LogEvent {
     pub host: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub payload: serde_json::Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct EventsPage {
     pub events: Vec<LogEvent>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct QuarantineEntry {
     pub channel: Channel,
@@ -175,6 +188,7 @@ pub struct QuarantineEntry {
 
 /// `GET /api/v1/quarantines`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Quarantines {
     pub active: Vec<QuarantineEntry>,
@@ -182,6 +196,7 @@ pub struct Quarantines {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct FleetHost {
     pub hostname: Hostname,
@@ -195,6 +210,7 @@ pub struct FleetHost {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct FleetChannel {
     pub name: Channel,
@@ -206,6 +222,7 @@ pub struct FleetChannel {
 
 /// `GET /api/v1/fleet`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct FleetOverview {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -216,6 +233,7 @@ pub struct FleetOverview {
 
 /// `POST /api/v1/session` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SessionRequest {
     pub token: String,
@@ -223,6 +241,7 @@ pub struct SessionRequest {
 
 /// Who is signed in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Whoami {
     pub name: String,

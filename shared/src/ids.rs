@@ -35,6 +35,7 @@ macro_rules! name_type {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
 
@@ -92,6 +93,7 @@ name_type!(
 
 /// `{channel}@{ref}`, where `ref` is the release's commit in lower-case hex (1–64 digits).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(try_from = "String", into = "String")]
 pub struct RolloutId(String);
 
@@ -153,6 +155,7 @@ impl fmt::Display for RolloutId {
 /// An opaque store path such as `/nix/store/abc…-nixos-system-web1-24.11`, compared byte for
 /// byte. Non-empty, at most 4096 bytes, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(try_from = "String", into = "String")]
 pub struct Closure(String);
 

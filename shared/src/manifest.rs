@@ -14,6 +14,7 @@ use crate::ids::{Channel, Closure, Hostname};
 
 /// `{ "artifact": <base64 of the JSON bytes>, "signature": <base64 Ed25519 signature> }`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SignedArtifact {
     pub artifact: String,
@@ -22,6 +23,7 @@ pub struct SignedArtifact {
 
 /// `trust.json` (SPEC §2.2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TrustConfig {
     pub schema_version: u32,
@@ -31,6 +33,7 @@ pub struct TrustConfig {
 
 /// CI release keys (standard base64 of the raw 32 bytes) and the rotation window.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KeySlots {
     pub current: String,
@@ -46,6 +49,7 @@ pub struct KeySlots {
 
 /// `fleet.json` (SPEC §2.3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FleetDocument {
     pub schema_version: u32,
@@ -64,6 +68,7 @@ pub struct FleetDocument {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FleetMeta {
     pub signed_at: Option<DateTime<Utc>>,
@@ -71,6 +76,7 @@ pub struct FleetMeta {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HostEntry {
     pub channel: Channel,
@@ -83,12 +89,14 @@ pub struct HostEntry {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ChannelEntry {
     pub rollout_policy: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RolloutPolicy {
     #[serde(default)]
@@ -98,6 +106,7 @@ pub struct RolloutPolicy {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyWave {
     pub soak_minutes: u64,
@@ -107,6 +116,7 @@ pub struct PolicyWave {
 
 /// What an agent does when enforce probes fail (SPEC §2.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum HealthFailurePolicy {
     #[serde(rename = "halt")]
     Halt,
@@ -115,6 +125,7 @@ pub enum HealthFailurePolicy {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FleetWave {
     pub hosts: Vec<Hostname>,
@@ -122,6 +133,7 @@ pub struct FleetWave {
 
 /// `gates` must be Converged (or Deferred) before `gated` is dispatched.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HostEdge {
     pub gates: Hostname,
@@ -132,6 +144,7 @@ pub struct HostEdge {
 
 /// The `gated` channel waits for the `gates` channel's rollout to complete.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ChannelEdge {
     pub gates: Channel,
@@ -141,6 +154,7 @@ pub struct ChannelEdge {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DisruptionBudget {
     pub name: String,
@@ -150,6 +164,7 @@ pub struct DisruptionBudget {
 
 /// OR of the rules that are set; an empty selector matches nothing (SPEC §2.3).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Selector {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -180,6 +195,7 @@ impl Selector {
 
 /// `rollouts/{channel}@{ref}.json` (SPEC §2.4).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RolloutManifest {
     pub schema_version: u32,
@@ -191,12 +207,14 @@ pub struct RolloutManifest {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ManifestMeta {
     pub signed_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HostSetEntry {
     pub hostname: Hostname,

@@ -10,6 +10,7 @@ use crate::manifest::HealthFailurePolicy;
 
 /// The state of one host inside one rollout (SPEC §3.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum HostState {
     Pending,
     Activating,
@@ -57,6 +58,7 @@ impl fmt::Display for HostState {
 
 /// The state of a rollout (SPEC §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum RolloutState {
     Active,
     Paused,
@@ -97,6 +99,7 @@ impl fmt::Display for RolloutState {
 
 /// The gates that can hold a Pending host back, in the order they are checked (SPEC §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Gate {
     Quarantine,
@@ -130,6 +133,7 @@ impl fmt::Display for Gate {
 
 /// Why a Pending host is not being updated ("why is this host not updated").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WaitingOn {
     pub gate: Gate,
@@ -138,6 +142,7 @@ pub struct WaitingOn {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ProbeMode {
     /// Failures block convergence.
@@ -147,6 +152,7 @@ pub enum ProbeMode {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ProbeStatus {
     Pass,
@@ -155,34 +161,20 @@ pub enum ProbeStatus {
 
 /// What an agent reports about one record: `{"kind": "<Name>", "seq": n, …}` (SPEC §3.2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all_fields = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "kind", deny_unknown_fields)]
 pub enum HostEvent {
-    DispatchAck {
-        seq: u64,
-        current_closure: Closure,
-        received_at: DateTime<Utc>,
-    },
-    ActivationStarted {
-        seq: u64,
-        started_at: DateTime<Utc>,
-    },
-    ActivationCompleted {
-        seq: u64,
-        observed_closure: Closure,
-        exit_code: i32,
-        completed_at: DateTime<Utc>,
-    },
-    ActivationDeferred {
-        seq: u64,
-        component: String,
-        deferred_at: DateTime<Utc>,
-    },
-    ActivationFailed {
-        seq: u64,
-        exit_code: i32,
-        stderr_tail: String,
-        failed_at: DateTime<Utc>,
-    },
+    #[serde(rename_all = "camelCase")]
+    DispatchAck { seq: u64, current_closure: Closure, received_at: DateTime<Utc> },
+    #[serde(rename_all = "camelCase")]
+    ActivationStarted { seq: u64, started_at: DateTime<Utc> },
+    #[serde(rename_all = "camelCase")]
+    ActivationCompleted { seq: u64, observed_closure: Closure, exit_code: i32, completed_at: DateTime<Utc> },
+    #[serde(rename_all = "camelCase")]
+    ActivationDeferred { seq: u64, component: String, deferred_at: DateTime<Utc> },
+    #[serde(rename_all = "camelCase")]
+    ActivationFailed { seq: u64, exit_code: i32, stderr_tail: String, failed_at: DateTime<Utc> },
+    #[serde(rename_all = "camelCase")]
     ProbeResult {
         seq: u64,
         probe: String,
@@ -192,22 +184,12 @@ pub enum HostEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
-    Failed {
-        seq: u64,
-        failed_at: DateTime<Utc>,
-        failing_probes: Vec<String>,
-        policy_applied: HealthFailurePolicy,
-    },
-    RollbackComplete {
-        seq: u64,
-        reverted_to: Closure,
-        completed_at: DateTime<Utc>,
-    },
-    Converged {
-        seq: u64,
-        converged_at: DateTime<Utc>,
-        current_closure: Closure,
-    },
+    #[serde(rename_all = "camelCase")]
+    Failed { seq: u64, failed_at: DateTime<Utc>, failing_probes: Vec<String>, policy_applied: HealthFailurePolicy },
+    #[serde(rename_all = "camelCase")]
+    RollbackComplete { seq: u64, reverted_to: Closure, completed_at: DateTime<Utc> },
+    #[serde(rename_all = "camelCase")]
+    Converged { seq: u64, converged_at: DateTime<Utc>, current_closure: Closure },
 }
 
 impl HostEvent {
@@ -242,6 +224,7 @@ impl HostEvent {
 
 /// One record as the agent needs it to resume (SPEC §9.1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HostRolloutSnapshot {
     pub rollout_id: RolloutId,

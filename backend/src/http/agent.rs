@@ -24,6 +24,7 @@ fn same_host(signed: &SignedAgent, named: &shared::Hostname) -> Result<(), ApiEr
 }
 
 /// `POST /api/v1/agent/heartbeat`
+#[utoipa::path(post, path = "/agent/heartbeat", tag = "agent", request_body = shared::agent::HeartbeatRequest, responses((status = 200, body = shared::agent::HeartbeatResponse), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody), (status = 403, body = shared::ApiErrorBody), (status = 413, body = shared::ApiErrorBody), (status = 422, body = shared::ApiErrorBody), (status = 503, body = shared::ApiErrorBody)))]
 pub async fn heartbeat(
     State(state): State<AppState>,
     signed: SignedAgent,
@@ -35,6 +36,7 @@ pub async fn heartbeat(
 }
 
 /// `POST /api/v1/agent/events`: `applied` only after the transaction committed.
+#[utoipa::path(post, path = "/agent/events", tag = "agent", request_body = shared::agent::EventRequest, responses((status = 200, body = shared::agent::EventResponse), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody), (status = 403, body = shared::ApiErrorBody), (status = 409, description = "Illegal transition, failed guard or unknown record", body = shared::ApiErrorBody), (status = 413, body = shared::ApiErrorBody), (status = 422, body = shared::ApiErrorBody), (status = 503, body = shared::ApiErrorBody)))]
 pub async fn events(State(state): State<AppState>, signed: SignedAgent) -> Result<Json<EventResponse>, ApiError> {
     let request: EventRequest = parse_json(&signed.body, None)?;
     same_host(&signed, &request.hostname)?;
@@ -45,6 +47,7 @@ pub async fn events(State(state): State<AppState>, signed: SignedAgent) -> Resul
 }
 
 /// `GET /api/v1/agent/bootstrap`: the signing host's records in open rollouts, by rollout id.
+#[utoipa::path(get, path = "/agent/bootstrap", tag = "agent", responses((status = 200, body = Vec<shared::state::HostRolloutSnapshot>), (status = 401, body = shared::ApiErrorBody), (status = 503, body = shared::ApiErrorBody)))]
 pub async fn bootstrap(
     State(state): State<AppState>,
     signed: SignedAgent,

@@ -18,7 +18,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
 use std::sync::Arc;
 
-use axum::routing::{get, post};
+use axum::routing::get;
 use engine::verify::TrustRoots;
 use sqlx::SqlitePool;
 use tokio_util::sync::CancellationToken;
@@ -56,25 +56,10 @@ impl AppState {
 
 /// The whole router, with its middleware. `dist` is the dashboard build (Trunk's output).
 pub fn router(state: AppState, dist: &Path) -> Router {
-    let api = Router::new()
-        .route("/version", get(system::version))
-        .route("/agent/heartbeat", post(agent::heartbeat))
-        .route("/agent/events", post(agent::events))
-        .route("/agent/bootstrap", get(agent::bootstrap))
-        .route("/session", post(session::create).get(session::whoami).delete(session::delete))
-        .route("/manifests", post(operator::upload_manifests))
-        .route("/fleet", get(operator::fleet))
-        .route("/rollouts", get(operator::rollouts))
-        .route("/rollouts/{id}", get(operator::rollout))
-        .route("/rollouts/{id}/events", get(operator::rollout_events))
-        .route("/rollouts/{id}/approve", post(operator::approve))
-        .route("/rollouts/{id}/promote", post(operator::promote))
-        .route("/rollouts/{id}/pause", post(operator::pause))
-        .route("/rollouts/{id}/resume", post(operator::resume))
-        .route("/rollouts/{id}/clear-failure", post(operator::clear_failure))
-        .route("/quarantines", get(operator::quarantines).post(operator::quarantine))
-        .route("/quarantines/release", post(operator::release))
-        .route("/feed", get(operator::feed))
+    let (api, root, spec) = routes();
+    let spec = Arc::new(spec);
+    let api = api
+        .route("/openapi.json", get(move || std::future::ready(axum::Json(spec.as_ref().clone()))))
         .fallback(error::api_not_found)
         .method_not_allowed_fallback(error::method_not_allowed);
 
@@ -93,13 +78,66 @@ pub fn router(state: AppState, dist: &Path) -> Router {
 
     Router::new()
         .nest("/api/v1", api)
-        .route("/healthz", get(system::healthz))
-        .route("/readyz", get(system::readyz))
-        .route("/metrics", get(system::metrics))
+        .merge(root)
         .merge(dashboard::router(dist))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware)
         .with_state(state)
+}
+
+/// The OpenAPI document's frame; paths and schemas come from the handlers' annotations.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Fleetwave control plane", description = "Agent, operator and dashboard API (SPEC §9)."),
+    tags((name = "agent", description = "Signed agent requests"), (name = "operator", description = "Reads for viewers, actions for operators"), (name = "session"), (name = "system"))
+)]
+struct ApiDoc;
+
+/// Every route, registered together with its OpenAPI description so that none can be
+/// served undocumented: the `/api/v1` router, the root router (`/healthz`, `/readyz`,
+/// `/metrics`) and the document (with `/api/v1` paths prefixed).
+pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi as _;
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
+    let api = OpenApiRouter::new()
+        .routes(routes!(system::version))
+        .routes(routes!(agent::heartbeat))
+        .routes(routes!(agent::events))
+        .routes(routes!(agent::bootstrap))
+        .routes(routes!(session::create, session::whoami, session::delete))
+        .routes(routes!(operator::upload_manifests))
+        .routes(routes!(operator::fleet))
+        .routes(routes!(operator::rollouts))
+        .routes(routes!(operator::rollout))
+        .routes(routes!(operator::rollout_events))
+        .routes(routes!(operator::approve))
+        .routes(routes!(operator::promote))
+        .routes(routes!(operator::pause))
+        .routes(routes!(operator::resume))
+        .routes(routes!(operator::clear_failure))
+        .routes(routes!(operator::quarantines, operator::quarantine))
+        .routes(routes!(operator::release))
+        .routes(routes!(operator::feed));
+    let root = OpenApiRouter::new()
+        .routes(routes!(system::healthz))
+        .routes(routes!(system::readyz))
+        .routes(routes!(system::metrics));
+    let (api, api_doc) = api.split_for_parts();
+    let (root, root_doc) = root.split_for_parts();
+    let mut doc = ApiDoc::openapi();
+    doc.merge(root_doc);
+    doc = doc.nest("/api/v1", api_doc);
+    doc.paths.paths.insert(
+        "/api/v1/openapi.json".into(),
+        utoipa::openapi::path::PathItem::new(
+            utoipa::openapi::HttpMethod::Get,
+            utoipa::openapi::path::OperationBuilder::new()
+                .tag("system")
+                .response("200", utoipa::openapi::Response::new("This document (OpenAPI 3.1)")),
+        ),
+    );
+    (api, root, doc)
 }
 
 /// Budget for a readiness check; a database that takes longer counts as down.

@@ -43,6 +43,7 @@ fn to_event(e: store::LogEntry) -> LogEvent {
 }
 
 /// `GET /api/v1/fleet`
+#[utoipa::path(get, path = "/fleet", tag = "operator", responses((status = 200, body = shared::api::FleetOverview), (status = 401, body = shared::ApiErrorBody)))]
 pub async fn fleet(State(state): State<AppState>, _: Viewer) -> Result<Json<FleetOverview>, ApiError> {
     let fleet = state.fleet.read().ok().and_then(|f| f.clone());
     let Some(fleet) = fleet else {
@@ -88,6 +89,7 @@ pub async fn fleet(State(state): State<AppState>, _: Viewer) -> Result<Json<Flee
 }
 
 /// `GET /api/v1/rollouts`, newest first.
+#[utoipa::path(get, path = "/rollouts", tag = "operator", responses((status = 200, body = Vec<shared::api::RolloutSummary>), (status = 401, body = shared::ApiErrorBody)))]
 pub async fn rollouts(State(state): State<AppState>, _: Viewer) -> Result<Json<Vec<RolloutSummary>>, ApiError> {
     let rows = store::rollout_rows(&state.pool).await.map_err(ApiError::internal)?;
     let mut counts: BTreeMap<String, BTreeMap<HostState, u64>> = BTreeMap::new();
@@ -100,6 +102,7 @@ pub async fn rollouts(State(state): State<AppState>, _: Viewer) -> Result<Json<V
 }
 
 /// `GET /api/v1/rollouts/{id}`
+#[utoipa::path(get, path = "/rollouts/{id}", tag = "operator", params(("id" = String, Path, description = "{channel}@{ref}")), responses((status = 200, body = shared::api::RolloutDetail), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody), (status = 404, body = shared::ApiErrorBody)))]
 pub async fn rollout(
     State(state): State<AppState>,
     _: Viewer,
@@ -124,6 +127,7 @@ pub struct EventsQuery {
 }
 
 /// `GET /api/v1/rollouts/{id}/events?after=&limit=`
+#[utoipa::path(get, path = "/rollouts/{id}/events", tag = "operator", params(("id" = String, Path), ("after" = Option<i64>, Query, description = "Entries with seq > after"), ("limit" = Option<i64>, Query, description = "1–1000, default 200")), responses((status = 200, body = shared::api::EventsPage), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody)))]
 pub async fn rollout_events(
     State(state): State<AppState>,
     _: Viewer,
@@ -141,6 +145,7 @@ pub async fn rollout_events(
 }
 
 /// `GET /api/v1/quarantines`
+#[utoipa::path(get, path = "/quarantines", tag = "operator", responses((status = 200, body = shared::api::Quarantines), (status = 401, body = shared::ApiErrorBody)))]
 pub async fn quarantines(State(state): State<AppState>, _: Viewer) -> Result<Json<Quarantines>, ApiError> {
     let rows = store::quarantines(&state.pool).await.map_err(ApiError::internal)?;
     let (mut active, mut released) = (Vec::new(), Vec::new());
@@ -161,7 +166,7 @@ pub async fn quarantines(State(state): State<AppState>, _: Viewer) -> Result<Jso
 }
 
 /// `POST /api/v1/manifests`: verify, then hand the set to the reducer.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ManifestUpload {
     fleet: SignedArtifact,
@@ -169,6 +174,7 @@ pub struct ManifestUpload {
     rollouts: Vec<SignedArtifact>,
 }
 
+#[utoipa::path(post, path = "/manifests", tag = "operator", request_body = ManifestUpload, responses((status = 200, body = ManifestSummary), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody), (status = 403, body = shared::ApiErrorBody), (status = 413, body = shared::ApiErrorBody), (status = 422, description = "error.code is the verification outcome", body = shared::ApiErrorBody)))]
 pub async fn upload_manifests(
     State(state): State<AppState>,
     Acting(op): Acting,
@@ -185,14 +191,14 @@ pub async fn upload_manifests(
 }
 
 /// Every action body may carry `reason`; the rest depends on the action.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonOnly {
     #[serde(default)]
     reason: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApproveBody {
     wave: u32,
@@ -200,7 +206,7 @@ pub struct ApproveBody {
     reason: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PromoteBody {
     to_wave: u32,
@@ -210,7 +216,7 @@ pub struct PromoteBody {
     reason: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuarantineBody {
     channel: Channel,
@@ -229,6 +235,7 @@ async fn act(
     Ok(Json(state.reducer.ask(|reply| ReducerInput::Operator { action, by, reason, reply }).await?))
 }
 
+#[utoipa::path(post, path = "/rollouts/{id}/approve", tag = "operator", params(("id" = String, Path)), request_body = ApproveBody, responses((status = 200, body = OperatorOutcome), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody), (status = 403, body = shared::ApiErrorBody), (status = 409, body = shared::ApiErrorBody), (status = 422, body = shared::ApiErrorBody)))]
 pub async fn approve(
     State(state): State<AppState>,
     op: Acting,
@@ -239,6 +246,7 @@ pub async fn approve(
     act(&state, op, OperatorAction::ApproveWave { rollout_id, wave: body.wave }, body.reason).await
 }
 
+#[utoipa::path(post, path = "/rollouts/{id}/promote", tag = "operator", params(("id" = String, Path)), request_body = PromoteBody, responses((status = 200, body = OperatorOutcome), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody), (status = 403, body = shared::ApiErrorBody), (status = 409, body = shared::ApiErrorBody), (status = 422, body = shared::ApiErrorBody)))]
 pub async fn promote(
     State(state): State<AppState>,
     op: Acting,
@@ -249,6 +257,7 @@ pub async fn promote(
     act(&state, op, OperatorAction::Promote { rollout_id, to_wave: body.to_wave, force: body.force }, body.reason).await
 }
 
+#[utoipa::path(post, path = "/rollouts/{id}/pause", tag = "operator", params(("id" = String, Path)), request_body(content = Option<ReasonOnly>, description = "May be empty"), responses((status = 200, body = OperatorOutcome), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody), (status = 403, body = shared::ApiErrorBody), (status = 409, body = shared::ApiErrorBody), (status = 422, body = shared::ApiErrorBody)))]
 pub async fn pause(
     State(state): State<AppState>,
     op: Acting,
@@ -259,6 +268,7 @@ pub async fn pause(
     act(&state, op, OperatorAction::Pause { rollout_id }, body.reason).await
 }
 
+#[utoipa::path(post, path = "/rollouts/{id}/resume", tag = "operator", params(("id" = String, Path)), request_body(content = Option<ReasonOnly>, description = "May be empty"), responses((status = 200, body = OperatorOutcome), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody), (status = 403, body = shared::ApiErrorBody), (status = 409, body = shared::ApiErrorBody), (status = 422, body = shared::ApiErrorBody)))]
 pub async fn resume(
     State(state): State<AppState>,
     op: Acting,
@@ -269,6 +279,7 @@ pub async fn resume(
     act(&state, op, OperatorAction::Resume { rollout_id }, body.reason).await
 }
 
+#[utoipa::path(post, path = "/rollouts/{id}/clear-failure", tag = "operator", params(("id" = String, Path)), request_body(content = Option<ReasonOnly>, description = "May be empty"), responses((status = 200, body = OperatorOutcome), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody), (status = 403, body = shared::ApiErrorBody), (status = 409, body = shared::ApiErrorBody), (status = 422, body = shared::ApiErrorBody)))]
 pub async fn clear_failure(
     State(state): State<AppState>,
     op: Acting,
@@ -279,6 +290,7 @@ pub async fn clear_failure(
     act(&state, op, OperatorAction::ClearFailure { rollout_id }, body.reason).await
 }
 
+#[utoipa::path(post, path = "/quarantines", tag = "operator", request_body = QuarantineBody, responses((status = 200, body = OperatorOutcome), (status = 401, body = shared::ApiErrorBody), (status = 403, body = shared::ApiErrorBody), (status = 409, body = shared::ApiErrorBody), (status = 422, body = shared::ApiErrorBody)))]
 pub async fn quarantine(
     State(state): State<AppState>,
     op: Acting,
@@ -287,6 +299,7 @@ pub async fn quarantine(
     act(&state, op, OperatorAction::Quarantine { channel: body.channel, closure: body.closure }, body.reason).await
 }
 
+#[utoipa::path(post, path = "/quarantines/release", tag = "operator", request_body = QuarantineBody, responses((status = 200, body = OperatorOutcome), (status = 401, body = shared::ApiErrorBody), (status = 403, body = shared::ApiErrorBody), (status = 409, body = shared::ApiErrorBody), (status = 422, body = shared::ApiErrorBody)))]
 pub async fn release(
     State(state): State<AppState>,
     op: Acting,
@@ -296,6 +309,7 @@ pub async fn release(
 }
 
 /// `GET /api/v1/feed`: SSE; `Last-Event-ID: n` resumes after entry n.
+#[utoipa::path(get, path = "/feed", tag = "operator", params(("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event-log seq")), responses((status = 200, description = "text/event-stream; id = event-log seq, event = host|rollout|hold|quarantine|operator|manifest|presence, data = shared::api::LogEvent", content_type = "text/event-stream", body = shared::api::LogEvent), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody)))]
 pub async fn feed(State(state): State<AppState>, _: Viewer, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
     let resume = match headers.get("last-event-id") {
         None => None,

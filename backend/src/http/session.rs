@@ -15,6 +15,7 @@ use crate::db::auth;
 
 const SESSION_HOURS: i64 = 12;
 
+#[utoipa::path(post, path = "/session", tag = "session", request_body = shared::api::SessionRequest, responses((status = 200, description = "Signed in; sets the HttpOnly session cookie", body = shared::api::Whoami), (status = 401, body = shared::ApiErrorBody), (status = 422, body = shared::ApiErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<SessionRequest>,
@@ -38,6 +39,7 @@ pub async fn create(
     Ok(([(header::SET_COOKIE, session_cookie(&session, SESSION_HOURS * 3600))], Json(whoami)).into_response())
 }
 
+#[utoipa::path(get, path = "/session", tag = "session", responses((status = 200, body = shared::api::Whoami), (status = 401, body = shared::ApiErrorBody)))]
 pub async fn whoami(Viewer(op): Viewer) -> Json<Whoami> {
     Json(Whoami { name: op.name, role: op.role.as_str().to_owned() })
 }
@@ -52,6 +54,7 @@ impl FromRequestParts<AppState> for SessionCookie {
     }
 }
 
+#[utoipa::path(delete, path = "/session", tag = "session", responses((status = 204, description = "Signed out")))]
 pub async fn delete(State(state): State<AppState>, SessionCookie(cookie): SessionCookie) -> Result<Response, ApiError> {
     if let Some(token) = cookie {
         auth::delete_session(&state.pool, &token_hash(&token)).await.map_err(ApiError::internal)?;

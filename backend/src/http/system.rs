@@ -6,16 +6,19 @@ use axum::extract::State;
 use super::{ApiError, AppState, READY_TIMEOUT};
 
 /// `GET /api/v1/version`
+#[utoipa::path(get, path = "/version", tag = "system", responses((status = 200, body = shared::VersionInfo)))]
 pub async fn version() -> Json<shared::VersionInfo> {
     Json(shared::VersionInfo { name: "fleetwave".into(), version: env!("CARGO_PKG_VERSION").into(), api: "v1".into() })
 }
 
 /// `GET /healthz`: the process is up and serving HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, description = "The process serves HTTP", body = String)))]
 pub async fn healthz() -> &'static str {
     "ok"
 }
 
 /// `GET /metrics`: Prometheus text.
+#[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus / OpenMetrics text", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
     (
         [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
@@ -24,6 +27,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl axum::response::Into
 }
 
 /// `GET /readyz`: 200 only when the database answers and the reducer runs.
+#[utoipa::path(get, path = "/readyz", tag = "system", responses((status = 200, description = "Database up, reducer running", body = String), (status = 503, body = shared::ApiErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     if !state.reducer.is_running() {
         return Err(ApiError::unavailable("The reducer is not running."));

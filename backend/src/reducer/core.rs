@@ -702,5 +702,4 @@ impl Core {
         }
         (by_state, by_gate, stuck)
     }
-
 }

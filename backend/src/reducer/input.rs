@@ -60,7 +60,7 @@ pub struct ManifestUpdate {
     pub manifest_artifacts: Vec<(RolloutId, SignedArtifact)>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ManifestSummary {
     pub fleet_hash: String,
@@ -106,7 +106,7 @@ pub enum OperatorAction {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OperatorOutcome {
     /// The event-log seq of the entry recording the action.
