@@ -7,6 +7,8 @@
 //! - [`reducer`]: the single task that changes rollout state; group commit; replies after commit.
 //! - [`feed`]: committed event-log entries → SSE, with `Last-Event-ID` resume.
 //! - [`views`]: engine state → API bodies (also the payloads of log entries).
+//! - [`demo`]: `fleetwave demo` — server, signed demo fleet, simulator and release cadence.
+//! - [`sim`]: the fleet simulator (signed agents with failure injection; also the load generator).
 //! - [`metrics`]: Prometheus exposition.
 //! - [`manifests`]: trust.json, the upload verification and the `--manifests-dir` poller.
 //! - [`db`]: the SQLite pool (WAL, `synchronous=NORMAL`, foreign keys) and the migrations runner.
@@ -16,6 +18,7 @@
 pub mod cli;
 pub mod clock;
 pub mod db;
+pub mod demo;
 pub mod feed;
 pub mod http;
 pub mod manifests;
@@ -23,5 +26,6 @@ pub mod metrics;
 pub mod reducer;
 pub mod server;
 pub mod shutdown;
+pub mod sim;
 pub mod telemetry;
 pub mod views;

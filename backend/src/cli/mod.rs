@@ -3,6 +3,7 @@
 pub mod operator;
 mod serve;
 pub mod signing;
+mod simulate;
 
 use std::process::ExitCode;
 
@@ -32,6 +33,10 @@ pub enum Command {
     Sign(signing::SignArgs),
     /// Sign a fleet document and one rollout manifest per channel (what CI runs).
     Release(signing::ReleaseArgs),
+    /// The whole system on embedded defaults: demo fleet, simulated agents, dashboard.
+    Demo(crate::demo::DemoArgs),
+    /// Run simulated agents against a control plane (demo, tests, load).
+    Simulate(simulate::SimulateArgs),
     /// Manage operators and viewers.
     #[command(subcommand)]
     Operator(operator::OperatorCommand),
@@ -48,6 +53,8 @@ pub fn main() -> ExitCode {
         Command::Sign(args) => signing::sign(args),
         Command::Release(args) => signing::release(args),
         Command::Operator(command) => run_async(operator::run(command)),
+        Command::Demo(args) => run_async(crate::demo::run(args)),
+        Command::Simulate(args) => run_async(simulate::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,69 @@
+//! A signed agent HTTP client (SPEC §9.1): what a real agent sends, used by the simulator.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use ed25519_dalek::{Signer, SigningKey};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use shared::agent::{HOST_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, signing_string};
+
+#[derive(Clone)]
+pub struct AgentClient {
+    http: reqwest::Client,
+    base: String,
+    host: String,
+    key: SigningKey,
+}
+
+/// An answer, or why there is none.
+pub enum Answer {
+    Ok(Value),
+    /// The control plane refused (4xx other than 401 for skew): do not retry.
+    Refused(u16, Value),
+    /// 503, 5xx or no connection: retry later.
+    Retry,
+}
+
+impl AgentClient {
+    pub fn new(http: reqwest::Client, base: &str, host: &str, key: SigningKey) -> AgentClient {
+        AgentClient { http, base: base.trim_end_matches('/').to_owned(), host: host.to_owned(), key }
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Sends one signed request; returns the answer and how long it took.
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (Answer, Duration) {
+        let bytes = body.map(|b| serde_json::to_vec(b).unwrap_or_default()).unwrap_or_default();
+        let ts = chrono::Utc::now().timestamp();
+        let digest: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        let signature = self.key.sign(signing_string(method.as_str(), path, ts, &digest).as_bytes());
+        let request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header(HOST_HEADER, &self.host)
+            .header(TIMESTAMP_HEADER, ts.to_string())
+            .header(SIGNATURE_HEADER, B64.encode(signature.to_bytes()))
+            .header("content-type", "application/json")
+            .body(bytes);
+        let started = Instant::now();
+        let answer = match request.send().await {
+            Err(_) => Answer::Retry,
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let body: Value = r.json().await.unwrap_or(Value::Null);
+                match status {
+                    200..=299 => Answer::Ok(body),
+                    // A replayed signature (the same bytes within one second) is retried later.
+                    401 if body["error"]["code"] == "replayed-signature" => Answer::Retry,
+                    500.. => Answer::Retry,
+                    _ => Answer::Refused(status, body),
+                }
+            }
+        };
+        (answer, started.elapsed())
+    }
+}
