@@ -1,0 +1,97 @@
+//! The demo scenario, headless and accelerated: canary completes before stable dispatches,
+//! the approval wave waits for an operator, the broken edge closure ends quarantined with its
+//! other Pending hosts held, and everything else converges.
+
+use std::time::Duration;
+
+use backend::db::store;
+use backend::demo::{Demo, DemoArgs};
+use engine::host::HostRecord;
+use serde_json::json;
+use shared::state::{Gate, HostState, RolloutState};
+
+async fn records(demo: &Demo, id: &str) -> Vec<HostRecord> {
+    let id = shared::RolloutId::parse(id).unwrap();
+    store::rollout_detail(&demo.state.pool, &id).await.unwrap().map(|(_, r, _)| r).unwrap_or_default()
+}
+
+async fn rollout_state(demo: &Demo, id: &str) -> Option<(RolloutState, u32)> {
+    let id = shared::RolloutId::parse(id).unwrap();
+    store::rollout_detail(&demo.state.pool, &id).await.unwrap().map(|(r, _, _)| (r.state, r.current_wave))
+}
+
+/// Waits until `check` holds, re-checking after every committed change (the live feed is the
+/// signal); fails after `limit`.
+async fn until<F, Fut>(demo: &Demo, what: &str, limit: Duration, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut feed = demo.state.feed.subscribe();
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        let wait = tokio::time::timeout_at(deadline, feed.recv()).await;
+        assert!(wait.is_ok(), "timed out waiting for: {what}");
+    }
+}
+
+const WAVE1: &[&str] = &["db-02", "db-03", "web-05", "web-06", "web-07", "web-08", "web-09", "web-10", "web-11", "web-12", "api-03", "api-04", "api-05"];
+
+#[tokio::test]
+async fn the_demo_tells_its_story() {
+    let args = DemoArgs {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        db: None,
+        dist: "no-dist".into(),
+        soak_minutes: 0,
+        time_scale: 0.05,
+        seed: 7,
+        plan_tick_ms: 200,
+    };
+    let demo = Demo::start(&args).await.unwrap();
+    let limit = Duration::from_secs(60);
+
+    // Stable reaches its approval wave and waits there.
+    until(&demo, "stable's wave 1 held for approval", limit, || async {
+        let held = records(&demo, "stable@d001").await.iter().filter(|r| WAVE1.contains(&r.hostname.as_str()))
+            .all(|r| r.state == HostState::Pending && r.waiting_on.as_ref().is_some_and(|w| w.gate == Gate::Approval));
+        rollout_state(&demo, "stable@d001").await == Some((RolloutState::Active, 1)) && held
+    })
+    .await;
+
+    let log = store::log_after(&demo.state.pool, 0, i64::MAX).await.unwrap();
+    let canary_done = log.iter().find(|e| e.rollout_id.as_deref() == Some("canary@d001") && e.kind == "RolloutStateChanged" && e.payload["to"] == "Completed").expect("canary completed").seq;
+    let stable_first = log.iter().find(|e| e.rollout_id.as_deref() == Some("stable@d001") && e.kind == "DispatchQueued").expect("stable dispatched").seq;
+    assert!(canary_done < stable_first, "canary completed (seq {canary_done}) before stable dispatched anything (seq {stable_first})");
+    assert!(
+        !log.iter().any(|e| e.kind == "DispatchQueued" && e.host.as_deref().is_some_and(|h| WAVE1.contains(&h))),
+        "nothing of the approval wave was dispatched before approval"
+    );
+
+    // The broken edge closure: edge-01 fails and rolls back; the closure is quarantined and the
+    // other edge hosts, still Pending, are held by it.
+    until(&demo, "edge quarantined", limit, || async {
+        let recs = records(&demo, "edge@d001").await;
+        recs.iter().filter(|r| r.hostname.as_str() != "edge-01").all(|r| r.state == HostState::Pending && r.waiting_on.as_ref().is_some_and(|w| w.gate == Gate::Quarantine))
+            && recs.iter().any(|r| r.hostname.as_str() == "edge-01" && r.state == HostState::Reverted)
+    })
+    .await;
+    let quarantines = store::quarantines(&demo.state.pool).await.unwrap();
+    assert_eq!(quarantines.len(), 1);
+    assert!(quarantines[0].closure.as_str().contains(backend::demo::BROKEN_MARKER));
+    assert_eq!(rollout_state(&demo, "edge@d001").await.map(|s| s.0), Some(RolloutState::Halted));
+
+    // An operator approves through the API; everything else converges.
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/rollouts/stable@d001/approve", demo.addr))
+        .bearer_auth(&demo.operator_token)
+        .json(&json!({"wave": 1, "reason": "canary is healthy"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    until(&demo, "stable completed", limit, || async { rollout_state(&demo, "stable@d001").await.map(|s| s.0) == Some(RolloutState::Completed) }).await;
+    assert!(records(&demo, "stable@d001").await.iter().all(|r| r.state == HostState::Converged));
+    assert_eq!(rollout_state(&demo, "canary@d001").await.map(|s| s.0), Some(RolloutState::Completed));
+    demo.stop().await.unwrap();
+}
