@@ -35,7 +35,10 @@ where
     }
 }
 
-const WAVE1: &[&str] = &["db-02", "db-03", "web-05", "web-06", "web-07", "web-08", "web-09", "web-10", "web-11", "web-12", "api-03", "api-04", "api-05"];
+const WAVE1: &[&str] = &[
+    "db-02", "db-03", "web-05", "web-06", "web-07", "web-08", "web-09", "web-10", "web-11", "web-12", "api-03",
+    "api-04", "api-05",
+];
 
 #[tokio::test]
 async fn the_demo_tells_its_story() {
@@ -53,16 +56,33 @@ async fn the_demo_tells_its_story() {
 
     // Stable reaches its approval wave and waits there.
     until(&demo, "stable's wave 1 held for approval", limit, || async {
-        let held = records(&demo, "stable@d001").await.iter().filter(|r| WAVE1.contains(&r.hostname.as_str()))
-            .all(|r| r.state == HostState::Pending && r.waiting_on.as_ref().is_some_and(|w| w.gate == Gate::Approval));
+        let held =
+            records(&demo, "stable@d001").await.iter().filter(|r| WAVE1.contains(&r.hostname.as_str())).all(|r| {
+                r.state == HostState::Pending && r.waiting_on.as_ref().is_some_and(|w| w.gate == Gate::Approval)
+            });
         rollout_state(&demo, "stable@d001").await == Some((RolloutState::Active, 1)) && held
     })
     .await;
 
     let log = store::log_after(&demo.state.pool, 0, i64::MAX).await.unwrap();
-    let canary_done = log.iter().find(|e| e.rollout_id.as_deref() == Some("canary@d001") && e.kind == "RolloutStateChanged" && e.payload["to"] == "Completed").expect("canary completed").seq;
-    let stable_first = log.iter().find(|e| e.rollout_id.as_deref() == Some("stable@d001") && e.kind == "DispatchQueued").expect("stable dispatched").seq;
-    assert!(canary_done < stable_first, "canary completed (seq {canary_done}) before stable dispatched anything (seq {stable_first})");
+    let canary_done = log
+        .iter()
+        .find(|e| {
+            e.rollout_id.as_deref() == Some("canary@d001")
+                && e.kind == "RolloutStateChanged"
+                && e.payload["to"] == "Completed"
+        })
+        .expect("canary completed")
+        .seq;
+    let stable_first = log
+        .iter()
+        .find(|e| e.rollout_id.as_deref() == Some("stable@d001") && e.kind == "DispatchQueued")
+        .expect("stable dispatched")
+        .seq;
+    assert!(
+        canary_done < stable_first,
+        "canary completed (seq {canary_done}) before stable dispatched anything (seq {stable_first})"
+    );
     assert!(
         !log.iter().any(|e| e.kind == "DispatchQueued" && e.host.as_deref().is_some_and(|h| WAVE1.contains(&h))),
         "nothing of the approval wave was dispatched before approval"
@@ -72,7 +92,9 @@ async fn the_demo_tells_its_story() {
     // other edge hosts, still Pending, are held by it.
     until(&demo, "edge quarantined", limit, || async {
         let recs = records(&demo, "edge@d001").await;
-        recs.iter().filter(|r| r.hostname.as_str() != "edge-01").all(|r| r.state == HostState::Pending && r.waiting_on.as_ref().is_some_and(|w| w.gate == Gate::Quarantine))
+        recs.iter()
+            .filter(|r| r.hostname.as_str() != "edge-01")
+            .all(|r| r.state == HostState::Pending && r.waiting_on.as_ref().is_some_and(|w| w.gate == Gate::Quarantine))
             && recs.iter().any(|r| r.hostname.as_str() == "edge-01" && r.state == HostState::Reverted)
     })
     .await;
@@ -90,7 +112,10 @@ async fn the_demo_tells_its_story() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    until(&demo, "stable completed", limit, || async { rollout_state(&demo, "stable@d001").await.map(|s| s.0) == Some(RolloutState::Completed) }).await;
+    until(&demo, "stable completed", limit, || async {
+        rollout_state(&demo, "stable@d001").await.map(|s| s.0) == Some(RolloutState::Completed)
+    })
+    .await;
     assert!(records(&demo, "stable@d001").await.iter().all(|r| r.state == HostState::Converged));
     assert_eq!(rollout_state(&demo, "canary@d001").await.map(|s| s.0), Some(RolloutState::Completed));
     demo.stop().await.unwrap();

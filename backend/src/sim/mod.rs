@@ -457,3 +457,19 @@ pub fn summary(stats: &Stats, elapsed: Duration) -> String {
         stats.failed.load(Ordering::Relaxed),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_host_draws_the_same_decisions_for_the_same_seed() {
+        let draws = |seed, host: &str| -> Vec<u32> {
+            let mut rng = seeded(seed, host);
+            (0..16).map(|_| rng.r#gen()).collect()
+        };
+        assert_eq!(draws(7, "web-01"), draws(7, "web-01"));
+        assert_ne!(draws(7, "web-01"), draws(8, "web-01"));
+        assert_ne!(draws(7, "web-01"), draws(7, "web-02"));
+    }
+}
