@@ -32,9 +32,19 @@ pub fn artifacts_dir() -> PathBuf {
 pub struct Session {
     pub client: Client,
     pub base_url: String,
+    /// The server's database, for setting up operators.
+    pub pool: sqlx::SqlitePool,
 }
 
 impl Session {
+    /// Adds an operator (or viewer) to the server and returns its token.
+    pub async fn add_operator(&self, name: &str, role: backend::db::auth::Role) -> anyhow::Result<String> {
+        let token = backend::http::operator_auth::new_token();
+        let hash = backend::http::operator_auth::token_hash(&token);
+        backend::db::auth::add_operator(&self.pool, name, role, &hash, chrono::Utc::now()).await?;
+        Ok(token)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base_url, path)
     }
@@ -43,6 +53,7 @@ impl Session {
 /// The control plane running in this process on a free port with a temporary database.
 struct TestServer {
     addr: SocketAddr,
+    pool: sqlx::SqlitePool,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
@@ -71,12 +82,13 @@ impl TestServer {
         let shutdown = CancellationToken::new();
         let app = backend::server::App::build(&config, shutdown.clone()).await?;
         let addr = app.local_addr();
+        let pool = app.state().pool.clone();
         let task = tokio::spawn(async move {
             if let Err(err) = app.run().await {
                 eprintln!("test server failed: {err:#}");
             }
         });
-        Ok(TestServer { addr, shutdown, task, _dir: dir })
+        Ok(TestServer { addr, pool, shutdown, task, _dir: dir })
     }
 }
 
@@ -183,7 +195,8 @@ where
     let server = TestServer::start().await?;
     let driver = Driver::start()?;
     let client = driver.connect().await?;
-    let session = Session { client: client.clone(), base_url: format!("http://{}", server.addr) };
+    let session =
+        Session { client: client.clone(), base_url: format!("http://{}", server.addr), pool: server.pool.clone() };
     let result = test(session).await;
     if result.is_err() {
         save_screenshot(&client, name).await;

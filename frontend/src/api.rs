@@ -3,6 +3,7 @@
 
 use gloo_net::http::{Request, Response};
 use serde::de::DeserializeOwned;
+use shared::api::Whoami;
 use shared::{ApiErrorBody, VersionInfo};
 
 /// A failed call, ready to show to a person.
@@ -46,8 +47,14 @@ pub async fn version() -> Result<VersionInfo, CallError> {
 }
 
 /// Trades an operator token for a session cookie (`POST /api/v1/session`).
-pub async fn login(token: &str) -> Result<serde_json::Value, CallError> {
+pub async fn login(token: &str) -> Result<Whoami, CallError> {
     let request = Request::post("/api/v1/session").json(&serde_json::json!({ "token": token })).map_err(network)?;
     let response = request.send().await.map_err(network)?;
+    decode(response).await
+}
+
+/// Who is signed in (`GET /api/v1/session`), by the session cookie.
+pub async fn whoami() -> Result<Whoami, CallError> {
+    let response = Request::get("/api/v1/session").send().await.map_err(network)?;
     decode(response).await
 }

@@ -42,9 +42,21 @@ fn Header() -> impl IntoView {
             </nav>
             <div class="topbar-end">
                 <VersionBadge />
-                <A href="/login" attr:class="button button-quiet">"Sign in"</A>
+                <Identity />
             </div>
         </header>
+    }
+}
+
+/// Who is signed in, or a link to sign in.
+#[component]
+fn Identity() -> impl IntoView {
+    let me = LocalResource::new(api::whoami);
+    view! {
+        {move || match me.get() {
+            Some(Ok(me)) => view! { <span class="identity" id="identity" title="Signed in">{format!("{} · {}", me.name, me.role)}</span> }.into_any(),
+            _ => view! { <A href="/login" attr:class="button button-quiet">"Sign in"</A> }.into_any(),
+        }}
     }
 }
 

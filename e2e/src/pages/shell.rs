@@ -31,7 +31,7 @@ pub struct Find<'a> {
 }
 
 impl Find<'_> {
-    async fn wait_css(&self, css: &str) -> anyhow::Result<Element> {
+    pub async fn wait_css(&self, css: &str) -> anyhow::Result<Element> {
         self.session
             .client
             .wait()
@@ -112,6 +112,16 @@ impl Check<'_> {
         self.find().page(id).await?;
         let url = self.session.client.current_url().await?;
         ensure!(url.path() == path, "address bar shows {url}, expected path {path}");
+        Ok(())
+    }
+}
+
+impl Check<'_> {
+    /// The header names who is signed in.
+    pub async fn signed_in_as(&self, name: &str) -> anyhow::Result<()> {
+        let badge = self.find().wait_css("#identity").await?;
+        let text = badge.text().await?;
+        ensure!(text.starts_with(name), "identity shows `{text}`, expected {name}");
         Ok(())
     }
 }

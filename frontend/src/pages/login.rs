@@ -1,14 +1,42 @@
 use leptos::prelude::*;
 use leptos::task::spawn_local;
+use leptos_router::hooks::use_query_map;
 
 use crate::api;
 
 /// Sign in with an operator or viewer token; the control plane answers with a session cookie.
+/// `/login?token=…` (the demo's printed link) signs in at once and removes the token from the
+/// address bar before anything else happens.
 #[component]
 pub fn LoginPage() -> impl IntoView {
     let token = RwSignal::new(String::new());
     let busy = RwSignal::new(false);
-    let outcome: RwSignal<Option<Result<(), String>>> = RwSignal::new(None);
+    let outcome: RwSignal<Option<Result<String, String>>> = RwSignal::new(None);
+    let sign_in = move |value: String| {
+        busy.set(true);
+        spawn_local(async move {
+            match api::login(&value).await {
+                Ok(me) => {
+                    outcome.set(Some(Ok(format!("Signed in as {} ({}).", me.name, me.role))));
+                    // A fresh start of the app, now with the session cookie.
+                    if let Some(location) = web_sys::window().map(|w| w.location()) {
+                        let _ = location.replace("/");
+                    }
+                }
+                Err(err) => outcome.set(Some(Err(err.to_string()))),
+            }
+            busy.set(false);
+        });
+    };
+
+    let query = use_query_map();
+    let from_link = query.with_untracked(|q| q.get("token"));
+    if let Some(value) = from_link {
+        if let Some(history) = web_sys::window().and_then(|w| w.history().ok()) {
+            let _ = history.replace_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some("/login"));
+        }
+        sign_in(value);
+    }
 
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
@@ -17,12 +45,7 @@ pub fn LoginPage() -> impl IntoView {
             outcome.set(Some(Err("Paste the token that `fleetwave operator add` printed.".into())));
             return;
         }
-        busy.set(true);
-        spawn_local(async move {
-            let result = api::login(&value).await.map(|_| ()).map_err(|err| err.to_string());
-            outcome.set(Some(result));
-            busy.set(false);
-        });
+        sign_in(value);
     };
 
     view! {
@@ -44,7 +67,7 @@ pub fn LoginPage() -> impl IntoView {
                     {move || if busy.get() { "Signing in…" } else { "Sign in" }}
                 </button>
                 {move || outcome.get().map(|result| match result {
-                    Ok(()) => view! { <p class="notice notice-ok" role="status">"Signed in."</p> }.into_any(),
+                    Ok(message) => view! { <p class="notice notice-ok" role="status">{message}</p> }.into_any(),
                     Err(message) => view! { <p class="notice notice-error" role="alert">{message}</p> }.into_any(),
                 })}
             </form>
