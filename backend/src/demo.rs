@@ -275,6 +275,7 @@ impl Demo {
 
 /// The CLI: start, print the link, run until Ctrl-C.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let demo = Demo::start(&args).await?;
     tokio::spawn(crate::shutdown::cancel_on_signal(demo.shutdown_token()));
     println!();
@@ -289,7 +290,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     token.cancelled().await;
     let stats = demo.stats.clone();
     demo.stop().await?;
-    tracing::info!("demo stopped: {}", sim::summary(&stats, Duration::from_secs(1)));
+    tracing::info!("demo stopped: {}", sim::summary(&stats, started.elapsed()));
     Ok(())
 }
 

@@ -105,3 +105,21 @@ async fn a_client_that_falls_too_far_behind_is_disconnected_not_skipped() {
         read_until(&mut again, *all.last().unwrap()).await.iter().map(|e| e.id.parse().unwrap()).collect();
     assert_eq!([got, rest].concat(), all);
 }
+
+#[tokio::test]
+async fn a_browser_can_resume_with_the_last_event_id_query_parameter() {
+    let app = spawn_app().await;
+    app.upload(&fleet(2), "a1").await;
+    let after = last_seq(&app).await;
+    app.post("/api/v1/rollouts/stable@a1/pause", json!({})).await;
+    let r = app
+        .http
+        .get(app.url(&format!("/api/v1/feed?lastEventId={after}")))
+        .bearer_auth(&app.viewer_token)
+        .send()
+        .await
+        .unwrap();
+    let mut stream = Box::pin(r.bytes_stream().eventsource().filter_map(|e| async move { e.ok() }));
+    let got = read_until(&mut stream, last_seq(&app).await).await;
+    assert_eq!(got.first().unwrap().id.parse::<i64>().unwrap(), after + 1);
+}

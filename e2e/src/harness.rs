@@ -218,3 +218,40 @@ async fn save_screenshot(client: &Client, name: &str) {
         Err(err) => eprintln!("cannot take the failure screenshot: {err}"),
     }
 }
+
+/// Like [`browser_test`], against `fleetwave demo` running in-process (its simulated fleet
+/// moving at test speed) instead of an empty server. `test` also gets the demo's operator
+/// token.
+pub async fn demo_browser_test<F, Fut>(name: &str, test: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Session, String) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let dist = repo_root().join("dist");
+    if !dist.join("index.html").is_file() {
+        bail!("{} has no index.html: build the dashboard first (`trunk build --release`)", dist.display());
+    }
+    let args = backend::demo::DemoArgs {
+        listen: "127.0.0.1:0".parse()?,
+        db: None,
+        dist,
+        soak_minutes: 0,
+        time_scale: 0.05,
+        seed: 7,
+        plan_tick_ms: 200,
+    };
+    let demo = backend::demo::Demo::start(&args).await?;
+    let driver = Driver::start()?;
+    let client = driver.connect().await?;
+    let session =
+        Session { client: client.clone(), base_url: format!("http://{}", demo.addr), pool: demo.state.pool.clone() };
+    let token = demo.operator_token.clone();
+    let result = test(session, token).await;
+    if result.is_err() {
+        save_screenshot(&client, name).await;
+    }
+    let _ = client.close().await;
+    drop(driver);
+    demo.stop().await?;
+    result
+}

@@ -58,3 +58,37 @@ pub async fn whoami() -> Result<Whoami, CallError> {
     let response = Request::get("/api/v1/session").send().await.map_err(network)?;
     decode(response).await
 }
+
+use shared::api::{EventsPage, FleetOverview, Quarantines, RolloutDetail, RolloutSummary};
+
+async fn get<T: DeserializeOwned>(path: &str) -> Result<T, CallError> {
+    let response = Request::get(path).send().await.map_err(network)?;
+    decode(response).await
+}
+
+pub async fn fleet() -> Result<FleetOverview, CallError> {
+    get("/api/v1/fleet").await
+}
+
+pub async fn rollouts() -> Result<Vec<RolloutSummary>, CallError> {
+    get("/api/v1/rollouts").await
+}
+
+pub async fn rollout(id: &str) -> Result<RolloutDetail, CallError> {
+    get(&format!("/api/v1/rollouts/{id}")).await
+}
+
+pub async fn rollout_events(id: &str, after: i64, limit: u32) -> Result<EventsPage, CallError> {
+    get(&format!("/api/v1/rollouts/{id}/events?after={after}&limit={limit}")).await
+}
+
+pub async fn quarantines() -> Result<Quarantines, CallError> {
+    get("/api/v1/quarantines").await
+}
+
+/// An operator action. Changes made with the session cookie carry the CSRF header.
+pub async fn act(path: &str, body: serde_json::Value) -> Result<serde_json::Value, CallError> {
+    let request = Request::post(path).header("X-Fleetwave-Csrf", "1").json(&body).map_err(network)?;
+    let response = request.send().await.map_err(network)?;
+    decode(response).await
+}

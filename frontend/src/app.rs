@@ -6,7 +6,7 @@ use leptos_router::components::{A, Route, Router, Routes};
 use leptos_router::path;
 
 use crate::api;
-use crate::pages::{FleetPage, LoginPage, NotFoundPage, QuarantinesPage, RolloutsPage};
+use crate::pages::{FleetPage, LoginPage, NotFoundPage, QuarantinesPage, RolloutPage, RolloutsPage};
 
 #[component]
 pub fn App() -> impl IntoView {
@@ -18,6 +18,7 @@ pub fn App() -> impl IntoView {
                     <Routes fallback=NotFoundPage>
                         <Route path=path!("/") view=FleetPage />
                         <Route path=path!("/rollouts") view=RolloutsPage />
+                        <Route path=path!("/rollouts/:id") view=RolloutPage />
                         <Route path=path!("/quarantines") view=QuarantinesPage />
                         <Route path=path!("/login") view=LoginPage />
                     </Routes>

@@ -2,6 +2,8 @@
 
 mod api;
 mod app;
+mod components;
+mod feed;
 mod pages;
 
 fn main() {

@@ -11,11 +11,19 @@ use crate::sim::{self, Behaviour, SimHost};
 #[derive(Debug, clap::Args)]
 pub struct SimulateArgs {
     /// The control plane, e.g. http://127.0.0.1:8080.
-    #[arg(long)]
-    pub url: String,
+    #[arg(long, required_unless_present = "provision")]
+    pub url: Option<String>,
     /// Directory of host keys, one `HOSTNAME.key` per host (as `fleetwave keygen` writes).
+    #[arg(long, required_unless_present = "provision")]
+    pub fleet_keys: Option<PathBuf>,
+    /// Instead of simulating: write a signed load-test fleet of `--hosts` hosts to this
+    /// directory (CI key, trust.json, release/ for `serve --manifests-dir`, hosts/*.key for
+    /// `--fleet-keys`) and print the commands that use it.
     #[arg(long)]
-    pub fleet_keys: PathBuf,
+    pub provision: Option<PathBuf>,
+    /// With --provision: channels to spread the hosts over (each a rollout). Default: 10.
+    #[arg(long, default_value_t = 10)]
+    pub channels: usize,
     /// How many hosts to simulate (the first N key files by name). Default: all.
     #[arg(long)]
     pub hosts: Option<usize>,
@@ -56,8 +64,14 @@ pub struct SimulateArgs {
 }
 
 pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&args.fleet_keys)
-        .with_context(|| format!("cannot read {}", args.fleet_keys.display()))?
+    if let Some(dir) = &args.provision {
+        return provision(dir, args.hosts.unwrap_or(1000), args.channels.max(1), args.seed, &args.initial_closure);
+    }
+    let (Some(url), Some(fleet_keys)) = (args.url.clone(), args.fleet_keys.clone()) else {
+        anyhow::bail!("--url and --fleet-keys are required to simulate");
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&fleet_keys)
+        .with_context(|| format!("cannot read {}", fleet_keys.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "key"))
         .collect();
@@ -68,7 +82,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         let key = crate::cli::signing::read_key(&path)?;
         hosts.push(SimHost { hostname: name, key, initial_closure: args.initial_closure.clone() });
     }
-    anyhow::ensure!(!hosts.is_empty(), "no *.key files in {}", args.fleet_keys.display());
+    anyhow::ensure!(!hosts.is_empty(), "no *.key files in {}", fleet_keys.display());
     let behaviour = Behaviour {
         time_scale: args.time_scale,
         activation_failure: args.activation_failure_rate,
@@ -85,8 +99,8 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     tokio::spawn(crate::shutdown::cancel_on_signal(shutdown.clone()));
     let started = Instant::now();
     let count = hosts.len();
-    let (stats, tasks) = sim::spawn(&args.url, hosts, args.seed, behaviour, shutdown.clone());
-    eprintln!("simulating {count} hosts against {}", args.url);
+    let (stats, tasks) = sim::spawn(&url, hosts, args.seed, behaviour, shutdown.clone());
+    eprintln!("simulating {count} hosts against {url}");
     if let Some(secs) = args.duration_secs {
         tokio::select! {
             () = shutdown.cancelled() => {}
@@ -99,5 +113,68 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         let _ = task.await;
     }
     println!("{}", sim::summary(&stats, started.elapsed()));
+    Ok(())
+}
+
+/// Writes a load-test fleet: `hosts` hosts over `channels` channels (4 waves each, soak 0,
+/// a tag budget), with deterministic host keys derived from `seed`.
+fn provision(dir: &std::path::Path, hosts: usize, channels: usize, seed: u64, initial: &str) -> anyhow::Result<()> {
+    use serde_json::json;
+    use sha2::Digest;
+    std::fs::create_dir_all(dir.join("hosts"))?;
+    let ci = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+    std::fs::write(dir.join("ci.key"), format!("{}\n", engine::sign::encode_signing_key(&ci)))?;
+    let trust = json!({"schemaVersion": 1, "ciReleaseKey": {"current": engine::sign::public_key_b64(&ci)}, "freshnessWindowMinutes": 1440});
+    std::fs::write(dir.join("trust.json"), serde_json::to_vec_pretty(&trust)?)?;
+    let mut host_docs = serde_json::Map::new();
+    let mut waves: Vec<Vec<Vec<String>>> = vec![vec![Vec::new(); 4]; channels];
+    for i in 0..hosts {
+        let name = format!("sim-{i:05}");
+        let seed_bytes: [u8; 32] = sha2::Sha256::digest(format!("{seed}:{name}").as_bytes()).into();
+        let key = ed25519_dalek::SigningKey::from_bytes(&seed_bytes);
+        std::fs::write(dir.join("hosts").join(format!("{name}.key")), engine::sign::encode_signing_key(&key))?;
+        let channel = i % channels;
+        waves[channel][(i / channels) % 4].push(name.clone());
+        let tag = ["web", "db", "cache", "batch"][i % 4];
+        host_docs.insert(
+            name.clone(),
+            json!({"channel": format!("ch{channel:02}"), "tags": [tag], "pubkey": engine::sign::public_key_b64(&key),
+            "closure": format!("/nix/store/{:032x}-nixos-system-{tag}-load", channel)}),
+        );
+    }
+    let channel_docs: serde_json::Map<String, serde_json::Value> =
+        (0..channels).map(|c| (format!("ch{c:02}"), json!({"rolloutPolicy": "load"}))).collect();
+    let wave_docs: serde_json::Map<String, serde_json::Value> = waves
+        .iter()
+        .enumerate()
+        .map(|(c, w)| {
+            (
+                format!("ch{c:02}"),
+                json!(w.iter().filter(|h| !h.is_empty()).map(|h| json!({"hosts": h})).collect::<Vec<_>>()),
+            )
+        })
+        .collect();
+    let doc = json!({
+        "schemaVersion": 1,
+        "meta": {"ciCommit": "10ad", "signedAt": chrono::Utc::now().to_rfc3339()},
+        "hosts": host_docs, "channels": channel_docs,
+        "rolloutPolicies": {"load": {"waves": [{"soakMinutes": 0}, {"soakMinutes": 0}, {"soakMinutes": 0}, {"soakMinutes": 0}],
+                                     "onHealthFailure": "rollback-and-halt", "stuckAfterMinutes": 30}},
+        "waves": wave_docs,
+        "disruptionBudgets": [{"name": "web", "selector": {"tags": ["web"]}, "maxInFlight": (hosts / 4).max(1)}]
+    });
+    let out = crate::cli::signing::release_documents(&ci, &doc)?;
+    let release = dir.join("release");
+    std::fs::create_dir_all(release.join("rollouts"))?;
+    crate::cli::signing::write_signed(&release.join("fleet.json"), &out.fleet)?;
+    for (id, signed) in &out.manifests {
+        crate::cli::signing::write_signed(&release.join("rollouts").join(format!("{id}.json")), signed)?;
+    }
+    let d = dir.display();
+    println!("wrote a {hosts}-host fleet over {channels} channels to {d}");
+    println!("  fleetwave serve --trust {d}/trust.json --manifests-dir {d}/release --manifests-poll-ms 1000");
+    println!(
+        "  fleetwave simulate --url http://127.0.0.1:8080 --fleet-keys {d}/hosts --initial-closure {initial} --duration-secs 60"
+    );
     Ok(())
 }

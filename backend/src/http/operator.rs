@@ -308,11 +308,35 @@ pub async fn release(
     act(&state, op, OperatorAction::Release { channel: body.channel, closure: body.closure }, body.reason).await
 }
 
-/// `GET /api/v1/feed`: SSE; `Last-Event-ID: n` resumes after entry n.
-#[utoipa::path(get, path = "/feed", tag = "operator", params(("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event-log seq")), responses((status = 200, description = "text/event-stream; id = event-log seq, event = host|rollout|hold|quarantine|operator|manifest|presence, data = shared::api::LogEvent", content_type = "text/event-stream", body = shared::api::LogEvent), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody)))]
-pub async fn feed(State(state): State<AppState>, _: Viewer, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FeedQuery {
+    /// Resume after this seq when no `Last-Event-ID` header is sent (a browser's EventSource
+    /// cannot set headers on its first connection; its reconnects send the header).
+    #[serde(default)]
+    last_event_id: Option<i64>,
+}
+
+/// `GET /api/v1/feed`: SSE; `Last-Event-ID: n` (or `?lastEventId=n`) resumes after entry n.
+#[utoipa::path(get, path = "/feed", tag = "operator", params(("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event-log seq"), ("lastEventId" = Option<i64>, Query, description = "Same, for the first connection of a browser EventSource")), responses((status = 200, description = "text/event-stream; id = event-log seq, event = host|rollout|hold|quarantine|operator|manifest|presence, data = shared::api::LogEvent", content_type = "text/event-stream", body = shared::api::LogEvent), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody)))]
+pub async fn feed(
+    State(state): State<AppState>,
+    _: Viewer,
+    headers: HeaderMap,
+    query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-query", e.body_text()))?;
     let resume = match headers.get("last-event-id") {
-        None => None,
+        None => match query.last_event_id {
+            Some(n) if n < 0 => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad-query",
+                    "lastEventId must be an event-log seq.",
+                ));
+            }
+            other => other,
+        },
         Some(v) => {
             Some(v.to_str().ok().and_then(|s| s.trim().parse::<i64>().ok()).filter(|n| *n >= 0).ok_or_else(|| {
                 ApiError::new(StatusCode::BAD_REQUEST, "bad-last-event-id", "Last-Event-ID must be an event-log seq.")

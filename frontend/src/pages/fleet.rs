@@ -1,16 +1,64 @@
 use leptos::prelude::*;
+use leptos_router::components::A;
 
-/// Fleet overview: each channel with its current rollout and per-wave progress.
+use crate::api;
+use crate::components::{ErrorNotice, RolloutBadge, StateBar, counts_text};
+
+/// Fleet overview: each channel with its current rollout, hosts online, anything in trouble.
 #[component]
 pub fn FleetPage() -> impl IntoView {
+    let fleet = LocalResource::new(api::fleet);
+    let rollouts = LocalResource::new(api::rollouts);
+    let quarantines = LocalResource::new(api::quarantines);
     view! {
         <section class="page" id="page-fleet">
             <h1>"Fleet"</h1>
-            <p class="lede">"Every channel, its current rollout and how far each wave has converged."</p>
-            <div class="empty">
-                <h2>"No fleet yet"</h2>
-                <p>"The control plane has not received a signed fleet document. Once CI uploads one, its channels and hosts appear here."</p>
-            </div>
+            <p class="lede">"Every channel, its current rollout and how far it has converged."</p>
+            {move || match (fleet.get(), rollouts.get()) {
+                (Some(Err(err)), _) | (_, Some(Err(err))) => view! { <ErrorNotice message=err.to_string() /> }.into_any(),
+                (Some(Ok(f)), Some(Ok(list))) if f.fleet_hash.is_some() => {
+                    let online = f.hosts.iter().filter(|h| h.online).count();
+                    let quarantined = quarantines.get().and_then(Result::ok).map_or(0, |q| q.active.len());
+                    view! {
+                        <div class="stats">
+                            <div class="stat"><span class="stat-n">{f.hosts.len()}</span><span class="muted">"hosts"</span></div>
+                            <div class="stat"><span class="stat-n">{online}</span><span class="muted">"online"</span></div>
+                            <div class={if f.hosts.len() > online { "stat stat-warn" } else { "stat" }}><span class="stat-n">{f.hosts.len() - online}</span><span class="muted">"offline"</span></div>
+                            <div class={if quarantined > 0 { "stat stat-bad" } else { "stat" }}><span class="stat-n">{quarantined}</span><span class="muted">"quarantined"</span></div>
+                        </div>
+                        <div class="channels" id="channels">
+                            {f.channels.into_iter().map(|c| {
+                                let current = c.current_rollout.as_ref().and_then(|id| list.iter().find(|r| &r.header.rollout_id == id)).cloned();
+                                view! {
+                                    <div class="card channel" data-channel=c.name.to_string()>
+                                        <h2>{c.name.to_string()}</h2>
+                                        <p class="muted small">{format!("{} hosts · policy {}", c.hosts, c.rollout_policy)}</p>
+                                        {match current {
+                                            Some(r) => {
+                                                let id = r.header.rollout_id.to_string();
+                                                let trouble = matches!(r.header.state, shared::state::RolloutState::Halted) || r.counts.keys().any(|s| matches!(s, shared::state::HostState::Failed));
+                                                view! {
+                                                    <p><A href=format!("/rollouts/{id}")>{id.clone()}</A>" "<RolloutBadge state=r.header.state /></p>
+                                                    <StateBar counts=r.counts.clone() />
+                                                    <p class={if trouble { "small error-text" } else { "small muted" }}>{format!("{}% converged · wave {} · {}", r.converged_percent, r.header.current_wave, counts_text(&r.counts))}</p>
+                                                }.into_any()
+                                            }
+                                            None => view! { <p class="muted">"No rollout yet."</p> }.into_any(),
+                                        }}
+                                    </div>
+                                }
+                            }).collect_view()}
+                        </div>
+                    }.into_any()
+                }
+                (Some(Ok(_)), Some(Ok(_))) => view! {
+                    <div class="empty">
+                        <h2>"No fleet yet"</h2>
+                        <p>"The control plane has not received a signed fleet document. Once CI uploads one, its channels and hosts appear here."</p>
+                    </div>
+                }.into_any(),
+                _ => view! { <p class="muted">"Loading…"</p> }.into_any(),
+            }}
         </section>
     }
 }

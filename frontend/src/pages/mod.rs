@@ -4,10 +4,12 @@ mod fleet;
 mod login;
 mod not_found;
 mod quarantines;
+mod rollout;
 mod rollouts;
 
 pub use fleet::FleetPage;
 pub use login::LoginPage;
 pub use not_found::NotFoundPage;
 pub use quarantines::QuarantinesPage;
+pub use rollout::RolloutPage;
 pub use rollouts::RolloutsPage;

@@ -1,16 +1,72 @@
 use leptos::prelude::*;
+use leptos::task::spawn_local;
+use serde_json::json;
+
+use crate::api;
+use crate::components::ErrorNotice;
 
 /// Closures that must not be dispatched to a channel until released.
 #[component]
 pub fn QuarantinesPage() -> impl IntoView {
+    let list = LocalResource::new(api::quarantines);
+    let me = LocalResource::new(api::whoami);
+    let can_act = move || matches!(me.get(), Some(Ok(w)) if w.role == "operator");
+    let notice: RwSignal<Option<Result<String, String>>> = RwSignal::new(None);
+    let release = move |channel: String, closure: String| {
+        spawn_local(async move {
+            let body = json!({"channel": channel, "closure": closure, "reason": "released on the dashboard"});
+            let result = api::act("/api/v1/quarantines/release", body).await;
+            notice.set(Some(result.map(|_| format!("Released {closure}.")).map_err(|e| e.to_string())));
+            list.refetch();
+        });
+    };
     view! {
         <section class="page" id="page-quarantines">
             <h1>"Quarantines"</h1>
             <p class="lede">"Closures held back from a channel, with who quarantined them and why."</p>
-            <div class="empty">
-                <h2>"Nothing quarantined"</h2>
-                <p>"A closure is quarantined when a host rolls back from it, or when an operator says so."</p>
-            </div>
+            {move || notice.get().map(|n| match n {
+                Ok(m) => view! { <p class="notice notice-ok" id="action-result">{m}</p> }.into_any(),
+                Err(m) => view! { <p class="notice notice-error" id="action-result">{m}</p> }.into_any(),
+            })}
+            {move || match list.get() {
+                None => view! { <p class="muted">"Loading…"</p> }.into_any(),
+                Some(Err(err)) => view! { <ErrorNotice message=err.to_string() /> }.into_any(),
+                Some(Ok(q)) => view! {
+                    <h2>"Active"</h2>
+                    {if q.active.is_empty() {
+                        view! { <div class="empty"><h2>"Nothing quarantined"</h2><p>"A closure is quarantined when a host rolls back from it, or when an operator says so."</p></div> }.into_any()
+                    } else {
+                        view! {
+                            <table class="table" id="active-quarantines">
+                                <thead><tr><th>"Channel"</th><th>"Closure"</th><th>"Why"</th><th>"By"</th><th>"When"</th><th></th></tr></thead>
+                                <tbody>{q.active.into_iter().map(|e| {
+                                    let (ch, cl) = (e.channel.to_string(), e.closure.to_string());
+                                    let (ch2, cl2, attr) = (ch.clone(), cl.clone(), cl.clone());
+                                    view! {
+                                        <tr data-closure=attr>
+                                            <td>{ch}</td><td><code>{cl}</code></td><td>{e.reason}</td><td>{e.by}</td>
+                                            <td class="muted small">{e.at.format("%Y-%m-%d %H:%M:%S UTC").to_string()}</td>
+                                            <td><Show when=can_act>{
+                                                let (ch, cl) = (ch2.clone(), cl2.clone());
+                                                view! { <button class="button button-quiet release" on:click=move |_| release(ch.clone(), cl.clone())>"Release"</button> }
+                                            }</Show></td>
+                                        </tr>
+                                    }
+                                }).collect_view()}</tbody>
+                            </table>
+                        }.into_any()
+                    }}
+                    <h2>"Released"</h2>
+                    <table class="table" id="released-quarantines">
+                        <thead><tr><th>"Channel"</th><th>"Closure"</th><th>"Why"</th><th>"Released by"</th><th>"When"</th></tr></thead>
+                        <tbody>{q.released.into_iter().map(|e| view! {
+                            <tr><td>{e.channel.to_string()}</td><td><code>{e.closure.to_string()}</code></td><td>{e.reason}</td>
+                                <td>{e.released_by.unwrap_or_default()}</td>
+                                <td class="muted small">{e.released_at.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_default()}</td></tr>
+                        }).collect_view()}</tbody>
+                    </table>
+                }.into_any(),
+            }}
         </section>
     }
 }

@@ -1,0 +1,37 @@
+//! The rollout page against the demo: waves and hosts render, approving the approval wave
+//! makes its hosts move, and the event log grows, all live without a reload.
+
+use std::time::Duration;
+
+use e2e::demo_browser_test;
+use e2e::pages::rollout::RolloutPage;
+use e2e::pages::shell::Shell;
+
+#[tokio::test]
+async fn approving_the_approval_wave_moves_its_hosts_live() -> anyhow::Result<()> {
+    demo_browser_test("approving_the_approval_wave_moves_its_hosts_live", |session, token| async move {
+        Shell::new(&session).act().open(&format!("/login?token={token}")).await?;
+        Shell::new(&session).check().signed_in_as("demo-operator").await?;
+        let page = RolloutPage::new(&session);
+        page.act().open("stable@d001").await?;
+        page.check().shows_waves(3).await?;
+        page.check().feed_is_live().await?;
+
+        // Stable reaches wave 1, which waits for approval: its hosts stay Pending.
+        page.act().approve(1, Duration::from_secs(60)).await?;
+        page.check().action_succeeded().await?;
+        let before = page.find().log_len().await?;
+        page.check()
+            .eventually("wave 1 hosts converge on screen", Duration::from_secs(60), || async {
+                let states = page.find().wave_states(1).await?;
+                Ok(!states.is_empty() && states.iter().all(|(_, s)| s == "Converged"))
+            })
+            .await?;
+        let after = page.find().log_len().await?;
+        anyhow::ensure!(after > before, "the event log grew live ({before} → {after})");
+        let url = session.client.current_url().await?;
+        anyhow::ensure!(url.path() == "/rollouts/stable@d001", "no navigation happened: {url}");
+        Ok(())
+    })
+    .await
+}

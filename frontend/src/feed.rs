@@ -1,0 +1,69 @@
+//! The live feed in the browser: an `EventSource` on `/api/v1/feed`, resumed from the `asOf`
+//! of the snapshot the page rendered. The browser reconnects by itself after a network drop
+//! (sending `Last-Event-ID`), and the page shows "reconnecting" meanwhile.
+
+use leptos::prelude::*;
+use shared::api::LogEvent;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::closure::Closure;
+use web_sys::{EventSource, MessageEvent};
+
+/// What the connection is doing, for the status pill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedStatus {
+    Connecting,
+    Live,
+    Reconnecting,
+}
+
+const CATEGORIES: [&str; 7] = ["host", "rollout", "hold", "quarantine", "operator", "manifest", "presence"];
+
+/// Subscribes for the lifetime of the calling component; `on_entry` gets every entry after
+/// `after`, in order.
+pub fn subscribe(after: i64, status: RwSignal<FeedStatus>, on_entry: impl Fn(LogEvent) + 'static) {
+    let Ok(source) = EventSource::new(&format!("/api/v1/feed?lastEventId={after}")) else {
+        status.set(FeedStatus::Reconnecting);
+        return;
+    };
+    let on_message = Closure::<dyn Fn(MessageEvent)>::new(move |event: MessageEvent| {
+        if let Some(text) = event.data().as_string()
+            && let Ok(entry) = serde_json::from_str::<LogEvent>(&text)
+        {
+            on_entry(entry);
+        }
+    });
+    for category in CATEGORIES {
+        let _ = source.add_event_listener_with_callback(category, on_message.as_ref().unchecked_ref());
+    }
+    let on_open = Closure::<dyn Fn()>::new(move || status.set(FeedStatus::Live));
+    source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+    let on_error = Closure::<dyn Fn()>::new(move || status.set(FeedStatus::Reconnecting));
+    source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+
+    let keep = send_wrapper::SendWrapper::new((source, on_message, on_open, on_error));
+    on_cleanup(move || {
+        let (source, ..) = keep.take();
+        source.close();
+    });
+}
+
+/// The status pill shown in the page header.
+#[component]
+pub fn FeedIndicator(status: RwSignal<FeedStatus>) -> impl IntoView {
+    view! {
+        <span
+            id="feed-status"
+            class=move || match status.get() {
+                FeedStatus::Live => "pill pill-live",
+                FeedStatus::Connecting => "pill",
+                FeedStatus::Reconnecting => "pill pill-warn",
+            }
+        >
+            {move || match status.get() {
+                FeedStatus::Live => "live",
+                FeedStatus::Connecting => "connecting…",
+                FeedStatus::Reconnecting => "reconnecting…",
+            }}
+        </span>
+    }
+}
