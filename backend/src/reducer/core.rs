@@ -287,7 +287,9 @@ impl Core {
         rollout_id: &RolloutId,
         event: &HostEvent,
     ) -> Result<EventResponse, ReducerError> {
-        let Some(set) = self.set.clone() else { return Err(ReducerError::Unavailable("No verified fleet yet.".into())) };
+        let Some(set) = self.set.clone() else {
+            return Err(ReducerError::Unavailable("No verified fleet yet.".into()));
+        };
         let fleet = &set.fleet;
         match self.state.apply_host_event(fleet, rollout_id, host, event, now) {
             Ok(effects) => {
