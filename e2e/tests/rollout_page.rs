@@ -35,3 +35,56 @@ async fn approving_the_approval_wave_moves_its_hosts_live() -> anyhow::Result<()
     })
     .await
 }
+
+#[tokio::test]
+async fn a_viewer_sees_the_rollout_but_no_actions() -> anyhow::Result<()> {
+    demo_browser_test("a_viewer_sees_the_rollout_but_no_actions", |session, _| async move {
+        let token = session.add_operator("vera", backend::db::auth::Role::Viewer).await?;
+        Shell::new(&session).act().open(&format!("/login?token={token}")).await?;
+        Shell::new(&session).check().signed_in_as("vera").await?;
+        let page = RolloutPage::new(&session);
+        page.act().open("stable@d001").await?;
+        page.check().shows_waves(3).await?;
+        page.check().feed_is_live().await?;
+        page.act().select_host("web-05").await?;
+        page.check().has_no_actions().await?;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn quarantining_a_closure_holds_its_hosts_and_releasing_lets_them_go() -> anyhow::Result<()> {
+    demo_browser_test(
+        "quarantining_a_closure_holds_its_hosts_and_releasing_lets_them_go",
+        |session, token| async move {
+            Shell::new(&session).act().open(&format!("/login?token={token}")).await?;
+            Shell::new(&session).check().signed_in_as("demo-operator").await?;
+            let page = RolloutPage::new(&session);
+            page.act().open("stable@d001").await?;
+            page.check().shows_waves(3).await?;
+            // api-06 is in wave 2: Pending for a while. Quarantine its closure from its cell.
+            page.act().select_host("api-06").await?;
+            page.act().quarantine_selected_closure().await?;
+            page.check().action_succeeded().await?;
+            page.check().selected_host_waits_on("quarantine").await?;
+
+            let quarantines = e2e::pages::quarantines::QuarantinesPage::new(&session);
+            quarantines.open().await?;
+            quarantines.shows_active("nixos-system-api", "demo-operator").await?;
+            quarantines.release("nixos-system-api").await?;
+            quarantines.released().await?;
+
+            page.act().open("stable@d001").await?;
+            page.check().shows_waves(3).await?;
+            page.act().approve(1, Duration::from_secs(60)).await?;
+            page.check()
+                .eventually("api-06 is updated once released", Duration::from_secs(90), || async {
+                    Ok(page.find().wave_states(2).await?.iter().any(|(h, s)| h == "api-06" && s == "Converged"))
+                })
+                .await?;
+            Ok(())
+        },
+    )
+    .await
+}

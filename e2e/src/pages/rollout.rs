@@ -70,8 +70,21 @@ impl Act<'_> {
         Ok(())
     }
     pub async fn approve(&self, wave: u32, within: Duration) -> anyhow::Result<()> {
-        let button = Find { session: self.session }.css(&format!("#approve-{wave}"), within).await?;
-        button.click().await.context("cannot click approve")
+        self.click(&format!("#approve-{wave}"), within).await
+    }
+
+    /// Clicks `css`, finding it again when the live page replaced it in between.
+    async fn click(&self, css: &str, within: Duration) -> anyhow::Result<()> {
+        let find = Find { session: self.session };
+        let mut last = None;
+        for _ in 0..20 {
+            let element = find.css(css, within).await?;
+            match element.click().await {
+                Ok(()) => return Ok(()),
+                Err(err) => last = Some(err),
+            }
+        }
+        Err(anyhow::anyhow!("cannot click `{css}`: {last:?}"))
     }
 }
 
@@ -92,12 +105,17 @@ impl Check<'_> {
         Fut: std::future::Future<Output = anyhow::Result<bool>>,
     {
         let deadline = Instant::now() + within;
+        let mut last_error = None;
         loop {
-            if cond().await? {
-                return Ok(());
+            // The live page re-renders under WebDriver's feet; an element that went stale
+            // between find and read is "not yet", not a failure.
+            match cond().await {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(err) => last_error = Some(err),
             }
             if Instant::now() > deadline {
-                bail!("not within {within:?}: {what}");
+                bail!("not within {within:?}: {what} (last error: {last_error:?})");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -122,5 +140,36 @@ impl Check<'_> {
         let text = notice.text().await?;
         ensure!(text.ends_with("done."), "the action reported `{text}`");
         Ok(())
+    }
+}
+
+impl Act<'_> {
+    pub async fn select_host(&self, host: &str) -> anyhow::Result<()> {
+        self.click(&format!(".cell[data-host='{host}']"), WAIT).await
+    }
+    pub async fn quarantine_selected_closure(&self) -> anyhow::Result<()> {
+        self.click("#quarantine-closure", WAIT).await
+    }
+}
+
+impl Check<'_> {
+    /// No action button is on the page (a viewer's view).
+    pub async fn has_no_actions(&self) -> anyhow::Result<()> {
+        for css in ["#pause", "#resume", "#promote", "#clear-failure", ".approve", "#quarantine-closure"] {
+            let found = self.find().all(css).await?.len();
+            ensure!(found == 0, "a viewer sees `{css}`");
+        }
+        Ok(())
+    }
+
+    pub async fn selected_host_waits_on(&self, gate: &str) -> anyhow::Result<()> {
+        self.eventually(&format!("the host panel says it waits on {gate}"), WAIT, || async {
+            let text = match self.find().all("#waiting-on").await?.first() {
+                Some(e) => e.text().await?,
+                None => return Ok(false),
+            };
+            Ok(text.contains(gate))
+        })
+        .await
     }
 }
