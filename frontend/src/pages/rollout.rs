@@ -5,6 +5,8 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_router::hooks::use_params_map;
 use serde_json::json;
+use std::collections::HashMap;
+
 use shared::api::{HostCell, LogEvent, RolloutDetail, RolloutHeader, WaveView};
 use shared::state::{HostState, RolloutState};
 
@@ -18,40 +20,67 @@ const LOG_LIMIT: usize = 400;
 /// so a 10,000-host wave stays light.
 const DENSE_LIMIT: usize = 1500;
 
-fn recount(wave: &mut WaveView) {
-    wave.counts.clear();
-    for h in &wave.hosts {
-        *wave.counts.entry(h.state).or_insert(0) += 1;
-    }
-    let converged = wave.counts.get(&HostState::Converged).copied().unwrap_or(0);
-    wave.converged_percent =
-        if wave.hosts.is_empty() { 0.0 } else { (converged as f64 * 1000.0 / wave.hosts.len() as f64).round() / 10.0 };
+/// One wave column: what does not change while the page is open.
+#[derive(Clone)]
+struct WaveMeta {
+    index: Option<u32>,
+    soak_minutes: u64,
+    requires_approval: bool,
+    cells: Vec<(String, RwSignal<HostCell>)>,
 }
 
-/// Applies one feed entry to the rendered snapshot.
-fn apply(detail: &mut RolloutDetail, entry: &LogEvent) {
-    if entry.rollout_id.as_deref() != Some(detail.header.rollout_id.as_str()) {
-        return;
+/// The page's live model: one signal per host cell, so a feed entry re-renders one cell (and
+/// its wave's counts), never the whole page.
+#[derive(Clone, Copy)]
+struct Live {
+    header: RwSignal<Option<RolloutHeader>>,
+    waves: RwSignal<Vec<WaveMeta>>,
+    cells: StoredValue<HashMap<String, RwSignal<HostCell>>>,
+}
+
+impl Live {
+    fn new() -> Live {
+        Live { header: RwSignal::new(None), waves: RwSignal::new(Vec::new()), cells: StoredValue::new(HashMap::new()) }
     }
-    if let Some(Ok(mut cell)) = entry.payload.get("record").map(|r| serde_json::from_value::<HostCell>(r.clone())) {
-        if cell.state != HostState::Pending {
-            cell.waiting_on = None;
-        }
-        for wave in &mut detail.waves {
-            if let Some(slot) = wave.hosts.iter_mut().find(|h| h.hostname == cell.hostname) {
-                *slot = cell;
-                recount(wave);
-                break;
+
+    fn load(&self, detail: RolloutDetail) {
+        let mut map = HashMap::new();
+        let waves = detail
+            .waves
+            .into_iter()
+            .map(|w: WaveView| {
+                let cells = w
+                    .hosts
+                    .into_iter()
+                    .map(|h| {
+                        let name = h.hostname.to_string();
+                        let signal = RwSignal::new(h);
+                        map.insert(name.clone(), signal);
+                        (name, signal)
+                    })
+                    .collect();
+                WaveMeta { index: w.index, soak_minutes: w.soak_minutes, requires_approval: w.requires_approval, cells }
+            })
+            .collect();
+        self.cells.set_value(map);
+        self.waves.set(waves);
+        self.header.set(Some(detail.header));
+    }
+
+    /// Applies one feed entry of this rollout.
+    fn apply(&self, entry: &LogEvent) {
+        if let Some(Ok(mut cell)) = entry.payload.get("record").map(|r| serde_json::from_value::<HostCell>(r.clone())) {
+            if cell.state != HostState::Pending {
+                cell.waiting_on = None;
+            }
+            if let Some(signal) = self.cells.with_value(|m| m.get(cell.hostname.as_str()).copied()) {
+                signal.set(cell);
             }
         }
-    }
-    if let Some(Ok(header)) = entry.payload.get("rollout").map(|r| serde_json::from_value::<RolloutHeader>(r.clone())) {
-        for wave in &mut detail.waves {
-            wave.approved = wave.index.is_some_and(|i| header.approved_waves.contains(&i));
+        if let Some(Ok(header)) = entry.payload.get("rollout").map(|r| serde_json::from_value::<RolloutHeader>(r.clone())) {
+            self.header.set(Some(header));
         }
-        detail.header = header;
     }
-    detail.as_of = detail.as_of.max(entry.seq);
 }
 
 fn describe(entry: &LogEvent) -> String {
@@ -79,17 +108,107 @@ fn describe(entry: &LogEvent) -> String {
 }
 
 #[component]
+fn Cell(cell: RwSignal<HostCell>, selected: RwSignal<Option<String>>) -> impl IntoView {
+    let name = cell.with_untracked(|c| c.hostname.to_string());
+    let (pick, attr) = (name.clone(), name.clone());
+    view! {
+        <button
+            class=move || cell.with(|h| format!("cell {}{}{}", host_state_class(h.state), if h.stuck { " stuck" } else { "" }, if h.excused { " excused" } else { "" }))
+            title=move || cell.with(|h| {
+                let why = h.waiting_on.as_ref().map(|w| format!(" — waiting on {}: {}", w.gate, w.reason)).unwrap_or_default();
+                format!("{}: {}{why}{}", h.hostname, h.state, if h.stuck { " — STUCK" } else { "" })
+            })
+            data-host=attr
+            data-state=move || cell.with(|h| h.state.as_str())
+            on:click=move |_| selected.set(Some(pick.clone()))
+        >
+            <span class="cell-name">{name}</span>
+        </button>
+    }
+}
+
+type Act = Callback<(String, serde_json::Value, String)>;
+
+#[component]
+fn WaveColumn(meta: WaveMeta, live: Live, selected: RwSignal<Option<String>>, can_act: Signal<bool>, act: Act) -> impl IntoView {
+    let cells: Vec<RwSignal<HostCell>> = meta.cells.iter().map(|(_, c)| *c).collect();
+    let total = cells.len();
+    let counts = {
+        let cells = cells.clone();
+        Memo::new(move |_| {
+            let mut counts = std::collections::BTreeMap::new();
+            for c in &cells {
+                *counts.entry(c.with(|h| h.state)).or_insert(0u64) += 1;
+            }
+            counts
+        })
+    };
+    let percent = move || {
+        let converged = counts.with(|c| c.get(&HostState::Converged).copied().unwrap_or(0));
+        if total == 0 { 0.0 } else { (converged as f64 * 1000.0 / total as f64).round() / 10.0 }
+    };
+    let index = meta.index;
+    let is_current = move || live.header.with(|h| h.as_ref().map(|h| h.current_wave) == index && index.is_some());
+    let approved = move || live.header.with(|h| h.as_ref().zip(index).is_some_and(|(h, i)| h.approved_waves.contains(&i)));
+    let terminal = move || live.header.with(|h| h.as_ref().is_some_and(|h| h.state.is_terminal()));
+    let rid = move || live.header.with(|h| h.as_ref().map(|h| h.rollout_id.to_string()).unwrap_or_default());
+    let title = index.map_or("Unstaged".to_owned(), |i| format!("Wave {i}"));
+    let requires = meta.requires_approval;
+    let dense = total > DENSE_LIMIT;
+    let approve_button = move || {
+        let i = index?;
+        (requires && !approved() && !terminal() && can_act.get()).then(|| {
+            view! {
+                <button class="button approve" id=format!("approve-{i}")
+                    on:click=move |_| act.run((format!("/api/v1/rollouts/{}/approve", rid()), json!({"wave": i}), format!("Approve wave {i}")))>
+                    {format!("Approve wave {i}")}
+                </button>
+            }
+        })
+    };
+    let shown = {
+        let all = meta.cells.clone();
+        move || -> Vec<(String, RwSignal<HostCell>)> {
+            if dense { all.iter().filter(|(_, c)| c.with(|h| h.state != HostState::Converged)).cloned().collect() } else { all.clone() }
+        }
+    };
+    view! {
+        <div class=move || if is_current() { "wave wave-current" } else { "wave" } data-wave=index.map(|i| i.to_string()).unwrap_or("unstaged".into())>
+            <div class="wave-head">
+                <h3>{title}{move || is_current().then(|| view! { <span class="pill pill-live">"current"</span> })}</h3>
+                <p class="muted small">
+                    {format!("soak {} min", meta.soak_minutes)}
+                    {move || requires.then(|| if approved() { " · approved" } else { " · needs approval" })}
+                </p>
+                {move || view! { <StateBar counts=counts.get() /> }}
+                <p class="small"><strong class="pct">{move || format!("{}%", percent())}</strong>" converged · "<span class="muted">{move || counts.with(counts_text)}</span></p>
+                {approve_button}
+            </div>
+            <div class={if total > 200 { "cells cells-dense" } else { "cells" }}>
+                <For each=shown key=|(name, _)| name.clone() let((_, cell))>
+                    <Cell cell=cell selected=selected />
+                </For>
+                {move || dense.then(|| {
+                    let converged = counts.with(|c| c.get(&HostState::Converged).copied().unwrap_or(0));
+                    (converged > 0).then(|| view! { <span class="muted small">{format!("+ {converged} converged")}</span> })
+                })}
+            </div>
+        </div>
+    }
+}
+
+#[component]
 pub fn RolloutPage() -> impl IntoView {
     let params = use_params_map();
     let id = params.with_untracked(|p| p.get("id").unwrap_or_default());
-    let detail: RwSignal<Option<RolloutDetail>> = RwSignal::new(None);
+    let live = Live::new();
     let load_error: RwSignal<Option<String>> = RwSignal::new(None);
     let log: RwSignal<Vec<LogEvent>> = RwSignal::new(Vec::new());
     let status = RwSignal::new(FeedStatus::Connecting);
     let selected: RwSignal<Option<String>> = RwSignal::new(None);
     let notice: RwSignal<Option<Result<String, String>>> = RwSignal::new(None);
     let me = LocalResource::new(api::whoami);
-    let can_act = move || matches!(me.get(), Some(Ok(w)) if w.role == "operator");
+    let can_act = Signal::derive(move || matches!(me.get(), Some(Ok(w)) if w.role == "operator"));
 
     let owner = Owner::current();
     {
@@ -103,7 +222,7 @@ pub fn RolloutPage() -> impl IntoView {
                 }
             };
             let as_of = snapshot.as_of;
-            detail.set(Some(snapshot));
+            live.load(snapshot);
             if let Ok(page) = api::rollout_events(&id, 0, 1000).await {
                 let mut events: Vec<LogEvent> = page.events.into_iter().filter(|e| e.seq <= as_of).collect();
                 let start = events.len().saturating_sub(LOG_LIMIT);
@@ -114,11 +233,7 @@ pub fn RolloutPage() -> impl IntoView {
                 if entry.rollout_id.as_deref() != Some(id.as_str()) {
                     return;
                 }
-                detail.update(|d| {
-                    if let Some(d) = d {
-                        apply(d, &entry);
-                    }
-                });
+                live.apply(&entry);
                 log.update(|l| {
                     l.push(entry);
                     if l.len() > LOG_LIMIT {
@@ -132,151 +247,82 @@ pub fn RolloutPage() -> impl IntoView {
         });
     }
 
-    let act = move |path: String, body: serde_json::Value, label: String| {
+    let act: Act = Callback::new(move |(path, body, label): (String, serde_json::Value, String)| {
         notice.set(None);
         spawn_local(async move {
             let result = api::act(&path, body).await;
             notice.set(Some(result.map(|_| format!("{label}: done.")).map_err(|e| format!("{label}: {e}"))));
         });
-    };
+    });
 
     let header = move || {
-        detail.get().map(|d| {
-            let h = d.header.clone();
-            let rid = h.rollout_id.to_string();
-            let waves = d.waves.iter().filter(|w| w.index.is_some()).count() as u32;
-            let next = h.current_wave + 1;
-            let base = format!("/api/v1/rollouts/{rid}");
-            let (b1, b2, b3, b4) = (base.clone(), base.clone(), base.clone(), base);
-            let halted_text = h.halt.as_ref().map(|halt| format!("Halted: {} failed — {}", halt.host, halt.reason));
+        let h = live.header.get()?;
+        let rid = h.rollout_id.to_string();
+        let waves = live.waves.with(|w| w.iter().filter(|w| w.index.is_some()).count()) as u32;
+        let next = h.current_wave + 1;
+        let base = format!("/api/v1/rollouts/{rid}");
+        let halted_text = h.halt.as_ref().filter(|_| h.state == RolloutState::Halted).map(|halt| format!("Halted: {} failed — {}", halt.host, halt.reason));
+        let button = move |id: &'static str, label: String, path: String, body: serde_json::Value, quiet: bool| {
             view! {
-                <div class="rollout-head">
-                    <div>
-                        <h1 id="rollout-title">{rid.clone()}</h1>
-                        <p class="lede">
-                            <RolloutBadge state=h.state />
-                            " channel " <strong>{h.channel.to_string()}</strong>
-                            " · current wave " <strong id="current-wave">{h.current_wave}</strong>
-                            {format!(" of {waves}")}
-                        </p>
-                        {halted_text.map(|t| view! { <p class="notice notice-error" id="halt-reason">{t}</p> })}
-                    </div>
-                    <div class="actions">
-                        <FeedIndicator status=status />
-                        <Show when=can_act>
-                            {
-                                let (b1, b2, b3, b4) = (b1.clone(), b2.clone(), b3.clone(), b4.clone());
-                                view! {
-                                    {(h.state == RolloutState::Active).then(|| { let p = format!("{b1}/pause"); view! { <button class="button button-quiet" id="pause" on:click=move |_| act(p.clone(), json!({}), "Pause".into())>"Pause"</button> } })}
-                                    {(h.state == RolloutState::Paused).then(|| { let p = format!("{b2}/resume"); view! { <button class="button" id="resume" on:click=move |_| act(p.clone(), json!({}), "Resume".into())>"Resume"</button> } })}
-                                    {(h.state == RolloutState::Halted).then(|| { let p = format!("{b3}/clear-failure"); view! { <button class="button" id="clear-failure" on:click=move |_| act(p.clone(), json!({}), "Clear failure".into())>"Clear failure"</button> } })}
-                                    {(!h.state.is_terminal() && next < waves).then(|| {
-                                        let p = format!("{b4}/promote");
-                                        view! {
-                                            <button class="button button-quiet" id="promote" on:click=move |_| {
-                                                let force = web_sys::window()
-                                                    .and_then(|w| w.confirm_with_message(&format!("Promote to wave {next}? OK forces it even if the current wave is not complete (logged as an override); Cancel promotes only if it is.")).ok())
-                                                    .unwrap_or(false);
-                                                act(p.clone(), json!({"toWave": next, "force": force}), format!("Promote to wave {next}"));
-                                            }>{format!("Promote to wave {next}")}</button>
-                                        }
-                                    })}
-                                }
-                            }
-                        </Show>
-                    </div>
-                </div>
+                <button class=if quiet { "button button-quiet" } else { "button" } id=id
+                    on:click=move |_| act.run((path.clone(), body.clone(), label.clone()))>{label.clone()}</button>
             }
-        })
-    };
-
-    let waves = move || {
-        detail.get().map(|d| {
-            let rid = d.header.rollout_id.to_string();
-            let current = d.header.current_wave;
-            let terminal = d.header.state.is_terminal();
-            d.waves
-                .into_iter()
-                .map(|w| {
-                    let is_current = w.index == Some(current);
-                    let title = match w.index {
-                        Some(i) => format!("Wave {i}"),
-                        None => "Unstaged".into(),
-                    };
-                    let approve = (w.requires_approval && !w.approved && !terminal)
-                        .then_some(w.index)
-                        .flatten()
-                        .map(|i| {
-                            let path = format!("/api/v1/rollouts/{rid}/approve");
-                            view! {
-                                <Show when=can_act>
-                                    {
-                                        let path = path.clone();
-                                        view! { <button class="button approve" id=format!("approve-{i}") on:click=move |_| act(path.clone(), json!({"wave": i}), format!("Approve wave {i}"))>{format!("Approve wave {i}")}</button> }
-                                    }
-                                </Show>
-                            }
-                        });
-                    let approval = if w.requires_approval {
-                        if w.approved { "approved" } else { "needs approval" }
-                    } else {
-                        ""
-                    };
-                    let total = w.hosts.len();
-                    let dense = total > DENSE_LIMIT;
-                    let shown: Vec<HostCell> = if dense { w.hosts.iter().filter(|h| h.state != HostState::Converged).cloned().collect() } else { w.hosts.clone() };
-                    let hidden = total - shown.len();
+        };
+        let actions = can_act.get().then(|| {
+            view! {
+                {(h.state == RolloutState::Active).then(|| button("pause", "Pause".into(), format!("{base}/pause"), json!({}), true))}
+                {(h.state == RolloutState::Paused).then(|| button("resume", "Resume".into(), format!("{base}/resume"), json!({}), false))}
+                {(h.state == RolloutState::Halted).then(|| button("clear-failure", "Clear failure".into(), format!("{base}/clear-failure"), json!({}), false))}
+                {(!h.state.is_terminal() && next < waves).then(|| {
+                    let path = format!("{base}/promote");
                     view! {
-                        <div class={if is_current { "wave wave-current" } else { "wave" }} data-wave=w.index.map(|i| i.to_string()).unwrap_or("unstaged".into())>
-                            <div class="wave-head">
-                                <h3>{title}{is_current.then(|| view! { <span class="pill pill-live">"current"</span> })}</h3>
-                                <p class="muted small">{format!("soak {} min", w.soak_minutes)}{(!approval.is_empty()).then(|| format!(" · {approval}"))}</p>
-                                <StateBar counts=w.counts.clone() />
-                                <p class="small"><strong class="pct">{format!("{}%", w.converged_percent)}</strong>" converged · "<span class="muted">{counts_text(&w.counts)}</span></p>
-                                {approve}
-                            </div>
-                            <div class={if total > 200 { "cells cells-dense" } else { "cells" }}>
-                                {shown.into_iter().map(|h| {
-                                    let name = h.hostname.to_string();
-                                    let why = h.waiting_on.as_ref().map(|w| format!(" — waiting on {}: {}", w.gate, w.reason)).unwrap_or_default();
-                                    let tip = format!("{name}: {}{why}{}", h.state, if h.stuck { " — STUCK" } else { "" });
-                                    let class = format!("cell {}{}{}", host_state_class(h.state), if h.stuck { " stuck" } else { "" }, if h.excused { " excused" } else { "" });
-                                    let (pick, attr) = (name.clone(), name.clone());
-                                    view! {
-                                        <button class=class title=tip data-host=attr data-state=h.state.as_str() on:click=move |_| selected.set(Some(pick.clone()))>
-                                            <span class="cell-name">{name}</span>
-                                        </button>
-                                    }
-                                }).collect_view()}
-                                {(hidden > 0).then(|| view! { <span class="muted small">{format!("+ {hidden} converged")}</span> })}
-                            </div>
-                        </div>
+                        <button class="button button-quiet" id="promote" on:click=move |_| {
+                            let force = web_sys::window()
+                                .and_then(|w| w.confirm_with_message(&format!("Promote to wave {next}? OK forces it even if the current wave is not complete (logged as an override); Cancel promotes only if it is.")).ok())
+                                .unwrap_or(false);
+                            act.run((path.clone(), json!({"toWave": next, "force": force}), format!("Promote to wave {next}")));
+                        }>{format!("Promote to wave {next}")}</button>
                     }
-                })
-                .collect_view()
+                })}
+            }
+        });
+        Some(view! {
+            <div class="rollout-head">
+                <div>
+                    <h1 id="rollout-title">{rid.clone()}</h1>
+                    <p class="lede">
+                        <RolloutBadge state=h.state />
+                        " channel " <strong>{h.channel.to_string()}</strong>
+                        " · current wave " <strong id="current-wave">{h.current_wave}</strong>
+                        {format!(" of {waves}")}
+                    </p>
+                    {halted_text.map(|t| view! { <p class="notice notice-error" id="halt-reason">{t}</p> })}
+                </div>
+                <div class="actions">
+                    <FeedIndicator status=status />
+                    {actions}
+                </div>
+            </div>
         })
     };
 
     let host_panel = move || {
         let name = selected.get()?;
-        let d = detail.get()?;
-        let cell = d.waves.iter().flat_map(|w| w.hosts.iter()).find(|h| h.hostname.as_str() == name)?.clone();
-        let channel = d.header.channel.to_string();
-        let closure = cell.target_closure.to_string();
+        let cell = live.cells.with_value(|m| m.get(&name).copied())?;
+        let h = cell.get();
+        let channel = live.header.with(|h| h.as_ref().map(|h| h.channel.to_string()))?;
+        let closure = h.target_closure.to_string();
         let body = json!({"channel": channel, "closure": closure, "reason": format!("quarantined from {name} on the dashboard")});
         Some(view! {
             <div class="card host-panel" id="host-panel">
                 <h3>{name.clone()}</h3>
-                <p><span class=format!("dot {}", host_state_class(cell.state))></span>{cell.state.as_str()}{cell.stuck.then_some(" · stuck")}{cell.excused.then_some(" · excused")}</p>
+                <p><span class=format!("dot {}", host_state_class(h.state))></span>{h.state.as_str()}{h.stuck.then_some(" · stuck")}{h.excused.then_some(" · excused")}</p>
                 <p class="small muted">"target "<code>{closure.clone()}</code></p>
-                {cell.current_closure.map(|c| view! { <p class="small muted">"running "<code>{c.to_string()}</code></p> })}
-                {cell.waiting_on.map(|w| view! { <p class="small" id="waiting-on">"Why not updated: "<strong>{w.gate.as_str()}</strong>" — "{w.reason}</p> })}
-                <Show when=can_act>
-                    {
-                        let body = body.clone();
-                        view! { <button class="button button-danger" id="quarantine-closure" on:click=move |_| act("/api/v1/quarantines".into(), body.clone(), "Quarantine".into())>"Quarantine this closure"</button> }
-                    }
-                </Show>
+                {h.current_closure.map(|c| view! { <p class="small muted">"running "<code>{c.to_string()}</code></p> })}
+                {h.waiting_on.map(|w| view! { <p class="small" id="waiting-on">"Why not updated: "<strong>{w.gate.as_str()}</strong>" — "{w.reason}</p> })}
+                {can_act.get().then(|| view! {
+                    <button class="button button-danger" id="quarantine-closure" on:click=move |_| act.run(("/api/v1/quarantines".into(), body.clone(), "Quarantine".into()))>"Quarantine this closure"</button>
+                })}
             </div>
         })
     };
@@ -314,7 +360,9 @@ pub fn RolloutPage() -> impl IntoView {
                 Err(m) => view! { <p class="notice notice-error" id="action-result" role="alert">{m}</p> }.into_any(),
             })}
             <div class="rollout-body">
-                <div class="waves" id="waves">{waves}</div>
+                <div class="waves" id="waves">
+                    {move || live.waves.get().into_iter().map(|meta| view! { <WaveColumn meta=meta live=live selected=selected can_act=can_act act=act /> }).collect_view()}
+                </div>
                 <aside class="side">
                     {host_panel}
                     <div class="card log">
