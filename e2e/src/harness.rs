@@ -255,3 +255,56 @@ where
     demo.stop().await?;
     result
 }
+
+/// Like [`browser_test`], with a signed fleet already in force: `fleet` is a fleet document
+/// (unsigned JSON) that is signed with a fresh CI key, verified and handed to the reducer,
+/// however large (no upload size limit applies in-process).
+pub async fn fleet_browser_test<F, Fut>(name: &str, fleet: serde_json::Value, test: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Session) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let dist = repo_root().join("dist");
+    if !dist.join("index.html").is_file() {
+        bail!("{} has no index.html: build the dashboard first (`trunk build --release`)", dist.display());
+    }
+    let dir = tempfile::tempdir()?;
+    let ci = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+    let trust = serde_json::json!({"schemaVersion": 1, "ciReleaseKey": {"current": engine::sign::public_key_b64(&ci)}, "freshnessWindowMinutes": 1440});
+    std::fs::write(dir.path().join("trust.json"), serde_json::to_vec(&trust)?)?;
+    let config = backend::cli::ServeConfig {
+        listen: "127.0.0.1:0".parse()?,
+        db: dir.path().join("fleetwave.db"),
+        dist,
+        trust: Some(dir.path().join("trust.json")),
+        manifests_dir: None,
+        manifests_poll_ms: 30_000,
+        plan_tick_ms: 3_600_000,
+        feed_capacity: backend::feed::FEED_CAPACITY,
+    };
+    let shutdown = CancellationToken::new();
+    let app = backend::server::App::build(&config, shutdown.clone()).await?;
+    let addr = app.local_addr();
+    let state = app.state().clone();
+    let task = tokio::spawn(app.run());
+    let out = backend::cli::signing::release_documents(&ci, &fleet)?;
+    let rollouts = out.manifests.iter().map(|(_, s)| s.artifact()).collect();
+    let update = backend::manifests::verify_upload(&state.trust_roots(), out.fleet.artifact(), rollouts, chrono::Utc::now())
+        .map_err(|e| anyhow::anyhow!("the test fleet does not verify: {}", e.code()))?;
+    state
+        .reducer
+        .ask(|reply| backend::reducer::ReducerInput::ManifestSetUpdated { update: Box::new(update), reply: Some(reply) })
+        .await?;
+    let driver = Driver::start()?;
+    let client = driver.connect().await?;
+    let session = Session { client: client.clone(), base_url: format!("http://{addr}"), pool: state.pool.clone() };
+    let result = test(session).await;
+    if result.is_err() {
+        save_screenshot(&client, name).await;
+    }
+    let _ = client.close().await;
+    drop(driver);
+    shutdown.cancel();
+    let _ = task.await;
+    result
+}

@@ -88,3 +88,25 @@ async fn quarantining_a_closure_holds_its_hosts_and_releasing_lets_them_go() -> 
     )
     .await
 }
+
+/// Refreshes the README's screenshot of the rollout page (run explicitly:
+/// `cargo nextest run -p e2e --run-ignored only readme_screenshot`).
+#[tokio::test]
+#[ignore = "writes frontend/screenshots/rollout-page.png; run explicitly"]
+async fn readme_screenshot() -> anyhow::Result<()> {
+    demo_browser_test("readme_screenshot", |session, token| async move {
+        Shell::new(&session).act().open(&format!("/login?token={token}")).await?;
+        Shell::new(&session).check().signed_in_as("demo-operator").await?;
+        let page = RolloutPage::new(&session);
+        page.act().open("stable@d001").await?;
+        page.check().feed_is_live().await?;
+        page.find().css("#approve-1", Duration::from_secs(60)).await?;
+        page.act().select_host("web-05").await?;
+        let png = session.client.screenshot().await?;
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../frontend/screenshots/rollout-page.png");
+        std::fs::create_dir_all(path.parent().unwrap())?;
+        std::fs::write(&path, png)?;
+        Ok(())
+    })
+    .await
+}
