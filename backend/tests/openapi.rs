@@ -20,6 +20,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/manifests"),
     ("get", "/api/v1/fleet"),
     ("get", "/api/v1/rollouts"),
+    ("get", "/api/v1/hosts/{hostname}"),
     ("get", "/api/v1/rollouts/{id}"),
     ("get", "/api/v1/rollouts/{id}/events"),
     ("post", "/api/v1/rollouts/{id}/approve"),
@@ -51,7 +52,7 @@ async fn the_openapi_document_lists_exactly_the_routes_the_server_answers() {
 
     // And every documented route is served (not the 404/405 fallbacks).
     for (method, path) in ROUTES {
-        let url = app.url(&path.replace("{id}", "stable@a1"));
+        let url = app.url(&path.replace("{id}", "stable@a1").replace("{hostname}", "a"));
         let r = app.http.request(method.to_uppercase().parse().unwrap(), url).send().await.unwrap();
         let status = r.status().as_u16();
         let body: Value = r.json().await.unwrap_or(Value::Null);

@@ -214,3 +214,27 @@ async fn bad_input_on_every_route_gets_its_4xx_and_changes_nothing() {
 
     assert_eq!(db_snapshot(&app).await, before, "bad input changed the database");
 }
+
+#[tokio::test]
+async fn host_detail_shows_records_across_rollouts_and_recent_events() {
+    let app = spawn_app().await;
+    app.upload(&fleet(), "a1").await;
+    let a = app.agent("a");
+    a.heartbeat(Some("/nix/store/old"), None).await;
+    a.activate("stable@a1", "/nix/store/a-v1", app.clock.now()).await;
+    app.upload(&fleet().release_closures("stable", "v2"), "b2").await;
+    let (s, host) = app.get("/api/v1/hosts/a").await;
+    assert_eq!(s, 200, "{host}");
+    assert_eq!((host["host"]["channel"].as_str(), host["host"]["online"].as_bool()), (Some("stable"), Some(true)));
+    let records: Vec<(&str, &str)> = host["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["rolloutId"].as_str().unwrap(), r["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(records, [("stable@b2", "Pending"), ("stable@a1", "Soaking")], "newest rollout first");
+    let kinds: Vec<&str> = host["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"HostEvent") && kinds.contains(&"HostOnline"), "{kinds:?}");
+    assert_eq!(app.get("/api/v1/hosts/nobody").await.0, 404);
+    assert_eq!(app.get("/api/v1/hosts/..%2Fetc").await.0, 400);
+}

@@ -289,11 +289,15 @@ where
     let task = tokio::spawn(app.run());
     let out = backend::cli::signing::release_documents(&ci, &fleet)?;
     let rollouts = out.manifests.iter().map(|(_, s)| s.artifact()).collect();
-    let update = backend::manifests::verify_upload(&state.trust_roots(), out.fleet.artifact(), rollouts, chrono::Utc::now())
-        .map_err(|e| anyhow::anyhow!("the test fleet does not verify: {}", e.code()))?;
+    let update =
+        backend::manifests::verify_upload(&state.trust_roots(), out.fleet.artifact(), rollouts, chrono::Utc::now())
+            .map_err(|e| anyhow::anyhow!("the test fleet does not verify: {}", e.code()))?;
     state
         .reducer
-        .ask(|reply| backend::reducer::ReducerInput::ManifestSetUpdated { update: Box::new(update), reply: Some(reply) })
+        .ask(|reply| backend::reducer::ReducerInput::ManifestSetUpdated {
+            update: Box::new(update),
+            reply: Some(reply),
+        })
         .await?;
     let driver = Driver::start()?;
     let client = driver.connect().await?;

@@ -48,6 +48,9 @@ async fn a_viewer_sees_the_rollout_but_no_actions() -> anyhow::Result<()> {
         page.check().feed_is_live().await?;
         page.act().select_host("web-05").await?;
         page.check().has_no_actions().await?;
+        // The host panel links to the host's own page: its records across rollouts.
+        page.act().open_host_details().await?;
+        page.check().host_page_lists("stable@d001").await?;
         Ok(())
     })
     .await

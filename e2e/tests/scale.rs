@@ -18,7 +18,10 @@ fn fleet() -> Value {
     let mut waves = vec![Vec::new(); 4];
     for i in 0..HOSTS {
         let name = format!("h{i:05}");
-        hosts.insert(name.clone(), json!({"channel": "big", "tags": ["web"], "pubkey": pubkey, "closure": "/nix/store/0000-nixos-system-big"}));
+        hosts.insert(
+            name.clone(),
+            json!({"channel": "big", "tags": ["web"], "pubkey": pubkey, "closure": "/nix/store/0000-nixos-system-big"}),
+        );
         waves[i * 4 / HOSTS].push(name);
     }
     let waves: Vec<Value> = waves.into_iter().map(|h| json!({"hosts": h})).collect();

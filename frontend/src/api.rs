@@ -82,6 +82,10 @@ pub async fn rollout_events(id: &str, after: i64, limit: u32) -> Result<EventsPa
     get(&format!("/api/v1/rollouts/{id}/events?after={after}&limit={limit}")).await
 }
 
+pub async fn host(name: &str) -> Result<shared::api::HostDetail, CallError> {
+    get(&format!("/api/v1/hosts/{name}")).await
+}
+
 pub async fn quarantines() -> Result<Quarantines, CallError> {
     get("/api/v1/quarantines").await
 }

@@ -6,7 +6,7 @@ use leptos_router::components::{A, Route, Router, Routes};
 use leptos_router::path;
 
 use crate::api;
-use crate::pages::{FleetPage, LoginPage, NotFoundPage, QuarantinesPage, RolloutPage, RolloutsPage};
+use crate::pages::{FleetPage, HostPage, LoginPage, NotFoundPage, QuarantinesPage, RolloutPage, RolloutsPage};
 
 #[component]
 pub fn App() -> impl IntoView {
@@ -19,6 +19,7 @@ pub fn App() -> impl IntoView {
                         <Route path=path!("/") view=FleetPage />
                         <Route path=path!("/rollouts") view=RolloutsPage />
                         <Route path=path!("/rollouts/:id") view=RolloutPage />
+                        <Route path=path!("/hosts/:name") view=HostPage />
                         <Route path=path!("/quarantines") view=QuarantinesPage />
                         <Route path=path!("/login") view=LoginPage />
                     </Routes>

@@ -247,3 +247,23 @@ pub struct Whoami {
     pub name: String,
     pub role: String,
 }
+
+/// One record of a host, with the rollout it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct HostRecordView {
+    pub rollout_id: RolloutId,
+    #[serde(flatten)]
+    pub cell: HostCell,
+}
+
+/// `GET /api/v1/hosts/{hostname}`: a host, its records across rollouts, its recent events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct HostDetail {
+    pub host: FleetHost,
+    pub records: Vec<HostRecordView>,
+    pub events: Vec<LogEvent>,
+}

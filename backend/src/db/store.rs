@@ -391,3 +391,26 @@ pub async fn open_records_of_host(pool: &SqlitePool, host: &Hostname) -> Result<
     .await?;
     rows.iter().map(|r| from_json(r.get::<&str, _>(0))).collect()
 }
+
+/// Every record of `host`, in every rollout, newest rollout first.
+pub async fn records_of_host(pool: &SqlitePool, host: &Hostname) -> Result<Vec<HostRecord>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT r.body FROM host_records r JOIN rollouts o USING (rollout_id) WHERE r.hostname = ? ORDER BY o.opened_seq DESC",
+    )
+    .bind(host.as_str())
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(|r| from_json(r.get::<&str, _>(0))).collect()
+}
+
+/// The newest `limit` log entries about `host`, oldest first.
+pub async fn host_log(pool: &SqlitePool, host: &Hostname, limit: i64) -> Result<Vec<LogEntry>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT * FROM (SELECT {LOG_COLUMNS} FROM event_log WHERE host = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq"
+    ))
+    .bind(host.as_str())
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(entry_from_row).collect()
+}

@@ -109,6 +109,7 @@ pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi
         .routes(routes!(operator::upload_manifests))
         .routes(routes!(operator::fleet))
         .routes(routes!(operator::rollouts))
+        .routes(routes!(operator::host))
         .routes(routes!(operator::rollout))
         .routes(routes!(operator::rollout_events))
         .routes(routes!(operator::approve))

@@ -89,6 +89,49 @@ pub async fn fleet(State(state): State<AppState>, _: Viewer) -> Result<Json<Flee
 }
 
 /// `GET /api/v1/rollouts`, newest first.
+#[utoipa::path(get, path = "/hosts/{hostname}", tag = "operator", params(("hostname" = String, Path)), responses((status = 200, body = shared::api::HostDetail), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody), (status = 404, body = shared::ApiErrorBody)))]
+/// `GET /api/v1/hosts/{hostname}`: the host, its records across rollouts, its recent events.
+pub async fn host(
+    State(state): State<AppState>,
+    _: Viewer,
+    Path(name): Path<String>,
+) -> Result<Json<shared::api::HostDetail>, ApiError> {
+    let hostname =
+        shared::Hostname::parse(name).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-id", e.to_string()))?;
+    let fleet = state.fleet.read().ok().and_then(|f| f.clone());
+    let entry = fleet
+        .as_ref()
+        .and_then(|f| f.doc.hosts.get(&hostname).cloned())
+        .ok_or_else(|| ApiError::not_found(format!("{hostname} is not a host of the verified fleet.")))?;
+    let seen = store::presence(&state.pool)
+        .await
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .find(|(h, _, _)| h == hostname.as_str());
+    let now = state.clock.now();
+    let host = FleetHost {
+        hostname: hostname.clone(),
+        channel: entry.channel,
+        tags: entry.tags,
+        current_closure: seen.as_ref().and_then(|(_, _, c)| c.clone()).and_then(|c| Closure::parse(c).ok()),
+        last_heartbeat_at: seen.as_ref().map(|(_, at, _)| *at),
+        online: seen.as_ref().is_some_and(|(_, at, _)| (now - *at).num_seconds() <= ONLINE_WITHIN_SECONDS),
+    };
+    let records = store::records_of_host(&state.pool, &hostname)
+        .await
+        .map_err(ApiError::internal)?
+        .iter()
+        .map(|r| shared::api::HostRecordView { rollout_id: r.rollout_id.clone(), cell: views::host_cell(r) })
+        .collect();
+    let events = store::host_log(&state.pool, &hostname, 100)
+        .await
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(to_event)
+        .collect();
+    Ok(Json(shared::api::HostDetail { host, records, events }))
+}
+
 #[utoipa::path(get, path = "/rollouts", tag = "operator", responses((status = 200, body = Vec<shared::api::RolloutSummary>), (status = 401, body = shared::ApiErrorBody)))]
 pub async fn rollouts(State(state): State<AppState>, _: Viewer) -> Result<Json<Vec<RolloutSummary>>, ApiError> {
     let rows = store::rollout_rows(&state.pool).await.map_err(ApiError::internal)?;

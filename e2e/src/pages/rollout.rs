@@ -173,3 +173,24 @@ impl Check<'_> {
         .await
     }
 }
+
+impl Act<'_> {
+    pub async fn open_host_details(&self) -> anyhow::Result<()> {
+        self.click("#host-details", WAIT).await
+    }
+}
+
+impl Check<'_> {
+    pub async fn host_page_lists(&self, rollout: &str) -> anyhow::Result<()> {
+        self.eventually(&format!("the host page lists a record of {rollout}"), WAIT, || async {
+            let rows = self.find().all("#host-records tbody tr").await?;
+            for row in rows {
+                if row.text().await?.contains(rollout) {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        })
+        .await
+    }
+}

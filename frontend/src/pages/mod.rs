@@ -1,6 +1,7 @@
 //! One module per page of the dashboard (SPEC §11).
 
 mod fleet;
+mod host;
 mod login;
 mod not_found;
 mod quarantines;
@@ -8,6 +9,7 @@ mod rollout;
 mod rollouts;
 
 pub use fleet::FleetPage;
+pub use host::HostPage;
 pub use login::LoginPage;
 pub use not_found::NotFoundPage;
 pub use quarantines::QuarantinesPage;

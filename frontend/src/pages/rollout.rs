@@ -77,7 +77,9 @@ impl Live {
                 signal.set(cell);
             }
         }
-        if let Some(Ok(header)) = entry.payload.get("rollout").map(|r| serde_json::from_value::<RolloutHeader>(r.clone())) {
+        if let Some(Ok(header)) =
+            entry.payload.get("rollout").map(|r| serde_json::from_value::<RolloutHeader>(r.clone()))
+        {
             self.header.set(Some(header));
         }
     }
@@ -130,7 +132,13 @@ fn Cell(cell: RwSignal<HostCell>, selected: RwSignal<Option<String>>) -> impl In
 type Act = Callback<(String, serde_json::Value, String)>;
 
 #[component]
-fn WaveColumn(meta: WaveMeta, live: Live, selected: RwSignal<Option<String>>, can_act: Signal<bool>, act: Act) -> impl IntoView {
+fn WaveColumn(
+    meta: WaveMeta,
+    live: Live,
+    selected: RwSignal<Option<String>>,
+    can_act: Signal<bool>,
+    act: Act,
+) -> impl IntoView {
     let cells: Vec<RwSignal<HostCell>> = meta.cells.iter().map(|(_, c)| *c).collect();
     let total = cells.len();
     let counts = {
@@ -149,7 +157,8 @@ fn WaveColumn(meta: WaveMeta, live: Live, selected: RwSignal<Option<String>>, ca
     };
     let index = meta.index;
     let is_current = move || live.header.with(|h| h.as_ref().map(|h| h.current_wave) == index && index.is_some());
-    let approved = move || live.header.with(|h| h.as_ref().zip(index).is_some_and(|(h, i)| h.approved_waves.contains(&i)));
+    let approved =
+        move || live.header.with(|h| h.as_ref().zip(index).is_some_and(|(h, i)| h.approved_waves.contains(&i)));
     let terminal = move || live.header.with(|h| h.as_ref().is_some_and(|h| h.state.is_terminal()));
     let rid = move || live.header.with(|h| h.as_ref().map(|h| h.rollout_id.to_string()).unwrap_or_default());
     let title = index.map_or("Unstaged".to_owned(), |i| format!("Wave {i}"));
@@ -169,7 +178,11 @@ fn WaveColumn(meta: WaveMeta, live: Live, selected: RwSignal<Option<String>>, ca
     let shown = {
         let all = meta.cells.clone();
         move || -> Vec<(String, RwSignal<HostCell>)> {
-            if dense { all.iter().filter(|(_, c)| c.with(|h| h.state != HostState::Converged)).cloned().collect() } else { all.clone() }
+            if dense {
+                all.iter().filter(|(_, c)| c.with(|h| h.state != HostState::Converged)).cloned().collect()
+            } else {
+                all.clone()
+            }
         }
     };
     view! {
@@ -261,7 +274,11 @@ pub fn RolloutPage() -> impl IntoView {
         let waves = live.waves.with(|w| w.iter().filter(|w| w.index.is_some()).count()) as u32;
         let next = h.current_wave + 1;
         let base = format!("/api/v1/rollouts/{rid}");
-        let halted_text = h.halt.as_ref().filter(|_| h.state == RolloutState::Halted).map(|halt| format!("Halted: {} failed — {}", halt.host, halt.reason));
+        let halted_text = h
+            .halt
+            .as_ref()
+            .filter(|_| h.state == RolloutState::Halted)
+            .map(|halt| format!("Halted: {} failed — {}", halt.host, halt.reason));
         let button = move |id: &'static str, label: String, path: String, body: serde_json::Value, quiet: bool| {
             view! {
                 <button class=if quiet { "button button-quiet" } else { "button" } id=id
@@ -315,7 +332,7 @@ pub fn RolloutPage() -> impl IntoView {
         let body = json!({"channel": channel, "closure": closure, "reason": format!("quarantined from {name} on the dashboard")});
         Some(view! {
             <div class="card host-panel" id="host-panel">
-                <h3>{name.clone()}</h3>
+                <h3>{name.clone()}" "<leptos_router::components::A href=format!("/hosts/{name}") attr:class="small" attr:id="host-details">"details →"</leptos_router::components::A></h3>
                 <p><span class=format!("dot {}", host_state_class(h.state))></span>{h.state.as_str()}{h.stuck.then_some(" · stuck")}{h.excused.then_some(" · excused")}</p>
                 <p class="small muted">"target "<code>{closure.clone()}</code></p>
                 {h.current_closure.map(|c| view! { <p class="small muted">"running "<code>{c.to_string()}</code></p> })}
