@@ -256,12 +256,63 @@ where
     result
 }
 
+/// The server of a [`fleet_browser_test`], which a test may take down and bring back on the
+/// same address and database (a network drop, as the browser sees it).
+pub struct ServerControl {
+    config: backend::cli::ServeConfig,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    pub state: backend::http::AppState,
+    _dir: tempfile::TempDir,
+}
+
+impl ServerControl {
+    async fn start(config: backend::cli::ServeConfig, dir: tempfile::TempDir) -> anyhow::Result<ServerControl> {
+        let shutdown = CancellationToken::new();
+        let app = backend::server::App::build(&config, shutdown.clone()).await?;
+        let mut config = config;
+        config.listen = app.local_addr();
+        let state = app.state().clone();
+        let task = Some(tokio::spawn(app.run()));
+        Ok(ServerControl { config, shutdown, task, state, _dir: dir })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.config.listen
+    }
+
+    /// Stops the server: open connections (the live feed) are closed.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await??;
+        }
+        Ok(())
+    }
+
+    /// Starts it again on the same address and database.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.shutdown = CancellationToken::new();
+        let app = backend::server::App::build(&self.config, self.shutdown.clone()).await?;
+        self.state = app.state().clone();
+        self.task = Some(tokio::spawn(app.run()));
+        Ok(())
+    }
+}
+
+impl Drop for ServerControl {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
 /// Like [`browser_test`], with a signed fleet already in force: `fleet` is a fleet document
 /// (unsigned JSON) that is signed with a fresh CI key, verified and handed to the reducer,
-/// however large (no upload size limit applies in-process).
+/// however large (no upload size limit applies in-process). The test also gets the server's
+/// [`ServerControl`].
 pub async fn fleet_browser_test<F, Fut>(name: &str, fleet: serde_json::Value, test: F) -> anyhow::Result<()>
 where
-    F: FnOnce(Session) -> Fut,
+    F: FnOnce(Session, ServerControl) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
     let dist = repo_root().join("dist");
@@ -282,11 +333,8 @@ where
         plan_tick_ms: 3_600_000,
         feed_capacity: backend::feed::FEED_CAPACITY,
     };
-    let shutdown = CancellationToken::new();
-    let app = backend::server::App::build(&config, shutdown.clone()).await?;
-    let addr = app.local_addr();
-    let state = app.state().clone();
-    let task = tokio::spawn(app.run());
+    let server = ServerControl::start(config, dir).await?;
+    let state = server.state.clone();
     let out = backend::cli::signing::release_documents(&ci, &fleet)?;
     let rollouts = out.manifests.iter().map(|(_, s)| s.artifact()).collect();
     let update =
@@ -301,14 +349,13 @@ where
         .await?;
     let driver = Driver::start()?;
     let client = driver.connect().await?;
-    let session = Session { client: client.clone(), base_url: format!("http://{addr}"), pool: state.pool.clone() };
-    let result = test(session).await;
+    let session =
+        Session { client: client.clone(), base_url: format!("http://{}", server.addr()), pool: state.pool.clone() };
+    let result = test(session, server).await;
     if result.is_err() {
         save_screenshot(&client, name).await;
     }
     let _ = client.close().await;
     drop(driver);
-    shutdown.cancel();
-    let _ = task.await;
     result
 }

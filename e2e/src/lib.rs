@@ -11,4 +11,4 @@
 pub mod harness;
 pub mod pages;
 
-pub use harness::{Session, browser_test, demo_browser_test, fleet_browser_test};
+pub use harness::{ServerControl, Session, browser_test, demo_browser_test, fleet_browser_test};

@@ -36,7 +36,7 @@ fn fleet() -> Value {
 #[tokio::test]
 #[ignore = "a measurement; run explicitly (see the module doc)"]
 async fn time_to_interactive_of_a_10k_host_rollout() -> anyhow::Result<()> {
-    fleet_browser_test("time_to_interactive_of_a_10k_host_rollout", fleet(), |session| async move {
+    fleet_browser_test("time_to_interactive_of_a_10k_host_rollout", fleet(), |session, _server| async move {
         let token = session.add_operator("olive", Role::Operator).await?;
         Shell::new(&session).act().open(&format!("/login?token={token}")).await?;
         Shell::new(&session).check().signed_in_as("olive").await?;

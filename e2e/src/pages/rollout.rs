@@ -194,3 +194,19 @@ impl Check<'_> {
         .await
     }
 }
+
+impl Check<'_> {
+    pub async fn feed_says(&self, status: &str, within: Duration) -> anyhow::Result<()> {
+        self.eventually(&format!("the feed status says {status}"), within, || async {
+            Ok(self.find().css("#feed-status", WAIT).await?.text().await? == status)
+        })
+        .await
+    }
+
+    pub async fn rollout_state_is(&self, state: &str, within: Duration) -> anyhow::Result<()> {
+        self.eventually(&format!("the rollout shows {state}"), within, || async {
+            Ok(self.find().css(".rollout-head .badge", WAIT).await?.text().await? == state)
+        })
+        .await
+    }
+}

@@ -1,0 +1,64 @@
+//! A network drop: the rollout page says "reconnecting…" while the control plane is gone, and
+//! once it is back it resumes from the last entry it saw, including what was committed while
+//! it was away, without a reload.
+
+use std::time::Duration;
+
+use backend::db::auth::Role;
+use e2e::fleet_browser_test;
+use e2e::pages::rollout::RolloutPage;
+use e2e::pages::shell::Shell;
+use serde_json::json;
+
+fn fleet() -> serde_json::Value {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[4u8; 32]);
+    let pubkey = engine::sign::public_key_b64(&key);
+    json!({
+        "schemaVersion": 1, "meta": {"ciCommit": "abc", "signedAt": chrono::Utc::now().to_rfc3339()},
+        "hosts": {
+            "a": {"channel": "stable", "pubkey": pubkey, "closure": "/nix/store/a-v1"},
+            "b": {"channel": "stable", "pubkey": pubkey, "closure": "/nix/store/b-v1"}
+        },
+        "channels": {"stable": {"rolloutPolicy": "p"}},
+        "rolloutPolicies": {"p": {"waves": [{"soakMinutes": 5}], "onHealthFailure": "halt", "stuckAfterMinutes": 30}}
+    })
+}
+
+#[tokio::test]
+async fn the_page_shows_reconnecting_and_catches_up_after_a_drop() -> anyhow::Result<()> {
+    fleet_browser_test(
+        "the_page_shows_reconnecting_and_catches_up_after_a_drop",
+        fleet(),
+        |session, mut server| async move {
+            let token = session.add_operator("olive", Role::Operator).await?;
+            Shell::new(&session).act().open(&format!("/login?token={token}")).await?;
+            Shell::new(&session).check().signed_in_as("olive").await?;
+            let page = RolloutPage::new(&session);
+            page.act().open("stable@abc").await?;
+            page.check().shows_waves(1).await?;
+            page.check().feed_is_live().await?;
+
+            server.stop().await?;
+            page.check().feed_says("reconnecting…", Duration::from_secs(10)).await?;
+
+            // Back on the same address; the rollout is paused before the browser reconnects.
+            server.restart().await?;
+            let by = "olive".to_owned();
+            let rollout_id = shared::RolloutId::parse("stable@abc")?;
+            server
+                .state
+                .reducer
+                .ask(|reply| backend::reducer::ReducerInput::Operator {
+                    action: backend::reducer::OperatorAction::Pause { rollout_id },
+                    by,
+                    reason: Some("maintenance window".into()),
+                    reply,
+                })
+                .await?;
+            page.check().feed_says("live", Duration::from_secs(20)).await?;
+            page.check().rollout_state_is("Paused", Duration::from_secs(10)).await?;
+            Ok(())
+        },
+    )
+    .await
+}
