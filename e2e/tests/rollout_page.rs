@@ -113,3 +113,19 @@ async fn readme_screenshot() -> anyhow::Result<()> {
     })
     .await
 }
+
+#[tokio::test]
+async fn the_fleet_overview_follows_the_rollouts_live() -> anyhow::Result<()> {
+    demo_browser_test("the_fleet_overview_follows_the_rollouts_live", |session, token| async move {
+        Shell::new(&session).act().open(&format!("/login?token={token}")).await?;
+        Shell::new(&session).check().signed_in_as("demo-operator").await?;
+        let fleet = e2e::pages::fleet::FleetPage::new(&session);
+        fleet.open().await?;
+        fleet.channel_shows("stable", "stable@d001", Duration::from_secs(10)).await?;
+        // Without a reload: canary completes and edge halts on its broken closure.
+        fleet.channel_shows("canary", "Completed", Duration::from_secs(60)).await?;
+        fleet.channel_shows("edge", "Halted", Duration::from_secs(60)).await?;
+        Ok(())
+    })
+    .await
+}

@@ -19,9 +19,13 @@ pub enum FeedStatus {
 const CATEGORIES: [&str; 7] = ["host", "rollout", "hold", "quarantine", "operator", "manifest", "presence"];
 
 /// Subscribes for the lifetime of the calling component; `on_entry` gets every entry after
-/// `after`, in order.
-pub fn subscribe(after: i64, status: RwSignal<FeedStatus>, on_entry: impl Fn(LogEvent) + 'static) {
-    let Ok(source) = EventSource::new(&format!("/api/v1/feed?lastEventId={after}")) else {
+/// `after` (or, with `None`, every entry from now on), in order.
+pub fn subscribe(after: Option<i64>, status: RwSignal<FeedStatus>, on_entry: impl Fn(LogEvent) + 'static) {
+    let url = match after {
+        Some(after) => format!("/api/v1/feed?lastEventId={after}"),
+        None => "/api/v1/feed".to_owned(),
+    };
+    let Ok(source) = EventSource::new(&url) else {
         status.set(FeedStatus::Reconnecting);
         return;
     };
@@ -44,6 +48,26 @@ pub fn subscribe(after: i64, status: RwSignal<FeedStatus>, on_entry: impl Fn(Log
     on_cleanup(move || {
         let (source, ..) = keep.take();
         source.close();
+    });
+}
+
+/// Refreshes `refetch` when the feed reports a change of one of `kinds` (debounced: a burst of
+/// entries causes one refresh), so summary pages stay live without polling.
+pub fn refresh_on(kinds: &'static [&'static str], status: RwSignal<FeedStatus>, refetch: impl Fn() + Clone + 'static) {
+    let scheduled = StoredValue::new(false);
+    subscribe(None, status, move |entry: LogEvent| {
+        if !kinds.contains(&entry.kind.as_str()) || scheduled.get_value() {
+            return;
+        }
+        scheduled.set_value(true);
+        let refetch = refetch.clone();
+        set_timeout(
+            move || {
+                scheduled.set_value(false);
+                refetch();
+            },
+            std::time::Duration::from_millis(300),
+        );
     });
 }
 

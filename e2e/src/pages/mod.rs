@@ -1,6 +1,7 @@
 //! Page objects. Each page splits into `find` (locating elements), `act` (what a user does)
 //! and `check` (what a user would notice), so tests read as scenarios.
 
+pub mod fleet;
 pub mod quarantines;
 pub mod rollout;
 pub mod shell;

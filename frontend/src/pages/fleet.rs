@@ -10,9 +10,29 @@ pub fn FleetPage() -> impl IntoView {
     let fleet = LocalResource::new(api::fleet);
     let rollouts = LocalResource::new(api::rollouts);
     let quarantines = LocalResource::new(api::quarantines);
+    let status = RwSignal::new(crate::feed::FeedStatus::Connecting);
+    crate::feed::refresh_on(
+        &[
+            "RolloutOpened",
+            "RolloutStateChanged",
+            "WaveAdvanced",
+            "HostEvent",
+            "QuarantineAdded",
+            "QuarantineReleased",
+            "HostOnline",
+            "HostOffline",
+            "ManifestSetUpdated",
+        ],
+        status,
+        move || {
+            fleet.refetch();
+            rollouts.refetch();
+            quarantines.refetch();
+        },
+    );
     view! {
         <section class="page" id="page-fleet">
-            <h1>"Fleet"</h1>
+            <h1>"Fleet" <crate::feed::FeedIndicator status=status /></h1>
             <p class="lede">"Every channel, its current rollout and how far it has converged."</p>
             {move || match (fleet.get(), rollouts.get()) {
                 (Some(Err(err)), _) | (_, Some(Err(err))) => view! { <ErrorNotice message=err.to_string() /> }.into_any(),

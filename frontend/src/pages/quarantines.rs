@@ -12,6 +12,8 @@ pub fn QuarantinesPage() -> impl IntoView {
     let me = LocalResource::new(api::whoami);
     let can_act = move || matches!(me.get(), Some(Ok(w)) if w.role == "operator");
     let notice: RwSignal<Option<Result<String, String>>> = RwSignal::new(None);
+    let status = RwSignal::new(crate::feed::FeedStatus::Connecting);
+    crate::feed::refresh_on(&["QuarantineAdded", "QuarantineReleased"], status, move || list.refetch());
     let release = move |channel: String, closure: String| {
         spawn_local(async move {
             let body = json!({"channel": channel, "closure": closure, "reason": "released on the dashboard"});
@@ -22,7 +24,7 @@ pub fn QuarantinesPage() -> impl IntoView {
     };
     view! {
         <section class="page" id="page-quarantines">
-            <h1>"Quarantines"</h1>
+            <h1>"Quarantines" <crate::feed::FeedIndicator status=status /></h1>
             <p class="lede">"Closures held back from a channel, with who quarantined them and why."</p>
             {move || notice.get().map(|n| match n {
                 Ok(m) => view! { <p class="notice notice-ok" id="action-result">{m}</p> }.into_any(),

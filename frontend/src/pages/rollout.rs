@@ -255,7 +255,7 @@ pub fn RolloutPage() -> impl IntoView {
                 });
             };
             if let Some(owner) = owner {
-                owner.with(|| feed::subscribe(as_of, status, on_entry));
+                owner.with(|| feed::subscribe(Some(as_of), status, on_entry));
             }
         });
     }
