@@ -125,6 +125,10 @@ async fn the_fleet_overview_follows_the_rollouts_live() -> anyhow::Result<()> {
         // Without a reload: canary completes and edge halts on its broken closure.
         fleet.channel_shows("canary", "Completed", Duration::from_secs(60)).await?;
         fleet.channel_shows("edge", "Halted", Duration::from_secs(60)).await?;
+        // Kept as an artifact for a person to look at.
+        let dir = e2e::harness::artifacts_dir();
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("fleet-overview.png"), session.client.screenshot().await?)?;
         Ok(())
     })
     .await

@@ -59,3 +59,19 @@ pub fn counts_text(counts: &BTreeMap<HostState, u64>) -> String {
 pub fn ErrorNotice(message: String) -> impl IntoView {
     view! { <p class="notice notice-error" role="alert">{message}</p> }
 }
+
+/// An API failure; "not signed in" becomes a link to the sign-in page.
+#[component]
+pub fn CallErrorNotice(err: crate::api::CallError) -> impl IntoView {
+    if err.code == "unauthenticated" {
+        view! {
+            <p class="notice notice-error" role="alert">
+                "You are not signed in. " <leptos_router::components::A href="/login">"Sign in"</leptos_router::components::A>
+                " with an operator or viewer token."
+            </p>
+        }
+        .into_any()
+    } else {
+        view! { <ErrorNotice message=err.to_string() /> }.into_any()
+    }
+}

@@ -2,7 +2,7 @@ use leptos::prelude::*;
 use leptos_router::components::A;
 
 use crate::api;
-use crate::components::{ErrorNotice, RolloutBadge, StateBar, counts_text};
+use crate::components::{CallErrorNotice, RolloutBadge, StateBar, counts_text};
 
 /// Fleet overview: each channel with its current rollout, hosts online, anything in trouble.
 #[component]
@@ -35,7 +35,7 @@ pub fn FleetPage() -> impl IntoView {
             <h1>"Fleet" <crate::feed::FeedIndicator status=status /></h1>
             <p class="lede">"Every channel, its current rollout and how far it has converged."</p>
             {move || match (fleet.get(), rollouts.get()) {
-                (Some(Err(err)), _) | (_, Some(Err(err))) => view! { <ErrorNotice message=err.to_string() /> }.into_any(),
+                (Some(Err(err)), _) | (_, Some(Err(err))) => view! { <CallErrorNotice err=err /> }.into_any(),
                 (Some(Ok(f)), Some(Ok(list))) if f.fleet_hash.is_some() => {
                     let online = f.hosts.iter().filter(|h| h.online).count();
                     let quarantined = quarantines.get().and_then(Result::ok).map_or(0, |q| q.active.len());
@@ -56,11 +56,12 @@ pub fn FleetPage() -> impl IntoView {
                                         {match current {
                                             Some(r) => {
                                                 let id = r.header.rollout_id.to_string();
+                                                let bars_id = id.clone();
                                                 let trouble = matches!(r.header.state, shared::state::RolloutState::Halted) || r.counts.keys().any(|s| matches!(s, shared::state::HostState::Failed));
                                                 view! {
                                                     <p><A href=format!("/rollouts/{id}")>{id.clone()}</A>" "<RolloutBadge state=r.header.state /></p>
-                                                    <StateBar counts=r.counts.clone() />
                                                     <p class={if trouble { "small error-text" } else { "small muted" }}>{format!("{}% converged · wave {} · {}", r.converged_percent, r.header.current_wave, counts_text(&r.counts))}</p>
+                                                    <WaveBars id=bars_id />
                                                 }.into_any()
                                             }
                                             None => view! { <p class="muted">"No rollout yet."</p> }.into_any(),
@@ -80,5 +81,39 @@ pub fn FleetPage() -> impl IntoView {
                 _ => view! { <p class="muted">"Loading…"</p> }.into_any(),
             }}
         </section>
+    }
+}
+
+/// One progress bar per wave of a rollout (converged / total), and stuck hosts in red.
+#[component]
+fn WaveBars(id: String) -> impl IntoView {
+    let detail = LocalResource::new(move || {
+        let id = id.clone();
+        async move { api::rollout(&id).await }
+    });
+    move || {
+        detail.get().and_then(Result::ok).map(|d| {
+            let current = d.header.current_wave;
+            let stuck: Vec<String> =
+                d.waves.iter().flat_map(|w| w.hosts.iter()).filter(|h| h.stuck).map(|h| h.hostname.to_string()).collect();
+            view! {
+                <div class="wave-bars">
+                    {d.waves.into_iter().map(|w| {
+                        let total: u64 = w.counts.values().sum();
+                        let converged = w.counts.get(&shared::state::HostState::Converged).copied().unwrap_or(0);
+                        let label = w.index.map_or("unstaged".to_owned(), |i| format!("wave {i}"));
+                        let is_current = w.index == Some(current);
+                        view! {
+                            <div class={if is_current { "wave-bar current" } else { "wave-bar" }}>
+                                <span class="small muted">{label}</span>
+                                <StateBar counts=w.counts.clone() />
+                                <span class="small">{format!("{converged}/{total}")}</span>
+                            </div>
+                        }
+                    }).collect_view()}
+                    {(!stuck.is_empty()).then(|| view! { <p class="small error-text stuck-hosts">{format!("stuck: {}", stuck.join(", "))}</p> })}
+                </div>
+            }
+        })
     }
 }

@@ -3,7 +3,7 @@ use leptos_router::components::A;
 use leptos_router::hooks::use_params_map;
 
 use crate::api;
-use crate::components::{ErrorNotice, host_state_class};
+use crate::components::{CallErrorNotice, host_state_class};
 
 /// One host: where it is, what it runs, its records across rollouts and its recent events.
 #[component]
@@ -18,7 +18,7 @@ pub fn HostPage() -> impl IntoView {
         <section class="page" id="page-host">
             {move || match detail.get() {
                 None => view! { <p class="muted">"Loading…"</p> }.into_any(),
-                Some(Err(err)) => view! { <ErrorNotice message=err.to_string() /> }.into_any(),
+                Some(Err(err)) => view! { <CallErrorNotice err=err /> }.into_any(),
                 Some(Ok(d)) => {
                     let h = d.host;
                     view! {

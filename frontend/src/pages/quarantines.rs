@@ -3,7 +3,7 @@ use leptos::task::spawn_local;
 use serde_json::json;
 
 use crate::api;
-use crate::components::ErrorNotice;
+use crate::components::CallErrorNotice;
 
 /// Closures that must not be dispatched to a channel until released.
 #[component]
@@ -32,7 +32,7 @@ pub fn QuarantinesPage() -> impl IntoView {
             })}
             {move || match list.get() {
                 None => view! { <p class="muted">"Loading…"</p> }.into_any(),
-                Some(Err(err)) => view! { <ErrorNotice message=err.to_string() /> }.into_any(),
+                Some(Err(err)) => view! { <CallErrorNotice err=err /> }.into_any(),
                 Some(Ok(q)) => view! {
                     <h2>"Active"</h2>
                     {if q.active.is_empty() {

@@ -2,7 +2,7 @@ use leptos::prelude::*;
 use leptos_router::components::A;
 
 use crate::api;
-use crate::components::{ErrorNotice, RolloutBadge, StateBar, counts_text};
+use crate::components::{CallErrorNotice, RolloutBadge, StateBar, counts_text};
 
 /// Every rollout, newest first.
 #[component]
@@ -14,7 +14,7 @@ pub fn RolloutsPage() -> impl IntoView {
             <p class="lede">"Each channel moving its hosts to a signed release, wave by wave."</p>
             {move || match rollouts.get() {
                 None => view! { <p class="muted">"Loading…"</p> }.into_any(),
-                Some(Err(err)) => view! { <ErrorNotice message=err.to_string() /> }.into_any(),
+                Some(Err(err)) => view! { <CallErrorNotice err=err /> }.into_any(),
                 Some(Ok(list)) if list.is_empty() => view! {
                     <div class="empty">
                         <h2>"No rollouts"</h2>
