@@ -211,13 +211,9 @@ impl Demo {
         let keys: Vec<(String, SigningKey)> = hostnames().into_iter().map(|(h, _)| (h, new_key())).collect();
         let config = ServeConfig {
             listen: args.listen,
-            db: args.db.clone().unwrap_or_else(|| dir.path().join("fleetwave.db")),
-            dist: args.dist.clone(),
             trust: Some(trust),
-            manifests_dir: None,
-            manifests_poll_ms: 30_000,
             plan_tick_ms: args.plan_tick_ms,
-            feed_capacity: crate::feed::FEED_CAPACITY,
+            ..ServeConfig::local(args.db.clone().unwrap_or_else(|| dir.path().join("fleetwave.db")), args.dist.clone())
         };
         let shutdown = CancellationToken::new();
         let app = App::build(&config, shutdown.clone()).await?;

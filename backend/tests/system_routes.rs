@@ -24,16 +24,7 @@ async fn fixture(with_dashboard: bool) -> Fixture {
         std::fs::write(dist.join("index.html"), "<!doctype html><title>Fleetwave</title>").unwrap();
         std::fs::write(dist.join("assets/app.js"), "console.log(1)").unwrap();
     }
-    let config = ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        db: dir.path().join("fleetwave.db"),
-        dist: Path::new(&dist).to_path_buf(),
-        trust: None,
-        manifests_dir: None,
-        manifests_poll_ms: 30_000,
-        plan_tick_ms: 15_000,
-        feed_capacity: backend::feed::FEED_CAPACITY,
-    };
+    let config = ServeConfig::local(dir.path().join("fleetwave.db"), Path::new(&dist).to_path_buf());
     let shutdown = CancellationToken::new();
     let app = backend::server::App::build(&config, shutdown.clone()).await.unwrap();
     Fixture { router: app.router(), pool: app.state().pool.clone(), _shutdown: shutdown.drop_guard(), _dir: dir }

@@ -69,16 +69,7 @@ impl TestServer {
             );
         }
         let dir = tempfile::tempdir()?;
-        let config = backend::cli::ServeConfig {
-            listen: "127.0.0.1:0".parse()?,
-            db: dir.path().join("fleetwave.db"),
-            dist,
-            trust: None,
-            manifests_dir: None,
-            manifests_poll_ms: 30_000,
-            plan_tick_ms: 15_000,
-            feed_capacity: backend::feed::FEED_CAPACITY,
-        };
+        let config = backend::cli::ServeConfig::local(dir.path().join("fleetwave.db"), dist);
         let shutdown = CancellationToken::new();
         let app = backend::server::App::build(&config, shutdown.clone()).await?;
         let addr = app.local_addr();
@@ -324,14 +315,9 @@ where
     let trust = serde_json::json!({"schemaVersion": 1, "ciReleaseKey": {"current": engine::sign::public_key_b64(&ci)}, "freshnessWindowMinutes": 1440});
     std::fs::write(dir.path().join("trust.json"), serde_json::to_vec(&trust)?)?;
     let config = backend::cli::ServeConfig {
-        listen: "127.0.0.1:0".parse()?,
-        db: dir.path().join("fleetwave.db"),
-        dist,
         trust: Some(dir.path().join("trust.json")),
-        manifests_dir: None,
-        manifests_poll_ms: 30_000,
         plan_tick_ms: 3_600_000,
-        feed_capacity: backend::feed::FEED_CAPACITY,
+        ..backend::cli::ServeConfig::local(dir.path().join("fleetwave.db"), dist)
     };
     let server = ServerControl::start(config, dir).await?;
     let state = server.state.clone();

@@ -40,6 +40,24 @@ pub struct ServeConfig {
     pub feed_capacity: usize,
 }
 
+impl ServeConfig {
+    /// A server on a free loopback port with `db`, serving `dist`, with no trust roots or
+    /// manifests directory and the documented defaults otherwise (tests and the demo start
+    /// from here and set what they need).
+    pub fn local(db: PathBuf, dist: PathBuf) -> ServeConfig {
+        ServeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            db,
+            dist,
+            trust: None,
+            manifests_dir: None,
+            manifests_poll_ms: 30_000,
+            plan_tick_ms: 15_000,
+            feed_capacity: crate::feed::FEED_CAPACITY,
+        }
+    }
+}
+
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let result = serve(config).await;
     if let Err(err) = &result {

@@ -65,14 +65,12 @@ pub async fn spawn_with(options: Options, reuse: Option<tempfile::TempDir>) -> T
     std::fs::write(&trust_path, serde_json::to_vec(&trust_config(&ci_key())).unwrap()).unwrap();
     let db = dir.path().join("fleetwave.db");
     let config = ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        db: db.clone(),
-        dist: dir.path().join("no-dist"),
         trust: options.trust.then_some(trust_path),
         manifests_dir: options.manifests_dir,
         manifests_poll_ms: 50,
         plan_tick_ms: options.plan_tick_ms,
         feed_capacity: options.feed_capacity,
+        ..ServeConfig::local(db.clone(), dir.path().join("no-dist"))
     };
     let shutdown = CancellationToken::new();
     let clock = Clock::default();
