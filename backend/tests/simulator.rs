@@ -119,7 +119,7 @@ async fn simulate_runs_as_a_separate_process_and_reports_throughput_and_latency(
             "--time-scale",
             "0.02",
             "--duration-secs",
-            "4",
+            "8",
             "--fleet-keys",
         ])
         .arg(keys.path())
