@@ -8,6 +8,7 @@
 //! - [`feed`]: committed event-log entries → SSE, with `Last-Event-ID` resume.
 //! - [`views`]: engine state → API bodies (also the payloads of log entries).
 //! - [`demo`]: `fleetwave demo` — server, signed demo fleet, simulator and release cadence.
+//! - [`bench`]: `fleetwave bench ceilings` — what SQLite and a bare signed HTTP route can do here.
 //! - [`sim`]: the fleet simulator (signed agents with failure injection; also the load generator).
 //! - [`metrics`]: Prometheus exposition.
 //! - [`manifests`]: trust.json, the upload verification and the `--manifests-dir` poller.
@@ -15,6 +16,7 @@
 //! - [`telemetry`]: tracing setup (pretty for terminals, JSON for log shippers).
 //! - [`shutdown`]: turns Ctrl-C / SIGTERM into the one `CancellationToken` every task watches.
 
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod db;

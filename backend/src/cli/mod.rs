@@ -24,6 +24,13 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// SQLite record upsert + log append (per event and grouped), and a bare axum route that
+    /// verifies an Ed25519-signed request: the ceilings Fleetwave's figures are judged against.
+    Ceilings(crate::bench::CeilingArgs),
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the control plane: agent and operator API, live feed and the dashboard.
     Serve(ServeConfig),
@@ -37,6 +44,9 @@ pub enum Command {
     Demo(crate::demo::DemoArgs),
     /// Run simulated agents against a control plane (demo, tests, load).
     Simulate(simulate::SimulateArgs),
+    /// Measure this machine's ceilings (raw SQLite writes, a bare signed HTTP route).
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Manage operators and viewers.
     #[command(subcommand)]
     Operator(operator::OperatorCommand),
@@ -55,6 +65,7 @@ pub fn main() -> ExitCode {
         Command::Operator(command) => run_async(operator::run(command)),
         Command::Demo(args) => run_async(crate::demo::run(args)),
         Command::Simulate(args) => run_async(simulate::run(args)),
+        Command::Bench(BenchCommand::Ceilings(args)) => run_async(crate::bench::ceilings(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
