@@ -18,7 +18,6 @@ use axum::routing::post;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
-use sha2::{Digest, Sha256};
 
 use crate::sim::client::{AgentClient, Answer};
 
@@ -77,7 +76,7 @@ async fn sqlite_rate(events: usize, group: usize) -> anyhow::Result<f64> {
 /// The bare route: verify the signature over the same string agents sign, answer `{}`.
 async fn verify_only(key: Arc<VerifyingKey>, headers: HeaderMap, body: Bytes) -> StatusCode {
     let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    let digest: String = Sha256::digest(&body).iter().map(|b| format!("{b:02x}")).collect();
+    let digest = engine::verify::sha256_hex(&body);
     let ts: i64 = header(shared::agent::TIMESTAMP_HEADER).parse().unwrap_or(0);
     let message = shared::agent::signing_string("POST", "/api/v1/agent/heartbeat", ts, &digest);
     let Some(sig) = B64.decode(header(shared::agent::SIGNATURE_HEADER)).ok().and_then(|s| <[u8; 64]>::try_from(s).ok())

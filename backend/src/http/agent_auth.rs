@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use ed25519_dalek::Signature;
-use sha2::{Digest, Sha256};
 use shared::Hostname;
 use shared::agent::{HOST_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, signing_string};
 
@@ -139,8 +138,7 @@ impl FromRequest<AppState> for SignedAgent {
             .and_then(|s| B64.decode(s.trim()).ok())
             .and_then(|raw| raw.try_into().ok())
             .ok_or_else(|| unauthorized("bad-signature", "X-Fleetwave-Signature must be base64 of 64 bytes."))?;
-        let digest = Sha256::digest(&body);
-        let digest_hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let digest_hex = engine::verify::sha256_hex(&body);
         let message = signing_string(&method, &path, timestamp, &digest_hex);
         if key.verify_strict(message.as_bytes(), &Signature::from_bytes(&signature)).is_err() {
             return Err(unauthorized("bad-signature", format!("The signature does not verify with {host}'s key.")));

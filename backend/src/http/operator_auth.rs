@@ -8,7 +8,6 @@ use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sha2::{Digest, Sha256};
 
 use super::{ApiError, AppState};
 use crate::db::auth::{self, Operator, Role};
@@ -25,7 +24,7 @@ pub fn new_token() -> String {
 
 /// What is stored instead of a token.
 pub fn token_hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    engine::verify::sha256_hex(token.as_bytes())
 }
 
 fn cookie(parts: &Parts, name: &str) -> Option<String> {

@@ -207,35 +207,34 @@ impl Core {
                     self.add_quarantine(pending, now, channel, closure, reason, "fleetwave".into());
                 }
                 Effect::WithdrawDispatch { rollout_id, host } => {
-                    let channel = self.state.record(&rollout_id, &host).map(|r| r.channel.clone());
-                    self.log(
-                        pending,
-                        now,
-                        engine::effect::LogEntry {
-                            kind: "DispatchWithdrawn",
-                            rollout_id: Some(rollout_id),
-                            host: Some(host),
-                            channel,
-                            payload: json!({}),
-                        },
-                    );
+                    self.log_record_change(pending, now, "DispatchWithdrawn", rollout_id, host);
                 }
                 Effect::Excuse { rollout_id, host } => {
-                    let channel = self.state.record(&rollout_id, &host).map(|r| r.channel.clone());
-                    self.log(
-                        pending,
-                        now,
-                        engine::effect::LogEntry {
-                            kind: "HostExcused",
-                            rollout_id: Some(rollout_id),
-                            host: Some(host),
-                            channel,
-                            payload: json!({}),
-                        },
-                    );
+                    self.log_record_change(pending, now, "HostExcused", rollout_id, host)
                 }
             }
         }
+    }
+
+    /// A record changed without an event of its own (withdrawn dispatch, excused): one log row
+    /// carrying the record, like every other change.
+    fn log_record_change(
+        &mut self,
+        pending: &mut Pending,
+        now: DateTime<Utc>,
+        kind: &'static str,
+        rollout_id: RolloutId,
+        host: Hostname,
+    ) {
+        let channel = self.state.record(&rollout_id, &host).map(|r| r.channel.clone());
+        let entry = engine::effect::LogEntry {
+            kind,
+            rollout_id: Some(rollout_id),
+            host: Some(host),
+            channel,
+            payload: json!({}),
+        };
+        self.log(pending, now, entry);
     }
 
     fn add_quarantine(

@@ -6,7 +6,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use shared::agent::{HOST_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, signing_string};
 
 #[derive(Clone)]
@@ -39,7 +38,7 @@ impl AgentClient {
     pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (Answer, Duration) {
         let bytes = body.map(|b| serde_json::to_vec(b).unwrap_or_default()).unwrap_or_default();
         let ts = chrono::Utc::now().timestamp();
-        let digest: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        let digest = engine::verify::sha256_hex(&bytes);
         let signature = self.key.sign(signing_string(method.as_str(), path, ts, &digest).as_bytes());
         let request = self
             .http

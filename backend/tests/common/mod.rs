@@ -14,7 +14,6 @@ use base64::engine::general_purpose::STANDARD as B64;
 use ed25519_dalek::{Signer, SigningKey};
 use engine::testkit::{FleetBuilder, ci_key, host_key, trust_config};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use shared::manifest::SignedArtifact;
 use tokio_util::sync::CancellationToken;
 
@@ -228,7 +227,7 @@ pub fn sign_request(
     body: &[u8],
     ts: i64,
 ) -> Vec<(&'static str, String)> {
-    let digest: String = Sha256::digest(body).iter().map(|b| format!("{b:02x}")).collect();
+    let digest = engine::verify::sha256_hex(body);
     let message = shared::agent::signing_string(method, path, ts, &digest);
     vec![
         ("x-fleetwave-host", host.to_owned()),
