@@ -1,6 +1,8 @@
 //! The live feed (SPEC §10): committed event-log entries fanned out to SSE clients.
 //!
-//! The reducer publishes each committed entry once on a bounded broadcast channel. A client
+//! The reducer publishes each committed entry once on a bounded broadcast channel, already
+//! rendered to its JSON (serialised once, shared by every client: with 50 dashboards open,
+//! rendering per client cost more than the rest of the server together). A client
 //! that resumes with `Last-Event-ID: n` subscribes first, then backfills entries after `n`
 //! from the database, then follows the live channel skipping what the backfill already sent:
 //! no gap, no duplicate. A client that falls more than the channel's capacity behind is cut
@@ -40,9 +42,27 @@ pub fn category(kind: &str) -> &'static str {
     }
 }
 
+/// A committed entry as clients receive it: its seq, SSE event name and JSON.
+#[derive(Debug)]
+pub struct FeedEntry {
+    pub seq: i64,
+    pub category: &'static str,
+    pub json: String,
+}
+
+impl FeedEntry {
+    pub fn render(entry: &LogEntry) -> FeedEntry {
+        FeedEntry {
+            seq: entry.seq,
+            category: category(&entry.kind),
+            json: serde_json::to_string(entry).unwrap_or_else(|_| "{}".into()),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct FeedHub {
-    tx: broadcast::Sender<Arc<LogEntry>>,
+    tx: broadcast::Sender<Arc<FeedEntry>>,
 }
 
 impl Default for FeedHub {
@@ -57,21 +77,22 @@ impl FeedHub {
     }
 
     /// Called by the reducer after each commit, in seq order.
-    pub fn publish(&self, entries: Vec<LogEntry>) {
+    pub fn publish(&self, entries: &[LogEntry]) {
+        if self.tx.receiver_count() == 0 {
+            return; // Nobody is watching: nothing to render.
+        }
         for entry in entries {
-            // No receivers is fine: nobody is watching.
-            let _ = self.tx.send(Arc::new(entry));
+            let _ = self.tx.send(Arc::new(FeedEntry::render(entry)));
         }
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LogEntry>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<FeedEntry>> {
         self.tx.subscribe()
     }
 }
 
-fn to_event(entry: &LogEntry) -> Event {
-    let data = serde_json::to_string(entry).unwrap_or_else(|_| "{}".into());
-    Event::default().id(entry.seq.to_string()).event(category(&entry.kind)).data(data)
+fn to_event(entry: &FeedEntry) -> Event {
+    Event::default().id(entry.seq.to_string()).event(entry.category).data(&entry.json)
 }
 
 enum Phase {
@@ -82,9 +103,9 @@ enum Phase {
 
 struct FeedState {
     pool: SqlitePool,
-    rx: broadcast::Receiver<Arc<LogEntry>>,
+    rx: broadcast::Receiver<Arc<FeedEntry>>,
     last_sent: i64,
-    buffer: std::collections::VecDeque<LogEntry>,
+    buffer: std::collections::VecDeque<Arc<FeedEntry>>,
     phase: Phase,
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
@@ -132,7 +153,7 @@ pub fn stream(
                     Ok(rows) if rows.is_empty() => st.phase = Phase::Live,
                     Ok(rows) => {
                         let last = rows.last().map_or(after, |r| r.seq);
-                        st.buffer.extend(rows);
+                        st.buffer.extend(rows.iter().map(|r| Arc::new(FeedEntry::render(r))));
                         st.phase = Phase::Backfill { after: last };
                     }
                     Err(err) => {
@@ -147,7 +168,7 @@ pub fn stream(
                     };
                     match next {
                         Ok(entry) if entry.seq <= st.last_sent => {}
-                        Ok(entry) => st.buffer.push_back((*entry).clone()),
+                        Ok(entry) => st.buffer.push_back(entry),
                         Err(broadcast::error::RecvError::Lagged(missed)) => {
                             tracing::info!(
                                 missed,

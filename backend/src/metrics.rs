@@ -1,5 +1,5 @@
 //! Prometheus metrics (`GET /metrics`): inputs handled by kind, reducer queue depth,
-//! transaction latency and size, hosts by state, holds by gate, feed clients.
+//! transaction latency and size, plan-pass time, hosts by state, holds by gate, feed clients.
 
 use std::sync::atomic::AtomicU64;
 
@@ -18,6 +18,8 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     pub tx_seconds: Histogram,
     pub tx_inputs: Histogram,
+    pub plan_seconds: Histogram,
+    pub turn_seconds: Histogram,
     pub hosts_by_state: Family<Labels, Gauge>,
     pub holds_by_gate: Family<Labels, Gauge>,
     pub feed_clients: Gauge<i64, std::sync::atomic::AtomicI64>,
@@ -38,6 +40,8 @@ impl Metrics {
         let queue_depth = Gauge::default();
         let tx_seconds = Histogram::new([0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0]);
         let tx_inputs = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]);
+        let plan_seconds = Histogram::new([0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25]);
+        let turn_seconds = Histogram::new([0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25]);
         let hosts_by_state = Family::<Labels, Gauge>::default();
         let holds_by_gate = Family::<Labels, Gauge>::default();
         let feed_clients = Gauge::default();
@@ -45,11 +49,21 @@ impl Metrics {
         let stuck = Gauge::default();
         registry.register("reducer_inputs", "Reducer inputs handled, by kind", inputs.clone());
         registry.register("reducer_queue_depth", "Inputs waiting for the reducer", queue_depth.clone());
-        registry.register("reducer_transaction_seconds", "Time to commit one group of inputs", tx_seconds.clone());
+        registry.register("reducer_transaction_seconds", "Time to commit one group's writes", tx_seconds.clone());
         registry.register(
             "reducer_transaction_inputs",
             "Inputs committed per transaction (group commit)",
             tx_inputs.clone(),
+        );
+        registry.register(
+            "plan_seconds",
+            "Time of one plan pass (the planner over all open rollouts)",
+            plan_seconds.clone(),
+        );
+        registry.register(
+            "reducer_turn_seconds",
+            "One reducer turn: a group applied, planned, committed and answered",
+            turn_seconds.clone(),
         );
         registry.register("hosts", "Records of open rollouts, by state", hosts_by_state.clone());
         registry.register("holds", "Pending records held, by gate", holds_by_gate.clone());
@@ -66,6 +80,8 @@ impl Metrics {
             queue_depth,
             tx_seconds,
             tx_inputs,
+            plan_seconds,
+            turn_seconds,
             hosts_by_state,
             holds_by_gate,
             feed_clients,

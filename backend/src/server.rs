@@ -57,8 +57,10 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         let feed = FeedHub::new(config.feed_capacity.max(1));
         let fleet = Arc::new(RwLock::new(None));
+        let writer = crate::db::writer::Writer::open(&config.db)
+            .with_context(|| format!("cannot open {} for writing", config.db.display()))?;
         let (reducer, reducer_task) = reducer::spawn(
-            pool.clone(),
+            reducer::Storage { pool: pool.clone(), writer },
             trust.clone(),
             fleet.clone(),
             feed.clone(),

@@ -1,19 +1,39 @@
-//! `fleetwave bench ceilings` runs and reports both ceilings (a small run; the figures are
-//! measured with the defaults and recorded in BENCHMARKS.md).
+//! `fleetwave bench run` end to end on a tiny fleet: the ceilings, a real `fleetwave serve`
+//! child process, both load phases and the feed watchers all report. (The figures themselves
+//! are measured with the defaults and recorded in BENCHMARKS.md; nothing here times anything.)
 
 use std::process::Command;
 
 #[test]
-fn bench_ceilings_reports_sqlite_and_http_figures() {
+fn bench_run_reports_every_figure_with_its_ceiling() {
     let out = Command::new(env!("CARGO_BIN_EXE_fleetwave"))
-        .args(["bench", "ceilings", "--events", "300", "--clients", "4", "--seconds", "1"])
+        .args(["bench", "run", "--sizes", "40", "--hosts-per-rollout", "10", "--seconds", "1"])
+        .args(["--feed-clients", "2", "--clients", "4", "--sqlite-events", "200"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
-    for needle in ["one transaction per event:", "512 events per transaction:", "requests/s, p50"] {
+    for needle in [
+        "SQLite (raw, rusqlite)",
+        "through sqlx",
+        "bare axum route",
+        "| 40 hosts / 4 rollouts |",
+        "× route ceiling",
+        "× raw SQLite grouped",
+        "plan pass",
+        "reducer, events phase",
+        "backend peak RSS",
+        "feed fan-out",
+    ] {
         assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
     }
-    // Every figure is a positive number: the requests were verified and answered.
+    // Requests were verified and answered, events were applied, and both feed clients stayed
+    // connected and received entries.
     assert!(!text.contains(" 0 requests/s") && !text.contains(" 0 events/s"), "{text}");
+    let line = |prefix: &str| text.lines().find(|l| l.starts_with(prefix)).unwrap_or_default().to_owned();
+    let events = line("| events applied / refused or retried |");
+    assert!(!events.contains("| 0 /"), "no event was applied: {events}");
+    assert!(events.ends_with("/ 0 |"), "events were refused or retried: {events}");
+    let feed = line("| feed fan-out |");
+    assert!(feed.contains("2/2 connected") && !feed.contains(", 0–"), "{feed}");
 }

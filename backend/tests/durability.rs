@@ -258,7 +258,8 @@ async fn replaying_the_event_log_into_empty_tables_gives_the_same_rollouts_and_r
 
     let before = table_rows(&app.state.pool).await;
     assert!(before.0.len() == 2 && before.1.len() == 8);
-    let replayed = backend::db::replay::rebuild(&app.state.pool).await.unwrap();
+    let writer = backend::db::writer::Writer::open(&app.db).unwrap();
+    let replayed = backend::db::replay::rebuild(&app.state.pool, &writer).await.unwrap();
     assert_eq!(replayed.rollouts.len(), 2);
     let after = table_rows(&app.state.pool).await;
     assert_eq!(after.0, before.0, "rollouts re-derived from the log");

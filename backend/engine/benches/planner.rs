@@ -1,8 +1,9 @@
-//! Planner pass at fleet scale (SPEC §13: 10,000 hosts, 100 active rollouts, ≤ 10 ms).
+//! Planner pass at fleet scale (SPEC §13: 10,000 hosts, 100 active rollouts, ≤ 10 ms), and
+//! how it grows: 1,000 / 10,000 / 50,000 hosts (10 / 100 / 500 rollouts of 100 hosts).
 //!
 //! `cargo bench -p engine --bench planner`
 //!
-//! The fleet: 100 channels of 100 hosts, each in 4 waves of 25 (wave 2 needs approval),
+//! The fleet at 10,000: 100 channels of 100 hosts, each in 4 waves of 25 (wave 2 needs approval),
 //! a host edge inside every wave, channel edges chaining every tenth channel to the next,
 //! and 4 disruption budgets by tag. The state is mid-rollout: in half the channels wave 0
 //! has converged and wave 1 is in flight; elsewhere wave 0 is activating or soaking.
@@ -13,14 +14,13 @@ use engine::testkit::{FleetBuilder, Scenario};
 use serde_json::json;
 use shared::state::HostState;
 
-const CHANNELS: usize = 100;
 const HOSTS_PER_CHANNEL: usize = 100;
 
-fn fleet() -> FleetBuilder {
+fn fleet(channels: usize) -> FleetBuilder {
     let mut b =
         FleetBuilder::new().policy("p", &[(10, false), (10, false), (10, true), (10, false)], "rollback-and-halt", 30);
     let tags = ["web", "db", "cache", "batch"];
-    for c in 0..CHANNELS {
+    for c in 0..channels {
         let channel = format!("ch{c:03}");
         b = b.channel(&channel, "p");
         let hosts: Vec<String> = (0..HOSTS_PER_CHANNEL).map(|h| format!("{channel}-h{h:03}")).collect();
@@ -39,13 +39,13 @@ fn fleet() -> FleetBuilder {
         }
     }
     for tag in tags {
-        b = b.budget(tag, json!({ "tags": [tag] }), 2_000);
+        b = b.budget(tag, json!({ "tags": [tag] }), channels as u32 * 20);
     }
     b
 }
 
-fn mid_rollout() -> Scenario {
-    let set = fleet().manifest_set("c0ffee");
+fn mid_rollout(channels: usize) -> Scenario {
+    let set = fleet(channels).manifest_set("c0ffee");
     let mut s = Scenario::new(set);
     s.tick();
     // Make every rollout dispatchable (channel edges would otherwise hold 90% of them), then
@@ -70,14 +70,18 @@ fn mid_rollout() -> Scenario {
 }
 
 fn bench(c: &mut Criterion) {
-    let s = mid_rollout();
-    let actions = s.plan();
-    let hosts: usize = s.state.records.values().map(|r| r.len()).sum();
-    assert_eq!((s.state.rollouts.len(), hosts), (CHANNELS, CHANNELS * HOSTS_PER_CHANNEL));
-    eprintln!("plan pass over {hosts} hosts / {} rollouts yields {} actions", s.state.rollouts.len(), actions.len());
-    c.bench_function("plan_next 10k hosts 100 rollouts", |b| {
-        b.iter(|| plan_next(&s.set, &s.state, &s.quarantines, s.now));
-    });
+    let mut group = c.benchmark_group("plan_next");
+    for channels in [10, 100, 500] {
+        let s = mid_rollout(channels);
+        let actions = s.plan();
+        let hosts: usize = s.state.records.values().map(|r| r.len()).sum();
+        assert_eq!((s.state.rollouts.len(), hosts), (channels, channels * HOSTS_PER_CHANNEL));
+        eprintln!("plan pass over {hosts} hosts / {channels} rollouts yields {} actions", actions.len());
+        group.bench_function(format!("{hosts} hosts {channels} rollouts"), |b| {
+            b.iter(|| plan_next(&s.set, &s.state, &s.quarantines, s.now));
+        });
+    }
+    group.finish();
 }
 
 criterion_group!(benches, bench);

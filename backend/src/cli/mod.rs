@@ -24,13 +24,6 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// SQLite record upsert + log append (per event and grouped), and a bare axum route that
-    /// verifies an Ed25519-signed request: the ceilings Fleetwave's figures are judged against.
-    Ceilings(crate::bench::CeilingArgs),
-}
-
-#[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the control plane: agent and operator API, live feed and the dashboard.
     Serve(ServeConfig),
@@ -44,9 +37,9 @@ pub enum Command {
     Demo(crate::demo::DemoArgs),
     /// Run simulated agents against a control plane (demo, tests, load).
     Simulate(simulate::SimulateArgs),
-    /// Measure this machine's ceilings (raw SQLite writes, a bare signed HTTP route).
+    /// Benchmarks: Fleetwave at fleet scale next to this machine's ceilings.
     #[command(subcommand)]
-    Bench(BenchCommand),
+    Bench(crate::bench::BenchCommand),
     /// Manage operators and viewers.
     #[command(subcommand)]
     Operator(operator::OperatorCommand),
@@ -65,7 +58,7 @@ pub fn main() -> ExitCode {
         Command::Operator(command) => run_async(operator::run(command)),
         Command::Demo(args) => run_async(crate::demo::run(args)),
         Command::Simulate(args) => run_async(simulate::run(args)),
-        Command::Bench(BenchCommand::Ceilings(args)) => run_async(crate::bench::ceilings(args)),
+        Command::Bench(command) => crate::bench::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -76,7 +69,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run_async(job: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+pub fn run_async(job: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => anyhow::bail!("cannot start the async runtime: {err}"),

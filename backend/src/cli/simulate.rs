@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
+use crate::sim::fleet::{LoadFleet, LoadShape};
 use crate::sim::{self, Behaviour, SimHost};
 
 #[derive(Debug, clap::Args)]
@@ -33,6 +34,15 @@ pub struct SimulateArgs {
     /// Pace: 1.0 is real agent timing; smaller is faster. Default: 1.0.
     #[arg(long, default_value_t = 1.0)]
     pub time_scale: f64,
+    /// Multiplies the heartbeat interval the control plane asks for. Default: --time-scale.
+    #[arg(long)]
+    pub heartbeat_scale: Option<f64>,
+    /// Milliseconds between probe reports while soaking. Default: the heartbeat interval.
+    #[arg(long)]
+    pub probe_interval_ms: Option<u64>,
+    /// Most requests in flight across all simulated hosts. Default: no limit.
+    #[arg(long)]
+    pub max_in_flight: Option<usize>,
     /// Chance that an activation fails. Default: 0.
     #[arg(long, default_value_t = 0.0)]
     pub activation_failure_rate: f64,
@@ -65,7 +75,14 @@ pub struct SimulateArgs {
 
 pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.provision {
-        return provision(dir, args.hosts.unwrap_or(1000), args.channels.max(1), args.seed, &args.initial_closure);
+        let shape = LoadShape {
+            hosts: args.hosts.unwrap_or(1000),
+            channels: args.channels.max(1),
+            soak_minutes: 0,
+            seed: args.seed,
+            initial_closure: args.initial_closure.clone(),
+        };
+        return provision(dir, &shape);
     }
     let (Some(url), Some(fleet_keys)) = (args.url.clone(), args.fleet_keys.clone()) else {
         anyhow::bail!("--url and --fleet-keys are required to simulate");
@@ -85,6 +102,9 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!hosts.is_empty(), "no *.key files in {}", fleet_keys.display());
     let behaviour = Behaviour {
         time_scale: args.time_scale,
+        heartbeat_scale: args.heartbeat_scale,
+        probe_interval: args.probe_interval_ms.map(Duration::from_millis),
+        max_in_flight: args.max_in_flight,
         activation_failure: args.activation_failure_rate,
         probe_failure: args.probe_failure_rate,
         deferral: args.deferral_rate,
@@ -116,65 +136,15 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes a load-test fleet: `hosts` hosts over `channels` channels (4 waves each, soak 0,
-/// a tag budget), with deterministic host keys derived from `seed`.
-fn provision(dir: &std::path::Path, hosts: usize, channels: usize, seed: u64, initial: &str) -> anyhow::Result<()> {
-    use serde_json::json;
-    use sha2::Digest;
-    std::fs::create_dir_all(dir.join("hosts"))?;
-    let ci = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
-    std::fs::write(dir.join("ci.key"), format!("{}\n", engine::sign::encode_signing_key(&ci)))?;
-    let trust = json!({"schemaVersion": 1, "ciReleaseKey": {"current": engine::sign::public_key_b64(&ci)}, "freshnessWindowMinutes": 1440});
-    std::fs::write(dir.join("trust.json"), serde_json::to_vec_pretty(&trust)?)?;
-    let mut host_docs = serde_json::Map::new();
-    let mut waves: Vec<Vec<Vec<String>>> = vec![vec![Vec::new(); 4]; channels];
-    for i in 0..hosts {
-        let name = format!("sim-{i:05}");
-        let seed_bytes: [u8; 32] = sha2::Sha256::digest(format!("{seed}:{name}").as_bytes()).into();
-        let key = ed25519_dalek::SigningKey::from_bytes(&seed_bytes);
-        std::fs::write(dir.join("hosts").join(format!("{name}.key")), engine::sign::encode_signing_key(&key))?;
-        let channel = i % channels;
-        waves[channel][(i / channels) % 4].push(name.clone());
-        let tag = ["web", "db", "cache", "batch"][i % 4];
-        host_docs.insert(
-            name.clone(),
-            json!({"channel": format!("ch{channel:02}"), "tags": [tag], "pubkey": engine::sign::public_key_b64(&key),
-            "closure": format!("/nix/store/{:032x}-nixos-system-{tag}-load", channel)}),
-        );
-    }
-    let channel_docs: serde_json::Map<String, serde_json::Value> =
-        (0..channels).map(|c| (format!("ch{c:02}"), json!({"rolloutPolicy": "load"}))).collect();
-    let wave_docs: serde_json::Map<String, serde_json::Value> = waves
-        .iter()
-        .enumerate()
-        .map(|(c, w)| {
-            (
-                format!("ch{c:02}"),
-                json!(w.iter().filter(|h| !h.is_empty()).map(|h| json!({"hosts": h})).collect::<Vec<_>>()),
-            )
-        })
-        .collect();
-    let doc = json!({
-        "schemaVersion": 1,
-        "meta": {"ciCommit": "10ad", "signedAt": chrono::Utc::now().to_rfc3339()},
-        "hosts": host_docs, "channels": channel_docs,
-        "rolloutPolicies": {"load": {"waves": [{"soakMinutes": 0}, {"soakMinutes": 0}, {"soakMinutes": 0}, {"soakMinutes": 0}],
-                                     "onHealthFailure": "rollback-and-halt", "stuckAfterMinutes": 30}},
-        "waves": wave_docs,
-        "disruptionBudgets": [{"name": "web", "selector": {"tags": ["web"]}, "maxInFlight": (hosts / 4).max(1)}]
-    });
-    let out = crate::cli::signing::release_documents(&ci, &doc)?;
-    let release = dir.join("release");
-    std::fs::create_dir_all(release.join("rollouts"))?;
-    crate::cli::signing::write_signed(&release.join("fleet.json"), &out.fleet)?;
-    for (id, signed) in &out.manifests {
-        crate::cli::signing::write_signed(&release.join("rollouts").join(format!("{id}.json")), signed)?;
-    }
+/// Writes a load-test fleet (see [`LoadFleet`]) and prints the commands that use it.
+fn provision(dir: &std::path::Path, shape: &LoadShape) -> anyhow::Result<()> {
+    LoadFleet::build(shape)?.write(dir, true)?;
     let d = dir.display();
-    println!("wrote a {hosts}-host fleet over {channels} channels to {d}");
+    println!("wrote a {}-host fleet over {} channels to {d}", shape.hosts, shape.channels);
     println!("  fleetwave serve --trust {d}/trust.json --manifests-dir {d}/release --manifests-poll-ms 1000");
     println!(
-        "  fleetwave simulate --url http://127.0.0.1:8080 --fleet-keys {d}/hosts --initial-closure {initial} --duration-secs 60"
+        "  fleetwave simulate --url http://127.0.0.1:8080 --fleet-keys {d}/hosts --initial-closure {} --duration-secs 60",
+        shape.initial_closure
     );
     Ok(())
 }

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod replay;
 pub mod store;
+pub mod writer;
 
 use std::path::Path;
 use std::time::Duration;

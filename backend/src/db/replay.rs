@@ -11,6 +11,7 @@ use shared::{Closure, Hostname, RolloutId};
 use sqlx::SqlitePool;
 
 use super::store::{self, LogEntry};
+use super::writer::Writer;
 
 #[derive(Debug, Default, PartialEq)]
 pub struct Replayed {
@@ -53,7 +54,7 @@ pub fn replay(entries: &[LogEntry]) -> Result<Replayed, String> {
 }
 
 /// Empties the rollout and record tables and refills them from the event log.
-pub async fn rebuild(pool: &SqlitePool) -> Result<Replayed, String> {
+pub async fn rebuild(pool: &SqlitePool, writer: &Writer) -> Result<Replayed, String> {
     let entries = store::log_after(pool, 0, i64::MAX).await.map_err(|e| e.to_string())?;
     let replayed = replay(&entries)?;
     let mut batch = store::Batch { rollouts: replayed.rollouts.values().cloned().collect(), ..Default::default() };
@@ -62,6 +63,6 @@ pub async fn rebuild(pool: &SqlitePool) -> Result<Replayed, String> {
     sqlx::query("DELETE FROM host_records").execute(&mut *tx).await.map_err(|e| e.to_string())?;
     sqlx::query("DELETE FROM rollouts").execute(&mut *tx).await.map_err(|e| e.to_string())?;
     tx.commit().await.map_err(|e| e.to_string())?;
-    store::commit(pool, batch).await.map_err(|e| e.to_string())?;
+    writer.commit(batch).await.map_err(|e| e.to_string())?;
     Ok(replayed)
 }

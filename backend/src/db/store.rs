@@ -24,10 +24,6 @@ fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, sqlx::Error> 
     serde_json::from_str(s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
-fn to_json<T: Serialize>(v: &T) -> Result<String, sqlx::Error> {
-    serde_json::to_string(v).map_err(|e| sqlx::Error::Encode(Box::new(e)))
-}
-
 /// An active or released quarantine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -179,119 +175,6 @@ impl Batch {
             && self.presence.is_empty()
             && self.log.is_empty()
     }
-}
-
-/// Writes a batch in one transaction; returns the committed log entries (with their seqs).
-pub async fn commit(pool: &SqlitePool, batch: Batch) -> Result<Vec<LogEntry>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    if let Some(ManifestWrite { fleet, fleet_hash: hash, manifests, at }) = &batch.manifests {
-        sqlx::query("INSERT INTO manifest_fleet (id, artifact, fleet_hash, received_at) VALUES (1, ?, ?, ?)
-                     ON CONFLICT (id) DO UPDATE SET artifact = excluded.artifact, fleet_hash = excluded.fleet_hash, received_at = excluded.received_at")
-            .bind(to_json(fleet)?)
-            .bind(hash)
-            .bind(ts(*at))
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM manifest_rollouts").execute(&mut *tx).await?;
-        for (id, artifact) in manifests {
-            sqlx::query("INSERT INTO manifest_rollouts (rollout_id, artifact, received_at) VALUES (?, ?, ?)")
-                .bind(id.as_str())
-                .bind(to_json(artifact)?)
-                .bind(ts(*at))
-                .execute(&mut *tx)
-                .await?;
-        }
-    }
-    for rollout in &batch.rollouts {
-        sqlx::query(
-            "INSERT INTO rollouts (rollout_id, channel, state, current_wave, opened_seq, body) VALUES (?, ?, ?, ?, ?, ?)
-             ON CONFLICT (rollout_id) DO UPDATE SET state = excluded.state, current_wave = excluded.current_wave, body = excluded.body",
-        )
-        .bind(rollout.id.as_str())
-        .bind(rollout.channel.as_str())
-        .bind(rollout.state.as_str())
-        .bind(i64::from(rollout.current_wave))
-        .bind(rollout.opened_seq as i64)
-        .bind(to_json(rollout)?)
-        .execute(&mut *tx)
-        .await?;
-    }
-    for record in &batch.records {
-        sqlx::query(
-            "INSERT INTO host_records (rollout_id, hostname, state, body) VALUES (?, ?, ?, ?)
-             ON CONFLICT (rollout_id, hostname) DO UPDATE SET state = excluded.state, body = excluded.body",
-        )
-        .bind(record.rollout_id.as_str())
-        .bind(record.hostname.as_str())
-        .bind(record.state.as_str())
-        .bind(to_json(record)?)
-        .execute(&mut *tx)
-        .await?;
-    }
-    for change in &batch.quarantines {
-        match change {
-            QuarantineChange::Add(q) => {
-                sqlx::query("INSERT INTO quarantines (channel, closure, reason, by_whom, at) VALUES (?, ?, ?, ?, ?)")
-                    .bind(q.channel.as_str())
-                    .bind(q.closure.as_str())
-                    .bind(&q.reason)
-                    .bind(&q.by)
-                    .bind(ts(q.at))
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            QuarantineChange::Release { channel, closure, by, reason, at } => {
-                sqlx::query(
-                    "UPDATE quarantines SET released_at = ?, released_by = ?, release_reason = ?
-                     WHERE channel = ? AND closure = ? AND released_at IS NULL",
-                )
-                .bind(ts(*at))
-                .bind(by)
-                .bind(reason)
-                .bind(channel.as_str())
-                .bind(closure.as_str())
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-    }
-    for (host, at, closure) in &batch.presence {
-        sqlx::query(
-            "INSERT INTO host_presence (hostname, last_heartbeat_at, current_closure) VALUES (?, ?, ?)
-             ON CONFLICT (hostname) DO UPDATE SET last_heartbeat_at = excluded.last_heartbeat_at, current_closure = excluded.current_closure",
-        )
-        .bind(host.as_str())
-        .bind(ts(*at))
-        .bind(closure.as_ref().map(Closure::as_str))
-        .execute(&mut *tx)
-        .await?;
-    }
-    let mut entries = Vec::with_capacity(batch.log.len());
-    for row in batch.log {
-        let payload = to_json(&row.payload)?;
-        let seq: i64 = sqlx::query_scalar(
-            "INSERT INTO event_log (ts, kind, rollout_id, host, channel, payload) VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
-        )
-        .bind(ts(row.ts))
-        .bind(row.kind)
-        .bind(row.rollout_id.as_ref().map(RolloutId::as_str))
-        .bind(row.host.as_ref().map(Hostname::as_str))
-        .bind(row.channel.as_ref().map(Channel::as_str))
-        .bind(&payload)
-        .fetch_one(&mut *tx)
-        .await?;
-        entries.push(LogEntry {
-            seq,
-            ts: row.ts,
-            kind: row.kind.to_owned(),
-            rollout_id: row.rollout_id.map(String::from),
-            host: row.host.map(String::from),
-            channel: row.channel.map(String::from),
-            payload: row.payload,
-        });
-    }
-    tx.commit().await?;
-    Ok(entries)
 }
 
 fn entry_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<LogEntry, sqlx::Error> {

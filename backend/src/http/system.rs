@@ -17,9 +17,17 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
+const GAUGES_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// `GET /metrics`: Prometheus text.
 #[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus / OpenMetrics text", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    // The record gauges are computed by the reducer on demand; if it cannot answer in time,
+    // the last values are served.
+    let refresh = state.reducer.ask(|reply| crate::reducer::ReducerInput::RefreshGauges { reply });
+    if !matches!(tokio::time::timeout(GAUGES_TIMEOUT, refresh).await, Ok(Ok(()))) {
+        tracing::debug!("serving the last gauges: the reducer did not refresh them in time");
+    }
     (
         [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         state.metrics.render(),

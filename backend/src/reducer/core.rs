@@ -71,6 +71,10 @@ pub struct Core {
     quarantines: Quarantines,
     presence: HashMap<Hostname, Presence>,
     shared_fleet: SharedFleet,
+    /// Which rollouts in memory have a record of each host; rebuilt (when `None`) after the
+    /// set of rollouts in memory changed, so a heartbeat looks at its host's rollouts only
+    /// instead of every open rollout.
+    rollouts_of_host: Option<HashMap<Hostname, Vec<RolloutId>>>,
 }
 
 fn rejected(code: &'static str, message: impl Into<String>) -> ReducerError {
@@ -96,6 +100,7 @@ impl Core {
             quarantines: Quarantines::new(),
             presence: HashMap::new(),
             shared_fleet,
+            rollouts_of_host: None,
         };
         if let Some(fleet_artifact) = loaded.fleet {
             match core.reverify(&fleet_artifact, &loaded.manifests, now) {
@@ -308,12 +313,20 @@ impl Core {
     }
 
     /// Non-terminal records of `host` in rollouts that are not terminal, by rollout id.
-    fn open_records_of(&self, host: &Hostname) -> Vec<(RolloutId, HostState)> {
-        self.state
-            .records
-            .iter()
-            .filter(|(id, _)| self.state.rollouts.get(*id).is_some_and(|r| !r.state.is_terminal()))
-            .filter_map(|(id, records)| records.get(host).map(|r| (id.clone(), r.state)))
+    fn open_records_of(&mut self, host: &Hostname) -> Vec<(RolloutId, HostState)> {
+        let index = self.rollouts_of_host.get_or_insert_with(|| {
+            let mut index: HashMap<Hostname, Vec<RolloutId>> = HashMap::new();
+            for (id, records) in &self.state.records {
+                for host in records.keys() {
+                    index.entry(host.clone()).or_default().push(id.clone());
+                }
+            }
+            index
+        });
+        let Some(ids) = index.get(host) else { return Vec::new() };
+        ids.iter()
+            .filter(|id| self.state.rollouts.get(*id).is_some_and(|r| !r.state.is_terminal()))
+            .filter_map(|id| self.state.record(id, host).map(|r| (id.clone(), r.state)))
             .filter(|(_, state)| !state.is_terminal())
             .collect()
     }
@@ -592,6 +605,7 @@ impl Core {
             for action in &actions {
                 if let PlanAction::OpenRollout { rollout_id } = action {
                     opened = true;
+                    self.rollouts_of_host = None;
                     pending.opened.insert(rollout_id.clone());
                 }
                 let effects = self.state.apply_action(&set, action, now);
@@ -616,20 +630,22 @@ impl Core {
         self.mark_offline(pending, now);
     }
 
+    /// Hosts silent for three heartbeat intervals go offline (the active interval if the host
+    /// has an open record, the idle one otherwise).
     fn mark_offline(&mut self, pending: &mut Pending, now: DateTime<Utc>) {
-        let busy: BTreeSet<Hostname> = self
-            .state
-            .records
-            .iter()
-            .filter(|(id, _)| self.state.rollouts.get(*id).is_some_and(|r| !r.state.is_terminal()))
-            .flat_map(|(_, records)| records.values().filter(|r| !r.state.is_terminal()).map(|r| r.hostname.clone()))
-            .collect();
+        let active = Duration::seconds(3 * ACTIVE_HEARTBEAT_SECONDS as i64);
+        let idle = Duration::seconds(3 * IDLE_HEARTBEAT_SECONDS as i64);
+        // Only hosts silent longer than the shorter limit can be going offline.
+        let silent: Vec<Hostname> =
+            self.presence.iter().filter(|(_, p)| p.online && now - p.at > active).map(|(h, _)| h.clone()).collect();
         let mut gone = Vec::new();
-        for (host, p) in &mut self.presence {
-            let interval = if busy.contains(host) { ACTIVE_HEARTBEAT_SECONDS } else { IDLE_HEARTBEAT_SECONDS };
-            if p.online && now - p.at > Duration::seconds(3 * interval as i64) {
+        for host in silent {
+            let limit = if self.open_records_of(&host).is_empty() { idle } else { active };
+            if let Some(p) = self.presence.get_mut(&host)
+                && now - p.at > limit
+            {
                 p.online = false;
-                gone.push((host.clone(), p.at));
+                gone.push((host, p.at));
             }
         }
         gone.sort();
@@ -680,7 +696,9 @@ impl Core {
         let done: Vec<RolloutId> =
             self.state.rollouts.iter().filter(|(_, r)| r.state.is_terminal()).map(|(id, _)| id.clone()).collect();
         for id in done {
-            self.state.records.remove(&id);
+            if self.state.records.remove(&id).is_some() {
+                self.rollouts_of_host = None;
+            }
         }
     }
 

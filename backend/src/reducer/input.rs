@@ -36,6 +36,11 @@ pub enum ReducerInput {
         reason: Option<String>,
         reply: Reply<OperatorOutcome>,
     },
+    /// Refresh the gauges (records by state, holds by gate, stuck) for a `/metrics` scrape:
+    /// they count every record, so they are computed when asked for, not after every group.
+    RefreshGauges {
+        reply: Reply<()>,
+    },
     Shutdown,
 }
 
@@ -48,6 +53,7 @@ impl ReducerInput {
             ReducerInput::ManifestSetUpdated { .. } => "manifest_set_updated",
             ReducerInput::PlanTick { .. } => "plan_tick",
             ReducerInput::Operator { .. } => "operator",
+            ReducerInput::RefreshGauges { .. } => "refresh_gauges",
             ReducerInput::Shutdown => "shutdown",
         }
     }

@@ -3,7 +3,7 @@
 //! Routes send it a [`ReducerInput`] and wait on a oneshot reply. The task takes whatever
 //! inputs are queued (up to [`MAX_GROUP`]), runs each through the pure engine in memory
 //! ([`core::Core`]), writes everything they changed plus their event-log rows in **one**
-//! SQLite transaction (group commit), and only after that transaction committed sends the
+//! SQLite transaction (group commit, handed to the [`Writer`] thread in one piece), and only after that transaction committed sends the
 //! replies and publishes the entries to the live feed. If the commit fails, every reply in
 //! the group gets a 503 and memory is rebuilt from the database, so nothing is ever answered
 //! `applied` that is not durable.
@@ -27,6 +27,7 @@ pub use self::input::{
     ManifestSummary, ManifestUpdate, OperatorAction, OperatorOutcome, ReducerError, ReducerInput, Reply,
 };
 use crate::db::store::{self, LogEntry};
+use crate::db::writer::Writer;
 use crate::feed::FeedHub;
 use crate::manifests::SharedTrust;
 use crate::metrics::Metrics;
@@ -76,9 +77,15 @@ pub struct ReducerConfig {
     pub clock: crate::clock::Clock,
 }
 
+/// The database as the reducer uses it: reads through the pool, writes through the writer.
+pub struct Storage {
+    pub pool: SqlitePool,
+    pub writer: Writer,
+}
+
 /// Loads state from the database and starts the reducer task.
 pub async fn spawn(
-    pool: SqlitePool,
+    Storage { pool, writer }: Storage,
     trust: SharedTrust,
     shared_fleet: SharedFleet,
     feed: FeedHub,
@@ -91,14 +98,17 @@ pub async fn spawn(
     let (tx, rx) = mpsc::channel(QUEUE);
     let running = Arc::new(AtomicBool::new(true));
     let handle = ReducerHandle { tx, metrics: metrics.clone(), running: running.clone() };
-    let reducer = Reducer { core, pool, feed, metrics, trust, shared_fleet, running };
+    let reducer = Reducer { core, pool, writer, feed, metrics, trust, shared_fleet, running };
     let task = tokio::spawn(reducer.run(rx, config, shutdown));
     Ok((handle, task))
 }
 
 struct Reducer {
     core: Core,
+    /// Reads (loading state after a failed commit).
     pool: SqlitePool,
+    /// The only writer of rollout state.
+    writer: Writer,
     feed: FeedHub,
     metrics: Arc<Metrics>,
     trust: SharedTrust,
@@ -158,11 +168,14 @@ impl Reducer {
         let mut pending = Pending::default();
         let mut responders: Vec<Responder> = Vec::with_capacity(group.len());
         let mut stop = false;
+        let mut gauges = Vec::new();
         let count = group.len();
+        let turn = Instant::now();
         for input in group {
             self.metrics.inputs.get_or_create(&Metrics::label("kind", input.kind())).inc();
             match input {
                 ReducerInput::Shutdown => stop = true,
+                ReducerInput::RefreshGauges { reply } => gauges.push(reply),
                 ReducerInput::PlanTick { reply } => {
                     pending.replan = true;
                     if let Some(reply) = reply {
@@ -198,21 +211,28 @@ impl Reducer {
             }
         }
         if pending.replan {
+            let started = Instant::now();
             self.core.plan(&mut pending, now);
+            self.metrics.plan_seconds.observe(started.elapsed().as_secs_f64());
         }
         let batch = self.core.batch(pending);
-        let started = Instant::now();
-        let result = if batch.is_empty() { Ok(Vec::new()) } else { store::commit(&self.pool, batch).await };
-        self.metrics.tx_seconds.observe(started.elapsed().as_secs_f64());
-        self.metrics.tx_inputs.observe(count as f64);
+        let result = if batch.is_empty() {
+            Ok(Vec::new())
+        } else {
+            let started = Instant::now();
+            let result = self.writer.commit(batch).await;
+            self.metrics.tx_seconds.observe(started.elapsed().as_secs_f64());
+            self.metrics.tx_inputs.observe(count as f64);
+            result
+        };
         match result {
             Ok(entries) => {
                 for responder in responders {
                     responder(Some(&entries));
                 }
-                self.feed.publish(entries);
+                self.feed.publish(&entries);
                 self.core.prune();
-                self.update_gauges();
+                self.metrics.turn_seconds.observe(turn.elapsed().as_secs_f64());
             }
             Err(err) => {
                 tracing::error!(%err, "commit failed; answering 503 and reloading state from the database");
@@ -220,6 +240,12 @@ impl Reducer {
                     responder(None);
                 }
                 self.reload().await;
+            }
+        }
+        if !gauges.is_empty() {
+            self.update_gauges();
+            for reply in gauges {
+                let _ = reply.send(Ok(()));
             }
         }
         stop
@@ -268,6 +294,7 @@ fn refuse(input: ReducerInput, why: &str) {
         ReducerInput::ManifestSetUpdated { reply: Some(reply), .. } => drop(reply.send(Err(err()))),
         ReducerInput::Operator { reply, .. } => drop(reply.send(Err(err()))),
         ReducerInput::PlanTick { reply: Some(reply) } => drop(reply.send(Err(err()))),
+        ReducerInput::RefreshGauges { reply } => drop(reply.send(Err(err()))),
         ReducerInput::ManifestSetUpdated { reply: None, .. }
         | ReducerInput::PlanTick { reply: None }
         | ReducerInput::Shutdown => {}

@@ -1,5 +1,6 @@
 //! A signed agent HTTP client (SPEC §9.1): what a real agent sends, used by the simulator.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -7,6 +8,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::Value;
 use shared::agent::{HOST_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, signing_string};
+use tokio::sync::Semaphore;
 
 #[derive(Clone)]
 pub struct AgentClient {
@@ -14,6 +16,8 @@ pub struct AgentClient {
     base: String,
     host: String,
     key: SigningKey,
+    /// Shared by a fleet's clients: most requests in flight at once.
+    limit: Option<Arc<Semaphore>>,
 }
 
 /// An answer, or why there is none.
@@ -27,7 +31,13 @@ pub enum Answer {
 
 impl AgentClient {
     pub fn new(http: reqwest::Client, base: &str, host: &str, key: SigningKey) -> AgentClient {
-        AgentClient { http, base: base.trim_end_matches('/').to_owned(), host: host.to_owned(), key }
+        AgentClient { http, base: base.trim_end_matches('/').to_owned(), host: host.to_owned(), key, limit: None }
+    }
+
+    /// Shares `limit` (requests in flight) with other clients.
+    pub fn limited(mut self, limit: Option<Arc<Semaphore>>) -> AgentClient {
+        self.limit = limit;
+        self
     }
 
     pub fn host(&self) -> &str {
@@ -36,6 +46,12 @@ impl AgentClient {
 
     /// Sends one signed request; returns the answer and how long it took.
     pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (Answer, Duration) {
+        // Wait for a slot before signing and before the clock starts: the latency is the
+        // server's, not the load generator's queue.
+        let _slot = match &self.limit {
+            Some(limit) => limit.clone().acquire_owned().await.ok(),
+            None => None,
+        };
         let bytes = body.map(|b| serde_json::to_vec(b).unwrap_or_default()).unwrap_or_default();
         let ts = chrono::Utc::now().timestamp();
         let digest = engine::verify::sha256_hex(&bytes);

@@ -11,6 +11,7 @@
 //! still varies). Used for the demo, the end-to-end tests and as the load generator.
 
 pub mod client;
+pub mod fleet;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -30,9 +31,16 @@ use self::client::{AgentClient, Answer};
 /// Failure injection and pacing.
 #[derive(Debug, Clone)]
 pub struct Behaviour {
-    /// Multiplies heartbeat intervals and activation times (not soaks: the control plane
-    /// checks those against event timestamps). 1.0 is realistic; demos and tests use less.
+    /// Multiplies activation, reboot and failure times (not soaks: the control plane checks
+    /// those against event timestamps). 1.0 is realistic; demos and tests use less.
     pub time_scale: f64,
+    /// Multiplies the heartbeat interval the control plane asks for. Default: `time_scale`.
+    pub heartbeat_scale: Option<f64>,
+    /// Time between health-probe reports while soaking. Default: the heartbeat interval.
+    pub probe_interval: Option<Duration>,
+    /// Most requests the whole simulated fleet has in flight at once (a load generator's
+    /// connection budget); latency is counted from when a request may go. Default: no limit.
+    pub max_in_flight: Option<usize>,
     pub activation_failure: f64,
     pub probe_failure: f64,
     pub deferral: f64,
@@ -51,6 +59,9 @@ impl Default for Behaviour {
     fn default() -> Self {
         Behaviour {
             time_scale: 1.0,
+            heartbeat_scale: None,
+            probe_interval: None,
+            max_in_flight: None,
             activation_failure: 0.0,
             probe_failure: 0.0,
             deferral: 0.0,
@@ -85,6 +96,13 @@ impl Stats {
         }
     }
 
+    /// Forgets the latencies so far (the start of a measurement window).
+    pub fn clear_latencies(&self) {
+        if let Ok(mut l) = self.latencies_us.lock() {
+            l.clear();
+        }
+    }
+
     /// (p50, p99) in milliseconds of heartbeat (true) or event (false) requests.
     pub fn percentiles(&self, heartbeat: bool) -> Option<(f64, f64)> {
         let l = self.latencies_us.lock().ok()?;
@@ -99,6 +117,7 @@ impl Stats {
 }
 
 /// One host's agent.
+#[derive(Clone)]
 pub struct SimHost {
     pub hostname: String,
     pub key: SigningKey,
@@ -145,7 +164,9 @@ struct Agent {
     stats: Arc<Stats>,
     current: String,
     job: Option<Job>,
+    /// Heartbeat interval: what the control plane asked for, times `heartbeat_scale`.
     interval: Duration,
+    last_heartbeat: Option<tokio::time::Instant>,
 }
 
 fn seeded(seed: u64, host: &str) -> ChaCha8Rng {
@@ -157,6 +178,10 @@ fn seeded(seed: u64, host: &str) -> ChaCha8Rng {
 
 fn scaled(behaviour: &Behaviour, d: Duration) -> Duration {
     d.mul_f64(behaviour.time_scale.max(0.0))
+}
+
+fn heartbeat_scaled(behaviour: &Behaviour, d: Duration) -> Duration {
+    d.mul_f64(behaviour.heartbeat_scale.unwrap_or(behaviour.time_scale).max(0.0))
 }
 
 impl Agent {
@@ -249,7 +274,7 @@ impl Agent {
             });
         }
         if let Some(n) = answer["nextHeartbeatSeconds"].as_u64() {
-            self.interval = scaled(&self.behaviour, Duration::from_secs(n.max(1)));
+            self.interval = heartbeat_scaled(&self.behaviour, Duration::from_secs(n.max(1)));
         }
     }
 
@@ -386,20 +411,30 @@ impl Agent {
                 self.stats.restarts.fetch_add(1, Ordering::Relaxed);
                 self.job = None;
             }
-            if let Some(answer) = self.heartbeat().await {
-                self.on_answer(&answer);
+            // Heartbeat on the interval the control plane asked for, and whenever the agent has
+            // no job (that is how dispatches arrive); events go out as soon as they happen.
+            let now = tokio::time::Instant::now();
+            let due = self.job.is_none() || self.last_heartbeat.is_none_or(|at| now >= at + self.interval);
+            if due {
+                self.last_heartbeat = Some(now);
+                if let Some(answer) = self.heartbeat().await {
+                    self.on_answer(&answer);
+                }
             }
             self.progress();
             self.flush().await;
             if self.job.as_ref().is_some_and(|j| j.stage == Stage::Done && j.outbox.is_empty()) {
                 self.job = None;
             }
-            // While switching, look again soon; otherwise heartbeat as asked.
-            let busy = self.job.as_ref().is_some_and(|j| {
-                matches!(j.stage, Stage::Acknowledging | Stage::Activating { .. } | Stage::RollingBack)
-            });
-            let wait =
-                if busy { self.interval.min(scaled(&self.behaviour, Duration::from_secs(1))) } else { self.interval };
+            // While switching, look again soon; while soaking, report probes on their interval;
+            // otherwise heartbeat as asked.
+            let wait = match self.job.as_ref().map(|j| &j.stage) {
+                Some(Stage::Acknowledging | Stage::Activating { .. } | Stage::RollingBack) => {
+                    self.interval.min(scaled(&self.behaviour, Duration::from_secs(1)))
+                }
+                Some(Stage::Soaking { .. }) => self.behaviour.probe_interval.unwrap_or(self.interval),
+                _ => self.interval,
+            };
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(wait) => {}
@@ -420,17 +455,19 @@ pub fn spawn(
     let stats = Arc::new(Stats::default());
     let behaviour = Arc::new(behaviour);
     let http = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap_or_default();
+    let limit = behaviour.max_in_flight.map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1))));
     let tasks = hosts
         .into_iter()
         .map(|h| {
             let agent = Agent {
-                client: AgentClient::new(http.clone(), url, &h.hostname, h.key),
+                client: AgentClient::new(http.clone(), url, &h.hostname, h.key).limited(limit.clone()),
                 rng: seeded(seed, &h.hostname),
                 behaviour: behaviour.clone(),
                 stats: stats.clone(),
                 current: h.initial_closure,
                 job: None,
-                interval: scaled(&behaviour, Duration::from_secs(5)),
+                interval: heartbeat_scaled(&behaviour, Duration::from_secs(5)),
+                last_heartbeat: None,
             };
             tokio::spawn(agent.run(shutdown.clone()))
         })

@@ -1,0 +1,152 @@
+//! The control plane under test: `fleetwave serve` as a child process of the benchmark (so its
+//! memory is its own) on a temporary database, fed a load fleet through `--manifests-dir`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::db::{self, auth::Role};
+use crate::http::operator_auth::{new_token, token_hash};
+use crate::sim::fleet::LoadFleet;
+
+pub struct ServerProcess {
+    child: tokio::process::Child,
+    pid: u32,
+    pub url: String,
+    /// A viewer's bearer token (for the live feed).
+    pub viewer_token: String,
+    pub log: PathBuf,
+}
+
+/// A `/metrics` scrape: sample name with labels → value.
+#[derive(Debug, Clone, Default)]
+pub struct Scrape(HashMap<String, f64>);
+
+impl Scrape {
+    fn parse(text: &str) -> Scrape {
+        let samples = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' '))
+            .filter_map(|(name, value)| value.parse().ok().map(|v| (name.to_owned(), v)))
+            .collect();
+        Scrape(samples)
+    }
+
+    pub fn get(&self, name: &str) -> f64 {
+        self.0.get(name).copied().unwrap_or(0.0)
+    }
+
+    /// Sum of every sample of a family (`fleetwave_hosts{state=…}` over all states).
+    pub fn sum_of(&self, family: &str) -> f64 {
+        self.0.iter().filter(|(k, _)| k.strip_prefix(family).is_some_and(|r| r.starts_with('{'))).map(|(_, v)| v).sum()
+    }
+
+    /// A histogram observed between `before` and `self`: (count, mean, bucket bound at or
+    /// above the 99th percentile).
+    pub fn histogram_since(&self, before: &Scrape, name: &str) -> Histogram {
+        let delta = |key: &str| self.get(key) - before.get(key);
+        let count = delta(&format!("{name}_count"));
+        let sum = delta(&format!("{name}_sum"));
+        let mut buckets: Vec<(f64, f64)> = self
+            .0
+            .keys()
+            .filter_map(|k| {
+                let le = k.strip_prefix(&format!("{name}_bucket{{le=\""))?.strip_suffix("\"}")?;
+                let bound = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+                Some((bound, delta(k)))
+            })
+            .collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let p99 = buckets.iter().find(|(_, n)| *n >= 0.99 * count).map_or(f64::NAN, |(bound, _)| *bound);
+        Histogram { count, mean: if count > 0.0 { sum / count } else { 0.0 }, p99_at_most: p99 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Histogram {
+    pub count: f64,
+    pub mean: f64,
+    pub p99_at_most: f64,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl ServerProcess {
+    /// Writes `fleet` into `dir`, adds a viewer to a fresh database there and starts
+    /// `fleetwave serve` on it; returns once every rollout of the fleet is open.
+    pub async fn start(dir: &Path, fleet: &LoadFleet) -> anyhow::Result<ServerProcess> {
+        fleet.write(dir, false)?;
+        let db_path = dir.join("fleetwave.db");
+        let pool = db::open(&db_path).await?;
+        let viewer_token = new_token();
+        db::auth::add_operator(&pool, "bench", Role::Viewer, &token_hash(&viewer_token), chrono::Utc::now()).await?;
+        pool.close().await;
+
+        let port = free_port()?;
+        let log = dir.join("server.log");
+        let exe = std::env::current_exe().context("cannot find the fleetwave binary")?;
+        let child = tokio::process::Command::new(exe)
+            .args(["--log-format", "json", "serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--db")
+            .arg(&db_path)
+            .arg("--dist")
+            .arg(dir.join("no-dashboard"))
+            .arg("--trust")
+            .arg(dir.join("trust.json"))
+            .arg("--manifests-dir")
+            .arg(dir.join("release"))
+            .args(["--manifests-poll-ms", "500"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start fleetwave serve")?;
+        let pid = child.id().context("the server exited at once")?;
+        let server = ServerProcess { child, pid, url: format!("http://127.0.0.1:{port}"), viewer_token, log };
+        let hosts = fleet.hosts.len() as f64;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            if let Ok(scrape) = server.metrics().await
+                && scrape.sum_of("fleetwave_hosts") >= hosts
+            {
+                return Ok(server);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the server did not open the fleet's rollouts in 300 s; see {}",
+                server.log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    pub async fn metrics(&self) -> anyhow::Result<Scrape> {
+        let text = reqwest::get(format!("{}/metrics", self.url)).await?.error_for_status()?.text().await?;
+        Ok(Scrape::parse(&text))
+    }
+
+    /// (peak, current) resident set size in MiB, from /proc.
+    pub fn memory_mib(&self) -> (f64, f64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+                .map_or(0.0, |kb| kb / 1024.0)
+        };
+        (field("VmHWM:"), field("VmRSS:"))
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}

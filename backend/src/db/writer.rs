@@ -1,0 +1,253 @@
+//! The reducer's writer: one synchronous SQLite connection (rusqlite) on a thread of its own.
+//!
+//! Each group commit is handed over once and answered once. Through sqlx, every statement of
+//! a group was a round trip to sqlx's connection thread; at a few thousand events per second
+//! those hand-offs cost more than SQLite's own work (BENCHMARKS.md, issue 7). Reads stay on
+//! the sqlx pool; this connection is the only writer of rollout state.
+
+use std::path::Path;
+use std::sync::mpsc;
+
+use rusqlite::{Connection, params};
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use super::store::{Batch, LogEntry, ManifestWrite, QuarantineChange, ts};
+use shared::{Channel, Closure, Hostname, RolloutId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot encode a row: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("the writer thread stopped")]
+    Stopped,
+}
+
+struct Job {
+    batch: Batch,
+    reply: oneshot::Sender<Result<Vec<LogEntry>, WriteError>>,
+}
+
+/// Hands batches to the writer thread. The thread ends when the last `Writer` is dropped.
+pub struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+/// Opens a connection with the control plane's settings (the schema must exist: `db::open`
+/// has run the migrations).
+pub fn connect(path: &Path) -> Result<Connection, rusqlite::Error> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+impl Writer {
+    pub fn open(path: &Path) -> Result<Writer, WriteError> {
+        let mut conn = connect(path)?;
+        // Checkpoints (copying the WAL into the database file, with fsyncs) happen on a
+        // thread of their own, not inside a commit the reducer waits for.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpoints = connect(path)?;
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let (alive, stopped) = mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("fleetwave-writer".into())
+            .spawn(move || {
+                let _alive = alive;
+                for job in rx {
+                    let _ = job.reply.send(commit(&mut conn, job.batch));
+                }
+            })
+            .map_err(|_| WriteError::Stopped)?;
+        std::thread::Builder::new()
+            .name("fleetwave-checkpoint".into())
+            .spawn(move || checkpoint_until_stopped(&checkpoints, &stopped))
+            .map_err(|_| WriteError::Stopped)?;
+        Ok(Writer { jobs })
+    }
+
+    /// Writes `batch` in one transaction; returns the committed log entries with their seqs.
+    pub async fn commit(&self, batch: Batch) -> Result<Vec<LogEntry>, WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs.send(Job { batch, reply }).map_err(|_| WriteError::Stopped)?;
+        answer.await.unwrap_or(Err(WriteError::Stopped))
+    }
+}
+
+/// How often the WAL is copied into the database file while the writer runs.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Passive checkpoints (they never block the writer or readers) until the writer thread
+/// ends, then a last one that also empties the WAL file.
+fn checkpoint_until_stopped(conn: &Connection, stopped: &mpsc::Receiver<()>) {
+    let checkpoint = |mode: &str| {
+        if let Err(err) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
+            tracing::warn!(%err, "WAL checkpoint failed; the next one retries");
+        }
+    };
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+        checkpoint("PASSIVE");
+    }
+    checkpoint("TRUNCATE");
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<String, WriteError> {
+    Ok(serde_json::to_string(v)?)
+}
+
+fn commit(conn: &mut Connection, batch: Batch) -> Result<Vec<LogEntry>, WriteError> {
+    let tx = conn.transaction()?;
+    if let Some(ManifestWrite { fleet, fleet_hash, manifests, at }) = &batch.manifests {
+        tx.prepare_cached(
+            "INSERT INTO manifest_fleet (id, artifact, fleet_hash, received_at) VALUES (1, ?, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET artifact = excluded.artifact, fleet_hash = excluded.fleet_hash, received_at = excluded.received_at",
+        )?
+        .execute(params![to_json(fleet)?, fleet_hash, ts(*at)])?;
+        tx.execute("DELETE FROM manifest_rollouts", [])?;
+        let mut insert =
+            tx.prepare_cached("INSERT INTO manifest_rollouts (rollout_id, artifact, received_at) VALUES (?, ?, ?)")?;
+        for (id, artifact) in manifests {
+            insert.execute(params![id.as_str(), to_json(artifact)?, ts(*at)])?;
+        }
+    }
+    {
+        let mut upsert = tx.prepare_cached(
+            "INSERT INTO rollouts (rollout_id, channel, state, current_wave, opened_seq, body) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (rollout_id) DO UPDATE SET state = excluded.state, current_wave = excluded.current_wave, body = excluded.body",
+        )?;
+        for r in &batch.rollouts {
+            let values = (r.id.as_str(), r.channel.as_str(), r.state.as_str(), i64::from(r.current_wave));
+            upsert.execute(params![values.0, values.1, values.2, values.3, r.opened_seq as i64, to_json(r)?])?;
+        }
+    }
+    {
+        let mut upsert = tx.prepare_cached(
+            "INSERT INTO host_records (rollout_id, hostname, state, body) VALUES (?, ?, ?, ?)
+             ON CONFLICT (rollout_id, hostname) DO UPDATE SET state = excluded.state, body = excluded.body",
+        )?;
+        for r in &batch.records {
+            upsert.execute(params![r.rollout_id.as_str(), r.hostname.as_str(), r.state.as_str(), to_json(r)?])?;
+        }
+    }
+    for change in &batch.quarantines {
+        match change {
+            QuarantineChange::Add(q) => {
+                tx.prepare_cached(
+                    "INSERT INTO quarantines (channel, closure, reason, by_whom, at) VALUES (?, ?, ?, ?, ?)",
+                )?
+                .execute(params![q.channel.as_str(), q.closure.as_str(), q.reason, q.by, ts(q.at)])?;
+            }
+            QuarantineChange::Release { channel, closure, by, reason, at } => {
+                tx.prepare_cached(
+                    "UPDATE quarantines SET released_at = ?, released_by = ?, release_reason = ?
+                     WHERE channel = ? AND closure = ? AND released_at IS NULL",
+                )?
+                .execute(params![ts(*at), by, reason, channel.as_str(), closure.as_str()])?;
+            }
+        }
+    }
+    {
+        let mut upsert = tx.prepare_cached(
+            "INSERT INTO host_presence (hostname, last_heartbeat_at, current_closure) VALUES (?, ?, ?)
+             ON CONFLICT (hostname) DO UPDATE SET last_heartbeat_at = excluded.last_heartbeat_at, current_closure = excluded.current_closure",
+        )?;
+        for (host, at, closure) in &batch.presence {
+            upsert.execute(params![host.as_str(), ts(*at), closure.as_ref().map(Closure::as_str)])?;
+        }
+    }
+    let mut entries = Vec::with_capacity(batch.log.len());
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO event_log (ts, kind, rollout_id, host, channel, payload) VALUES (?, ?, ?, ?, ?, ?)",
+        )?;
+        for row in batch.log {
+            insert.execute(params![
+                ts(row.ts),
+                row.kind,
+                row.rollout_id.as_ref().map(RolloutId::as_str),
+                row.host.as_ref().map(Hostname::as_str),
+                row.channel.as_ref().map(Channel::as_str),
+                to_json(&row.payload)?
+            ])?;
+            entries.push(LogEntry {
+                seq: tx.last_insert_rowid(),
+                ts: row.ts,
+                kind: row.kind.to_owned(),
+                rollout_id: row.rollout_id.map(String::from),
+                host: row.host.map(String::from),
+                channel: row.channel.map(String::from),
+                payload: row.payload,
+            });
+        }
+    }
+    tx.commit()?;
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::db::store::{LogRow, log_after};
+
+    #[tokio::test]
+    async fn a_batch_answers_the_seqs_its_rows_were_stored_under() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let pool = crate::db::open(&path).await.unwrap();
+        let writer = Writer::open(&path).unwrap();
+        let row = |i: usize| LogRow {
+            ts: Utc::now(),
+            kind: "HostEvent",
+            rollout_id: None,
+            host: None,
+            channel: None,
+            payload: serde_json::json!({ "i": i }),
+        };
+        let first = writer.commit(Batch { log: (0..3).map(row).collect(), ..Default::default() }).await.unwrap();
+        let second = writer.commit(Batch { log: (3..600).map(row).collect(), ..Default::default() }).await.unwrap();
+        let answered: Vec<LogEntry> = first.into_iter().chain(second).collect();
+        assert_eq!(answered.len(), 600);
+        let key = |e: &LogEntry| (e.seq, e.payload.clone());
+        let stored: Vec<_> = log_after(&pool, 0, 10_000).await.unwrap().iter().map(key).collect();
+        assert!(answered.iter().map(key).eq(stored), "the answered seqs differ from the stored ones");
+        for (i, entry) in answered.iter().enumerate() {
+            assert_eq!(entry.payload["i"], i, "row {i} came back under seq {}", entry.seq);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_batch_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let pool = crate::db::open(&path).await.unwrap();
+        let writer = Writer::open(&path).unwrap();
+        let log = vec![LogRow {
+            ts: Utc::now(),
+            kind: "HostEvent",
+            rollout_id: None,
+            host: None,
+            channel: None,
+            payload: serde_json::json!({}),
+        }];
+        // A record of a rollout that does not exist breaks the foreign key after the log row
+        // was queued: the whole transaction must roll back.
+        let record = engine::host::HostRecord::pending(
+            RolloutId::parse("nope@1").unwrap(),
+            Hostname::parse("h").unwrap(),
+            Channel::parse("nope").unwrap(),
+            Closure::parse("/nix/store/00000000000000000000000000000000-x").unwrap(),
+            Utc::now(),
+        );
+        let result = writer.commit(Batch { log, records: vec![record], ..Default::default() }).await;
+        assert!(matches!(result, Err(WriteError::Sqlite(_))), "{result:?}");
+        assert!(log_after(&pool, 0, 10).await.unwrap().is_empty());
+    }
+}

@@ -1,0 +1,106 @@
+//! Load-test fleets: a signed release of `hosts` hosts spread over `channels` channels (one
+//! rollout each, four waves, a tag budget), with host keys derived from a seed so the same
+//! fleet can be written once and simulated many times (`simulate --provision`, `bench run`).
+
+use std::path::Path;
+
+use ed25519_dalek::SigningKey;
+use serde_json::{Value, json};
+use sha2::Digest;
+
+use super::SimHost;
+use crate::cli::signing::{self, ReleaseOutput};
+
+/// A signed load fleet and the keys of its hosts.
+pub struct LoadFleet {
+    pub trust: Value,
+    pub release: ReleaseOutput,
+    pub hosts: Vec<SimHost>,
+    ci: SigningKey,
+}
+
+/// What the fleet looks like.
+#[derive(Debug, Clone)]
+pub struct LoadShape {
+    pub hosts: usize,
+    pub channels: usize,
+    /// Soak of every wave, in minutes (0: a wave completes as soon as its hosts converge).
+    pub soak_minutes: u64,
+    pub seed: u64,
+    /// What every host runs before the release.
+    pub initial_closure: String,
+}
+
+/// Host `i`'s name: sorted by name is sorted by index.
+fn host_name(i: usize) -> String {
+    format!("sim-{i:05}")
+}
+
+impl LoadFleet {
+    pub fn build(shape: &LoadShape) -> anyhow::Result<LoadFleet> {
+        let channels = shape.channels.max(1);
+        let ci = SigningKey::generate(&mut rand_core::OsRng);
+        let trust = json!({"schemaVersion": 1, "ciReleaseKey": {"current": engine::sign::public_key_b64(&ci)}, "freshnessWindowMinutes": 1440});
+        let mut host_docs = serde_json::Map::new();
+        let mut waves: Vec<Vec<Vec<String>>> = vec![vec![Vec::new(); 4]; channels];
+        let mut hosts = Vec::with_capacity(shape.hosts);
+        for i in 0..shape.hosts {
+            let name = host_name(i);
+            let seed_bytes: [u8; 32] = sha2::Sha256::digest(format!("{}:{name}", shape.seed).as_bytes()).into();
+            let key = SigningKey::from_bytes(&seed_bytes);
+            let channel = i % channels;
+            waves[channel][(i / channels) % 4].push(name.clone());
+            let tag = ["web", "db", "cache", "batch"][i % 4];
+            host_docs.insert(
+                name.clone(),
+                json!({"channel": format!("ch{channel:03}"), "tags": [tag], "pubkey": engine::sign::public_key_b64(&key),
+                "closure": format!("/nix/store/{channel:032x}-nixos-system-{tag}-load")}),
+            );
+            hosts.push(SimHost { hostname: name, key, initial_closure: shape.initial_closure.clone() });
+        }
+        let channel_docs: serde_json::Map<String, Value> =
+            (0..channels).map(|c| (format!("ch{c:03}"), json!({"rolloutPolicy": "load"}))).collect();
+        let wave_docs: serde_json::Map<String, Value> = waves
+            .iter()
+            .enumerate()
+            .map(|(c, w)| {
+                let waves: Vec<Value> = w.iter().filter(|h| !h.is_empty()).map(|h| json!({"hosts": h})).collect();
+                (format!("ch{c:03}"), json!(waves))
+            })
+            .collect();
+        let soak = json!({"soakMinutes": shape.soak_minutes});
+        let doc = json!({
+            "schemaVersion": 1,
+            "meta": {"ciCommit": "10ad", "signedAt": chrono::Utc::now().to_rfc3339()},
+            "hosts": host_docs, "channels": channel_docs,
+            "rolloutPolicies": {"load": {"waves": [soak, soak, soak, soak],
+                                         "onHealthFailure": "rollback-and-halt", "stuckAfterMinutes": 30}},
+            "waves": wave_docs,
+            "disruptionBudgets": [{"name": "web", "selector": {"tags": ["web"]}, "maxInFlight": (shape.hosts / 4).max(1)}]
+        });
+        let release = signing::release_documents(&ci, &doc)?;
+        Ok(LoadFleet { trust, release, hosts, ci })
+    }
+
+    /// Writes `trust.json`, `ci.key` and `release/` (for `serve --manifests-dir`) to `dir`,
+    /// and with `keys` one `hosts/NAME.key` per host (for `simulate --fleet-keys`).
+    pub fn write(&self, dir: &Path, keys: bool) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("ci.key"), format!("{}\n", engine::sign::encode_signing_key(&self.ci)))?;
+        std::fs::write(dir.join("trust.json"), serde_json::to_vec_pretty(&self.trust)?)?;
+        let release = dir.join("release");
+        std::fs::create_dir_all(release.join("rollouts"))?;
+        signing::write_signed(&release.join("fleet.json"), &self.release.fleet)?;
+        for (id, signed) in &self.release.manifests {
+            signing::write_signed(&release.join("rollouts").join(format!("{id}.json")), signed)?;
+        }
+        if keys {
+            std::fs::create_dir_all(dir.join("hosts"))?;
+            for host in &self.hosts {
+                let path = dir.join("hosts").join(format!("{}.key", host.hostname));
+                std::fs::write(path, engine::sign::encode_signing_key(&host.key))?;
+            }
+        }
+        Ok(())
+    }
+}
