@@ -197,20 +197,28 @@ mod tests {
     use super::*;
     use crate::db::store::{LogRow, log_after};
 
-    #[tokio::test]
-    async fn a_batch_answers_the_seqs_its_rows_were_stored_under() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let pool = crate::db::open(&path).await.unwrap();
-        let writer = Writer::open(&path).unwrap();
-        let row = |i: usize| LogRow {
+    fn row(i: usize) -> LogRow {
+        LogRow {
             ts: Utc::now(),
             kind: "HostEvent",
             rollout_id: None,
             host: None,
             channel: None,
             payload: serde_json::json!({ "i": i }),
-        };
+        }
+    }
+
+    async fn fresh() -> (tempfile::TempDir, sqlx::SqlitePool, Writer) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let pool = crate::db::open(&path).await.unwrap();
+        let writer = Writer::open(&path).unwrap();
+        (dir, pool, writer)
+    }
+
+    #[tokio::test]
+    async fn a_batch_answers_the_seqs_its_rows_were_stored_under() {
+        let (_dir, pool, writer) = fresh().await;
         let first = writer.commit(Batch { log: (0..3).map(row).collect(), ..Default::default() }).await.unwrap();
         let second = writer.commit(Batch { log: (3..600).map(row).collect(), ..Default::default() }).await.unwrap();
         let answered: Vec<LogEntry> = first.into_iter().chain(second).collect();
@@ -225,18 +233,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_batch_writes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let pool = crate::db::open(&path).await.unwrap();
-        let writer = Writer::open(&path).unwrap();
-        let log = vec![LogRow {
-            ts: Utc::now(),
-            kind: "HostEvent",
-            rollout_id: None,
-            host: None,
-            channel: None,
-            payload: serde_json::json!({}),
-        }];
+        let (_dir, pool, writer) = fresh().await;
+        let log = vec![row(0)];
         // A record of a rollout that does not exist breaks the foreign key after the log row
         // was queued: the whole transaction must roll back.
         let record = engine::host::HostRecord::pending(
