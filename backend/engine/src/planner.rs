@@ -61,7 +61,7 @@ pub fn plan_next(
             records,
             current_wave,
             channel_block: channel_block.as_deref(),
-            quarantines,
+            quarantined: quarantined_on(quarantines, &rollout.channel),
         };
 
         for record in records.values() {
@@ -69,19 +69,31 @@ pub fn plan_next(
                 continue;
             }
             if let Some((gate, reason)) = gates.first_block(record) {
-                actions.push(PlanAction::Hold { host: record.hostname.clone(), rollout_id: id.clone(), gate, reason });
+                // A hold that is already recorded changes nothing: no action (most held hosts
+                // wait for a later wave, pass after pass).
+                if !holds(record, gate, &reason) {
+                    actions.push(PlanAction::Hold {
+                        host: record.hostname.clone(),
+                        rollout_id: id.clone(),
+                        gate,
+                        reason,
+                    });
+                }
                 continue;
             }
             let budgets = fleet.budgets_of(&record.hostname);
             let full = budgets.iter().find(|&&b| in_flight[b] >= fleet.doc.disruption_budgets[b].max_in_flight);
             if let Some(&b) = full {
                 let budget = &fleet.doc.disruption_budgets[b];
-                actions.push(PlanAction::Hold {
-                    host: record.hostname.clone(),
-                    rollout_id: id.clone(),
-                    gate: Gate::Budget,
-                    reason: format!("budget {}: {} of {} in flight", budget.name, in_flight[b], budget.max_in_flight),
-                });
+                let reason = format!("budget {}: {} of {} in flight", budget.name, in_flight[b], budget.max_in_flight);
+                if !holds(record, Gate::Budget, &reason) {
+                    actions.push(PlanAction::Hold {
+                        host: record.hostname.clone(),
+                        rollout_id: id.clone(),
+                        gate: Gate::Budget,
+                        reason,
+                    });
+                }
                 continue;
             }
             for &b in budgets {
@@ -102,6 +114,11 @@ pub fn plan_next(
     actions
 }
 
+/// Whether `record` already waits on `gate` for `reason`.
+fn holds(record: &HostRecord, gate: Gate, reason: &str) -> bool {
+    record.waiting_on.as_ref().is_some_and(|w| w.gate == gate && w.reason == reason)
+}
+
 /// Gates 1–6 for one Pending record, as heartbeat recovery synthesis needs them (budgets do
 /// not apply: the host is already on the target). `None` when nothing holds it.
 pub fn evaluate_synth_gates(
@@ -119,9 +136,14 @@ pub fn evaluate_synth_gates(
         records,
         current_wave: rollout.current_wave,
         channel_block: channel_block.as_deref(),
-        quarantines,
+        quarantined: quarantined_on(quarantines, &rollout.channel),
     };
     gates.first_block(record)
+}
+
+/// The closures quarantined on `channel` (few; looked up once per rollout, not per host).
+fn quarantined_on<'a>(quarantines: &'a Quarantines, channel: &Channel) -> Vec<&'a Closure> {
+    quarantines.iter().filter(|(c, _)| c == channel).map(|(_, closure)| closure).collect()
 }
 
 struct RolloutGates<'a> {
@@ -130,14 +152,14 @@ struct RolloutGates<'a> {
     records: &'a BTreeMap<Hostname, HostRecord>,
     current_wave: u32,
     channel_block: Option<&'a str>,
-    quarantines: &'a Quarantines,
+    quarantined: Vec<&'a Closure>,
 }
 
 impl RolloutGates<'_> {
     /// Gates 1–6 in order; the first that blocks wins.
     fn first_block(&self, record: &HostRecord) -> Option<(Gate, String)> {
         let fleet = &self.manifests.fleet;
-        if self.quarantines.contains(&(record.channel.clone(), record.target_closure.clone())) {
+        if self.quarantined.contains(&&record.target_closure) {
             return Some((
                 Gate::Quarantine,
                 format!("{} is quarantined on channel {}", record.target_closure, record.channel),

@@ -142,18 +142,16 @@ fn log(rollout: &Rollout, kind: &'static str, payload: serde_json::Value) -> Eff
 pub fn wave_complete<'r>(
     fleet: &VerifiedFleet,
     wave: u32,
-    records: impl Iterator<Item = &'r HostRecord>,
+    records: impl Iterator<Item = &'r HostRecord> + Clone,
 ) -> Option<bool> {
-    let mut any = false;
-    for record in records {
-        if fleet.placement(&record.hostname) == Placement::Wave(wave) {
-            any = true;
-            if !record.done_for_ordering() {
-                return Some(false);
-            }
-        }
+    // Only a host that is not done can keep the wave open, so the placement (a fleet lookup)
+    // is only needed for those; done hosts are skipped on their own state.
+    let in_wave = |r: &HostRecord| fleet.placement(&r.hostname) == Placement::Wave(wave);
+    if records.clone().any(|r| !r.done_for_ordering() && in_wave(r)) {
+        return Some(false);
     }
-    any.then_some(true)
+    let mut records = records;
+    records.any(in_wave).then_some(true)
 }
 
 /// Applies one input (SPEC §4 table). `Completed` and `Superseded` are terminal.

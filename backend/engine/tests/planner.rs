@@ -312,11 +312,18 @@ fn unchanged_holds_are_not_logged_again() {
     let mut logged = 0;
     for _ in 0..100 {
         s.advance(15);
-        for action in s.plan() {
+        let actions = s.plan();
+        assert!(hold_of(&actions, "b").is_none(), "a recorded hold is not planned again: {actions:?}");
+        for action in actions {
             logged += s.state.apply_action(&set, &action, s.now).len();
         }
     }
     assert_eq!(logged, 0, "100 passes of a waiting fleet log nothing");
     let waiting = s.record(R, "b").waiting_on.clone().unwrap();
     assert_eq!((waiting.gate, waiting.since), (Gate::Wave, t0()), "since is when the hold began");
+
+    // When the reason changes (here: the stored one is stale), the hold is planned again.
+    s.state.records.get_mut(&Scenario::rid(R)).unwrap().get_mut(&Scenario::host("b")).unwrap().waiting_on =
+        Some(shared::state::WaitingOn { gate: Gate::Wave, reason: "stale".into(), since: t0() });
+    assert_eq!(hold_of(&s.plan(), "b"), Some((Gate::Wave, "wave 1 is not current yet (current wave 0)")));
 }
