@@ -49,7 +49,11 @@ impl Metrics {
         let stuck = Gauge::default();
         registry.register("reducer_inputs", "Reducer inputs handled, by kind", inputs.clone());
         registry.register("reducer_queue_depth", "Inputs waiting for the reducer", queue_depth.clone());
-        registry.register("reducer_transaction_seconds", "Time to commit one group's writes", tx_seconds.clone());
+        registry.register(
+            "reducer_transaction_seconds",
+            "From handing a group's writes to the writer to its commit (waiting behind the group before included)",
+            tx_seconds.clone(),
+        );
         registry.register(
             "reducer_transaction_inputs",
             "Inputs committed per transaction (group commit)",
@@ -62,7 +66,7 @@ impl Metrics {
         );
         registry.register(
             "reducer_turn_seconds",
-            "One reducer turn: a group applied, planned, committed and answered",
+            "One reducer turn: a group applied and planned in memory and handed to the writer",
             turn_seconds.clone(),
         );
         registry.register("hosts", "Records of open rollouts, by state", hosts_by_state.clone());

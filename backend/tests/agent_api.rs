@@ -357,3 +357,30 @@ async fn wait_for_rollouts(app: &common::TestApp, n: usize) -> Vec<serde_json::V
     }
     panic!("the manifests dir was not picked up");
 }
+
+#[tokio::test]
+async fn a_commit_that_fails_answers_503_changes_nothing_and_the_next_one_applies() {
+    let app = spawn_app().await;
+    app.upload(&fleet(), "a1").await;
+    let a = app.agent("a");
+    let ack =
+        json!({"kind": "DispatchAck", "seq": 1, "currentClosure": "/nix/store/old", "receivedAt": app.clock.now()});
+    // Make every event-log append fail, as a full disk would.
+    sqlx::query("CREATE TRIGGER refuse_log BEFORE INSERT ON event_log BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+        .execute(&app.state.pool)
+        .await
+        .unwrap();
+    let rows_before = app.log().await.len();
+    let (s, body) = a.event_raw(R, ack.clone()).await;
+    assert_eq!((s, body["error"]["code"].as_str()), (503, Some("not-ready")), "{body}");
+    assert_eq!(app.log().await.len(), rows_before, "nothing was written");
+    assert_eq!(app.host_state(R, "a").await, "Pending", "the record is unchanged");
+
+    // The disk has room again: the reducer reloaded from the database, so the same event is
+    // applied once (not a duplicate of a change that was never stored).
+    sqlx::query("DROP TRIGGER refuse_log").execute(&app.state.pool).await.unwrap();
+    let resend = json!({"hostname": "a", "rolloutId": R, "event": ack});
+    let (s, body) = a.signed_at("POST", "/api/v1/agent/events", &resend, chrono::Utc::now().timestamp() + 1).await;
+    assert_eq!((s, body), (200, json!({"outcome": "applied", "state": "Activating"})));
+    assert_eq!(app.host_state(R, "a").await, "Activating");
+}

@@ -139,7 +139,7 @@ struct ReducerFigures {
     tx_inputs: Histogram,
     tx_seconds: Histogram,
     plan: Histogram,
-    /// Share of the phase the reducer spent in turns (1.0: it never waited for input).
+    /// Share of the phase the reducer spent applying groups (its commits overlap).
     busy: f64,
 }
 
@@ -156,7 +156,7 @@ impl ReducerFigures {
 
     fn describe(&self) -> String {
         format!(
-            "{} tx, {:.1} inputs each (p99 ≤ {}), commit {} (p99 ≤ {}); {} plan passes; busy {:.0} %",
+            "{} tx, {:.1} inputs each (p99 ≤ {}), commit {} (p99 ≤ {}); {} plan passes; applying {:.0} % of the time",
             self.tx_inputs.count,
             self.tx_inputs.mean,
             self.tx_inputs.p99_at_most,

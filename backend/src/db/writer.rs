@@ -23,11 +23,21 @@ pub enum WriteError {
     Encode(#[from] serde_json::Error),
     #[error("the writer thread stopped")]
     Stopped,
+    #[error("an earlier commit failed; this batch was built on it and is not written")]
+    AfterFailure,
 }
 
-struct Job {
-    batch: Batch,
-    reply: oneshot::Sender<Result<Vec<LogEntry>, WriteError>>,
+/// What a commit answers: the committed log entries with their seqs.
+pub type Committed = Result<Vec<LogEntry>, WriteError>;
+
+enum Job {
+    Commit {
+        batch: Box<Batch>,
+        reply: oneshot::Sender<Committed>,
+    },
+    /// The reducer reloaded its memory from the database after a failed commit: batches
+    /// from now on are built on committed state again.
+    Reset,
 }
 
 /// Hands batches to the writer thread. The thread ends when the last `Writer` is dropped.
@@ -60,8 +70,18 @@ impl Writer {
             .name("fleetwave-writer".into())
             .spawn(move || {
                 let _alive = alive;
+                // After a failed commit every batch queued behind it was built on the changes
+                // that were not written: refuse them until the reducer has reloaded.
+                let mut failed = false;
                 for job in rx {
-                    let _ = job.reply.send(commit(&mut conn, job.batch));
+                    match job {
+                        Job::Reset => failed = false,
+                        Job::Commit { batch, reply } => {
+                            let result = if failed { Err(WriteError::AfterFailure) } else { commit(&mut conn, *batch) };
+                            failed |= result.is_err();
+                            let _ = reply.send(result);
+                        }
+                    }
                 }
             })
             .map_err(|_| WriteError::Stopped)?;
@@ -72,11 +92,23 @@ impl Writer {
         Ok(Writer { jobs })
     }
 
-    /// Writes `batch` in one transaction; returns the committed log entries with their seqs.
-    pub async fn commit(&self, batch: Batch) -> Result<Vec<LogEntry>, WriteError> {
+    /// Queues `batch` to be written in one transaction, after every batch queued before it;
+    /// the receiver gets the committed log entries with their seqs.
+    pub fn submit(&self, batch: Batch) -> oneshot::Receiver<Committed> {
         let (reply, answer) = oneshot::channel();
-        self.jobs.send(Job { batch, reply }).map_err(|_| WriteError::Stopped)?;
-        answer.await.unwrap_or(Err(WriteError::Stopped))
+        // If the thread is gone the reply is dropped and the receiver reports it.
+        let _ = self.jobs.send(Job::Commit { batch: Box::new(batch), reply });
+        answer
+    }
+
+    /// Writes `batch` and waits for the outcome.
+    pub async fn commit(&self, batch: Batch) -> Committed {
+        self.submit(batch).await.unwrap_or(Err(WriteError::Stopped))
+    }
+
+    /// Accept batches again after a failed commit (the caller has reloaded its memory).
+    pub fn reset(&self) {
+        let _ = self.jobs.send(Job::Reset);
     }
 }
 
@@ -101,7 +133,10 @@ fn to_json<T: Serialize>(v: &T) -> Result<String, WriteError> {
     Ok(serde_json::to_string(v)?)
 }
 
-fn commit(conn: &mut Connection, batch: Batch) -> Result<Vec<LogEntry>, WriteError> {
+fn commit(conn: &mut Connection, batch: Batch) -> Committed {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
     let tx = conn.transaction()?;
     if let Some(ManifestWrite { fleet, fleet_hash, manifests, at }) = &batch.manifests {
         tx.prepare_cached(
@@ -232,7 +267,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failing_batch_writes_nothing() {
+    async fn a_failing_batch_writes_nothing_nor_anything_queued_behind_it_until_reset() {
         let (_dir, pool, writer) = fresh().await;
         let log = vec![row(0)];
         // A record of a rollout that does not exist breaks the foreign key after the log row
@@ -244,8 +279,15 @@ mod tests {
             Closure::parse("/nix/store/00000000000000000000000000000000-x").unwrap(),
             Utc::now(),
         );
-        let result = writer.commit(Batch { log, records: vec![record], ..Default::default() }).await;
-        assert!(matches!(result, Err(WriteError::Sqlite(_))), "{result:?}");
+        let failing = writer.submit(Batch { log, records: vec![record], ..Default::default() });
+        // Queued behind the failing batch (built on its changes): refused, not written.
+        let behind = writer.submit(Batch { log: vec![row(1)], ..Default::default() });
+        assert!(matches!(failing.await.unwrap(), Err(WriteError::Sqlite(_))));
+        assert!(matches!(behind.await.unwrap(), Err(WriteError::AfterFailure)));
         assert!(log_after(&pool, 0, 10).await.unwrap().is_empty());
+        // After a reset (the reducer reloaded), batches are written again.
+        writer.reset();
+        let written = writer.commit(Batch { log: vec![row(2)], ..Default::default() }).await.unwrap();
+        assert_eq!(log_after(&pool, 0, 10).await.unwrap().len(), written.len());
     }
 }

@@ -3,7 +3,8 @@
 //! Routes send it a [`ReducerInput`] and wait on a oneshot reply. The task takes whatever
 //! inputs are queued (up to [`MAX_GROUP`]), runs each through the pure engine in memory
 //! ([`core::Core`]), writes everything they changed plus their event-log rows in **one**
-//! SQLite transaction (group commit, handed to the [`Writer`] thread in one piece), and only after that transaction committed sends the
+//! SQLite transaction (group commit, handed to the [`Writer`] thread in one piece; the next
+//! group is applied while it commits), and only after that transaction committed sends the
 //! replies and publishes the entries to the live feed. If the commit fails, every reply in
 //! the group gets a 503 and memory is rebuilt from the database, so nothing is ever answered
 //! `applied` that is not durable.
@@ -11,6 +12,7 @@
 pub mod core;
 pub mod input;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -27,13 +29,15 @@ pub use self::input::{
     ManifestSummary, ManifestUpdate, OperatorAction, OperatorOutcome, ReducerError, ReducerInput, Reply,
 };
 use crate::db::store::{self, LogEntry};
-use crate::db::writer::Writer;
+use crate::db::writer::{Committed, WriteError, Writer};
 use crate::feed::FeedHub;
 use crate::manifests::SharedTrust;
 use crate::metrics::Metrics;
 
 /// Most inputs taken into one transaction.
 pub const MAX_GROUP: usize = 512;
+/// Groups between "applied in memory" and "answered": one committing, one being applied.
+const PIPELINE_DEPTH: usize = 2;
 /// Inputs that may wait for the reducer; senders wait (back-pressure) beyond this.
 const QUEUE: usize = 8192;
 
@@ -120,24 +124,52 @@ fn trust_now(trust: &SharedTrust) -> Option<engine::verify::TrustRoots> {
     trust.read().ok().and_then(|t| t.as_deref().cloned())
 }
 
+/// A group whose writes are with the writer: answered when its commit comes back.
+struct InFlight {
+    commit: oneshot::Receiver<Committed>,
+    responders: Vec<Responder>,
+    gauges: Vec<Reply<()>>,
+    inputs: usize,
+    writes: bool,
+    sent: Instant,
+}
+
 impl Reducer {
+    /// The loop. Group N+1 is applied in memory while group N's transaction commits (the
+    /// writer takes batches in order), so the reducer's work and SQLite's overlap; every reply
+    /// still waits for its own group's commit, and a group is only written if every group
+    /// before it was (see [`Writer`]).
     async fn run(mut self, mut rx: mpsc::Receiver<ReducerInput>, config: ReducerConfig, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(config.plan_tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // A first pass at start: opens what the persisted set allows, re-flags stuck hosts.
         let mut group = vec![ReducerInput::PlanTick { reply: None }];
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        let mut stopping = false;
         let clock = config.clock.clone();
         loop {
-            if group.is_empty() {
-                let first = tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    _ = tick.tick() => ReducerInput::PlanTick { reply: None },
-                    input = rx.recv() => match input {
-                        Some(input) => { self.metrics.queue_depth.dec(); input }
-                        None => break,
-                    },
-                };
-                group.push(first);
+            if !group.is_empty() {
+                let (sent, stop) = self.apply_group(std::mem::take(&mut group), clock.now());
+                in_flight.push_back(sent);
+                stopping |= stop;
+                continue;
+            }
+            let may_take = !stopping && in_flight.len() < PIPELINE_DEPTH;
+            if !may_take && in_flight.is_empty() {
+                break;
+            }
+            tokio::select! {
+                // Answers first: they free a pipeline slot and unblock agents.
+                biased;
+                committed = oldest(&mut in_flight) => self.settle(&mut in_flight, committed).await,
+                () = shutdown.cancelled(), if may_take => stopping = true,
+                _ = tick.tick(), if may_take => group.push(ReducerInput::PlanTick { reply: None }),
+                input = rx.recv(), if may_take => match input {
+                    Some(input) => { self.metrics.queue_depth.dec(); group.push(input) }
+                    None => stopping = true,
+                },
+            }
+            if !group.is_empty() {
                 while group.len() < MAX_GROUP {
                     match rx.try_recv() {
                         Ok(input) => {
@@ -147,10 +179,6 @@ impl Reducer {
                         Err(_) => break,
                     }
                 }
-            }
-            let stop = self.handle_group(std::mem::take(&mut group), clock.now()).await;
-            if stop {
-                break;
             }
         }
         // Stop accepting; what is still queued gets a 503, nothing half-done.
@@ -163,14 +191,15 @@ impl Reducer {
         tracing::info!("reducer stopped");
     }
 
-    /// Handles one group of inputs in one transaction. Returns true on `Shutdown`.
-    async fn handle_group(&mut self, group: Vec<ReducerInput>, now: chrono::DateTime<Utc>) -> bool {
+    /// Applies one group in memory and hands its writes to the writer. Returns the group in
+    /// flight, and true if it held `Shutdown`.
+    fn apply_group(&mut self, group: Vec<ReducerInput>, now: chrono::DateTime<Utc>) -> (InFlight, bool) {
+        let turn = Instant::now();
         let mut pending = Pending::default();
         let mut responders: Vec<Responder> = Vec::with_capacity(group.len());
         let mut stop = false;
         let mut gauges = Vec::new();
-        let count = group.len();
-        let turn = Instant::now();
+        let inputs = group.len();
         for input in group {
             self.metrics.inputs.get_or_create(&Metrics::label("kind", input.kind())).inc();
             match input {
@@ -216,39 +245,59 @@ impl Reducer {
             self.metrics.plan_seconds.observe(started.elapsed().as_secs_f64());
         }
         let batch = self.core.batch(pending);
-        let result = if batch.is_empty() {
-            Ok(Vec::new())
-        } else {
-            let started = Instant::now();
-            let result = self.writer.commit(batch).await;
-            self.metrics.tx_seconds.observe(started.elapsed().as_secs_f64());
-            self.metrics.tx_inputs.observe(count as f64);
-            result
-        };
-        match result {
+        self.core.prune();
+        let writes = !batch.is_empty();
+        // Even a group that writes nothing goes through the writer: its answers may rest on
+        // the groups before it, so they wait for those commits.
+        let commit = self.writer.submit(batch);
+        self.metrics.turn_seconds.observe(turn.elapsed().as_secs_f64());
+        (InFlight { commit, responders, gauges, inputs, writes, sent: Instant::now() }, stop)
+    }
+
+    /// The oldest group's commit came back: answer it. After a failure every later group in
+    /// flight is refused too (it was built on the lost changes), memory is reloaded from the
+    /// database, and the writer accepts batches again.
+    async fn settle(&mut self, in_flight: &mut VecDeque<InFlight>, committed: Committed) {
+        let Some(group) = in_flight.pop_front() else { return };
+        if group.writes {
+            self.metrics.tx_seconds.observe(group.sent.elapsed().as_secs_f64());
+            self.metrics.tx_inputs.observe(group.inputs as f64);
+        }
+        match committed {
             Ok(entries) => {
-                for responder in responders {
+                for responder in group.responders {
                     responder(Some(&entries));
                 }
                 self.feed.publish(&entries);
-                self.core.prune();
-                self.metrics.turn_seconds.observe(turn.elapsed().as_secs_f64());
+                self.answer_gauges(group.gauges);
             }
             Err(err) => {
                 tracing::error!(%err, "commit failed; answering 503 and reloading state from the database");
-                for responder in responders {
-                    responder(None);
+                let mut refused = vec![group];
+                while let Some(mut later) = in_flight.pop_front() {
+                    let _ = (&mut later.commit).await;
+                    refused.push(later);
+                }
+                for group in refused {
+                    for responder in group.responders {
+                        responder(None);
+                    }
+                    self.answer_gauges(group.gauges);
                 }
                 self.reload().await;
+                self.writer.reset();
             }
         }
-        if !gauges.is_empty() {
-            self.update_gauges();
-            for reply in gauges {
-                let _ = reply.send(Ok(()));
-            }
+    }
+
+    fn answer_gauges(&self, replies: Vec<Reply<()>>) {
+        if replies.is_empty() {
+            return;
         }
-        stop
+        self.update_gauges();
+        for reply in replies {
+            let _ = reply.send(Ok(()));
+        }
     }
 
     async fn reload(&mut self) {
@@ -272,6 +321,15 @@ impl Reducer {
                 .get_or_create(&Metrics::label("gate", gate))
                 .set(by_gate.get(gate).copied().unwrap_or(0));
         }
+    }
+}
+
+/// The commit of the oldest group in flight (pending forever when none is, so `select!` can
+/// guard it).
+async fn oldest(in_flight: &mut VecDeque<InFlight>) -> Committed {
+    match in_flight.front_mut() {
+        Some(group) => (&mut group.commit).await.unwrap_or(Err(WriteError::Stopped)),
+        None => std::future::pending().await,
     }
 }
 
