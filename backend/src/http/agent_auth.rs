@@ -2,7 +2,7 @@
 //! timestamp and an Ed25519 signature, by the host key from the verified fleet, over
 //! `fleetwave-agent-v1\n{METHOD}\n{path and query}\n{timestamp}\n{sha256(body)}`.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
 use axum::body::Bytes;
@@ -22,8 +22,12 @@ use super::{ApiError, AppState};
 /// How far an agent's clock may be off.
 pub const MAX_SKEW_SECONDS: i64 = 60;
 
-/// Signatures seen inside the skew window. A signature outside the window is refused for its
-/// timestamp anyway, so entries older than twice the window are forgotten.
+/// Signatures seen while their request could still be accepted: a request signed at `t` is
+/// refused for its timestamp after `t + MAX_SKEW_SECONDS`, so that is when its signature is
+/// forgotten. A signature is remembered by its first 16 bytes (part of R, which the signer
+/// derives from a hash; a different valid signature sharing them has a 2^-128 chance) — at
+/// thousands of requests per second the cache is a large share of the server's memory, and
+/// this keeps it near 40 bytes per request.
 #[derive(Default)]
 pub struct ReplayCache {
     inner: Mutex<ReplayInner>,
@@ -31,25 +35,31 @@ pub struct ReplayCache {
 
 #[derive(Default)]
 struct ReplayInner {
-    seen: HashSet<[u8; 64]>,
-    order: VecDeque<(i64, [u8; 64])>,
+    seen: HashSet<u128>,
+    /// Keys by the second after which their request can no longer be accepted.
+    expiry: BTreeMap<i64, Vec<u128>>,
 }
 
 impl ReplayCache {
-    /// True the first time a signature is offered, false for a replay.
-    fn first_use(&self, signature: [u8; 64], now: i64) -> bool {
+    /// True the first time a signature is offered, false for a replay. `signed_at` is the
+    /// request's (already checked) timestamp.
+    fn first_use(&self, signature: &[u8; 64], signed_at: i64, now: i64) -> bool {
         let Ok(mut inner) = self.inner.lock() else { return false };
-        while let Some((at, sig)) = inner.order.front().copied() {
-            if at >= now - 2 * MAX_SKEW_SECONDS {
+        while let Some(entry) = inner.expiry.first_entry() {
+            if *entry.key() >= now {
                 break;
             }
-            inner.order.pop_front();
-            inner.seen.remove(&sig);
+            for key in entry.remove() {
+                inner.seen.remove(&key);
+            }
         }
-        if !inner.seen.insert(signature) {
+        let mut prefix = [0u8; 16];
+        prefix.copy_from_slice(&signature[..16]);
+        let key = u128::from_le_bytes(prefix);
+        if !inner.seen.insert(key) {
             return false;
         }
-        inner.order.push_back((now, signature));
+        inner.expiry.entry(signed_at + MAX_SKEW_SECONDS).or_default().push(key);
         true
     }
 }
@@ -143,9 +153,29 @@ impl FromRequest<AppState> for SignedAgent {
         if key.verify_strict(message.as_bytes(), &Signature::from_bytes(&signature)).is_err() {
             return Err(unauthorized("bad-signature", format!("The signature does not verify with {host}'s key.")));
         }
-        if !state.replay.first_use(signature, now) {
+        if !state.replay.first_use(&signature, timestamp, now) {
             return Err(unauthorized("replayed-signature", "This signature was already used."));
         }
         Ok(SignedAgent { host, body })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signature_is_refused_again_until_its_request_could_no_longer_be_accepted() {
+        let cache = ReplayCache::default();
+        let (a, b) = ([1u8; 64], [2u8; 64]);
+        assert!(cache.first_use(&a, 1_000, 1_000));
+        assert!(!cache.first_use(&a, 1_000, 1_000), "the same signature twice");
+        assert!(cache.first_use(&b, 1_000, 1_000), "another signature");
+        // Signed at 1,000: acceptable (by timestamp) until 1,060, so remembered until then.
+        assert!(!cache.first_use(&a, 1_000, 1_000 + MAX_SKEW_SECONDS));
+        // Later the timestamp check refuses it anyway; the cache has let it go.
+        assert!(cache.first_use(&a, 1_000, 1_001 + MAX_SKEW_SECONDS));
+        let inner = cache.inner.lock().unwrap();
+        assert_eq!((inner.seen.len(), inner.expiry.len()), (1, 1), "expired entries are gone");
     }
 }
