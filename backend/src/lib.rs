@@ -8,11 +8,13 @@
 //! - [`feed`]: committed event-log entries → SSE, with `Last-Event-ID` resume.
 //! - [`views`]: engine state → API bodies (also the payloads of log entries).
 //! - [`demo`]: `fleetwave demo` — server, signed demo fleet, simulator and release cadence.
-//! - [`bench`]: `fleetwave bench ceilings` — what SQLite and a bare signed HTTP route can do here.
+//! - [`bench`]: `fleetwave bench run` — Fleetwave at fleet scale next to this machine's ceilings
+//!   (raw SQLite, a bare signed HTTP route); `bench ceilings` measures the ceilings alone.
 //! - [`sim`]: the fleet simulator (signed agents with failure injection; also the load generator).
 //! - [`metrics`]: Prometheus exposition.
 //! - [`manifests`]: trust.json, the upload verification and the `--manifests-dir` poller.
-//! - [`db`]: the SQLite pool (WAL, `synchronous=NORMAL`, foreign keys) and the migrations runner.
+//! - [`db`]: the SQLite pool for reads (WAL, `synchronous=NORMAL`, foreign keys), the migrations
+//!   runner, and the reducer's `Writer` (one rusqlite connection on its own thread).
 //! - [`telemetry`]: tracing setup (pretty for terminals, JSON for log shippers).
 //! - [`shutdown`]: turns Ctrl-C / SIGTERM into the one `CancellationToken` every task watches.
 
