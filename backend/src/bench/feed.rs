@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::load::percentile_ms;
+use crate::sim::percentile_ms;
 
 pub struct FeedWatchers {
     received: Vec<Arc<AtomicU64>>,

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::sim::SimHost;
 use crate::sim::client::{AgentClient, Answer};
+use crate::sim::{SimHost, percentile_ms};
 
 /// Requests answered 2xx per second and their latency.
 #[derive(Debug, Clone, Default)]
@@ -25,14 +25,6 @@ impl Rate {
         latencies_us.sort_unstable();
         let (p50_ms, p99_ms) = (percentile_ms(&latencies_us, 0.5), percentile_ms(&latencies_us, 0.99));
         Rate { ok, failed, per_second: ok as f64 / elapsed.as_secs_f64().max(1e-9), p50_ms, p99_ms }
-    }
-}
-
-/// The `q` quantile of sorted microsecond samples, in milliseconds (0 when empty).
-pub fn percentile_ms(sorted_us: &[u64], q: f64) -> f64 {
-    match sorted_us.len() {
-        0 => 0.0,
-        n => sorted_us[((n - 1) as f64 * q).round() as usize] as f64 / 1000.0,
     }
 }
 

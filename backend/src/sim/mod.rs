@@ -111,8 +111,15 @@ impl Stats {
             return None;
         }
         v.sort_unstable();
-        let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize] as f64 / 1000.0;
-        Some((at(0.5), at(0.99)))
+        Some((percentile_ms(&v, 0.5), percentile_ms(&v, 0.99)))
+    }
+}
+
+/// The `q` quantile of sorted microsecond samples, in milliseconds (0 when empty).
+pub fn percentile_ms(sorted_us: &[u64], q: f64) -> f64 {
+    match sorted_us.len() {
+        0 => 0.0,
+        n => sorted_us[((n - 1) as f64 * q).round() as usize] as f64 / 1000.0,
     }
 }
 
