@@ -149,7 +149,7 @@ impl Reducer {
         let clock = config.clock.clone();
         loop {
             if !group.is_empty() {
-                let (sent, stop) = self.apply_group(std::mem::take(&mut group), clock.now());
+                let (sent, stop) = self.apply_group(std::mem::take(&mut group), clock.now(), in_flight.is_empty());
                 in_flight.push_back(sent);
                 stopping |= stop;
                 continue;
@@ -192,8 +192,14 @@ impl Reducer {
     }
 
     /// Applies one group in memory and hands its writes to the writer. Returns the group in
-    /// flight, and true if it held `Shutdown`.
-    fn apply_group(&mut self, group: Vec<ReducerInput>, now: chrono::DateTime<Utc>) -> (InFlight, bool) {
+    /// flight, and true if it held `Shutdown`. `nothing_ahead`: no earlier group awaits its
+    /// commit.
+    fn apply_group(
+        &mut self,
+        group: Vec<ReducerInput>,
+        now: chrono::DateTime<Utc>,
+        nothing_ahead: bool,
+    ) -> (InFlight, bool) {
         let turn = Instant::now();
         let mut pending = Pending::default();
         let mut responders: Vec<Responder> = Vec::with_capacity(group.len());
@@ -247,9 +253,15 @@ impl Reducer {
         let batch = self.core.batch(pending);
         self.core.prune();
         let writes = !batch.is_empty();
-        // Even a group that writes nothing goes through the writer: its answers may rest on
-        // the groups before it, so they wait for those commits.
-        let commit = self.writer.submit(batch);
+        // A group that writes nothing still waits for the commits before it (its answers may
+        // rest on them), so it goes through the writer's queue — unless nothing is ahead of it.
+        let commit = if writes || !nothing_ahead {
+            self.writer.submit(batch)
+        } else {
+            let (done, commit) = oneshot::channel();
+            let _ = done.send(Ok(Vec::new()));
+            commit
+        };
         self.metrics.turn_seconds.observe(turn.elapsed().as_secs_f64());
         (InFlight { commit, responders, gauges, inputs, writes, sent: Instant::now() }, stop)
     }
