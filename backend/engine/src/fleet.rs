@@ -26,23 +26,39 @@ pub struct WaveSpec {
     pub requires_approval: bool,
 }
 
+/// What the fleet says about one host, found with one lookup (a plan pass needs placement,
+/// gating hosts and budgets of most hosts; every agent request needs the key).
+#[derive(Debug, Clone)]
+pub struct HostFacts {
+    pub placement: Placement,
+    /// Hosts that must be Converged or Deferred before this one is dispatched.
+    pub gating: Vec<Hostname>,
+    /// Indexes into `doc.disruption_budgets` of the budgets whose selector matches.
+    pub budgets: Vec<usize>,
+    pub pubkey: VerifyingKey,
+}
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
 #[derive(Debug, Clone)]
 pub struct VerifiedFleet {
     pub doc: FleetDocument,
     /// Lower hex SHA-256 of the document's JCS bytes.
     pub hash: String,
     pub signed_at: DateTime<Utc>,
-    placement: HashMap<Hostname, Placement>,
+    hosts: FastMap<Hostname, HostFacts>,
     waves: BTreeMap<Channel, Vec<WaveSpec>>,
-    gating_hosts: HashMap<Hostname, Vec<Hostname>>,
     predecessors: BTreeMap<Channel, Vec<Channel>>,
-    budgets_of_host: HashMap<Hostname, Vec<usize>>,
-    pubkeys: HashMap<Hostname, VerifyingKey>,
 }
 
 impl VerifiedFleet {
+    /// Everything indexed about `host`; `None` for a host the fleet does not name.
+    pub fn host(&self, host: &Hostname) -> Option<&HostFacts> {
+        self.hosts.get(host)
+    }
+
     pub fn placement(&self, host: &Hostname) -> Placement {
-        self.placement.get(host).copied().unwrap_or(Placement::Unstaged)
+        self.host(host).map_or(Placement::Unstaged, |h| h.placement)
     }
 
     /// The waves of `channel` (one implicit wave for a channel without waves).
@@ -66,7 +82,7 @@ impl VerifiedFleet {
 
     /// Hosts that must be Converged or Deferred before `host` is dispatched.
     pub fn gating_hosts(&self, host: &Hostname) -> &[Hostname] {
-        self.gating_hosts.get(host).map_or(&[], Vec::as_slice)
+        self.host(host).map_or(&[], |h| h.gating.as_slice())
     }
 
     /// Channels whose rollout must complete before `channel` dispatches.
@@ -76,11 +92,11 @@ impl VerifiedFleet {
 
     /// Indexes into `doc.disruption_budgets` of the budgets whose selector matches `host`.
     pub fn budgets_of(&self, host: &Hostname) -> &[usize] {
-        self.budgets_of_host.get(host).map_or(&[], Vec::as_slice)
+        self.host(host).map_or(&[], |h| h.budgets.as_slice())
     }
 
     pub fn pubkey(&self, host: &Hostname) -> Option<&VerifyingKey> {
-        self.pubkeys.get(host)
+        self.host(host).map(|h| &h.pubkey)
     }
 
     pub fn channel_of(&self, host: &Hostname) -> Option<&Channel> {
@@ -212,7 +228,17 @@ pub fn index(doc: FleetDocument, hash: String, signed_at: DateTime<Utc>) -> Resu
         }
     }
 
-    Ok(VerifiedFleet { doc, hash, signed_at, placement, waves, gating_hosts, predecessors, budgets_of_host, pubkeys })
+    let mut hosts = FastMap::with_capacity_and_hasher(pubkeys.len(), foldhash::fast::FixedState::default());
+    for (name, pubkey) in pubkeys {
+        let facts = HostFacts {
+            placement: placement.get(&name).copied().unwrap_or(Placement::Unstaged),
+            gating: gating_hosts.remove(&name).unwrap_or_default(),
+            budgets: budgets_of_host.remove(&name).unwrap_or_default(),
+            pubkey,
+        };
+        hosts.insert(name, facts);
+    }
+    Ok(VerifiedFleet { doc, hash, signed_at, hosts, waves, predecessors })
 }
 
 /// A cycle in a "node → nodes it waits for" graph, if any, as the list of nodes on it

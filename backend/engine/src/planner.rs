@@ -4,14 +4,15 @@
 //! equal order.
 
 use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
 
 use chrono::{DateTime, Duration, Utc};
 use shared::state::{Gate, HostState, RolloutState};
 use shared::{Channel, Closure, Hostname, RolloutId};
 
-use crate::fleet::Placement;
+use crate::fleet::{Placement, WaveSpec};
 use crate::host::HostRecord;
-use crate::rollout::{Rollout, wave_complete};
+use crate::rollout::{Halt, Rollout, wave_complete};
 use crate::state::{FleetState, ManifestSet, Quarantines};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,9 +57,9 @@ pub fn plan_next(
         }
         let channel_block = channel_edge_block(manifests, state, &rollout.channel);
         let gates = RolloutGates {
-            manifests,
             rollout,
             records,
+            waves,
             current_wave,
             channel_block: channel_block.as_deref(),
             quarantined: quarantined_on(quarantines, &rollout.channel),
@@ -68,30 +69,23 @@ pub fn plan_next(
             if record.state != HostState::Pending || record.dispatch.is_some() {
                 continue;
             }
-            if let Some((gate, reason)) = gates.first_block(record) {
+            let facts = fleet.host(&record.hostname);
+            let placement = facts.map_or(Placement::Unstaged, |f| f.placement);
+            let budgets = facts.map_or(&[][..], |f| f.budgets.as_slice());
+            let block = gates.first_block(record, placement, facts.map_or(&[], |f| f.gating.as_slice())).or_else(|| {
+                let b = *budgets.iter().find(|&&b| in_flight[b] >= fleet.doc.disruption_budgets[b].max_in_flight)?;
+                let budget = &fleet.doc.disruption_budgets[b];
+                Some(Block::Budget { name: &budget.name, in_flight: in_flight[b], max: budget.max_in_flight })
+            });
+            if let Some(block) = block {
                 // A hold that is already recorded changes nothing: no action (most held hosts
                 // wait for a later wave, pass after pass).
-                if !holds(record, gate, &reason) {
+                if !holds(record, &block) {
                     actions.push(PlanAction::Hold {
                         host: record.hostname.clone(),
                         rollout_id: id.clone(),
-                        gate,
-                        reason,
-                    });
-                }
-                continue;
-            }
-            let budgets = fleet.budgets_of(&record.hostname);
-            let full = budgets.iter().find(|&&b| in_flight[b] >= fleet.doc.disruption_budgets[b].max_in_flight);
-            if let Some(&b) = full {
-                let budget = &fleet.doc.disruption_budgets[b];
-                let reason = format!("budget {}: {} of {} in flight", budget.name, in_flight[b], budget.max_in_flight);
-                if !holds(record, Gate::Budget, &reason) {
-                    actions.push(PlanAction::Hold {
-                        host: record.hostname.clone(),
-                        rollout_id: id.clone(),
-                        gate: Gate::Budget,
-                        reason,
+                        gate: block.gate(),
+                        reason: block.to_string(),
                     });
                 }
                 continue;
@@ -99,7 +93,7 @@ pub fn plan_next(
             for &b in budgets {
                 in_flight[b] += 1;
             }
-            let soak_seconds = match fleet.placement(&record.hostname) {
+            let soak_seconds = match placement {
                 Placement::Wave(w) => waves.get(w as usize).map_or(0, |s| s.soak_seconds),
                 Placement::Unstaged => 0,
             };
@@ -114,9 +108,69 @@ pub fn plan_next(
     actions
 }
 
-/// Whether `record` already waits on `gate` for `reason`.
-fn holds(record: &HostRecord, gate: Gate, reason: &str) -> bool {
-    record.waiting_on.as_ref().is_some_and(|w| w.gate == gate && w.reason == reason)
+/// Whether `record` already waits on this block (same gate, same reason), checked without
+/// rendering the reason into a new string.
+fn holds(record: &HostRecord, block: &Block<'_>) -> bool {
+    record.waiting_on.as_ref().is_some_and(|w| w.gate == block.gate() && renders_as(block, &w.reason))
+}
+
+/// Whether `value` displays exactly as `expected`, compared piece by piece as it is formatted.
+fn renders_as(value: &impl fmt::Display, expected: &str) -> bool {
+    struct Compare<'a>(&'a str);
+    impl fmt::Write for Compare<'_> {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            let rest = self.0.strip_prefix(s).ok_or(fmt::Error)?;
+            self.0 = rest;
+            Ok(())
+        }
+    }
+    let mut compare = Compare(expected);
+    write!(compare, "{value}").is_ok() && compare.0.is_empty()
+}
+
+/// Why a Pending host may not be dispatched yet: its gate, and the reason shown to operators
+/// (rendered only when it differs from the hold already recorded).
+enum Block<'a> {
+    Quarantined { closure: &'a Closure, channel: &'a Channel },
+    Paused,
+    Halted(Option<&'a Halt>),
+    ChannelEdge(&'a str),
+    Unstaged,
+    LaterWave { wave: u32, current: u32 },
+    Approval { wave: u32 },
+    HostEdge { gating: &'a Hostname, state: HostState },
+    Budget { name: &'a str, in_flight: u32, max: u32 },
+}
+
+impl Block<'_> {
+    fn gate(&self) -> Gate {
+        match self {
+            Block::Quarantined { .. } => Gate::Quarantine,
+            Block::Paused | Block::Halted(_) => Gate::RolloutState,
+            Block::ChannelEdge(_) => Gate::ChannelEdge,
+            Block::Unstaged | Block::LaterWave { .. } => Gate::Wave,
+            Block::Approval { .. } => Gate::Approval,
+            Block::HostEdge { .. } => Gate::HostEdge,
+            Block::Budget { .. } => Gate::Budget,
+        }
+    }
+}
+
+impl fmt::Display for Block<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Block::Quarantined { closure, channel } => write!(f, "{closure} is quarantined on channel {channel}"),
+            Block::Paused => f.write_str("the rollout is paused"),
+            Block::Halted(None) => f.write_str("the rollout is halted"),
+            Block::Halted(Some(h)) => write!(f, "the rollout is halted: {} failed ({})", h.host, h.reason),
+            Block::ChannelEdge(reason) => f.write_str(reason),
+            Block::Unstaged => f.write_str("unstaged"),
+            Block::LaterWave { wave, current } => write!(f, "wave {wave} is not current yet (current wave {current})"),
+            Block::Approval { wave } => write!(f, "wave {wave} requires approval"),
+            Block::HostEdge { gating, state } => write!(f, "waiting for {gating} ({state})"),
+            Block::Budget { name, in_flight, max } => write!(f, "budget {name}: {in_flight} of {max} in flight"),
+        }
+    }
 }
 
 /// Gates 1–6 for one Pending record, as heartbeat recovery synthesis needs them (budgets do
@@ -130,15 +184,17 @@ pub fn evaluate_synth_gates(
     let rollout = state.rollouts.get(&record.rollout_id)?;
     let records = state.records.get(&record.rollout_id)?;
     let channel_block = channel_edge_block(manifests, state, &rollout.channel);
+    let fleet = &manifests.fleet;
     let gates = RolloutGates {
-        manifests,
         rollout,
         records,
+        waves: fleet.waves(&rollout.channel),
         current_wave: rollout.current_wave,
         channel_block: channel_block.as_deref(),
         quarantined: quarantined_on(quarantines, &rollout.channel),
     };
-    gates.first_block(record)
+    let block = gates.first_block(record, fleet.placement(&record.hostname), fleet.gating_hosts(&record.hostname))?;
+    Some((block.gate(), block.to_string()))
 }
 
 /// The closures quarantined on `channel` (few; looked up once per rollout, not per host).
@@ -147,54 +203,51 @@ fn quarantined_on<'a>(quarantines: &'a Quarantines, channel: &Channel) -> Vec<&'
 }
 
 struct RolloutGates<'a> {
-    manifests: &'a ManifestSet,
     rollout: &'a Rollout,
     records: &'a BTreeMap<Hostname, HostRecord>,
+    /// The waves of the rollout's channel.
+    waves: &'a [WaveSpec],
     current_wave: u32,
     channel_block: Option<&'a str>,
     quarantined: Vec<&'a Closure>,
 }
 
 impl RolloutGates<'_> {
-    /// Gates 1–6 in order; the first that blocks wins.
-    fn first_block(&self, record: &HostRecord) -> Option<(Gate, String)> {
-        let fleet = &self.manifests.fleet;
+    /// Gates 1–6 in order for a record at `placement` gated by `gating`; the first that
+    /// blocks wins.
+    fn first_block<'s>(
+        &'s self,
+        record: &'s HostRecord,
+        placement: Placement,
+        gating: &'s [Hostname],
+    ) -> Option<Block<'s>> {
         if self.quarantined.contains(&&record.target_closure) {
-            return Some((
-                Gate::Quarantine,
-                format!("{} is quarantined on channel {}", record.target_closure, record.channel),
-            ));
+            return Some(Block::Quarantined { closure: &record.target_closure, channel: &record.channel });
         }
         match self.rollout.state {
-            RolloutState::Paused => {
-                return Some((Gate::RolloutState, "the rollout is paused".into()));
-            }
-            RolloutState::Halted => {
-                let why =
-                    self.rollout.halt.as_ref().map_or(String::new(), |h| format!(": {} failed ({})", h.host, h.reason));
-                return Some((Gate::RolloutState, format!("the rollout is halted{why}")));
-            }
+            RolloutState::Paused => return Some(Block::Paused),
+            RolloutState::Halted => return Some(Block::Halted(self.rollout.halt.as_ref())),
             _ => {}
         }
         if let Some(reason) = self.channel_block {
-            return Some((Gate::ChannelEdge, reason.to_owned()));
+            return Some(Block::ChannelEdge(reason));
         }
-        let wave = match fleet.placement(&record.hostname) {
-            Placement::Unstaged => return Some((Gate::Wave, "unstaged".into())),
+        let wave = match placement {
+            Placement::Unstaged => return Some(Block::Unstaged),
             Placement::Wave(w) if w > self.current_wave => {
-                return Some((Gate::Wave, format!("wave {w} is not current yet (current wave {})", self.current_wave)));
+                return Some(Block::LaterWave { wave: w, current: self.current_wave });
             }
             Placement::Wave(w) => w,
         };
-        let spec = fleet.waves(&record.channel).get(wave as usize);
+        let spec = self.waves.get(wave as usize);
         if spec.is_some_and(|s| s.requires_approval) && !self.rollout.approved_waves.contains(&wave) {
-            return Some((Gate::Approval, format!("wave {wave} requires approval")));
+            return Some(Block::Approval { wave });
         }
-        for gating in fleet.gating_hosts(&record.hostname) {
-            if let Some(other) = self.records.get(gating)
+        for host in gating {
+            if let Some(other) = self.records.get(host)
                 && !other.done_for_ordering()
             {
-                return Some((Gate::HostEdge, format!("waiting for {gating} ({})", other.state)));
+                return Some(Block::HostEdge { gating: host, state: other.state });
             }
         }
         None
