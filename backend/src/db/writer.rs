@@ -69,6 +69,10 @@ impl Writer {
         // sustained load.)
         conn.pragma_update(None, "wal_autocheckpoint", WAL_LIMIT_PAGES)?;
         conn.pragma_update(None, "journal_size_limit", WAL_KEEP_BYTES)?;
+        // Host records and the log's indexes are updated at random places; with SQLite's
+        // default 2 MiB cache those pages were read back from the OS (pread was 3 % of the
+        // server's CPU under load).
+        conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
         let checkpoints = connect(path)?;
         let (jobs, rx) = mpsc::channel::<Job>();
         let (alive, stopped) = mpsc::channel::<()>();
@@ -117,6 +121,9 @@ impl Writer {
         let _ = self.jobs.send(Job::Reset);
     }
 }
+
+/// The writer's page cache (KiB).
+const CACHE_KIB: i64 = 16 * 1024;
 
 /// WAL pages (4 KiB) after which the writer checkpoints itself: 32 MiB.
 const WAL_LIMIT_PAGES: i64 = 8192;

@@ -10,7 +10,7 @@ use engine::effect::Effect;
 use engine::fleet::VerifiedFleet;
 use engine::host::HostRecord;
 use engine::planner::{PlanAction, evaluate_synth_gates, plan_next};
-use engine::rollout::{AdvancedBy, RolloutInput};
+use engine::rollout::{AdvancedBy, Rollout, RolloutInput};
 use engine::state::{FleetState, HostEventError, ManifestSet, Quarantines};
 use engine::verify::{Freshness, TrustRoots, verify_fleet, verify_manifest};
 use serde_json::{Value, json};
@@ -75,6 +75,10 @@ pub struct Core {
     /// set of rollouts in memory changed, so a heartbeat looks at its host's rollouts only
     /// instead of every open rollout.
     rollouts_of_host: Option<HashMap<Hostname, Vec<RolloutId>>>,
+    /// Each rollout as last handed to the writer: a host event marks its rollout touched, but
+    /// the row is only rewritten when the rollout itself changed (most events change only the
+    /// record, and every rewritten row is another page in the transaction).
+    written_rollouts: HashMap<RolloutId, Rollout>,
 }
 
 fn rejected(code: &'static str, message: impl Into<String>) -> ReducerError {
@@ -101,6 +105,7 @@ impl Core {
             presence: HashMap::new(),
             shared_fleet,
             rollouts_of_host: None,
+            written_rollouts: HashMap::new(),
         };
         if let Some(fleet_artifact) = loaded.fleet {
             match core.reverify(&fleet_artifact, &loaded.manifests, now) {
@@ -115,6 +120,7 @@ impl Core {
             }
         }
         for rollout in loaded.rollouts {
+            core.written_rollouts.insert(rollout.id.clone(), rollout.clone());
             core.state.rollouts.insert(rollout.id.clone(), rollout);
         }
         for record in loaded.records {
@@ -662,12 +668,18 @@ impl Core {
     }
 
     /// The rows to write for what `pending` touched, taken from memory as it is now.
-    pub fn batch(&self, pending: Pending) -> Batch {
+    pub fn batch(&mut self, pending: Pending) -> Batch {
         let mut batch = Batch::default();
         let mut rollouts = pending.rollouts;
         rollouts.extend(pending.opened.iter().cloned());
         rollouts.extend(pending.records.iter().map(|(r, _)| r.clone()));
-        batch.rollouts = rollouts.iter().filter_map(|id| self.state.rollouts.get(id).cloned()).collect();
+        for id in &rollouts {
+            let Some(rollout) = self.state.rollouts.get(id) else { continue };
+            if self.written_rollouts.get(id) != Some(rollout) {
+                self.written_rollouts.insert(id.clone(), rollout.clone());
+                batch.rollouts.push(rollout.clone());
+            }
+        }
         let mut records: BTreeMap<(RolloutId, Hostname), HostRecord> = BTreeMap::new();
         for id in &pending.opened {
             for (host, record) in self.state.records.get(id).into_iter().flatten() {
