@@ -22,6 +22,7 @@ pub struct Metrics {
     pub tx_seconds: Histogram,
     pub tx_inputs: Histogram,
     pub plan_seconds: Histogram,
+    pub plan_moved_seconds: Histogram,
     pub turn_seconds: Histogram,
     pub hosts_by_state: Family<Labels, Gauge>,
     pub holds_by_gate: Family<Labels, Gauge>,
@@ -44,6 +45,7 @@ impl Metrics {
         let tx_seconds = Histogram::new([0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0]);
         let tx_inputs = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]);
         let plan_seconds = Histogram::new(SHORT_SECONDS);
+        let plan_moved_seconds = Histogram::new(SHORT_SECONDS);
         let turn_seconds = Histogram::new(SHORT_SECONDS);
         let hosts_by_state = Family::<Labels, Gauge>::default();
         let holds_by_gate = Family::<Labels, Gauge>::default();
@@ -64,8 +66,13 @@ impl Metrics {
         );
         registry.register(
             "plan_seconds",
-            "Time of one plan pass (the planner over all open rollouts)",
+            "Time of one full plan pass (every open rollout, stuck hosts, presence)",
             plan_seconds.clone(),
+        );
+        registry.register(
+            "plan_moved_seconds",
+            "Time of one plan pass after hosts moved (the rollouts they moved in and those they can unblock)",
+            plan_moved_seconds.clone(),
         );
         registry.register(
             "reducer_turn_seconds",
@@ -88,6 +95,7 @@ impl Metrics {
             tx_seconds,
             tx_inputs,
             plan_seconds,
+            plan_moved_seconds,
             turn_seconds,
             hosts_by_state,
             holds_by_gate,

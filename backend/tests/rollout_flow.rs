@@ -139,3 +139,36 @@ async fn three_waves_with_soak_approval_edges_and_budget_complete() {
     let seqs: Vec<i64> = log.iter().map(|e| e.seq).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seq strictly increasing");
 }
+
+/// After hosts move, the pass covers only the rollouts they can affect; what they unblock
+/// elsewhere must still happen in the same commit, before any plan tick.
+#[tokio::test]
+async fn a_completed_channel_and_a_freed_budget_unblock_other_rollouts_at_once() {
+    let app = spawn_app().await;
+    app.upload(&fleet(), "a1").await;
+    let c1 = app.agent("c1");
+    c1.activate("canary@a1", &closure("c1"), app.clock.now()).await;
+    assert_eq!(app.cell("stable@a1", "db1").await["waitingOn"]["gate"], "channel-edge");
+    assert_eq!(c1.converge("canary@a1", &closure("c1"), app.clock.now()).await.0, 200);
+    // No tick: canary completed in this commit, and stable's first host is dispatched in it.
+    assert_eq!(app.rollout("canary@a1").await["state"], "Completed");
+    assert_eq!(app.agent("db1").heartbeat(None, None).await["dispatch"]["rolloutId"], "stable@a1");
+
+    // Two channels share a budget of one: blue's host takes it, green's waits; when blue's
+    // host converges, green's is dispatched in the same commit.
+    let shared = FleetBuilder::new()
+        .policy("fast", &[(0, false)], "halt", 30)
+        .channel("blue", "fast")
+        .channel("green", "fast")
+        .host("b1", "blue", &["web"])
+        .host("g1", "green", &["web"])
+        .budget("web", json!({"tags": ["web"]}), 1);
+    let app = spawn_app().await;
+    app.upload(&shared, "a1").await;
+    let (b1, g1) = (app.agent("b1"), app.agent("g1"));
+    assert_eq!(app.cell("green@a1", "g1").await["waitingOn"]["gate"], "budget");
+    b1.activate("blue@a1", &closure("b1"), app.clock.now()).await;
+    assert!(g1.heartbeat(None, None).await["dispatch"].is_null());
+    assert_eq!(b1.converge("blue@a1", &closure("b1"), app.clock.now()).await.0, 200);
+    assert_eq!(g1.heartbeat(None, None).await["dispatch"]["rolloutId"], "green@a1");
+}

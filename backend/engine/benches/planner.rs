@@ -1,7 +1,8 @@
 //! Planner pass at fleet scale (SPEC §13: 10,000 hosts, 100 active rollouts, ≤ 10 ms), and
 //! how it grows: 1,000 / 10,000 / 50,000 hosts (10 / 100 / 500 rollouts of 100 hosts).
 //!
-//! `cargo bench -p engine --bench planner`
+//! `cargo bench -p engine --bench planner` (`plan_next`: a full pass; `plan_moved`: the pass
+//! after hosts moved in one rollout)
 //!
 //! The fleet at 10,000: 100 channels of 100 hosts, each in 4 waves of 25 (wave 2 needs approval),
 //! a host edge inside every wave, channel edges chaining every tenth channel to the next,
@@ -9,7 +10,9 @@
 //! has converged and wave 1 is in flight; elsewhere wave 0 is activating or soaking.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use engine::planner::plan_next;
+use std::collections::BTreeSet;
+
+use engine::planner::{plan_next, plan_rollouts};
 use engine::testkit::{FleetBuilder, Scenario};
 use serde_json::json;
 use shared::state::HostState;
@@ -80,6 +83,24 @@ fn bench(c: &mut Criterion) {
         group.bench_function(format!("{hosts} hosts {channels} rollouts"), |b| {
             b.iter(|| plan_next(&s.set, &s.state, &s.quarantines, s.now));
         });
+    }
+    group.finish();
+
+    // The pass the reducer runs after hosts moved in one rollout: that rollout alone (plus,
+    // in the server, rollouts with budget holds and successor channels; none here). ch000 has
+    // wave-1 hosts to dispatch, so the pass also counts budgets over the whole fleet; in ch001
+    // every Pending host waits for a later wave, so nothing gets that far.
+    let mut group = c.benchmark_group("plan_moved");
+    for channels in [10, 100, 500] {
+        let s = mid_rollout(channels);
+        let hosts: usize = s.state.records.values().map(|r| r.len()).sum();
+        for (label, rollout) in [("dispatching", 0), ("waiting", 1)] {
+            let id = s.state.rollouts.keys().nth(rollout).unwrap().clone();
+            let scope = BTreeSet::from([id]);
+            group.bench_function(format!("{hosts} hosts, 1 rollout {label}"), |b| {
+                b.iter(|| plan_rollouts(&s.set, &s.state, &s.quarantines, s.now, Some(&scope)));
+            });
+        }
     }
     group.finish();
 }

@@ -7,7 +7,8 @@
 //! - [`fleet`]: the verified fleet document and the indexes the planner reads.
 //! - [`host`]: the host state machine (SPEC §3).
 //! - [`rollout`]: the rollout state machine (SPEC §4).
-//! - [`planner`]: `plan_next` and its gates (SPEC §5).
+//! - [`planner`]: `plan_next` (every rollout), `plan_rollouts` (chosen rollouts) and the gates
+//!   (SPEC §5).
 //! - [`state`]: the in-memory fleet state and the pure operations that change it.
 //! - [`sign`], [`release`]: what CI does — sign canonical JSON, project a fleet into manifests.
 

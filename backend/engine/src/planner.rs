@@ -3,7 +3,7 @@
 //! Deterministic: rollouts by id, hosts by hostname, so equal inputs give equal outputs in
 //! equal order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Write as _};
 
 use chrono::{DateTime, Duration, Utc};
@@ -27,19 +27,42 @@ pub enum PlanAction {
 /// them stops counting against budgets.
 pub const ACTIVE_HEARTBEAT_SECONDS: i64 = 5;
 
-/// One plan pass.
+/// One plan pass over every rollout.
 pub fn plan_next(
     manifests: &ManifestSet,
     state: &FleetState,
     quarantines: &Quarantines,
     now: DateTime<Utc>,
 ) -> Vec<PlanAction> {
+    plan_rollouts(manifests, state, quarantines, now, None)
+}
+
+/// A plan pass over the rollouts in `only` (every rollout when `None`); rollouts to open are
+/// always looked for. For the rollouts it looks at, the answer equals [`plan_next`]'s: budgets
+/// are still counted across the whole fleet (when some host gets that far).
+///
+/// The caller decides what a pass may skip: a rollout whose records, rollout, predecessor
+/// channels, quarantines and manifests did not change, and that has no host held by a budget,
+/// would get no action — except where time alone changes an answer (a dispatch going stale,
+/// a stuck host falling silent), which the periodic full pass picks up.
+pub fn plan_rollouts(
+    manifests: &ManifestSet,
+    state: &FleetState,
+    quarantines: &Quarantines,
+    now: DateTime<Utc>,
+    only: Option<&BTreeSet<RolloutId>>,
+) -> Vec<PlanAction> {
     let mut actions = Vec::new();
     open_rollouts(manifests, state, &mut actions);
 
     let fleet = &manifests.fleet;
-    let mut in_flight = budgets_in_flight(manifests, state, now);
-    for (id, rollout) in &state.rollouts {
+    let rollouts: Box<dyn Iterator<Item = (&RolloutId, &Rollout)>> = match only {
+        None => Box::new(state.rollouts.iter()),
+        Some(ids) => Box::new(ids.iter().filter_map(|id| state.rollouts.get_key_value(id))),
+    };
+    // Counted when the first host passes gates 1–6 (most passes never get there).
+    let mut in_flight: Option<Vec<u32>> = None;
+    for (id, rollout) in rollouts {
         if rollout.state.is_terminal() {
             continue;
         }
@@ -73,6 +96,7 @@ pub fn plan_next(
             let placement = facts.map_or(Placement::Unstaged, |f| f.placement);
             let budgets = facts.map_or(&[][..], |f| f.budgets.as_slice());
             let block = gates.first_block(record, placement, facts.map_or(&[], |f| f.gating.as_slice())).or_else(|| {
+                let in_flight = in_flight.get_or_insert_with(|| budgets_in_flight(manifests, state, now));
                 let b = *budgets.iter().find(|&&b| in_flight[b] >= fleet.doc.disruption_budgets[b].max_in_flight)?;
                 let budget = &fleet.doc.disruption_budgets[b];
                 Some(Block::Budget { name: &budget.name, in_flight: in_flight[b], max: budget.max_in_flight })
@@ -90,8 +114,10 @@ pub fn plan_next(
                 }
                 continue;
             }
-            for &b in budgets {
-                in_flight[b] += 1;
+            if let Some(in_flight) = in_flight.as_mut() {
+                for &b in budgets {
+                    in_flight[b] += 1;
+                }
             }
             let soak_seconds = match placement {
                 Placement::Wave(w) => waves.get(w as usize).map_or(0, |s| s.soak_seconds),

@@ -327,3 +327,38 @@ fn unchanged_holds_are_not_logged_again() {
         Some(shared::state::WaitingOn { gate: Gate::Wave, reason: "stale".into(), since: t0() });
     assert_eq!(hold_of(&s.plan(), "b"), Some((Gate::Wave, "wave 1 is not current yet (current wave 0)")));
 }
+
+#[test]
+fn a_pass_over_some_rollouts_answers_for_them_as_a_full_pass_does_and_counts_budgets_fleet_wide() {
+    let set = FleetBuilder::new()
+        .policy("p", &[(0, false)], "halt", 30)
+        .channel("blue", "p")
+        .channel("green", "p")
+        .host("b1", "blue", &["web"])
+        .host("b2", "blue", &[])
+        .host("g1", "green", &["web"])
+        .host("g2", "green", &[])
+        .budget("web", json!({"tags": ["web"]}), 1)
+        .manifest_set("c0ffee");
+    let mut s = Scenario::new(set);
+    let opened = s.plan();
+    for action in &opened {
+        let effects = s.state.apply_action(&s.set, action, s.now);
+        drop(effects);
+    }
+    // Before anything is dispatched, green alone: g1 takes the free budget, g2 goes too.
+    let green = std::collections::BTreeSet::from([Scenario::rid("green@c0ffee")]);
+    let scoped = engine::planner::plan_rollouts(&s.set, &s.state, &s.quarantines, s.now, Some(&green));
+    assert_eq!(Scenario::dispatched(&scoped), ["g1", "g2"]);
+    // The full pass gives the budget to blue (it sorts first); green's share of it is what a
+    // pass over green alone answers once blue's host is in flight.
+    let full = s.plan();
+    assert_eq!(Scenario::dispatched(&full), ["b1", "b2", "g2"]);
+    for action in &full {
+        let effects = s.state.apply_action(&s.set, action, s.now);
+        drop(effects);
+    }
+    let scoped = engine::planner::plan_rollouts(&s.set, &s.state, &s.quarantines, s.now, Some(&green));
+    assert!(scoped.is_empty(), "g1's budget hold is recorded, b1 holds the budget: {scoped:?}");
+    assert_eq!(s.record("green@c0ffee", "g1").waiting_on.as_ref().map(|w| w.gate), Some(Gate::Budget));
+}

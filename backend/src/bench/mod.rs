@@ -139,6 +139,7 @@ struct ReducerFigures {
     tx_inputs: Histogram,
     tx_seconds: Histogram,
     plan: Histogram,
+    plan_moved: Histogram,
     /// Share of the phase the reducer spent applying groups (its commits overlap).
     busy: f64,
 }
@@ -150,19 +151,22 @@ impl ReducerFigures {
             tx_inputs: after.histogram_since(before, "fleetwave_reducer_transaction_inputs"),
             tx_seconds: after.histogram_since(before, "fleetwave_reducer_transaction_seconds"),
             plan: after.histogram_since(before, "fleetwave_plan_seconds"),
+            plan_moved: after.histogram_since(before, "fleetwave_plan_moved_seconds"),
             busy: turn.count * turn.mean / seconds.max(1e-9),
         }
     }
 
     fn describe(&self) -> String {
         format!(
-            "{} tx, {:.1} inputs each (p99 ≤ {}), commit {} (p99 ≤ {}); {} plan passes; applying {:.0} % of the time",
+            "{} tx, {:.1} inputs each (p99 ≤ {}), commit {} (p99 ≤ {}); plan passes: {} full, {} after hosts moved (mean {}); applying {:.0} % of the time",
             self.tx_inputs.count,
             self.tx_inputs.mean,
             self.tx_inputs.p99_at_most,
             ms(self.tx_seconds.mean),
             ms(self.tx_seconds.p99_at_most),
             self.plan.count,
+            self.plan_moved.count,
+            ms(self.plan_moved.mean),
             self.busy * 100.0
         )
     }
@@ -181,10 +185,16 @@ struct SizeReport {
     watched: EventsWindow,
     fan_out: FanOut,
     /// Plan passes over the whole run (the warm-up moves every wave-0 host through dispatch,
-    /// acknowledgement, activation and into its soak, so most passes happen there).
+    /// acknowledgement, activation and into its soak, so most passes happen there): full
+    /// passes, and passes over the rollouts hosts moved in.
     plan: Histogram,
+    plan_moved: Histogram,
     lagging_disconnects: f64,
     peak_rss_mib: f64,
+    /// The peak once every rollout was open (verifying and indexing the fleet).
+    startup_peak_mib: f64,
+    /// Resident at the end of the run.
+    end_rss_mib: f64,
 }
 
 /// One measurement window of the events phase.
@@ -258,6 +268,7 @@ async fn measure_size(args: &RunArgs, fleet: &LoadFleet) -> anyhow::Result<SizeR
     let started = Instant::now();
     let server = ServerProcess::start(dir.path(), fleet).await?;
     let startup = started.elapsed();
+    let (startup_peak_mib, _) = server.memory_mib();
     let first = server.metrics().await?;
 
     eprintln!("{hosts} hosts: heartbeats, {} s …", seconds.as_secs());
@@ -298,7 +309,7 @@ async fn measure_size(args: &RunArgs, fleet: &LoadFleet) -> anyhow::Result<SizeR
         let _ = task.await;
     }
     watchers.close().await;
-    let (peak_rss_mib, _) = server.memory_mib();
+    let (peak_rss_mib, end_rss_mib) = server.memory_mib();
     server.stop().await;
     Ok(SizeReport {
         hosts,
@@ -310,9 +321,12 @@ async fn measure_size(args: &RunArgs, fleet: &LoadFleet) -> anyhow::Result<SizeR
         watched,
         fan_out,
         plan: last.histogram_since(&first, "fleetwave_plan_seconds"),
+        plan_moved: last.histogram_since(&first, "fleetwave_plan_moved_seconds"),
         lagging_disconnects: last.get("fleetwave_feed_lagging_disconnects_total")
             - first.get("fleetwave_feed_lagging_disconnects_total"),
         peak_rss_mib,
+        startup_peak_mib,
+        end_rss_mib,
     })
 }
 
@@ -379,10 +393,15 @@ fn report(args: &RunArgs, c: &Ceilings, sizes: &[SizeReport], took: Duration) ->
         format!("{} ({})", thousands(s.events.heartbeats.per_second), latency(&s.events.heartbeats))
     });
     row("reducer, events phase", &|s| s.events.reducer.describe());
-    row("plan pass (whole run): passes, mean, p99 ≤", &|s| {
+    row("plan pass, full (whole run): passes, mean, p99 ≤", &|s| {
         format!("{}, {}, {}", s.plan.count, ms(s.plan.mean), ms(s.plan.p99_at_most))
     });
-    row("backend peak RSS", &|s| format!("**{:.0} MiB**", s.peak_rss_mib));
+    row("plan pass after hosts moved (whole run): passes, mean, p99 ≤", &|s| {
+        format!("{}, {}, {}", s.plan_moved.count, ms(s.plan_moved.mean), ms(s.plan_moved.p99_at_most))
+    });
+    row("backend peak RSS (peak after startup; resident at the end)", &|s| {
+        format!("**{:.0} MiB** ({:.0}; {:.0} MiB)", s.peak_rss_mib, s.startup_peak_mib, s.end_rss_mib)
+    });
     row(&format!("events/s with {} feed clients", args.feed_clients), &|s| events(&s.watched.events));
     row("event latency p50 / p99, feed clients connected", &|s| latency(&s.watched.events));
     row("feed fan-out", &|s| {
@@ -400,7 +419,9 @@ fn report(args: &RunArgs, c: &Ceilings, sizes: &[SizeReport], took: Duration) ->
         format!("{:.1} / {:.1} ms", s.fan_out.delay_p50_ms, s.fan_out.delay_p99_ms)
     });
     row("feed clients cut off for lagging", &|s| s.lagging_disconnects.to_string());
-    row("growth: plan pass per 1,000 hosts", &|s| format!("{:.0} µs", s.plan.mean * 1e6 / (s.hosts as f64 / 1000.0)));
+    row("growth: full plan pass per 1,000 hosts", &|s| {
+        format!("{:.0} µs", s.plan.mean * 1e6 / (s.hosts as f64 / 1000.0))
+    });
     row("growth: server time per heartbeat (1 / rate)", &|s| {
         format!("{:.0} µs", 1e6 / s.heartbeats.per_second.max(1e-9))
     });

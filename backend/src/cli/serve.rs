@@ -30,8 +30,9 @@ pub struct ServeConfig {
     /// Milliseconds between manifests-dir polls. Default: 30000.
     #[arg(long, env = "FLEETWAVE_MANIFESTS_POLL_MS", default_value_t = 30_000)]
     pub manifests_poll_ms: u64,
-    /// Milliseconds between plan passes (there is also one after every manifest update and
-    /// operator action). Default: 15000.
+    /// Milliseconds between full plan passes (there is also one after every manifest update
+    /// and operator action; after hosts move, what they can unblock is planned at once).
+    /// Default: 15000.
     #[arg(long, env = "FLEETWAVE_PLAN_TICK_MS", default_value_t = 15_000)]
     pub plan_tick_ms: u64,
     /// Live-feed entries a client may fall behind by before it is disconnected (it then

@@ -9,14 +9,14 @@ use chrono::{DateTime, Duration, Utc};
 use engine::effect::Effect;
 use engine::fleet::VerifiedFleet;
 use engine::host::HostRecord;
-use engine::planner::{PlanAction, evaluate_synth_gates, plan_next};
+use engine::planner::{PlanAction, evaluate_synth_gates, plan_rollouts};
 use engine::rollout::{AdvancedBy, Rollout, RolloutInput};
 use engine::state::{FleetState, HostEventError, ManifestSet, Quarantines};
 use engine::verify::{Freshness, TrustRoots, verify_fleet, verify_manifest};
 use serde_json::{Value, json};
 use shared::agent::{DispatchOrder, EventOutcome, EventResponse, HeartbeatRequest, HeartbeatResponse};
 use shared::manifest::SignedArtifact;
-use shared::state::{HostEvent, HostState};
+use shared::state::{Gate, HostEvent, HostState, RolloutState};
 use shared::{Channel, Closure, Hostname, RolloutId};
 
 use super::input::{ManifestSummary, ManifestUpdate, OperatorAction, OperatorOutcome, ReducerError};
@@ -50,13 +50,22 @@ pub struct Pending {
     quarantines: Vec<QuarantineChange>,
     presence: BTreeSet<Hostname>,
     manifests: Option<ManifestWrite>,
-    /// A plan pass is due before commit (after manifests, operator actions, quarantines).
+    /// A plan pass over every rollout is due before commit (plan tick, manifests, operator
+    /// actions, quarantines).
     pub replan: bool,
+    /// Rollouts in which a host changed state: they (and what they can unblock) are planned
+    /// before commit.
+    moved: BTreeSet<RolloutId>,
 }
 
 impl Pending {
     pub fn log_len(&self) -> usize {
         self.log.len()
+    }
+
+    /// Whether a plan pass is due before this group commits.
+    pub fn plan_due(&self) -> bool {
+        self.replan || !self.moved.is_empty()
     }
 }
 
@@ -79,6 +88,9 @@ pub struct Core {
     /// the row is only rewritten when the rollout itself changed (most events change only the
     /// record, and every rewritten row is another page in the transaction).
     written_rollouts: HashMap<RolloutId, Rollout>,
+    /// Rollouts with a Pending host held by a disruption budget: a host moving anywhere can
+    /// free their budget, so every pass looks at them.
+    budget_held: BTreeSet<RolloutId>,
 }
 
 fn rejected(code: &'static str, message: impl Into<String>) -> ReducerError {
@@ -106,6 +118,7 @@ impl Core {
             shared_fleet,
             rollouts_of_host: None,
             written_rollouts: HashMap::new(),
+            budget_held: BTreeSet::new(),
         };
         if let Some(fleet_artifact) = loaded.fleet {
             match core.reverify(&fleet_artifact, &loaded.manifests, now) {
@@ -133,6 +146,7 @@ impl Core {
             core.state.last_heartbeat.insert(host.clone(), at);
             core.presence.insert(host, Presence { at, closure, persisted_at: Some(at), online: true });
         }
+        core.note_budget_holds(None);
         core
     }
 
@@ -213,7 +227,9 @@ impl Core {
                 Effect::Log(entry) => self.log(pending, now, entry),
                 // A host that moved can unblock waves, host edges and budgets, or halt a
                 // rollout: plan again before this group commits.
-                Effect::HostStateChanged { .. } => pending.replan = true,
+                Effect::HostStateChanged { rollout_id, .. } => {
+                    pending.moved.insert(rollout_id);
+                }
                 Effect::Quarantine { channel, closure, reason } => {
                     self.add_quarantine(pending, now, channel, closure, reason, "fleetwave".into());
                 }
@@ -599,41 +615,101 @@ impl Core {
         OperatorOutcome { seq: entries.get(index).map_or(0, |e| e.seq), message }
     }
 
-    /// A plan pass: stuck detection, planner actions (opening rollouts plans again at once),
-    /// completion checks, and presence going offline.
-    pub fn plan(&mut self, pending: &mut Pending, now: DateTime<Utc>) {
-        let Some(set) = self.set.clone() else { return };
-        let stuck = self.state.detect_stuck(&set.fleet, now);
-        self.absorb(pending, now, stuck);
+    /// A plan pass: planner actions and completion checks, again at once when a rollout
+    /// opened or completed (a successor channel may go on). After a plan tick, manifests,
+    /// operator actions or quarantines it covers every rollout and also flags stuck hosts and
+    /// takes silent hosts offline (both depend on time alone); when only hosts moved, it covers
+    /// the rollouts they moved in and those they can unblock ([`Core::moved_scope`]), so its
+    /// cost follows what changed, not the fleet's size. Returns whether it covered everything.
+    pub fn plan(&mut self, pending: &mut Pending, now: DateTime<Utc>) -> bool {
+        let Some(set) = self.set.clone() else { return pending.replan };
+        let full = pending.replan;
+        if full {
+            let stuck = self.state.detect_stuck(&set.fleet, now);
+            self.absorb(pending, now, stuck);
+        }
         for _ in 0..4 {
-            let actions = plan_next(&set, &self.state, &self.quarantines, now);
-            let mut opened = false;
+            let scope = (!full).then(|| self.moved_scope(&set, pending));
+            let actions = plan_rollouts(&set, &self.state, &self.quarantines, now, scope.as_ref());
+            let mut again = false;
             for action in &actions {
                 if let PlanAction::OpenRollout { rollout_id } = action {
-                    opened = true;
+                    again = true;
                     self.rollouts_of_host = None;
                     pending.opened.insert(rollout_id.clone());
                 }
                 let effects = self.state.apply_action(&set, action, now);
                 self.absorb(pending, now, effects);
             }
-            if !opened {
+            let active: Vec<RolloutId> = self
+                .state
+                .rollouts
+                .iter()
+                .filter(|(id, r)| r.state == RolloutState::Active && scope.as_ref().is_none_or(|s| s.contains(*id)))
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in active {
+                if let Ok(effects) = self.state.apply_rollout_input(&set.fleet, &id, &RolloutInput::Evaluate, now) {
+                    again |= self.state.rollouts.get(&id).is_some_and(|r| r.state == RolloutState::Completed);
+                    self.absorb(pending, now, effects);
+                }
+            }
+            self.note_budget_holds(scope.as_ref());
+            if !again {
                 break;
             }
         }
-        let open: Vec<RolloutId> = self
-            .state
-            .rollouts
-            .iter()
-            .filter(|(_, r)| r.state == shared::state::RolloutState::Active)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in open {
-            if let Ok(effects) = self.state.apply_rollout_input(&set.fleet, &id, &RolloutInput::Evaluate, now) {
-                self.absorb(pending, now, effects);
+        if full {
+            self.mark_offline(pending, now);
+        }
+        full
+    }
+
+    /// What a pass after hosts moved must look at: the rollouts they moved in and rollouts
+    /// opened in this group, every rollout with a host held by a budget (a host leaving
+    /// Activating or Soaking frees budget anywhere), and the rollouts of channels gated by the
+    /// channels of those rollouts (one may have completed). Nothing else can have an action:
+    /// their records, gates and wave state did not change.
+    fn moved_scope(&self, set: &ManifestSet, pending: &Pending) -> BTreeSet<RolloutId> {
+        let mut scope: BTreeSet<RolloutId> = pending.moved.iter().chain(&pending.opened).cloned().collect();
+        scope.extend(self.budget_held.iter().cloned());
+        let channels: BTreeSet<&Channel> =
+            scope.iter().filter_map(|id| self.state.rollouts.get(id)).map(|r| &r.channel).collect();
+        let gated: Vec<&Channel> =
+            set.fleet.doc.channel_edges.iter().filter(|e| channels.contains(&e.gates)).map(|e| &e.gated).collect();
+        for channel in gated {
+            if let Some(rollout) = self.state.current_rollout(channel) {
+                scope.insert(rollout.id.clone());
             }
         }
-        self.mark_offline(pending, now);
+        scope
+    }
+
+    /// Re-reads which of the rollouts in `scope` (every rollout when `None`) have a Pending host
+    /// held by a budget.
+    fn note_budget_holds(&mut self, scope: Option<&BTreeSet<RolloutId>>) {
+        let ids: Vec<RolloutId> = match scope {
+            Some(ids) => ids.iter().cloned().collect(),
+            None => {
+                self.budget_held.clear();
+                self.state.records.keys().cloned().collect()
+            }
+        };
+        for id in ids {
+            let held = self.state.rollouts.get(&id).is_some_and(|r| !r.state.is_terminal())
+                && self.state.records.get(&id).is_some_and(|records| {
+                    records.values().any(|r| {
+                        r.state == HostState::Pending
+                            && r.dispatch.is_none()
+                            && r.waiting_on.as_ref().is_some_and(|w| w.gate == Gate::Budget)
+                    })
+                });
+            if held {
+                self.budget_held.insert(id);
+            } else {
+                self.budget_held.remove(&id);
+            }
+        }
     }
 
     /// Hosts silent for three heartbeat intervals go offline (the active interval if the host

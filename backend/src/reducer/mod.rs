@@ -245,10 +245,11 @@ impl Reducer {
                 }
             }
         }
-        if pending.replan {
+        if pending.plan_due() {
             let started = Instant::now();
-            self.core.plan(&mut pending, now);
-            self.metrics.plan_seconds.observe(started.elapsed().as_secs_f64());
+            let full = self.core.plan(&mut pending, now);
+            let histogram = if full { &self.metrics.plan_seconds } else { &self.metrics.plan_moved_seconds };
+            histogram.observe(started.elapsed().as_secs_f64());
         }
         let batch = self.core.batch(pending);
         self.core.prune();
