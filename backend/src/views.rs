@@ -1,12 +1,12 @@
-//! Engine state → API bodies. One place decides how a record or a rollout looks on the wire,
-//! for the HTTP answers and for the payloads of the event log (and so the feed).
+//! Engine state → API bodies. (Log entries carry the whole record or rollout as the engine
+//! serialises it, rendered in `Core::log`; the dashboard reads that record as a [`HostCell`],
+//! and replaying the log restores records from it.)
 
 use std::collections::BTreeMap;
 
 use engine::fleet::{Placement, VerifiedFleet};
 use engine::host::HostRecord;
 use engine::rollout::Rollout;
-use serde_json::Value;
 use shared::api::{HaltInfo, HostCell, RolloutDetail, RolloutHeader, RolloutSummary, WaveView};
 use shared::state::HostState;
 
@@ -37,16 +37,6 @@ pub fn rollout_header(r: &Rollout) -> RolloutHeader {
     }
 }
 
-/// The whole record as it is after a change, carried by its log entry: the dashboard reads it
-/// as a [`HostCell`], and replaying the log restores the record from it.
-pub fn record_view(r: &HostRecord) -> Value {
-    serde_json::to_value(r).unwrap_or(Value::Null)
-}
-
-/// The whole rollout after a change (a superset of [`RolloutHeader`]).
-pub fn rollout_view(r: &Rollout) -> Value {
-    serde_json::to_value(r).unwrap_or(Value::Null)
-}
 
 fn percent(converged: u64, total: u64) -> f64 {
     if total == 0 { 0.0 } else { (converged as f64 * 1000.0 / total as f64).round() / 10.0 }

@@ -88,9 +88,9 @@ async fn heartbeat_recovery_synthesis_fast_forwards_only_ungated_hosts() {
     // a was switched by hand before the dispatch reached it: Pending → Soaking, soak starts now.
     a.heartbeat(Some(&closure("a")), Some(R)).await;
     assert_eq!(app.host_state(R, "a").await, "Soaking");
-    let synthesized: Vec<_> = app.log().await.into_iter().filter(|e| e.payload["synthesized"] == true).collect();
+    let synthesized: Vec<_> = app.log().await.into_iter().filter(|e| e.payload_value()["synthesized"] == true).collect();
     assert_eq!(synthesized.len(), 2, "DispatchAck then ActivationCompleted");
-    assert_eq!(synthesized[0].payload["event"]["kind"], "DispatchAck");
+    assert_eq!(synthesized[0].payload_value()["event"]["kind"], "DispatchAck");
 
     // c is in wave 1 (held by the wave gate): not fast-forwarded.
     c.heartbeat(Some(&closure("c")), None).await;
@@ -221,7 +221,7 @@ async fn operator_actions_are_logged_and_refused_with_409_when_they_do_not_apply
 
     let actions: Vec<_> = app.log().await.into_iter().filter(|e| e.kind == "OperatorAction").collect();
     assert_eq!(actions.len(), 3, "only actions that applied are logged");
-    let promote = &actions[2].payload;
+    let promote = &actions[2].payload_value();
     assert_eq!(promote["action"]["action"], "promote");
     assert_eq!((promote["override"].as_bool(), promote["reason"].as_str()), (Some(true), Some("hotfix")));
     assert!(promote["operator"].as_str().unwrap().starts_with("olive"));
@@ -258,7 +258,7 @@ async fn a_waiting_fleet_is_logged_once_not_on_every_tick() {
     assert_eq!(app.log().await.len(), before, "100 plan ticks of a waiting fleet add no rows");
     let held: Vec<_> = app.log().await.into_iter().filter(|e| e.kind == "HostHeld").collect();
     assert_eq!(held.len(), 1, "c was held once, by the wave gate");
-    assert_eq!(held[0].payload["gate"], "wave");
+    assert_eq!(held[0].payload_value()["gate"], "wave");
 }
 
 #[tokio::test]

@@ -70,7 +70,7 @@ async fn the_demo_tells_its_story() {
         .find(|e| {
             e.rollout_id.as_deref() == Some("canary@d001")
                 && e.kind == "RolloutStateChanged"
-                && e.payload["to"] == "Completed"
+                && e.payload_value()["to"] == "Completed"
         })
         .expect("canary completed")
         .seq;

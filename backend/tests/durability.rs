@@ -163,7 +163,7 @@ async fn applied_events_survive_sigkill_and_the_rollout_completes_after_restart(
     for (host, seq) in &acknowledged {
         assert!(
             log.iter()
-                .any(|e| e.kind == "HostEvent" && e.host.as_deref() == Some(host) && e.payload["event"]["seq"] == *seq),
+                .any(|e| e.kind == "HostEvent" && e.host.as_deref() == Some(host) && e.payload_value()["event"]["seq"] == *seq),
             "{host} seq {seq} was answered applied but is not in the log"
         );
     }

@@ -112,12 +112,12 @@ async fn three_waves_with_soak_approval_edges_and_budget_complete() {
         .filter(|e| e.rollout_id.as_deref() == Some("stable@a1"))
         .filter(|e| {
             matches!(e.kind.as_str(), "RolloutOpened" | "WaveAdvanced" | "OperatorAction" | "RolloutStateChanged")
-                || (e.kind == "HostEvent" && e.payload["to"] == "Converged")
+                || (e.kind == "HostEvent" && e.payload_value()["to"] == "Converged")
         })
         .map(|e| match e.kind.as_str() {
             "HostEvent" => format!("converged {}", e.host.as_deref().unwrap_or("")),
-            "WaveAdvanced" => format!("wave {}", e.payload["to"]),
-            "RolloutStateChanged" => format!("state {}", e.payload["to"].as_str().unwrap_or("")),
+            "WaveAdvanced" => format!("wave {}", e.payload_value()["to"]),
+            "RolloutStateChanged" => format!("state {}", e.payload_value()["to"].as_str().unwrap_or("")),
             other => other.to_owned(),
         })
         .collect();

@@ -66,7 +66,7 @@ async fn a_simulated_fleet_converges_through_the_agent_protocol() {
         .await
         .iter()
         .filter(|e| e.host.as_deref() == Some("h00") && e.kind == "HostEvent")
-        .map(|e| e.payload["event"]["kind"].as_str().unwrap().to_owned())
+        .map(|e| e.payload_value()["event"]["kind"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(kinds.first().map(String::as_str), Some("DispatchAck"));
     assert!(kinds.contains(&"ActivationStarted".into()) && kinds.contains(&"ProbeResult".into()));

@@ -26,10 +26,11 @@ fn decode<T: serde::de::DeserializeOwned>(v: &serde_json::Value, seq: i64) -> Re
 pub fn replay(entries: &[LogEntry]) -> Result<Replayed, String> {
     let mut out = Replayed::default();
     for e in entries {
-        if let Some(v) = e.payload.get("rollout") {
+        let payload = e.payload_value();
+        if let Some(v) = payload.get("rollout") {
             let rollout: Rollout = decode(v, e.seq)?;
             if e.kind == "RolloutOpened" {
-                let hosts = e.payload.get("hostSet").and_then(|h| h.as_array()).cloned().unwrap_or_default();
+                let hosts = payload.get("hostSet").and_then(|h| h.as_array()).cloned().unwrap_or_default();
                 for h in hosts {
                     let host: Hostname = decode(&h["hostname"], e.seq)?;
                     let target: Closure = decode(&h["targetClosure"], e.seq)?;
@@ -45,7 +46,7 @@ pub fn replay(entries: &[LogEntry]) -> Result<Replayed, String> {
             }
             out.rollouts.insert(rollout.id.clone(), rollout);
         }
-        if let Some(v) = e.payload.get("record") {
+        if let Some(v) = payload.get("record") {
             let record: HostRecord = decode(v, e.seq)?;
             out.records.insert((record.rollout_id.clone(), record.hostname.clone()), record);
         }

@@ -123,11 +123,24 @@ pub struct LogRow {
     pub rollout_id: Option<RolloutId>,
     pub host: Option<Hostname>,
     pub channel: Option<Channel>,
-    pub payload: serde_json::Value,
+    pub payload: Payload,
+}
+
+/// A log row's payload, rendered to JSON once when the row is made: the same text is stored,
+/// sent to feed clients and served by the API.
+pub type Payload = Box<serde_json::value::RawValue>;
+
+/// Renders `value` as a payload (`{}` if it cannot be rendered, which our types never do).
+pub fn payload(value: &impl Serialize) -> Payload {
+    serde_json::value::to_raw_value(value).unwrap_or_else(|_| empty_payload())
+}
+
+fn empty_payload() -> Payload {
+    serde_json::value::RawValue::from_string("{}".to_owned()).unwrap_or_default()
 }
 
 /// A committed event-log row.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LogEntry {
     pub seq: i64,
@@ -139,7 +152,14 @@ pub struct LogEntry {
     pub host: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
-    pub payload: serde_json::Value,
+    pub payload: Payload,
+}
+
+impl LogEntry {
+    /// The payload as a JSON value (for reading fields of it).
+    pub fn payload_value(&self) -> serde_json::Value {
+        serde_json::from_str(self.payload.get()).unwrap_or(serde_json::Value::Null)
+    }
 }
 
 pub enum QuarantineChange {
@@ -185,7 +205,8 @@ fn entry_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<LogEntry, sqlx::Error
         rollout_id: row.get(3),
         host: row.get(4),
         channel: row.get(5),
-        payload: from_json(row.get::<&str, _>(6))?,
+        payload: serde_json::value::RawValue::from_string(row.get::<String, _>(6))
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
     })
 }
 

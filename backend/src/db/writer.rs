@@ -226,7 +226,7 @@ fn commit(conn: &mut Connection, batch: Batch) -> Committed {
                 row.rollout_id.as_ref().map(RolloutId::as_str),
                 row.host.as_ref().map(Hostname::as_str),
                 row.channel.as_ref().map(Channel::as_str),
-                to_json(&row.payload)?
+                row.payload.get()
             ])?;
             entries.push(LogEntry {
                 seq: tx.last_insert_rowid(),
@@ -257,7 +257,7 @@ mod tests {
             rollout_id: None,
             host: None,
             channel: None,
-            payload: serde_json::json!({ "i": i }),
+            payload: crate::db::store::payload(&serde_json::json!({ "i": i })),
         }
     }
 
@@ -276,11 +276,11 @@ mod tests {
         let second = writer.commit(Batch { log: (3..600).map(row).collect(), ..Default::default() }).await.unwrap();
         let answered: Vec<LogEntry> = first.into_iter().chain(second).collect();
         assert_eq!(answered.len(), 600);
-        let key = |e: &LogEntry| (e.seq, e.payload.clone());
+        let key = |e: &LogEntry| (e.seq, e.payload.get().to_owned());
         let stored: Vec<_> = log_after(&pool, 0, 10_000).await.unwrap().iter().map(key).collect();
         assert!(answered.iter().map(key).eq(stored), "the answered seqs differ from the stored ones");
         for (i, entry) in answered.iter().enumerate() {
-            assert_eq!(entry.payload["i"], i, "row {i} came back under seq {}", entry.seq);
+            assert_eq!(entry.payload_value()["i"], i, "row {i} came back under seq {}", entry.seq);
         }
     }
 

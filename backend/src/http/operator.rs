@@ -31,6 +31,7 @@ fn rollout_id(raw: &str) -> Result<RolloutId, ApiError> {
 }
 
 fn to_event(e: store::LogEntry) -> LogEvent {
+    let payload = e.payload_value();
     LogEvent {
         seq: e.seq,
         ts: e.ts,
@@ -38,7 +39,7 @@ fn to_event(e: store::LogEntry) -> LogEvent {
         rollout_id: e.rollout_id,
         host: e.host,
         channel: e.channel,
-        payload: e.payload,
+        payload,
     }
 }
 

@@ -13,6 +13,7 @@ use engine::planner::{PlanAction, evaluate_synth_gates, plan_rollouts};
 use engine::rollout::{AdvancedBy, Rollout, RolloutInput};
 use engine::state::{FleetState, HostEventError, ManifestSet, Quarantines};
 use engine::verify::{Freshness, TrustRoots, verify_fleet, verify_manifest};
+use serde::Serialize;
 use serde_json::{Value, json};
 use shared::agent::{DispatchOrder, EventOutcome, EventResponse, HeartbeatRequest, HeartbeatResponse};
 use shared::manifest::SignedArtifact;
@@ -20,8 +21,7 @@ use shared::state::{Gate, HostEvent, HostState, RolloutState};
 use shared::{Channel, Closure, Hostname, RolloutId};
 
 use super::input::{ManifestSummary, ManifestUpdate, OperatorAction, OperatorOutcome, ReducerError};
-use crate::db::store::{Batch, Loaded, LogEntry, LogRow, ManifestWrite, QuarantineChange, QuarantineRow};
-use crate::views;
+use crate::db::store::{self, Batch, Loaded, LogEntry, LogRow, ManifestWrite, QuarantineChange, QuarantineRow};
 
 /// Heartbeat interval while a host has work, and when it has none (SPEC §6).
 pub const ACTIVE_HEARTBEAT_SECONDS: u64 = engine::planner::ACTIVE_HEARTBEAT_SECONDS as u64;
@@ -186,19 +186,34 @@ impl Core {
     // ---- recording changes ----
 
     fn log(&mut self, pending: &mut Pending, now: DateTime<Utc>, entry: engine::effect::LogEntry) {
-        let mut payload = entry.payload;
-        if let (Some(rollout), Some(host)) = (&entry.rollout_id, &entry.host) {
+        // The record (or rollout) after the change rides along, rendered straight into the
+        // payload's JSON: the text is stored, fed to clients and served as it is.
+        #[derive(Serialize)]
+        struct With<'a, T> {
+            #[serde(flatten)]
+            base: &'a Value,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            record: Option<&'a T>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            rollout: Option<&'a T>,
+        }
+        let base = &entry.payload;
+        let payload = if let (Some(rollout), Some(host)) = (&entry.rollout_id, &entry.host) {
             pending.records.insert((rollout.clone(), host.clone()));
             pending.rollouts.insert(rollout.clone());
-            if let (Some(record), Value::Object(map)) = (self.state.record(rollout, host), &mut payload) {
-                map.insert("record".into(), views::record_view(record));
+            match self.state.record(rollout, host).filter(|_| base.is_object()) {
+                Some(record) => store::payload(&With { base, record: Some(record), rollout: None }),
+                None => store::payload(base),
             }
         } else if let Some(rollout) = &entry.rollout_id {
             pending.rollouts.insert(rollout.clone());
-            if let (Some(r), Value::Object(map)) = (self.state.rollouts.get(rollout), &mut payload) {
-                map.insert("rollout".into(), views::rollout_view(r));
+            match self.state.rollouts.get(rollout).filter(|_| base.is_object()) {
+                Some(r) => store::payload(&With { base, record: None, rollout: Some(r) }),
+                None => store::payload(base),
             }
-        }
+        } else {
+            store::payload(base)
+        };
         pending.log.push(LogRow {
             ts: now,
             kind: entry.kind,
@@ -217,7 +232,7 @@ impl Core {
         channel: Option<Channel>,
         payload: Value,
     ) {
-        pending.log.push(LogRow { ts: now, kind, rollout_id: None, host: None, channel, payload });
+        pending.log.push(LogRow { ts: now, kind, rollout_id: None, host: None, channel, payload: store::payload(&payload) });
     }
 
     /// Turns engine effects into writes; quarantines requested by rollbacks take effect here.
@@ -420,7 +435,7 @@ impl Core {
                 rollout_id: None,
                 host: Some(host.clone()),
                 channel: None,
-                payload: json!({ "currentClosure": closure }),
+                payload: store::payload(&json!({ "currentClosure": closure })),
             });
         }
     }
@@ -602,7 +617,7 @@ impl Core {
             rollout_id: rollout_id.clone(),
             host: None,
             channel,
-            payload: json!({ "action": action, "operator": by, "reason": reason, "override": forced }),
+            payload: store::payload(&json!({ "action": action, "operator": by, "reason": reason, "override": forced })),
         });
         if let Some(id) = rollout_id {
             pending.rollouts.insert(id);
@@ -738,7 +753,7 @@ impl Core {
                 rollout_id: None,
                 host: Some(host),
                 channel: None,
-                payload: json!({ "lastHeartbeatAt": last }),
+                payload: store::payload(&json!({ "lastHeartbeatAt": last })),
             });
         }
     }
