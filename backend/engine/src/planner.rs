@@ -37,9 +37,11 @@ pub fn plan_next(
     plan_rollouts(manifests, state, quarantines, now, None)
 }
 
-/// A plan pass over the rollouts in `only` (every rollout when `None`); rollouts to open are
-/// always looked for. For the rollouts it looks at, the answer equals [`plan_next`]'s: budgets
-/// are still counted across the whole fleet (when some host gets that far).
+/// A plan pass over the rollouts in `only` (every rollout when `None`). For the rollouts it
+/// looks at, the answer equals [`plan_next`]'s: budgets are still counted across the whole
+/// fleet (when some host gets that far). Rollouts to open are only looked for in a full pass:
+/// what opens depends on the manifests and on which rollouts exist, and only a full pass (after
+/// a manifest update) or opening itself changes those.
 ///
 /// The caller decides what a pass may skip: a rollout whose records, rollout, predecessor
 /// channels, quarantines and manifests did not change, and that has no host held by a budget,
@@ -53,7 +55,9 @@ pub fn plan_rollouts(
     only: Option<&BTreeSet<RolloutId>>,
 ) -> Vec<PlanAction> {
     let mut actions = Vec::new();
-    open_rollouts(manifests, state, &mut actions);
+    if only.is_none() {
+        open_rollouts(manifests, state, &mut actions);
+    }
 
     let fleet = &manifests.fleet;
     let rollouts: Box<dyn Iterator<Item = (&RolloutId, &Rollout)>> = match only {
