@@ -37,7 +37,6 @@ pub fn rollout_header(r: &Rollout) -> RolloutHeader {
     }
 }
 
-
 fn percent(converged: u64, total: u64) -> f64 {
     if total == 0 { 0.0 } else { (converged as f64 * 1000.0 / total as f64).round() / 10.0 }
 }

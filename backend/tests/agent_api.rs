@@ -88,7 +88,8 @@ async fn heartbeat_recovery_synthesis_fast_forwards_only_ungated_hosts() {
     // a was switched by hand before the dispatch reached it: Pending → Soaking, soak starts now.
     a.heartbeat(Some(&closure("a")), Some(R)).await;
     assert_eq!(app.host_state(R, "a").await, "Soaking");
-    let synthesized: Vec<_> = app.log().await.into_iter().filter(|e| e.payload_value()["synthesized"] == true).collect();
+    let synthesized: Vec<_> =
+        app.log().await.into_iter().filter(|e| e.payload_value()["synthesized"] == true).collect();
     assert_eq!(synthesized.len(), 2, "DispatchAck then ActivationCompleted");
     assert_eq!(synthesized[0].payload_value()["event"]["kind"], "DispatchAck");
 

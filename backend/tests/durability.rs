@@ -162,8 +162,9 @@ async fn applied_events_survive_sigkill_and_the_rollout_completes_after_restart(
     let log = backend::db::store::log_after(&pool, 0, i64::MAX).await.unwrap();
     for (host, seq) in &acknowledged {
         assert!(
-            log.iter()
-                .any(|e| e.kind == "HostEvent" && e.host.as_deref() == Some(host) && e.payload_value()["event"]["seq"] == *seq),
+            log.iter().any(|e| e.kind == "HostEvent"
+                && e.host.as_deref() == Some(host)
+                && e.payload_value()["event"]["seq"] == *seq),
             "{host} seq {seq} was answered applied but is not in the log"
         );
     }

@@ -99,12 +99,14 @@ pub fn plan_rollouts(
             let facts = fleet.host(&record.hostname);
             let placement = facts.map_or(Placement::Unstaged, |f| f.placement);
             let budgets = facts.map_or(&[][..], |f| f.budgets.as_slice());
-            let block = gates.first_block(record, placement, facts.map_or(&[], |f| f.gating.as_slice())).or_else(|| {
-                let in_flight = in_flight.get_or_insert_with(|| budgets_in_flight(manifests, state, now));
-                let b = *budgets.iter().find(|&&b| in_flight[b] >= fleet.doc.disruption_budgets[b].max_in_flight)?;
-                let budget = &fleet.doc.disruption_budgets[b];
-                Some(Block::Budget { name: &budget.name, in_flight: in_flight[b], max: budget.max_in_flight })
-            });
+            let block =
+                gates.first_block(record, placement, facts.map_or(&[], |f| f.gating.as_slice())).or_else(|| {
+                    let in_flight = in_flight.get_or_insert_with(|| budgets_in_flight(manifests, state, now));
+                    let b =
+                        *budgets.iter().find(|&&b| in_flight[b] >= fleet.doc.disruption_budgets[b].max_in_flight)?;
+                    let budget = &fleet.doc.disruption_budgets[b];
+                    Some(Block::Budget { name: &budget.name, in_flight: in_flight[b], max: budget.max_in_flight })
+                });
             if let Some(block) = block {
                 // A hold that is already recorded changes nothing: no action (most held hosts
                 // wait for a later wave, pass after pass).

@@ -32,15 +32,7 @@ fn rollout_id(raw: &str) -> Result<RolloutId, ApiError> {
 
 fn to_event(e: store::LogEntry) -> LogEvent {
     let payload = e.payload_value();
-    LogEvent {
-        seq: e.seq,
-        ts: e.ts,
-        kind: e.kind,
-        rollout_id: e.rollout_id,
-        host: e.host,
-        channel: e.channel,
-        payload,
-    }
+    LogEvent { seq: e.seq, ts: e.ts, kind: e.kind, rollout_id: e.rollout_id, host: e.host, channel: e.channel, payload }
 }
 
 /// `GET /api/v1/fleet`

@@ -232,7 +232,14 @@ impl Core {
         channel: Option<Channel>,
         payload: Value,
     ) {
-        pending.log.push(LogRow { ts: now, kind, rollout_id: None, host: None, channel, payload: store::payload(&payload) });
+        pending.log.push(LogRow {
+            ts: now,
+            kind,
+            rollout_id: None,
+            host: None,
+            channel,
+            payload: store::payload(&payload),
+        });
     }
 
     /// Turns engine effects into writes; quarantines requested by rollbacks take effect here.
