@@ -6,7 +6,7 @@
 //! - [`http`]: the axum router, its middleware stack, the error type every route answers with.
 //! - [`reducer`]: the single task that changes rollout state; group commit; replies after commit.
 //! - [`feed`]: committed event-log entries → SSE, with `Last-Event-ID` resume.
-//! - [`views`]: engine state → API bodies (also the payloads of log entries).
+//! - [`views`]: engine state → API bodies.
 //! - [`demo`]: `fleetwave demo` — server, signed demo fleet, simulator and release cadence.
 //! - [`bench`]: `fleetwave bench run` — Fleetwave at fleet scale next to this machine's ceilings
 //!   (raw SQLite, a bare signed HTTP route); `bench ceilings` measures the ceilings alone.
