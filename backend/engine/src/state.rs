@@ -2,6 +2,7 @@
 //! owns one `FleetState`; every change here returns effects for the applier to persist.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -29,13 +30,18 @@ pub type Quarantines = BTreeSet<(Channel, Closure)>;
 /// The verified fleet and the verified rollout manifests filed against it.
 #[derive(Debug, Clone)]
 pub struct ManifestSet {
-    pub fleet: VerifiedFleet,
+    /// Shared with whoever else needs the fleet (the control plane's request authentication):
+    /// at 50,000 hosts a copy is tens of MiB.
+    pub fleet: Arc<VerifiedFleet>,
     manifests: BTreeMap<RolloutId, VerifiedManifest>,
     newest: BTreeMap<Channel, RolloutId>,
 }
 
 impl ManifestSet {
-    pub fn new(fleet: VerifiedFleet, manifests: impl IntoIterator<Item = VerifiedManifest>) -> ManifestSet {
+    pub fn new(
+        fleet: impl Into<Arc<VerifiedFleet>>,
+        manifests: impl IntoIterator<Item = VerifiedManifest>,
+    ) -> ManifestSet {
         let manifests: BTreeMap<RolloutId, VerifiedManifest> =
             manifests.into_iter().map(|m| (m.id.clone(), m)).collect();
         let mut newest: BTreeMap<Channel, RolloutId> = BTreeMap::new();
@@ -49,7 +55,7 @@ impl ManifestSet {
                 newest.insert(m.manifest.channel.clone(), m.id.clone());
             }
         }
-        ManifestSet { fleet, manifests, newest }
+        ManifestSet { fleet: fleet.into(), manifests, newest }
     }
 
     pub fn get(&self, id: &RolloutId) -> Option<&VerifiedManifest> {

@@ -170,7 +170,7 @@ impl Core {
 
     fn install_set(&mut self, set: ManifestSet) {
         if let Ok(mut shared) = self.shared_fleet.write() {
-            *shared = Some(Arc::new(set.fleet.clone()));
+            *shared = Some(set.fleet.clone());
         }
         self.set = Some(Arc::new(set));
     }
@@ -180,7 +180,7 @@ impl Core {
     }
 
     pub fn current_fleet(&self) -> Option<&VerifiedFleet> {
-        self.set.as_ref().map(|s| &s.fleet)
+        self.set.as_ref().map(|s| s.fleet.as_ref())
     }
 
     // ---- recording changes ----
