@@ -10,7 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use shared::state::{Gate, HostState, RolloutState};
 use shared::{Channel, Closure, Hostname, RolloutId};
 
-use crate::fleet::{Placement, WaveSpec};
+use crate::fleet::{HostFacts, Placement, WaveSpec};
 use crate::host::HostRecord;
 use crate::rollout::{Halt, Rollout, wave_complete};
 use crate::state::{FleetState, ManifestSet, Quarantines};
@@ -82,15 +82,7 @@ pub fn plan_rollouts(
             current_wave += 1;
             actions.push(PlanAction::AdvanceWave { rollout_id: id.clone(), to: current_wave });
         }
-        let channel_block = channel_edge_block(manifests, state, &rollout.channel);
-        let gates = RolloutGates {
-            rollout,
-            records,
-            waves,
-            current_wave,
-            channel_block: channel_block.as_deref(),
-            quarantined: quarantined_on(quarantines, &rollout.channel),
-        };
+        let gates = RolloutGates::new(manifests, state, quarantines, rollout, records, current_wave);
 
         for record in records.values() {
             if record.state != HostState::Pending || record.dispatch.is_some() {
@@ -99,14 +91,12 @@ pub fn plan_rollouts(
             let facts = fleet.host(&record.hostname);
             let placement = facts.map_or(Placement::Unstaged, |f| f.placement);
             let budgets = facts.map_or(&[][..], |f| f.budgets.as_slice());
-            let block =
-                gates.first_block(record, placement, facts.map_or(&[], |f| f.gating.as_slice())).or_else(|| {
-                    let in_flight = in_flight.get_or_insert_with(|| budgets_in_flight(manifests, state, now));
-                    let b =
-                        *budgets.iter().find(|&&b| in_flight[b] >= fleet.doc.disruption_budgets[b].max_in_flight)?;
-                    let budget = &fleet.doc.disruption_budgets[b];
-                    Some(Block::Budget { name: &budget.name, in_flight: in_flight[b], max: budget.max_in_flight })
-                });
+            let block = gates.first_block(record, facts).or_else(|| {
+                let in_flight = in_flight.get_or_insert_with(|| budgets_in_flight(manifests, state, now));
+                let b = *budgets.iter().find(|&&b| in_flight[b] >= fleet.doc.disruption_budgets[b].max_in_flight)?;
+                let budget = &fleet.doc.disruption_budgets[b];
+                Some(Block::Budget { name: &budget.name, in_flight: in_flight[b], max: budget.max_in_flight })
+            });
             if let Some(block) = block {
                 // A hold that is already recorded changes nothing: no action (most held hosts
                 // wait for a later wave, pass after pass).
@@ -215,44 +205,48 @@ pub fn evaluate_synth_gates(
 ) -> Option<(Gate, String)> {
     let rollout = state.rollouts.get(&record.rollout_id)?;
     let records = state.records.get(&record.rollout_id)?;
-    let channel_block = channel_edge_block(manifests, state, &rollout.channel);
-    let fleet = &manifests.fleet;
-    let gates = RolloutGates {
-        rollout,
-        records,
-        waves: fleet.waves(&rollout.channel),
-        current_wave: rollout.current_wave,
-        channel_block: channel_block.as_deref(),
-        quarantined: quarantined_on(quarantines, &rollout.channel),
-    };
-    let block = gates.first_block(record, fleet.placement(&record.hostname), fleet.gating_hosts(&record.hostname))?;
+    let gates = RolloutGates::new(manifests, state, quarantines, rollout, records, rollout.current_wave);
+    let block = gates.first_block(record, manifests.fleet.host(&record.hostname))?;
     Some((block.gate(), block.to_string()))
 }
 
-/// The closures quarantined on `channel` (few; looked up once per rollout, not per host).
-fn quarantined_on<'a>(quarantines: &'a Quarantines, channel: &Channel) -> Vec<&'a Closure> {
-    quarantines.iter().filter(|(c, _)| c == channel).map(|(_, closure)| closure).collect()
-}
-
+/// What gates 1–6 need to know about one rollout, looked up once per rollout, not per host.
 struct RolloutGates<'a> {
     rollout: &'a Rollout,
     records: &'a BTreeMap<Hostname, HostRecord>,
     /// The waves of the rollout's channel.
     waves: &'a [WaveSpec],
     current_wave: u32,
-    channel_block: Option<&'a str>,
+    channel_block: Option<String>,
+    /// The closures quarantined on the rollout's channel (few).
     quarantined: Vec<&'a Closure>,
 }
 
-impl RolloutGates<'_> {
-    /// Gates 1–6 in order for a record at `placement` gated by `gating`; the first that
-    /// blocks wins.
-    fn first_block<'s>(
-        &'s self,
-        record: &'s HostRecord,
-        placement: Placement,
-        gating: &'s [Hostname],
-    ) -> Option<Block<'s>> {
+impl<'a> RolloutGates<'a> {
+    fn new(
+        manifests: &'a ManifestSet,
+        state: &FleetState,
+        quarantines: &'a Quarantines,
+        rollout: &'a Rollout,
+        records: &'a BTreeMap<Hostname, HostRecord>,
+        current_wave: u32,
+    ) -> RolloutGates<'a> {
+        let channel = &rollout.channel;
+        RolloutGates {
+            rollout,
+            records,
+            waves: manifests.fleet.waves(channel),
+            current_wave,
+            channel_block: channel_edge_block(manifests, state, channel),
+            quarantined: quarantines.iter().filter(|(c, _)| c == channel).map(|(_, closure)| closure).collect(),
+        }
+    }
+
+    /// Gates 1–6 in order for a record whose host the fleet describes as `facts` (`None`: a
+    /// host the fleet does not stage); the first that blocks wins.
+    fn first_block<'s>(&'s self, record: &'s HostRecord, facts: Option<&'s HostFacts>) -> Option<Block<'s>> {
+        let placement = facts.map_or(Placement::Unstaged, |f| f.placement);
+        let gating = facts.map_or(&[][..], |f| f.gating.as_slice());
         if self.quarantined.contains(&&record.target_closure) {
             return Some(Block::Quarantined { closure: &record.target_closure, channel: &record.channel });
         }
@@ -261,7 +255,7 @@ impl RolloutGates<'_> {
             RolloutState::Halted => return Some(Block::Halted(self.rollout.halt.as_ref())),
             _ => {}
         }
-        if let Some(reason) = self.channel_block {
+        if let Some(reason) = &self.channel_block {
             return Some(Block::ChannelEdge(reason));
         }
         let wave = match placement {
