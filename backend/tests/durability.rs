@@ -211,7 +211,7 @@ async fn table_rows(pool: &sqlx::SqlitePool) -> (BTreeMap<String, Rollout>, BTre
     let rollouts: Vec<(String, String)> =
         sqlx::query_as("SELECT rollout_id, body FROM rollouts").fetch_all(pool).await.unwrap();
     let records: Vec<(String, String, String)> =
-        sqlx::query_as("SELECT rollout_id, hostname, body FROM host_records").fetch_all(pool).await.unwrap();
+        sqlx::query_as("SELECT rollout_id, hostname, body FROM current_host_records").fetch_all(pool).await.unwrap();
     (
         rollouts.into_iter().map(|(id, b)| (id, serde_json::from_str(&b).unwrap())).collect(),
         records.into_iter().map(|(id, h, b)| (format!("{id}/{h}"), serde_json::from_str(&b).unwrap())).collect(),
@@ -265,4 +265,64 @@ async fn replaying_the_event_log_into_empty_tables_gives_the_same_rollouts_and_r
     let after = table_rows(&app.state.pool).await;
     assert_eq!(after.0, before.0, "rollouts re-derived from the log");
     assert_eq!(after.1, before.1, "records re-derived from the log");
+}
+
+/// The state of `host`'s record in `host_records` itself and as readers see it.
+async fn table_and_view_state(pool: &sqlx::SqlitePool, host: &str) -> (String, String) {
+    let of = |table: &str| format!("SELECT state FROM {table} WHERE rollout_id = 'stable@a1' AND hostname = ?");
+    let table: String = sqlx::query_scalar(&of("host_records")).bind(host).fetch_one(pool).await.unwrap();
+    let view: String = sqlx::query_scalar(&of("current_host_records")).bind(host).fetch_one(pool).await.unwrap();
+    (table, view)
+}
+
+#[tokio::test]
+async fn records_carried_by_the_log_are_written_behind_it_and_read_through_it() {
+    let app = spawn_app().await;
+    let f = FleetBuilder::new()
+        .policy("p", &[(0, false)], "halt", 30)
+        .channel("stable", "p")
+        .host("a", "stable", &[])
+        .host("b", "stable", &[])
+        .waves("stable", &[&["a", "b"]]);
+    app.upload(&f, "a1").await;
+    app.tick().await;
+    let (a, b) = (app.agent("a"), app.agent("b"));
+    // Within the write interval (the clock stands still): the log carries a's new record,
+    // the table still has the dispatched one, and every reader sees the log's.
+    a.activate("stable@a1", "/nix/store/a-v1", app.clock.now()).await;
+    assert_eq!(table_and_view_state(&app.state.pool, "a").await, ("Pending".into(), "Soaking".into()));
+    assert_eq!(app.host_state("stable@a1", "a").await, "Soaking");
+    let (_, host) = app.get("/api/v1/hosts/a").await;
+    assert_eq!(host["records"][0]["state"], "Soaking", "{host}");
+    let snapshots = a.signed("GET", "/api/v1/agent/bootstrap", &Value::Null).await.1;
+    assert_eq!(snapshots[0]["state"], "Soaking", "{snapshots}");
+    let (_, list) = app.get("/api/v1/rollouts").await;
+    assert_eq!(list[0]["counts"]["Soaking"], 1, "{list}");
+    // A crash now (the database as it is on disk) loses nothing: the next start writes the
+    // log's records into the table before loading memory from it.
+    let crashed = app.dir.path().join("crashed.db");
+    sqlx::query("VACUUM INTO ?").bind(crashed.to_str().unwrap()).execute(&app.state.pool).await.unwrap();
+    let pool = backend::db::open(&crashed).await.unwrap();
+    let loaded = backend::db::store::load(&pool).await.unwrap();
+    let record = loaded.records.iter().find(|r| r.hostname.as_str() == "a").unwrap();
+    assert_eq!(record.state.as_str(), "Soaking");
+    assert_eq!(table_and_view_state(&pool, "a").await, ("Soaking".into(), "Soaking".into()));
+    pool.close().await;
+
+    // Once the interval passed, the next group writes every deferred record.
+    app.advance(3);
+    b.activate("stable@a1", "/nix/store/b-v1", app.clock.now()).await;
+    assert_eq!(table_and_view_state(&app.state.pool, "a").await, ("Soaking".into(), "Soaking".into()));
+    assert_eq!(table_and_view_state(&app.state.pool, "b").await.1, "Soaking");
+
+    // A clean stop writes what is still deferred; after a restart memory has it too.
+    a.converge("stable@a1", "/nix/store/a-v1", app.clock.now()).await;
+    assert_eq!(table_and_view_state(&app.state.pool, "a").await.1, "Converged");
+    let path = app.db.clone();
+    let dir = app.stop().await;
+    let db = backend::db::open(&path).await.unwrap();
+    assert_eq!(table_and_view_state(&db, "a").await, ("Converged".into(), "Converged".into()));
+    db.close().await;
+    let app = common::spawn_with(common::Options::default(), Some(dir)).await;
+    assert_eq!(app.host_state("stable@a1", "a").await, "Converged");
 }

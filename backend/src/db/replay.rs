@@ -59,7 +59,8 @@ pub async fn rebuild(pool: &SqlitePool, writer: &Writer) -> Result<Replayed, Str
     let entries = store::log_after(pool, 0, i64::MAX).await.map_err(|e| e.to_string())?;
     let replayed = replay(&entries)?;
     let mut batch = store::Batch { rollouts: replayed.rollouts.values().cloned().collect(), ..Default::default() };
-    batch.records = replayed.records.values().cloned().collect();
+    batch.records = replayed.records.values().map(store::RecordRow::new).collect();
+    batch.records_through = true;
     let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
     sqlx::query("DELETE FROM host_records").execute(&mut *tx).await.map_err(|e| e.to_string())?;
     sqlx::query("DELETE FROM rollouts").execute(&mut *tx).await.map_err(|e| e.to_string())?;

@@ -55,6 +55,7 @@ pub struct Loaded {
 }
 
 pub async fn load(pool: &SqlitePool) -> Result<Loaded, sqlx::Error> {
+    settle_records(pool).await?;
     let mut loaded = Loaded::default();
     if let Some(row) = sqlx::query("SELECT artifact FROM manifest_fleet WHERE id = 1").fetch_optional(pool).await? {
         loaded.fleet = Some(from_json(row.get::<&str, _>(0))?);
@@ -87,6 +88,26 @@ pub async fn load(pool: &SqlitePool) -> Result<Loaded, sqlx::Error> {
     }
     loaded.last_seq = last_seq(pool).await?;
     Ok(loaded)
+}
+
+/// Writes into `host_records` the records that only the log's tail holds (the reducer had
+/// not written them when it stopped or failed) and moves the snapshot to the log's end, so
+/// that memory loaded from the table is the committed state. Records of rollouts that ended
+/// meanwhile are among them, and leave memory once loaded.
+async fn settle_records(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO host_records (rollout_id, hostname, state, body)
+         SELECT rollout_id, hostname, json_extract(payload, '$.record.state'), json_extract(payload, '$.record')
+         FROM record_tail WHERE true
+         ON CONFLICT (rollout_id, hostname) DO UPDATE SET state = excluded.state, body = excluded.body",
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE record_snapshot SET seq = (SELECT COALESCE(MAX(seq), 0) FROM event_log)")
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
 }
 
 pub async fn last_seq(pool: &SqlitePool) -> Result<i64, sqlx::Error> {
@@ -124,6 +145,31 @@ pub struct LogRow {
     pub host: Option<Hostname>,
     pub channel: Option<Channel>,
     pub payload: Payload,
+}
+
+/// A host record as written to `host_records`: its JSON is rendered once, by the reducer.
+///
+/// Records are written behind the log: a change carried whole by a log row
+/// (`payload.record`) is written to the table later, with the other records changed since,
+/// and readers see the table through the `current_host_records` view, which puts newer log
+/// rows over it (migration 0003).
+#[derive(Debug)]
+pub struct RecordRow {
+    pub rollout_id: RolloutId,
+    pub hostname: Hostname,
+    pub state: &'static str,
+    pub body: Payload,
+}
+
+impl RecordRow {
+    pub fn new(record: &HostRecord) -> RecordRow {
+        RecordRow {
+            rollout_id: record.rollout_id.clone(),
+            hostname: record.hostname.clone(),
+            state: record.state.as_str(),
+            body: payload(record),
+        }
+    }
 }
 
 /// A log row's payload, rendered to JSON once when the row is made: the same text is stored,
@@ -180,7 +226,11 @@ pub struct ManifestWrite {
 pub struct Batch {
     pub manifests: Option<ManifestWrite>,
     pub rollouts: Vec<Rollout>,
-    pub records: Vec<HostRecord>,
+    /// Records written now; records whose change a log row of this batch carries are
+    /// written later, in bulk (see [`RecordRow`]).
+    pub records: Vec<RecordRow>,
+    /// Every record is written up to this batch: `record_snapshot` moves to its last seq.
+    pub records_through: bool,
     pub quarantines: Vec<QuarantineChange>,
     pub presence: Vec<(Hostname, DateTime<Utc>, Option<Closure>)>,
     pub log: Vec<LogRow>,
@@ -191,6 +241,7 @@ impl Batch {
         self.manifests.is_none()
             && self.rollouts.is_empty()
             && self.records.is_empty()
+            && !self.records_through
             && self.quarantines.is_empty()
             && self.presence.is_empty()
             && self.log.is_empty()
@@ -260,7 +311,7 @@ pub async fn rollout_detail(
         return Ok(None);
     };
     let rollout: Rollout = from_json(row.get::<&str, _>(0))?;
-    let rows = sqlx::query("SELECT body FROM host_records WHERE rollout_id = ? ORDER BY hostname")
+    let rows = sqlx::query("SELECT body FROM current_host_records WHERE rollout_id = ? ORDER BY hostname")
         .bind(id.as_str())
         .fetch_all(&mut *tx)
         .await?;
@@ -271,7 +322,7 @@ pub async fn rollout_detail(
 
 /// Counts of records by state per rollout (for summaries).
 pub async fn record_counts(pool: &SqlitePool) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
-    let rows = sqlx::query("SELECT rollout_id, state, COUNT(*) FROM host_records GROUP BY rollout_id, state")
+    let rows = sqlx::query("SELECT rollout_id, state, COUNT(*) FROM current_host_records GROUP BY rollout_id, state")
         .fetch_all(pool)
         .await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
@@ -286,7 +337,7 @@ pub async fn presence(pool: &SqlitePool) -> Result<Vec<(String, DateTime<Utc>, O
 /// A host's non-terminal records in rollouts that are not terminal, by rollout id.
 pub async fn open_records_of_host(pool: &SqlitePool, host: &Hostname) -> Result<Vec<HostRecord>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT r.body FROM host_records r JOIN rollouts o USING (rollout_id)
+        "SELECT r.body FROM current_host_records r JOIN rollouts o USING (rollout_id)
          WHERE r.hostname = ? AND o.state NOT IN ('Completed', 'Superseded')
            AND r.state NOT IN ('Converged', 'Reverted') ORDER BY r.rollout_id",
     )
@@ -299,7 +350,7 @@ pub async fn open_records_of_host(pool: &SqlitePool, host: &Hostname) -> Result<
 /// Every record of `host`, in every rollout, newest rollout first.
 pub async fn records_of_host(pool: &SqlitePool, host: &Hostname) -> Result<Vec<HostRecord>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT r.body FROM host_records r JOIN rollouts o USING (rollout_id) WHERE r.hostname = ? ORDER BY o.opened_seq DESC",
+        "SELECT r.body FROM current_host_records r JOIN rollouts o USING (rollout_id) WHERE r.hostname = ? ORDER BY o.opened_seq DESC",
     )
     .bind(host.as_str())
     .fetch_all(pool)

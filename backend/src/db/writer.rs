@@ -185,7 +185,7 @@ fn commit(conn: &mut Connection, batch: Batch) -> Committed {
              ON CONFLICT (rollout_id, hostname) DO UPDATE SET state = excluded.state, body = excluded.body",
         )?;
         for r in &batch.records {
-            upsert.execute(params![r.rollout_id.as_str(), r.hostname.as_str(), r.state.as_str(), to_json(r)?])?;
+            upsert.execute(params![r.rollout_id.as_str(), r.hostname.as_str(), r.state, r.body.get()])?;
         }
     }
     for change in &batch.quarantines {
@@ -238,6 +238,10 @@ fn commit(conn: &mut Connection, batch: Batch) -> Committed {
                 payload: row.payload,
             });
         }
+    }
+    if batch.records_through {
+        tx.prepare_cached("UPDATE record_snapshot SET seq = (SELECT COALESCE(MAX(seq), 0) FROM event_log)")?
+            .execute([])?;
     }
     tx.commit()?;
     Ok(entries)
@@ -297,7 +301,8 @@ mod tests {
             Closure::parse("/nix/store/00000000000000000000000000000000-x").unwrap(),
             Utc::now(),
         );
-        let failing = writer.submit(Batch { log, records: vec![record], ..Default::default() });
+        let records = vec![crate::db::store::RecordRow::new(&record)];
+        let failing = writer.submit(Batch { log, records, ..Default::default() });
         // Queued behind the failing batch (built on its changes): refused, not written.
         let behind = writer.submit(Batch { log: vec![row(1)], ..Default::default() });
         assert!(matches!(failing.await.unwrap(), Err(WriteError::Sqlite(_))));

@@ -14,6 +14,7 @@ use engine::rollout::{AdvancedBy, Rollout, RolloutInput};
 use engine::state::{FleetState, HostEventError, ManifestSet, Quarantines};
 use engine::verify::{Freshness, TrustRoots, verify_fleet, verify_manifest};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use shared::agent::{DispatchOrder, EventOutcome, EventResponse, HeartbeatRequest, HeartbeatResponse};
 use shared::manifest::SignedArtifact;
@@ -21,7 +22,9 @@ use shared::state::{Gate, HostEvent, HostState, RolloutState};
 use shared::{Channel, Closure, Hostname, RolloutId};
 
 use super::input::{ManifestSummary, ManifestUpdate, OperatorAction, OperatorOutcome, ReducerError};
-use crate::db::store::{self, Batch, Loaded, LogEntry, LogRow, ManifestWrite, QuarantineChange, QuarantineRow};
+use crate::db::store::{
+    self, Batch, Loaded, LogEntry, LogRow, ManifestWrite, QuarantineChange, QuarantineRow, RecordRow,
+};
 
 /// Heartbeat interval while a host has work, and when it has none (SPEC §6).
 pub const ACTIVE_HEARTBEAT_SECONDS: u64 = engine::planner::ACTIVE_HEARTBEAT_SECONDS as u64;
@@ -47,6 +50,8 @@ pub struct Pending {
     records: BTreeSet<(RolloutId, Hostname)>,
     opened: BTreeSet<RolloutId>,
     log: Vec<LogRow>,
+    /// Each record's JSON as its last log row in this group carries it.
+    logged_records: HashMap<(RolloutId, Hostname), store::Payload>,
     quarantines: Vec<QuarantineChange>,
     presence: BTreeSet<Hostname>,
     manifests: Option<ManifestWrite>,
@@ -91,7 +96,16 @@ pub struct Core {
     /// Rollouts with a Pending host held by a disruption budget: a host moving anywhere can
     /// free their budget, so every pass looks at them.
     budget_held: BTreeSet<RolloutId>,
+    /// Records whose newest state so far only the event log holds (see [`RecordRow`]), and
+    /// when every record was last written.
+    unwritten: BTreeSet<(RolloutId, Hostname)>,
+    records_written_at: Option<DateTime<Utc>>,
 }
+
+/// Deferred records are written once this many are waiting, or this long after the last
+/// time they all were (and before their rollout ends, and when the reducer stops).
+const UNWRITTEN_AT_MOST: usize = 4096;
+const WRITE_RECORDS_EVERY: Duration = Duration::seconds(2);
 
 fn rejected(code: &'static str, message: impl Into<String>) -> ReducerError {
     ReducerError::Rejected { code, message: message.into() }
@@ -119,6 +133,8 @@ impl Core {
             rollouts_of_host: None,
             written_rollouts: HashMap::new(),
             budget_held: BTreeSet::new(),
+            unwritten: BTreeSet::new(),
+            records_written_at: None,
         };
         if let Some(fleet_artifact) = loaded.fleet {
             match core.reverify(&fleet_artifact, &loaded.manifests, now) {
@@ -189,20 +205,26 @@ impl Core {
         // The record (or rollout) after the change rides along, rendered straight into the
         // payload's JSON: the text is stored, fed to clients and served as it is.
         #[derive(Serialize)]
-        struct With<'a, T> {
+        struct With<'a> {
             #[serde(flatten)]
             base: &'a Value,
             #[serde(skip_serializing_if = "Option::is_none")]
-            record: Option<&'a T>,
+            record: Option<&'a RawValue>,
             #[serde(skip_serializing_if = "Option::is_none")]
-            rollout: Option<&'a T>,
+            rollout: Option<&'a Rollout>,
         }
         let base = &entry.payload;
         let payload = if let (Some(rollout), Some(host)) = (&entry.rollout_id, &entry.host) {
-            pending.records.insert((rollout.clone(), host.clone()));
+            let key = (rollout.clone(), host.clone());
+            pending.records.insert(key.clone());
             pending.rollouts.insert(rollout.clone());
             match self.state.record(rollout, host).filter(|_| base.is_object()) {
-                Some(record) => store::payload(&With { base, record: Some(record), rollout: None }),
+                Some(record) => {
+                    let record = store::payload(record);
+                    let payload = store::payload(&With { base, record: Some(&record), rollout: None });
+                    pending.logged_records.insert(key, record);
+                    payload
+                }
                 None => store::payload(base),
             }
         } else if let Some(rollout) = &entry.rollout_id {
@@ -766,7 +788,8 @@ impl Core {
     }
 
     /// The rows to write for what `pending` touched, taken from memory as it is now.
-    pub fn batch(&mut self, pending: Pending) -> Batch {
+    /// `stopping`: the last batch; every deferred record is written.
+    pub fn batch(&mut self, pending: Pending, now: DateTime<Utc>, stopping: bool) -> Batch {
         let mut batch = Batch::default();
         let mut rollouts = pending.rollouts;
         rollouts.extend(pending.opened.iter().cloned());
@@ -778,16 +801,42 @@ impl Core {
                 batch.rollouts.push(rollout.clone());
             }
         }
-        let mut records: BTreeMap<(RolloutId, Hostname), HostRecord> = BTreeMap::new();
-        for id in &pending.opened {
-            for (host, record) in self.state.records.get(id).into_iter().flatten() {
-                records.insert((id.clone(), host.clone()), record.clone());
+        // A record whose last log row in this group carries it as it is now is written later
+        // (the row is its state until then); one that changed after its row, or has none, now.
+        let mut records: BTreeMap<(RolloutId, Hostname), RecordRow> = BTreeMap::new();
+        let mut write_all = stopping || batch.rollouts.iter().any(|r| r.state.is_terminal());
+        for key in pending.records {
+            let Some(record) = self.state.record(&key.0, &key.1) else { continue };
+            let row = RecordRow::new(record);
+            match pending.logged_records.get(&key) {
+                Some(logged) if logged.get() == row.body.get() => {
+                    self.unwritten.insert(key);
+                }
+                logged => {
+                    // An older state of it is in the log's tail: only a full write puts the
+                    // table ahead of the tail again.
+                    write_all |= logged.is_some() || self.unwritten.contains(&key);
+                    records.insert(key, row);
+                }
             }
         }
-        for key in pending.records {
-            if let Some(record) = self.state.record(&key.0, &key.1) {
-                records.insert(key, record.clone());
+        for id in &pending.opened {
+            for (host, record) in self.state.records.get(id).into_iter().flatten() {
+                let key = (id.clone(), host.clone());
+                if !records.contains_key(&key) && !self.unwritten.contains(&key) {
+                    records.insert(key, RecordRow::new(record));
+                }
             }
+        }
+        let due = self.records_written_at.is_none_or(|at| now - at >= WRITE_RECORDS_EVERY);
+        if write_all || self.unwritten.len() >= UNWRITTEN_AT_MOST || (due && !self.unwritten.is_empty()) {
+            for key in std::mem::take(&mut self.unwritten) {
+                if let Some(record) = self.state.record(&key.0, &key.1) {
+                    records.insert(key, RecordRow::new(record));
+                }
+            }
+            batch.records_through = true;
+            self.records_written_at = Some(now);
         }
         batch.records = records.into_values().collect();
         batch.quarantines = pending.quarantines;

@@ -181,6 +181,14 @@ impl Reducer {
                 }
             }
         }
+        // Records still deferred are written, so the table is whole at rest (after a crash
+        // the next start takes them from the log instead).
+        let last = self.core.batch(Pending::default(), clock.now(), true);
+        if !last.is_empty()
+            && let Err(err) = self.writer.commit(last).await
+        {
+            tracing::warn!(%err, "cannot write the deferred records; the next start takes them from the log");
+        }
         // Stop accepting; what is still queued gets a 503, nothing half-done.
         self.running.store(false, Ordering::Release);
         rx.close();
@@ -251,7 +259,7 @@ impl Reducer {
             let histogram = if full { &self.metrics.plan_seconds } else { &self.metrics.plan_moved_seconds };
             histogram.observe(started.elapsed().as_secs_f64());
         }
-        let batch = self.core.batch(pending);
+        let batch = self.core.batch(pending, now, stop);
         self.core.prune();
         let writes = !batch.is_empty();
         // A group that writes nothing still waits for the commits before it (its answers may
