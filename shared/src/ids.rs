@@ -36,14 +36,15 @@ macro_rules! name_type {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        #[cfg_attr(feature = "openapi", schema(value_type = String))]
         #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        pub struct $name(compact_str::CompactString);
 
         impl $name {
             pub fn parse(s: impl Into<String>) -> Result<Self, IdError> {
                 let s = s.into();
                 if is_name(&s) {
-                    Ok($name(s))
+                    Ok($name(compact_str::CompactString::from(s.as_str())))
                 } else {
                     Err(IdError { kind: $kind, value: s, rule: "1–63 characters of a-z, 0-9, '-', '_', '.', starting with a letter or digit" })
                 }
@@ -62,7 +63,7 @@ macro_rules! name_type {
 
         impl From<$name> for String {
             fn from(v: $name) -> String {
-                v.0
+                v.0.into_string()
             }
         }
 
