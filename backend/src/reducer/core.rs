@@ -14,7 +14,6 @@ use engine::rollout::{AdvancedBy, Rollout, RolloutInput};
 use engine::state::{FleetState, HostEventError, ManifestSet, Quarantines};
 use engine::verify::{Freshness, TrustRoots, verify_fleet, verify_manifest};
 use serde::Serialize;
-use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use shared::agent::{DispatchOrder, EventOutcome, EventResponse, HeartbeatRequest, HeartbeatResponse};
 use shared::manifest::SignedArtifact;
@@ -50,8 +49,8 @@ pub struct Pending {
     records: BTreeSet<(RolloutId, Hostname)>,
     opened: BTreeSet<RolloutId>,
     log: Vec<LogRow>,
-    /// Each record's JSON as its last log row in this group carries it.
-    logged_records: HashMap<(RolloutId, Hostname), store::Payload>,
+    /// Each record as its last log row in this group carries it.
+    logged_records: HashMap<(RolloutId, Hostname), HostRecord>,
     quarantines: Vec<QuarantineChange>,
     presence: BTreeSet<Hostname>,
     manifests: Option<ManifestWrite>,
@@ -209,7 +208,7 @@ impl Core {
             #[serde(flatten)]
             base: &'a Value,
             #[serde(skip_serializing_if = "Option::is_none")]
-            record: Option<&'a RawValue>,
+            record: Option<&'a HostRecord>,
             #[serde(skip_serializing_if = "Option::is_none")]
             rollout: Option<&'a Rollout>,
         }
@@ -220,10 +219,8 @@ impl Core {
             pending.rollouts.insert(rollout.clone());
             match self.state.record(rollout, host).filter(|_| base.is_object()) {
                 Some(record) => {
-                    let record = store::payload(record);
-                    let payload = store::payload(&With { base, record: Some(&record), rollout: None });
-                    pending.logged_records.insert(key, record);
-                    payload
+                    pending.logged_records.insert(key, record.clone());
+                    store::payload(&With { base, record: Some(record), rollout: None })
                 }
                 None => store::payload(base),
             }
@@ -807,16 +804,15 @@ impl Core {
         let mut write_all = stopping || batch.rollouts.iter().any(|r| r.state.is_terminal());
         for key in pending.records {
             let Some(record) = self.state.record(&key.0, &key.1) else { continue };
-            let row = RecordRow::new(record);
             match pending.logged_records.get(&key) {
-                Some(logged) if logged.get() == row.body.get() => {
+                Some(logged) if logged == record => {
                     self.unwritten.insert(key);
                 }
                 logged => {
                     // An older state of it is in the log's tail: only a full write puts the
                     // table ahead of the tail again.
                     write_all |= logged.is_some() || self.unwritten.contains(&key);
-                    records.insert(key, row);
+                    records.insert(key, RecordRow::new(record));
                 }
             }
         }
@@ -881,5 +877,61 @@ impl Core {
             }
         }
         (by_state, by_gate, stuck)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use engine::testkit::{FleetBuilder, sign, t0};
+
+    use super::*;
+
+    fn key(host: &str) -> (RolloutId, Hostname) {
+        (RolloutId::parse("stable@a1").unwrap(), Hostname::parse(host).unwrap())
+    }
+
+    fn written(batch: &Batch) -> Vec<&str> {
+        batch.records.iter().map(|r| r.hostname.as_str()).collect()
+    }
+
+    #[test]
+    fn records_wait_behind_their_log_rows_unless_they_changed_after_them() {
+        let f = FleetBuilder::new()
+            .policy("p", &[(0, false)], "halt", 30)
+            .channel("stable", "p")
+            .host("a", "stable", &[])
+            .host("b", "stable", &[])
+            .waves("stable", &[&["a", "b"]]);
+        let mut core = Core::from_loaded(Loaded::default(), None, SharedFleet::default(), t0());
+        let update = ManifestUpdate {
+            set: f.manifest_set("a1"),
+            fleet_artifact: sign(&f.document()),
+            manifest_artifacts: vec![],
+        };
+        let mut pending = Pending::default();
+        core.manifests(&mut pending, t0(), update);
+        core.plan(&mut pending, t0());
+        // The first group writes everything (nothing was written yet).
+        let first = core.batch(pending, t0(), false);
+        assert!(first.records_through);
+        assert_eq!(written(&first), ["a", "b"]);
+
+        // A change its log row carries: deferred while the interval runs.
+        let mut pending = Pending::default();
+        let (rollout, b) = key("b");
+        core.log_record_change(&mut pending, t0(), "HostExcused", rollout, b);
+        let second = core.batch(pending, t0(), false);
+        assert!(!second.records_through && second.records.is_empty());
+
+        // A record that changes after its row is written at once, and every deferred one
+        // with it (the tail holds an older state of it than the table will).
+        let mut pending = Pending::default();
+        let (rollout, a) = key("a");
+        core.log_record_change(&mut pending, t0(), "HostExcused", rollout.clone(), a.clone());
+        core.state.records.get_mut(&rollout).and_then(|r| r.get_mut(&a)).unwrap().stuck = true;
+        let third = core.batch(pending, t0(), false);
+        assert!(third.records_through);
+        assert_eq!(written(&third), ["a", "b"]);
+        assert!(third.records[0].body.get().contains("\"stuck\":true"));
     }
 }
