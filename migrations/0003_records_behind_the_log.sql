@@ -11,13 +11,19 @@ CREATE TABLE record_snapshot (
 
 INSERT INTO record_snapshot (id, seq) SELECT 1, COALESCE(MAX(seq), 0) FROM event_log;
 
+-- Each record's newest log row after the snapshot. (Written without GROUP BY: grouping made
+-- SQLite walk a whole index of the log for its order instead of the tail's seq range.)
 CREATE VIEW record_tail AS
-SELECT rollout_id, host AS hostname, MAX(seq) AS seq, payload
-FROM event_log
-WHERE seq > (SELECT seq FROM record_snapshot)
-  AND rollout_id IS NOT NULL AND host IS NOT NULL
-  AND json_type(payload, '$.record') = 'object'
-GROUP BY rollout_id, host;
+SELECT e.rollout_id, e.host AS hostname, e.seq, e.payload
+FROM event_log e
+WHERE e.seq > (SELECT seq FROM record_snapshot)
+  AND +e.rollout_id IS NOT NULL AND +e.host IS NOT NULL
+  AND json_type(e.payload, '$.record') = 'object'
+  AND NOT EXISTS (
+      SELECT 1 FROM event_log n
+      WHERE n.host = e.host AND n.seq > e.seq AND n.rollout_id = e.rollout_id
+        AND json_type(n.payload, '$.record') = 'object'
+  );
 
 CREATE VIEW current_host_records AS
 SELECT h.rollout_id, h.hostname, h.state, h.body
