@@ -125,8 +125,11 @@ impl Writer {
 /// The writer's page cache (KiB).
 const CACHE_KIB: i64 = 16 * 1024;
 
-/// WAL pages (4 KiB) after which the writer checkpoints itself: 32 MiB.
-const WAL_LIMIT_PAGES: i64 = 8192;
+/// WAL pages (4 KiB) after which the writer checkpoints itself: 256 MiB. That checkpoint
+/// stalls every commit behind it for the fsyncs (~10 ms on this machine's disk, in the
+/// kernel's writeback throttling); at 32 MiB it came every half second under sustained
+/// events, and event p99 was 25–31 ms against 16–17 ms now (BENCHMARKS.md).
+const WAL_LIMIT_PAGES: i64 = 65_536;
 /// Size the WAL file is truncated to when it restarts.
 const WAL_KEEP_BYTES: i64 = 64 * 1024 * 1024;
 
