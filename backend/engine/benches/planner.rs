@@ -1,8 +1,8 @@
 //! Planner pass at fleet scale (SPEC §13: 10,000 hosts, 100 active rollouts, ≤ 10 ms), and
 //! how it grows: 1,000 / 10,000 / 50,000 hosts (10 / 100 / 500 rollouts of 100 hosts).
 //!
-//! `cargo bench -p engine --bench planner` (`plan_next`: a full pass; `plan_moved`: the pass
-//! after hosts moved in one rollout)
+//! `cargo bench -p engine --bench planner` (`plan_next`: a full pass; `plan_next_settled`: the
+//! same once its actions were applied; `plan_moved`: the pass after hosts moved in one rollout)
 //!
 //! The fleet at 10,000: 100 channels of 100 hosts, each in 4 waves of 25 (wave 2 needs approval),
 //! a host edge inside every wave, channel edges chaining every tenth channel to the next,
@@ -80,6 +80,20 @@ fn bench(c: &mut Criterion) {
         let hosts: usize = s.state.records.values().map(|r| r.len()).sum();
         assert_eq!((s.state.rollouts.len(), hosts), (channels, channels * HOSTS_PER_CHANNEL));
         eprintln!("plan pass over {hosts} hosts / {channels} rollouts yields {} actions", actions.len());
+        group.bench_function(format!("{hosts} hosts {channels} rollouts"), |b| {
+            b.iter(|| plan_next(&s.set, &s.state, &s.quarantines, s.now));
+        });
+    }
+    group.finish();
+
+    // The same fleet once the server has applied that pass (waves advanced, hosts dispatched,
+    // holds recorded): what each plan tick of a converging fleet then looks at.
+    let mut group = c.benchmark_group("plan_next_settled");
+    for channels in [10, 100, 500] {
+        let mut s = mid_rollout(channels);
+        s.tick();
+        let hosts: usize = s.state.records.values().map(|r| r.len()).sum();
+        eprintln!("settled pass over {hosts} hosts yields {} actions", s.plan().len());
         group.bench_function(format!("{hosts} hosts {channels} rollouts"), |b| {
             b.iter(|| plan_next(&s.set, &s.state, &s.quarantines, s.now));
         });
