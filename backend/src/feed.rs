@@ -190,3 +190,47 @@ pub fn stream(
     });
     ([(CONTENT_TYPE, "text/event-stream"), (CACHE_CONTROL, "no-cache")], Body::from_stream(stream))
 }
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    async fn next_frame(body: &mut Body) -> Bytes {
+        body.frame().await.expect("the stream ended").expect("infallible").into_data().expect("a data frame")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_stream_sends_a_keep_alive_comment_and_entries_as_their_shared_frames() {
+        let hub = FeedHub::new(16);
+        // Never touched: a stream without Last-Event-ID does not backfill.
+        let pool = SqlitePool::connect_lazy("sqlite::memory:").unwrap();
+        let response =
+            stream(hub.clone(), pool, None, CancellationToken::new(), Arc::new(Metrics::default())).into_response();
+        assert_eq!(response.headers()[CONTENT_TYPE], "text/event-stream");
+        let mut body = response.into_body();
+
+        // Nothing committed for the keep-alive interval (the paused clock jumps to it).
+        let started = tokio::time::Instant::now();
+        assert_eq!(&next_frame(&mut body).await[..], b":\n\n");
+        assert!(started.elapsed() >= KEEP_ALIVE);
+
+        let entry = LogEntry {
+            seq: 7,
+            ts: chrono::Utc::now(),
+            kind: "HostEvent".into(),
+            rollout_id: Some("stable@a1".into()),
+            host: Some("a".into()),
+            channel: None,
+            payload: store::payload(&serde_json::json!({ "note": "two\nlines" })),
+        };
+        hub.publish(std::slice::from_ref(&entry));
+        let frame = next_frame(&mut body).await;
+        let text = std::str::from_utf8(&frame).unwrap();
+        let data = text.strip_prefix("id: 7\nevent: host\ndata: ").and_then(|t| t.strip_suffix("\n\n")).unwrap();
+        assert!(!data.contains('\n'), "the JSON must be one data line: {text}");
+        let sent: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert_eq!((sent["seq"].as_i64(), sent["payload"]["note"].as_str()), (Some(7), Some("two\nlines")));
+    }
+}
