@@ -80,11 +80,6 @@ impl VerifiedFleet {
             .map_or(30 * 60, |p| i64::try_from(p.stuck_after_minutes.saturating_mul(60)).unwrap_or(i64::MAX))
     }
 
-    /// Hosts that must be Converged or Deferred before `host` is dispatched.
-    pub fn gating_hosts(&self, host: &Hostname) -> &[Hostname] {
-        self.host(host).map_or(&[], |h| h.gating.as_slice())
-    }
-
     /// Channels whose rollout must complete before `channel` dispatches.
     pub fn predecessors(&self, channel: &Channel) -> &[Channel] {
         self.predecessors.get(channel).map_or(&[], Vec::as_slice)
