@@ -104,11 +104,14 @@ async fn settle_records(pool: &SqlitePool) -> Result<(), sqlx::Error> {
     )
     .execute(&mut *tx)
     .await?;
-    sqlx::query("UPDATE record_snapshot SET seq = (SELECT COALESCE(MAX(seq), 0) FROM event_log)")
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(RECORDS_WRITTEN_THROUGH_LOG).execute(&mut *tx).await?;
     tx.commit().await
 }
+
+/// Records `host_records` as complete up to the log's last row (the writer after writing every
+/// deferred record; a start after writing the log's tail into the table).
+pub const RECORDS_WRITTEN_THROUGH_LOG: &str =
+    "UPDATE record_snapshot SET seq = (SELECT COALESCE(MAX(seq), 0) FROM event_log)";
 
 pub async fn last_seq(pool: &SqlitePool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM event_log").fetch_one(pool).await

@@ -12,7 +12,7 @@ use rusqlite::{Connection, params};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use super::store::{Batch, LogEntry, ManifestWrite, QuarantineChange, ts};
+use super::store::{Batch, LogEntry, ManifestWrite, QuarantineChange, RECORDS_WRITTEN_THROUGH_LOG, ts};
 use shared::{Channel, Closure, Hostname, RolloutId};
 
 #[derive(Debug, thiserror::Error)]
@@ -243,8 +243,7 @@ fn commit(conn: &mut Connection, batch: Batch) -> Committed {
         }
     }
     if batch.records_through {
-        tx.prepare_cached("UPDATE record_snapshot SET seq = (SELECT COALESCE(MAX(seq), 0) FROM event_log)")?
-            .execute([])?;
+        tx.prepare_cached(RECORDS_WRITTEN_THROUGH_LOG)?.execute([])?;
     }
     tx.commit()?;
     Ok(entries)
