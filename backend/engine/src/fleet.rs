@@ -3,6 +3,7 @@
 //! never scans the document.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Range;
 
 use chrono::{DateTime, Utc};
 use ed25519_dalek::VerifyingKey;
@@ -26,8 +27,7 @@ pub struct WaveSpec {
     pub requires_approval: bool,
 }
 
-/// What the fleet says about one host, found with one lookup (a plan pass needs placement,
-/// gating hosts and budgets of most hosts; every agent request needs the key).
+/// What a plan pass needs to know about one host (placement, gating hosts, budgets).
 #[derive(Debug, Clone)]
 pub struct HostFacts {
     pub placement: Placement,
@@ -35,7 +35,6 @@ pub struct HostFacts {
     pub gating: Vec<Hostname>,
     /// Indexes into `doc.disruption_budgets` of the budgets whose selector matches.
     pub budgets: Vec<usize>,
-    pub pubkey: VerifyingKey,
 }
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
@@ -46,7 +45,17 @@ pub struct VerifiedFleet {
     /// Lower hex SHA-256 of the document's JCS bytes.
     pub hash: String,
     pub signed_at: DateTime<Utc>,
-    hosts: FastMap<Hostname, HostFacts>,
+    /// Every host's facts, ordered by channel and then hostname, so that a channel's hosts are
+    /// one sorted run: a plan pass walks it alongside a rollout's records (sorted by hostname
+    /// too) instead of looking every host up at a random place in memory.
+    facts: Vec<(Hostname, HostFacts)>,
+    /// Each host's decoded key, at its index in `facts` (kept apart: a pass never reads them,
+    /// and at 192 bytes each they would triple the memory it walks).
+    pubkeys: Vec<VerifyingKey>,
+    /// Hostname → index into `facts` and `pubkeys`.
+    by_name: FastMap<Hostname, u32>,
+    /// Channel → its run in `facts`.
+    runs: BTreeMap<Channel, Range<usize>>,
     waves: BTreeMap<Channel, Vec<WaveSpec>>,
     predecessors: BTreeMap<Channel, Vec<Channel>>,
 }
@@ -54,7 +63,12 @@ pub struct VerifiedFleet {
 impl VerifiedFleet {
     /// Everything indexed about `host`; `None` for a host the fleet does not name.
     pub fn host(&self, host: &Hostname) -> Option<&HostFacts> {
-        self.hosts.get(host)
+        self.by_name.get(host).map(|&i| &self.facts[i as usize].1)
+    }
+
+    /// The hosts of `channel` with their facts, sorted by hostname.
+    pub fn hosts_of(&self, channel: &Channel) -> &[(Hostname, HostFacts)] {
+        self.runs.get(channel).map_or(&[], |run| &self.facts[run.clone()])
     }
 
     pub fn placement(&self, host: &Hostname) -> Placement {
@@ -85,29 +99,20 @@ impl VerifiedFleet {
         self.predecessors.get(channel).map_or(&[], Vec::as_slice)
     }
 
-    /// Indexes into `doc.disruption_budgets` of the budgets whose selector matches `host`.
-    pub fn budgets_of(&self, host: &Hostname) -> &[usize] {
-        self.host(host).map_or(&[], |h| h.budgets.as_slice())
-    }
-
     pub fn pubkey(&self, host: &Hostname) -> Option<&VerifyingKey> {
-        self.host(host).map(|h| &h.pubkey)
-    }
-
-    pub fn channel_of(&self, host: &Hostname) -> Option<&Channel> {
-        self.doc.hosts.get(host).map(|h| &h.channel)
+        self.by_name.get(host).map(|&i| &self.pubkeys[i as usize])
     }
 }
 
 /// Checks the consistency rules of SPEC §2.3 and builds the indexes. Errors name the field.
 pub fn index(doc: FleetDocument, hash: String, signed_at: DateTime<Utc>) -> Result<VerifiedFleet, String> {
-    let mut pubkeys = HashMap::with_capacity(doc.hosts.len());
+    let mut pubkeys = Vec::with_capacity(doc.hosts.len());
     for (name, host) in &doc.hosts {
         if !doc.channels.contains_key(&host.channel) {
             return Err(format!("hosts.{name}.channel: unknown channel `{}`", host.channel));
         }
         let key = decode_public_key(&host.pubkey).map_err(|e| format!("hosts.{name}.pubkey: {e}"))?;
-        pubkeys.insert(name.clone(), key);
+        pubkeys.push((&host.channel, name.clone(), key));
     }
     for (name, channel) in &doc.channels {
         if !doc.rollout_policies.contains_key(&channel.rollout_policy) {
@@ -223,17 +228,23 @@ pub fn index(doc: FleetDocument, hash: String, signed_at: DateTime<Utc>) -> Resu
         }
     }
 
-    let mut hosts = FastMap::with_capacity_and_hasher(pubkeys.len(), foldhash::fast::FixedState::default());
-    for (name, pubkey) in pubkeys {
-        let facts = HostFacts {
+    pubkeys.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    let mut runs: BTreeMap<Channel, Range<usize>> = BTreeMap::new();
+    let mut by_name = FastMap::with_capacity_and_hasher(pubkeys.len(), foldhash::fast::FixedState::default());
+    let mut facts = Vec::with_capacity(pubkeys.len());
+    let mut keys = Vec::with_capacity(pubkeys.len());
+    for (i, (channel, name, pubkey)) in pubkeys.into_iter().enumerate() {
+        runs.entry(channel.clone()).or_insert(i..i).end = i + 1;
+        by_name.insert(name.clone(), i as u32);
+        let host_facts = HostFacts {
             placement: placement.get(&name).copied().unwrap_or(Placement::Unstaged),
             gating: gating_hosts.remove(&name).unwrap_or_default(),
             budgets: budgets_of_host.remove(&name).unwrap_or_default(),
-            pubkey,
         };
-        hosts.insert(name, facts);
+        facts.push((name, host_facts));
+        keys.push(pubkey);
     }
-    Ok(VerifiedFleet { doc, hash, signed_at, hosts, waves, predecessors })
+    Ok(VerifiedFleet { doc, hash, signed_at, facts, pubkeys: keys, by_name, runs, waves, predecessors })
 }
 
 /// A cycle in a "node → nodes it waits for" graph, if any, as the list of nodes on it

@@ -10,7 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use shared::state::{Gate, HostState, RolloutState};
 use shared::{Channel, Closure, Hostname, RolloutId};
 
-use crate::fleet::{HostFacts, Placement, WaveSpec};
+use crate::fleet::{HostFacts, Placement, VerifiedFleet, WaveSpec};
 use crate::host::HostRecord;
 use crate::rollout::{Halt, Rollout, wave_complete};
 use crate::state::{FleetState, ManifestSet, Quarantines};
@@ -84,12 +84,13 @@ pub fn plan_rollouts(
         }
         let gates = RolloutGates::new(manifests, state, quarantines, rollout, records, current_wave);
         let mut reasons = Reasons::default();
+        let channel_hosts = ChannelFacts { fleet, run: fleet.hosts_of(&rollout.channel) };
 
-        for record in records.values() {
+        for (position, record) in records.values().enumerate() {
             if record.state != HostState::Pending || record.dispatch.is_some() {
                 continue;
             }
-            let facts = fleet.host(&record.hostname);
+            let facts = channel_hosts.get(position, &record.hostname);
             let placement = facts.map_or(Placement::Unstaged, |f| f.placement);
             let budgets = facts.map_or(&[][..], |f| f.budgets.as_slice());
             let block = gates.first_block(record, facts).or_else(|| {
@@ -129,6 +130,31 @@ pub fn plan_rollouts(
         }
     }
     actions
+}
+
+/// The facts of a rollout's hosts, read alongside its records. A rollout's records are usually
+/// its channel's hosts, and both are sorted by hostname, so the facts of the record at position
+/// `i` are usually at position `i` of the channel's run: the pass reads both arrays in order,
+/// where a hash lookup per host was a cache miss per host at fleet sizes beyond the caches.
+struct ChannelFacts<'a> {
+    fleet: &'a VerifiedFleet,
+    /// The channel's hosts, sorted by hostname.
+    run: &'a [(Hostname, HostFacts)],
+}
+
+impl<'a> ChannelFacts<'a> {
+    /// The facts of `host`, the record at `position` in its rollout. Otherwise (a hostSet that
+    /// is not the whole channel) found by binary search in the run, and a host outside the run
+    /// (one the fleet now places on another channel, or does not name) in the whole fleet.
+    fn get(&self, position: usize, host: &Hostname) -> Option<&'a HostFacts> {
+        match self.run.get(position) {
+            Some((name, facts)) if name == host => Some(facts),
+            _ => match self.run.binary_search_by(|(name, _)| name.cmp(host)) {
+                Ok(i) => Some(&self.run[i].1),
+                Err(_) => self.fleet.host(host),
+            },
+        }
+    }
 }
 
 /// The reasons of one rollout's blocks that do not depend on the host, each rendered once:
@@ -394,7 +420,8 @@ fn budgets_in_flight(manifests: &ManifestSet, state: &FleetState, now: DateTime<
             continue;
         };
         let stuck_after = Duration::seconds(fleet.stuck_after_seconds(&rollout.channel));
-        for record in records.values() {
+        let channel_hosts = ChannelFacts { fleet, run: fleet.hosts_of(&rollout.channel) };
+        for (position, record) in records.values().enumerate() {
             let counts_now = match record.state {
                 HostState::Activating | HostState::Soaking => true,
                 HostState::Pending => record.dispatch.is_some_and(|d| now - d.queued_at < stuck_after),
@@ -406,7 +433,7 @@ fn budgets_in_flight(manifests: &ManifestSet, state: &FleetState, now: DateTime<
             if record.stuck && state.last_heartbeat.get(&record.hostname).is_none_or(|at| now - *at > silent_after) {
                 continue;
             }
-            for &b in fleet.budgets_of(&record.hostname) {
+            for &b in channel_hosts.get(position, &record.hostname).map_or(&[][..], |f| f.budgets.as_slice()) {
                 counts[b] += 1;
             }
         }

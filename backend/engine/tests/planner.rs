@@ -174,6 +174,36 @@ fn budget_three_candidates_max_in_flight_one_queues_exactly_one() {
     assert_eq!(Scenario::dispatched(&s.tick()), ["b"]);
 }
 
+/// Hosts without a closure are in no `hostSet`, so the rollout's records are not its channel's
+/// hosts one for one: each record still gets its own host's wave and budgets.
+#[test]
+fn a_host_set_smaller_than_its_channel_still_gets_each_hosts_own_wave_and_budgets() {
+    let set = FleetBuilder::new()
+        .policy("p", &[(10, false), (10, false)], "halt", 30)
+        .channel("stable", "p")
+        .host_with_closure("a", "stable", &["db"], None)
+        .host("b", "stable", &["db"])
+        .host_with_closure("c", "stable", &["db"], None)
+        .host("d", "stable", &["db"])
+        .host("e", "stable", &["db"])
+        .waves("stable", &[&["a", "d", "e"], &["b", "c"]])
+        .budget("db", json!({"tags": ["db"]}), 1)
+        .manifest_set("c0ffee");
+    let mut s = Scenario::new(set);
+    let actions = s.tick();
+    // Records b, d, e sit at positions 0, 1, 2; the channel's hosts a, b, c, d, e.
+    assert_eq!(Scenario::dispatched(&actions), ["d"]);
+    assert_eq!(hold_of(&actions, "b"), Some((Gate::Wave, "wave 1 is not current yet (current wave 0)")));
+    assert_eq!(hold_of(&actions, "e"), Some((Gate::Budget, "budget db: 1 of 1 in flight")));
+    // The next pass counts d's outstanding dispatch against its budget from the records.
+    s.state.records.values_mut().for_each(|records| {
+        records.values_mut().for_each(|r| r.waiting_on = None);
+    });
+    let actions = s.plan();
+    assert!(Scenario::dispatched(&actions).is_empty());
+    assert_eq!(hold_of(&actions, "e"), Some((Gate::Budget, "budget db: 1 of 1 in flight")));
+}
+
 #[test]
 fn budgets_count_in_flight_hosts_across_rollouts_and_forget_stale_dispatches() {
     let set = FleetBuilder::new()
