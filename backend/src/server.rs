@@ -73,7 +73,7 @@ impl App {
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
         let local_addr = listener.local_addr()?;
-        let state = AppState {
+        let state = AppState::new(http::Shared {
             pool: pool.clone(),
             reducer: reducer.clone(),
             fleet,
@@ -83,7 +83,7 @@ impl App {
             replay: Default::default(),
             clock,
             shutdown: shutdown.clone(),
-        };
+        });
         let router = http::router(state.clone(), &config.dist);
         let mut tasks = Vec::new();
         if let (Some(dir), Some(trust_path)) = (&config.manifests_dir, &config.trust) {

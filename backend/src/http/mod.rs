@@ -33,9 +33,28 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// What every handler can reach. Cheap to clone.
+/// What every handler can reach. One `Arc`: extractors take the state by value, so every
+/// request clones it, and one reference count is cheaper than one per part (the per-part
+/// clones and drops were ~1 % of the server's CPU under load).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     pub pool: SqlitePool,
     pub reducer: crate::reducer::ReducerHandle,
     /// The verified fleet agents authenticate against (written by the reducer).
@@ -48,7 +67,7 @@ pub struct AppState {
     pub shutdown: CancellationToken,
 }
 
-impl AppState {
+impl Shared {
     pub fn trust_roots(&self) -> Option<Arc<TrustRoots>> {
         self.trust.read().ok().and_then(|t| t.clone())
     }
