@@ -61,7 +61,7 @@ pub struct VerifiedFleet {
 }
 
 impl VerifiedFleet {
-    /// Everything indexed about `host`; `None` for a host the fleet does not name.
+    /// The facts of `host`; `None` for a host the fleet does not name.
     pub fn host(&self, host: &Hostname) -> Option<&HostFacts> {
         self.by_name.get(host).map(|&i| &self.facts[i as usize].1)
     }
