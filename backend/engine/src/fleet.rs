@@ -66,9 +66,9 @@ impl VerifiedFleet {
         self.by_name.get(host).map(|&i| &self.facts[i as usize].1)
     }
 
-    /// The hosts of `channel` with their facts, sorted by hostname.
-    pub fn hosts_of(&self, channel: &Channel) -> &[(Hostname, HostFacts)] {
-        self.runs.get(channel).map_or(&[], |run| &self.facts[run.clone()])
+    /// The facts of `channel`'s hosts, for reading alongside a rollout's records.
+    pub fn channel_facts(&self, channel: &Channel) -> ChannelFacts<'_> {
+        ChannelFacts { fleet: self, run: self.runs.get(channel).map_or(&[], |run| &self.facts[run.clone()]) }
     }
 
     pub fn placement(&self, host: &Hostname) -> Placement {
@@ -101,6 +101,38 @@ impl VerifiedFleet {
 
     pub fn pubkey(&self, host: &Hostname) -> Option<&VerifyingKey> {
         self.by_name.get(host).map(|&i| &self.pubkeys[i as usize])
+    }
+}
+
+/// The facts of one channel's hosts, read alongside a rollout's records. A rollout's records
+/// are usually its channel's hosts, and both are sorted by hostname, so the facts of the record
+/// at position `i` are usually at position `i` of the channel's run: a pass reads both arrays
+/// in order, where a hash lookup per host was a cache miss per host at fleet sizes beyond the
+/// caches.
+pub struct ChannelFacts<'a> {
+    fleet: &'a VerifiedFleet,
+    /// The channel's hosts, sorted by hostname.
+    run: &'a [(Hostname, HostFacts)],
+}
+
+impl<'a> ChannelFacts<'a> {
+    /// The facts of `host`, the record at `position` in its rollout. Otherwise (a hostSet that
+    /// is not the whole channel, records in another order) found by binary search in the run,
+    /// and a host outside the run (one the fleet now places on another channel, or does not
+    /// name) in the whole fleet.
+    #[inline]
+    pub fn get(&self, position: usize, host: &Hostname) -> Option<&'a HostFacts> {
+        match self.run.get(position) {
+            Some((name, facts)) if name == host => Some(facts),
+            _ => match self.run.binary_search_by(|(name, _)| name.cmp(host)) {
+                Ok(i) => Some(&self.run[i].1),
+                Err(_) => self.fleet.host(host),
+            },
+        }
+    }
+
+    pub fn placement(&self, position: usize, host: &Hostname) -> Placement {
+        self.get(position, host).map_or(Placement::Unstaged, |f| f.placement)
     }
 }
 

@@ -10,7 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use shared::state::{Gate, HostState, RolloutState};
 use shared::{Channel, Closure, Hostname, RolloutId};
 
-use crate::fleet::{HostFacts, Placement, VerifiedFleet, WaveSpec};
+use crate::fleet::{HostFacts, Placement, WaveSpec};
 use crate::host::HostRecord;
 use crate::rollout::{Halt, Rollout, wave_complete};
 use crate::state::{FleetState, ManifestSet, Quarantines};
@@ -77,14 +77,14 @@ pub fn plan_rollouts(
         let waves = fleet.waves(&rollout.channel);
         if rollout.state == RolloutState::Active
             && (current_wave as usize) + 1 < waves.len()
-            && wave_complete(fleet, current_wave, records.values()) == Some(true)
+            && wave_complete(fleet, &rollout.channel, current_wave, records.values()) == Some(true)
         {
             current_wave += 1;
             actions.push(PlanAction::AdvanceWave { rollout_id: id.clone(), to: current_wave });
         }
         let gates = RolloutGates::new(manifests, state, quarantines, rollout, records, current_wave);
         let mut reasons = Reasons::default();
-        let channel_hosts = ChannelFacts { fleet, run: fleet.hosts_of(&rollout.channel) };
+        let channel_hosts = fleet.channel_facts(&rollout.channel);
 
         for (position, record) in records.values().enumerate() {
             if record.state != HostState::Pending || record.dispatch.is_some() {
@@ -130,31 +130,6 @@ pub fn plan_rollouts(
         }
     }
     actions
-}
-
-/// The facts of a rollout's hosts, read alongside its records. A rollout's records are usually
-/// its channel's hosts, and both are sorted by hostname, so the facts of the record at position
-/// `i` are usually at position `i` of the channel's run: the pass reads both arrays in order,
-/// where a hash lookup per host was a cache miss per host at fleet sizes beyond the caches.
-struct ChannelFacts<'a> {
-    fleet: &'a VerifiedFleet,
-    /// The channel's hosts, sorted by hostname.
-    run: &'a [(Hostname, HostFacts)],
-}
-
-impl<'a> ChannelFacts<'a> {
-    /// The facts of `host`, the record at `position` in its rollout. Otherwise (a hostSet that
-    /// is not the whole channel) found by binary search in the run, and a host outside the run
-    /// (one the fleet now places on another channel, or does not name) in the whole fleet.
-    fn get(&self, position: usize, host: &Hostname) -> Option<&'a HostFacts> {
-        match self.run.get(position) {
-            Some((name, facts)) if name == host => Some(facts),
-            _ => match self.run.binary_search_by(|(name, _)| name.cmp(host)) {
-                Ok(i) => Some(&self.run[i].1),
-                Err(_) => self.fleet.host(host),
-            },
-        }
-    }
 }
 
 /// The reasons of one rollout's blocks that do not depend on the host, each rendered once:
@@ -420,7 +395,7 @@ fn budgets_in_flight(manifests: &ManifestSet, state: &FleetState, now: DateTime<
             continue;
         };
         let stuck_after = Duration::seconds(fleet.stuck_after_seconds(&rollout.channel));
-        let channel_hosts = ChannelFacts { fleet, run: fleet.hosts_of(&rollout.channel) };
+        let channel_hosts = fleet.channel_facts(&rollout.channel);
         for (position, record) in records.values().enumerate() {
             let counts_now = match record.state {
                 HostState::Activating | HostState::Soaking => true,

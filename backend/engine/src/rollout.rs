@@ -137,21 +137,24 @@ fn log(rollout: &Rollout, kind: &'static str, payload: serde_json::Value) -> Eff
     })
 }
 
-/// A wave is complete when it has hosts in this rollout and every one of them is Converged,
-/// Deferred or excused. `None` when the wave has no hosts (it never auto-advances).
+/// A wave of `channel` is complete when it has hosts in this rollout and every one of them is
+/// Converged, Deferred or excused. `None` when the wave has no hosts (it never auto-advances).
+/// `records`: the rollout's records in hostname order (any order is answered correctly; that
+/// one reads the fleet's facts in step, see [`ChannelFacts`](crate::fleet::ChannelFacts)).
 pub fn wave_complete<'r>(
     fleet: &VerifiedFleet,
+    channel: &Channel,
     wave: u32,
     records: impl Iterator<Item = &'r HostRecord> + Clone,
 ) -> Option<bool> {
-    // Only a host that is not done can keep the wave open, so the placement (a fleet lookup)
-    // is only needed for those; done hosts are skipped on their own state.
-    let in_wave = |r: &HostRecord| fleet.placement(&r.hostname) == Placement::Wave(wave);
-    if records.clone().any(|r| !r.done_for_ordering() && in_wave(r)) {
+    // Only a host that is not done can keep the wave open, so the placement is only needed
+    // for those; done hosts are skipped on their own state.
+    let facts = fleet.channel_facts(channel);
+    let in_wave = |(i, r): (usize, &HostRecord)| facts.placement(i, &r.hostname) == Placement::Wave(wave);
+    if records.clone().enumerate().any(|(i, r)| !r.done_for_ordering() && in_wave((i, r))) {
         return Some(false);
     }
-    let mut records = records;
-    records.any(in_wave).then_some(true)
+    records.enumerate().any(in_wave).then_some(true)
 }
 
 /// Applies one input (SPEC §4 table). `Completed` and `Superseded` are terminal.
@@ -252,7 +255,7 @@ where
                         rollout.current_wave + 1
                     )));
                 }
-                let complete = wave_complete(ctx.fleet, rollout.current_wave, ctx.records.clone());
+                let complete = wave_complete(ctx.fleet, &rollout.channel, rollout.current_wave, ctx.records.clone());
                 let allowed = match by {
                     AdvancedBy::Auto => complete == Some(true) && rollout.state == S::Active,
                     // An operator may move past an empty wave; that is what it waits for.
