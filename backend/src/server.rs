@@ -2,7 +2,6 @@
 //! roots, starts the reducer (and the manifests poller), and binds the listener; [`App::run`]
 //! serves until the shutdown token fires. Tests run the real server on port 0.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -31,9 +30,11 @@ pub struct App {
     local_addr: SocketAddr,
     pool: SqlitePool,
     router: axum::Router,
+    limits: http::HttpLimits,
     state: AppState,
+    /// Supervisors of the vital tasks (the reducer first).
     tasks: Vec<JoinHandle<()>>,
-    reducer_task: JoinHandle<()>,
+    health: shutdown::Health,
     shutdown: CancellationToken,
 }
 
@@ -53,11 +54,13 @@ impl App {
             Some(path) => Some(Arc::new(manifests::read_trust(path)?)),
             None => None,
         }));
-        let pool = db::open(&config.db).await?;
+        let busy_timeout = Duration::from_millis(config.db_busy_timeout_ms);
+        let pool = db::open_with(&config.db, busy_timeout).await?;
         let metrics = Arc::new(Metrics::new());
+        let health = shutdown::Health::default();
         let feed = FeedHub::new(config.feed_capacity.max(1));
         let fleet = Arc::new(RwLock::new(None));
-        let writer = crate::db::writer::Writer::open(&config.db)
+        let writer = crate::db::writer::Writer::open_with(&config.db, busy_timeout)
             .with_context(|| format!("cannot open {} for writing", config.db.display()))?;
         let (reducer, reducer_task) = reducer::spawn(
             reducer::Storage { pool: pool.clone(), writer },
@@ -82,26 +85,35 @@ impl App {
             metrics,
             replay: Default::default(),
             clock,
+            health: health.clone(),
             shutdown: shutdown.clone(),
         });
-        let router = http::router(state.clone(), &config.dist);
-        let mut tasks = Vec::new();
+        let limits = config.http_limits();
+        let router = http::router(state.clone(), &config.dist, limits);
+        let vital = |name, task| shutdown::supervise(name, task, health.clone(), shutdown.clone());
+        let mut tasks = vec![vital("reducer", reducer_task)];
         if let (Some(dir), Some(trust_path)) = (&config.manifests_dir, &config.trust) {
-            tasks.push(tokio::spawn(manifests::poll_dir(
-                dir.clone(),
-                trust_path.clone(),
-                trust.clone(),
-                reducer.clone(),
-                Duration::from_millis(config.manifests_poll_ms.max(1)),
-                shutdown.clone(),
-            )));
+            tasks.push(vital(
+                "manifests poller",
+                tokio::spawn(manifests::poll_dir(
+                    dir.clone(),
+                    trust_path.clone(),
+                    trust.clone(),
+                    reducer.clone(),
+                    Duration::from_millis(config.manifests_poll_ms.max(1)),
+                    shutdown.clone(),
+                )),
+            ));
         }
         if let Some(trust_path) = config.trust.clone() {
-            tasks.push(tokio::spawn(shutdown::on_sighup(shutdown.clone(), move || {
-                manifests::reload_trust(&trust_path, &trust)
-            })));
+            tasks.push(vital(
+                "SIGHUP listener",
+                tokio::spawn(shutdown::on_sighup(shutdown.clone(), move || {
+                    manifests::reload_trust(&trust_path, &trust)
+                })),
+            ));
         }
-        Ok(App { listener, local_addr, pool, router, state, tasks, reducer_task, shutdown })
+        Ok(App { listener, local_addr, pool, router, limits, state, tasks, health, shutdown })
     }
 
     /// The address actually bound (differs from the configured one when it named port 0).
@@ -120,27 +132,20 @@ impl App {
 
     /// Serves until the shutdown token is cancelled; then lets requests drain (at most
     /// [`DRAIN_TIMEOUT`]), waits for the reducer to finish its transaction, closes the pool.
+    /// A vital task that failed (see [`shutdown::Health`]) also stops it, and makes it return
+    /// that failure (a non-zero exit).
     pub async fn run(self) -> anyhow::Result<()> {
-        let App { listener, pool, router, tasks, reducer_task, shutdown, .. } = self;
-        let serve =
-            axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned()).into_future();
-        tokio::pin!(serve);
-        let result = tokio::select! {
-            result = &mut serve => result.context("the HTTP server failed"),
-            () = async { shutdown.cancelled().await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
-                tracing::warn!(timeout = ?DRAIN_TIMEOUT, "requests still open after the drain timeout; closing them");
-                Ok(())
-            }
-        };
-        // A server error also stops everything else.
+        let App { listener, pool, router, limits, tasks, health, shutdown, .. } = self;
+        http::conn::serve(listener, router, limits, shutdown.clone(), DRAIN_TIMEOUT).await;
+        // Every vital task ends on the token.
         shutdown.cancel();
-        if let Err(err) = reducer_task.await {
-            tracing::error!(%err, "the reducer task ended abnormally");
-        }
         for task in tasks {
-            task.abort();
+            let _ = task.await;
         }
         pool.close().await;
-        result
+        match health.failure() {
+            Some(why) => Err(anyhow::anyhow!("{why}")),
+            None => Ok(()),
+        }
     }
 }

@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod api;
 pub mod ids;
+pub mod limits;
 pub mod manifest;
 pub mod state;
 

@@ -89,9 +89,11 @@ impl VerifiedFleet {
         self.policy(channel).map_or(HealthFailurePolicy::Halt, |p| p.on_health_failure)
     }
 
-    pub fn stuck_after_seconds(&self, channel: &Channel) -> i64 {
-        self.policy(channel)
-            .map_or(30 * 60, |p| i64::try_from(p.stuck_after_minutes.saturating_mul(60)).unwrap_or(i64::MAX))
+    /// How long a record may make no progress before it is flagged stuck (a policy's
+    /// `stuckAfterMinutes`, saturated at the largest span chrono can represent).
+    pub fn stuck_after(&self, channel: &Channel) -> chrono::Duration {
+        let minutes = self.policy(channel).map_or(30, |p| p.stuck_after_minutes);
+        i64::try_from(minutes).ok().and_then(chrono::Duration::try_minutes).unwrap_or(chrono::Duration::MAX)
     }
 
     /// Channels whose rollout must complete before `channel` dispatches.

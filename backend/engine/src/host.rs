@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use shared::limits::MAX_PROBES;
 use shared::manifest::HealthFailurePolicy;
 use shared::state::{HostEvent, HostRolloutSnapshot, HostState, ProbeMode, ProbeStatus, WaitingOn};
 use shared::{Channel, Closure, Hostname, RolloutId};
@@ -151,6 +152,9 @@ pub enum TransitionError {
     /// A guard failed; the record is unchanged.
     #[error("{0}")]
     Invariant(String),
+    /// The event would grow the record past a limit (`shared::limits`); the record is unchanged.
+    #[error("{0}")]
+    TooMany(String),
 }
 
 impl TransitionError {
@@ -159,6 +163,7 @@ impl TransitionError {
             TransitionError::Duplicate { .. } => "duplicate",
             TransitionError::IllegalForState { .. } => "illegal-for-state",
             TransitionError::Invariant(_) => "invariant",
+            TransitionError::TooMany(_) => "limit-exceeded",
         }
     }
 }
@@ -217,9 +222,16 @@ pub fn step(
                     next.failure = Some(FailureInfo { reason, at: *completed_at, failing_probes: vec![] });
                 }
                 None => {
+                    // The time comes from the agent: a sum beyond chrono's range is refused,
+                    // never a panic (chrono's `+` panics on overflow).
+                    let due = completed_at.checked_add_signed(policy.soak).ok_or_else(|| {
+                        TransitionError::Invariant(format!(
+                            "completedAt {completed_at} plus the wave's soak is beyond the supported time range"
+                        ))
+                    })?;
                     next.state = S::Soaking;
                     next.probes.clear();
-                    next.soak_due_at = Some(*completed_at + policy.soak);
+                    next.soak_due_at = Some(due);
                 }
             }
         }
@@ -240,6 +252,12 @@ pub fn step(
         }
         (S::Soaking, HostEvent::ProbeResult { probe, mode, status, observed_at, reason, .. }) => {
             let previous = record.probes.get(probe);
+            if previous.is_none() && record.probes.len() >= MAX_PROBES {
+                return Err(TransitionError::TooMany(format!(
+                    "{} already reports {MAX_PROBES} probes in this rollout; `{probe}` would be one more",
+                    record.hostname
+                )));
+            }
             let (last_pass_at, first_failed_at) = match status {
                 ProbeStatus::Pass => (Some(*observed_at), None),
                 ProbeStatus::Fail => (

@@ -394,7 +394,7 @@ fn budgets_in_flight(manifests: &ManifestSet, state: &FleetState, now: DateTime<
         let Some(records) = state.records.get(id) else {
             continue;
         };
-        let stuck_after = Duration::seconds(fleet.stuck_after_seconds(&rollout.channel));
+        let stuck_after = fleet.stuck_after(&rollout.channel);
         let channel_hosts = fleet.channel_facts(&rollout.channel);
         for (position, record) in records.values().enumerate() {
             let counts_now = match record.state {

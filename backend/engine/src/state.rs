@@ -148,7 +148,10 @@ impl FleetState {
             Placement::Unstaged => 0,
         };
         StepPolicy {
-            soak: chrono::Duration::seconds(i64::try_from(soak_seconds).unwrap_or(i64::MAX / 1000)),
+            soak: i64::try_from(soak_seconds)
+                .ok()
+                .and_then(chrono::Duration::try_seconds)
+                .unwrap_or(chrono::Duration::MAX),
             on_health_failure: fleet.on_health_failure(&record.channel),
         }
     }
@@ -213,7 +216,7 @@ impl FleetState {
                 continue;
             }
             let Some(records) = self.records.get_mut(id) else { continue };
-            let stuck_after = chrono::Duration::seconds(fleet.stuck_after_seconds(&rollout.channel));
+            let stuck_after = fleet.stuck_after(&rollout.channel);
             for record in records.values_mut() {
                 let since = match record.state {
                     shared::state::HostState::Pending if record.dispatch.is_some() => Some(record.last_progress_at),

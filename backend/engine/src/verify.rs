@@ -20,6 +20,9 @@ use crate::fleet::{self, VerifiedFleet};
 pub const SCHEMA_VERSION: u64 = 1;
 /// Clock slack allowed on both sides of the freshness window (SPEC §2.5).
 pub const CLOCK_SLACK: Duration = Duration::seconds(60);
+/// Longest freshness window `trust.json` may set: a window is what keeps an old artifact from
+/// being replayed, and one longer than a year protects nothing.
+pub const MAX_FRESHNESS_WINDOW_MINUTES: i64 = 366 * 24 * 60;
 
 /// Every named verification outcome of SPEC §2.5. `code()` is the wire name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -105,8 +108,13 @@ impl TrustRoots {
         let window_minutes = config.freshness_window_minutes;
         let window = i64::try_from(window_minutes)
             .ok()
+            .filter(|m| *m <= MAX_FRESHNESS_WINDOW_MINUTES)
             .and_then(Duration::try_minutes)
-            .ok_or_else(|| VerifyError::Malformed("freshnessWindowMinutes is out of range".into()))?;
+            .ok_or_else(|| {
+                VerifyError::Malformed(format!(
+                    "freshnessWindowMinutes is {window_minutes}; at most {MAX_FRESHNESS_WINDOW_MINUTES} (366 days)"
+                ))
+            })?;
         Ok(TrustRoots {
             current,
             previous: optional("previous", &slots.previous)?,
@@ -195,7 +203,7 @@ pub fn verify_artifact(
         return Err(VerifyError::RejectedBefore { signed_at, reject_before });
     }
     if freshness == Freshness::Check {
-        if now - signed_at > trust.window + CLOCK_SLACK {
+        if now - signed_at > trust.window.checked_add(&CLOCK_SLACK).unwrap_or(Duration::MAX) {
             return Err(VerifyError::Stale { signed_at, now, window_minutes: trust.window_minutes });
         }
         if signed_at - now > CLOCK_SLACK {

@@ -39,6 +39,26 @@ pub struct ServeConfig {
     /// resumes with Last-Event-ID). Default: 4096.
     #[arg(long, env = "FLEETWAVE_FEED_CAPACITY", default_value_t = crate::feed::FEED_CAPACITY)]
     pub feed_capacity: usize,
+    /// Milliseconds a database statement waits for a lock held by another process before it
+    /// fails (the write is then answered 503 and state reloaded). Default: 5000.
+    #[arg(long, env = "FLEETWAVE_DB_BUSY_TIMEOUT_MS", default_value_t = 5_000)]
+    pub db_busy_timeout_ms: u64,
+    /// Seconds a client has to send a request's head (request line and headers); an idle
+    /// keep-alive connection is closed after it too. Default: 10.
+    #[arg(long, env = "FLEETWAVE_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a request body may send nothing before the request is abandoned (408).
+    /// Default: 10.
+    #[arg(long, env = "FLEETWAVE_BODY_IDLE_TIMEOUT_SECS", default_value_t = 10)]
+    pub body_idle_timeout_secs: u64,
+    /// Seconds a request may take in all, body included, before it is answered 408 (the live
+    /// feed answers at once and then streams). Default: 30.
+    #[arg(long, env = "FLEETWAVE_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+    /// Open connections at most, live feeds included; beyond it new connections wait in the
+    /// kernel's backlog. Default: 1024.
+    #[arg(long, env = "FLEETWAVE_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
 }
 
 impl ServeConfig {
@@ -55,6 +75,22 @@ impl ServeConfig {
             manifests_poll_ms: 30_000,
             plan_tick_ms: 15_000,
             feed_capacity: crate::feed::FEED_CAPACITY,
+            db_busy_timeout_ms: 5_000,
+            header_read_timeout_secs: 10,
+            body_idle_timeout_secs: 10,
+            request_timeout_secs: 30,
+            max_connections: 1024,
+        }
+    }
+
+    /// The HTTP limits these settings ask for (zero timeouts and limits count as one).
+    pub fn http_limits(&self) -> crate::http::HttpLimits {
+        let secs = |s: u64| std::time::Duration::from_secs(s.max(1));
+        crate::http::HttpLimits {
+            header_read_timeout: secs(self.header_read_timeout_secs),
+            body_idle_timeout: secs(self.body_idle_timeout_secs),
+            request_timeout: secs(self.request_timeout_secs),
+            max_connections: self.max_connections.max(1),
         }
     }
 }

@@ -22,8 +22,18 @@ pub enum DbError {
     Migrate { path: String, source: sqlx::migrate::MigrateError },
 }
 
+/// How long a statement waits for another connection's lock before it fails (`SQLITE_BUSY`).
+/// Only this process writes the database, so a lock held longer means something outside it
+/// (a backup tool, an operator's `sqlite3` shell) is in the way.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Opens (creating if missing) the database at `path` and brings its schema up to date.
 pub async fn open(path: &Path) -> Result<SqlitePool, DbError> {
+    open_with(path, BUSY_TIMEOUT).await
+}
+
+/// [`open`] with another busy timeout.
+pub async fn open_with(path: &Path, busy_timeout: Duration) -> Result<SqlitePool, DbError> {
     let display = path.display().to_string();
     let options = SqliteConnectOptions::new()
         .filename(path)
@@ -31,7 +41,7 @@ pub async fn open(path: &Path) -> Result<SqlitePool, DbError> {
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(5));
+        .busy_timeout(busy_timeout);
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
         .connect_with(options)

@@ -48,8 +48,12 @@ pub struct Writer {
 /// Opens a connection with the control plane's settings (the schema must exist: `db::open`
 /// has run the migrations).
 pub fn connect(path: &Path) -> Result<Connection, rusqlite::Error> {
+    connect_with(path, super::BUSY_TIMEOUT)
+}
+
+fn connect_with(path: &Path, busy_timeout: std::time::Duration) -> Result<Connection, rusqlite::Error> {
     let conn = Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.busy_timeout(busy_timeout)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -59,7 +63,12 @@ pub fn connect(path: &Path) -> Result<Connection, rusqlite::Error> {
 
 impl Writer {
     pub fn open(path: &Path) -> Result<Writer, WriteError> {
-        let mut conn = connect(path)?;
+        Self::open_with(path, super::BUSY_TIMEOUT)
+    }
+
+    /// [`Writer::open`] with another busy timeout.
+    pub fn open_with(path: &Path, busy_timeout: std::time::Duration) -> Result<Writer, WriteError> {
+        let mut conn = connect_with(path, busy_timeout)?;
         // Checkpoints (copying the WAL into the database file, with fsyncs) mostly happen on a
         // thread of their own, not after a commit the reducer waits for. That thread cannot
         // finish a checkpoint while commits keep coming, and only a finished one lets the WAL
@@ -73,7 +82,7 @@ impl Writer {
         // default 2 MiB cache those pages were read back from the OS (pread was 3 % of the
         // server's CPU under load).
         conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
-        let checkpoints = connect(path)?;
+        let checkpoints = connect_with(path, busy_timeout)?;
         let (jobs, rx) = mpsc::channel::<Job>();
         let (alive, stopped) = mpsc::channel::<()>();
         std::thread::Builder::new()

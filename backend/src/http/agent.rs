@@ -23,6 +23,11 @@ fn same_host(signed: &SignedAgent, named: &shared::Hostname) -> Result<(), ApiEr
     Ok(())
 }
 
+/// A body that parses but breaks a limit of `shared::limits`.
+fn limit_exceeded(err: shared::limits::LimitError) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "limit-exceeded", format!("{err}."))
+}
+
 /// `POST /api/v1/agent/heartbeat`
 #[utoipa::path(post, path = "/agent/heartbeat", tag = "agent", request_body = shared::agent::HeartbeatRequest, responses((status = 200, body = shared::agent::HeartbeatResponse), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody), (status = 403, body = shared::ApiErrorBody), (status = 413, body = shared::ApiErrorBody), (status = 422, body = shared::ApiErrorBody), (status = 503, body = shared::ApiErrorBody)))]
 pub async fn heartbeat(
@@ -31,6 +36,7 @@ pub async fn heartbeat(
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     let heartbeat: HeartbeatRequest = parse_json(&signed.body, None)?;
     same_host(&signed, &heartbeat.hostname)?;
+    heartbeat.check_limits().map_err(limit_exceeded)?;
     let answer = state.reducer.ask(|reply| ReducerInput::Heartbeat { heartbeat, reply }).await?;
     Ok(Json(answer))
 }
@@ -40,6 +46,7 @@ pub async fn heartbeat(
 pub async fn events(State(state): State<AppState>, signed: SignedAgent) -> Result<Json<EventResponse>, ApiError> {
     let request: EventRequest = parse_json(&signed.body, None)?;
     same_host(&signed, &request.hostname)?;
+    request.check_limits().map_err(limit_exceeded)?;
     let EventRequest { hostname, rollout_id, event } = request;
     let answer =
         state.reducer.ask(|reply| ReducerInput::HostEvent { host: hostname, rollout_id, event, reply }).await?;

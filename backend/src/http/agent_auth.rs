@@ -16,7 +16,7 @@ use ed25519_dalek::Signature;
 use shared::Hostname;
 use shared::agent::{HOST_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, signing_string};
 
-use super::extract::body_bytes;
+use super::extract::{AGENT_BODY_BYTES, body_bytes};
 use super::{ApiError, AppState};
 
 /// How far an agent's clock may be off.
@@ -123,8 +123,8 @@ impl FromRequest<AppState> for SignedAgent {
                 header(SIGNATURE_HEADER),
             )
         };
-        let body = body_bytes(req, state).await?;
-
+        // Who claims to send it and when are checked before the body is read: an unknown host
+        // or a stale timestamp costs the server no buffer.
         let host = host
             .and_then(|h| Hostname::parse(h).ok())
             .ok_or_else(|| unauthorized("unknown-host", "X-Fleetwave-Host is missing or not a hostname."))?;
@@ -135,15 +135,17 @@ impl FromRequest<AppState> for SignedAgent {
             .and_then(|t| t.trim().parse().ok())
             .ok_or_else(|| unauthorized("bad-timestamp", "X-Fleetwave-Timestamp must be unix seconds."))?;
         let now = chrono::Utc::now().timestamp();
-        if (now - timestamp).abs() > MAX_SKEW_SECONDS {
+        // `abs_diff`: any i64 the header can carry is compared without overflow.
+        if now.abs_diff(timestamp) > MAX_SKEW_SECONDS.unsigned_abs() {
             return Err(unauthorized(
                 "skewed-timestamp",
                 format!(
-                    "The request timestamp is {}s off the control plane's clock (at most {MAX_SKEW_SECONDS}s).",
-                    now - timestamp
+                    "The request timestamp is {} s off the control plane's clock (at most {MAX_SKEW_SECONDS} s).",
+                    i128::from(now) - i128::from(timestamp)
                 ),
             ));
         }
+        let body = body_bytes(req, AGENT_BODY_BYTES).await?;
         let signature: [u8; 64] = signature
             .and_then(|s| B64.decode(s.trim()).ok())
             .and_then(|raw| raw.try_into().ok())

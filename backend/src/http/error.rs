@@ -49,6 +49,9 @@ impl From<crate::reducer::ReducerError> for ApiError {
     fn from(err: crate::reducer::ReducerError) -> Self {
         match err {
             crate::reducer::ReducerError::Rejected { code, message } => Self::new(StatusCode::CONFLICT, code, message),
+            crate::reducer::ReducerError::Invalid { code, message } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+            }
             crate::reducer::ReducerError::Unavailable(message) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", message)
             }

@@ -2,6 +2,7 @@
 
 mod agent;
 pub mod agent_auth;
+pub mod conn;
 mod dashboard;
 mod error;
 pub mod extract;
@@ -14,8 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, Request};
+use axum::http::{HeaderName, Request, StatusCode};
 use std::sync::Arc;
 
 use axum::routing::get;
@@ -24,12 +24,25 @@ use sqlx::SqlitePool;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
 
-/// Largest request body any route accepts (SPEC §9: larger bodies get 413).
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Timeouts and the connection limit (`fleetwave serve --header-read-timeout-secs` and its
+/// siblings; ARCHITECTURE.md lists them with the server's other limits).
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// A request head must arrive within this long; idle keep-alive connections close after it.
+    pub header_read_timeout: Duration,
+    /// A request body that sends nothing for this long is abandoned (408 `body-timeout`).
+    pub body_idle_timeout: Duration,
+    /// A request must be answered within this long (408 otherwise); the live feed answers at
+    /// once and then streams, so it is not cut by it.
+    pub request_timeout: Duration,
+    /// Open connections at most.
+    pub max_connections: usize,
+}
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -64,6 +77,8 @@ pub struct Shared {
     pub metrics: Arc<crate::metrics::Metrics>,
     pub replay: Arc<agent_auth::ReplayCache>,
     pub clock: crate::clock::Clock,
+    /// Set when a vital task failed: `/readyz` answers 503.
+    pub health: crate::shutdown::Health,
     pub shutdown: CancellationToken,
 }
 
@@ -74,7 +89,7 @@ impl Shared {
 }
 
 /// The whole router, with its middleware. `dist` is the dashboard build (Trunk's output).
-pub fn router(state: AppState, dist: &Path) -> Router {
+pub fn router(state: AppState, dist: &Path, limits: HttpLimits) -> Router {
     let (api, root, spec) = routes();
     let spec = Arc::new(spec);
     let api = api
@@ -85,23 +100,47 @@ pub fn router(state: AppState, dist: &Path) -> Router {
     // Layers, outermost first (ServiceBuilder reads top-down):
     // 1. give the request an id (keep the caller's `x-request-id` if it sent one),
     // 2. open a trace span carrying that id, so every log line of the request names it,
-    // 3. copy the id onto the response so a user can quote it.
+    // 3. copy the id onto the response so a user can quote it,
+    // 4. the browser-hardening headers on every response (`security_headers`),
+    // 5. answer 408 when a request takes longer than `request_timeout` in all (reading its
+    //    body included: handlers read bodies inside their future),
+    // 6. and when its body goes quiet for `body_idle_timeout`.
     // The span records the path only, never the query: `/login?token=…` must not reach logs.
+    // Body sizes are limited per route by the extractors (`extract`), before reading.
     let middleware = ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
             let request_id = request.headers().get(REQUEST_ID).and_then(|value| value.to_str().ok()).unwrap_or("-");
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
         }))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID));
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(axum::middleware::map_response(security_headers))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout))
+        .layer(RequestBodyTimeoutLayer::new(limits.body_idle_timeout));
 
-    Router::new()
-        .nest("/api/v1", api)
-        .merge(root)
-        .merge(dashboard::router(dist))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware)
-        .with_state(state)
+    Router::new().nest("/api/v1", api).merge(root).merge(dashboard::router(dist)).layer(middleware).with_state(state)
+}
+
+/// The Content-Security-Policy the dashboard runs under: its own scripts, styles and WASM
+/// (`wasm-unsafe-eval` is what instantiating WebAssembly needs; no `unsafe-eval`), requests to
+/// its own origin only, and never inside a frame.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
+     style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'";
+
+/// Headers that make browsers stricter with every response: no MIME sniffing, no referrer
+/// (a login link carries a token in its query), the CSP above, and no framing.
+async fn security_headers(mut response: axum::response::Response) -> axum::response::Response {
+    use axum::http::HeaderValue;
+    use axum::http::header::{
+        CONTENT_SECURITY_POLICY as CSP, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+    };
+    let headers = response.headers_mut();
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(CSP, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    response
 }
 
 /// The OpenAPI document's frame; paths and schemas come from the handlers' annotations.

@@ -16,7 +16,7 @@ use shared::manifest::SignedArtifact;
 use shared::state::HostState;
 use shared::{Channel, Closure, RolloutId};
 
-use super::extract::{JsonBody, OptionalJsonBody};
+use super::extract::{JsonBody, MANIFESTS_BODY_BYTES, OptionalJsonBody};
 use super::operator_auth::{Acting, Viewer};
 use super::{ApiError, AppState};
 use crate::db::store;
@@ -214,7 +214,7 @@ pub struct ManifestUpload {
 pub async fn upload_manifests(
     State(state): State<AppState>,
     Acting(op): Acting,
-    JsonBody(upload): JsonBody<ManifestUpload>,
+    JsonBody(upload): JsonBody<ManifestUpload, MANIFESTS_BODY_BYTES>,
 ) -> Result<Json<ManifestSummary>, ApiError> {
     let update =
         crate::manifests::verify_upload(&state.trust_roots(), upload.fleet, upload.rollouts, state.clock.now())?;
@@ -379,6 +379,18 @@ pub async fn feed(
             })?)
         }
     };
+    if let Some(after) = resume {
+        // A seq the log has not reached yet was never sent to anyone: waiting for it would
+        // starve the client silently.
+        let last = crate::db::store::last_seq(&state.pool).await.map_err(ApiError::internal)?;
+        if after > last {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "ahead-of-log",
+                format!("Last-Event-ID {after} is beyond the event log's last seq {last}; reconnect without it."),
+            ));
+        }
+    }
     Ok(crate::feed::stream(
         state.feed.clone(),
         state.pool.clone(),

@@ -8,18 +8,33 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use shared::api::{SessionRequest, Whoami};
 
-use super::extract::JsonBody;
+use super::extract::{JsonBody, SESSION_BODY_BYTES};
 use super::operator_auth::{Viewer, new_token, session_cookie, session_of, token_hash};
 use super::{ApiError, AppState};
 use crate::db::auth;
 
 const SESSION_HOURS: i64 = 12;
 
-#[utoipa::path(post, path = "/session", tag = "session", request_body = shared::api::SessionRequest, responses((status = 200, description = "Signed in; sets the HttpOnly session cookie", body = shared::api::Whoami), (status = 401, body = shared::ApiErrorBody), (status = 422, body = shared::ApiErrorBody)))]
+#[utoipa::path(post, path = "/session", tag = "session", request_body = shared::api::SessionRequest, responses((status = 200, description = "Signed in; sets the HttpOnly session cookie", body = shared::api::Whoami), (status = 401, body = shared::ApiErrorBody), (status = 413, body = shared::ApiErrorBody), (status = 415, body = shared::ApiErrorBody), (status = 422, body = shared::ApiErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
-    JsonBody(body): JsonBody<SessionRequest>,
+    headers: axum::http::HeaderMap,
+    JsonBody(body): JsonBody<SessionRequest, SESSION_BODY_BYTES>,
 ) -> Result<Response, ApiError> {
+    // Only a JSON request: a cross-site form (`text/plain`, no preflight) must not be able to
+    // sign a browser in under the attacker's token (login CSRF).
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Send the token as JSON (Content-Type: application/json).",
+        ));
+    }
     let operator = auth::operator_by_token(&state.pool, &token_hash(body.token.trim()))
         .await
         .map_err(ApiError::internal)?

@@ -37,6 +37,9 @@ pub async fn metrics(State(state): State<AppState>) -> impl axum::response::Into
 /// `GET /readyz`: 200 only when the database answers and the reducer runs.
 #[utoipa::path(get, path = "/readyz", tag = "system", responses((status = 200, description = "Database up, reducer running", body = String), (status = 503, body = shared::ApiErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    if let Some(why) = state.health.failure() {
+        return Err(ApiError::unavailable(format!("The control plane is failing and stopping: {why}.")));
+    }
     if !state.reducer.is_running() {
         return Err(ApiError::unavailable("The reducer is not running."));
     }

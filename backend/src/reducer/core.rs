@@ -371,6 +371,9 @@ impl Core {
             Err(HostEventError::UnknownRecord { .. }) => {
                 Err(rejected("unknown-record", format!("{host} has no open record in rollout {rollout_id}.")))
             }
+            Err(HostEventError::Transition(err @ engine::host::TransitionError::TooMany(_))) => {
+                Err(ReducerError::Invalid { code: err.code(), message: err.to_string() })
+            }
             Err(HostEventError::Transition(err)) => Err(rejected(err.code(), err.to_string())),
         }
     }
@@ -502,7 +505,13 @@ impl Core {
                 _ => continue,
             };
             for (i, mut event) in events.into_iter().enumerate() {
-                event["seq"] = json!(seq + 1 + i as u64);
+                // Agents' seqs are bounded at parse time (`shared::limits::MAX_SEQ`); a record
+                // loaded from an older database may still carry a larger one: stop, never wrap.
+                let Some(next) = seq.checked_add(1 + i as u64).filter(|s| *s <= shared::limits::MAX_SEQ) else {
+                    tracing::warn!(%host, %rollout_id, seq, "recovery synthesis stopped: the record's seq is at its limit");
+                    break;
+                };
+                event["seq"] = json!(next);
                 let Ok(event) = serde_json::from_value::<HostEvent>(event) else { break };
                 match self.state.apply_host_event(&set.fleet, &rollout_id, host, &event, now) {
                     Ok(mut effects) => {

@@ -126,6 +126,9 @@ pub enum ReducerError {
     /// Does not apply (illegal transition, failed guard, wrong state, unknown id): 409.
     #[error("{message}")]
     Rejected { code: &'static str, message: String },
+    /// The input is well-formed but breaks a limit (`shared::limits`): 422.
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
     /// The reducer is not running or is shutting down, or the write did not commit: 503.
     #[error("{0}")]
     Unavailable(String),

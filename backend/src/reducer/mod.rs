@@ -40,6 +40,9 @@ pub const MAX_GROUP: usize = 512;
 const PIPELINE_DEPTH: usize = 2;
 /// Inputs that may wait for the reducer; senders wait (back-pressure) beyond this.
 const QUEUE: usize = 8192;
+/// Retry intervals of the reload after a failed commit.
+const RELOAD_FIRST_WAIT: Duration = Duration::from_millis(100);
+const RELOAD_LAST_WAIT: Duration = Duration::from_secs(5);
 
 type Responder = Box<dyn FnOnce(Option<&[LogEntry]>) + Send>;
 
@@ -140,12 +143,16 @@ impl Reducer {
     /// still waits for its own group's commit, and a group is only written if every group
     /// before it was (see [`Writer`]).
     async fn run(mut self, mut rx: mpsc::Receiver<ReducerInput>, config: ReducerConfig, shutdown: CancellationToken) {
+        // However the task ends (a panic included), senders learn that it stopped.
+        let _stopped = StopFlag(self.running.clone());
         let mut tick = tokio::time::interval(config.plan_tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // A first pass at start: opens what the persisted set allows, re-flags stuck hosts.
         let mut group = vec![ReducerInput::PlanTick { reply: None }];
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         let mut stopping = false;
+        // Set when the process stops before memory could be reloaded after a failed commit.
+        let mut stale = false;
         let clock = config.clock.clone();
         loop {
             if !group.is_empty() {
@@ -161,7 +168,16 @@ impl Reducer {
             tokio::select! {
                 // Answers first: they free a pipeline slot and unblock agents.
                 biased;
-                committed = oldest(&mut in_flight) => self.settle(&mut in_flight, committed).await,
+                committed = oldest(&mut in_flight) => {
+                    if !self.settle(&mut in_flight, committed).await {
+                        // Memory holds changes the database does not: nothing is answered
+                        // from it until it was reloaded.
+                        if !self.reload(&mut rx, &shutdown).await {
+                            stale = true;
+                            stopping = true;
+                        }
+                    }
+                }
                 () = shutdown.cancelled(), if may_take => stopping = true,
                 _ = tick.tick(), if may_take => group.push(ReducerInput::PlanTick { reply: None }),
                 input = rx.recv(), if may_take => match input {
@@ -182,9 +198,10 @@ impl Reducer {
             }
         }
         // Records still deferred are written, so the table is whole at rest (after a crash
-        // the next start takes them from the log instead).
+        // the next start takes them from the log instead). Stale memory writes nothing.
         let last = self.core.batch(Pending::default(), clock.now(), true);
-        if !last.is_empty()
+        if !stale
+            && !last.is_empty()
             && let Err(err) = self.writer.commit(last).await
         {
             tracing::warn!(%err, "cannot write the deferred records; the next start takes them from the log");
@@ -276,10 +293,10 @@ impl Reducer {
     }
 
     /// The oldest group's commit came back: answer it. After a failure every later group in
-    /// flight is refused too (it was built on the lost changes), memory is reloaded from the
-    /// database, and the writer accepts batches again.
-    async fn settle(&mut self, in_flight: &mut VecDeque<InFlight>, committed: Committed) {
-        let Some(group) = in_flight.pop_front() else { return };
+    /// flight is refused too (it was built on the lost changes) and false is returned: memory
+    /// is ahead of the database and must be reloaded before anything else is answered.
+    async fn settle(&mut self, in_flight: &mut VecDeque<InFlight>, committed: Committed) -> bool {
+        let Some(group) = in_flight.pop_front() else { return true };
         if group.writes {
             self.metrics.tx_seconds.observe(group.sent.elapsed().as_secs_f64());
             self.metrics.tx_inputs.observe(group.inputs as f64);
@@ -291,6 +308,7 @@ impl Reducer {
                 }
                 self.feed.publish(&entries);
                 self.answer_gauges(group.gauges);
+                true
             }
             Err(err) => {
                 tracing::error!(%err, "commit failed; answering 503 and reloading state from the database");
@@ -305,8 +323,7 @@ impl Reducer {
                     }
                     self.answer_gauges(group.gauges);
                 }
-                self.reload().await;
-                self.writer.reset();
+                false
             }
         }
     }
@@ -321,12 +338,44 @@ impl Reducer {
         }
     }
 
-    async fn reload(&mut self) {
-        match store::load(&self.pool).await {
-            Ok(loaded) => {
-                self.core = Core::from_loaded(loaded, trust_now(&self.trust), self.shared_fleet.clone(), Utc::now())
+    /// Rebuilds memory from the database after a failed commit, retrying (100 ms doubling to
+    /// 5 s) for as long as the database refuses; meanwhile every input is answered 503, since
+    /// memory holds changes that were never stored (answering from it could call an event
+    /// that is in no log row a `duplicate`). Then the writer accepts batches again. False if
+    /// the process stopped first.
+    async fn reload(&mut self, rx: &mut mpsc::Receiver<ReducerInput>, shutdown: &CancellationToken) -> bool {
+        let mut wait = RELOAD_FIRST_WAIT;
+        loop {
+            match store::load(&self.pool).await {
+                Ok(loaded) => {
+                    self.core =
+                        Core::from_loaded(loaded, trust_now(&self.trust), self.shared_fleet.clone(), Utc::now());
+                    self.writer.reset();
+                    tracing::info!("state reloaded from the database; accepting inputs again");
+                    return true;
+                }
+                Err(err) => tracing::error!(
+                    %err,
+                    retry_in = ?wait,
+                    "cannot reload state after a failed commit; refusing every input until it loads"
+                ),
             }
-            Err(err) => tracing::error!(%err, "cannot reload state; keeping memory as it is"),
+            let retry = tokio::time::sleep(wait);
+            tokio::pin!(retry);
+            loop {
+                tokio::select! {
+                    () = &mut retry => break,
+                    () = shutdown.cancelled() => return false,
+                    input = rx.recv() => match input {
+                        Some(input) => {
+                            self.metrics.queue_depth.dec();
+                            refuse(input, "The control plane is reloading its state after a failed write; try again.");
+                        }
+                        None => return false,
+                    },
+                }
+            }
+            wait = (wait * 2).min(RELOAD_LAST_WAIT);
         }
     }
 
@@ -342,6 +391,15 @@ impl Reducer {
                 .get_or_create(&Metrics::label("gate", gate))
                 .set(by_gate.get(gate).copied().unwrap_or(0));
         }
+    }
+}
+
+/// Clears the reducer's `running` flag when dropped: on a normal stop and on a panic alike.
+struct StopFlag(Arc<AtomicBool>);
+
+impl Drop for StopFlag {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 

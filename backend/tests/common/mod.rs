@@ -36,6 +36,7 @@ pub struct Options {
     pub manifests_dir: Option<PathBuf>,
     pub trust: bool,
     pub feed_capacity: usize,
+    pub db_busy_timeout_ms: u64,
 }
 
 impl Default for Options {
@@ -46,6 +47,7 @@ impl Default for Options {
             manifests_dir: None,
             trust: true,
             feed_capacity: backend::feed::FEED_CAPACITY,
+            db_busy_timeout_ms: 5_000,
         }
     }
 }
@@ -69,6 +71,7 @@ pub async fn spawn_with(options: Options, reuse: Option<tempfile::TempDir>) -> T
         manifests_poll_ms: 50,
         plan_tick_ms: options.plan_tick_ms,
         feed_capacity: options.feed_capacity,
+        db_busy_timeout_ms: options.db_busy_timeout_ms,
         ..ServeConfig::local(db.clone(), dir.path().join("no-dist"))
     };
     let shutdown = CancellationToken::new();

@@ -1,0 +1,211 @@
+//! What a hostile host or client tried (issue 14), each against the real server: nothing it
+//! sends stops the reducer, loses an acknowledged event, or grows what the server stores
+//! beyond the limits of `shared::limits`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Options, TestApp, spawn_app, spawn_with};
+use engine::testkit::FleetBuilder;
+use serde_json::{Value, json};
+
+const R: &str = "stable@a1";
+const TARGET: &str = "/nix/store/a-v1";
+
+/// stable: one wave [a, b], soak 10 min, halt.
+fn fleet() -> FleetBuilder {
+    FleetBuilder::new()
+        .policy("p", &[(10, false)], "halt", 30)
+        .channel("stable", "p")
+        .host("a", "stable", &[])
+        .host("b", "stable", &[])
+        .waves("stable", &[&["a", "b"]])
+}
+
+/// Sends `event` for host a, signed `offset` seconds from now (a resend of identical bytes
+/// must be signed in another second, or it is a replay).
+async fn send(app: &TestApp, event: &Value, offset: i64) -> (u16, Value) {
+    let body = json!({ "hostname": "a", "rolloutId": R, "event": event });
+    app.agent("a").signed_at("POST", "/api/v1/agent/events", &body, chrono::Utc::now().timestamp() + offset).await
+}
+
+async fn ready(app: &TestApp) -> u16 {
+    app.http.get(app.url("/readyz")).send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn a_completion_time_at_the_end_of_chronos_range_is_refused_and_the_reducer_keeps_running() {
+    let app = spawn_app().await;
+    app.upload(&fleet(), "a1").await;
+    let now = app.clock.now();
+    let ack = json!({"kind": "DispatchAck", "seq": 1, "currentClosure": "/nix/store/old", "receivedAt": now});
+    assert_eq!(send(&app, &ack, 0).await.0, 200);
+    // completedAt + soak overflowed chrono and panicked the reducer: every write was 503 from
+    // then on while /readyz stayed 200.
+    for at in ["+262142-12-31T23:59:59Z", "-262143-01-01T00:00:00Z", "1969-12-31T23:59:59Z"] {
+        let completed = json!({"kind": "ActivationCompleted", "seq": 2, "observedClosure": TARGET, "exitCode": 0, "completedAt": at});
+        let (status, body) = send(&app, &completed, 0).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (422, Some("limit-exceeded")), "{at}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("event.completedAt"), "{body}");
+    }
+    let completed =
+        json!({"kind": "ActivationCompleted", "seq": 2, "observedClosure": TARGET, "exitCode": 0, "completedAt": now});
+    let (status, body) = send(&app, &completed, 0).await;
+    assert_eq!((status, body["state"].as_str()), (200, Some("Soaking")), "{body}");
+    assert_eq!(ready(&app).await, 200);
+}
+
+#[tokio::test]
+async fn seqs_beyond_two_to_the_53_are_refused_at_parse_time() {
+    let app = spawn_app().await;
+    app.upload(&fleet(), "a1").await;
+    let now = app.clock.now();
+    for seq in [u64::MAX, shared::limits::MAX_SEQ + 1] {
+        let ack = json!({"kind": "DispatchAck", "seq": seq, "currentClosure": "/nix/store/old", "receivedAt": now});
+        let (status, body) = send(&app, &ack, 0).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (422, Some("limit-exceeded")), "{seq}: {body}");
+    }
+    let heartbeat = json!({"hostname": "a", "at": now, "rolloutId": R, "lastEventSeq": u64::MAX});
+    let (status, body) = app.agent("a").signed("POST", "/api/v1/agent/heartbeat", &heartbeat).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("limit-exceeded")), "{body}");
+    // The largest accepted seq is stored, and recovery synthesis after it neither wraps nor
+    // panics: the host is already on its target, so a heartbeat synthesises the completion.
+    let ack = json!({"kind": "DispatchAck", "seq": shared::limits::MAX_SEQ - 1, "currentClosure": "/nix/store/old", "receivedAt": now});
+    assert_eq!(send(&app, &ack, 0).await.0, 200);
+    app.agent("a").heartbeat(Some(TARGET), None).await;
+    assert_eq!(app.host_state(R, "a").await, "Soaking");
+    let snapshot = app.agent("a").heartbeat(Some(TARGET), None).await;
+    assert_eq!(snapshot["bootstrap"][0]["lastEventSeq"], shared::limits::MAX_SEQ);
+    // At the limit, a later event is refused as a duplicate of nothing new, never wrapped.
+    let probe = json!({"kind": "ProbeResult", "seq": shared::limits::MAX_SEQ, "probe": "http", "mode": "enforce", "status": "pass", "observedAt": now});
+    assert_eq!(send(&app, &probe, 1).await.1["outcome"], "duplicate");
+    assert_eq!(ready(&app).await, 200);
+}
+
+#[tokio::test]
+async fn oversized_strings_and_too_many_probes_are_refused_and_store_nothing() {
+    let app = spawn_app().await;
+    app.upload(&fleet(), "a1").await;
+    let a = app.agent("a");
+    let now = app.clock.now();
+    a.activate(R, TARGET, now).await;
+    let rows = app.log().await.len();
+    // 400 KB probe names grew the database by 40 MB in 12 events: such a body is not even read.
+    let huge = json!({"kind": "ProbeResult", "seq": 3, "probe": "x".repeat(400_000), "mode": "enforce", "status": "pass", "observedAt": now});
+    let (status, body) = send(&app, &huge, 0).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (413, Some("body-too-large")), "{body}");
+    let cases = [
+        json!({"kind": "ProbeResult", "seq": 3, "probe": "p".repeat(129), "mode": "enforce", "status": "pass", "observedAt": now}),
+        json!({"kind": "ActivationFailed", "seq": 3, "exitCode": 1, "stderrTail": "e".repeat(8 * 1024 + 1), "failedAt": now}),
+        json!({"kind": "ProbeResult", "seq": 3, "probe": "http", "mode": "enforce", "status": "fail", "observedAt": now, "reason": "r".repeat(1025)}),
+        json!({"kind": "Failed", "seq": 3, "failedAt": now, "failingProbes": vec!["p"; 65], "policyApplied": "halt"}),
+        json!({"kind": "Failed", "seq": 3, "failedAt": now, "failingProbes": ["p".repeat(129)], "policyApplied": "halt"}),
+    ];
+    for event in &cases {
+        let (status, body) = send(&app, event, 0).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (422, Some("limit-exceeded")), "{body}");
+    }
+    // Distinct probes per record are bounded too: the 65th new name is refused.
+    for i in 0..shared::limits::MAX_PROBES as u64 {
+        let probe = json!({"kind": "ProbeResult", "seq": 3 + i, "probe": format!("probe-{i}"), "mode": "observe", "status": "pass", "observedAt": now});
+        assert_eq!(send(&app, &probe, 0).await.0, 200);
+    }
+    let seq = 3 + shared::limits::MAX_PROBES as u64;
+    let one_more = json!({"kind": "ProbeResult", "seq": seq, "probe": "one-more", "mode": "observe", "status": "pass", "observedAt": now});
+    let (status, body) = send(&app, &one_more, 0).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("limit-exceeded")), "{body}");
+    // A known probe still reports.
+    let again = json!({"kind": "ProbeResult", "seq": seq, "probe": "probe-0", "mode": "observe", "status": "fail", "observedAt": now});
+    assert_eq!(send(&app, &again, 0).await.1["outcome"], "applied");
+    assert_eq!(app.log().await.len(), rows + shared::limits::MAX_PROBES + 1, "refused events wrote nothing");
+}
+
+#[tokio::test]
+async fn an_event_whose_commit_failed_is_applied_when_retried_after_the_database_is_back() {
+    let app = spawn_with(Options { db_busy_timeout_ms: 200, ..Options::default() }, None).await;
+    app.upload(&fleet(), "a1").await;
+    app.agent("a").activate(R, TARGET, app.clock.now()).await;
+    let probe = json!({"kind": "ProbeResult", "seq": 3, "probe": "http", "mode": "enforce", "status": "pass", "observedAt": app.clock.now()});
+
+    // Another process holds the write lock longer than the busy timeout.
+    let locker = rusqlite::Connection::open(&app.db).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (status, _) = send(&app, &probe, 0).await;
+    assert_eq!(status, 503, "the commit failed: not applied");
+    // While memory cannot be reloaded, nothing is answered from it: before, this retry was
+    // answered `duplicate` although no log row held the event.
+    let (status, body) = send(&app, &probe, 1).await;
+    assert_eq!(status, 503, "refused while reloading: {body}");
+    locker.execute_batch("ROLLBACK").unwrap();
+
+    // The reload retries; once it loaded, the retried event is applied and logged.
+    let mut answer = (503, Value::Null);
+    for attempt in 2..60 {
+        answer = send(&app, &probe, attempt).await;
+        if answer.0 != 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!((answer.0, answer.1["outcome"].as_str()), (200, Some("applied")), "{}", answer.1);
+    let logged = app.log().await.iter().any(|e| {
+        e.kind == "HostEvent" && e.host.as_deref() == Some("a") && e.payload_value()["event"]["kind"] == "ProbeResult"
+    });
+    assert!(logged, "the applied event is in the log");
+    assert_eq!(ready(&app).await, 200);
+}
+
+#[tokio::test]
+async fn agent_timestamps_at_the_ends_of_i64_are_refused_without_overflow() {
+    let app = spawn_app().await;
+    app.upload(&fleet(), "a1").await;
+    let a = app.agent("a");
+    let body = json!({"hostname": "a", "at": app.clock.now()});
+    for ts in [i64::MIN, i64::MAX, i64::MIN + 1] {
+        let (status, answer) = a.signed_at("POST", "/api/v1/agent/heartbeat", &body, ts).await;
+        assert_eq!((status, answer["error"]["code"].as_str()), (401, Some("skewed-timestamp")), "{ts}: {answer}");
+    }
+    assert_eq!(ready(&app).await, 200);
+}
+
+#[tokio::test]
+async fn a_last_event_id_beyond_the_log_is_refused_instead_of_starving_the_client() {
+    let app = spawn_app().await;
+    app.upload(&fleet(), "a1").await;
+    let last = app.log().await.last().map(|e| e.seq).unwrap();
+    let feed = |id: i64| {
+        app.http
+            .get(app.url("/api/v1/feed"))
+            .bearer_auth(&app.viewer_token)
+            .header("last-event-id", id.to_string())
+            .send()
+    };
+    let r = feed(last + 1_000).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "ahead-of-log");
+    assert_eq!(feed(last).await.unwrap().status(), 200, "the last seq itself resumes");
+}
+
+#[tokio::test]
+async fn sessions_are_only_created_from_json_requests() {
+    let app = spawn_app().await;
+    let body = json!({ "token": app.operator_token }).to_string();
+    for content_type in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
+        let r = app.http.post(app.url("/api/v1/session")).header("content-type", content_type).body(body.clone());
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status(), 415, "{content_type}");
+        assert!(r.headers().get("set-cookie").is_none(), "{content_type}: no session");
+    }
+    let r = app.http.post(app.url("/api/v1/session")).body(body.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 415, "no content type");
+    let r = app
+        .http
+        .post(app.url("/api/v1/session"))
+        .header("content-type", "application/json; charset=utf-8")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
