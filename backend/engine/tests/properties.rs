@@ -158,3 +158,132 @@ proptest! {
         }
     }
 }
+
+/// Times at and near the ends of what chrono represents (±262,143 years), and ordinary ones.
+fn arb_time() -> impl Strategy<Value = chrono::DateTime<chrono::Utc>> {
+    prop_oneof![
+        Just(chrono::DateTime::<chrono::Utc>::MIN_UTC),
+        Just(chrono::DateTime::<chrono::Utc>::MAX_UTC),
+        Just("+262142-12-31T23:59:59Z".parse().unwrap()),
+        Just("-262143-01-01T00:00:00Z".parse().unwrap()),
+        (-100_000_000_000i64..100_000_000_000).prop_map(at),
+        (0i64..2000).prop_map(at),
+    ]
+}
+
+fn arb_seq() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        Just(0),
+        Just(u64::MAX),
+        Just(u64::MAX - 1),
+        Just(shared::limits::MAX_SEQ),
+        Just(shared::limits::MAX_SEQ + 1),
+        any::<u64>(),
+        0u64..8,
+    ]
+}
+
+fn arb_text() -> impl Strategy<Value = String> {
+    prop_oneof![Just(String::new()), "[a-z]{1,8}", (0usize..20_000).prop_map(|n| "x".repeat(n)), any::<String>()]
+}
+
+fn arb_closure() -> impl Strategy<Value = Closure> {
+    prop_oneof![
+        Just(Closure::parse(TARGET).unwrap()),
+        Just(Closure::parse(OTHER).unwrap()),
+        Just(Closure::parse("/".repeat(4096)).unwrap()),
+        "[a-z/]{1,64}".prop_map(|s| Closure::parse(s).unwrap()),
+    ]
+}
+
+/// Every event kind with every field drawn from its extremes: what a hostile host could send
+/// (the routes refuse most of it at parse time; the machines must not panic on any of it).
+fn arb_extreme_event() -> impl Strategy<Value = HostEvent> {
+    use shared::state::{ProbeMode, ProbeStatus};
+    let exit = prop_oneof![Just(0i32), Just(i32::MIN), Just(i32::MAX), any::<i32>()];
+    let policy = prop_oneof![Just(HealthFailurePolicy::Halt), Just(HealthFailurePolicy::RollbackAndHalt)];
+    (
+        0u8..9,
+        arb_seq(),
+        arb_time(),
+        arb_closure(),
+        exit,
+        arb_text(),
+        (any::<bool>(), any::<bool>()),
+        prop::collection::vec(arb_text(), 0..4),
+        policy,
+    )
+        .prop_map(|(kind, seq, when, closure, exit_code, text, (enforce, pass), names, policy_applied)| match kind
+        {
+            0 => HostEvent::DispatchAck { seq, current_closure: closure, received_at: when },
+            1 => HostEvent::ActivationStarted { seq, started_at: when },
+            2 => HostEvent::ActivationCompleted { seq, observed_closure: closure, exit_code, completed_at: when },
+            3 => HostEvent::ActivationDeferred { seq, component: text, deferred_at: when },
+            4 => HostEvent::ActivationFailed { seq, exit_code, stderr_tail: text, failed_at: when },
+            5 => HostEvent::ProbeResult {
+                seq,
+                probe: text.clone(),
+                mode: if enforce { ProbeMode::Enforce } else { ProbeMode::Observe },
+                status: if pass { ProbeStatus::Pass } else { ProbeStatus::Fail },
+                observed_at: when,
+                reason: names.first().cloned(),
+            },
+            6 => HostEvent::Failed { seq, failed_at: when, failing_probes: names, policy_applied },
+            7 => HostEvent::RollbackComplete { seq, reverted_to: closure, completed_at: when },
+            _ => HostEvent::Converged { seq, converged_at: when, current_closure: closure },
+        })
+}
+
+fn arb_soak() -> impl Strategy<Value = Duration> {
+    prop_oneof![Just(Duration::zero()), Just(Duration::seconds(300)), Just(Duration::MAX), Just(Duration::MIN)]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// No event, whatever its fields, makes `step` panic; a refused one changes nothing, and
+    /// an accepted one keeps seq strictly growing.
+    #[test]
+    fn step_never_panics_on_extreme_fields(
+        events in prop::collection::vec(arb_extreme_event(), 1..30),
+        soak in arb_soak(),
+        now in arb_time(),
+    ) {
+        let policy = StepPolicy { soak, on_health_failure: HealthFailurePolicy::RollbackAndHalt };
+        let mut record = HostRecord::pending(
+            RolloutId::parse("stable@ab").unwrap(),
+            Hostname::parse("h").unwrap(),
+            Channel::parse("stable").unwrap(),
+            Closure::parse(TARGET).unwrap(),
+            at(0),
+        );
+        for event in &events {
+            let before = record.clone();
+            match step(&before, event, now, &policy) {
+                Ok(t) => {
+                    prop_assert!(t.record.last_event_seq > before.last_event_seq);
+                    record = t.record;
+                }
+                Err(_) => prop_assert_eq!(&record, &before),
+            }
+        }
+    }
+
+    /// The same events through the rollout machine and the planner (plan passes between
+    /// them, the clock moving): nothing panics, and the rollout's invariants hold.
+    #[test]
+    fn the_planner_and_rollout_machine_never_panic_on_extreme_events(
+        ops in prop::collection::vec((0usize..4, arb_extreme_event(), 0i64..900), 1..30),
+    ) {
+        let mut s = scenario();
+        let fleet = s.set.fleet.clone();
+        let id = Scenario::rid(R);
+        for (h, event, secs) in ops {
+            let before = s.rollout(R).clone();
+            let _ = s.state.apply_host_event(&fleet, &id, &Scenario::host(HOSTS[h]), &event, s.now);
+            s.advance(secs);
+            s.tick();
+            prop_assert!(s.rollout(R).current_wave >= before.current_wave);
+        }
+    }
+}
