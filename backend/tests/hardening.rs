@@ -209,3 +209,79 @@ async fn sessions_are_only_created_from_json_requests() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// A rollout manifest of `fleet_hash` for stable (hosts a and b in wave 0, closures
+/// `/nix/store/{host}-{suffix}`), signed by the CI key as of `signed_at`.
+fn stable_manifest(fleet_hash: &str, reference: &str, signed_at: chrono::DateTime<chrono::Utc>, suffix: &str) -> Value {
+    let doc = json!({
+        "schemaVersion": 1,
+        "channel": "stable",
+        "channelRef": reference,
+        "meta": { "signedAt": signed_at.to_rfc3339() },
+        "fleetHash": fleet_hash,
+        "hostSet": [
+            { "hostname": "a", "wave": 0, "targetClosure": format!("/nix/store/a-{suffix}") },
+            { "hostname": "b", "wave": 0, "targetClosure": format!("/nix/store/b-{suffix}") },
+        ],
+    });
+    serde_json::to_value(engine::testkit::sign(&doc)).unwrap()
+}
+
+fn whole_second(at: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(at.timestamp(), 0).unwrap()
+}
+
+async fn rollout_ids(app: &TestApp) -> Vec<(String, String)> {
+    let (_, body) = app.get("/api/v1/rollouts").await;
+    let list = body.get("rollouts").unwrap_or(&body).as_array().cloned().unwrap_or_default();
+    list.iter().map(|r| (r["rolloutId"].as_str().unwrap().to_owned(), r["state"].as_str().unwrap().to_owned())).collect()
+}
+
+#[tokio::test]
+async fn an_older_fleet_or_release_is_refused_and_a_release_signed_in_the_same_second_as_the_last_still_opens() {
+    let app = spawn_app().await;
+    let now = whole_second(chrono::Utc::now());
+    let newer = common::upload_body(&fleet(), "a1", now);
+    let (status, summary) = app.post("/api/v1/manifests", newer.clone()).await;
+    assert_eq!(status, 200, "{summary}");
+    let fleet_hash = summary["fleetHash"].as_str().unwrap().to_owned();
+
+    // A fleet signed four minutes earlier (still fresh) would roll the fleet back.
+    let older = common::upload_body(&fleet().commit("a0"), "a0", now - chrono::Duration::minutes(4));
+    let (status, body) = app.post("/api/v1/manifests", older).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("older-than-current")), "{body}");
+
+    // Two more releases of stable for the same fleet, signed in the same second as each other:
+    // the one accepted later is the newest, whatever their refs sort as ("bb" > "aa").
+    let fleet_artifact = newer["fleet"].clone();
+    for reference in ["bb", "aa"] {
+        let upload = json!({ "fleet": fleet_artifact, "rollouts": [stable_manifest(&fleet_hash, reference, now, reference)] });
+        let (status, body) = app.post("/api/v1/manifests", upload).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.get("opensNothing").is_none(), "{reference} opens: {body}");
+    }
+    let rollouts = rollout_ids(&app).await;
+    assert!(rollouts.contains(&("stable@aa".into(), "Active".into())), "the later upload opened: {rollouts:?}");
+    assert!(rollouts.contains(&("stable@bb".into(), "Superseded".into())), "{rollouts:?}");
+
+    // A release signed before the newest is refused; one with the hosts and closures of the
+    // rollout in force is accepted and says that it opens nothing.
+    let stale = json!({ "fleet": fleet_artifact, "rollouts": [stable_manifest(&fleet_hash, "cc", now - chrono::Duration::seconds(10), "cc")] });
+    let (status, body) = app.post("/api/v1/manifests", stale).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("older-than-current")), "{body}");
+    let same = json!({ "fleet": fleet_artifact, "rollouts": [stable_manifest(&fleet_hash, "dd", now + chrono::Duration::seconds(1), "aa")] });
+    let (status, body) = app.post("/api/v1/manifests", same).await;
+    assert_eq!(status, 200, "{body}");
+    let why = body["opensNothing"][0].as_str().unwrap_or_default();
+    assert!(why.contains("stable@dd opens nothing") && why.contains("stable@aa"), "{body}");
+    assert!(!rollout_ids(&app).await.iter().any(|(id, _)| id == "stable@dd"));
+
+    // The acceptance order is stored with the set, so a restart breaks ties the same way.
+    let dir = app.stop().await;
+    let pool = backend::db::open(&dir.path().join("fleetwave.db")).await.unwrap();
+    let order: Vec<String> = sqlx::query_scalar("SELECT rollout_id FROM manifest_rollouts ORDER BY accepted")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(order, ["stable@a1", "stable@bb", "stable@aa", "stable@dd"]);
+}

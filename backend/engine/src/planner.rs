@@ -376,6 +376,26 @@ fn open_rollouts(manifests: &ManifestSet, state: &FleetState, actions: &mut Vec<
     actions.extend(opens.into_iter().map(|id| PlanAction::OpenRollout { rollout_id: id.clone() }));
 }
 
+/// Why the manifest `id` opens no rollout, in words for the operator who uploaded it; `None`
+/// when it opens one (or opened one already). Mirrors [`open_rollouts`].
+pub fn why_not_opening(manifests: &ManifestSet, state: &FleetState, id: &RolloutId) -> Option<String> {
+    let manifest = manifests.get(id)?;
+    let channel = &manifest.manifest.channel;
+    if state.rollouts.contains_key(id) {
+        return None;
+    }
+    match manifests.newest_for(channel) {
+        Some(newest) if &newest.id != id => {
+            return Some(format!("{id} opens nothing: {} is the newest release of {channel}", newest.id));
+        }
+        _ => {}
+    }
+    let current = state.current_rollout(channel)?;
+    manifests.same_host_set(&current.id, id).then(|| {
+        format!("{id} opens nothing: its hosts and closures are those of {}, which is in force", current.id)
+    })
+}
+
 /// In-flight hosts per budget (index into `disruptionBudgets`) at the start of a pass:
 /// Activating, Soaking, and Pending with a dispatch younger than `stuckAfterMinutes`, across
 /// every rollout that is not terminal. A stuck host whose heartbeat is older than three

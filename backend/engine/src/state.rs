@@ -34,28 +34,48 @@ pub struct ManifestSet {
     /// at 50,000 hosts a copy is tens of MiB.
     pub fleet: Arc<VerifiedFleet>,
     manifests: BTreeMap<RolloutId, VerifiedManifest>,
+    /// Ids in the order the control plane accepted them (SPEC §2.4: between equal
+    /// `signedAt`, the one accepted later is newer).
+    accepted: Vec<RolloutId>,
     newest: BTreeMap<Channel, RolloutId>,
 }
 
 impl ManifestSet {
+    /// `manifests` in the order they were accepted, earliest first. A later manifest with the
+    /// id of an earlier one replaces its content and keeps its place.
     pub fn new(
         fleet: impl Into<Arc<VerifiedFleet>>,
         manifests: impl IntoIterator<Item = VerifiedManifest>,
     ) -> ManifestSet {
-        let manifests: BTreeMap<RolloutId, VerifiedManifest> =
-            manifests.into_iter().map(|m| (m.id.clone(), m)).collect();
-        let mut newest: BTreeMap<Channel, RolloutId> = BTreeMap::new();
-        for m in manifests.values() {
-            let replace = match newest.get(&m.manifest.channel).and_then(|id| manifests.get(id)) {
-                None => true,
-                // Newest by signing time; the id breaks ties so the choice is deterministic.
-                Some(cur) => (m.signed_at, &m.id) > (cur.signed_at, &cur.id),
-            };
-            if replace {
-                newest.insert(m.manifest.channel.clone(), m.id.clone());
+        let mut by_id: BTreeMap<RolloutId, VerifiedManifest> = BTreeMap::new();
+        let mut accepted = Vec::new();
+        for m in manifests {
+            if !by_id.contains_key(&m.id) {
+                accepted.push(m.id.clone());
+            }
+            by_id.insert(m.id.clone(), m);
+        }
+        // Newest by signing time, then by acceptance (a later position wins a tie): equal
+        // inputs give an equal choice, and a release signed in the same second as the one
+        // before it still replaces it.
+        let mut newest: BTreeMap<Channel, (DateTime<Utc>, usize, RolloutId)> = BTreeMap::new();
+        for (position, id) in accepted.iter().enumerate() {
+            let Some(m) = by_id.get(id) else { continue };
+            let key = (m.signed_at, position, id.clone());
+            match newest.get(&m.manifest.channel) {
+                Some(current) if (current.0, current.1) > (key.0, key.1) => {}
+                _ => {
+                    newest.insert(m.manifest.channel.clone(), key);
+                }
             }
         }
-        ManifestSet { fleet: fleet.into(), manifests, newest }
+        let newest = newest.into_iter().map(|(channel, (_, _, id))| (channel, id)).collect();
+        ManifestSet { fleet: fleet.into(), manifests: by_id, accepted, newest }
+    }
+
+    /// The manifests in the order they were accepted, earliest first.
+    pub fn in_acceptance_order(&self) -> impl Iterator<Item = &VerifiedManifest> {
+        self.accepted.iter().filter_map(|id| self.manifests.get(id))
     }
 
     pub fn get(&self, id: &RolloutId) -> Option<&VerifiedManifest> {

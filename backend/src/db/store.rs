@@ -61,7 +61,7 @@ pub async fn load(pool: &SqlitePool) -> Result<Loaded, sqlx::Error> {
         loaded.fleet = Some(from_json(row.get::<&str, _>(0))?);
     }
     for row in
-        sqlx::query("SELECT rollout_id, artifact FROM manifest_rollouts ORDER BY rollout_id").fetch_all(pool).await?
+        sqlx::query("SELECT rollout_id, artifact FROM manifest_rollouts ORDER BY accepted, rollout_id").fetch_all(pool).await?
     {
         let id = RolloutId::parse(row.get::<String, _>(0)).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
         loaded.manifests.push((id, from_json(row.get::<&str, _>(1))?));
@@ -220,6 +220,7 @@ pub enum QuarantineChange {
 pub struct ManifestWrite {
     pub fleet: SignedArtifact,
     pub fleet_hash: String,
+    /// In the order they were accepted, earliest first.
     pub manifests: Vec<(RolloutId, SignedArtifact)>,
     pub at: DateTime<Utc>,
 }

@@ -533,40 +533,76 @@ impl Core {
         }
     }
 
-    pub fn manifests(&mut self, pending: &mut Pending, now: DateTime<Utc>, update: ManifestUpdate) -> ManifestSummary {
+    /// A verified upload or manifests-dir set. Refused with `older-than-current` (SPEC §2.4)
+    /// when its fleet was signed before the fleet in force, or one of its manifests before the
+    /// newest release of its channel in force: a replay of an old but still fresh artifact
+    /// must not roll anything back. Between equal `signedAt`, the one accepted later wins.
+    pub fn manifests(
+        &mut self,
+        pending: &mut Pending,
+        now: DateTime<Utc>,
+        update: ManifestUpdate,
+    ) -> Result<ManifestSummary, ReducerError> {
         let ManifestUpdate { set, fleet_artifact, manifest_artifacts } = update;
-        // Same fleet: the upload adds to (or replaces) the manifests already in force.
-        // A new fleet: the upload is the whole new set.
-        let same_fleet = self.set.as_ref().is_some_and(|s| s.fleet.hash == set.fleet.hash);
-        let (set, artifacts) = if same_fleet && let Some(old) = &self.set {
-            let mut merged: BTreeMap<RolloutId, _> = old.iter().map(|m| (m.id.clone(), m.clone())).collect();
-            let mut raw = self.manifest_artifacts.clone();
-            for m in set.iter() {
-                merged.insert(m.id.clone(), m.clone());
+        let older = |message: String| ReducerError::Invalid { code: "older-than-current", message };
+        if let Some(current) = &self.set {
+            if set.fleet.hash != current.fleet.hash && set.fleet.signed_at < current.fleet.signed_at {
+                return Err(older(format!(
+                    "The fleet was signed at {}, before the fleet in force ({}).",
+                    set.fleet.signed_at, current.fleet.signed_at
+                )));
             }
-            raw.extend(manifest_artifacts);
-            (ManifestSet::new(set.fleet.clone(), merged.into_values()), raw)
-        } else {
-            (set, manifest_artifacts.into_iter().collect())
+            for m in set.iter().filter(|m| current.get(&m.id).is_none()) {
+                if let Some(newest) = current.newest_for(&m.manifest.channel)
+                    && m.signed_at < newest.signed_at
+                {
+                    return Err(older(format!(
+                        "{} was signed at {}, before {} ({}), the newest release of {} in force.",
+                        m.id, m.signed_at, newest.id, newest.signed_at, m.manifest.channel
+                    )));
+                }
+            }
+        }
+        let uploaded: Vec<RolloutId> = set.iter().map(|m| m.id.clone()).collect();
+        // Same fleet: the upload adds to (or replaces) the manifests already in force, after
+        // them in acceptance order. A new fleet: the upload is the whole new set.
+        let same_fleet = self.set.as_ref().is_some_and(|s| s.fleet.hash == set.fleet.hash);
+        let set = match &self.set {
+            Some(old) if same_fleet => {
+                let merged: Vec<_> = old.in_acceptance_order().chain(set.in_acceptance_order()).cloned().collect();
+                self.manifest_artifacts.extend(manifest_artifacts);
+                ManifestSet::new(set.fleet.clone(), merged)
+            }
+            _ => {
+                self.manifest_artifacts = manifest_artifacts.into_iter().collect();
+                set
+            }
         };
+        let opens_nothing = uploaded
+            .iter()
+            .filter_map(|id| engine::planner::why_not_opening(&set, &self.state, id))
+            .collect();
         let summary = ManifestSummary {
             fleet_hash: set.fleet.hash.clone(),
             hosts: set.fleet.doc.hosts.len(),
             channels: set.fleet.doc.channels.len(),
             rollouts: set.iter().map(|m| m.id.clone()).collect(),
+            opens_nothing,
         };
         pending.manifests = Some(ManifestWrite {
             fleet: fleet_artifact.clone(),
             fleet_hash: set.fleet.hash.clone(),
-            manifests: artifacts.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            manifests: set
+                .in_acceptance_order()
+                .filter_map(|m| self.manifest_artifacts.get(&m.id).map(|a| (m.id.clone(), a.clone())))
+                .collect(),
             at: now,
         });
         self.fleet_artifact = Some(fleet_artifact);
-        self.manifest_artifacts = artifacts;
         self.install_set(set);
         self.system_log(pending, now, "ManifestSetUpdated", None, json!(summary));
         pending.replan = true;
-        summary
+        Ok(summary)
     }
 
     pub fn operator(
@@ -980,7 +1016,7 @@ mod tests {
             let update = ManifestUpdate { set: f.manifest_set("a1"), fleet_artifact: sign(&f.document()), manifest_artifacts: vec![] };
             let mut now = t0();
             let mut pending = Pending::default();
-            core.manifests(&mut pending, now, update);
+            core.manifests(&mut pending, now, update).unwrap();
             core.plan(&mut pending, now);
             core.batch(pending, now, false);
             let rollout = RolloutId::parse("stable@a1").unwrap();
@@ -1040,7 +1076,7 @@ mod tests {
             manifest_artifacts: vec![],
         };
         let mut pending = Pending::default();
-        core.manifests(&mut pending, t0(), update);
+        core.manifests(&mut pending, t0(), update).unwrap();
         core.plan(&mut pending, t0());
         // The first group writes everything (nothing was written yet).
         let first = core.batch(pending, t0(), false);

@@ -73,6 +73,10 @@ pub struct ManifestSummary {
     pub hosts: usize,
     pub channels: usize,
     pub rollouts: Vec<RolloutId>,
+    /// For each accepted manifest of the upload that opens no rollout, why (an identical
+    /// hostSet, or a newer release of its channel in force).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub opens_nothing: Vec<String>,
 }
 
 /// Operator actions (SPEC §7).

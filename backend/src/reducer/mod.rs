@@ -252,8 +252,13 @@ impl Reducer {
                 }
                 ReducerInput::ManifestSetUpdated { update, reply } => {
                     let summary = self.core.manifests(&mut pending, now, *update);
-                    if let Some(reply) = reply {
-                        responders.push(respond(reply, Ok(summary)));
+                    match reply {
+                        Some(reply) => responders.push(respond(reply, summary)),
+                        None => {
+                            if let Err(err) = summary {
+                                tracing::error!(%err, "manifest set refused; the set in force stays");
+                            }
+                        }
                     }
                 }
                 ReducerInput::Operator { action, by, reason, reply } => {
