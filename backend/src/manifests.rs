@@ -109,7 +109,9 @@ fn read_dir(dir: &Path) -> Result<(SignedArtifact, Vec<(RolloutId, SignedArtifac
 
 /// Name, length and modification time of every file `read_dir` would read: a poll that finds
 /// these unchanged skips reading (a 10,000-host fleet is megabytes to read, encode and hash).
-fn dir_stamp(dir: &Path) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+type Stamp = Vec<(PathBuf, u64, Option<std::time::SystemTime>)>;
+
+fn dir_stamp(dir: &Path) -> Stamp {
     let mut paths = vec![dir.join("fleet.json"), dir.join("fleet.json.sig")];
     if let Ok(entries) = std::fs::read_dir(dir.join("rollouts")) {
         paths.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
@@ -135,10 +137,12 @@ fn fingerprint(fleet: &SignedArtifact, rollouts: &[(RolloutId, SignedArtifact)])
     h.finalize().to_vec()
 }
 
-/// Polls `dir` every `every` (files whose names, sizes and times are unchanged are not read
-/// again): when its content changed, verifies it and sends the set to
-/// the reducer; a set that does not verify is logged with its outcome and changes nothing.
-/// Re-reads `trust.json` on each poll too.
+/// Polls `dir` every `every`: when its content or `trust.json` changed since the last set that
+/// verified, verifies it and sends the set to the reducer. A set that does not verify is
+/// logged with its outcome (once per content and trust) and changes nothing; it is verified
+/// again on every poll, so content rejected as `future-dated` is taken once it is due and a
+/// set rejected for an unknown key once `trust.json` names it. Files whose names, sizes and
+/// times are unchanged are not read again after a set verified.
 pub async fn poll_dir(
     dir: PathBuf,
     trust_path: PathBuf,
@@ -147,8 +151,10 @@ pub async fn poll_dir(
     every: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut last: Option<Vec<u8>> = None;
-    let mut last_stamp = None;
+    // (files' stamp, content fingerprint, trust.json's bytes) of the last set handed over.
+    let mut verified: Option<(Stamp, Vec<u8>, Vec<u8>)> = None;
+    // What was last logged as rejected, so a rejected set is not logged on every poll.
+    let mut rejected: Option<(Vec<u8>, Vec<u8>, String)> = None;
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
@@ -156,39 +162,47 @@ pub async fn poll_dir(
             _ = tick.tick() => {}
         }
         reload_trust(&trust_path, &trust);
+        let trust_bytes = std::fs::read(&trust_path).unwrap_or_default();
         let stamp = dir_stamp(&dir);
-        if last.is_some() && last_stamp.as_ref() == Some(&stamp) {
+        if verified.as_ref().is_some_and(|(s, _, t)| s == &stamp && t == &trust_bytes) {
             continue;
         }
         let (fleet, rollouts) = match read_dir(&dir) {
-            Ok(found) => {
-                last_stamp = Some(stamp);
-                found
-            }
+            Ok(found) => found,
             Err(err) => {
                 tracing::warn!(dir = %dir.display(), %err, "manifests dir not readable");
                 continue;
             }
         };
         let print = fingerprint(&fleet, &rollouts);
-        if last.as_ref() == Some(&print) {
+        if let Some((_, p, t)) = &verified
+            && p == &print
+            && t == &trust_bytes
+        {
+            // Touched but unchanged: remember the new stamp, nothing to verify.
+            verified = Some((stamp, print, trust_bytes));
             continue;
         }
-        last = Some(print);
         let current = trust.read().ok().and_then(|t| t.clone());
         let named = rollouts.into_iter().map(|(id, a)| (Some(id), a)).collect();
         match verify_with_names(&current, fleet, named, Utc::now()) {
             Ok(update) => {
                 tracing::info!(dir = %dir.display(), fleet_hash = %update.set.fleet.hash, "manifests dir verified");
-                if let Err(err) =
-                    reducer.submit(ReducerInput::ManifestSetUpdated { update: Box::new(update), reply: None }).await
-                {
-                    tracing::warn!(%err, "cannot hand the manifest set to the reducer");
-                    last = None;
+                match reducer.submit(ReducerInput::ManifestSetUpdated { update: Box::new(update), reply: None }).await {
+                    Ok(()) => {
+                        verified = Some((stamp, print, trust_bytes));
+                        rejected = None;
+                    }
+                    Err(err) => tracing::warn!(%err, "cannot hand the manifest set to the reducer"),
                 }
             }
             Err(err) => {
-                tracing::error!(dir = %dir.display(), error = ?err, "manifests dir rejected; the last verified set stays in force")
+                let code = err.code().to_owned();
+                let seen = rejected.as_ref().is_some_and(|(p, t, c)| p == &print && t == &trust_bytes && c == &code);
+                if !seen {
+                    tracing::error!(dir = %dir.display(), error = ?err, "manifests dir rejected; the last verified set stays in force, and it is verified again on every poll");
+                    rejected = Some((print, trust_bytes, code));
+                }
             }
         }
     }

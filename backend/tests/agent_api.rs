@@ -313,30 +313,11 @@ async fn manifests_dir_is_polled_and_a_bad_set_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let manifests = dir.path().join("release");
     let write = |commit: &str, corrupt: bool| {
-        let body = common::upload_body(&fleet(), commit, chrono::Utc::now());
-        let _ = std::fs::remove_dir_all(&manifests);
-        std::fs::create_dir_all(manifests.join("rollouts")).unwrap();
-        let raw = |a: &serde_json::Value| {
-            use base64::Engine as _;
-            base64::engine::general_purpose::STANDARD.decode(a["artifact"].as_str().unwrap()).unwrap()
-        };
-        let mut fleet_bytes = raw(&body["fleet"]);
-        if corrupt {
-            fleet_bytes[10] ^= 1;
-        }
-        std::fs::write(manifests.join("fleet.json"), fleet_bytes).unwrap();
-        std::fs::write(manifests.join("fleet.json.sig"), body["fleet"]["signature"].as_str().unwrap()).unwrap();
-        for r in body["rollouts"].as_array().unwrap() {
-            let doc: serde_json::Value = serde_json::from_slice(&raw(r)).unwrap();
-            let name = format!("{}@{}.json", doc["channel"].as_str().unwrap(), doc["channelRef"].as_str().unwrap());
-            std::fs::write(manifests.join("rollouts").join(&name), raw(r)).unwrap();
-            std::fs::write(manifests.join("rollouts").join(format!("{name}.sig")), r["signature"].as_str().unwrap())
-                .unwrap();
-        }
+        common::write_release_dir(&manifests, &fleet(), commit, chrono::Utc::now(), corrupt)
     };
     write("a1", false);
     let app = spawn_with(Options { manifests_dir: Some(manifests.clone()), ..Options::default() }, None).await;
-    let rollouts = wait_for_rollouts(&app, 1).await;
+    let rollouts = common::wait_for_rollouts(&app, 1).await;
     assert_eq!(rollouts[0]["rolloutId"], R);
 
     write("b2", true);
@@ -345,18 +326,6 @@ async fn manifests_dir_is_polled_and_a_bad_set_changes_nothing() {
     let (_, rollouts) = app.get("/api/v1/rollouts").await;
     assert_eq!(rollouts.as_array().unwrap().len(), 1);
     drop(dir);
-}
-
-async fn wait_for_rollouts(app: &common::TestApp, n: usize) -> Vec<serde_json::Value> {
-    // The poller runs every 50 ms in tests; this waits for its first verified set.
-    for _ in 0..200 {
-        let (_, rollouts) = app.get("/api/v1/rollouts").await;
-        if rollouts.as_array().is_some_and(|r| r.len() >= n) {
-            return rollouts.as_array().unwrap().clone();
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    panic!("the manifests dir was not picked up");
 }
 
 #[tokio::test]

@@ -234,7 +234,9 @@ fn whole_second(at: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::U
 async fn rollout_ids(app: &TestApp) -> Vec<(String, String)> {
     let (_, body) = app.get("/api/v1/rollouts").await;
     let list = body.get("rollouts").unwrap_or(&body).as_array().cloned().unwrap_or_default();
-    list.iter().map(|r| (r["rolloutId"].as_str().unwrap().to_owned(), r["state"].as_str().unwrap().to_owned())).collect()
+    list.iter()
+        .map(|r| (r["rolloutId"].as_str().unwrap().to_owned(), r["state"].as_str().unwrap().to_owned()))
+        .collect()
 }
 
 #[tokio::test]
@@ -255,7 +257,8 @@ async fn an_older_fleet_or_release_is_refused_and_a_release_signed_in_the_same_s
     // the one accepted later is the newest, whatever their refs sort as ("bb" > "aa").
     let fleet_artifact = newer["fleet"].clone();
     for reference in ["bb", "aa"] {
-        let upload = json!({ "fleet": fleet_artifact, "rollouts": [stable_manifest(&fleet_hash, reference, now, reference)] });
+        let upload =
+            json!({ "fleet": fleet_artifact, "rollouts": [stable_manifest(&fleet_hash, reference, now, reference)] });
         let (status, body) = app.post("/api/v1/manifests", upload).await;
         assert_eq!(status, 200, "{body}");
         assert!(body.get("opensNothing").is_none(), "{reference} opens: {body}");
@@ -284,4 +287,31 @@ async fn an_older_fleet_or_release_is_refused_and_a_release_signed_in_the_same_s
         .await
         .unwrap();
     assert_eq!(order, ["stable@a1", "stable@bb", "stable@aa", "stable@dd"]);
+}
+
+#[tokio::test]
+async fn a_future_dated_release_is_taken_once_it_is_due_and_one_with_an_unknown_key_once_trust_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().join("release");
+    // Signed 62 s ahead: future-dated (more than 60 s ahead) for about two seconds.
+    let first = chrono::Utc::now() + chrono::Duration::seconds(62);
+    common::write_release_dir(&manifests, &fleet(), "a1", first, false);
+    let app = spawn_with(Options { manifests_dir: Some(manifests.clone()), ..Options::default() }, None).await;
+    let rollouts = common::wait_for_rollouts(&app, 1).await;
+    assert_eq!(rollouts[0]["rolloutId"], R, "picked up once due, though its files never changed");
+
+    // trust.json without the CI key that signs the next release: rejected as bad-signature.
+    let trust_path = app.dir.path().join("trust.json");
+    let right = std::fs::read(&trust_path).unwrap();
+    let other = engine::testkit::trust_config(&engine::testkit::key("another ci"));
+    std::fs::write(&trust_path, serde_json::to_vec(&other).unwrap()).unwrap();
+    // (Signed after the first, which is in force now: an older one would be refused.)
+    let second = first + chrono::Duration::seconds(1);
+    common::write_release_dir(&manifests, &fleet().release_closures("stable", "v2"), "b2", second, false);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rollout_ids(&app).await.len(), 1, "not verified under the wrong key");
+    // The operator fixes trust.json; the same files now verify.
+    std::fs::write(&trust_path, right).unwrap();
+    let rollouts = common::wait_for_rollouts(&app, 2).await;
+    assert!(rollouts.iter().any(|r| r["rolloutId"] == "stable@b2"), "{rollouts:?}");
 }

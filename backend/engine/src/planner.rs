@@ -391,9 +391,9 @@ pub fn why_not_opening(manifests: &ManifestSet, state: &FleetState, id: &Rollout
         _ => {}
     }
     let current = state.current_rollout(channel)?;
-    manifests.same_host_set(&current.id, id).then(|| {
-        format!("{id} opens nothing: its hosts and closures are those of {}, which is in force", current.id)
-    })
+    manifests
+        .same_host_set(&current.id, id)
+        .then(|| format!("{id} opens nothing: its hosts and closures are those of {}, which is in force", current.id))
 }
 
 /// In-flight hosts per budget (index into `disruptionBudgets`) at the start of a pass:

@@ -60,8 +60,9 @@ pub async fn load(pool: &SqlitePool) -> Result<Loaded, sqlx::Error> {
     if let Some(row) = sqlx::query("SELECT artifact FROM manifest_fleet WHERE id = 1").fetch_optional(pool).await? {
         loaded.fleet = Some(from_json(row.get::<&str, _>(0))?);
     }
-    for row in
-        sqlx::query("SELECT rollout_id, artifact FROM manifest_rollouts ORDER BY accepted, rollout_id").fetch_all(pool).await?
+    for row in sqlx::query("SELECT rollout_id, artifact FROM manifest_rollouts ORDER BY accepted, rollout_id")
+        .fetch_all(pool)
+        .await?
     {
         let id = RolloutId::parse(row.get::<String, _>(0)).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
         loaded.manifests.push((id, from_json(row.get::<&str, _>(1))?));

@@ -175,8 +175,9 @@ fn commit(conn: &mut Connection, batch: Batch) -> Committed {
         )?
         .execute(params![to_json(fleet)?, fleet_hash, ts(*at)])?;
         tx.execute("DELETE FROM manifest_rollouts", [])?;
-        let mut insert =
-            tx.prepare_cached("INSERT INTO manifest_rollouts (rollout_id, artifact, received_at, accepted) VALUES (?, ?, ?, ?)")?;
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO manifest_rollouts (rollout_id, artifact, received_at, accepted) VALUES (?, ?, ?, ?)",
+        )?;
         // In acceptance order: the position is what breaks a tie of signing times.
         for (position, (id, artifact)) in manifests.iter().enumerate() {
             insert.execute(params![id.as_str(), to_json(artifact)?, ts(*at), position as i64])?;

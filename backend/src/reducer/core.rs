@@ -578,10 +578,8 @@ impl Core {
                 set
             }
         };
-        let opens_nothing = uploaded
-            .iter()
-            .filter_map(|id| engine::planner::why_not_opening(&set, &self.state, id))
-            .collect();
+        let opens_nothing =
+            uploaded.iter().filter_map(|id| engine::planner::why_not_opening(&set, &self.state, id)).collect();
         let summary = ManifestSummary {
             fleet_hash: set.fleet.hash.clone(),
             hosts: set.fleet.doc.hosts.len(),

@@ -213,6 +213,47 @@ pub fn upload_body(fleet: &FleetBuilder, commit: &str, signed_at: chrono::DateTi
     json!({ "fleet": out.fleet.artifact(), "rollouts": rollouts })
 }
 
+/// Writes a release of `fleet` at `commit`, signed as of `signed_at`, as a manifests
+/// directory (`fleet.json(.sig)`, `rollouts/*.json(.sig)`), replacing what `dir` held.
+/// `corrupt` flips one byte of the fleet so that its signature no longer verifies.
+pub fn write_release_dir(
+    dir: &std::path::Path,
+    fleet: &FleetBuilder,
+    commit: &str,
+    signed_at: chrono::DateTime<chrono::Utc>,
+    corrupt: bool,
+) {
+    let body = upload_body(fleet, commit, signed_at);
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir.join("rollouts")).unwrap();
+    let raw = |a: &Value| B64.decode(a["artifact"].as_str().unwrap()).unwrap();
+    let mut fleet_bytes = raw(&body["fleet"]);
+    if corrupt {
+        fleet_bytes[10] ^= 1;
+    }
+    std::fs::write(dir.join("fleet.json"), fleet_bytes).unwrap();
+    std::fs::write(dir.join("fleet.json.sig"), body["fleet"]["signature"].as_str().unwrap()).unwrap();
+    for r in body["rollouts"].as_array().unwrap() {
+        let doc: Value = serde_json::from_slice(&raw(r)).unwrap();
+        let name = format!("{}@{}.json", doc["channel"].as_str().unwrap(), doc["channelRef"].as_str().unwrap());
+        std::fs::write(dir.join("rollouts").join(&name), raw(r)).unwrap();
+        std::fs::write(dir.join("rollouts").join(format!("{name}.sig")), r["signature"].as_str().unwrap()).unwrap();
+    }
+}
+
+/// Waits (bounded) until the API lists at least `n` rollouts: the manifests poller runs every
+/// 50 ms in tests.
+pub async fn wait_for_rollouts(app: &TestApp, n: usize) -> Vec<Value> {
+    for _ in 0..200 {
+        let (_, rollouts) = app.get("/api/v1/rollouts").await;
+        if rollouts.as_array().is_some_and(|r| r.len() >= n) {
+            return rollouts.as_array().unwrap().clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("the manifests dir was not picked up");
+}
+
 /// A simulated agent: signs requests with its host key and numbers its events.
 pub struct Agent {
     pub host: String,
