@@ -390,3 +390,20 @@ fn manifest_consistency_rules() {
     bad_ref["channelRef"] = json!("NOT-HEX");
     assert!(inconsistent(&bad_ref, None).starts_with("channelRef"));
 }
+
+#[test]
+fn a_freshness_window_longer_than_a_year_is_refused_when_trust_is_loaded_and_never_overflows() {
+    let mut config = trust_config(&ci_key());
+    // Minutes chrono can just represent: the window plus the 60 s of slack overflowed and
+    // panicked the poller on every verification.
+    for minutes in [u64::MAX, i64::MAX as u64 / 60_000, 366 * 24 * 60 + 1] {
+        config.freshness_window_minutes = minutes;
+        let err = TrustRoots::from_config(&config).unwrap_err();
+        assert_eq!(err.code(), "malformed");
+        assert!(err.to_string().contains("freshnessWindowMinutes"), "{err}");
+    }
+    config.freshness_window_minutes = 366 * 24 * 60;
+    let roots = TrustRoots::from_config(&config).unwrap();
+    let fleet = FleetBuilder::new().policy("p", &[(0, false)], "halt", 30).channel("stable", "p").host("a", "stable", &[]);
+    assert!(verify_fleet(Some(&roots), &sign(&fleet.document()), t0(), Freshness::Check).is_ok());
+}
