@@ -29,7 +29,12 @@ pub struct Metrics {
     pub feed_clients: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub feed_disconnects: Counter<u64, AtomicU64>,
     pub stuck: Gauge,
+    /// When the record gauges were last refreshed for a scrape.
+    gauges_refreshed_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// The record gauges are recounted at most this often, however often `/metrics` is scraped.
+pub const GAUGES_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -38,6 +43,17 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// True when the caller should refresh the record gauges now: at most once per
+    /// [`GAUGES_EVERY`] across all scrapes (concurrent ones included).
+    pub fn claim_gauge_refresh(&self, now: std::time::Instant) -> bool {
+        let Ok(mut last) = self.gauges_refreshed_at.lock() else { return false };
+        if last.is_some_and(|at| now.saturating_duration_since(at) < GAUGES_EVERY) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("fleetwave");
         let inputs = Family::<Labels, Counter>::default();
@@ -102,6 +118,7 @@ impl Metrics {
             feed_clients,
             feed_disconnects,
             stuck,
+            gauges_refreshed_at: std::sync::Mutex::new(None),
         }
     }
 

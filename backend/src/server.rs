@@ -86,6 +86,7 @@ impl App {
             replay: Default::default(),
             clock,
             health: health.clone(),
+            metrics_access: config.metrics_access,
             shutdown: shutdown.clone(),
         });
         let limits = config.http_limits();

@@ -315,3 +315,32 @@ async fn a_future_dated_release_is_taken_once_it_is_due_and_one_with_an_unknown_
     let rollouts = common::wait_for_rollouts(&app, 2).await;
     assert!(rollouts.iter().any(|r| r["rolloutId"] == "stable@b2"), "{rollouts:?}");
 }
+
+fn refreshes(metrics: &str) -> u64 {
+    let line = metrics.lines().find(|l| l.starts_with("fleetwave_reducer_inputs_total{kind=\"refresh_gauges\"}"));
+    line.and_then(|l| l.split_whitespace().last()).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn scrapes_in_a_burst_ask_the_reducer_at_most_once_a_second_and_metrics_can_require_a_token() {
+    let app = spawn_app().await;
+    app.upload(&fleet(), "a1").await;
+    let started = std::time::Instant::now();
+    let mut last = String::new();
+    for _ in 0..50 {
+        last = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    }
+    // Each refresh is counted before it is rendered, so the last scrape shows them all.
+    let seconds = started.elapsed().as_secs() + 1;
+    let asked = refreshes(&last);
+    assert!((1..=seconds).contains(&asked), "{asked} gauge refreshes for 50 scrapes in {seconds} s");
+
+    let app = spawn_with(
+        Options { metrics_access: backend::http::system::MetricsAccess::Viewer, ..Options::default() },
+        None,
+    )
+    .await;
+    assert_eq!(app.http.get(app.url("/metrics")).send().await.unwrap().status(), 401);
+    let r = app.http.get(app.url("/metrics")).bearer_auth(&app.viewer_token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}

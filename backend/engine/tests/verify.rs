@@ -404,6 +404,7 @@ fn a_freshness_window_longer_than_a_year_is_refused_when_trust_is_loaded_and_nev
     }
     config.freshness_window_minutes = 366 * 24 * 60;
     let roots = TrustRoots::from_config(&config).unwrap();
-    let fleet = FleetBuilder::new().policy("p", &[(0, false)], "halt", 30).channel("stable", "p").host("a", "stable", &[]);
+    let fleet =
+        FleetBuilder::new().policy("p", &[(0, false)], "halt", 30).channel("stable", "p").host("a", "stable", &[]);
     assert!(verify_fleet(Some(&roots), &sign(&fleet.document()), t0(), Freshness::Check).is_ok());
 }

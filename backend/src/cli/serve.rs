@@ -59,6 +59,10 @@ pub struct ServeConfig {
     /// kernel's backlog. Default: 1024.
     #[arg(long, env = "FLEETWAVE_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+    /// Who may read /metrics: `public` (anyone who reaches the port, as scrapers expect) or
+    /// `viewer` (a viewer's or operator's token, like the API's reads). Default: public.
+    #[arg(long, env = "FLEETWAVE_METRICS_ACCESS", value_enum, default_value_t = crate::http::system::MetricsAccess::Public)]
+    pub metrics_access: crate::http::system::MetricsAccess,
 }
 
 impl ServeConfig {
@@ -80,6 +84,7 @@ impl ServeConfig {
             body_idle_timeout_secs: 10,
             request_timeout_secs: 30,
             max_connections: 1024,
+            metrics_access: crate::http::system::MetricsAccess::Public,
         }
     }
 

@@ -9,7 +9,7 @@ pub mod extract;
 mod operator;
 pub mod operator_auth;
 mod session;
-mod system;
+pub mod system;
 
 use std::path::Path;
 use std::time::Duration;
@@ -79,6 +79,8 @@ pub struct Shared {
     pub clock: crate::clock::Clock,
     /// Set when a vital task failed: `/readyz` answers 503.
     pub health: crate::shutdown::Health,
+    /// Who may read `/metrics`.
+    pub metrics_access: system::MetricsAccess,
     pub shutdown: CancellationToken,
 }
 

@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 
+use super::operator_auth::Viewer;
 use super::{ApiError, AppState, READY_TIMEOUT};
 
 /// `GET /api/v1/version`
@@ -19,19 +20,39 @@ pub async fn healthz() -> &'static str {
 
 const GAUGES_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Who may read `/metrics` (`fleetwave serve --metrics-access`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum MetricsAccess {
+    /// Anyone who reaches the port, as Prometheus scrapers usually expect (the default; put
+    /// the port behind the network's own controls).
+    #[default]
+    Public,
+    /// Only with a viewer's (or operator's) token, as for the API's reads.
+    Viewer,
+}
+
 /// `GET /metrics`: Prometheus text.
-#[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus / OpenMetrics text", body = String)))]
-pub async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
-    // The record gauges are computed by the reducer on demand; if it cannot answer in time,
-    // the last values are served.
-    let refresh = state.reducer.ask(|reply| crate::reducer::ReducerInput::RefreshGauges { reply });
-    if !matches!(tokio::time::timeout(GAUGES_TIMEOUT, refresh).await, Ok(Ok(()))) {
-        tracing::debug!("serving the last gauges: the reducer did not refresh them in time");
+#[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus / OpenMetrics text", body = String), (status = 401, description = "With `--metrics-access viewer` and no token", body = shared::ApiErrorBody)))]
+pub async fn metrics(
+    State(state): State<AppState>,
+    viewer: Result<Viewer, ApiError>,
+) -> Result<impl axum::response::IntoResponse, ApiError> {
+    if state.metrics_access == MetricsAccess::Viewer {
+        viewer?;
     }
-    (
+    // The record gauges are computed by the reducer on demand, at most once a second however
+    // often anyone scrapes (each refresh is reducer work that counts every record); if it
+    // cannot answer in time, the last values are served.
+    if state.metrics.claim_gauge_refresh(std::time::Instant::now()) {
+        let refresh = state.reducer.ask(|reply| crate::reducer::ReducerInput::RefreshGauges { reply });
+        if !matches!(tokio::time::timeout(GAUGES_TIMEOUT, refresh).await, Ok(Ok(()))) {
+            tracing::debug!("serving the last gauges: the reducer did not refresh them in time");
+        }
+    }
+    Ok((
         [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         state.metrics.render(),
-    )
+    ))
 }
 
 /// `GET /readyz`: 200 only when the database answers and the reducer runs.

@@ -37,6 +37,7 @@ pub struct Options {
     pub trust: bool,
     pub feed_capacity: usize,
     pub db_busy_timeout_ms: u64,
+    pub metrics_access: backend::http::system::MetricsAccess,
 }
 
 impl Default for Options {
@@ -48,6 +49,7 @@ impl Default for Options {
             trust: true,
             feed_capacity: backend::feed::FEED_CAPACITY,
             db_busy_timeout_ms: 5_000,
+            metrics_access: backend::http::system::MetricsAccess::Public,
         }
     }
 }
@@ -72,6 +74,7 @@ pub async fn spawn_with(options: Options, reuse: Option<tempfile::TempDir>) -> T
         plan_tick_ms: options.plan_tick_ms,
         feed_capacity: options.feed_capacity,
         db_busy_timeout_ms: options.db_busy_timeout_ms,
+        metrics_access: options.metrics_access,
         ..ServeConfig::local(db.clone(), dir.path().join("no-dist"))
     };
     let shutdown = CancellationToken::new();
