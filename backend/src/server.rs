@@ -87,6 +87,7 @@ impl App {
             clock,
             health: health.clone(),
             metrics_access: config.metrics_access,
+            https: config.public_url.as_deref().is_some_and(|u| u.starts_with("https://")),
             shutdown: shutdown.clone(),
         });
         let limits = config.http_limits();

@@ -344,3 +344,35 @@ async fn scrapes_in_a_burst_ask_the_reducer_at_most_once_a_second_and_metrics_ca
     let r = app.http.get(app.url("/metrics")).bearer_auth(&app.viewer_token).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test]
+async fn behind_a_tls_proxy_the_session_cookie_is_secure_and_every_response_carries_the_browser_hardening_headers() {
+    let app = spawn_app().await;
+    let sign_in = |proto: Option<&'static str>| {
+        let mut r = app
+            .http
+            .post(app.url("/api/v1/session"))
+            .header("content-type", "application/json")
+            .body(json!({ "token": app.operator_token }).to_string());
+        if let Some(p) = proto {
+            r = r.header("x-forwarded-proto", p);
+        }
+        r.send()
+    };
+    let cookie = |r: &reqwest::Response| r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let secure = sign_in(Some("https")).await.unwrap();
+    assert!(cookie(&secure).contains("; Secure"), "{}", cookie(&secure));
+    let plain = sign_in(None).await.unwrap();
+    assert!(!cookie(&plain).contains("Secure"), "{}", cookie(&plain));
+    assert!(cookie(&plain).contains("HttpOnly") && cookie(&plain).contains("SameSite=Strict"));
+
+    for path in ["/", "/api/v1/version", "/api/v1/nope", "/healthz"] {
+        let r = app.http.get(app.url(path)).send().await.unwrap();
+        let h = r.headers();
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+        assert_eq!(h["x-frame-options"], "DENY", "{path}");
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'self'"), "{path}: {csp}");
+    }
+}

@@ -63,6 +63,19 @@ pub struct ServeConfig {
     /// `viewer` (a viewer's or operator's token, like the API's reads). Default: public.
     #[arg(long, env = "FLEETWAVE_METRICS_ACCESS", value_enum, default_value_t = crate::http::system::MetricsAccess::Public)]
     pub metrics_access: crate::http::system::MetricsAccess,
+    /// The URL browsers use to reach the control plane, when it differs from --listen (a TLS
+    /// proxy in front). With `https://…` the session cookie is marked `Secure`; so it is for a
+    /// request that a proxy forwarded with `X-Forwarded-Proto: https`. Default: none.
+    #[arg(long, env = "FLEETWAVE_PUBLIC_URL", value_parser = parse_public_url)]
+    pub public_url: Option<String>,
+}
+
+fn parse_public_url(url: &str) -> Result<String, String> {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.chars().any(char::is_whitespace) => Ok(url.to_owned()),
+        _ => Err(format!("`{url}` is not an http:// or https:// URL")),
+    }
 }
 
 impl ServeConfig {
@@ -85,6 +98,7 @@ impl ServeConfig {
             request_timeout_secs: 30,
             max_connections: 1024,
             metrics_access: crate::http::system::MetricsAccess::Public,
+            public_url: None,
         }
     }
 

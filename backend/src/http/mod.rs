@@ -15,7 +15,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderName, Request, StatusCode};
+use axum::http::header::{CONTENT_SECURITY_POLICY, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS};
+use axum::http::{HeaderName, HeaderValue, Request, StatusCode};
 use std::sync::Arc;
 
 use axum::routing::get;
@@ -24,6 +25,7 @@ use sqlx::SqlitePool;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 use tower_http::trace::TraceLayer;
 
@@ -81,6 +83,9 @@ pub struct Shared {
     pub health: crate::shutdown::Health,
     /// Who may read `/metrics`.
     pub metrics_access: system::MetricsAccess,
+    /// Browsers reach the control plane over https (`--public-url https://…`): session
+    /// cookies are `Secure`.
+    pub https: bool,
     pub shutdown: CancellationToken,
 }
 
@@ -92,6 +97,8 @@ impl Shared {
 
 /// The whole router, with its middleware. `dist` is the dashboard build (Trunk's output).
 pub fn router(state: AppState, dist: &Path, limits: HttpLimits) -> Router {
+    let csp = HeaderValue::from_str(&dashboard::content_security_policy(dist))
+        .unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'"));
     let (api, root, spec) = routes();
     let spec = Arc::new(spec);
     let api = api
@@ -103,7 +110,9 @@ pub fn router(state: AppState, dist: &Path, limits: HttpLimits) -> Router {
     // 1. give the request an id (keep the caller's `x-request-id` if it sent one),
     // 2. open a trace span carrying that id, so every log line of the request names it,
     // 3. copy the id onto the response so a user can quote it,
-    // 4. the browser-hardening headers on every response (`security_headers`),
+    // 4. the browser-hardening headers on every response: no MIME sniffing, no referrer (a
+    //    login link carries a token in its query), no framing, and the dashboard's CSP
+    //    (`dashboard::content_security_policy`),
     // 5. answer 408 when a request takes longer than `request_timeout` in all (reading its
     //    body included: handlers read bodies inside their future),
     // 6. and when its body goes quiet for `body_idle_timeout`.
@@ -116,33 +125,14 @@ pub fn router(state: AppState, dist: &Path, limits: HttpLimits) -> Router {
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(axum::middleware::map_response(security_headers))
+        .layer(SetResponseHeaderLayer::overriding(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::overriding(REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+        .layer(SetResponseHeaderLayer::overriding(X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .layer(SetResponseHeaderLayer::overriding(CONTENT_SECURITY_POLICY, csp))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout))
         .layer(RequestBodyTimeoutLayer::new(limits.body_idle_timeout));
 
     Router::new().nest("/api/v1", api).merge(root).merge(dashboard::router(dist)).layer(middleware).with_state(state)
-}
-
-/// The Content-Security-Policy the dashboard runs under: its own scripts, styles and WASM
-/// (`wasm-unsafe-eval` is what instantiating WebAssembly needs; no `unsafe-eval`), requests to
-/// its own origin only, and never inside a frame.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
-     style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
-     form-action 'self'; frame-ancestors 'none'";
-
-/// Headers that make browsers stricter with every response: no MIME sniffing, no referrer
-/// (a login link carries a token in its query), the CSP above, and no framing.
-async fn security_headers(mut response: axum::response::Response) -> axum::response::Response {
-    use axum::http::HeaderValue;
-    use axum::http::header::{
-        CONTENT_SECURITY_POLICY as CSP, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
-    };
-    let headers = response.headers_mut();
-    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(CSP, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
-    response
 }
 
 /// The OpenAPI document's frame; paths and schemas come from the handlers' annotations.

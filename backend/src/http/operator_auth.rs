@@ -105,8 +105,20 @@ impl FromRequestParts<AppState> for Acting {
 }
 
 /// The session cookie for `token` (HttpOnly, SameSite=Strict).
-pub fn session_cookie(token: &str, max_age_seconds: i64) -> String {
-    format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_seconds}")
+pub fn session_cookie(token: &str, max_age_seconds: i64, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_seconds}{secure}")
+}
+
+/// Whether the browser reached us over https: `--public-url https://…`, or a proxy in front
+/// that says so (`X-Forwarded-Proto: https`; a client that sends it itself only makes its own
+/// cookie stricter).
+pub fn over_https(state: &AppState, headers: &axum::http::HeaderMap) -> bool {
+    state.https
+        || headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').next().is_some_and(|first| first.trim().eq_ignore_ascii_case("https")))
 }
 
 /// The value of the session cookie, when the request has one.

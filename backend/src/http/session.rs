@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use shared::api::{SessionRequest, Whoami};
 
 use super::extract::{JsonBody, SESSION_BODY_BYTES};
-use super::operator_auth::{Viewer, new_token, session_cookie, session_of, token_hash};
+use super::operator_auth::{Viewer, new_token, over_https, session_cookie, session_of, token_hash};
 use super::{ApiError, AppState};
 use crate::db::auth;
 
@@ -51,7 +51,8 @@ pub async fn create(
     .await
     .map_err(ApiError::internal)?;
     let whoami = Whoami { name: operator.name, role: operator.role.as_str().to_owned() };
-    Ok(([(header::SET_COOKIE, session_cookie(&session, SESSION_HOURS * 3600))], Json(whoami)).into_response())
+    let cookie = session_cookie(&session, SESSION_HOURS * 3600, over_https(&state, &headers));
+    Ok(([(header::SET_COOKIE, cookie)], Json(whoami)).into_response())
 }
 
 #[utoipa::path(get, path = "/session", tag = "session", responses((status = 200, body = shared::api::Whoami), (status = 401, body = shared::ApiErrorBody)))]
@@ -70,9 +71,14 @@ impl FromRequestParts<AppState> for SessionCookie {
 }
 
 #[utoipa::path(delete, path = "/session", tag = "session", responses((status = 204, description = "Signed out")))]
-pub async fn delete(State(state): State<AppState>, SessionCookie(cookie): SessionCookie) -> Result<Response, ApiError> {
+pub async fn delete(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    SessionCookie(cookie): SessionCookie,
+) -> Result<Response, ApiError> {
     if let Some(token) = cookie {
         auth::delete_session(&state.pool, &token_hash(&token)).await.map_err(ApiError::internal)?;
     }
-    Ok(([(header::SET_COOKIE, session_cookie("", 0))], StatusCode::NO_CONTENT).into_response())
+    Ok(([(header::SET_COOKIE, session_cookie("", 0, over_https(&state, &headers)))], StatusCode::NO_CONTENT)
+        .into_response())
 }
