@@ -76,6 +76,12 @@ pub fn signing_string(method: &str, path_and_query: &str, timestamp: i64, body_s
     format!("fleetwave-agent-v1\n{method}\n{path_and_query}\n{timestamp}\n{body_sha256_hex}")
 }
 
+/// How far an agent's signing timestamp may be off the control plane's clock (SPEC §9.1). A
+/// signature is refused the second time while its timestamp is acceptable; Ed25519 is
+/// deterministic, so an agent must never sign the same request twice with one timestamp (a
+/// retry within the same second is signed with a later one).
+pub const MAX_SKEW_SECONDS: i64 = 60;
+
 pub const HOST_HEADER: &str = "x-fleetwave-host";
 pub const TIMESTAMP_HEADER: &str = "x-fleetwave-timestamp";
 pub const SIGNATURE_HEADER: &str = "x-fleetwave-signature";

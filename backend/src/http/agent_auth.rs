@@ -19,8 +19,7 @@ use shared::agent::{HOST_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, signing_str
 use super::extract::{AGENT_BODY_BYTES, body_bytes};
 use super::{ApiError, AppState};
 
-/// How far an agent's clock may be off.
-pub const MAX_SKEW_SECONDS: i64 = 60;
+pub use shared::agent::MAX_SKEW_SECONDS;
 
 /// Signatures seen while their request could still be accepted: a request signed at `t` is
 /// refused for its timestamp after `t + MAX_SKEW_SECONDS`, so that is when its signature is

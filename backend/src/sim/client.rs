@@ -1,12 +1,14 @@
 //! A signed agent HTTP client (SPEC §9.1): what a real agent sends, used by the simulator.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use shared::agent::{HOST_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, signing_string};
 use tokio::sync::Semaphore;
 
@@ -18,6 +20,33 @@ pub struct AgentClient {
     key: SigningKey,
     /// Shared by a fleet's clients: most requests in flight at once.
     limit: Option<Arc<Semaphore>>,
+    stamps: Arc<Mutex<Stamps>>,
+}
+
+/// Signing timestamps that never repeat for identical requests. Ed25519 signatures are
+/// deterministic, so the same method, path and body signed in the same second is the same
+/// signature, which the control plane refuses as a replay (SPEC §9.1); a retry of an event
+/// within its second would need a second attempt. Instead, a request identical to one already
+/// signed at `t` or later is signed at one second after it (still far inside the ±60 s the
+/// control plane accepts: only retries repeat a request, a few times at most).
+#[derive(Debug, Default)]
+pub struct Stamps {
+    /// Last timestamp used, by the digest of (method, path, body digest).
+    last: HashMap<[u8; 32], i64>,
+}
+
+impl Stamps {
+    /// The timestamp to sign request `key` with at `now` (unix seconds).
+    pub fn issue(&mut self, key: [u8; 32], now: i64) -> i64 {
+        // Requests signed more than a skew window ago can no longer collide.
+        self.last.retain(|_, at| *at >= now.saturating_sub(shared::agent::MAX_SKEW_SECONDS));
+        let ts = match self.last.get(&key) {
+            Some(&last) if last >= now => last.saturating_add(1),
+            _ => now,
+        };
+        self.last.insert(key, ts);
+        ts
+    }
 }
 
 /// An answer, or why there is none.
@@ -31,7 +60,14 @@ pub enum Answer {
 
 impl AgentClient {
     pub fn new(http: reqwest::Client, base: &str, host: &str, key: SigningKey) -> AgentClient {
-        AgentClient { http, base: base.trim_end_matches('/').to_owned(), host: host.to_owned(), key, limit: None }
+        AgentClient {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            host: host.to_owned(),
+            key,
+            limit: None,
+            stamps: Arc::default(),
+        }
     }
 
     /// Shares `limit` (requests in flight) with other clients.
@@ -53,8 +89,10 @@ impl AgentClient {
             None => None,
         };
         let bytes = body.map(|b| serde_json::to_vec(b).unwrap_or_default()).unwrap_or_default();
-        let ts = chrono::Utc::now().timestamp();
         let digest = engine::verify::sha256_hex(&bytes);
+        let request_key: [u8; 32] = Sha256::digest(format!("{method}\n{path}\n{digest}")).into();
+        let now = chrono::Utc::now().timestamp();
+        let ts = self.stamps.lock().map_or(now, |mut stamps| stamps.issue(request_key, now));
         let signature = self.key.sign(signing_string(method.as_str(), path, ts, &digest).as_bytes());
         let request = self
             .http
@@ -72,7 +110,8 @@ impl AgentClient {
                 let body: Value = r.json().await.unwrap_or(Value::Null);
                 match status {
                     200..=299 => Answer::Ok(body),
-                    // A replayed signature (the same bytes within one second) is retried later.
+                    // Not expected (see `Stamps`), unless this machine's clock stepped back:
+                    // a later second signs differently.
                     401 if body["error"]["code"] == "replayed-signature" => Answer::Retry,
                     500.. => Answer::Retry,
                     _ => Answer::Refused(status, body),
@@ -80,5 +119,23 @@ impl AgentClient {
             }
         };
         (answer, started.elapsed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_identical_request_is_never_signed_twice_in_the_same_second() {
+        let mut stamps = Stamps::default();
+        let (retry, other) = ([1u8; 32], [2u8; 32]);
+        assert_eq!(stamps.issue(retry, 1_000), 1_000);
+        assert_eq!(stamps.issue(other, 1_000), 1_000, "different requests share a second");
+        assert_eq!(stamps.issue(retry, 1_000), 1_001, "the retry is signed a second later");
+        assert_eq!(stamps.issue(retry, 1_000), 1_002);
+        assert_eq!(stamps.issue(retry, 1_005), 1_005, "once the clock passed them, it is used as is");
+        assert_eq!(stamps.issue(retry, 2_000), 2_000);
+        assert_eq!(stamps.last.len(), 1, "requests older than the skew window are forgotten");
     }
 }
