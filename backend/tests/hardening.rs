@@ -376,3 +376,58 @@ async fn behind_a_tls_proxy_the_session_cookie_is_secure_and_every_response_carr
         assert!(csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'self'"), "{path}: {csp}");
     }
 }
+
+#[tokio::test]
+async fn a_revoked_token_and_its_sessions_stop_working_at_once_and_expired_sessions_are_purged() {
+    let app = spawn_app().await;
+    let whoami = |token: String| {
+        let http = app.http.clone();
+        let url = app.url("/api/v1/session");
+        async move { http.get(url).bearer_auth(token).send().await.unwrap() }
+    };
+    let me: Value = whoami(app.operator_token.clone()).await.json().await.unwrap();
+    let name = me["name"].as_str().unwrap().to_owned();
+    let signed_in = app
+        .http
+        .post(app.url("/api/v1/session"))
+        .header("content-type", "application/json")
+        .body(json!({ "token": app.operator_token }).to_string())
+        .send()
+        .await
+        .unwrap();
+    let cookie = signed_in.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    // An expired session left by someone else is purged when the next one is created.
+    sqlx::query("INSERT INTO sessions (token_hash, operator_id, created_at, expires_at) VALUES ('old', 1, '2020-01-01T00:00:00.000Z', '2020-01-02T00:00:00.000Z')")
+        .execute(&app.state.pool)
+        .await
+        .unwrap();
+    let again = app
+        .http
+        .post(app.url("/api/v1/session"))
+        .header("content-type", "application/json")
+        .body(json!({ "token": app.operator_token }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE token_hash = 'old'").fetch_one(&app.state.pool).await.unwrap();
+    assert_eq!(left, 0, "the expired session is gone");
+
+    let fleetwave = env!("CARGO_BIN_EXE_fleetwave");
+    let db = app.db.to_str().unwrap().to_owned();
+    let list = std::process::Command::new(fleetwave).args(["operator", "list", "--db", &db]).output().unwrap();
+    let listing = String::from_utf8_lossy(&list.stdout).to_string();
+    assert!(list.status.success() && listing.contains(&name) && listing.contains("operator"), "{listing}");
+    let revoke = std::process::Command::new(fleetwave).args(["operator", "revoke", "--db", &db, "--name", &name]).output().unwrap();
+    assert!(revoke.status.success(), "{}", String::from_utf8_lossy(&revoke.stderr));
+
+    assert_eq!(whoami(app.operator_token.clone()).await.status(), 401, "the token no longer works");
+    let by_cookie = app.http.get(app.url("/api/v1/session")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(by_cookie.status(), 401, "nor does its session");
+    assert_eq!(whoami(app.viewer_token.clone()).await.status(), 200, "others are untouched");
+    let twice = std::process::Command::new(fleetwave).args(["operator", "revoke", "--db", &db, "--name", &name]).output().unwrap();
+    assert!(!twice.status.success(), "revoking twice says so");
+    let listing = std::process::Command::new(fleetwave).args(["operator", "list", "--db", &db]).output().unwrap();
+    let line = String::from_utf8_lossy(&listing.stdout).lines().find(|l| l.starts_with(&name)).unwrap().to_owned();
+    assert!(!line.contains(" - "), "listed as revoked: {line}");
+}

@@ -141,11 +141,16 @@ impl<'a> ChannelFacts<'a> {
 /// Checks the consistency rules of SPEC §2.3 and builds the indexes. Errors name the field.
 pub fn index(doc: FleetDocument, hash: String, signed_at: DateTime<Utc>) -> Result<VerifiedFleet, String> {
     let mut pubkeys = Vec::with_capacity(doc.hosts.len());
+    // A key is one host's identity: two hosts sharing one could each sign as the other.
+    let mut holders: std::collections::HashMap<[u8; 32], &Hostname> = std::collections::HashMap::new();
     for (name, host) in &doc.hosts {
         if !doc.channels.contains_key(&host.channel) {
             return Err(format!("hosts.{name}.channel: unknown channel `{}`", host.channel));
         }
         let key = decode_public_key(&host.pubkey).map_err(|e| format!("hosts.{name}.pubkey: {e}"))?;
+        if let Some(first) = holders.insert(key.to_bytes(), name) {
+            return Err(format!("hosts.{name}.pubkey: the same key as hosts.{first}.pubkey"));
+        }
         pubkeys.push((&host.channel, name.clone(), key));
     }
     for (name, channel) in &doc.channels {

@@ -408,3 +408,15 @@ fn a_freshness_window_longer_than_a_year_is_refused_when_trust_is_loaded_and_nev
         FleetBuilder::new().policy("p", &[(0, false)], "halt", 30).channel("stable", "p").host("a", "stable", &[]);
     assert!(verify_fleet(Some(&roots), &sign(&fleet.document()), t0(), Freshness::Check).is_ok());
 }
+
+#[test]
+fn two_hosts_with_the_same_public_key_are_inconsistent() {
+    let mut doc = base().document();
+    doc["hosts"]["c"]["pubkey"] = doc["hosts"]["a"]["pubkey"].clone();
+    match verify_fleet(Some(&trust()), &sign(&doc), t0(), Freshness::Check) {
+        Err(VerifyError::Inconsistent(message)) => {
+            assert_eq!(message, "hosts.c.pubkey: the same key as hosts.a.pubkey")
+        }
+        other => panic!("expected inconsistent, got {other:?}"),
+    }
+}

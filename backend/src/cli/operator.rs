@@ -1,5 +1,6 @@
 //! `fleetwave operator add`: creates an operator or viewer and prints its token, once, alone on
-//! the last line of stdout. Only the token's hash is stored.
+//! the last line of stdout. Only the token's hash is stored. `operator list` shows who can
+//! sign in; `operator revoke` ends a token and its sessions at once.
 
 use std::path::PathBuf;
 
@@ -12,6 +13,27 @@ use crate::http::operator_auth::{new_token, token_hash};
 pub enum OperatorCommand {
     /// Create an operator (or viewer) and print its token.
     Add(AddArgs),
+    /// List operators and viewers: role, when added, revoked or not, live sessions.
+    List(DbArgs),
+    /// Revoke an operator's token and end its sessions (its name stays, naming its actions).
+    Revoke(RevokeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DbArgs {
+    /// The control plane's database. Default: ./fleetwave.db.
+    #[arg(long, env = "FLEETWAVE_DB", default_value = "fleetwave.db")]
+    pub db: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RevokeArgs {
+    /// The control plane's database. Default: ./fleetwave.db.
+    #[arg(long, env = "FLEETWAVE_DB", default_value = "fleetwave.db")]
+    pub db: PathBuf,
+    /// The operator (or viewer) to revoke.
+    #[arg(long)]
+    pub name: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -40,6 +62,26 @@ pub async fn run(command: OperatorCommand) -> anyhow::Result<()> {
             pool.close().await;
             eprintln!("added {} `{name}`; the token is shown once:", args.role.as_str());
             println!("{token}");
+            Ok(())
+        }
+        OperatorCommand::List(args) => {
+            let pool = db::open(&args.db).await?;
+            let operators = db::auth::list_operators(&pool, chrono::Utc::now()).await?;
+            pool.close().await;
+            let width = operators.iter().map(|o| o.name.len()).max().unwrap_or(4).max(4);
+            println!("{:width$}  {:8}  {:24}  {:24}  SESSIONS", "NAME", "ROLE", "ADDED", "REVOKED");
+            for o in operators {
+                let revoked = o.revoked_at.as_deref().unwrap_or("-");
+                println!("{:width$}  {:8}  {:24}  {:24}  {}", o.name, o.role, o.created_at, revoked, o.live_sessions);
+            }
+            Ok(())
+        }
+        OperatorCommand::Revoke(args) => {
+            let pool = db::open(&args.db).await?;
+            let revoked = db::auth::revoke_operator(&pool, args.name.trim(), chrono::Utc::now()).await?;
+            pool.close().await;
+            anyhow::ensure!(revoked, "there is no operator `{}` that is not revoked already", args.name.trim());
+            eprintln!("revoked `{}`: its token and sessions no longer work", args.name.trim());
             Ok(())
         }
     }

@@ -59,7 +59,7 @@ fn operator(row: &sqlx::sqlite::SqliteRow) -> Option<Operator> {
 }
 
 pub async fn operator_by_token(pool: &SqlitePool, token_hash: &str) -> Result<Option<Operator>, sqlx::Error> {
-    let row = sqlx::query("SELECT id, name, role FROM operators WHERE token_hash = ?")
+    let row = sqlx::query("SELECT id, name, role FROM operators WHERE token_hash = ? AND revoked_at IS NULL")
         .bind(token_hash)
         .fetch_optional(pool)
         .await?;
@@ -73,6 +73,9 @@ pub async fn create_session(
     now: DateTime<Utc>,
     expires: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
+    // Expired sessions go when a new one comes: the table holds live sessions only, however
+    // often people sign in.
+    sqlx::query("DELETE FROM sessions WHERE expires_at <= ?").bind(ts(now)).execute(pool).await?;
     sqlx::query("INSERT INTO sessions (token_hash, operator_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
         .bind(token_hash)
         .bind(operator_id)
@@ -89,7 +92,8 @@ pub async fn operator_by_session(
     now: DateTime<Utc>,
 ) -> Result<Option<Operator>, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT o.id, o.name, o.role, s.expires_at FROM sessions s JOIN operators o ON o.id = s.operator_id WHERE s.token_hash = ?",
+        "SELECT o.id, o.name, o.role, s.expires_at FROM sessions s JOIN operators o ON o.id = s.operator_id
+         WHERE s.token_hash = ? AND o.revoked_at IS NULL",
     )
     .bind(token_hash)
     .fetch_optional(pool)
@@ -103,4 +107,52 @@ pub async fn operator_by_session(
 
 pub async fn delete_session(pool: &SqlitePool, token_hash: &str) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM sessions WHERE token_hash = ?").bind(token_hash).execute(pool).await.map(|_| ())
+}
+
+/// One operator as `fleetwave operator list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorListing {
+    pub name: String,
+    pub role: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+    pub live_sessions: i64,
+}
+
+pub async fn list_operators(pool: &SqlitePool, now: DateTime<Utc>) -> Result<Vec<OperatorListing>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT o.name, o.role, o.created_at, o.revoked_at,
+                (SELECT COUNT(*) FROM sessions s WHERE s.operator_id = o.id AND s.expires_at > ?)
+         FROM operators o ORDER BY o.name",
+    )
+    .bind(ts(now))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| OperatorListing {
+            name: r.get(0),
+            role: r.get(1),
+            created_at: r.get(2),
+            revoked_at: r.get(3),
+            live_sessions: r.get(4),
+        })
+        .collect())
+}
+
+/// Revokes `name`'s token and ends its sessions. False if there is no such operator, or it
+/// was revoked already.
+pub async fn revoke_operator(pool: &SqlitePool, name: &str, now: DateTime<Utc>) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let id: Option<i64> = sqlx::query_scalar(
+        "UPDATE operators SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL RETURNING id",
+    )
+    .bind(ts(now))
+    .bind(name)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(id) = id else { return Ok(false) };
+    sqlx::query("DELETE FROM sessions WHERE operator_id = ?").bind(id).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(true)
 }
