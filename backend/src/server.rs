@@ -88,6 +88,8 @@ impl App {
             health: health.clone(),
             metrics_access: config.metrics_access,
             https: config.public_url.as_deref().is_some_and(|u| u.starts_with("https://")),
+            db_path: config.db.clone(),
+            min_free_disk_bytes: config.min_free_disk_mb.saturating_mul(1024 * 1024),
             shutdown: shutdown.clone(),
         });
         let limits = config.http_limits();

@@ -431,3 +431,16 @@ async fn a_revoked_token_and_its_sessions_stop_working_at_once_and_expired_sessi
     let line = String::from_utf8_lossy(&listing.stdout).lines().find(|l| l.starts_with(&name)).unwrap().to_owned();
     assert!(!line.contains(" - "), "listed as revoked: {line}");
 }
+
+#[tokio::test]
+async fn readiness_fails_when_the_database_disk_is_nearly_full() {
+    // Nearly full, as far as the control plane can tell: the reserve is more than the disk
+    // has free (read with statvfs, as in production).
+    let free_mib = backend::db::free_bytes(&std::env::temp_dir()).unwrap() / (1024 * 1024);
+    let app = spawn_with(Options { min_free_disk_mb: free_mib + 1024, ..Options::default() }, None).await;
+    let r = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "disk-full");
+    let app = spawn_with(Options::default(), None).await;
+    assert_eq!(ready(&app).await, 200, "with room to spare it is ready");
+}

@@ -68,6 +68,10 @@ pub struct ServeConfig {
     /// request that a proxy forwarded with `X-Forwarded-Proto: https`. Default: none.
     #[arg(long, env = "FLEETWAVE_PUBLIC_URL", value_parser = parse_public_url)]
     pub public_url: Option<String>,
+    /// /readyz fails while the database's filesystem has less free space than this many MiB
+    /// (writes would soon fail; a balancer should send agents elsewhere). Default: 64.
+    #[arg(long, env = "FLEETWAVE_MIN_FREE_DISK_MB", default_value_t = 64)]
+    pub min_free_disk_mb: u64,
 }
 
 fn parse_public_url(url: &str) -> Result<String, String> {
@@ -99,6 +103,7 @@ impl ServeConfig {
             max_connections: 1024,
             metrics_access: crate::http::system::MetricsAccess::Public,
             public_url: None,
+            min_free_disk_mb: 64,
         }
     }
 

@@ -51,6 +51,12 @@ pub async fn open_with(path: &Path, busy_timeout: Duration) -> Result<SqlitePool
     Ok(pool)
 }
 
+/// Bytes an unprivileged writer can still use on the filesystem holding `path`.
+pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    let stats = rustix::fs::statvfs(path)?;
+    Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
+}
+
 /// Cheap liveness probe of the database, used by `/readyz`.
 pub async fn ping(pool: &SqlitePool) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT 1").execute(pool).await.map(|_| ())

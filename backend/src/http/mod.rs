@@ -86,6 +86,9 @@ pub struct Shared {
     /// Browsers reach the control plane over https (`--public-url https://…`): session
     /// cookies are `Secure`.
     pub https: bool,
+    /// The database file, and the free space its filesystem must keep for `/readyz`.
+    pub db_path: std::path::PathBuf,
+    pub min_free_disk_bytes: u64,
     pub shutdown: CancellationToken,
 }
 

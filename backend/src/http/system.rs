@@ -64,6 +64,22 @@ pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiEr
     if !state.reducer.is_running() {
         return Err(ApiError::unavailable("The reducer is not running."));
     }
+    // `SELECT 1` answers on a full disk; the next commit would not.
+    match crate::db::free_bytes(&state.db_path) {
+        Ok(free) if free < state.min_free_disk_bytes => {
+            return Err(ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "disk-full",
+                format!(
+                    "The database's disk has {} MiB free, less than the {} MiB kept in reserve.",
+                    free / (1024 * 1024),
+                    state.min_free_disk_bytes / (1024 * 1024)
+                ),
+            ));
+        }
+        Ok(_) => {}
+        Err(err) => tracing::warn!(%err, "readiness: cannot read the database's free disk space"),
+    }
     match tokio::time::timeout(READY_TIMEOUT, crate::db::ping(&state.pool)).await {
         Ok(Ok(())) => Ok("ready"),
         Ok(Err(err)) => {

@@ -38,6 +38,7 @@ pub struct Options {
     pub feed_capacity: usize,
     pub db_busy_timeout_ms: u64,
     pub metrics_access: backend::http::system::MetricsAccess,
+    pub min_free_disk_mb: u64,
 }
 
 impl Default for Options {
@@ -50,6 +51,7 @@ impl Default for Options {
             feed_capacity: backend::feed::FEED_CAPACITY,
             db_busy_timeout_ms: 5_000,
             metrics_access: backend::http::system::MetricsAccess::Public,
+            min_free_disk_mb: 64,
         }
     }
 }
@@ -75,6 +77,7 @@ pub async fn spawn_with(options: Options, reuse: Option<tempfile::TempDir>) -> T
         feed_capacity: options.feed_capacity,
         db_busy_timeout_ms: options.db_busy_timeout_ms,
         metrics_access: options.metrics_access,
+        min_free_disk_mb: options.min_free_disk_mb,
         ..ServeConfig::local(db.clone(), dir.path().join("no-dist"))
     };
     let shutdown = CancellationToken::new();
