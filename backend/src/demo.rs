@@ -186,7 +186,8 @@ async fn releases(
             // Any committed change may have finished the release; re-check then.
             entry = feed.recv() => if matches!(entry, Err(tokio::sync::broadcast::error::RecvError::Closed)) { return },
         }
-        let Ok(rollouts) = crate::db::store::rollout_rows(&state.pool).await else { continue };
+        // The release's rollouts are among the newest opened (three channels).
+        let Ok(Some(rollouts)) = crate::db::store::rollout_rows(&state.pool, None, 16).await else { continue };
         let current: Vec<_> =
             rollouts.iter().filter(|r| r.id.channel_ref() == format!("{:04x}", 0xd000 + release)).collect();
         let done = current.len() == 3

@@ -98,7 +98,7 @@ async fn the_demo_tells_its_story() {
             && recs.iter().any(|r| r.hostname.as_str() == "edge-01" && r.state == HostState::Reverted)
     })
     .await;
-    let quarantines = store::quarantines(&demo.state.pool).await.unwrap();
+    let quarantines = store::quarantines(&demo.state.pool, 1000).await.unwrap();
     assert_eq!(quarantines.len(), 1);
     assert!(quarantines[0].closure.as_str().contains(backend::demo::BROKEN_MARKER));
     assert_eq!(rollout_state(&demo, "edge@d001").await.map(|s| s.0), Some(RolloutState::Halted));

@@ -410,7 +410,10 @@ async fn a_revoked_token_and_its_sessions_stop_working_at_once_and_expired_sessi
         .await
         .unwrap();
     assert_eq!(again.status(), 200);
-    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE token_hash = 'old'").fetch_one(&app.state.pool).await.unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE token_hash = 'old'")
+        .fetch_one(&app.state.pool)
+        .await
+        .unwrap();
     assert_eq!(left, 0, "the expired session is gone");
 
     let fleetwave = env!("CARGO_BIN_EXE_fleetwave");
@@ -418,14 +421,20 @@ async fn a_revoked_token_and_its_sessions_stop_working_at_once_and_expired_sessi
     let list = std::process::Command::new(fleetwave).args(["operator", "list", "--db", &db]).output().unwrap();
     let listing = String::from_utf8_lossy(&list.stdout).to_string();
     assert!(list.status.success() && listing.contains(&name) && listing.contains("operator"), "{listing}");
-    let revoke = std::process::Command::new(fleetwave).args(["operator", "revoke", "--db", &db, "--name", &name]).output().unwrap();
+    let revoke = std::process::Command::new(fleetwave)
+        .args(["operator", "revoke", "--db", &db, "--name", &name])
+        .output()
+        .unwrap();
     assert!(revoke.status.success(), "{}", String::from_utf8_lossy(&revoke.stderr));
 
     assert_eq!(whoami(app.operator_token.clone()).await.status(), 401, "the token no longer works");
     let by_cookie = app.http.get(app.url("/api/v1/session")).header("cookie", &cookie).send().await.unwrap();
     assert_eq!(by_cookie.status(), 401, "nor does its session");
     assert_eq!(whoami(app.viewer_token.clone()).await.status(), 200, "others are untouched");
-    let twice = std::process::Command::new(fleetwave).args(["operator", "revoke", "--db", &db, "--name", &name]).output().unwrap();
+    let twice = std::process::Command::new(fleetwave)
+        .args(["operator", "revoke", "--db", &db, "--name", &name])
+        .output()
+        .unwrap();
     assert!(!twice.status.success(), "revoking twice says so");
     let listing = std::process::Command::new(fleetwave).args(["operator", "list", "--db", &db]).output().unwrap();
     let line = String::from_utf8_lossy(&listing.stdout).lines().find(|l| l.starts_with(&name)).unwrap().to_owned();
@@ -443,4 +452,65 @@ async fn readiness_fails_when_the_database_disk_is_nearly_full() {
     assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "disk-full");
     let app = spawn_with(Options::default(), None).await;
     assert_eq!(ready(&app).await, 200, "with room to spare it is ready");
+}
+
+#[tokio::test]
+async fn rollouts_and_released_quarantines_come_a_page_at_a_time_and_unknown_rollouts_have_no_events() {
+    let app = spawn_app().await;
+    // Three releases of stable: three rollouts, newest first.
+    for (i, reference) in ["a1", "a2", "a3"].iter().enumerate() {
+        let release = fleet().release_closures("stable", &format!("v{}", i + 2));
+        let (status, body) = app.upload(&release, reference).await;
+        assert_eq!(status, 200, "{body}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ids = |body: &Value| -> Vec<String> {
+        body.as_array().unwrap().iter().map(|r| r["rolloutId"].as_str().unwrap().to_owned()).collect()
+    };
+    let (_, all) = app.get("/api/v1/rollouts").await;
+    assert_eq!(ids(&all), ["stable@a3", "stable@a2", "stable@a1"]);
+    let (_, first) = app.get("/api/v1/rollouts?limit=2").await;
+    assert_eq!(ids(&first), ["stable@a3", "stable@a2"]);
+    let (_, next) = app.get("/api/v1/rollouts?limit=2&before=stable@a2").await;
+    assert_eq!(ids(&next), ["stable@a1"]);
+    for bad in ["limit=0", "limit=1001", "before=stable@ffff", "before=nope"] {
+        let (status, body) = app.get(&format!("/api/v1/rollouts?{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let (_, fleet_view) = app.get("/api/v1/fleet").await;
+    assert_eq!(fleet_view["channels"][0]["currentRollout"], "stable@a3");
+
+    // Events of a rollout that never existed: 404, as for the rollout itself.
+    let (status, body) = app.get("/api/v1/rollouts/stable@ffff/events").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not-found")), "{body}");
+    assert_eq!(app.get("/api/v1/rollouts/stable@a1/events").await.0, 200);
+
+    // Released quarantines: the newest `limit`, newest first; active ones always.
+    for i in 0..3 {
+        let q = json!({"channel": "stable", "closure": format!("/nix/store/q{i}"), "reason": "test"});
+        assert_eq!(app.post("/api/v1/quarantines", q.clone()).await.0, 200);
+        assert_eq!(app.post("/api/v1/quarantines/release", q).await.0, 200);
+    }
+    let q = json!({"channel": "stable", "closure": "/nix/store/active", "reason": "test"});
+    assert_eq!(app.post("/api/v1/quarantines", q).await.0, 200);
+    let (_, page) = app.get("/api/v1/quarantines?limit=2").await;
+    let closures: Vec<&str> =
+        page["released"].as_array().unwrap().iter().map(|q| q["closure"].as_str().unwrap()).collect();
+    assert_eq!(closures, ["/nix/store/q2", "/nix/store/q1"]);
+    assert_eq!(page["active"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_fleet_of_ten_thousand_hosts_is_uploaded_in_one_request() {
+    let app = spawn_app().await;
+    let mut builder = FleetBuilder::new().policy("p", &[(10, false)], "halt", 30).channel("stable", "p");
+    let hosts: Vec<String> = (0..10_000).map(|i| format!("h{i:05}")).collect();
+    for h in &hosts {
+        builder = builder.host(h, "stable", &["web"]);
+    }
+    let body = common::upload_body(&builder, "a1", chrono::Utc::now());
+    let size = body.to_string().len();
+    assert!(size > 2 * 1024 * 1024, "the upload is {size} bytes, past the old 1 MiB limit");
+    let (status, summary) = app.post("/api/v1/manifests", body).await;
+    assert_eq!((status, summary["hosts"].as_u64()), (200, Some(10_000)), "{summary}");
 }

@@ -144,13 +144,12 @@ pub async fn list_operators(pool: &SqlitePool, now: DateTime<Utc>) -> Result<Vec
 /// was revoked already.
 pub async fn revoke_operator(pool: &SqlitePool, name: &str, now: DateTime<Utc>) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let id: Option<i64> = sqlx::query_scalar(
-        "UPDATE operators SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL RETURNING id",
-    )
-    .bind(ts(now))
-    .bind(name)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let id: Option<i64> =
+        sqlx::query_scalar("UPDATE operators SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL RETURNING id")
+            .bind(ts(now))
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
     let Some(id) = id else { return Ok(false) };
     sqlx::query("DELETE FROM sessions WHERE operator_id = ?").bind(id).execute(&mut *tx).await?;
     tx.commit().await?;

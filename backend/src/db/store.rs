@@ -79,7 +79,7 @@ pub async fn load(pool: &SqlitePool) -> Result<Loaded, sqlx::Error> {
     for row in records {
         loaded.records.push(from_json(row.get::<&str, _>(0))?);
     }
-    loaded.quarantines = quarantines(pool).await?.into_iter().filter(|q| q.released_at.is_none()).collect();
+    loaded.quarantines = quarantines(pool, 0).await?.into_iter().filter(|q| q.released_at.is_none()).collect();
     for row in
         sqlx::query("SELECT hostname, last_heartbeat_at, current_closure FROM host_presence").fetch_all(pool).await?
     {
@@ -118,10 +118,17 @@ pub async fn last_seq(pool: &SqlitePool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM event_log").fetch_one(pool).await
 }
 
-pub async fn quarantines(pool: &SqlitePool) -> Result<Vec<QuarantineRow>, sqlx::Error> {
+/// Every active quarantine (oldest first) and the `released` most recently released ones
+/// (newest first): released quarantines only accumulate.
+pub async fn quarantines(pool: &SqlitePool, released: i64) -> Result<Vec<QuarantineRow>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT channel, closure, reason, by_whom, at, released_at, released_by, release_reason FROM quarantines ORDER BY id",
+        "SELECT * FROM (SELECT channel, closure, reason, by_whom, at, released_at, released_by, release_reason, id
+                        FROM quarantines WHERE released_at IS NULL ORDER BY id)
+         UNION ALL
+         SELECT * FROM (SELECT channel, closure, reason, by_whom, at, released_at, released_by, release_reason, id
+                        FROM quarantines WHERE released_at IS NOT NULL ORDER BY id DESC LIMIT ?)",
     )
+    .bind(released)
     .fetch_all(pool)
     .await?;
     rows.into_iter()
@@ -296,9 +303,55 @@ pub async fn rollout_log(
     rows.iter().map(entry_from_row).collect()
 }
 
-pub async fn rollout_rows(pool: &SqlitePool) -> Result<Vec<Rollout>, sqlx::Error> {
-    let rows = sqlx::query("SELECT body FROM rollouts ORDER BY opened_seq DESC").fetch_all(pool).await?;
-    rows.iter().map(|r| from_json(r.get::<&str, _>(0))).collect()
+/// Rollouts newest first (by the order they opened): at most `limit`, and only those opened
+/// before the rollout `before` when it is given. `None` when `before` names no rollout.
+pub async fn rollout_rows(
+    pool: &SqlitePool,
+    before: Option<&RolloutId>,
+    limit: i64,
+) -> Result<Option<Vec<Rollout>>, sqlx::Error> {
+    let below = match before {
+        None => i64::MAX,
+        Some(id) => {
+            let seq: Option<i64> = sqlx::query_scalar("SELECT opened_seq FROM rollouts WHERE rollout_id = ?")
+                .bind(id.as_str())
+                .fetch_optional(pool)
+                .await?;
+            let Some(seq) = seq else { return Ok(None) };
+            seq
+        }
+    };
+    let rows = sqlx::query("SELECT body FROM rollouts WHERE opened_seq < ? ORDER BY opened_seq DESC LIMIT ?")
+        .bind(below)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(|r| from_json(r.get::<&str, _>(0))).collect::<Result<_, _>>().map(Some)
+}
+
+/// Each channel's most recently opened rollout (in any state).
+pub async fn current_rollouts(pool: &SqlitePool) -> Result<std::collections::BTreeMap<String, RolloutId>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT channel, rollout_id FROM rollouts r
+         WHERE opened_seq = (SELECT MAX(opened_seq) FROM rollouts WHERE channel = r.channel)",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let id = RolloutId::parse(row.get::<String, _>(1)).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            Ok((row.get::<String, _>(0), id))
+        })
+        .collect()
+}
+
+/// Whether a rollout with this id was ever opened.
+pub async fn rollout_exists(pool: &SqlitePool, id: &RolloutId) -> Result<bool, sqlx::Error> {
+    let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM rollouts WHERE rollout_id = ?")
+        .bind(id.as_str())
+        .fetch_optional(pool)
+        .await?;
+    Ok(found.is_some())
 }
 
 /// A rollout, its records and the log seq they reflect, read in one snapshot.

@@ -48,7 +48,7 @@ pub async fn fleet(State(state): State<AppState>, _: Viewer) -> Result<Json<Flee
         .into_iter()
         .map(|(h, at, c)| (h, (at, c)))
         .collect();
-    let rollouts = store::rollout_rows(&state.pool).await.map_err(ApiError::internal)?;
+    let mut current = store::current_rollouts(&state.pool).await.map_err(ApiError::internal)?;
     let now = state.clock.now();
     let channels = fleet
         .doc
@@ -58,8 +58,7 @@ pub async fn fleet(State(state): State<AppState>, _: Viewer) -> Result<Json<Flee
             name: name.clone(),
             rollout_policy: c.rollout_policy.clone(),
             hosts: fleet.doc.hosts.values().filter(|h| &h.channel == name).count() as u64,
-            // rollout_rows is newest first.
-            current_rollout: rollouts.iter().find(|r| &r.channel == name).map(|r| r.id.clone()),
+            current_rollout: current.remove(name.as_str()),
         })
         .collect();
     let hosts = fleet
@@ -125,9 +124,45 @@ pub async fn host(
     Ok(Json(shared::api::HostDetail { host, records, events }))
 }
 
-#[utoipa::path(get, path = "/rollouts", tag = "operator", responses((status = 200, body = Vec<shared::api::RolloutSummary>), (status = 401, body = shared::ApiErrorBody)))]
-pub async fn rollouts(State(state): State<AppState>, _: Viewer) -> Result<Json<Vec<RolloutSummary>>, ApiError> {
-    let rows = store::rollout_rows(&state.pool).await.map_err(ApiError::internal)?;
+/// `?limit=` (1–1000, default 200) and `?before=` (a rollout id: the page continues after it).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    #[serde(default)]
+    limit: Option<i64>,
+    #[serde(default)]
+    before: Option<String>,
+}
+
+const PAGE_DEFAULT: i64 = 200;
+const PAGE_MAX: i64 = 1000;
+
+fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(PAGE_DEFAULT);
+    if !(1..=PAGE_MAX).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-query",
+            format!("limit must be between 1 and {PAGE_MAX}."),
+        ));
+    }
+    Ok(limit)
+}
+
+/// `GET /api/v1/rollouts`: newest first, a page at a time.
+#[utoipa::path(get, path = "/rollouts", tag = "operator", params(("limit" = Option<i64>, Query, description = "1–1000, default 200"), ("before" = Option<String>, Query, description = "Continue after this rollout id (the last of the previous page)")), responses((status = 200, body = Vec<shared::api::RolloutSummary>), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody)))]
+pub async fn rollouts(
+    State(state): State<AppState>,
+    _: Viewer,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<RolloutSummary>>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-query", e.body_text()))?;
+    let limit = page_limit(q.limit)?;
+    let before = q.before.as_deref().map(rollout_id).transpose()?;
+    let rows = store::rollout_rows(&state.pool, before.as_ref(), limit)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "bad-query", "before names no rollout."))?;
     let mut counts: BTreeMap<String, BTreeMap<HostState, u64>> = BTreeMap::new();
     for (id, st, n) in store::record_counts(&state.pool).await.map_err(ApiError::internal)? {
         if let Some(st) = HostState::ALL.into_iter().find(|s| s.as_str() == st) {
@@ -163,7 +198,7 @@ pub struct EventsQuery {
 }
 
 /// `GET /api/v1/rollouts/{id}/events?after=&limit=`
-#[utoipa::path(get, path = "/rollouts/{id}/events", tag = "operator", params(("id" = String, Path), ("after" = Option<i64>, Query, description = "Entries with seq > after"), ("limit" = Option<i64>, Query, description = "1–1000, default 200")), responses((status = 200, body = shared::api::EventsPage), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody)))]
+#[utoipa::path(get, path = "/rollouts/{id}/events", tag = "operator", params(("id" = String, Path), ("after" = Option<i64>, Query, description = "Entries with seq > after"), ("limit" = Option<i64>, Query, description = "1–1000, default 200")), responses((status = 200, body = shared::api::EventsPage), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody), (status = 404, body = shared::ApiErrorBody)))]
 pub async fn rollout_events(
     State(state): State<AppState>,
     _: Viewer,
@@ -172,18 +207,33 @@ pub async fn rollout_events(
 ) -> Result<Json<EventsPage>, ApiError> {
     let id = rollout_id(&id)?;
     let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-query", e.body_text()))?;
-    let limit = q.limit.unwrap_or(200);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad-query", "limit must be between 1 and 1000."));
+    let limit = page_limit(q.limit)?;
+    // As for `GET /rollouts/{id}`: an empty page would say the rollout exists.
+    if !store::rollout_exists(&state.pool, &id).await.map_err(ApiError::internal)? {
+        return Err(ApiError::not_found(format!("There is no rollout {id}.")));
     }
     let events = store::rollout_log(&state.pool, &id, q.after.unwrap_or(0), limit).await.map_err(ApiError::internal)?;
     Ok(Json(EventsPage { events: events.into_iter().map(to_event).collect() }))
 }
 
 /// `GET /api/v1/quarantines`
-#[utoipa::path(get, path = "/quarantines", tag = "operator", responses((status = 200, body = shared::api::Quarantines), (status = 401, body = shared::ApiErrorBody)))]
-pub async fn quarantines(State(state): State<AppState>, _: Viewer) -> Result<Json<Quarantines>, ApiError> {
-    let rows = store::quarantines(&state.pool).await.map_err(ApiError::internal)?;
+/// `?limit=`: how many released quarantines (newest first; 1–1000, default 200). Every active
+/// one is always listed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuarantinesQuery {
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/quarantines", tag = "operator", params(("limit" = Option<i64>, Query, description = "Released quarantines listed, newest first: 1–1000, default 200")), responses((status = 200, body = shared::api::Quarantines), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody)))]
+pub async fn quarantines(
+    State(state): State<AppState>,
+    _: Viewer,
+    query: Result<Query<QuarantinesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Quarantines>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-query", e.body_text()))?;
+    let rows = store::quarantines(&state.pool, page_limit(q.limit)?).await.map_err(ApiError::internal)?;
     let (mut active, mut released) = (Vec::new(), Vec::new());
     for q in rows {
         let entry = QuarantineEntry {
