@@ -11,13 +11,13 @@ use e2e::pages::shell::Shell;
 use serde_json::json;
 
 fn fleet() -> serde_json::Value {
-    let key = ed25519_dalek::SigningKey::from_bytes(&[4u8; 32]);
-    let pubkey = engine::sign::public_key_b64(&key);
+    // Each host its own key: a fleet in which two hosts share one is inconsistent.
+    let pubkey = |seed: u8| engine::sign::public_key_b64(&ed25519_dalek::SigningKey::from_bytes(&[seed; 32]));
     json!({
         "schemaVersion": 1, "meta": {"ciCommit": "abc", "signedAt": chrono::Utc::now().to_rfc3339()},
         "hosts": {
-            "a": {"channel": "stable", "pubkey": pubkey, "closure": "/nix/store/a-v1"},
-            "b": {"channel": "stable", "pubkey": pubkey, "closure": "/nix/store/b-v1"}
+            "a": {"channel": "stable", "pubkey": pubkey(4), "closure": "/nix/store/a-v1"},
+            "b": {"channel": "stable", "pubkey": pubkey(5), "closure": "/nix/store/b-v1"}
         },
         "channels": {"stable": {"rolloutPolicy": "p"}},
         "rolloutPolicies": {"p": {"waves": [{"soakMinutes": 5}], "onHealthFailure": "halt", "stuckAfterMinutes": 30}}

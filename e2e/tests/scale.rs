@@ -12,12 +12,14 @@ use serde_json::{Value, json};
 const HOSTS: usize = 10_000;
 
 fn fleet() -> Value {
-    let key = ed25519_dalek::SigningKey::from_bytes(&[3u8; 32]);
-    let pubkey = engine::sign::public_key_b64(&key);
     let mut hosts = serde_json::Map::new();
     let mut waves = vec![Vec::new(); 4];
     for i in 0..HOSTS {
         let name = format!("h{i:05}");
+        // Each host its own key (a fleet in which two share one is inconsistent).
+        let mut seed = [3u8; 32];
+        seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        let pubkey = engine::sign::public_key_b64(&ed25519_dalek::SigningKey::from_bytes(&seed));
         hosts.insert(
             name.clone(),
             json!({"channel": "big", "tags": ["web"], "pubkey": pubkey, "closure": "/nix/store/0000-nixos-system-big"}),
@@ -36,7 +38,11 @@ fn fleet() -> Value {
 #[tokio::test]
 #[ignore = "a measurement; run explicitly (see the module doc)"]
 async fn time_to_interactive_of_a_10k_host_rollout() -> anyhow::Result<()> {
-    fleet_browser_test("time_to_interactive_of_a_10k_host_rollout", fleet(), |session, _server| async move {
+    fleet_browser_test("time_to_interactive_of_a_10k_host_rollout", fleet(), |session, server| async move {
+        // Moved into the future: a closure parameter the future does not use is dropped when
+        // the closure returns, and dropping the ServerControl stops the server (this was the
+        // ERR_CONNECTION_REFUSED).
+        let _server = server;
         let token = session.add_operator("olive", Role::Operator).await?;
         Shell::new(&session).act().open(&format!("/login?token={token}")).await?;
         Shell::new(&session).check().signed_in_as("olive").await?;
