@@ -302,3 +302,47 @@ fn check_manifest(
     }
     Ok(())
 }
+
+/// Why an agent request's claim or signature is refused (SPEC §9.1); each is a 401.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AgentRequestError {
+    #[error("X-Fleetwave-Timestamp must be unix seconds")]
+    BadTimestamp,
+    #[error("The request timestamp is {off} s off the control plane's clock (at most {max} s)")]
+    SkewedTimestamp { off: i128, max: i64 },
+    #[error("X-Fleetwave-Signature must be base64 of 64 bytes")]
+    MalformedSignature,
+    #[error("The signature does not verify with the host's key")]
+    BadSignature,
+}
+
+/// The request's timestamp header, if it is unix seconds within `max_skew` of `now`. Any i64
+/// is compared without overflow.
+pub fn agent_timestamp(header: Option<&str>, now: i64, max_skew: i64) -> Result<i64, AgentRequestError> {
+    let timestamp: i64 = header.and_then(|t| t.trim().parse().ok()).ok_or(AgentRequestError::BadTimestamp)?;
+    if now.abs_diff(timestamp) > max_skew.unsigned_abs() {
+        return Err(AgentRequestError::SkewedTimestamp { off: i128::from(now) - i128::from(timestamp), max: max_skew });
+    }
+    Ok(timestamp)
+}
+
+/// Verifies an agent request's signature header (strict Ed25519 over
+/// `fleetwave-agent-v1\n{METHOD}\n{path and query}\n{timestamp}\n{sha256(body)}`) with the host's
+/// key; returns the signature's bytes (for replay protection).
+pub fn agent_signature(
+    key: &VerifyingKey,
+    method: &str,
+    path_and_query: &str,
+    timestamp: i64,
+    header: Option<&str>,
+    body: &[u8],
+) -> Result<[u8; 64], AgentRequestError> {
+    let signature: [u8; 64] = header
+        .and_then(|s| B64.decode(s.trim()).ok())
+        .and_then(|raw| raw.try_into().ok())
+        .ok_or(AgentRequestError::MalformedSignature)?;
+    let message = shared::agent::signing_string(method, path_and_query, timestamp, &sha256_hex(body));
+    key.verify_strict(message.as_bytes(), &Signature::from_bytes(&signature))
+        .map_err(|_| AgentRequestError::BadSignature)?;
+    Ok(signature)
+}

@@ -10,11 +10,9 @@ use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::http::header::RETRY_AFTER;
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
-use ed25519_dalek::Signature;
+use engine::verify::{AgentRequestError, agent_signature, agent_timestamp};
 use shared::Hostname;
-use shared::agent::{HOST_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, signing_string};
+use shared::agent::{HOST_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
 use super::extract::{AGENT_BODY_BYTES, body_bytes};
 use super::{ApiError, AppState};
@@ -130,30 +128,20 @@ impl FromRequest<AppState> for SignedAgent {
         let key = fleet
             .pubkey(&host)
             .ok_or_else(|| unauthorized("unknown-host", format!("{host} is not a host of the verified fleet.")))?;
-        let timestamp: i64 = timestamp
-            .and_then(|t| t.trim().parse().ok())
-            .ok_or_else(|| unauthorized("bad-timestamp", "X-Fleetwave-Timestamp must be unix seconds."))?;
         let now = chrono::Utc::now().timestamp();
-        // `abs_diff`: any i64 the header can carry is compared without overflow.
-        if now.abs_diff(timestamp) > MAX_SKEW_SECONDS.unsigned_abs() {
-            return Err(unauthorized(
-                "skewed-timestamp",
-                format!(
-                    "The request timestamp is {} s off the control plane's clock (at most {MAX_SKEW_SECONDS} s).",
-                    i128::from(now) - i128::from(timestamp)
-                ),
-            ));
-        }
+        let timestamp = agent_timestamp(timestamp.as_deref(), now, MAX_SKEW_SECONDS).map_err(|err| match err {
+            AgentRequestError::SkewedTimestamp { .. } => unauthorized("skewed-timestamp", format!("{err}.")),
+            _ => unauthorized("bad-timestamp", format!("{err}.")),
+        })?;
         let body = body_bytes(req, AGENT_BODY_BYTES).await?;
-        let signature: [u8; 64] = signature
-            .and_then(|s| B64.decode(s.trim()).ok())
-            .and_then(|raw| raw.try_into().ok())
-            .ok_or_else(|| unauthorized("bad-signature", "X-Fleetwave-Signature must be base64 of 64 bytes."))?;
-        let digest_hex = engine::verify::sha256_hex(&body);
-        let message = signing_string(&method, &path, timestamp, &digest_hex);
-        if key.verify_strict(message.as_bytes(), &Signature::from_bytes(&signature)).is_err() {
-            return Err(unauthorized("bad-signature", format!("The signature does not verify with {host}'s key.")));
-        }
+        let signature =
+            agent_signature(key, &method, &path, timestamp, signature.as_deref(), &body).map_err(|err| {
+                let message = match err {
+                    AgentRequestError::BadSignature => format!("The signature does not verify with {host}'s key."),
+                    other => format!("{other}."),
+                };
+                unauthorized("bad-signature", message)
+            })?;
         if !state.replay.first_use(&signature, timestamp, now) {
             return Err(unauthorized("replayed-signature", "This signature was already used."));
         }
