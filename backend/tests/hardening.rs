@@ -137,6 +137,7 @@ async fn an_event_whose_commit_failed_is_applied_when_retried_after_the_database
     // answered `duplicate` although no log row held the event.
     let (status, body) = send(&app, &probe, 1).await;
     assert_eq!(status, 503, "refused while reloading: {body}");
+    assert_eq!(ready(&app).await, 503, "not ready while reloading");
     locker.execute_batch("ROLLBACK").unwrap();
 
     // The reload retries; once it loaded, the retried event is applied and logged.

@@ -376,7 +376,7 @@ pub async fn clear_failure(
     act(&state, op, OperatorAction::ClearFailure { rollout_id }, body.reason).await
 }
 
-#[utoipa::path(post, path = "/quarantines", tag = "operator", request_body = QuarantineBody, responses((status = 200, body = OperatorOutcome), (status = 401, body = shared::ApiErrorBody), (status = 403, body = shared::ApiErrorBody), (status = 409, body = shared::ApiErrorBody), (status = 422, body = shared::ApiErrorBody)))]
+#[utoipa::path(post, path = "/quarantines", tag = "operator", request_body = QuarantineBody, responses((status = 200, body = OperatorOutcome), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody), (status = 403, body = shared::ApiErrorBody), (status = 409, body = shared::ApiErrorBody), (status = 413, body = shared::ApiErrorBody), (status = 422, body = shared::ApiErrorBody)))]
 pub async fn quarantine(
     State(state): State<AppState>,
     op: Acting,
@@ -385,7 +385,7 @@ pub async fn quarantine(
     act(&state, op, OperatorAction::Quarantine { channel: body.channel, closure: body.closure }, body.reason).await
 }
 
-#[utoipa::path(post, path = "/quarantines/release", tag = "operator", request_body = QuarantineBody, responses((status = 200, body = OperatorOutcome), (status = 401, body = shared::ApiErrorBody), (status = 403, body = shared::ApiErrorBody), (status = 409, body = shared::ApiErrorBody), (status = 422, body = shared::ApiErrorBody)))]
+#[utoipa::path(post, path = "/quarantines/release", tag = "operator", request_body = QuarantineBody, responses((status = 200, body = OperatorOutcome), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody), (status = 403, body = shared::ApiErrorBody), (status = 409, body = shared::ApiErrorBody), (status = 413, body = shared::ApiErrorBody), (status = 422, body = shared::ApiErrorBody)))]
 pub async fn release(
     State(state): State<AppState>,
     op: Acting,
@@ -404,7 +404,7 @@ pub struct FeedQuery {
 }
 
 /// `GET /api/v1/feed`: SSE; `Last-Event-ID: n` (or `?lastEventId=n`) resumes after entry n.
-#[utoipa::path(get, path = "/feed", tag = "operator", params(("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event-log seq"), ("lastEventId" = Option<i64>, Query, description = "Same, for the first connection of a browser EventSource")), responses((status = 200, description = "text/event-stream; id = event-log seq, event = host|rollout|hold|quarantine|operator|manifest|presence, data = shared::api::LogEvent", content_type = "text/event-stream", body = shared::api::LogEvent), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody)))]
+#[utoipa::path(get, path = "/feed", tag = "operator", params(("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event-log seq"), ("lastEventId" = Option<i64>, Query, description = "Same, for the first connection of a browser EventSource")), responses((status = 200, description = "text/event-stream; id = event-log seq, event = host|rollout|hold|quarantine|operator|manifest|presence, data = one shared::api::LogEvent as JSON", content_type = "text/event-stream", body = String), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody)))]
 pub async fn feed(
     State(state): State<AppState>,
     _: Viewer,

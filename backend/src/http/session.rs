@@ -15,7 +15,7 @@ use crate::db::auth;
 
 const SESSION_HOURS: i64 = 12;
 
-#[utoipa::path(post, path = "/session", tag = "session", request_body = shared::api::SessionRequest, responses((status = 200, description = "Signed in; sets the HttpOnly session cookie", body = shared::api::Whoami), (status = 401, body = shared::ApiErrorBody), (status = 413, body = shared::ApiErrorBody), (status = 415, body = shared::ApiErrorBody), (status = 422, body = shared::ApiErrorBody)))]
+#[utoipa::path(post, path = "/session", tag = "session", request_body = shared::api::SessionRequest, responses((status = 200, description = "Signed in; sets the HttpOnly session cookie", body = shared::api::Whoami), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody), (status = 413, body = shared::ApiErrorBody), (status = 415, body = shared::ApiErrorBody), (status = 422, body = shared::ApiErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,

@@ -32,7 +32,7 @@ pub enum MetricsAccess {
 }
 
 /// `GET /metrics`: Prometheus text.
-#[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus / OpenMetrics text", body = String), (status = 401, description = "With `--metrics-access viewer` and no token", body = shared::ApiErrorBody)))]
+#[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus / OpenMetrics text", content_type = "application/openmetrics-text", body = String), (status = 401, description = "With `--metrics-access viewer` and no token", body = shared::ApiErrorBody)))]
 pub async fn metrics(
     State(state): State<AppState>,
     viewer: Result<Viewer, ApiError>,
@@ -63,6 +63,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiEr
     }
     if !state.reducer.is_running() {
         return Err(ApiError::unavailable("The reducer is not running."));
+    }
+    if state.reducer.is_reloading() {
+        return Err(ApiError::unavailable("A write failed; state is being reloaded from the database."));
     }
     // `SELECT 1` answers on a full disk; the next commit would not.
     match crate::db::free_bytes(&state.db_path) {

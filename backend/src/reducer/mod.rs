@@ -52,11 +52,17 @@ pub struct ReducerHandle {
     tx: mpsc::Sender<ReducerInput>,
     metrics: Arc<Metrics>,
     running: Arc<AtomicBool>,
+    reloading: Arc<AtomicBool>,
 }
 
 impl ReducerHandle {
     pub fn is_running(&self) -> bool {
         self.running.load(Ordering::Acquire)
+    }
+
+    /// True while memory is being reloaded after a failed commit (every input is refused).
+    pub fn is_reloading(&self) -> bool {
+        self.reloading.load(Ordering::Acquire)
     }
 
     /// Sends one input and waits for its answer (given only after its transaction committed).
@@ -104,8 +110,9 @@ pub async fn spawn(
     let core = Core::from_loaded(loaded, trust_now(&trust), shared_fleet.clone(), Utc::now());
     let (tx, rx) = mpsc::channel(QUEUE);
     let running = Arc::new(AtomicBool::new(true));
-    let handle = ReducerHandle { tx, metrics: metrics.clone(), running: running.clone() };
-    let reducer = Reducer { core, pool, writer, feed, metrics, trust, shared_fleet, running };
+    let reloading = Arc::new(AtomicBool::new(false));
+    let handle = ReducerHandle { tx, metrics: metrics.clone(), running: running.clone(), reloading: reloading.clone() };
+    let reducer = Reducer { core, pool, writer, feed, metrics, trust, shared_fleet, running, reloading };
     let task = tokio::spawn(reducer.run(rx, config, shutdown));
     Ok((handle, task))
 }
@@ -121,6 +128,8 @@ struct Reducer {
     trust: SharedTrust,
     shared_fleet: SharedFleet,
     running: Arc<AtomicBool>,
+    /// Set while memory is reloaded after a failed commit (`/readyz` fails meanwhile).
+    reloading: Arc<AtomicBool>,
 }
 
 fn trust_now(trust: &SharedTrust) -> Option<engine::verify::TrustRoots> {
@@ -350,12 +359,14 @@ impl Reducer {
     /// the process stopped first.
     async fn reload(&mut self, rx: &mut mpsc::Receiver<ReducerInput>, shutdown: &CancellationToken) -> bool {
         let mut wait = RELOAD_FIRST_WAIT;
+        self.reloading.store(true, Ordering::Release);
         loop {
             match store::load(&self.pool).await {
                 Ok(loaded) => {
                     self.core =
                         Core::from_loaded(loaded, trust_now(&self.trust), self.shared_fleet.clone(), Utc::now());
                     self.writer.reset();
+                    self.reloading.store(false, Ordering::Release);
                     tracing::info!("state reloaded from the database; accepting inputs again");
                     return true;
                 }
