@@ -404,7 +404,21 @@ pub struct FeedQuery {
 }
 
 /// `GET /api/v1/feed`: SSE; `Last-Event-ID: n` (or `?lastEventId=n`) resumes after entry n.
-#[utoipa::path(get, path = "/feed", tag = "operator", params(("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event-log seq"), ("lastEventId" = Option<i64>, Query, description = "Same, for the first connection of a browser EventSource")), responses((status = 200, description = "text/event-stream; id = event-log seq, event = host|rollout|hold|quarantine|operator|manifest|presence, data = one shared::api::LogEvent as JSON", content_type = "text/event-stream", body = String), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody)))]
+/// One message of the live feed as an SSE parser sees it (the OpenAPI description of the
+/// `text/event-stream` body). Frames are rendered straight to bytes in `feed.rs`; this type
+/// only documents them.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct FeedMessage {
+    /// The event-log seq.
+    id: String,
+    /// `host`, `rollout`, `hold`, `quarantine`, `operator`, `manifest` or `presence`.
+    event: String,
+    /// A `LogEvent` as JSON.
+    data: String,
+}
+
+#[utoipa::path(get, path = "/feed", tag = "operator", params(("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event-log seq"), ("lastEventId" = Option<i64>, Query, description = "Same, for the first connection of a browser EventSource")), responses((status = 200, description = "text/event-stream; id = event-log seq, event = host|rollout|hold|quarantine|operator|manifest|presence, data = one shared::api::LogEvent as JSON", content_type = "text/event-stream", body = FeedMessage), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody)))]
 pub async fn feed(
     State(state): State<AppState>,
     _: Viewer,
