@@ -1,6 +1,7 @@
 //! A signed agent HTTP client (SPEC §9.1): what a real agent sends, used by the simulator.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -8,7 +9,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use shared::agent::{HOST_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, signing_string};
 use tokio::sync::Semaphore;
 
@@ -31,21 +31,34 @@ pub struct AgentClient {
 /// control plane accepts: only retries repeat a request, a few times at most).
 #[derive(Debug, Default)]
 pub struct Stamps {
-    /// Last timestamp used, by the digest of (method, path, body digest).
-    last: HashMap<[u8; 32], i64>,
+    /// Last timestamp used, by a hash of (method, path, body digest).
+    last: HashMap<u64, i64>,
+    /// When entries too old to collide were last dropped (once a second at most).
+    pruned_at: i64,
 }
 
 impl Stamps {
     /// The timestamp to sign request `key` with at `now` (unix seconds).
-    pub fn issue(&mut self, key: [u8; 32], now: i64) -> i64 {
-        // Requests signed more than a skew window ago can no longer collide.
-        self.last.retain(|_, at| *at >= now.saturating_sub(shared::agent::MAX_SKEW_SECONDS));
+    pub fn issue(&mut self, key: u64, now: i64) -> i64 {
+        if now > self.pruned_at {
+            // Requests signed more than a skew window ago can no longer collide.
+            let horizon = now.saturating_sub(shared::agent::MAX_SKEW_SECONDS);
+            self.last.retain(|_, at| *at >= horizon);
+            self.pruned_at = now;
+        }
         let ts = match self.last.get(&key) {
             Some(&last) if last >= now => last.saturating_add(1),
             _ => now,
         };
         self.last.insert(key, ts);
         ts
+    }
+
+    /// The key of a request: what its signature covers besides the timestamp.
+    pub fn key(method: &str, path: &str, body_digest_hex: &str) -> u64 {
+        let mut h = std::hash::DefaultHasher::new();
+        (method, path, body_digest_hex).hash(&mut h);
+        h.finish()
     }
 }
 
@@ -90,7 +103,7 @@ impl AgentClient {
         };
         let bytes = body.map(|b| serde_json::to_vec(b).unwrap_or_default()).unwrap_or_default();
         let digest = engine::verify::sha256_hex(&bytes);
-        let request_key: [u8; 32] = Sha256::digest(format!("{method}\n{path}\n{digest}")).into();
+        let request_key = Stamps::key(method.as_str(), path, &digest);
         let now = chrono::Utc::now().timestamp();
         let ts = self.stamps.lock().map_or(now, |mut stamps| stamps.issue(request_key, now));
         let signature = self.key.sign(signing_string(method.as_str(), path, ts, &digest).as_bytes());
@@ -129,7 +142,8 @@ mod tests {
     #[test]
     fn an_identical_request_is_never_signed_twice_in_the_same_second() {
         let mut stamps = Stamps::default();
-        let (retry, other) = ([1u8; 32], [2u8; 32]);
+        let (retry, other) = (Stamps::key("POST", "/api/v1/agent/events", "aa"), Stamps::key("POST", "/x", "aa"));
+        assert_ne!(retry, other);
         assert_eq!(stamps.issue(retry, 1_000), 1_000);
         assert_eq!(stamps.issue(other, 1_000), 1_000, "different requests share a second");
         assert_eq!(stamps.issue(retry, 1_000), 1_001, "the retry is signed a second later");
