@@ -1,0 +1,11 @@
+//! `fleetwave-agent`: follows the control plane on a NixOS host (SPEC §14).
+//!
+//! - `config` — the configuration file, checked when loaded (errors name the field), and the
+//!   paths the agent uses under `--root`.
+//! - `cli` — `keygen` (the host key, printed for fleet.json) and `check` (what `run` would do).
+//!
+//! The agent depends on `shared` (wire types) and the pure `engine` (key format, request
+//! hashing), never on a server crate.
+
+pub mod cli;
+pub mod config;
