@@ -3,9 +3,11 @@
 //! - `config` — the configuration file, checked when loaded (errors name the field), and the
 //!   paths the agent uses under `--root`.
 //! - `cli` — `keygen` (the host key, printed for fleet.json) and `check` (what `run` would do).
+//! - `intent` — the job and the next event seq, written atomically before they are used.
 //!
 //! The agent depends on `shared` (wire types) and the pure `engine` (key format, request
 //! hashing), never on a server crate.
 
 pub mod cli;
 pub mod config;
+pub mod intent;
