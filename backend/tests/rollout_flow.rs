@@ -55,6 +55,7 @@ async fn three_waves_with_soak_approval_edges_and_budget_complete() {
     let again = db1.heartbeat(Some("/nix/store/old"), None).await;
     assert_eq!(first["dispatch"], again["dispatch"], "the dispatch is repeated until acknowledged");
     assert_eq!(first["dispatch"]["soakSeconds"], 600);
+    assert_eq!(first["dispatch"]["onHealthFailure"], "rollback-and-halt", "the channel's policy rides along");
     assert_eq!(app.cell("stable@a1", "web1").await["waitingOn"]["gate"], "host-edge");
     db1.activate("stable@a1", &closure("db1"), app.clock.now()).await;
     assert!(

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{Closure, Hostname, RolloutId};
+use crate::manifest::HealthFailurePolicy;
 use crate::state::{HostEvent, HostRolloutSnapshot, HostState};
 
 /// `POST /api/v1/agent/heartbeat`
@@ -43,6 +44,9 @@ pub struct DispatchOrder {
     pub rollout_id: RolloutId,
     pub target_closure: Closure,
     pub soak_seconds: u64,
+    /// What the agent does when the host fails its health checks (the channel's policy): roll
+    /// back to the previous closure, or only report.
+    pub on_health_failure: HealthFailurePolicy,
 }
 
 /// `POST /api/v1/agent/events`

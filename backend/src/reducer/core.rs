@@ -427,6 +427,7 @@ impl Core {
                 rollout_id: id.clone(),
                 target_closure: record.target_closure.clone(),
                 soak_seconds: d.soak_seconds,
+                on_health_failure: self.set.as_ref()?.fleet.on_health_failure(&record.channel),
             })
         });
         let busy = open.iter().any(|(_, state)| !state.is_terminal());
