@@ -4,6 +4,8 @@
 //!   paths the agent uses under `--root`.
 //! - `cli` — `keygen` (the host key, printed for fleet.json) and `check` (what `run` would do).
 //! - `intent` — the job and the next event seq, written atomically before they are used.
+//! - `request` — signing requests (SPEC §9.1), never twice alike in one second; the simulator
+//!   signs with it too.
 //!
 //! The agent depends on `shared` (wire types) and the pure `engine` (key format, request
 //! hashing), never on a server crate.
@@ -11,3 +13,4 @@
 pub mod cli;
 pub mod config;
 pub mod intent;
+pub mod request;
