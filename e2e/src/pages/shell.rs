@@ -32,13 +32,20 @@ pub struct Find<'a> {
 
 impl Find<'_> {
     pub async fn wait_css(&self, css: &str) -> anyhow::Result<Element> {
-        self.session
-            .client
-            .wait()
-            .at_most(WAIT)
-            .for_element(Locator::Css(css))
-            .await
-            .with_context(|| format!("`{css}` did not appear within {WAIT:?}"))
+        // The login page trades its token for a cookie and then navigates; a lookup that
+        // lands in that navigation is "aborted by navigation" and is simply tried again.
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let found = self.session.client.wait().at_most(WAIT).for_element(Locator::Css(css)).await;
+            match found {
+                Err(err)
+                    if err.to_string().contains("aborted by navigation") && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                other => return other.with_context(|| format!("`{css}` did not appear within {WAIT:?}")),
+            }
+        }
     }
     pub async fn header(&self) -> anyhow::Result<Element> {
         self.wait_css("header.topbar").await
