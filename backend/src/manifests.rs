@@ -26,14 +26,22 @@ pub type SharedTrust = Arc<RwLock<Option<Arc<TrustRoots>>>>;
 
 /// Reads and decodes `trust.json`.
 pub fn read_trust(path: &Path) -> anyhow::Result<TrustRoots> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    parse_trust(path, &read_trust_bytes(path)?)
+}
+
+fn read_trust_bytes(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
         anyhow::anyhow!(
             "cannot read the trust configuration {}: {e}. Fleetwave verifies every manifest against CI release keys; \
              create trust.json (SPEC §2.2) or pass --trust PATH",
             path.display()
         )
-    })?;
-    let config: TrustConfig = serde_json::from_str(&text)
+    })
+}
+
+/// Decodes the bytes of `trust.json` (`path` names it in errors).
+fn parse_trust(path: &Path, bytes: &[u8]) -> anyhow::Result<TrustRoots> {
+    let config: TrustConfig = serde_json::from_slice(bytes)
         .map_err(|e| anyhow::anyhow!("{} is not a valid trust configuration: {e}", path.display()))?;
     TrustRoots::from_config(&config).map_err(|e| anyhow::anyhow!("{}: {e} ({})", path.display(), e.code()))
 }
@@ -161,8 +169,7 @@ pub async fn poll_dir(
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        reload_trust(&trust_path, &trust);
-        let trust_bytes = std::fs::read(&trust_path).unwrap_or_default();
+        let trust_bytes = reload_trust(&trust_path, &trust);
         let stamp = dir_stamp(&dir);
         if verified.as_ref().is_some_and(|(s, _, t)| s == &stamp && t == &trust_bytes) {
             continue;
@@ -208,9 +215,12 @@ pub async fn poll_dir(
     }
 }
 
-/// Re-reads `trust.json`; keeps the old roots (and logs) when the new file is bad.
-pub fn reload_trust(path: &Path, trust: &SharedTrust) {
-    match read_trust(path) {
+/// Re-reads `trust.json`; keeps the old roots (and logs) when the new file is bad. Returns the
+/// bytes it read (empty when it could not read any), so a caller that tracks the file's
+/// content does not read it a second time.
+pub fn reload_trust(path: &Path, trust: &SharedTrust) -> Vec<u8> {
+    let bytes = read_trust_bytes(path);
+    match bytes.as_deref().map_err(|e| anyhow::anyhow!("{e:#}")).and_then(|b| parse_trust(path, b)) {
         Ok(roots) => {
             if let Ok(mut slot) = trust.write() {
                 *slot = Some(Arc::new(roots));
@@ -218,4 +228,5 @@ pub fn reload_trust(path: &Path, trust: &SharedTrust) {
         }
         Err(err) => tracing::error!("{err:#}; keeping the trust roots in force"),
     }
+    bytes.unwrap_or_default()
 }

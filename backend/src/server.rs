@@ -113,7 +113,7 @@ impl App {
             tasks.push(vital(
                 "SIGHUP listener",
                 tokio::spawn(shutdown::on_sighup(shutdown.clone(), move || {
-                    manifests::reload_trust(&trust_path, &trust)
+                    manifests::reload_trust(&trust_path, &trust);
                 })),
             ));
         }

@@ -38,6 +38,8 @@ pub async fn cancel_on_signal(token: CancellationToken) {
 pub async fn on_sighup(token: CancellationToken, reload: impl Fn() + Send + 'static) {
     let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP; trust.json is re-read on manifest polls only");
+        // Supervised as a vital task: ending now would stop the process.
+        token.cancelled().await;
         return;
     };
     loop {
