@@ -234,8 +234,9 @@ fn whole_second(at: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::U
 
 async fn rollout_ids(app: &TestApp) -> Vec<(String, String)> {
     let (_, body) = app.get("/api/v1/rollouts").await;
-    let list = body.get("rollouts").unwrap_or(&body).as_array().cloned().unwrap_or_default();
-    list.iter()
+    body.as_array()
+        .unwrap()
+        .iter()
         .map(|r| (r["rolloutId"].as_str().unwrap().to_owned(), r["state"].as_str().unwrap().to_owned()))
         .collect()
 }

@@ -36,19 +36,24 @@ fn arb_event() -> impl Strategy<Value = HostEvent> {
     )
 }
 
+/// A fresh Pending record of host h in stable@ab, targeting TARGET.
+fn pending_record() -> HostRecord {
+    HostRecord::pending(
+        RolloutId::parse("stable@ab").unwrap(),
+        Hostname::parse("h").unwrap(),
+        Channel::parse("stable").unwrap(),
+        Closure::parse(TARGET).unwrap(),
+        at(0),
+    )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
     fn host_machine_invariants_hold_for_any_event_sequence(events in prop::collection::vec(arb_event(), 1..60)) {
         let policy = StepPolicy { soak: Duration::seconds(300), on_health_failure: HealthFailurePolicy::Halt };
-        let mut record = HostRecord::pending(
-            RolloutId::parse("stable@ab").unwrap(),
-            Hostname::parse("h").unwrap(),
-            Channel::parse("stable").unwrap(),
-            Closure::parse(TARGET).unwrap(),
-            at(0),
-        );
+        let mut record = pending_record();
         for (i, event) in events.iter().enumerate() {
             let before = record.clone();
             match step(&before, event, at(i as i64), &policy) {
@@ -250,13 +255,7 @@ proptest! {
         now in arb_time(),
     ) {
         let policy = StepPolicy { soak, on_health_failure: HealthFailurePolicy::RollbackAndHalt };
-        let mut record = HostRecord::pending(
-            RolloutId::parse("stable@ab").unwrap(),
-            Hostname::parse("h").unwrap(),
-            Channel::parse("stable").unwrap(),
-            Closure::parse(TARGET).unwrap(),
-            at(0),
-        );
+        let mut record = pending_record();
         for event in &events {
             let before = record.clone();
             match step(&before, event, now, &policy) {
