@@ -8,7 +8,9 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use shared::manifest::HealthFailurePolicy;
 use shared::state::HostEvent;
 use shared::{Closure, RolloutId};
 
@@ -25,10 +27,53 @@ pub struct Intent {
     pub previous_closure: Closure,
     /// The boot the switch started in (a different one after a reboot).
     pub boot_id: String,
+    /// Soak of the target's wave, from the dispatch (unknown for a job taken from the control
+    /// plane's record after the intent was lost).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak_seconds: Option<u64>,
+    /// What to do when the target fails (the channel's policy, from the dispatch).
+    pub on_health_failure: HealthFailurePolicy,
+    /// How far the job got.
+    pub stage: Stage,
+    /// When the soak ends (set when the activation completed, or learnt from the control
+    /// plane's snapshot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak_due_at: Option<DateTime<Utc>>,
     /// The seq the next event will carry; every lower one may already have been sent.
     pub next_seq: u64,
     /// Every event of this job, oldest first, to resend after a `replayFrom`.
     pub events: Vec<HostEvent>,
+}
+
+/// Where a job stands. A restart resumes from here (SPEC §14 step 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// Realising the target in the Nix store.
+    Fetching,
+    /// Profile set, switch running (or about to).
+    Switching,
+    /// Staged for the next boot: the running kernel, initrd or modules differ.
+    Deferred,
+    /// Switched; probes run until the soak is over.
+    Soaking,
+    /// Going back to the previous closure.
+    RollingBack,
+    /// Nothing more to do for this job.
+    Done(Outcome),
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Converged,
+    /// Rolled back to the previous closure.
+    Reverted,
+    /// Failed under the `halt` policy: the host stays as it is for an operator to look at.
+    Halted,
+    /// The rollback itself failed (every attempt): the host needs an operator.
+    RollbackFailed,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -4,6 +4,8 @@
 //!   paths the agent uses under `--root`.
 //! - `cli` — `keygen` (the host key, printed for fleet.json) and `check` (what `run` would do).
 //! - `intent` — the job and the next event seq, written atomically before they are used.
+//! - `machine` — the agent's logic, sans IO: inputs in, actions out (the simulator drives it
+//!   too).
 //! - `request` — signing requests (SPEC §9.1), never twice alike in one second; the simulator
 //!   signs with it too.
 //!
@@ -13,4 +15,5 @@
 pub mod cli;
 pub mod config;
 pub mod intent;
+pub mod machine;
 pub mod request;

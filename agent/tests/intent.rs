@@ -1,7 +1,8 @@
 //! The agent's durable memory: saved atomically, read back whole, a torn temporary file from a
 //! crash ignored, and a corrupt file an error rather than a fresh start that reuses seqs.
 
-use agent::intent::{INTENT_FILE, Intent, IntentError, clear, load, save};
+use agent::intent::{INTENT_FILE, Intent, IntentError, Stage, clear, load, save};
+use shared::manifest::HealthFailurePolicy;
 use shared::state::HostEvent;
 use shared::{Closure, RolloutId};
 
@@ -12,6 +13,10 @@ fn intent(next_seq: u64) -> Intent {
         target_closure: Closure::parse("/nix/store/a-v2").unwrap(),
         previous_closure: Closure::parse("/nix/store/a-v1").unwrap(),
         boot_id: "6f0c7a3e-0000-4000-8000-000000000001".into(),
+        soak_seconds: Some(60),
+        on_health_failure: HealthFailurePolicy::RollbackAndHalt,
+        stage: Stage::Fetching,
+        soak_due_at: None,
         next_seq,
         events: vec![HostEvent::DispatchAck {
             seq: 1,
