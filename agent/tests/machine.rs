@@ -65,6 +65,9 @@ fn short(action: &Action) -> String {
     }
 }
 
+/// Rows of a table: seconds after the previous row, the input, the actions expected.
+type Rows<'a> = Vec<(i64, Input, &'a [&'a str])>;
+
 struct Run {
     agent: Agent,
     now: DateTime<Utc>,
@@ -218,7 +221,7 @@ fn every_way_an_activation_fails_is_reported_and_rolled_back_to_the_recorded_pre
         stderr_tail: "lacks a signature by a trusted key".into(),
     });
     let timed_out = step(StepResult::SwitchFailed { exit_code: 124, stderr_tail: "timed out after 300 s".into() });
-    let cases: Vec<(&str, Vec<(i64, Input, &[&str])>)> = vec![
+    let cases: Vec<(&str, Rows)> = vec![
         ("unsigned path", vec![(0, fetch_failed, &["persist", "rollback v1", "send ActivationFailed#2"])]),
         (
             "switch exits non-zero",
