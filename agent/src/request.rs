@@ -7,11 +7,15 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use ed25519_dalek::{Signer as _, SigningKey};
+use serde::de::DeserializeOwned;
 use shared::agent::{MAX_SKEW_SECONDS, signing_string};
+
+use crate::machine::SendError;
 
 /// The three headers of a signed request (`X-Fleetwave-Host` is the signer's hostname).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +81,23 @@ impl Stamps {
     }
 }
 
+/// Sorts the control plane's answer as the agent acts on it (SPEC §14): a 2xx is parsed; no
+/// answer, a 5xx, a 429 and a 401 (this host's clock, or a fleet not caught up with its key
+/// yet) are retried, after `retry_after` when given; any other 4xx (409 above all) is refused
+/// and never sent again.
+pub fn classify<T: DeserializeOwned>(status: u16, retry_after: Option<Duration>, body: &[u8]) -> Result<T, SendError> {
+    match status {
+        200..=299 => serde_json::from_slice(body).map_err(|_| SendError::Retry { after: None }),
+        401 | 429 | 500.. => Err(SendError::Retry { after: retry_after }),
+        _ => {
+            let message = serde_json::from_slice::<shared::ApiErrorBody>(body)
+                .map(|b| format!("{}: {}", b.error.code, b.error.message))
+                .unwrap_or_else(|_| String::from_utf8_lossy(&body[..body.len().min(256)]).into_owned());
+            Err(SendError::Refused { status, message })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,6 +114,28 @@ mod tests {
         assert_eq!(stamps.issue(retry, 1_005), 1_005, "once the clock passed them, it is used as is");
         assert_eq!(stamps.issue(retry, 2_000), 2_000);
         assert_eq!(stamps.last.len(), 1, "requests older than the skew window are forgotten");
+    }
+
+    #[test]
+    fn answers_are_retried_or_refused_as_the_spec_says() {
+        use shared::agent::EventResponse;
+        let ok = br#"{"outcome":"applied","state":"Activating"}"#;
+        assert!(classify::<EventResponse>(200, None, ok).is_ok());
+        let after = Some(Duration::from_secs(7));
+        for status in [401, 429, 500, 503] {
+            assert_eq!(classify::<EventResponse>(status, after, b"{}"), Err(SendError::Retry { after }), "{status}");
+        }
+        let conflict = br#"{"error":{"code":"illegal-for-state","message":"Pending cannot take Converged"}}"#;
+        assert_eq!(
+            classify::<EventResponse>(409, after, conflict),
+            Err(SendError::Refused {
+                status: 409,
+                message: "illegal-for-state: Pending cannot take Converged".into()
+            })
+        );
+        assert!(matches!(classify::<EventResponse>(422, None, b"not json"), Err(SendError::Refused { status: 422, .. })));
+        // A 2xx the agent cannot read is treated like no answer.
+        assert_eq!(classify::<EventResponse>(200, None, b"{"), Err(SendError::Retry { after: None }));
     }
 
     #[test]

@@ -121,6 +121,28 @@ async fn heartbeat_recovery_synthesis_fast_forwards_only_ungated_hosts() {
 }
 
 #[tokio::test]
+async fn no_synthesis_for_a_record_whose_agent_has_events_in_flight() {
+    // The agent switched and reports it (seq 2 and 3 on their way); a heartbeat overtakes them.
+    // Synthesising ActivationCompleted would take seq 2, which the agent already used, and its
+    // own events would then be refused: the control plane asks for a replay instead.
+    let app = spawn_app().await;
+    app.upload(&fleet(), "a1").await;
+    let a = app.agent("a");
+    a.event(R, "DispatchAck", json!({"currentClosure": "/nix/store/old", "receivedAt": app.clock.now()})).await;
+    let body = json!({"hostname": "a", "currentClosure": closure("a"), "rolloutId": R, "lastEventSeq": 3, "at": chrono::Utc::now()});
+    let (status, answer) = a.signed("POST", "/api/v1/agent/heartbeat", &body).await;
+    assert_eq!((status, &answer["replayFrom"]), (200, &json!(1)), "{answer}");
+    assert_eq!(app.host_state(R, "a").await, "Activating", "nothing synthesised");
+    let (s, body) = a.event(R, "ActivationStarted", json!({"startedAt": app.clock.now()})).await;
+    assert_eq!((s, body["outcome"].as_str()), (200, Some("applied")));
+    // Without events in flight (lastEventSeq no further than the record's) synthesis goes on.
+    let body = json!({"hostname": "a", "currentClosure": closure("a"), "rolloutId": R, "lastEventSeq": 2, "at": chrono::Utc::now()});
+    let (status, _) = a.signed("POST", "/api/v1/agent/heartbeat", &body).await;
+    assert_eq!(status, 200);
+    assert_eq!(app.host_state(R, "a").await, "Soaking");
+}
+
+#[tokio::test]
 async fn activating_hosts_on_target_are_completed_from_a_heartbeat() {
     let app = spawn_app().await;
     app.upload(&fleet(), "a1").await;

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::sim::client::{AgentClient, Answer};
+use crate::sim::client::AgentClient;
+use shared::agent::HeartbeatResponse;
 use crate::sim::{SimHost, percentile_ms};
 
 /// Requests answered 2xx per second and their latency.
@@ -52,8 +53,8 @@ pub async fn heartbeats(url: &str, hosts: &[SimHost], clients: usize, duration: 
                     next += clients;
                     let body = json!({"hostname": client.host(), "currentClosure": closure, "at": chrono::Utc::now()});
                     let (answer, took) =
-                        client.send(reqwest::Method::POST, "/api/v1/agent/heartbeat", Some(&body)).await;
-                    if matches!(answer, Answer::Ok(_)) {
+                        client.post::<_, HeartbeatResponse>("/api/v1/agent/heartbeat", &body).await;
+                    if answer.is_ok() {
                         ok += 1;
                         latencies.push(took.as_micros() as u64);
                     } else {

@@ -113,7 +113,6 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         duplicate_event: args.duplicate_rate,
         reorder_event: args.reorder_rate,
         bad_closure_marker: args.bad_closure_marker,
-        rollback: true,
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::shutdown::cancel_on_signal(shutdown.clone()));

@@ -402,7 +402,7 @@ impl Core {
         self.note_presence(pending, now, host, hb.current_closure.clone());
 
         if let (Some(set), Some(current)) = (self.set.clone(), &hb.current_closure) {
-            self.synthesise(pending, now, &set, host, current, hb.rollout_id.is_none());
+            self.synthesise(pending, now, &set, hb, current);
         }
 
         let replay_from = match (&hb.rollout_id, hb.last_event_seq) {
@@ -476,13 +476,21 @@ impl Core {
         pending: &mut Pending,
         now: DateTime<Utc>,
         set: &ManifestSet,
-        host: &Hostname,
+        hb: &HeartbeatRequest,
         current: &Closure,
-        no_rollout_named: bool,
     ) {
+        let host = &hb.hostname;
+        let no_rollout_named = hb.rollout_id.is_none();
         for (rollout_id, state) in self.open_records_of(host) {
             let Some(record) = self.state.record(&rollout_id, host) else { continue };
             if &record.target_closure != current {
+                continue;
+            }
+            // The agent has sent events of this record the control plane has not applied yet
+            // (in flight, or to be replayed): synthesising would take seqs it already used.
+            let in_flight = hb.rollout_id.as_ref() == Some(&rollout_id)
+                && hb.last_event_seq.is_some_and(|agent| agent > record.last_event_seq);
+            if in_flight {
                 continue;
             }
             let seq = record.last_event_seq;

@@ -1,11 +1,14 @@
-//! A signed agent HTTP client (SPEC §9.1): what a real agent sends, used by the simulator.
+//! A signed agent HTTP client (SPEC §9.1), used by the simulator and the load tools. Answers
+//! are sorted as the agent sorts them ([`agent::request::classify`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use agent::machine::SendError;
 use agent::request::RequestSigner;
 use ed25519_dalek::SigningKey;
-use serde_json::Value;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use shared::agent::{HOST_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use tokio::sync::Semaphore;
 
@@ -18,15 +21,6 @@ pub struct AgentClient {
     limit: Option<Arc<Semaphore>>,
     /// The agent's own request signing (never the same signature twice).
     signer: Arc<Mutex<RequestSigner>>,
-}
-
-/// An answer, or why there is none.
-pub enum Answer {
-    Ok(Value),
-    /// The control plane refused (4xx other than 401 for skew): do not retry.
-    Refused(u16, Value),
-    /// 503, 5xx or no connection: retry later.
-    Retry,
 }
 
 impl AgentClient {
@@ -50,22 +44,23 @@ impl AgentClient {
         &self.host
     }
 
-    /// Sends one signed request; returns the answer and how long it took.
-    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (Answer, Duration) {
+    /// Sends one signed POST of `body`; returns the parsed answer and how long it took.
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> (Result<T, SendError>, Duration) {
         // Wait for a slot before signing and before the clock starts: the latency is the
         // server's, not the load generator's queue.
         let _slot = match &self.limit {
             Some(limit) => limit.clone().acquire_owned().await.ok(),
             None => None,
         };
-        let bytes = body.map(|b| serde_json::to_vec(b).unwrap_or_default()).unwrap_or_default();
+        let retry = Err(SendError::Retry { after: None });
+        let Ok(bytes) = serde_json::to_vec(body) else { return (retry, Duration::ZERO) };
         let now = chrono::Utc::now().timestamp();
-        let Ok(signed) = self.signer.lock().map(|mut signer| signer.sign(method.as_str(), path, &bytes, now)) else {
-            return (Answer::Retry, Duration::ZERO);
+        let Ok(signed) = self.signer.lock().map(|mut signer| signer.sign("POST", path, &bytes, now)) else {
+            return (retry, Duration::ZERO);
         };
         let request = self
             .http
-            .request(method, format!("{}{path}", self.base))
+            .post(format!("{}{path}", self.base))
             .header(HOST_HEADER, &self.host)
             .header(TIMESTAMP_HEADER, signed.timestamp.to_string())
             .header(SIGNATURE_HEADER, signed.signature)
@@ -73,18 +68,17 @@ impl AgentClient {
             .body(bytes);
         let started = Instant::now();
         let answer = match request.send().await {
-            Err(_) => Answer::Retry,
-            Ok(r) => {
-                let status = r.status().as_u16();
-                let body: Value = r.json().await.unwrap_or(Value::Null);
-                match status {
-                    200..=299 => Answer::Ok(body),
-                    // Not expected (see `Stamps`), unless this machine's clock stepped back:
-                    // a later second signs differently.
-                    401 if body["error"]["code"] == "replayed-signature" => Answer::Retry,
-                    500.. => Answer::Retry,
-                    _ => Answer::Refused(status, body),
-                }
+            Err(_) => retry,
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                let body = response.bytes().await.unwrap_or_default();
+                agent::request::classify(status, after, &body)
             }
         };
         (answer, started.elapsed())

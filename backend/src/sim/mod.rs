@@ -1,10 +1,10 @@
-//! The fleet simulator: one lightweight task per host, speaking exactly the agent protocol of
-//! SPEC §9.1 (signed requests, heartbeats at the interval the server asks for, dispatch →
-//! DispatchAck → ActivationStarted → ActivationCompleted → probe results → Converged after the
-//! soak), with failure injection: activation failures, failing probes (→ `Failed` and, for
-//! rollback agents, `RollbackComplete`), deferrals, agent restarts (the agent forgets its
-//! state and rehydrates from the bootstrap snapshots), and lost, duplicated and reordered
-//! event posts. It retries on 503 and never retries a 409.
+//! The fleet simulator: one lightweight task per host, each running the real agent's state
+//! machine ([`agent::machine`], SPEC §14) with a simulated activator (realise, switch, stage
+//! for the next boot and reboot, roll back, with realistic timing) and a simulated `http`
+//! probe, over a signed HTTP client. Failure injection: activation failures, failing probes
+//! (→ `Failed` and `RollbackComplete`), deferrals, agent restarts (the agent keeps only its
+//! intent, and a switch it started finishes while it is down), and lost, duplicated and
+//! reordered event posts.
 //!
 //! Deterministic for a seed: every host draws from its own ChaCha stream seeded by
 //! (seed, hostname), so the same hosts make the same decisions in every run (wall-clock timing
@@ -18,15 +18,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use agent::machine::{Action, Agent, Found, Input, Level, ProbeSchedule, SendError, Settings, Step, StepResult};
+use chrono::Utc;
 use ed25519_dalek::SigningKey;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use shared::agent::{EventOutcome, EventRequest, EventResponse, HeartbeatResponse};
+use shared::state::{ProbeMode, ProbeStatus};
+use shared::{Closure, Hostname};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use self::client::{AgentClient, Answer};
+use self::client::AgentClient;
 
 /// Failure injection and pacing.
 #[derive(Debug, Clone)]
@@ -51,8 +55,6 @@ pub struct Behaviour {
     pub reorder_event: f64,
     /// Closures containing this marker always fail their enforce probe.
     pub bad_closure_marker: Option<String>,
-    /// Roll back after a health failure (agents configured for `rollback-and-halt`).
-    pub rollback: bool,
 }
 
 impl Default for Behaviour {
@@ -70,7 +72,6 @@ impl Default for Behaviour {
             duplicate_event: 0.0,
             reorder_event: 0.0,
             bad_closure_marker: None,
-            rollback: true,
         }
     }
 }
@@ -132,48 +133,31 @@ pub struct SimHost {
     pub initial_closure: String,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum Stage {
-    /// Dispatch received; acknowledge and start switching.
-    Acknowledging,
-    Activating {
-        until: tokio::time::Instant,
-    },
-    /// Staged for the next boot; "reboots" at `until`.
-    Deferred {
-        until: tokio::time::Instant,
-    },
-    Soaking {
-        due: DateTime<Utc>,
-        failing_since: Option<tokio::time::Instant>,
-    },
-    /// Health failed; roll back (or just stop, without rollback).
-    RollingBack,
-    Done,
-}
-
-struct Job {
-    rollout_id: String,
-    target: String,
-    soak_seconds: u64,
-    previous: String,
-    next_seq: u64,
-    stage: Stage,
-    /// Every event of this job, by seq, for `replayFrom`.
-    sent: Vec<Value>,
-    outbox: VecDeque<Value>,
-}
-
-struct Agent {
+/// A simulated host: the agent's state machine ([`agent::machine`], the code that runs on
+/// hosts) driven by a simulated activator, simulated probes, and a transport that can lose,
+/// duplicate and reorder event posts.
+struct SimAgent {
     client: AgentClient,
     rng: ChaCha8Rng,
     behaviour: Arc<Behaviour>,
     stats: Arc<Stats>,
-    current: String,
-    job: Option<Job>,
-    /// Heartbeat interval: what the control plane asked for, times `heartbeat_scale`.
-    interval: Duration,
-    last_heartbeat: Option<tokio::time::Instant>,
+    settings: Settings,
+    machine: Agent,
+    /// Actions not yet carried out (a restart drops them with the process that wanted them).
+    actions: VecDeque<Action>,
+    /// Inputs not yet fed to the machine.
+    inputs: VecDeque<Input>,
+    /// What `/run/current-system` points at.
+    system: Closure,
+    /// Staged for the next boot.
+    staged: Option<Closure>,
+    boot: u64,
+    /// The activator step running, and when it ends.
+    step: Option<(Instant, Step)>,
+    /// A reboot under way, and when the host is back.
+    reboot_at: Option<Instant>,
+    /// A closure whose probe failed: it keeps failing.
+    failing: Option<Closure>,
 }
 
 fn seeded(seed: u64, host: &str) -> ChaCha8Rng {
@@ -187,265 +171,262 @@ fn scaled(behaviour: &Behaviour, d: Duration) -> Duration {
     d.mul_f64(behaviour.time_scale.max(0.0))
 }
 
-fn heartbeat_scaled(behaviour: &Behaviour, d: Duration) -> Duration {
-    d.mul_f64(behaviour.heartbeat_scale.unwrap_or(behaviour.time_scale).max(0.0))
-}
+const PROBE: &str = "http";
+const HEARTBEAT_PATH: &str = "/api/v1/agent/heartbeat";
+const EVENTS_PATH: &str = "/api/v1/agent/events";
 
-impl Agent {
+impl SimAgent {
+    fn new(
+        host: SimHost,
+        client: AgentClient,
+        seed: u64,
+        behaviour: Arc<Behaviour>,
+        stats: Arc<Stats>,
+    ) -> anyhow::Result<SimAgent> {
+        let mut rng = seeded(seed, &host.hostname);
+        let heartbeat_scale = behaviour.heartbeat_scale.unwrap_or(behaviour.time_scale).max(0.0);
+        // A probe every 5 s by default (the control plane's active heartbeat interval), scaled.
+        let interval = behaviour.probe_interval.unwrap_or_else(|| Duration::from_secs(5).mul_f64(heartbeat_scale));
+        let probes = vec![ProbeSchedule { name: PROBE.into(), mode: ProbeMode::Enforce, interval, fail_after: 3 }];
+        let mut settings = Settings::new(Hostname::parse(host.hostname)?, probes, true, rng.r#gen());
+        settings.heartbeat_scale = heartbeat_scale;
+        settings.retry_first = scaled(&behaviour, Duration::from_secs(1)).max(Duration::from_millis(10));
+        settings.retry_max = scaled(&behaviour, Duration::from_secs(60)).max(Duration::from_millis(100));
+        let system = Closure::parse(host.initial_closure)?;
+        let found = Found { intent: None, current: system.clone(), boot_id: "boot-0".into() };
+        let (machine, actions) = Agent::start(settings.clone(), found, Utc::now());
+        Ok(SimAgent {
+            client,
+            rng,
+            behaviour,
+            stats,
+            settings,
+            machine,
+            actions: actions.into(),
+            inputs: VecDeque::new(),
+            system,
+            staged: None,
+            boot: 0,
+            step: None,
+            reboot_at: None,
+            failing: None,
+        })
+    }
+
     fn chance(&mut self, p: f64) -> bool {
         p > 0.0 && self.rng.gen_bool(p.min(1.0))
     }
 
-    fn push(&mut self, mut event: Value) {
-        let Some(job) = &mut self.job else { return };
-        event["seq"] = json!(job.next_seq);
-        job.next_seq += 1;
-        job.sent.push(event.clone());
-        job.outbox.push_back(event);
+    fn took(&mut self, millis: std::ops::Range<u64>) -> Duration {
+        let d = Duration::from_millis(self.rng.gen_range(millis));
+        scaled(&self.behaviour, d)
     }
 
-    async fn heartbeat(&mut self) -> Option<Value> {
-        let mut body = json!({ "hostname": self.client.host(), "currentClosure": self.current, "at": Utc::now() });
-        if let Some(job) = &self.job
-            && job.stage != Stage::Done
-        {
-            body["rolloutId"] = json!(job.rollout_id);
-            body["lastEventSeq"] = json!(job.next_seq - 1);
-        }
-        let (answer, took) = self.client.send(reqwest::Method::POST, "/api/v1/agent/heartbeat", Some(&body)).await;
-        self.stats.record(true, took);
-        match answer {
-            Answer::Ok(v) => {
-                self.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
-                Some(v)
+    /// Carries out the pending actions and feeds their results back until both run dry.
+    async fn drive(&mut self) {
+        loop {
+            while let Some(action) = self.actions.pop_front() {
+                self.perform(action).await;
             }
-            _ => {
-                self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                None
-            }
+            let Some(input) = self.inputs.pop_front() else { return };
+            self.actions = self.machine.handle(Utc::now(), input).into();
         }
     }
 
-    /// A restarted agent knows only what the control plane tells it.
-    fn rehydrate(&mut self, snapshots: &[Value]) {
-        let Some(s) = snapshots.first() else { return };
-        let state = s["state"].as_str().unwrap_or("");
-        let target = s["targetClosure"].as_str().unwrap_or("").to_owned();
-        let stage = match state {
-            "Activating" => Stage::Activating { until: tokio::time::Instant::now() },
-            "Deferred" => Stage::Deferred { until: tokio::time::Instant::now() },
-            "Soaking" => Stage::Soaking {
-                due: s["soakDueAt"].as_str().and_then(|d| d.parse().ok()).unwrap_or_else(Utc::now),
-                failing_since: None,
-            },
-            "Failed" => Stage::RollingBack,
-            _ => return, // Pending: the dispatch will come with the heartbeat answer.
-        };
-        self.job = Some(Job {
-            rollout_id: s["rolloutId"].as_str().unwrap_or("").to_owned(),
-            previous: s["currentClosureAtDispatch"].as_str().unwrap_or(&self.current).to_owned(),
-            target,
-            soak_seconds: 0,
-            next_seq: s["lastEventSeq"].as_u64().unwrap_or(0) + 1,
-            stage,
-            sent: Vec::new(),
-            outbox: VecDeque::new(),
-        });
-    }
-
-    fn on_answer(&mut self, answer: &Value) {
-        if let (Some(from), Some(job)) = (answer["replayFrom"].as_u64(), &mut self.job) {
-            // The control plane lost events after `from`: queue them again, in order.
-            let resend: Vec<Value> =
-                job.sent.iter().filter(|e| e["seq"].as_u64().unwrap_or(0) > from).cloned().collect();
-            job.outbox = resend.into();
-        }
-        if self.job.is_none()
-            && let Some(snapshots) = answer["bootstrap"].as_array()
-        {
-            self.rehydrate(snapshots);
-        }
-        let dispatch = &answer["dispatch"];
-        let new_rollout =
-            dispatch["rolloutId"].as_str().filter(|id| self.job.as_ref().is_none_or(|j| j.rollout_id != *id));
-        if let Some(id) = new_rollout {
-            self.job = Some(Job {
-                rollout_id: id.to_owned(),
-                target: dispatch["targetClosure"].as_str().unwrap_or("").to_owned(),
-                soak_seconds: dispatch["soakSeconds"].as_u64().unwrap_or(0),
-                previous: self.current.clone(),
-                next_seq: 1,
-                stage: Stage::Acknowledging,
-                sent: Vec::new(),
-                outbox: VecDeque::new(),
-            });
-        }
-        if let Some(n) = answer["nextHeartbeatSeconds"].as_u64() {
-            self.interval = heartbeat_scaled(&self.behaviour, Duration::from_secs(n.max(1)));
-        }
-    }
-
-    /// Moves the job along; queues the events that this produces.
-    fn progress(&mut self) {
-        let now = tokio::time::Instant::now();
-        let Some(stage) = self.job.as_ref().map(|j| j.stage.clone()) else { return };
-        let (target, soak) = match &self.job {
-            Some(j) => (j.target.clone(), j.soak_seconds),
-            None => return,
-        };
-        let bad = self.behaviour.bad_closure_marker.as_deref().is_some_and(|m| target.contains(m));
-        match stage {
-            Stage::Acknowledging => {
-                let current = self.current.clone();
-                self.push(json!({"kind": "DispatchAck", "currentClosure": current, "receivedAt": Utc::now()}));
-                self.push(json!({"kind": "ActivationStarted", "startedAt": Utc::now()}));
-                let took = scaled(&self.behaviour, Duration::from_millis(self.rng.gen_range(1_000..4_000)));
-                self.set_stage(Stage::Activating { until: now + took });
-            }
-            Stage::Activating { until } | Stage::Deferred { until } if now >= until => {
-                let deferring = matches!(stage, Stage::Activating { .. }) && self.chance(self.behaviour.deferral);
-                if deferring {
-                    self.push(json!({"kind": "ActivationDeferred", "component": "kernel", "deferredAt": Utc::now()}));
-                    let reboot = scaled(&self.behaviour, Duration::from_secs(self.rng.gen_range(5..15)));
-                    self.set_stage(Stage::Deferred { until: now + reboot });
-                } else if self.chance(self.behaviour.activation_failure) {
-                    self.push(json!({"kind": "ActivationFailed", "exitCode": 4, "stderrTail": "switch-to-configuration: unit nginx.service failed", "failedAt": Utc::now()}));
-                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                    self.set_stage(Stage::RollingBack);
-                } else {
-                    let completed = Utc::now();
-                    self.current = target.clone();
-                    self.push(json!({"kind": "ActivationCompleted", "observedClosure": target, "exitCode": 0, "completedAt": completed}));
-                    let due = completed + chrono::Duration::seconds(soak as i64);
-                    self.set_stage(Stage::Soaking { due, failing_since: None });
-                }
-            }
-            Stage::Soaking { due, failing_since } => {
-                let failing = bad || failing_since.is_some() || self.chance(self.behaviour.probe_failure / 4.0);
-                let status = if failing { "fail" } else { "pass" };
-                let mut probe = json!({"kind": "ProbeResult", "probe": "http", "mode": "enforce", "status": status, "observedAt": Utc::now()});
-                if failing {
-                    probe["reason"] = json!("GET /health: 502 Bad Gateway");
-                }
-                self.push(probe);
-                let failing_since = if failing { Some(failing_since.unwrap_or(now)) } else { None };
-                let fail_after = scaled(&self.behaviour, Duration::from_secs(10));
-                if let Some(since) = failing_since
-                    && now.duration_since(since) >= fail_after
-                {
-                    let policy = if self.behaviour.rollback { "rollback-and-halt" } else { "halt" };
-                    self.push(json!({"kind": "Failed", "failedAt": Utc::now(), "failingProbes": ["http"], "policyApplied": policy}));
-                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                    self.set_stage(Stage::RollingBack);
-                } else if failing_since.is_none() && Utc::now() >= due {
-                    self.push(json!({"kind": "Converged", "convergedAt": Utc::now(), "currentClosure": target}));
-                    self.stats.converged.fetch_add(1, Ordering::Relaxed);
-                    self.set_stage(Stage::Done);
-                } else {
-                    self.set_stage(Stage::Soaking { due, failing_since });
-                }
-            }
-            Stage::RollingBack => {
-                if self.behaviour.rollback {
-                    let previous = self.job.as_ref().map(|j| j.previous.clone()).unwrap_or_default();
-                    self.current = previous.clone();
-                    self.push(json!({"kind": "RollbackComplete", "revertedTo": previous, "completedAt": Utc::now()}));
-                }
-                self.set_stage(Stage::Done);
-            }
-            _ => {}
-        }
-    }
-
-    fn set_stage(&mut self, stage: Stage) {
-        if let Some(job) = &mut self.job {
-            job.stage = stage;
-        }
-    }
-
-    /// Posts queued events in order, with the configured losses, duplicates and reorders.
-    async fn flush(&mut self) {
-        let Some(rollout_id) = self.job.as_ref().map(|j| j.rollout_id.clone()) else { return };
-        if self.chance(self.behaviour.reorder_event)
-            && let Some(job) = &mut self.job
-            && job.outbox.len() >= 2
-        {
-            job.outbox.swap(0, 1);
-        }
-        while let Some(event) = self.job.as_ref().and_then(|j| j.outbox.front().cloned()) {
-            if self.chance(self.behaviour.lose_event) {
-                // The post never arrived; the agent times out and tries again next round.
-                return;
-            }
-            let body = json!({ "hostname": self.client.host(), "rolloutId": rollout_id, "event": event });
-            let copies = if self.chance(self.behaviour.duplicate_event) { 2 } else { 1 };
-            let mut outcome = None;
-            for _ in 0..copies {
-                let (answer, took) = self.client.send(reqwest::Method::POST, "/api/v1/agent/events", Some(&body)).await;
-                self.stats.record(false, took);
-                outcome = Some(answer);
-            }
-            match outcome {
-                Some(Answer::Ok(v)) => {
-                    let counter = if v["outcome"] == "duplicate" {
-                        &self.stats.events_duplicate
-                    } else {
-                        &self.stats.events_applied
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                }
-                Some(Answer::Refused(..)) => {
-                    // 409 and other refusals are final: never retried.
-                    self.stats.events_refused.fetch_add(1, Ordering::Relaxed);
-                }
-                Some(Answer::Retry) | None => {
-                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+    async fn perform(&mut self, action: Action) {
+        match action {
+            // Between two inputs the machine's intent is always the one last persisted (it
+            // flushes before returning), so a restart reads `machine.intent()` directly.
+            Action::Persist => {}
+            Action::SendHeartbeat(request) => {
+                if self.chance(self.behaviour.restart) {
+                    self.restart();
                     return;
                 }
+                let (result, took) = self.client.post::<_, HeartbeatResponse>(HEARTBEAT_PATH, &request).await;
+                self.stats.record(true, took);
+                let counter = if result.is_ok() { &self.stats.heartbeats } else { &self.stats.retries };
+                counter.fetch_add(1, Ordering::Relaxed);
+                self.inputs.push_back(Input::Heartbeat(result));
             }
-            if let Some(job) = &mut self.job {
-                job.outbox.pop_front();
+            Action::SendEvent(request) => self.send_event(request).await,
+            Action::Activate(step) => {
+                let took = match step {
+                    Step::Realise { .. } => self.took(500..1_500),
+                    Step::Switch { .. } => self.took(500..2_500),
+                    Step::Rollback { .. } => self.took(500..2_000),
+                    Step::Reboot => Duration::ZERO,
+                };
+                self.step = Some((Instant::now() + took, step));
+            }
+            Action::RunProbe(name) => {
+                let bad = self.behaviour.bad_closure_marker.as_deref().is_some_and(|m| self.system.as_str().contains(m));
+                let fails = bad || self.failing.as_ref() == Some(&self.system) || self.chance(self.behaviour.probe_failure / 4.0);
+                if fails {
+                    self.failing = Some(self.system.clone());
+                }
+                let (status, reason) = if fails {
+                    (ProbeStatus::Fail, Some("GET /health: 502 Bad Gateway".to_owned()))
+                } else {
+                    (ProbeStatus::Pass, None)
+                };
+                self.inputs.push_back(Input::Probe { name, status, reason });
+            }
+            Action::Log(level, message) => {
+                let host = self.client.host();
+                match level {
+                    Level::Info => tracing::debug!(%host, "{message}"),
+                    Level::Warn | Level::Error => tracing::info!(%host, "{message}"),
+                }
             }
         }
+    }
+
+    /// Posts an event with the configured losses, duplicates and reorders.
+    async fn send_event(&mut self, request: EventRequest) {
+        let (rollout_id, seq, kind) = (request.rollout_id.clone(), request.event.seq(), request.event.kind());
+        if self.chance(self.behaviour.lose_event) {
+            // The post never arrived: to the agent, a timeout.
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            self.inputs.push_back(Input::Event { rollout_id, seq, result: Err(SendError::Retry { after: None }) });
+            return;
+        }
+        if self.chance(self.behaviour.reorder_event)
+            && let Some(next) = self.machine.unsent().nth(1).cloned()
+        {
+            // The next event overtakes this one (its answer is lost; the agent sends it again).
+            let overtaking = EventRequest { event: next, ..request.clone() };
+            let (answer, took) = self.client.post::<_, EventResponse>(EVENTS_PATH, &overtaking).await;
+            self.stats.record(false, took);
+            self.count(answer.as_ref().map(|r| r.outcome), None);
+        }
+        let copies = if self.chance(self.behaviour.duplicate_event) { 2 } else { 1 };
+        for copy in 1..=copies {
+            let (answer, took) = self.client.post::<_, EventResponse>(EVENTS_PATH, &request).await;
+            self.stats.record(false, took);
+            let result = answer.map(|r| r.outcome);
+            self.count(result.as_ref().copied(), Some(kind));
+            if copy == copies {
+                self.inputs.push_back(Input::Event { rollout_id: rollout_id.clone(), seq, result });
+            }
+        }
+    }
+
+    fn count(&self, result: Result<EventOutcome, &SendError>, kind: Option<&str>) {
+        let counter = match result {
+            Ok(EventOutcome::Applied) => {
+                match kind {
+                    Some("Converged") => self.stats.converged.fetch_add(1, Ordering::Relaxed),
+                    Some("Failed" | "ActivationFailed") => self.stats.failed.fetch_add(1, Ordering::Relaxed),
+                    _ => 0,
+                };
+                &self.stats.events_applied
+            }
+            Ok(EventOutcome::Duplicate) => &self.stats.events_duplicate,
+            Err(SendError::Refused { .. }) => &self.stats.events_refused,
+            Err(SendError::Retry { .. }) => &self.stats.retries,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The running activator step ends: its effect on the host, and its result to the agent.
+    fn finish_step(&mut self, step: Step) {
+        let result = match step {
+            Step::Realise { .. } => StepResult::Realised,
+            Step::Switch { target } => {
+                if self.chance(self.behaviour.activation_failure) {
+                    StepResult::SwitchFailed {
+                        exit_code: 4,
+                        stderr_tail: "switch-to-configuration: unit nginx.service failed to start".into(),
+                    }
+                } else if self.chance(self.behaviour.deferral) {
+                    self.staged = Some(target);
+                    StepResult::Staged { component: "kernel".into() }
+                } else {
+                    self.system = target.clone();
+                    StepResult::Switched { observed: target, exit_code: 0 }
+                }
+            }
+            Step::Rollback { to } => {
+                self.system = to.clone();
+                StepResult::RolledBack { observed: to, exit_code: 0, stderr_tail: String::new() }
+            }
+            Step::Reboot => {
+                let back = self.took(5_000..15_000);
+                self.reboot_at = Some(Instant::now() + back);
+                return;
+            }
+        };
+        self.inputs.push_back(Input::Activator(result));
+    }
+
+    /// The agent process restarts: it keeps only its intent. A switch it started runs on in its
+    /// own unit and finishes while the agent is down.
+    fn restart(&mut self) {
+        self.stats.restarts.fetch_add(1, Ordering::Relaxed);
+        match self.step.take().map(|(_, step)| step) {
+            Some(Step::Switch { target }) => self.system = target,
+            Some(Step::Rollback { to }) => self.system = to,
+            _ => {}
+        }
+        self.start_machine();
+    }
+
+    /// The host is back from a reboot: into the staged closure, with a new boot id.
+    fn rebooted(&mut self) {
+        self.reboot_at = None;
+        self.step = None;
+        self.boot += 1;
+        if let Some(staged) = self.staged.take() {
+            self.system = staged;
+        }
+        self.start_machine();
+    }
+
+    fn start_machine(&mut self) {
+        let found = Found {
+            intent: self.machine.intent().cloned(),
+            current: self.system.clone(),
+            boot_id: format!("boot-{}", self.boot),
+        };
+        let (machine, actions) = Agent::start(self.settings.clone(), found, Utc::now());
+        self.machine = machine;
+        self.actions = actions.into();
+        self.inputs.clear();
     }
 
     async fn run(mut self, shutdown: CancellationToken) {
         // Spread the first heartbeats so a large fleet does not arrive all at once.
-        let jitter = self.interval.mul_f64(self.rng.gen_range(0.0..1.0));
-        tokio::select! { () = shutdown.cancelled() => return, () = tokio::time::sleep(jitter) => {} }
+        let spread = Duration::from_secs(5).mul_f64(self.settings.heartbeat_scale * self.rng.gen_range(0.0..1.0));
+        tokio::select! { () = shutdown.cancelled() => return, () = tokio::time::sleep(spread) => {} }
         loop {
-            if self.chance(self.behaviour.restart) {
-                self.stats.restarts.fetch_add(1, Ordering::Relaxed);
-                self.job = None;
-            }
-            // Heartbeat on the interval the control plane asked for, and whenever the agent has
-            // no job (that is how dispatches arrive); events go out as soon as they happen.
-            let now = tokio::time::Instant::now();
-            let due = self.job.is_none() || self.last_heartbeat.is_none_or(|at| now >= at + self.interval);
-            if due {
-                self.last_heartbeat = Some(now);
-                if let Some(answer) = self.heartbeat().await {
-                    self.on_answer(&answer);
+            self.drive().await;
+            let wake = self.machine.next_wake().map(|at| {
+                let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                Instant::now() + wait
+            });
+            let next = [wake, self.step.as_ref().map(|(at, _)| *at), self.reboot_at].into_iter().flatten().min();
+            let sleep = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
                 }
-            }
-            self.progress();
-            self.flush().await;
-            if self.job.as_ref().is_some_and(|j| j.stage == Stage::Done && j.outbox.is_empty()) {
-                self.job = None;
-            }
-            // While switching, look again soon; while soaking, report probes on their interval;
-            // otherwise heartbeat as asked.
-            let wait = match self.job.as_ref().map(|j| &j.stage) {
-                Some(Stage::Acknowledging | Stage::Activating { .. } | Stage::RollingBack) => {
-                    self.interval.min(scaled(&self.behaviour, Duration::from_secs(1)))
-                }
-                Some(Stage::Soaking { .. }) => self.behaviour.probe_interval.unwrap_or(self.interval),
-                _ => self.interval,
             };
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(wait) => {}
+                () = sleep => {}
             }
+            let now = Instant::now();
+            if self.reboot_at.is_some_and(|at| at <= now) {
+                self.rebooted();
+                continue;
+            }
+            if self.step.as_ref().is_some_and(|(at, _)| *at <= now)
+                && let Some((_, step)) = self.step.take()
+            {
+                self.finish_step(step);
+            }
+            self.inputs.push_back(Input::Tick);
         }
     }
 }
@@ -465,18 +446,15 @@ pub fn spawn(
     let limit = behaviour.max_in_flight.map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1))));
     let tasks = hosts
         .into_iter()
-        .map(|h| {
-            let agent = Agent {
-                client: AgentClient::new(http.clone(), url, &h.hostname, h.key).limited(limit.clone()),
-                rng: seeded(seed, &h.hostname),
-                behaviour: behaviour.clone(),
-                stats: stats.clone(),
-                current: h.initial_closure,
-                job: None,
-                interval: heartbeat_scaled(&behaviour, Duration::from_secs(5)),
-                last_heartbeat: None,
-            };
-            tokio::spawn(agent.run(shutdown.clone()))
+        .filter_map(|h| {
+            let client = AgentClient::new(http.clone(), url, &h.hostname, h.key.clone()).limited(limit.clone());
+            match SimAgent::new(h, client, seed, behaviour.clone(), stats.clone()) {
+                Ok(agent) => Some(tokio::spawn(agent.run(shutdown.clone()))),
+                Err(err) => {
+                    tracing::warn!("a simulated host was left out: {err:#}");
+                    None
+                }
+            }
         })
         .collect();
     (stats, tasks)
