@@ -762,9 +762,16 @@ impl Agent {
         self.dirty = true;
     }
 
-    /// Queues every kept event after `from` again, in order.
+    /// Queues every kept event after `from` again, in order, when some of them were answered
+    /// already (the control plane lost them). Events still in the outbox (the one in flight
+    /// included) are not missing: they are on their way, and sending them twice would only
+    /// earn duplicates.
     fn replay(&mut self, from: u64) {
         let Some(job) = &self.job else { return };
+        let first_unanswered = self.outbox.front().map_or(job.next_seq, HostEvent::seq);
+        if from.saturating_add(1) >= first_unanswered {
+            return;
+        }
         self.outbox = job.events.iter().filter(|e| e.seq() > from).cloned().collect();
         self.sending = None;
         self.event_retry_at = None;

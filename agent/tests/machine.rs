@@ -475,6 +475,23 @@ fn a_replay_resends_every_event_after_the_control_planes_seq_in_order() {
         (0, applied(2), &["send ActivationCompleted#3"]),
         (0, applied(3), &[]),
     ]);
+    // Events still on their way are not missing: a heartbeat that overtook them asks for them,
+    // and nothing is sent twice.
+    let mut run = dispatched(vec![probe("http", ProbeMode::Enforce)], 60, ROLLBACK);
+    run.table(&[
+        (0, step(StepResult::Realised), &["persist", "switch v2", "send ActivationStarted#2"]),
+        (0, switched(V2, 0), &["persist", "probe http"]),
+        (30, Input::Tick, &["heartbeat @3"]),
+    ]);
+    let overtaken = Input::Heartbeat(Ok(HeartbeatResponse {
+        received_at: t0(),
+        replay_from: Some(1),
+        bootstrap: Vec::new(),
+        dispatch: None,
+        next_heartbeat_seconds: 30,
+    }));
+    run.table(&[(0, overtaken, &[]), (0, applied(2), &["send ActivationCompleted#3"]), (0, applied(3), &[])]);
+    assert_eq!(run.sent.iter().filter(|e| e.seq() == 2).count(), 1);
 }
 
 #[test]
