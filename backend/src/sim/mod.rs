@@ -222,9 +222,10 @@ impl SimAgent {
         scaled(&self.behaviour, d)
     }
 
-    /// Carries out the pending actions and feeds their results back until both run dry.
-    async fn drive(&mut self) {
-        loop {
+    /// Carries out the pending actions and feeds their results back until both run dry (which
+    /// may be never: probes every 0 s keep it busy) or `shutdown`.
+    async fn drive(&mut self, shutdown: &CancellationToken) {
+        while !shutdown.is_cancelled() {
             while let Some(action) = self.actions.pop_front() {
                 self.perform(action).await;
             }
@@ -400,7 +401,7 @@ impl SimAgent {
         let spread = Duration::from_secs(5).mul_f64(self.settings.heartbeat_scale * self.rng.gen_range(0.0..1.0));
         tokio::select! { () = shutdown.cancelled() => return, () = tokio::time::sleep(spread) => {} }
         loop {
-            self.drive().await;
+            self.drive(&shutdown).await;
             let wake = self.machine.next_wake().map(|at| {
                 let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
                 Instant::now() + wait
