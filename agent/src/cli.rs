@@ -1,4 +1,5 @@
-//! The command line: `keygen --out PATH` and `check --config FILE [--root DIR]`.
+//! The command line: `run --config FILE [--root DIR]`, `keygen --out PATH` and
+//! `check --config FILE [--root DIR]`.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -21,6 +22,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Follow the control plane: heartbeat, take dispatches, switch, soak, report, roll back.
+    Run {
+        #[arg(long, default_value = "/etc/fleetwave/agent.toml")]
+        config: PathBuf,
+        /// Take every absolute path but the Nix store under DIR (tests and staging).
+        #[arg(long)]
+        root: Option<PathBuf>,
+    },
     /// Make this host's Ed25519 key: writes the secret to PATH (mode 0600) and prints the
     /// public key, which goes into fleet.json as the host's `pubkey`.
     Keygen {
@@ -42,6 +51,7 @@ pub enum Command {
 
 pub fn main() -> ExitCode {
     let result = match Cli::parse().command {
+        Command::Run { config, root } => crate::run::run(&config, root.as_deref()),
         Command::Keygen { out, force } => keygen(&out, force),
         Command::Check { config, root } => check(&config, root.as_deref()).map(|report| print!("{report}")),
     };

@@ -364,7 +364,8 @@ impl Agent {
             Err(SendError::Refused { status, message }) => {
                 self.log(Level::Error, format!("heartbeat refused ({status}): {message}"));
                 self.heartbeat_failures = self.heartbeat_failures.saturating_add(1);
-                self.heartbeat_due = after(now, self.backoff(self.heartbeat_failures, None).max(self.heartbeat_interval));
+                self.heartbeat_due =
+                    after(now, self.backoff(self.heartbeat_failures, None).max(self.heartbeat_interval));
                 return;
             }
         };
@@ -383,7 +384,13 @@ impl Agent {
         }
     }
 
-    fn on_event_answer(&mut self, now: DateTime<Utc>, rollout_id: &RolloutId, seq: u64, result: Result<EventOutcome, SendError>) {
+    fn on_event_answer(
+        &mut self,
+        now: DateTime<Utc>,
+        rollout_id: &RolloutId,
+        seq: u64,
+        result: Result<EventOutcome, SendError>,
+    ) {
         let ours = self.job.as_ref().is_some_and(|j| &j.rollout_id == rollout_id) && self.sending == Some(seq);
         if !ours {
             return; // An answer about an earlier job, or superseded by a replay.
@@ -400,7 +407,10 @@ impl Agent {
                 self.event_retry_at = Some(after(now, self.backoff(self.event_failures, hint)));
             }
             Err(SendError::Refused { status, message }) => {
-                self.log(Level::Warn, format!("event {seq} of {rollout_id} refused ({status}), not sent again: {message}"));
+                self.log(
+                    Level::Warn,
+                    format!("event {seq} of {rollout_id} refused ({status}), not sent again: {message}"),
+                );
                 self.event_failures = 0;
                 self.event_retry_at = None;
                 self.drop_sent(seq);
@@ -442,7 +452,9 @@ impl Agent {
                 self.emit(|seq| HostEvent::ActivationFailed { seq, exit_code, stderr_tail, failed_at: now });
                 self.after_failure();
             }
-            (Stage::Switching, StepResult::Switched { observed, exit_code }) => self.completed(now, observed, exit_code),
+            (Stage::Switching, StepResult::Switched { observed, exit_code }) => {
+                self.completed(now, observed, exit_code)
+            }
             (Stage::Switching, StepResult::SwitchFailed { exit_code, stderr_tail }) => {
                 let stderr_tail = tail(&stderr_tail, MAX_STDERR_TAIL_BYTES);
                 self.emit(|seq| HostEvent::ActivationFailed { seq, exit_code, stderr_tail, failed_at: now });
@@ -456,7 +468,10 @@ impl Agent {
                     self.log(Level::Info, format!("{component} differs from the booted system: rebooting"));
                     self.activate(Step::Reboot);
                 } else {
-                    self.log(Level::Info, format!("{component} differs from the booted system: staged for the next boot"));
+                    self.log(
+                        Level::Info,
+                        format!("{component} differs from the booted system: staged for the next boot"),
+                    );
                 }
             }
             (Stage::RollingBack, StepResult::RolledBack { observed, exit_code, stderr_tail }) => {
@@ -602,7 +617,10 @@ impl Agent {
             HostState::Failed => Stage::RollingBack,
             HostState::Converged | HostState::Reverted => return,
         };
-        self.log(Level::Warn, format!("no intent for {}: resuming from the control plane's record", snapshot.rollout_id));
+        self.log(
+            Level::Warn,
+            format!("no intent for {}: resuming from the control plane's record", snapshot.rollout_id),
+        );
         let intent = Intent {
             rollout_id: snapshot.rollout_id.clone(),
             target_closure: snapshot.target_closure.clone(),
@@ -637,7 +655,12 @@ impl Agent {
     fn completed(&mut self, now: DateTime<Utc>, observed: Closure, exit_code: i32) {
         self.current = observed.clone();
         let good = exit_code == 0 && observed == self.target();
-        self.emit(|seq| HostEvent::ActivationCompleted { seq, observed_closure: observed, exit_code, completed_at: now });
+        self.emit(|seq| HostEvent::ActivationCompleted {
+            seq,
+            observed_closure: observed,
+            exit_code,
+            completed_at: now,
+        });
         if !good {
             self.log(Level::Warn, format!("activation ended with exit {exit_code} running {}", self.current));
             self.after_failure();

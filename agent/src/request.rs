@@ -128,12 +128,12 @@ mod tests {
         let conflict = br#"{"error":{"code":"illegal-for-state","message":"Pending cannot take Converged"}}"#;
         assert_eq!(
             classify::<EventResponse>(409, after, conflict),
-            Err(SendError::Refused {
-                status: 409,
-                message: "illegal-for-state: Pending cannot take Converged".into()
-            })
+            Err(SendError::Refused { status: 409, message: "illegal-for-state: Pending cannot take Converged".into() })
         );
-        assert!(matches!(classify::<EventResponse>(422, None, b"not json"), Err(SendError::Refused { status: 422, .. })));
+        assert!(matches!(
+            classify::<EventResponse>(422, None, b"not json"),
+            Err(SendError::Refused { status: 422, .. })
+        ));
         // A 2xx the agent cannot read is treated like no answer.
         assert_eq!(classify::<EventResponse>(200, None, b"{"), Err(SendError::Retry { after: None }));
     }

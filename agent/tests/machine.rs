@@ -268,7 +268,11 @@ fn a_fetch_failure_names_its_class() {
     let mut run = dispatched(vec![], 60, HALT);
     run.at(
         0,
-        step(StepResult::FetchFailed { class: FetchFailure::Network, exit_code: 1, stderr_tail: "unable to download".into() }),
+        step(StepResult::FetchFailed {
+            class: FetchFailure::Network,
+            exit_code: 1,
+            stderr_tail: "unable to download".into(),
+        }),
     );
     match &run.sent[1] {
         HostEvent::ActivationFailed { stderr_tail, exit_code: 1, .. } => {
@@ -507,7 +511,8 @@ fn a_restart_mid_soak_resumes_with_the_next_seq_and_no_event_resent_blindly() {
     // Killed here: ProbeResult#4 persisted, maybe never delivered.
     let intent = run.agent.intent().cloned().unwrap();
     assert_eq!((intent.stage, intent.next_seq), (Stage::Soaking, 5));
-    let (mut again, actions) = Run::start(settings(vec![probe("http", ProbeMode::Enforce)], false), Some(intent), V2, "boot-1");
+    let (mut again, actions) =
+        Run::start(settings(vec![probe("http", ProbeMode::Enforce)], false), Some(intent), V2, "boot-1");
     // The heartbeat says how far the agent got; the control plane asks for what it lacks.
     assert_eq!(actions, ["probe http", "heartbeat @4"]);
     let replay = Input::Heartbeat(Ok(HeartbeatResponse {

@@ -45,7 +45,11 @@ impl AgentClient {
     }
 
     /// Sends one signed POST of `body`; returns the parsed answer and how long it took.
-    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> (Result<T, SendError>, Duration) {
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> (Result<T, SendError>, Duration) {
         // Wait for a slot before signing and before the clock starts: the latency is the
         // server's, not the load generator's queue.
         let _slot = match &self.limit {

@@ -261,8 +261,11 @@ impl SimAgent {
                 self.step = Some((Instant::now() + took, step));
             }
             Action::RunProbe(name) => {
-                let bad = self.behaviour.bad_closure_marker.as_deref().is_some_and(|m| self.system.as_str().contains(m));
-                let fails = bad || self.failing.as_ref() == Some(&self.system) || self.chance(self.behaviour.probe_failure / 4.0);
+                let bad =
+                    self.behaviour.bad_closure_marker.as_deref().is_some_and(|m| self.system.as_str().contains(m));
+                let fails = bad
+                    || self.failing.as_ref() == Some(&self.system)
+                    || self.chance(self.behaviour.probe_failure / 4.0);
                 if fails {
                     self.failing = Some(self.system.clone());
                 }
