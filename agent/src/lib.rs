@@ -23,4 +23,5 @@ pub mod machine;
 pub mod probes;
 pub mod request;
 pub mod run;
+pub mod testkit;
 pub mod transport;
