@@ -19,7 +19,9 @@ pub fn nix(program: &str) -> Command {
 }
 
 fn run(command: &mut Command) -> anyhow::Result<String> {
-    let out = command.output().map_err(|e| anyhow::anyhow!("cannot run {command:?} (is nix-bin installed? scripts/setup installs it): {e}"))?;
+    let out = command.output().map_err(|e| {
+        anyhow::anyhow!("cannot run {command:?} (is nix-bin installed? scripts/setup installs it): {e}")
+    })?;
     anyhow::ensure!(
         out.status.success(),
         "{command:?} failed ({}): {}",
@@ -36,33 +38,67 @@ pub enum Behaviour {
     Switches,
     /// Exits 4 without switching (a unit failed to start).
     Fails,
+    /// Switches, and carries a file `unhealthy` (for a probe to find).
+    Unhealthy,
 }
 
-/// Builds a fake NixOS system `name` for the host whose root is `root` (the root is part of
-/// the derivation, so every test root gets closures of its own). `tag` makes otherwise equal
-/// systems distinct. Returns the store path.
-pub fn build_system(root: &Path, name: &str, tag: &str, behaviour: Behaviour) -> anyhow::Result<Closure> {
-    let root = root.display().to_string();
-    let action = match behaviour {
-        Behaviour::Switches => format!("ln -sfn \"$SELF\" {root}/run/current-system"),
-        Behaviour::Fails => "echo 'unit nginx.service failed to start' >&2; exit 4".to_owned(),
-    };
-    let script = format!(
-        "#!/bin/sh\nSELF=@out@\necho \"{name} $1\" >> {root}/switch.log\n[ \"$1\" = boot ] && exit 0\n{action}\n"
-    );
-    let expression = format!(
-        r#"builtins.derivation {{
+/// One fake NixOS system to build: `name` for the host whose root is `root` (the root is part
+/// of the derivation, so every test root gets closures of its own); `tag` makes otherwise
+/// equal systems distinct.
+#[derive(Debug, Clone)]
+pub struct System<'a> {
+    pub root: &'a Path,
+    pub name: &'a str,
+    pub tag: &'a str,
+    pub behaviour: Behaviour,
+}
+
+impl System<'_> {
+    fn expression(&self) -> String {
+        let (root, name) = (self.root.display().to_string(), self.name);
+        let flip = format!("ln -sfn \"$SELF\" {root}/run/current-system");
+        let action = match self.behaviour {
+            Behaviour::Switches | Behaviour::Unhealthy => flip,
+            Behaviour::Fails => "echo 'unit nginx.service failed to start' >&2; exit 4".to_owned(),
+        };
+        let script = format!(
+            "#!/bin/sh\nSELF=@out@\necho \"{name} $1\" >> {root}/switch.log\n[ \"$1\" = boot ] && exit 0\n{action}\n"
+        );
+        let marker = if self.behaviour == Behaviour::Unhealthy { " && touch $out/unhealthy" } else { "" };
+        format!(
+            r#"(builtins.derivation {{
   name = "nixos-system-{name}";
   system = builtins.currentSystem;
   builder = "/bin/sh";
   PATH = "/bin:/usr/bin";
   tag = {tag:?};
   script = {script:?};
-  args = [ "-c" "mkdir -p $out/bin && printf '%s' \"$script\" | sed \"s|@out@|$out|\" > $out/bin/switch-to-configuration && chmod +x $out/bin/switch-to-configuration" ];
-}}"#
+  args = [ "-c" "mkdir -p $out/bin && printf '%s' \"$script\" | sed \"s|@out@|$out|\" > $out/bin/switch-to-configuration && chmod +x $out/bin/switch-to-configuration{marker}" ];
+}})"#,
+            tag = self.tag
+        )
+    }
+}
+
+/// Builds `systems` with one `nix-build` (one evaluation); returns their store paths in order.
+pub fn build_systems(systems: &[System]) -> anyhow::Result<Vec<Closure>> {
+    let list: Vec<String> = systems.iter().map(System::expression).collect();
+    let expression = format!("[ {} ]", list.join(" "));
+    let out = run(nix("nix-build").args(["--no-out-link", "--option", "sandbox", "false", "-E", &expression]))?;
+    let paths: Vec<Closure> = out.lines().map(Closure::parse).collect::<Result<_, _>>()?;
+    anyhow::ensure!(
+        paths.len() == systems.len(),
+        "nix-build printed {} paths for {} systems",
+        paths.len(),
+        systems.len()
     );
-    let path = run(nix("nix-build").args(["--no-out-link", "--option", "sandbox", "false", "-E", &expression]))?;
-    Ok(Closure::parse(path)?)
+    Ok(paths)
+}
+
+/// Builds one fake system (see [`System`]).
+pub fn build_system(root: &Path, name: &str, tag: &str, behaviour: Behaviour) -> anyhow::Result<Closure> {
+    let mut built = build_systems(&[System { root, name, tag, behaviour }])?;
+    built.pop().ok_or_else(|| anyhow::anyhow!("nix-build printed no path"))
 }
 
 /// A signing key pair for a binary cache: (secret key file, public key as `trusted-public-keys`

@@ -45,7 +45,10 @@ fn real_profile_generations_switch_and_roll_back_to_the_recorded_closure() {
     let profile = a.profile.clone();
 
     assert_eq!(a.run(&Step::Realise { target: v2.clone() }), StepResult::Realised);
-    assert_eq!(a.run(&Step::Switch { target: v2.clone() }), StepResult::Switched { observed: v2.clone(), exit_code: 0 });
+    assert_eq!(
+        a.run(&Step::Switch { target: v2.clone() }),
+        StepResult::Switched { observed: v2.clone(), exit_code: 0 }
+    );
     assert_eq!(testkit::generations(&profile).unwrap(), [(1, true)]);
     assert_eq!(testkit::profile_target(&profile).unwrap(), Path::new(v2.as_str()));
 

@@ -1,0 +1,429 @@
+//! End to end with real agents (SPEC §14): `fleetwave serve` and three `fleetwave-agent run`
+//! processes, each host with a root of its own, closures built in one real Nix store
+//! (Debian's `nix-bin`), real profile generations. A two-wave rollout converges; a closure
+//! whose switch fails, and one whose enforce probe fails during the soak, are rolled back to
+//! the previous generation and quarantined while the other hosts are held; an agent killed
+//! with SIGKILL mid-soak resumes after a restart with no seq reused and the rollout completes.
+
+mod common;
+
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agent::testkit::{self, Behaviour, System};
+use common::write_release_dir;
+use engine::testkit::{FleetBuilder, ci_key, host_key, trust_config};
+use serde_json::Value;
+use shared::Closure;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn agent_binary() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_fleetwave")).with_file_name("fleetwave-agent");
+    assert!(path.exists(), "{} is not built (cargo build -p agent)", path.display());
+    path
+}
+
+/// `fleetwave serve` on a temporary database, polling a manifests directory.
+struct Plane {
+    child: Child,
+    url: String,
+    token: String,
+    release: PathBuf,
+    http: reqwest::Client,
+}
+
+impl Plane {
+    async fn start(dir: &Path) -> Plane {
+        let db = dir.join("fw.db");
+        let trust = dir.join("trust.json");
+        std::fs::write(&trust, serde_json::to_vec(&trust_config(&ci_key())).unwrap()).unwrap();
+        let bin = env!("CARGO_BIN_EXE_fleetwave");
+        let added = Command::new(bin)
+            .args(["operator", "add", "--name", "e2e", "--role", "viewer", "--db"])
+            .arg(&db)
+            .output()
+            .unwrap();
+        assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+        let token = String::from_utf8_lossy(&added.stdout).lines().last().unwrap().trim().to_owned();
+        let release = dir.join("release");
+        std::fs::create_dir_all(&release).unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(dir.join("serve.log")).unwrap();
+        let child = Command::new(bin)
+            .args(["serve", "--manifests-poll-ms", "200", "--plan-tick-ms", "500"])
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--db")
+            .arg(&db)
+            .arg("--trust")
+            .arg(&trust)
+            .arg("--manifests-dir")
+            .arg(&release)
+            .env("FLEETWAVE_DIST", dir.join("no-dist"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let plane =
+            Plane { child, url: format!("http://127.0.0.1:{port}"), token, release, http: reqwest::Client::new() };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while plane.http.get(format!("{}/readyz", plane.url)).send().await.map(|r| r.status() != 200).unwrap_or(true) {
+            assert!(
+                Instant::now() < deadline,
+                "serve never became ready: {}",
+                std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        plane
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let r = self.http.get(format!("{}/api/v1{path}", self.url)).bearer_auth(&self.token).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        r.json().await.unwrap()
+    }
+
+    /// The host states of rollout `id` by hostname, and the rollout's state (empty while it
+    /// is not open yet).
+    async fn states(&self, id: &str) -> (String, Vec<(String, String)>) {
+        let r =
+            self.http.get(format!("{}/api/v1/rollouts/{id}", self.url)).bearer_auth(&self.token).send().await.unwrap();
+        if r.status() != 200 {
+            return (String::new(), Vec::new());
+        }
+        let rollout: Value = r.json().await.unwrap();
+        let mut hosts = Vec::new();
+        for wave in rollout["waves"].as_array().unwrap() {
+            for h in wave["hosts"].as_array().unwrap() {
+                hosts.push((h["hostname"].as_str().unwrap().to_owned(), h["state"].as_str().unwrap().to_owned()));
+            }
+        }
+        hosts.sort();
+        (rollout["state"].as_str().unwrap_or_default().to_owned(), hosts)
+    }
+
+    /// Waits (at most `limit`) until rollout `id` is in `state` with its hosts in `hosts`.
+    async fn wait_for(&self, id: &str, state: &str, hosts: &[(&str, &str)], limit: Duration, agents: &[&Host]) {
+        let want: Vec<(String, String)> = hosts.iter().map(|(h, s)| ((*h).to_owned(), (*s).to_owned())).collect();
+        let deadline = Instant::now() + limit;
+        loop {
+            let (now, seen) = self.states(id).await;
+            if now == state && seen == want {
+                return;
+            }
+            if Instant::now() > deadline {
+                let logs: Vec<String> = agents.iter().map(|a| format!("--- {}:\n{}", a.name, a.log())).collect();
+                panic!("{id}: wanted {state} {want:?}, have {now} {seen:?}\n{}", logs.join("\n"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn release(&self, fleet: &FleetBuilder, commit: &str) {
+        let staging = self.release.with_extension("new");
+        write_release_dir(&staging, fleet, commit, chrono::Utc::now(), false);
+        let _ = std::fs::remove_dir_all(&self.release);
+        std::fs::rename(&staging, &self.release).unwrap();
+    }
+}
+
+impl Drop for Plane {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One host: a root with `/run/current-system`, the agent's config and key under it.
+struct Host {
+    name: String,
+    root: PathBuf,
+    child: Option<Child>,
+}
+
+impl Host {
+    fn new(dir: &Path, name: &str) -> Host {
+        let root = dir.join(name);
+        std::fs::create_dir_all(root.join("run")).unwrap();
+        std::fs::create_dir_all(root.join("nix/var/nix/profiles")).unwrap();
+        std::fs::create_dir_all(root.join("etc/fleetwave")).unwrap();
+        std::fs::write(root.join("etc/fleetwave/host.key"), engine::sign::encode_signing_key(&host_key(name))).unwrap();
+        Host { name: name.to_owned(), root, child: None }
+    }
+
+    /// Boots the host into `closure`.
+    fn boot(&self, closure: &Closure) {
+        for link in ["run/current-system", "run/booted-system"] {
+            let _ = std::fs::remove_file(self.root.join(link));
+            symlink(closure.as_str(), self.root.join(link)).unwrap();
+        }
+    }
+
+    fn start(&mut self, url: &str) {
+        let config = format!(
+            r#"controlPlane = "{url}"
+hostname = "{name}"
+keyFile = "/etc/fleetwave/host.key"
+switchCommand = []
+activationTimeoutSeconds = 60
+
+[[probes]]
+name = "health"
+kind = "exec"
+target = "test ! -e {root}/run/current-system/unhealthy"
+intervalSeconds = 1
+timeoutSeconds = 1
+mode = "enforce"
+failAfter = 2
+"#,
+            name = self.name,
+            root = self.root.display()
+        );
+        let config_path = self.root.join("etc/fleetwave/agent.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.root.join("agent.log")).unwrap();
+        let child = Command::new(agent_binary())
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--root")
+            .arg(&self.root)
+            .env("NIX_CONFIG", testkit::NIX_CONFIG)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill(); // SIGKILL
+            let _ = child.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.root.join("agent.log")).unwrap_or_default()
+    }
+
+    fn current(&self) -> PathBuf {
+        std::fs::read_link(self.root.join("run/current-system")).unwrap()
+    }
+
+    fn profile(&self) -> PathBuf {
+        self.root.join("nix/var/nix/profiles/system")
+    }
+
+    /// The profile's generations, printed so the test output shows them.
+    fn generations(&self) -> Vec<(u32, bool)> {
+        let generations = testkit::generations(&self.profile()).unwrap();
+        let target = testkit::profile_target(&self.profile()).unwrap();
+        println!("{}: generations {generations:?}, current generation → {}", self.name, target.display());
+        generations
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+const HOSTS: [&str; 3] = ["a", "b", "c"];
+
+/// Three hosts in channel `stable` (wave 0: a; wave 1: b, c) of a `rollback-and-halt`
+/// policy with `soak` minutes in wave 0, each host's target from `target`.
+fn fleet(soak: u64, target: impl Fn(&str) -> String) -> FleetBuilder {
+    let mut b =
+        FleetBuilder::new().policy("p", &[(soak, false), (0, false)], "rollback-and-halt", 30).channel("stable", "p");
+    for h in HOSTS {
+        b = b.host_with_closure(h, "stable", &["web"], Some(&target(h)));
+    }
+    b.waves("stable", &[&["a"], &["b", "c"]])
+}
+
+/// Builds `(host, name, behaviour)` systems at once; returns them by (host, name).
+fn build(
+    hosts: &[Host],
+    wanted: &[(&str, &str, Behaviour)],
+    tag: &str,
+) -> std::collections::HashMap<(String, String), Closure> {
+    let systems: Vec<System> = wanted
+        .iter()
+        .map(|(h, name, behaviour)| {
+            let root = &hosts.iter().find(|x| x.name == *h).unwrap().root;
+            System { root, name, tag, behaviour: *behaviour }
+        })
+        .collect();
+    let built = testkit::build_systems(&systems).unwrap();
+    wanted.iter().zip(built).map(|((h, n, _), c)| (((*h).to_owned(), (*n).to_owned()), c)).collect()
+}
+
+fn hosts(dir: &Path) -> Vec<Host> {
+    HOSTS.iter().map(|h| Host::new(dir, h)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_agents_converge_two_waves_and_a_closure_whose_switch_fails_is_rolled_back_and_quarantined() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = Plane::start(dir.path()).await;
+    let mut hosts = hosts(dir.path());
+    let mut wanted = Vec::new();
+    for h in HOSTS {
+        wanted.push((h, "v1", Behaviour::Switches));
+        wanted.push((h, "v2", Behaviour::Switches));
+    }
+    wanted.extend([
+        ("a", "broken", Behaviour::Fails),
+        ("b", "v3", Behaviour::Switches),
+        ("c", "v3", Behaviour::Switches),
+    ]);
+    let c = build(&hosts, &wanted, "switch-fails");
+    let closure = |h: &str, n: &str| c[&(h.to_owned(), n.to_owned())].clone();
+    for host in &hosts {
+        host.boot(&closure(&host.name, "v1"));
+    }
+
+    // Release 1: every host to v2, in two waves.
+    plane.release(&fleet(0, |h| closure(h, "v2").to_string()), "a1");
+    for host in &mut hosts {
+        host.start(&plane.url);
+    }
+    let all = [("a", "Converged"), ("b", "Converged"), ("c", "Converged")];
+    let agents: Vec<&Host> = hosts.iter().collect();
+    plane.wait_for("stable@a1", "Completed", &all, Duration::from_secs(90), &agents).await;
+    for host in &hosts {
+        assert_eq!(host.current(), Path::new(closure(&host.name, "v2").as_str()), "{} runs v2", host.name);
+        assert_eq!(host.generations(), [(1, true)]);
+    }
+
+    // Release 2: a's closure fails to switch. The agents are restarted so they ask at once
+    // instead of at their next idle heartbeat (30 s).
+    plane.release(
+        &fleet(0, |h| if h == "a" { closure(h, "broken").to_string() } else { closure(h, "v3").to_string() }),
+        "b2",
+    );
+    for host in &mut hosts {
+        host.kill();
+        host.start(&plane.url);
+    }
+    let held = [("a", "Reverted"), ("b", "Pending"), ("c", "Pending")];
+    let agents: Vec<&Host> = hosts.iter().collect();
+    plane.wait_for("stable@b2", "Halted", &held, Duration::from_secs(90), &agents).await;
+    let a = &hosts[0];
+    assert_eq!(a.current(), Path::new(closure("a", "v2").as_str()), "a is back on v2");
+    assert_eq!(a.generations(), [(1, false), (2, false), (3, true)], "v2, broken, v2 again");
+    assert_eq!(testkit::profile_target(&a.profile()).unwrap(), Path::new(closure("a", "v2").as_str()));
+    let quarantines = plane.get("/quarantines").await;
+    let active: Vec<&str> =
+        quarantines["active"].as_array().unwrap().iter().map(|q| q["closure"].as_str().unwrap()).collect();
+    assert_eq!(active, [closure("a", "broken").as_str()]);
+    for host in &hosts[1..] {
+        assert_eq!(host.current(), Path::new(closure(&host.name, "v2").as_str()), "{} held on v2", host.name);
+        assert_eq!(host.generations(), [(1, true)], "{} was never switched", host.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closure_failing_its_enforce_probe_during_the_soak_is_rolled_back_and_quarantined() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = Plane::start(dir.path()).await;
+    let mut hosts = hosts(dir.path());
+    let mut wanted: Vec<(&str, &str, Behaviour)> = HOSTS.iter().map(|h| (*h, "v1", Behaviour::Switches)).collect();
+    wanted.extend([
+        ("a", "sick", Behaviour::Unhealthy),
+        ("b", "v2", Behaviour::Switches),
+        ("c", "v2", Behaviour::Switches),
+    ]);
+    let c = build(&hosts, &wanted, "probe-fails");
+    let closure = |h: &str, n: &str| c[&(h.to_owned(), n.to_owned())].clone();
+    for host in &hosts {
+        host.boot(&closure(&host.name, "v1"));
+    }
+    // A soak of a minute: the probe (every second, failing twice in a row) fails it first.
+    plane.release(
+        &fleet(1, |h| if h == "a" { closure(h, "sick").to_string() } else { closure(h, "v2").to_string() }),
+        "a1",
+    );
+    for host in &mut hosts {
+        host.start(&plane.url);
+    }
+    let held = [("a", "Reverted"), ("b", "Pending"), ("c", "Pending")];
+    let agents: Vec<&Host> = hosts.iter().collect();
+    plane.wait_for("stable@a1", "Halted", &held, Duration::from_secs(50), &agents).await;
+    let a = &hosts[0];
+    assert_eq!(a.current(), Path::new(closure("a", "v1").as_str()), "a is back on what it ran");
+    assert_eq!(a.generations(), [(1, false), (2, true)], "sick, then v1 again");
+    let quarantines = plane.get("/quarantines").await;
+    assert_eq!(quarantines["active"][0]["closure"], closure("a", "sick").as_str());
+    let events = plane.get("/rollouts/stable@a1/events?after=0&limit=1000").await;
+    let failed: Vec<&Value> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["host"] == "a" && e["payload"]["event"]["kind"] == "Failed")
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["payload"]["event"]["failingProbes"], serde_json::json!(["health"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_mid_soak_resumes_without_reusing_a_seq_and_the_rollout_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = Plane::start(dir.path()).await;
+    let mut hosts = hosts(dir.path());
+    let mut wanted = Vec::new();
+    for h in HOSTS {
+        wanted.push((h, "v1", Behaviour::Switches));
+        wanted.push((h, "v2", Behaviour::Switches));
+    }
+    let c = build(&hosts, &wanted, "killed");
+    let closure = |h: &str, n: &str| c[&(h.to_owned(), n.to_owned())].clone();
+    for host in &hosts {
+        host.boot(&closure(&host.name, "v1"));
+    }
+    plane.release(&fleet(1, |h| closure(h, "v2").to_string()), "a1");
+    for host in &mut hosts {
+        host.start(&plane.url);
+    }
+    let soaking = [("a", "Soaking"), ("b", "Pending"), ("c", "Pending")];
+    let agents: Vec<&Host> = hosts.iter().collect();
+    plane.wait_for("stable@a1", "Active", &soaking, Duration::from_secs(40), &agents).await;
+    // Let a few probe results go out, then kill the agent without warning.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    hosts[0].kill();
+    let before: u64 = serde_json::from_slice::<Value>(
+        &std::fs::read(hosts[0].root.join("var/lib/fleetwave-agent/intent.json")).unwrap(),
+    )
+    .unwrap()["nextSeq"]
+        .as_u64()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    hosts[0].start(&plane.url);
+
+    let all = [("a", "Converged"), ("b", "Converged"), ("c", "Converged")];
+    let agents: Vec<&Host> = hosts.iter().collect();
+    plane.wait_for("stable@a1", "Completed", &all, Duration::from_secs(120), &agents).await;
+    let events = plane.get("/rollouts/stable@a1/events?after=0&limit=1000").await;
+    let seqs: Vec<u64> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["host"] == "a" && e["kind"] == "HostEvent")
+        .map(|e| e["payload"]["event"]["seq"].as_u64().unwrap())
+        .collect();
+    let contiguous: Vec<u64> = (1..=seqs.len() as u64).collect();
+    assert_eq!(seqs, contiguous, "every event of a applied once, in order, none lost to a reused seq");
+    assert!(seqs.len() as u64 >= before, "events after the restart carry seqs from {before} on");
+    let log = hosts[0].log();
+    assert!(log.contains("resuming stable@a1"), "{log}");
+    assert!(!log.contains("refused"), "{log}");
+}
