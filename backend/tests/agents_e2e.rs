@@ -22,8 +22,11 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The agent next to `fleetwave` (the workspace builds both), or `FLEETWAVE_AGENT_BIN`.
 fn agent_binary() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_fleetwave")).with_file_name("fleetwave-agent");
+    let path = std::env::var_os("FLEETWAVE_AGENT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_BIN_EXE_fleetwave")).with_file_name("fleetwave-agent"));
     assert!(path.exists(), "{} is not built (cargo build -p agent)", path.display());
     path
 }
@@ -426,4 +429,71 @@ async fn an_agent_killed_mid_soak_resumes_without_reusing_a_seq_and_the_rollout_
     let log = hosts[0].log();
     assert!(log.contains("resuming stable@a1"), "{log}");
     assert!(!log.contains("refused"), "{log}");
+}
+
+/// Resident memory and CPU of `pid` from /proc: (VmRSS KiB, VmHWM KiB, CPU seconds).
+fn usage(pid: u32) -> (u64, u64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib = |field: &str| {
+        status.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)).unwrap().parse().unwrap()
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which ends with ')'): utime and stime are the 12th and 13th.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let hz = clock_ticks();
+    (kib("VmRSS:"), kib("VmHWM:"), ticks as f64 / hz)
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`).
+fn clock_ticks() -> f64 {
+    let out = Command::new("getconf").arg("CLK_TCK").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// The agent's footprint (SPEC §13: ≤ 20 MiB resident, ≤ 1 % of a core idle): one agent
+/// through a rollout (fetch, switch, soak with a probe every second), then idle for 90 s.
+/// `cargo build --release -p agent && FLEETWAVE_AGENT_BIN=target/release/fleetwave-agent
+/// cargo nextest run -p backend --test agents_e2e --run-ignored only --no-capture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: about 2 minutes"]
+async fn agent_resident_memory_and_idle_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = Plane::start(dir.path()).await;
+    let mut hosts = hosts(dir.path());
+    let mut wanted = Vec::new();
+    for h in HOSTS {
+        wanted.push((h, "v1", Behaviour::Switches));
+        wanted.push((h, "v2", Behaviour::Switches));
+    }
+    let c = build(&hosts, &wanted, "footprint");
+    let closure = |h: &str, n: &str| c[&(h.to_owned(), n.to_owned())].clone();
+    for host in &hosts {
+        host.boot(&closure(&host.name, "v1"));
+    }
+    plane.release(&fleet(0, |h| closure(h, "v2").to_string()), "a1");
+    for host in &mut hosts {
+        host.start(&plane.url);
+    }
+    let all = [("a", "Converged"), ("b", "Converged"), ("c", "Converged")];
+    let agents: Vec<&Host> = hosts.iter().collect();
+    plane.wait_for("stable@a1", "Completed", &all, Duration::from_secs(90), &agents).await;
+    let pid = hosts[0].child.as_ref().unwrap().id();
+    let (rss, peak, cpu_before) = usage(pid);
+    println!("after the rollout: resident {} KiB, peak {} KiB, CPU {cpu_before:.2} s so far", rss, peak);
+    let idle = Duration::from_secs(90);
+    tokio::time::sleep(idle).await;
+    let (rss, peak, cpu_after) = usage(pid);
+    let share = (cpu_after - cpu_before) / idle.as_secs_f64() * 100.0;
+    println!(
+        "idle {} s: resident {} KiB ({:.1} MiB), peak {} KiB ({:.1} MiB), CPU {:.3} s = {share:.3} % of a core",
+        idle.as_secs(),
+        rss,
+        rss as f64 / 1024.0,
+        peak,
+        peak as f64 / 1024.0,
+        cpu_after - cpu_before
+    );
+    assert!(rss > 0 && cpu_after >= cpu_before);
 }
