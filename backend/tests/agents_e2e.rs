@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -253,84 +254,103 @@ fn fleet(soak: u64, target: impl Fn(&str) -> String) -> FleetBuilder {
     b.waves("stable", &[&["a"], &["b", "c"]])
 }
 
-/// Builds `(host, name, behaviour)` systems at once; returns them by (host, name).
-fn build(
-    hosts: &[Host],
-    wanted: &[(&str, &str, Behaviour)],
-    tag: &str,
-) -> std::collections::HashMap<(String, String), Closure> {
-    let systems: Vec<System> = wanted
-        .iter()
-        .map(|(h, name, behaviour)| {
-            let root = &hosts.iter().find(|x| x.name == *h).unwrap().root;
-            System { root, name, tag, behaviour: *behaviour }
-        })
-        .collect();
-    let built = testkit::build_systems(&systems).unwrap();
-    wanted.iter().zip(built).map(|((h, n, _), c)| (((*h).to_owned(), (*n).to_owned()), c)).collect()
+/// The three hosts, booted into a `v1` of their own, and the systems they will be offered.
+struct Hosts {
+    hosts: Vec<Host>,
+    closures: HashMap<(String, String), Closure>,
 }
 
-fn hosts(dir: &Path) -> Vec<Host> {
-    HOSTS.iter().map(|h| Host::new(dir, h)).collect()
+impl Hosts {
+    /// Builds every host's `v1` and the `extra` (host, name, behaviour) systems in one
+    /// `nix-build`, and boots every host into its `v1`.
+    fn build(dir: &Path, extra: &[(&str, &str, Behaviour)], tag: &str) -> Hosts {
+        let hosts: Vec<Host> = HOSTS.iter().map(|h| Host::new(dir, h)).collect();
+        let mut wanted: Vec<(&str, &str, Behaviour)> = HOSTS.iter().map(|h| (*h, "v1", Behaviour::Switches)).collect();
+        wanted.extend_from_slice(extra);
+        let systems: Vec<System> = wanted
+            .iter()
+            .map(|(h, name, behaviour)| {
+                let root = &hosts.iter().find(|x| x.name == *h).unwrap().root;
+                System { root, name, tag, behaviour: *behaviour }
+            })
+            .collect();
+        let built = testkit::build_systems(&systems).unwrap();
+        let closures = wanted.iter().zip(built).map(|((h, n, _), c)| (((*h).to_owned(), (*n).to_owned()), c)).collect();
+        let fleet = Hosts { hosts, closures };
+        for host in &fleet.hosts {
+            host.boot(&fleet.closure(&host.name, "v1"));
+        }
+        fleet
+    }
+
+    /// `v2` for every host.
+    fn v2() -> Vec<(&'static str, &'static str, Behaviour)> {
+        HOSTS.iter().map(|h| (*h, "v2", Behaviour::Switches)).collect()
+    }
+
+    fn closure(&self, host: &str, name: &str) -> Closure {
+        self.closures[&(host.to_owned(), name.to_owned())].clone()
+    }
+
+    /// (Re)starts every agent.
+    fn start(&mut self, url: &str) {
+        for host in &mut self.hosts {
+            host.kill();
+            host.start(url);
+        }
+    }
+
+    fn agents(&self) -> Vec<&Host> {
+        self.hosts.iter().collect()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_agents_converge_two_waves_and_a_closure_whose_switch_fails_is_rolled_back_and_quarantined() {
     let dir = tempfile::tempdir().unwrap();
     let plane = Plane::start(dir.path()).await;
-    let mut hosts = hosts(dir.path());
-    let mut wanted = Vec::new();
-    for h in HOSTS {
-        wanted.push((h, "v1", Behaviour::Switches));
-        wanted.push((h, "v2", Behaviour::Switches));
-    }
-    wanted.extend([
+    let mut extra = Hosts::v2();
+    extra.extend([
         ("a", "broken", Behaviour::Fails),
         ("b", "v3", Behaviour::Switches),
         ("c", "v3", Behaviour::Switches),
     ]);
-    let c = build(&hosts, &wanted, "switch-fails");
-    let closure = |h: &str, n: &str| c[&(h.to_owned(), n.to_owned())].clone();
-    for host in &hosts {
-        host.boot(&closure(&host.name, "v1"));
-    }
+    let mut hosts = Hosts::build(dir.path(), &extra, "switch-fails");
 
     // Release 1: every host to v2, in two waves.
-    plane.release(&fleet(0, |h| closure(h, "v2").to_string()), "a1");
-    for host in &mut hosts {
-        host.start(&plane.url);
-    }
+    plane.release(&fleet(0, |h| hosts.closure(h, "v2").to_string()), "a1");
+    hosts.start(&plane.url);
     let all = [("a", "Converged"), ("b", "Converged"), ("c", "Converged")];
-    let agents: Vec<&Host> = hosts.iter().collect();
+    let agents = hosts.agents();
     plane.wait_for("stable@a1", "Completed", &all, Duration::from_secs(90), &agents).await;
-    for host in &hosts {
-        assert_eq!(host.current(), Path::new(closure(&host.name, "v2").as_str()), "{} runs v2", host.name);
+    for host in &hosts.hosts {
+        assert_eq!(host.current(), Path::new(hosts.closure(&host.name, "v2").as_str()), "{} runs v2", host.name);
         assert_eq!(host.generations(), [(1, true)]);
     }
 
     // Release 2: a's closure fails to switch. The agents are restarted so they ask at once
     // instead of at their next idle heartbeat (30 s).
     plane.release(
-        &fleet(0, |h| if h == "a" { closure(h, "broken").to_string() } else { closure(h, "v3").to_string() }),
+        &fleet(
+            0,
+            |h| if h == "a" { hosts.closure(h, "broken").to_string() } else { hosts.closure(h, "v3").to_string() },
+        ),
         "b2",
     );
-    for host in &mut hosts {
-        host.kill();
-        host.start(&plane.url);
-    }
+    hosts.start(&plane.url);
     let held = [("a", "Reverted"), ("b", "Pending"), ("c", "Pending")];
-    let agents: Vec<&Host> = hosts.iter().collect();
+    let agents = hosts.agents();
     plane.wait_for("stable@b2", "Halted", &held, Duration::from_secs(90), &agents).await;
-    let a = &hosts[0];
-    assert_eq!(a.current(), Path::new(closure("a", "v2").as_str()), "a is back on v2");
+    let a = &hosts.hosts[0];
+    assert_eq!(a.current(), Path::new(hosts.closure("a", "v2").as_str()), "a is back on v2");
     assert_eq!(a.generations(), [(1, false), (2, false), (3, true)], "v2, broken, v2 again");
-    assert_eq!(testkit::profile_target(&a.profile()).unwrap(), Path::new(closure("a", "v2").as_str()));
+    assert_eq!(testkit::profile_target(&a.profile()).unwrap(), Path::new(hosts.closure("a", "v2").as_str()));
     let quarantines = plane.get("/quarantines").await;
     let active: Vec<&str> =
         quarantines["active"].as_array().unwrap().iter().map(|q| q["closure"].as_str().unwrap()).collect();
-    assert_eq!(active, [closure("a", "broken").as_str()]);
-    for host in &hosts[1..] {
-        assert_eq!(host.current(), Path::new(closure(&host.name, "v2").as_str()), "{} held on v2", host.name);
+    assert_eq!(active, [hosts.closure("a", "broken").as_str()]);
+    for host in &hosts.hosts[1..] {
+        assert_eq!(host.current(), Path::new(hosts.closure(&host.name, "v2").as_str()), "{} held on v2", host.name);
         assert_eq!(host.generations(), [(1, true)], "{} was never switched", host.name);
     }
 }
@@ -339,34 +359,23 @@ async fn three_agents_converge_two_waves_and_a_closure_whose_switch_fails_is_rol
 async fn a_closure_failing_its_enforce_probe_during_the_soak_is_rolled_back_and_quarantined() {
     let dir = tempfile::tempdir().unwrap();
     let plane = Plane::start(dir.path()).await;
-    let mut hosts = hosts(dir.path());
-    let mut wanted: Vec<(&str, &str, Behaviour)> = HOSTS.iter().map(|h| (*h, "v1", Behaviour::Switches)).collect();
-    wanted.extend([
-        ("a", "sick", Behaviour::Unhealthy),
-        ("b", "v2", Behaviour::Switches),
-        ("c", "v2", Behaviour::Switches),
-    ]);
-    let c = build(&hosts, &wanted, "probe-fails");
-    let closure = |h: &str, n: &str| c[&(h.to_owned(), n.to_owned())].clone();
-    for host in &hosts {
-        host.boot(&closure(&host.name, "v1"));
-    }
+    let extra =
+        [("a", "sick", Behaviour::Unhealthy), ("b", "v2", Behaviour::Switches), ("c", "v2", Behaviour::Switches)];
+    let mut hosts = Hosts::build(dir.path(), &extra, "probe-fails");
     // A soak of a minute: the probe (every second, failing twice in a row) fails it first.
     plane.release(
-        &fleet(1, |h| if h == "a" { closure(h, "sick").to_string() } else { closure(h, "v2").to_string() }),
+        &fleet(1, |h| if h == "a" { hosts.closure(h, "sick").to_string() } else { hosts.closure(h, "v2").to_string() }),
         "a1",
     );
-    for host in &mut hosts {
-        host.start(&plane.url);
-    }
+    hosts.start(&plane.url);
     let held = [("a", "Reverted"), ("b", "Pending"), ("c", "Pending")];
-    let agents: Vec<&Host> = hosts.iter().collect();
+    let agents = hosts.agents();
     plane.wait_for("stable@a1", "Halted", &held, Duration::from_secs(50), &agents).await;
-    let a = &hosts[0];
-    assert_eq!(a.current(), Path::new(closure("a", "v1").as_str()), "a is back on what it ran");
+    let a = &hosts.hosts[0];
+    assert_eq!(a.current(), Path::new(hosts.closure("a", "v1").as_str()), "a is back on what it ran");
     assert_eq!(a.generations(), [(1, false), (2, true)], "sick, then v1 again");
     let quarantines = plane.get("/quarantines").await;
-    assert_eq!(quarantines["active"][0]["closure"], closure("a", "sick").as_str());
+    assert_eq!(quarantines["active"][0]["closure"], hosts.closure("a", "sick").as_str());
     let events = plane.get("/rollouts/stable@a1/events?after=0&limit=1000").await;
     let failed: Vec<&Value> = events["events"]
         .as_array()
@@ -382,38 +391,26 @@ async fn a_closure_failing_its_enforce_probe_during_the_soak_is_rolled_back_and_
 async fn an_agent_killed_mid_soak_resumes_without_reusing_a_seq_and_the_rollout_completes() {
     let dir = tempfile::tempdir().unwrap();
     let plane = Plane::start(dir.path()).await;
-    let mut hosts = hosts(dir.path());
-    let mut wanted = Vec::new();
-    for h in HOSTS {
-        wanted.push((h, "v1", Behaviour::Switches));
-        wanted.push((h, "v2", Behaviour::Switches));
-    }
-    let c = build(&hosts, &wanted, "killed");
-    let closure = |h: &str, n: &str| c[&(h.to_owned(), n.to_owned())].clone();
-    for host in &hosts {
-        host.boot(&closure(&host.name, "v1"));
-    }
-    plane.release(&fleet(1, |h| closure(h, "v2").to_string()), "a1");
-    for host in &mut hosts {
-        host.start(&plane.url);
-    }
+    let mut hosts = Hosts::build(dir.path(), &Hosts::v2(), "killed");
+    plane.release(&fleet(1, |h| hosts.closure(h, "v2").to_string()), "a1");
+    hosts.start(&plane.url);
     let soaking = [("a", "Soaking"), ("b", "Pending"), ("c", "Pending")];
-    let agents: Vec<&Host> = hosts.iter().collect();
+    let agents = hosts.agents();
     plane.wait_for("stable@a1", "Active", &soaking, Duration::from_secs(40), &agents).await;
     // Let a few probe results go out, then kill the agent without warning.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    hosts[0].kill();
+    hosts.hosts[0].kill();
     let before: u64 = serde_json::from_slice::<Value>(
-        &std::fs::read(hosts[0].root.join("var/lib/fleetwave-agent/intent.json")).unwrap(),
+        &std::fs::read(hosts.hosts[0].root.join("var/lib/fleetwave-agent/intent.json")).unwrap(),
     )
     .unwrap()["nextSeq"]
         .as_u64()
         .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    hosts[0].start(&plane.url);
+    hosts.hosts[0].start(&plane.url);
 
     let all = [("a", "Converged"), ("b", "Converged"), ("c", "Converged")];
-    let agents: Vec<&Host> = hosts.iter().collect();
+    let agents = hosts.agents();
     plane.wait_for("stable@a1", "Completed", &all, Duration::from_secs(120), &agents).await;
     let events = plane.get("/rollouts/stable@a1/events?after=0&limit=1000").await;
     let seqs: Vec<u64> = events["events"]
@@ -426,7 +423,7 @@ async fn an_agent_killed_mid_soak_resumes_without_reusing_a_seq_and_the_rollout_
     let contiguous: Vec<u64> = (1..=seqs.len() as u64).collect();
     assert_eq!(seqs, contiguous, "every event of a applied once, in order, none lost to a reused seq");
     assert!(seqs.len() as u64 >= before, "events after the restart carry seqs from {before} on");
-    let log = hosts[0].log();
+    let log = hosts.hosts[0].log();
     assert!(log.contains("resuming stable@a1"), "{log}");
     assert!(!log.contains("refused"), "{log}");
 }
@@ -435,7 +432,13 @@ async fn an_agent_killed_mid_soak_resumes_without_reusing_a_seq_and_the_rollout_
 fn usage(pid: u32) -> (u64, u64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kib = |field: &str| {
-        status.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)).unwrap().parse().unwrap()
+        status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap()
+            .parse()
+            .unwrap()
     };
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     // Fields after the command name (which ends with ')'): utime and stime are the 12th and 13th.
@@ -461,25 +464,13 @@ fn clock_ticks() -> f64 {
 async fn agent_resident_memory_and_idle_cpu() {
     let dir = tempfile::tempdir().unwrap();
     let plane = Plane::start(dir.path()).await;
-    let mut hosts = hosts(dir.path());
-    let mut wanted = Vec::new();
-    for h in HOSTS {
-        wanted.push((h, "v1", Behaviour::Switches));
-        wanted.push((h, "v2", Behaviour::Switches));
-    }
-    let c = build(&hosts, &wanted, "footprint");
-    let closure = |h: &str, n: &str| c[&(h.to_owned(), n.to_owned())].clone();
-    for host in &hosts {
-        host.boot(&closure(&host.name, "v1"));
-    }
-    plane.release(&fleet(0, |h| closure(h, "v2").to_string()), "a1");
-    for host in &mut hosts {
-        host.start(&plane.url);
-    }
+    let mut hosts = Hosts::build(dir.path(), &Hosts::v2(), "footprint");
+    plane.release(&fleet(0, |h| hosts.closure(h, "v2").to_string()), "a1");
+    hosts.start(&plane.url);
     let all = [("a", "Converged"), ("b", "Converged"), ("c", "Converged")];
-    let agents: Vec<&Host> = hosts.iter().collect();
+    let agents = hosts.agents();
     plane.wait_for("stable@a1", "Completed", &all, Duration::from_secs(90), &agents).await;
-    let pid = hosts[0].child.as_ref().unwrap().id();
+    let pid = hosts.hosts[0].child.as_ref().unwrap().id();
     let (rss, peak, cpu_before) = usage(pid);
     println!("after the rollout: resident {} KiB, peak {} KiB, CPU {cpu_before:.2} s so far", rss, peak);
     let idle = Duration::from_secs(90);
