@@ -24,9 +24,10 @@ pub struct Activator {
     pub timeout: Duration,
     /// What reboots the host (`systemctl reboot`).
     pub reboot_command: Vec<String>,
-    /// The Nix programs (from `PATH`; tests put stand-ins here).
+    /// The Nix programs and systemctl (from `PATH`; tests put stand-ins here).
     pub nix_store: String,
     pub nix_env: String,
+    pub systemctl: String,
 }
 
 /// Parts of a system closure that cannot change without a reboot, in the order checked.
@@ -45,6 +46,7 @@ impl Activator {
             reboot_command: vec!["systemctl".into(), "reboot".into()],
             nix_store: "nix-store".into(),
             nix_env: "nix-env".into(),
+            systemctl: "systemctl".into(),
         }
     }
 
@@ -159,8 +161,18 @@ impl Activator {
             };
         }
         match self.settle(target, before.as_ref(), started) {
-            Some(observed) => StepResult::Switched { observed, exit_code: done.code() },
-            None => StepResult::SwitchFailed {
+            Settled { observed: Some(observed), ended: true } => StepResult::SwitchFailed {
+                exit_code: 1,
+                stderr_tail: format!(
+                    "the switch unit ended with {} still on {observed}\n{}",
+                    self.current_system.display(),
+                    done.stderr_tail
+                ),
+            },
+            Settled { observed: Some(observed), ended: false } => {
+                StepResult::Switched { observed, exit_code: done.code() }
+            }
+            Settled { observed: None, .. } => StepResult::SwitchFailed {
                 exit_code: done.code(),
                 stderr_tail: format!(
                     "{} cannot be read after the switch\n{}",
@@ -173,20 +185,38 @@ impl Activator {
 
     /// What runs once the switch is over: at once when the switch ran in the foreground; through
     /// a switch command (a transient unit that returns as soon as it started) after
-    /// `/run/current-system` moved, or at the timeout.
-    fn settle(&self, target: &Closure, before: Option<&Closure>, started: Instant) -> Option<Closure> {
-        if !self.switch_command.is_empty() {
-            let deadline = started + self.timeout;
-            loop {
-                let now = self.current();
-                let moved = now.as_ref() == Some(target) || (now.is_some() && now.as_ref() != before);
-                if moved || Instant::now() >= deadline {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(250));
-            }
+    /// `/run/current-system` moved, the unit ended (`ended`: without moving it), or at the
+    /// timeout.
+    fn settle(&self, target: &Closure, before: Option<&Closure>, started: Instant) -> Settled {
+        if self.switch_command.is_empty() {
+            return Settled { observed: self.current(), ended: false };
         }
-        self.current()
+        let unit = switch_unit(&self.switch_command);
+        let deadline = started + self.timeout;
+        loop {
+            let now = self.current();
+            let moved = now.as_ref() == Some(target) || (now.is_some() && now.as_ref() != before);
+            if moved || Instant::now() >= deadline {
+                return Settled { observed: now, ended: false };
+            }
+            if let Some(unit) = &unit
+                && !self.unit_running(unit)
+            {
+                // Look once more: the unit may have moved the link just before it ended.
+                let observed = self.current();
+                let ended = observed.as_ref() != Some(target);
+                return Settled { observed, ended };
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Whether the transient switch unit still runs (`systemctl is-active`). When systemctl
+    /// cannot tell, the agent keeps waiting for `/run/current-system` or the timeout.
+    fn unit_running(&self, unit: &str) -> bool {
+        let argv = vec![self.systemctl.clone(), "is-active".to_owned(), unit.to_owned()];
+        let done = command::run(&argv, Duration::from_secs(10), &[], None);
+        !matches!(done.stdout.trim(), "inactive" | "failed")
     }
 
     fn rollback(&self, to: &Closure) -> StepResult {
@@ -200,13 +230,30 @@ impl Activator {
             };
         }
         let done = self.switch_to_configuration(to, "switch", self.timeout);
-        let observed = self.settle(to, before.as_ref(), started);
+        let observed = self.settle(to, before.as_ref(), started).observed;
         StepResult::RolledBack {
             exit_code: if observed.is_none() && done.success() { 1 } else { done.code() },
             observed: observed.or(before).unwrap_or_else(|| to.clone()),
             stderr_tail: done.stderr_tail,
         }
     }
+}
+
+/// How a switch settled.
+struct Settled {
+    /// What `/run/current-system` points at.
+    observed: Option<Closure>,
+    /// The switch unit ended without moving it to the target.
+    ended: bool,
+}
+
+/// The transient unit a switch command names (`--unit=NAME` or `--unit NAME`).
+fn switch_unit(command: &[String]) -> Option<String> {
+    command.iter().enumerate().find_map(|(i, arg)| match arg.strip_prefix("--unit=") {
+        Some(unit) => Some(unit.to_owned()),
+        None if arg == "--unit" => command.get(i + 1).cloned(),
+        None => None,
+    })
 }
 
 /// Sorts a failed `nix-store --realise` by its message (SPEC §14 step 2).

@@ -88,6 +88,7 @@ impl Tree {
             reboot_command: vec!["false".into()],
             nix_store: self.root.join("bin/nix-store").display().to_string(),
             nix_env: self.root.join("bin/nix-env").display().to_string(),
+            systemctl: self.root.join("bin/systemctl").display().to_string(),
         }
     }
 
@@ -152,6 +153,26 @@ fn a_switch_through_a_switch_command_waits_for_current_system_to_move() {
     activator.switch_command = vec![detach.display().to_string()];
     let result = activator.run(&Step::Switch { target: tree.closure("v2") });
     assert_eq!(result, StepResult::Switched { observed: tree.closure("v2"), exit_code: 0 });
+}
+
+#[test]
+fn a_switch_unit_that_ends_without_moving_current_system_is_a_failure_at_once() {
+    // `systemd-run --unit=fleetwave-switch …` started a switch that died before it switched:
+    // the agent sees the unit gone and does not wait for the whole activation timeout.
+    let tree = Tree::new();
+    let mut activator = tree.activator(Duration::from_secs(60));
+    let start_only = tree.root.join("bin/start-only");
+    write_script(&start_only, "exit 0");
+    write_script(&tree.root.join("bin/systemctl"), r#"[ "$1 $2" = "is-active fleetwave-switch" ] && echo inactive"#);
+    activator.switch_command = vec![start_only.display().to_string(), "--unit=fleetwave-switch".into()];
+    let started = std::time::Instant::now();
+    match activator.run(&Step::Switch { target: tree.closure("v2") }) {
+        StepResult::SwitchFailed { exit_code: 1, stderr_tail } => {
+            assert!(stderr_tail.contains("ended"), "{stderr_tail}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(30), "reported when the unit ended, not at the timeout");
 }
 
 #[test]

@@ -23,6 +23,7 @@ fn activator(root: &Path) -> Activator {
         reboot_command: vec!["false".into()],
         nix_store: "nix-store".into(),
         nix_env: "nix-env".into(),
+        systemctl: "systemctl".into(),
     }
 }
 
