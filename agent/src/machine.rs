@@ -626,11 +626,11 @@ impl Agent {
             target_closure: snapshot.target_closure.clone(),
             previous_closure: snapshot.current_closure_at_dispatch.clone().unwrap_or_else(|| self.current.clone()),
             boot_id: self.boot_id.clone(),
-            // Not in the snapshot: learnt from its `soakDueAt` once the control plane has it.
-            soak_seconds: None,
-            // The channel's policy is not in the snapshot either: a host whose state was lost
-            // goes back to what it ran, the safe choice.
-            on_health_failure: HealthFailurePolicy::RollbackAndHalt,
+            // From the heartbeat's snapshot. Without them (`GET /agent/bootstrap` leaves them
+            // out) the soak end is learnt from the record's `soakDueAt`, and a host whose state
+            // was lost goes back to what it ran: the safe choice.
+            soak_seconds: snapshot.soak_seconds,
+            on_health_failure: snapshot.on_health_failure.unwrap_or(HealthFailurePolicy::RollbackAndHalt),
             stage,
             soak_due_at: snapshot.soak_due_at,
             next_seq: snapshot.last_event_seq.saturating_add(1),

@@ -566,12 +566,16 @@ fn an_agent_that_lost_its_intent_resumes_from_the_control_planes_record() {
             activation_completed_at: None,
             soak_due_at: Some(due),
             last_event_seq: 5,
+            soak_seconds: Some(30),
+            on_health_failure: Some(HALT),
         }],
         dispatch: None,
         next_heartbeat_seconds: 5,
     }));
     run.table(&[(0, bootstrap, &["persist"]), (30, Input::Tick, &["persist", "heartbeat @6", "send Converged#6"])]);
-    assert_eq!(run.agent.intent().unwrap().previous_closure, closure(V1));
+    let intent = run.agent.intent().unwrap();
+    assert_eq!(intent.previous_closure, closure(V1));
+    assert_eq!((intent.soak_seconds, intent.on_health_failure), (Some(30), HALT), "taken from the snapshot");
 }
 
 #[test]

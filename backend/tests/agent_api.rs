@@ -170,6 +170,9 @@ async fn replay_from_and_bootstrap_let_an_agent_resume() {
     assert_eq!(snapshots[0]["rolloutId"], R);
     assert_eq!(snapshots[0]["state"], "Activating");
     assert_eq!(snapshots[0]["lastEventSeq"], 1);
+    // What an agent that lost its intent needs to finish the job: the soak and the policy.
+    assert_eq!(snapshots[0]["soakSeconds"], 600, "wave 0 soaks 10 minutes");
+    assert_eq!(snapshots[0]["onHealthFailure"], "rollback-and-halt");
     let (s, direct) = a.signed("GET", "/api/v1/agent/bootstrap", &json!(null)).await;
     assert_eq!((s, direct), (200, json!(snapshots)));
 }

@@ -245,6 +245,13 @@ pub struct HostRolloutSnapshot {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub soak_due_at: Option<DateTime<Utc>>,
     pub last_event_seq: u64,
+    /// The soak of the record's wave (in the heartbeat's `bootstrap`): what an agent that lost
+    /// its intent needs to finish the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak_seconds: Option<u64>,
+    /// The channel's failure policy (in the heartbeat's `bootstrap`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_health_failure: Option<HealthFailurePolicy>,
 }
 
 #[cfg(test)]

@@ -130,6 +130,8 @@ impl HostRecord {
             activation_completed_at: self.activation_completed_at,
             soak_due_at: self.soak_due_at,
             last_event_seq: self.last_event_seq,
+            soak_seconds: None,
+            on_health_failure: None,
         }
     }
 }

@@ -176,6 +176,18 @@ impl FleetState {
         }
     }
 
+    /// A record as its agent sees it in `bootstrap`, with the wave's soak and the channel's
+    /// policy from `fleet` (an agent that lost its intent finishes the job with them).
+    pub fn agent_snapshot(fleet: Option<&VerifiedFleet>, record: &HostRecord) -> shared::state::HostRolloutSnapshot {
+        let mut snapshot = record.snapshot();
+        if let Some(fleet) = fleet {
+            let policy = FleetState::step_policy(fleet, record);
+            snapshot.soak_seconds = u64::try_from(policy.soak.num_seconds()).ok();
+            snapshot.on_health_failure = Some(policy.on_health_failure);
+        }
+        snapshot
+    }
+
     /// Applies one agent event to its record, then lets the rollout react: a host entering
     /// Failed halts it, and a rollout whose records are all Converged or excused completes.
     pub fn apply_host_event(

@@ -61,5 +61,6 @@ pub async fn bootstrap(
 ) -> Result<Json<Vec<HostRolloutSnapshot>>, ApiError> {
     let records =
         crate::db::store::open_records_of_host(&state.pool, &signed.host).await.map_err(ApiError::internal)?;
-    Ok(Json(records.iter().map(engine::host::HostRecord::snapshot).collect()))
+    let fleet = state.fleet.read().ok().and_then(|f| f.clone());
+    Ok(Json(records.iter().map(|r| engine::state::FleetState::agent_snapshot(fleet.as_deref(), r)).collect()))
 }

@@ -413,7 +413,11 @@ impl Core {
         };
         let open = self.open_records_of(host);
         let bootstrap = if hb.rollout_id.is_none() {
-            open.iter().filter_map(|(id, _)| self.state.record(id, host)).map(HostRecord::snapshot).collect()
+            let fleet = self.set.as_ref().map(|set| &*set.fleet);
+            open.iter()
+                .filter_map(|(id, _)| self.state.record(id, host))
+                .map(|record| FleetState::agent_snapshot(fleet, record))
+                .collect()
         } else {
             Vec::new()
         };
