@@ -226,11 +226,20 @@ failAfter = 2
         self.root.join("nix/var/nix/profiles/system")
     }
 
-    /// The profile's generations, printed so the test output shows them.
+    /// The profile's generations, printed with what each points at so the test output shows
+    /// the switches and the rollbacks.
     fn generations(&self) -> Vec<(u32, bool)> {
         let generations = testkit::generations(&self.profile()).unwrap();
-        let target = testkit::profile_target(&self.profile()).unwrap();
-        println!("{}: generations {generations:?}, current generation → {}", self.name, target.display());
+        let shown: Vec<String> = generations
+            .iter()
+            .map(|(n, current)| {
+                let link = self.profile().with_file_name(format!("system-{n}-link"));
+                let target = std::fs::read_link(&link).map(|t| t.display().to_string()).unwrap_or_default();
+                let name = target.rsplit_once("-nixos-system-").map_or(target.as_str(), |(_, n)| n).to_owned();
+                format!("{n}: {name}{}", if *current { " (current)" } else { "" })
+            })
+            .collect();
+        println!("{}: profile generations [{}]", self.name, shown.join(", "));
         generations
     }
 }
