@@ -18,21 +18,34 @@ fn fleet() -> FleetBuilder {
 
 /// Every row of every rollout-state table, as text.
 async fn db_snapshot(app: &common::TestApp) -> String {
+    // Every table but sqlx's own, every column of every row (quoted, so blobs and NULLs show),
+    // rows sorted: any insert, update or delete changes the snapshot. Query errors fail.
+    let tables: Vec<(String,)> = sqlx::query_as(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\\_sqlx%' ESCAPE '\\' \
+         AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
+    )
+    .fetch_all(&app.state.pool)
+    .await
+    .expect("list tables");
+    assert!(tables.len() >= 8, "the snapshot sees the schema: {tables:?}");
     let mut out = String::new();
-    for table in
-        ["manifest_fleet", "manifest_rollouts", "rollouts", "host_records", "quarantines", "event_log", "operators"]
-    {
-        let rows: Vec<(String,)> =
-            sqlx::query_as(&format!("SELECT json_group_array(json_object('row', quote({table}.rowid))) || (SELECT COUNT(*) FROM {table}) FROM {table}"))
+    for (table,) in tables {
+        let columns: Vec<(String,)> = sqlx::query_as("SELECT name FROM pragma_table_info(?) ORDER BY cid")
+            .bind(&table)
+            .fetch_all(&app.state.pool)
+            .await
+            .expect("list columns");
+        let quoted: Vec<String> = columns.iter().map(|(c,)| format!("quote(\"{c}\")")).collect();
+        let mut rows: Vec<(String,)> =
+            sqlx::query_as(&format!("SELECT json_array({}) FROM \"{table}\"", quoted.join(", ")))
                 .fetch_all(&app.state.pool)
                 .await
-                .unwrap_or_default();
-        let dump: Vec<(String,)> =
-            sqlx::query_as(&format!("SELECT CAST(json_array(*) AS TEXT) FROM (SELECT * FROM {table})"))
-                .fetch_all(&app.state.pool)
-                .await
-                .unwrap_or_default();
-        out.push_str(&format!("{table}: {rows:?} {dump:?}\n"));
+                .unwrap_or_else(|e| panic!("dump {table}: {e}"));
+        rows.sort();
+        out.push_str(&format!("{table} ({} rows):\n", rows.len()));
+        for (row,) in rows {
+            out.push_str(&format!("  {row}\n"));
+        }
     }
     out
 }
