@@ -16,7 +16,7 @@ fn fleet() -> FleetBuilder {
         .waves("stable", &[&["a"], &["b"]])
 }
 
-/// Every row of every rollout-state table, as text.
+/// Every row of every table, as text.
 async fn db_snapshot(app: &common::TestApp) -> String {
     // Every table but sqlx's own, every column of every row (quoted, so blobs and NULLs show),
     // rows sorted: any insert, update or delete changes the snapshot. Query errors fail.
