@@ -2,7 +2,7 @@
 //! host inputs through the rollout machine keep the invariants of SPEC §13.
 
 use chrono::Duration;
-use engine::host::{HostRecord, StepPolicy, step};
+use engine::host::{HostRecord, StepPolicy, TransitionError, step};
 use engine::rollout::{AdvancedBy, RolloutInput};
 use engine::testkit::{FleetBuilder, Scenario, at};
 use proptest::prelude::*;
@@ -63,7 +63,12 @@ proptest! {
                     prop_assert_eq!(t.record.last_event_seq, event.seq());
                     record = t.record;
                 }
-                Err(_) => prop_assert_eq!(&record, &before, "a rejected event changes nothing"),
+                // (A rejected event cannot change the record: `step` only borrows it.)
+                Err(e) => prop_assert_eq!(
+                    matches!(e, TransitionError::Duplicate { .. }),
+                    event.seq() <= record.last_event_seq,
+                    "Duplicate exactly when seq <= lastEventSeq, whatever the state: {:?}", e
+                ),
             }
             if record.state == HostState::Converged {
                 prop_assert_eq!(record.current_closure.as_ref().map(Closure::as_str), Some(TARGET), "Converged ⇒ on target");
@@ -263,7 +268,11 @@ proptest! {
                     prop_assert!(t.record.last_event_seq > before.last_event_seq);
                     record = t.record;
                 }
-                Err(_) => prop_assert_eq!(&record, &before),
+                Err(e) => prop_assert_eq!(
+                    matches!(e, TransitionError::Duplicate { .. }),
+                    event.seq() <= record.last_event_seq,
+                    "Duplicate exactly when seq <= lastEventSeq: {:?}", e
+                ),
             }
         }
     }
