@@ -41,7 +41,6 @@ pub enum ReducerInput {
     RefreshGauges {
         reply: Reply<()>,
     },
-    Shutdown,
 }
 
 impl ReducerInput {
@@ -54,7 +53,6 @@ impl ReducerInput {
             ReducerInput::PlanTick { .. } => "plan_tick",
             ReducerInput::Operator { .. } => "operator",
             ReducerInput::RefreshGauges { .. } => "refresh_gauges",
-            ReducerInput::Shutdown => "shutdown",
         }
     }
 }

@@ -165,9 +165,8 @@ impl Reducer {
         let clock = config.clock.clone();
         loop {
             if !group.is_empty() {
-                let (sent, stop) = self.apply_group(std::mem::take(&mut group), clock.now(), in_flight.is_empty());
+                let sent = self.apply_group(std::mem::take(&mut group), clock.now(), in_flight.is_empty());
                 in_flight.push_back(sent);
-                stopping |= stop;
                 continue;
             }
             let may_take = !stopping && in_flight.len() < PIPELINE_DEPTH;
@@ -226,24 +225,21 @@ impl Reducer {
     }
 
     /// Applies one group in memory and hands its writes to the writer. Returns the group in
-    /// flight, and true if it held `Shutdown`. `nothing_ahead`: no earlier group awaits its
-    /// commit.
+    /// flight. `nothing_ahead`: no earlier group awaits its commit.
     fn apply_group(
         &mut self,
         group: Vec<ReducerInput>,
         now: chrono::DateTime<Utc>,
         nothing_ahead: bool,
-    ) -> (InFlight, bool) {
+    ) -> InFlight {
         let turn = Instant::now();
         let mut pending = Pending::default();
         let mut responders: Vec<Responder> = Vec::with_capacity(group.len());
-        let mut stop = false;
         let mut gauges = Vec::new();
         let inputs = group.len();
         for input in group {
             self.metrics.inputs.get_or_create(&Metrics::label("kind", input.kind())).inc();
             match input {
-                ReducerInput::Shutdown => stop = true,
                 ReducerInput::RefreshGauges { reply } => gauges.push(reply),
                 ReducerInput::PlanTick { reply } => {
                     pending.replan = true;
@@ -290,7 +286,7 @@ impl Reducer {
             let histogram = if full { &self.metrics.plan_seconds } else { &self.metrics.plan_moved_seconds };
             histogram.observe(started.elapsed().as_secs_f64());
         }
-        let batch = self.core.batch(pending, now, stop);
+        let batch = self.core.batch(pending, now, false);
         self.core.prune();
         let writes = !batch.is_empty();
         // A group that writes nothing still waits for the commits before it (its answers may
@@ -303,7 +299,7 @@ impl Reducer {
             commit
         };
         self.metrics.turn_seconds.observe(turn.elapsed().as_secs_f64());
-        (InFlight { commit, responders, gauges, inputs, writes, sent: Instant::now() }, stop)
+        InFlight { commit, responders, gauges, inputs, writes, sent: Instant::now() }
     }
 
     /// The oldest group's commit came back: answer it. After a failure every later group in
@@ -449,7 +445,6 @@ fn refuse(input: ReducerInput, why: &str) {
         ReducerInput::PlanTick { reply: Some(reply) } => drop(reply.send(Err(err()))),
         ReducerInput::RefreshGauges { reply } => drop(reply.send(Err(err()))),
         ReducerInput::ManifestSetUpdated { reply: None, .. }
-        | ReducerInput::PlanTick { reply: None }
-        | ReducerInput::Shutdown => {}
+        | ReducerInput::PlanTick { reply: None } => {}
     }
 }
