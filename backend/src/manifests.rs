@@ -157,6 +157,7 @@ pub async fn poll_dir(
     trust: SharedTrust,
     reducer: ReducerHandle,
     every: Duration,
+    clock: crate::clock::Clock,
     shutdown: CancellationToken,
 ) {
     // (files' stamp, content fingerprint, trust.json's bytes) of the last set handed over.
@@ -192,7 +193,7 @@ pub async fn poll_dir(
         }
         let current = trust.read().ok().and_then(|t| t.clone());
         let named = rollouts.into_iter().map(|(id, a)| (Some(id), a)).collect();
-        match verify_with_names(&current, fleet, named, Utc::now()) {
+        match verify_with_names(&current, fleet, named, clock.now()) {
             Ok(update) => {
                 tracing::info!(dir = %dir.display(), fleet_hash = %update.set.fleet.hash, "manifests dir verified");
                 match reducer.submit(ReducerInput::ManifestSetUpdated { update: Box::new(update), reply: None }).await {

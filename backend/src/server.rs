@@ -105,6 +105,7 @@ impl App {
                     trust.clone(),
                     reducer.clone(),
                     Duration::from_millis(config.manifests_poll_ms.max(1)),
+                    state.clock.clone(),
                     shutdown.clone(),
                 )),
             ));

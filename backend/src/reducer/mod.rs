@@ -107,12 +107,13 @@ pub async fn spawn(
     shutdown: CancellationToken,
 ) -> Result<(ReducerHandle, JoinHandle<()>), sqlx::Error> {
     let loaded = store::load(&pool).await?;
-    let core = Core::from_loaded(loaded, trust_now(&trust), shared_fleet.clone(), Utc::now());
+    let core = Core::from_loaded(loaded, trust_now(&trust), shared_fleet.clone(), config.clock.now());
     let (tx, rx) = mpsc::channel(QUEUE);
     let running = Arc::new(AtomicBool::new(true));
     let reloading = Arc::new(AtomicBool::new(false));
     let handle = ReducerHandle { tx, metrics: metrics.clone(), running: running.clone(), reloading: reloading.clone() };
-    let reducer = Reducer { core, pool, writer, feed, metrics, trust, shared_fleet, running, reloading };
+    let clock = config.clock.clone();
+    let reducer = Reducer { core, pool, writer, feed, metrics, trust, shared_fleet, running, reloading, clock };
     let task = tokio::spawn(reducer.run(rx, config, shutdown));
     Ok((handle, task))
 }
@@ -130,6 +131,8 @@ struct Reducer {
     running: Arc<AtomicBool>,
     /// Set while memory is reloaded after a failed commit (`/readyz` fails meanwhile).
     reloading: Arc<AtomicBool>,
+    /// The one clock the reducer reads (tests move it).
+    clock: crate::clock::Clock,
 }
 
 fn trust_now(trust: &SharedTrust) -> Option<engine::verify::TrustRoots> {
@@ -162,7 +165,7 @@ impl Reducer {
         let mut stopping = false;
         // Set when the process stops before memory could be reloaded after a failed commit.
         let mut stale = false;
-        let clock = config.clock.clone();
+        let clock = self.clock.clone();
         loop {
             if !group.is_empty() {
                 let sent = self.apply_group(std::mem::take(&mut group), clock.now(), in_flight.is_empty());
@@ -360,7 +363,7 @@ impl Reducer {
             match store::load(&self.pool).await {
                 Ok(loaded) => {
                     self.core =
-                        Core::from_loaded(loaded, trust_now(&self.trust), self.shared_fleet.clone(), Utc::now());
+                        Core::from_loaded(loaded, trust_now(&self.trust), self.shared_fleet.clone(), self.clock.now());
                     self.writer.reset();
                     self.reloading.store(false, Ordering::Release);
                     tracing::info!("state reloaded from the database; accepting inputs again");
