@@ -51,6 +51,15 @@ async fn db_snapshot(app: &common::TestApp) -> String {
 }
 
 #[tokio::test]
+async fn an_action_before_any_fleet_is_not_ready_as_for_agents() {
+    let app = spawn_app().await;
+    let (status, body) = app
+        .post("/api/v1/quarantines", json!({"channel": "stable", "closure": "/nix/store/x", "reason": "early"}))
+        .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("not-ready")), "{body}");
+}
+
+#[tokio::test]
 async fn reads_need_a_token_and_actions_need_the_operator_role() {
     let app = spawn_app().await;
     app.upload(&fleet(), "a1").await;

@@ -624,7 +624,10 @@ impl Core {
         by: &str,
         reason: Option<&str>,
     ) -> Result<(usize, String), ReducerError> {
-        let Some(set) = self.set.clone() else { return Err(rejected("no-fleet", "There is no verified fleet yet.")) };
+        // As for agents (SPEC §9.1): no verified fleet yet is "not ready", 503.
+        let Some(set) = self.set.clone() else {
+            return Err(ReducerError::Unavailable("There is no verified fleet yet: upload one first.".into()));
+        };
         let reason_text = reason.unwrap_or("").to_owned();
         let rollout_input = |a: &OperatorAction| -> Option<(RolloutId, RolloutInput)> {
             Some(match a {
