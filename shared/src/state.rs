@@ -207,18 +207,34 @@ impl HostEvent {
         }
     }
 
+    /// Every kind's wire name, in declaration order: tests go through all of them, so a new
+    /// variant (which needs an arm in [`HostEvent::kind`]'s exhaustive match, indexing this
+    /// list) is tested by every table that iterates it.
+    pub const KINDS: [&'static str; 9] = [
+        "DispatchAck",
+        "ActivationStarted",
+        "ActivationCompleted",
+        "ActivationDeferred",
+        "ActivationFailed",
+        "ProbeResult",
+        "Failed",
+        "RollbackComplete",
+        "Converged",
+    ];
+
     pub fn kind(&self) -> &'static str {
-        match self {
-            HostEvent::DispatchAck { .. } => "DispatchAck",
-            HostEvent::ActivationStarted { .. } => "ActivationStarted",
-            HostEvent::ActivationCompleted { .. } => "ActivationCompleted",
-            HostEvent::ActivationDeferred { .. } => "ActivationDeferred",
-            HostEvent::ActivationFailed { .. } => "ActivationFailed",
-            HostEvent::ProbeResult { .. } => "ProbeResult",
-            HostEvent::Failed { .. } => "Failed",
-            HostEvent::RollbackComplete { .. } => "RollbackComplete",
-            HostEvent::Converged { .. } => "Converged",
-        }
+        let index = match self {
+            HostEvent::DispatchAck { .. } => 0,
+            HostEvent::ActivationStarted { .. } => 1,
+            HostEvent::ActivationCompleted { .. } => 2,
+            HostEvent::ActivationDeferred { .. } => 3,
+            HostEvent::ActivationFailed { .. } => 4,
+            HostEvent::ProbeResult { .. } => 5,
+            HostEvent::Failed { .. } => 6,
+            HostEvent::RollbackComplete { .. } => 7,
+            HostEvent::Converged { .. } => 8,
+        };
+        Self::KINDS[index]
     }
 }
 
@@ -257,6 +273,17 @@ pub struct HostRolloutSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_kind_in_the_list_parses_to_itself() {
+        // The wire name of each listed kind is the serde tag of its variant.
+        for (i, kind) in HostEvent::KINDS.iter().enumerate() {
+            let parsed: Result<HostEvent, _> = serde_json::from_value(serde_json::json!({"kind": kind, "seq": 1}));
+            let err = parsed.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(!err.contains("unknown variant"), "{kind}: {err}");
+            assert_eq!(HostEvent::KINDS.iter().position(|k| k == kind), Some(i), "listed once");
+        }
+    }
 
     #[test]
     fn events_are_flat_objects_tagged_by_kind() {

@@ -9,17 +9,8 @@ use shared::manifest::HealthFailurePolicy;
 use shared::state::{HostEvent, HostState, ProbeMode, ProbeStatus};
 use shared::{Channel, Closure, Hostname, RolloutId};
 
-const KINDS: [&str; 9] = [
-    "DispatchAck",
-    "ActivationStarted",
-    "ActivationCompleted",
-    "ActivationDeferred",
-    "ActivationFailed",
-    "ProbeResult",
-    "Failed",
-    "RollbackComplete",
-    "Converged",
-];
+/// Every kind, from the enum's own list.
+const KINDS: [&str; 9] = HostEvent::KINDS;
 
 fn closure(s: &str) -> Closure {
     Closure::parse(s).unwrap()

@@ -229,12 +229,7 @@ impl Reducer {
 
     /// Applies one group in memory and hands its writes to the writer. Returns the group in
     /// flight. `nothing_ahead`: no earlier group awaits its commit.
-    fn apply_group(
-        &mut self,
-        group: Vec<ReducerInput>,
-        now: chrono::DateTime<Utc>,
-        nothing_ahead: bool,
-    ) -> InFlight {
+    fn apply_group(&mut self, group: Vec<ReducerInput>, now: chrono::DateTime<Utc>, nothing_ahead: bool) -> InFlight {
         let turn = Instant::now();
         let mut pending = Pending::default();
         let mut responders: Vec<Responder> = Vec::with_capacity(group.len());
@@ -447,7 +442,6 @@ fn refuse(input: ReducerInput, why: &str) {
         ReducerInput::Operator { reply, .. } => drop(reply.send(Err(err()))),
         ReducerInput::PlanTick { reply: Some(reply) } => drop(reply.send(Err(err()))),
         ReducerInput::RefreshGauges { reply } => drop(reply.send(Err(err()))),
-        ReducerInput::ManifestSetUpdated { reply: None, .. }
-        | ReducerInput::PlanTick { reply: None } => {}
+        ReducerInput::ManifestSetUpdated { reply: None, .. } | ReducerInput::PlanTick { reply: None } => {}
     }
 }
