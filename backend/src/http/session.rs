@@ -46,7 +46,8 @@ pub async fn create(
         &token_hash(&session),
         operator.id,
         now,
-        now + chrono::Duration::hours(SESSION_HOURS),
+        now.checked_add_signed(chrono::Duration::hours(SESSION_HOURS))
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC),
     )
     .await
     .map_err(ApiError::internal)?;
