@@ -387,30 +387,24 @@ async fn a_revoked_token_and_its_sessions_stop_working_at_once_and_expired_sessi
         let url = app.url("/api/v1/session");
         async move { http.get(url).bearer_auth(token).send().await.unwrap() }
     };
+    let sign_in = || {
+        let request = app
+            .http
+            .post(app.url("/api/v1/session"))
+            .header("content-type", "application/json")
+            .body(json!({ "token": app.operator_token }).to_string());
+        async move { request.send().await.unwrap() }
+    };
     let me: Value = whoami(app.operator_token.clone()).await.json().await.unwrap();
     let name = me["name"].as_str().unwrap().to_owned();
-    let signed_in = app
-        .http
-        .post(app.url("/api/v1/session"))
-        .header("content-type", "application/json")
-        .body(json!({ "token": app.operator_token }).to_string())
-        .send()
-        .await
-        .unwrap();
+    let signed_in = sign_in().await;
     let cookie = signed_in.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
     // An expired session left by someone else is purged when the next one is created.
     sqlx::query("INSERT INTO sessions (token_hash, operator_id, created_at, expires_at) VALUES ('old', 1, '2020-01-01T00:00:00.000Z', '2020-01-02T00:00:00.000Z')")
         .execute(&app.state.pool)
         .await
         .unwrap();
-    let again = app
-        .http
-        .post(app.url("/api/v1/session"))
-        .header("content-type", "application/json")
-        .body(json!({ "token": app.operator_token }).to_string())
-        .send()
-        .await
-        .unwrap();
+    let again = sign_in().await;
     assert_eq!(again.status(), 200);
     let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE token_hash = 'old'")
         .fetch_one(&app.state.pool)
