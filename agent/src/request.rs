@@ -13,7 +13,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use ed25519_dalek::{Signer as _, SigningKey};
 use serde::de::DeserializeOwned;
-use shared::agent::{MAX_SKEW_SECONDS, signing_string};
+use shared::agent::{HOST_HEADER, MAX_SKEW_SECONDS, SIGNATURE_HEADER, TIMESTAMP_HEADER, signing_string};
 
 use crate::machine::SendError;
 
@@ -23,6 +23,17 @@ pub struct Signature {
     pub timestamp: i64,
     /// Standard base64 of the 64 signature bytes.
     pub signature: String,
+}
+
+impl Signature {
+    /// The headers a request signed by `host` carries (SPEC §9.1).
+    pub fn headers(&self, host: &str) -> [(&'static str, String); 3] {
+        [
+            (HOST_HEADER, host.to_owned()),
+            (TIMESTAMP_HEADER, self.timestamp.to_string()),
+            (SIGNATURE_HEADER, self.signature.clone()),
+        ]
+    }
 }
 
 /// Signs one host's requests, never twice alike in one second.
@@ -83,9 +94,10 @@ impl Stamps {
 
 /// Sorts the control plane's answer as the agent acts on it (SPEC §14): a 2xx is parsed; no
 /// answer, a 5xx, a 429 and a 401 (this host's clock, or a fleet not caught up with its key
-/// yet) are retried, after `retry_after` when given; any other 4xx (409 above all) is refused
-/// and never sent again.
-pub fn classify<T: DeserializeOwned>(status: u16, retry_after: Option<Duration>, body: &[u8]) -> Result<T, SendError> {
+/// yet) are retried, after the `Retry-After` header's seconds when it has them; any other 4xx
+/// (409 above all) is refused and never sent again.
+pub fn classify<T: DeserializeOwned>(status: u16, retry_after: Option<&str>, body: &[u8]) -> Result<T, SendError> {
+    let retry_after = retry_after.and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
     match status {
         200..=299 => serde_json::from_slice(body).map_err(|_| SendError::Retry { after: None }),
         401 | 429 | 500.. => Err(SendError::Retry { after: retry_after }),
@@ -123,11 +135,16 @@ mod tests {
         assert!(classify::<EventResponse>(200, None, ok).is_ok());
         let after = Some(Duration::from_secs(7));
         for status in [401, 429, 500, 503] {
-            assert_eq!(classify::<EventResponse>(status, after, b"{}"), Err(SendError::Retry { after }), "{status}");
+            assert_eq!(
+                classify::<EventResponse>(status, Some(" 7"), b"{}"),
+                Err(SendError::Retry { after }),
+                "{status}"
+            );
         }
+        assert_eq!(classify::<EventResponse>(503, Some("soon"), b"{}"), Err(SendError::Retry { after: None }));
         let conflict = br#"{"error":{"code":"illegal-for-state","message":"Pending cannot take Converged"}}"#;
         assert_eq!(
-            classify::<EventResponse>(409, after, conflict),
+            classify::<EventResponse>(409, Some("7"), conflict),
             Err(SendError::Refused { status: 409, message: "illegal-for-state: Pending cannot take Converged".into() })
         );
         assert!(matches!(

@@ -7,9 +7,7 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use shared::agent::{
-    EventRequest, EventResponse, HOST_HEADER, HeartbeatRequest, HeartbeatResponse, SIGNATURE_HEADER, TIMESTAMP_HEADER,
-};
+use shared::agent::{EventRequest, EventResponse, HeartbeatRequest, HeartbeatResponse};
 
 use crate::machine::SendError;
 use crate::request::{RequestSigner, classify};
@@ -59,27 +57,16 @@ impl Transport {
     fn post<B: Serialize, T: DeserializeOwned>(&mut self, path: &str, body: &B) -> Result<T, SendError> {
         let bytes = serde_json::to_vec(body).map_err(|_| SendError::Retry { after: None })?;
         let signed = self.signer.sign("POST", path, &bytes, chrono::Utc::now().timestamp());
-        let answer = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header(HOST_HEADER, &self.host)
-            .header(TIMESTAMP_HEADER, signed.timestamp.to_string())
-            .header(SIGNATURE_HEADER, &signed.signature)
-            .header("content-type", "application/json")
-            .send(&bytes[..]);
-        let mut response = answer.map_err(|_| SendError::Retry { after: None })?;
+        let request = self.http.post(format!("{}{path}", self.base)).header("content-type", "application/json");
+        let request = signed.headers(&self.host).into_iter().fold(request, |r, (k, v)| r.header(k, v));
+        let mut response = request.send(&bytes[..]).map_err(|_| SendError::Retry { after: None })?;
         let status = response.status().as_u16();
-        let after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let mut body = Vec::new();
-        let read = response.body_mut().as_reader().take(MAX_ANSWER_BYTES).read_to_end(&mut body);
-        if read.is_err() {
-            return Err(SendError::Retry { after });
+        if response.body_mut().as_reader().take(MAX_ANSWER_BYTES).read_to_end(&mut body).is_err() {
+            // A body cut off is no answer: retried, after what the header asked for.
+            return classify(503, after.as_deref(), b"");
         }
-        classify(status, after, &body)
+        classify(status, after.as_deref(), &body)
     }
 }

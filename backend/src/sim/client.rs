@@ -9,7 +9,6 @@ use agent::request::RequestSigner;
 use ed25519_dalek::SigningKey;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use shared::agent::{HOST_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use tokio::sync::Semaphore;
 
 #[derive(Clone)]
@@ -62,14 +61,8 @@ impl AgentClient {
         let Ok(signed) = self.signer.lock().map(|mut signer| signer.sign("POST", path, &bytes, now)) else {
             return (retry, Duration::ZERO);
         };
-        let request = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header(HOST_HEADER, &self.host)
-            .header(TIMESTAMP_HEADER, signed.timestamp.to_string())
-            .header(SIGNATURE_HEADER, signed.signature)
-            .header("content-type", "application/json")
-            .body(bytes);
+        let request = self.http.post(format!("{}{path}", self.base)).header("content-type", "application/json");
+        let request = signed.headers(&self.host).into_iter().fold(request, |r, (k, v)| r.header(k, v)).body(bytes);
         let started = Instant::now();
         let answer = match request.send().await {
             Err(_) => retry,
@@ -79,10 +72,9 @@ impl AgentClient {
                     .headers()
                     .get(reqwest::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
+                    .map(str::to_owned);
                 let body = response.bytes().await.unwrap_or_default();
-                agent::request::classify(status, after, &body)
+                agent::request::classify(status, after.as_deref(), &body)
             }
         };
         (answer, started.elapsed())
