@@ -25,7 +25,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 use shared::agent::{EventOutcome, EventRequest, EventResponse, HeartbeatResponse};
-use shared::state::{ProbeMode, ProbeStatus};
+use shared::state::{HostEvent, ProbeMode, ProbeStatus};
 use shared::{Closure, Hostname};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -288,7 +288,7 @@ impl SimAgent {
 
     /// Posts an event with the configured losses, duplicates and reorders.
     async fn send_event(&mut self, request: EventRequest) {
-        let (rollout_id, seq, kind) = (request.rollout_id.clone(), request.event.seq(), request.event.kind());
+        let (rollout_id, seq) = (request.rollout_id.clone(), request.event.seq());
         if self.chance(self.behaviour.lose_event) {
             // The post never arrived: to the agent, a timeout.
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
@@ -302,26 +302,30 @@ impl SimAgent {
             let overtaking = EventRequest { event: next, ..request.clone() };
             let (answer, took) = self.client.post::<_, EventResponse>(EVENTS_PATH, &overtaking).await;
             self.stats.record(false, took);
-            self.count(answer.as_ref().map(|r| r.outcome), None);
+            self.count(answer.as_ref().map(|r| r.outcome), &overtaking.event);
         }
         let copies = if self.chance(self.behaviour.duplicate_event) { 2 } else { 1 };
         for copy in 1..=copies {
             let (answer, took) = self.client.post::<_, EventResponse>(EVENTS_PATH, &request).await;
             self.stats.record(false, took);
             let result = answer.map(|r| r.outcome);
-            self.count(result.as_ref().copied(), Some(kind));
+            self.count(result.as_ref().copied(), &request.event);
             if copy == copies {
                 self.inputs.push_back(Input::Event { rollout_id: rollout_id.clone(), seq, result });
             }
         }
     }
 
-    fn count(&self, result: Result<EventOutcome, &SendError>, kind: Option<&str>) {
+    /// Counts an answer to a post of `event` (a host converges or fails when its event is
+    /// applied, whichever post carried it).
+    fn count(&self, result: Result<EventOutcome, &SendError>, event: &HostEvent) {
         let counter = match result {
             Ok(EventOutcome::Applied) => {
-                match kind {
-                    Some("Converged") => self.stats.converged.fetch_add(1, Ordering::Relaxed),
-                    Some("Failed" | "ActivationFailed") => self.stats.failed.fetch_add(1, Ordering::Relaxed),
+                match event {
+                    HostEvent::Converged { .. } => self.stats.converged.fetch_add(1, Ordering::Relaxed),
+                    HostEvent::Failed { .. } | HostEvent::ActivationFailed { .. } => {
+                        self.stats.failed.fetch_add(1, Ordering::Relaxed)
+                    }
                     _ => 0,
                 };
                 &self.stats.events_applied
