@@ -114,7 +114,8 @@ impl Activator {
         let booted = &self.booted_system;
         let target = Path::new(target.as_str());
         for component in BOOT_COMPONENTS {
-            if resolve(&booted.join(component)) != resolve(&target.join(component)) {
+            let ends = |p: PathBuf| std::fs::canonicalize(p).ok();
+            if ends(booted.join(component)) != ends(target.join(component)) {
                 return Some(component.to_owned());
             }
         }
@@ -285,11 +286,6 @@ pub fn classify_fetch(stderr: &str) -> FetchFailure {
     } else {
         FetchFailure::Other
     }
-}
-
-/// The store path a link (or a chain of links) ends at, as a string.
-fn resolve(path: &Path) -> Option<PathBuf> {
-    std::fs::canonicalize(path).ok()
 }
 
 /// The closure a system link (`/run/current-system`, `/run/booted-system`) points at.

@@ -24,8 +24,8 @@ impl Finished {
         self.exit_code == Some(0)
     }
 
-    /// The exit code to report: 124 for a timeout (as `timeout(1)` does), 128 + signal style
-    /// -1 when killed otherwise.
+    /// The exit code to report: 124 for a timeout (as `timeout(1)` does), -1 when killed by a
+    /// signal otherwise.
     pub fn code(&self) -> i32 {
         match (self.exit_code, self.timed_out) {
             (_, true) => 124,
