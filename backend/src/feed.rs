@@ -21,7 +21,9 @@ use sqlx::SqlitePool;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::store::{self, LogEntry};
+use shared::api::LogEvent;
+
+use crate::db::store;
 use crate::metrics::Metrics;
 
 /// Live entries a client may fall behind by before it is disconnected.
@@ -30,22 +32,8 @@ pub const FEED_CAPACITY: usize = 4096;
 const BACKFILL_PAGE: i64 = 500;
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-/// SSE `event:` name of a log entry kind.
-pub fn category(kind: &str) -> &'static str {
-    match kind {
-        "HostEvent" | "DispatchQueued" | "DispatchWithdrawn" | "HostExcused" | "HostStuck" | "HostUnstuck" => "host",
-        "RolloutOpened" | "RolloutStateChanged" | "WaveAdvanced" | "WaveApproved" => "rollout",
-        "HostHeld" => "hold",
-        "QuarantineAdded" | "QuarantineReleased" => "quarantine",
-        "OperatorAction" => "operator",
-        "ManifestSetUpdated" => "manifest",
-        "HostOnline" | "HostOffline" => "presence",
-        _ => "host",
-    }
-}
-
 /// A committed entry as clients receive it: its seq and its SSE frame
-/// (`id: {seq}`, `event: {category}`, `data: {json}`).
+/// (`id: {seq}`, `event: {topic}`, `data: {json}`).
 #[derive(Debug)]
 pub struct FeedEntry {
     pub seq: i64,
@@ -53,10 +41,10 @@ pub struct FeedEntry {
 }
 
 impl FeedEntry {
-    pub fn render(entry: &LogEntry) -> FeedEntry {
+    pub fn render(entry: &LogEvent) -> FeedEntry {
         // serde_json escapes line breaks inside strings, so the JSON is a single `data:` line.
         let json = serde_json::to_string(entry).unwrap_or_else(|_| "{}".into());
-        let frame = format!("id: {}\nevent: {}\ndata: {json}\n\n", entry.seq, category(&entry.kind));
+        let frame = format!("id: {}\nevent: {}\ndata: {json}\n\n", entry.seq, entry.kind.topic().as_str());
         FeedEntry { seq: entry.seq, frame: Bytes::from(frame) }
     }
 }
@@ -81,7 +69,7 @@ impl FeedHub {
     }
 
     /// Called by the reducer after each commit, in seq order.
-    pub fn publish(&self, entries: &[LogEntry]) {
+    pub fn publish(&self, entries: &[LogEvent]) {
         if self.tx.receiver_count() == 0 {
             return; // Nobody is watching: nothing to render.
         }
@@ -216,12 +204,12 @@ mod tests {
         assert_eq!(&next_frame(&mut body).await[..], b":\n\n");
         assert!(started.elapsed() >= KEEP_ALIVE);
 
-        let entry = LogEntry {
+        let entry = LogEvent {
             seq: 7,
             ts: chrono::Utc::now(),
-            kind: "HostEvent".into(),
-            rollout_id: Some("stable@a1".into()),
-            host: Some("a".into()),
+            kind: shared::log::LogKind::HostEvent,
+            rollout_id: Some(shared::RolloutId::parse("stable@a1").unwrap()),
+            host: Some(shared::Hostname::parse("a").unwrap()),
             channel: None,
             payload: store::payload(&serde_json::json!({ "note": "two\nlines" })),
         };

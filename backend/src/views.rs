@@ -1,5 +1,5 @@
 //! Engine state → API bodies. (Log entries carry the whole record or rollout as the engine
-//! serialises it, rendered in `Core::log`; the dashboard reads that record as a [`HostCell`],
+//! serialises it, rendered by the reducer's applier; the dashboard reads that record as a [`HostCell`],
 //! and replaying the log restores records from it.)
 
 use std::collections::BTreeMap;
@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use engine::fleet::{Placement, VerifiedFleet};
 use engine::host::HostRecord;
 use engine::rollout::Rollout;
-use shared::api::{HaltInfo, HostCell, RolloutDetail, RolloutHeader, RolloutSummary, WaveView};
+use shared::api::{HostCell, RolloutDetail, RolloutHeader, RolloutSummary, WaveView};
 use shared::state::HostState;
 
 pub fn host_cell(r: &HostRecord) -> HostCell {
@@ -30,7 +30,7 @@ pub fn rollout_header(r: &Rollout) -> RolloutHeader {
         state: r.state,
         current_wave: r.current_wave,
         approved_waves: r.approved_waves.iter().copied().collect(),
-        halt: r.halt.as_ref().map(|h| HaltInfo { host: h.host.clone(), reason: h.reason.clone(), at: h.at }),
+        halt: r.halt.clone(),
         opened_at: r.opened_at,
         completed_at: r.completed_at,
         superseded_by: r.superseded_by.clone(),

@@ -6,6 +6,9 @@ mod common;
 use common::{Options, spawn_app, spawn_with};
 use engine::testkit::FleetBuilder;
 use serde_json::json;
+use shared::api::OperatorAction;
+use shared::log::LogEntry;
+use shared::state::{Gate, HostEvent};
 
 fn closure(host: &str) -> String {
     format!("/nix/store/{host}-v1")
@@ -34,7 +37,7 @@ async fn events_are_applied_after_commit_duplicates_are_idempotent_and_illegal_o
     let (s, body) = a.event_raw(R, ack.clone()).await;
     assert_eq!((s, body.clone()), (200, json!({"outcome": "applied", "state": "Activating"})));
     // Applied means committed: the row is in the database now.
-    assert!(app.log().await.iter().any(|e| e.kind == "HostEvent" && e.host.as_deref() == Some("a")));
+    assert!(app.log().await.iter().any(|e| e.host_event().is_some() && e.host_is("a")));
 
     let rows_before = app.log().await.len();
     let resend = json!({"hostname": "a", "rolloutId": R, "event": ack});
@@ -88,10 +91,10 @@ async fn heartbeat_recovery_synthesis_fast_forwards_only_ungated_hosts() {
     // a was switched by hand before the dispatch reached it: Pending → Soaking, soak starts now.
     a.heartbeat(Some(&closure("a")), Some(R)).await;
     assert_eq!(app.host_state(R, "a").await, "Soaking");
-    let synthesized: Vec<_> =
-        app.log().await.into_iter().filter(|e| e.payload_value()["synthesized"] == true).collect();
+    let log = app.log().await;
+    let synthesized: Vec<_> = log.iter().filter_map(|e| e.host_event()).filter(|h| h.synthesized).collect();
     assert_eq!(synthesized.len(), 2, "DispatchAck then ActivationCompleted");
-    assert_eq!(synthesized[0].payload_value()["event"]["kind"], "DispatchAck");
+    assert!(matches!(synthesized[0].event, HostEvent::DispatchAck { .. }));
 
     // c is in wave 1 (held by the wave gate): not fast-forwarded.
     c.heartbeat(Some(&closure("c")), None).await;
@@ -245,12 +248,19 @@ async fn operator_actions_are_logged_and_refused_with_409_when_they_do_not_apply
         409
     );
 
-    let actions: Vec<_> = app.log().await.into_iter().filter(|e| e.kind == "OperatorAction").collect();
+    let log = app.log().await;
+    let actions: Vec<_> = log
+        .iter()
+        .filter_map(|e| match &e.entry {
+            LogEntry::OperatorAction(acted) => Some(acted),
+            _ => None,
+        })
+        .collect();
     assert_eq!(actions.len(), 3, "only actions that applied are logged");
-    let promote = &actions[2].payload_value();
-    assert_eq!(promote["action"]["action"], "promote");
-    assert_eq!((promote["override"].as_bool(), promote["reason"].as_str()), (Some(true), Some("hotfix")));
-    assert!(promote["operator"].as_str().unwrap().starts_with("olive"));
+    let promote = actions[2];
+    assert!(matches!(promote.action, OperatorAction::Promote { force: true, .. }), "{promote:?}");
+    assert_eq!((promote.forced, promote.reason.as_deref()), (true, Some("hotfix")));
+    assert!(promote.operator.starts_with("olive"));
 }
 
 #[tokio::test]
@@ -282,9 +292,17 @@ async fn a_waiting_fleet_is_logged_once_not_on_every_tick() {
         app.tick().await;
     }
     assert_eq!(app.log().await.len(), before, "100 plan ticks of a waiting fleet add no rows");
-    let held: Vec<_> = app.log().await.into_iter().filter(|e| e.kind == "HostHeld").collect();
+    let held: Vec<_> = app
+        .log()
+        .await
+        .into_iter()
+        .filter_map(|e| match e.entry {
+            LogEntry::HostHeld(held) => Some(held),
+            _ => None,
+        })
+        .collect();
     assert_eq!(held.len(), 1, "c was held once, by the wave gate");
-    assert_eq!(held[0].payload_value()["gate"], "wave");
+    assert_eq!(held[0].gate, Gate::Wave);
 }
 
 #[tokio::test]

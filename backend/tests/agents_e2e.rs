@@ -426,7 +426,7 @@ async fn an_agent_killed_mid_soak_resumes_without_reusing_a_seq_and_the_rollout_
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| e["host"] == "a" && e["kind"] == "HostEvent")
+        .filter(|e| e["host"] == "a" && e["kind"] == shared::log::LogKind::HostEvent.as_str())
         .map(|e| e["payload"]["event"]["seq"].as_u64().unwrap())
         .collect();
     let contiguous: Vec<u64> = (1..=seqs.len() as u64).collect();

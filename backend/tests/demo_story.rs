@@ -2,12 +2,16 @@
 //! the approval wave waits for an operator, the broken edge closure ends quarantined with its
 //! other Pending hosts held, and everything else converges.
 
+mod common;
+
 use std::time::Duration;
 
 use backend::db::store;
 use backend::demo::{Demo, DemoArgs};
+use common::Logged;
 use engine::host::HostRecord;
 use serde_json::json;
+use shared::log::LogEntry;
 use shared::state::{Gate, HostState, RolloutState};
 
 async fn records(demo: &Demo, id: &str) -> Vec<HostRecord> {
@@ -64,27 +68,24 @@ async fn the_demo_tells_its_story() {
     })
     .await;
 
-    let log = store::log_after(&demo.state.pool, 0, i64::MAX).await.unwrap();
+    let log: Vec<Logged> =
+        store::log_after(&demo.state.pool, 0, i64::MAX).await.unwrap().into_iter().map(Logged::new).collect();
     let canary_done = log
         .iter()
         .find(|e| {
-            e.rollout_id.as_deref() == Some("canary@d001")
-                && e.kind == "RolloutStateChanged"
-                && e.payload_value()["to"] == "Completed"
+            e.rollout_is("canary@d001")
+                && matches!(&e.entry, LogEntry::RolloutStateChanged(c) if c.to == RolloutState::Completed)
         })
         .expect("canary completed")
-        .seq;
-    let stable_first = log
-        .iter()
-        .find(|e| e.rollout_id.as_deref() == Some("stable@d001") && e.kind == "DispatchQueued")
-        .expect("stable dispatched")
-        .seq;
+        .seq();
+    let queued = |e: &Logged| matches!(e.entry, LogEntry::DispatchQueued(_));
+    let stable_first = log.iter().find(|e| e.rollout_is("stable@d001") && queued(e)).expect("stable dispatched").seq();
     assert!(
         canary_done < stable_first,
         "canary completed (seq {canary_done}) before stable dispatched anything (seq {stable_first})"
     );
     assert!(
-        !log.iter().any(|e| e.kind == "DispatchQueued" && e.host.as_deref().is_some_and(|h| WAVE1.contains(&h))),
+        !log.iter().any(|e| queued(e) && WAVE1.iter().any(|h| e.host_is(h))),
         "nothing of the approval wave was dispatched before approval"
     );
 

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::spawn_app;
+use common::{Logged, spawn_app};
 use engine::host::HostRecord;
 use engine::rollout::Rollout;
 use engine::testkit::{FleetBuilder, ci_key, host_key, trust_config};
@@ -162,9 +162,9 @@ async fn applied_events_survive_sigkill_and_the_rollout_completes_after_restart(
     let log = backend::db::store::log_after(&pool, 0, i64::MAX).await.unwrap();
     for (host, seq) in &acknowledged {
         assert!(
-            log.iter().any(|e| e.kind == "HostEvent"
-                && e.host.as_deref() == Some(host)
-                && e.payload_value()["event"]["seq"] == *seq),
+            log.iter()
+                .map(|e| Logged::new(e.clone()))
+                .any(|e| e.host_is(host) && e.host_event().is_some_and(|h| h.event.seq() == *seq)),
             "{host} seq {seq} was answered applied but is not in the log"
         );
     }

@@ -45,7 +45,7 @@ async fn read_until(stream: &mut (impl Stream<Item = Event> + Unpin), until: i64
 }
 
 async fn last_seq(app: &common::TestApp) -> i64 {
-    app.log().await.last().map_or(0, |e| e.seq)
+    app.log().await.last().map_or(0, |e| e.seq())
 }
 
 #[tokio::test]
@@ -72,7 +72,7 @@ async fn a_client_that_reconnects_with_last_event_id_gets_every_missed_entry_onc
     let mut resumed = connect(&app, Some(seen)).await;
     let missed = read_until(&mut resumed, target).await;
     let got: Vec<i64> = missed.iter().map(|e| e.id.parse().unwrap()).collect();
-    let expected: Vec<i64> = app.log().await.iter().map(|e| e.seq).filter(|s| *s > seen).collect();
+    let expected: Vec<i64> = app.log().await.iter().map(|e| e.seq()).filter(|s| *s > seen).collect();
     assert_eq!(got, expected, "every missed entry, once, in order");
     let kinds: Vec<&str> = missed.iter().map(|e| e.event.as_str()).collect();
     assert!(kinds.contains(&"quarantine") && kinds.contains(&"presence") && kinds.contains(&"hold"), "{kinds:?}");
@@ -93,7 +93,7 @@ async fn a_client_that_falls_too_far_behind_is_disconnected_not_skipped() {
     while let Some(e) = tokio::time::timeout(Duration::from_secs(5), slow.next()).await.expect("stalled") {
         got.push(e.id.parse::<i64>().unwrap());
     }
-    let all: Vec<i64> = app.log().await.iter().map(|e| e.seq).collect();
+    let all: Vec<i64> = app.log().await.iter().map(|e| e.seq()).collect();
     assert!(got.len() < all.len(), "the lagging client did not get everything");
     assert_eq!(got, all[..got.len()], "what it got is a gap-free prefix");
     let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();

@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::{Options, TestApp, spawn_app, spawn_with};
 use engine::testkit::FleetBuilder;
 use serde_json::{Value, json};
+use shared::state::HostEvent;
 
 const R: &str = "stable@a1";
 const TARGET: &str = "/nix/store/a-v1";
@@ -150,9 +151,10 @@ async fn an_event_whose_commit_failed_is_applied_when_retried_after_the_database
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!((answer.0, answer.1["outcome"].as_str()), (200, Some("applied")), "{}", answer.1);
-    let logged = app.log().await.iter().any(|e| {
-        e.kind == "HostEvent" && e.host.as_deref() == Some("a") && e.payload_value()["event"]["kind"] == "ProbeResult"
-    });
+    let logged =
+        app.log().await.iter().any(|e| {
+            e.host_is("a") && e.host_event().is_some_and(|h| matches!(h.event, HostEvent::ProbeResult { .. }))
+        });
     assert!(logged, "the applied event is in the log");
     assert_eq!(ready(&app).await, 200);
 }
@@ -174,7 +176,7 @@ async fn agent_timestamps_at_the_ends_of_i64_are_refused_without_overflow() {
 async fn a_last_event_id_beyond_the_log_is_refused_instead_of_starving_the_client() {
     let app = spawn_app().await;
     app.upload(&fleet(), "a1").await;
-    let last = app.log().await.last().map(|e| e.seq).unwrap();
+    let last = app.log().await.last().map(|e| e.seq()).unwrap();
     let feed = |id: i64| {
         app.http
             .get(app.url("/api/v1/feed"))

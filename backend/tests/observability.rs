@@ -6,6 +6,7 @@ mod common;
 use common::spawn_app;
 use engine::testkit::FleetBuilder;
 use serde_json::json;
+use shared::log::LogEntry;
 
 fn fleet() -> FleetBuilder {
     FleetBuilder::new()
@@ -33,7 +34,7 @@ async fn a_silent_activating_host_is_flagged_stuck_and_stops_holding_the_budget(
     app.tick().await;
     let cell = app.cell("stable@a1", "a").await;
     assert_eq!((cell["state"].as_str(), cell["stuck"].as_bool()), (Some("Activating"), Some(true)));
-    assert!(app.log().await.iter().any(|e| e.kind == "HostStuck" && e.host.as_deref() == Some("a")));
+    assert!(app.log().await.iter().any(|e| matches!(e.entry, LogEntry::HostStuck(_)) && e.host_is("a")));
     // a has not heartbeated for 30 minutes (> 3 × 5 s): it no longer counts against the budget.
     assert!(app.agent("b").heartbeat(None, None).await["dispatch"].is_object());
     let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();

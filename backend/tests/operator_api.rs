@@ -6,6 +6,7 @@ mod common;
 use common::spawn_app;
 use engine::testkit::FleetBuilder;
 use serde_json::{Value, json};
+use shared::log::LogKind;
 
 fn fleet() -> FleetBuilder {
     FleetBuilder::new()
@@ -258,7 +259,7 @@ async fn host_detail_shows_records_across_rollouts_and_recent_events() {
         .collect();
     assert_eq!(records, [("stable@b2", "Pending"), ("stable@a1", "Soaking")], "newest rollout first");
     let kinds: Vec<&str> = host["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
-    assert!(kinds.contains(&"HostEvent") && kinds.contains(&"HostOnline"), "{kinds:?}");
+    assert!(kinds.contains(&LogKind::HostEvent.as_str()) && kinds.contains(&LogKind::HostOnline.as_str()), "{kinds:?}");
     assert_eq!(app.get("/api/v1/hosts/nobody").await.0, 404);
     assert_eq!(app.get("/api/v1/hosts/..%2Fetc").await.0, 400);
 }

@@ -6,6 +6,8 @@ mod common;
 use common::spawn_app;
 use engine::testkit::FleetBuilder;
 use serde_json::json;
+use shared::log::LogEntry;
+use shared::state::HostState;
 
 fn fleet() -> FleetBuilder {
     FleetBuilder::new()
@@ -110,26 +112,26 @@ async fn three_waves_with_soak_approval_edges_and_budget_complete() {
     let log = app.log().await;
     let story: Vec<String> = log
         .iter()
-        .filter(|e| e.rollout_id.as_deref() == Some("stable@a1"))
-        .filter(|e| {
-            matches!(e.kind.as_str(), "RolloutOpened" | "WaveAdvanced" | "OperatorAction" | "RolloutStateChanged")
-                || (e.kind == "HostEvent" && e.payload_value()["to"] == "Converged")
-        })
-        .map(|e| match e.kind.as_str() {
-            "HostEvent" => format!("converged {}", e.host.as_deref().unwrap_or("")),
-            "WaveAdvanced" => format!("wave {}", e.payload_value()["to"]),
-            "RolloutStateChanged" => format!("state {}", e.payload_value()["to"].as_str().unwrap_or("")),
-            other => other.to_owned(),
+        .filter(|e| e.rollout_is("stable@a1"))
+        .filter_map(|e| match &e.entry {
+            LogEntry::HostEvent(h) if h.to == HostState::Converged => {
+                Some(format!("converged {}", e.event.host.as_ref().unwrap()))
+            }
+            LogEntry::WaveAdvanced(w) => Some(format!("wave {}", w.to)),
+            LogEntry::RolloutStateChanged(c) => Some(format!("state {}", c.to)),
+            LogEntry::RolloutOpened(_) => Some("opened".into()),
+            LogEntry::OperatorAction(a) => Some(format!("operator {}", a.action.name())),
+            _ => None,
         })
         .collect();
     assert_eq!(
         story,
         [
-            "RolloutOpened",
+            "opened",
             "converged db1",
             "converged web1",
             "wave 1",
-            "OperatorAction",
+            "operator approve-wave",
             "converged web2",
             "converged web3",
             "wave 2",
@@ -137,7 +139,7 @@ async fn three_waves_with_soak_approval_edges_and_budget_complete() {
             "state Completed"
         ]
     );
-    let seqs: Vec<i64> = log.iter().map(|e| e.seq).collect();
+    let seqs: Vec<i64> = log.iter().map(|e| e.seq()).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seq strictly increasing");
 }
 

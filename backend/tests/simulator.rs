@@ -65,8 +65,8 @@ async fn a_simulated_fleet_converges_through_the_agent_protocol() {
         .log()
         .await
         .iter()
-        .filter(|e| e.host.as_deref() == Some("h00") && e.kind == "HostEvent")
-        .map(|e| e.payload_value()["event"]["kind"].as_str().unwrap().to_owned())
+        .filter(|e| e.host_is("h00"))
+        .filter_map(|e| e.host_event().map(|h| h.event.kind().to_owned()))
         .collect();
     assert_eq!(kinds.first().map(String::as_str), Some("DispatchAck"));
     assert!(kinds.contains(&"ActivationStarted".into()) && kinds.contains(&"ProbeResult".into()));

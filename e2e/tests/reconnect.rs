@@ -49,7 +49,7 @@ async fn the_page_shows_reconnecting_and_catches_up_after_a_drop() -> anyhow::Re
                 .state
                 .reducer
                 .ask(|reply| backend::reducer::ReducerInput::Operator {
-                    action: backend::reducer::OperatorAction::Pause { rollout_id },
+                    action: shared::api::OperatorAction::Pause { rollout_id },
                     by,
                     reason: Some("maintenance window".into()),
                     reply,

@@ -26,7 +26,9 @@ fn network(err: gloo_net::Error) -> CallError {
 
 async fn decode<T: DeserializeOwned>(response: Response) -> Result<T, CallError> {
     if response.ok() {
-        return response.json::<T>().await.map_err(|err| CallError {
+        // Through the text: payloads are kept as raw JSON, which needs a string to borrow from.
+        let text = response.text().await.map_err(network)?;
+        return serde_json::from_str::<T>(&text).map_err(|err| CallError {
             code: "bad-response".into(),
             message: format!("The control plane sent an answer the dashboard cannot read: {err}"),
         });

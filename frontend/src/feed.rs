@@ -4,6 +4,7 @@
 
 use leptos::prelude::*;
 use shared::api::LogEvent;
+use shared::log::{FeedTopic, LogKind};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
 use web_sys::{EventSource, MessageEvent};
@@ -15,8 +16,6 @@ pub enum FeedStatus {
     Live,
     Reconnecting,
 }
-
-const CATEGORIES: [&str; 7] = ["host", "rollout", "hold", "quarantine", "operator", "manifest", "presence"];
 
 /// Subscribes for the lifetime of the calling component; `on_entry` gets every entry after
 /// `after` (or, with `None`, every entry from now on), in order.
@@ -36,8 +35,8 @@ pub fn subscribe(after: Option<i64>, status: RwSignal<FeedStatus>, on_entry: imp
             on_entry(entry);
         }
     });
-    for category in CATEGORIES {
-        let _ = source.add_event_listener_with_callback(category, on_message.as_ref().unchecked_ref());
+    for topic in FeedTopic::ALL {
+        let _ = source.add_event_listener_with_callback(topic.as_str(), on_message.as_ref().unchecked_ref());
     }
     let on_open = Closure::<dyn Fn()>::new(move || status.set(FeedStatus::Live));
     source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
@@ -53,10 +52,10 @@ pub fn subscribe(after: Option<i64>, status: RwSignal<FeedStatus>, on_entry: imp
 
 /// Refreshes `refetch` when the feed reports a change of one of `kinds` (debounced: a burst of
 /// entries causes one refresh), so summary pages stay live without polling.
-pub fn refresh_on(kinds: &'static [&'static str], status: RwSignal<FeedStatus>, refetch: impl Fn() + Clone + 'static) {
+pub fn refresh_on(kinds: &'static [LogKind], status: RwSignal<FeedStatus>, refetch: impl Fn() + Clone + 'static) {
     let scheduled = StoredValue::new(false);
     subscribe(None, status, move |entry: LogEvent| {
-        if !kinds.contains(&entry.kind.as_str()) || scheduled.get_value() {
+        if !kinds.contains(&entry.kind) || scheduled.get_value() {
             return;
         }
         scheduled.set_value(true);

@@ -4,6 +4,7 @@ mod api;
 mod app;
 mod components;
 mod feed;
+mod log;
 mod pages;
 
 fn main() {

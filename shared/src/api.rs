@@ -44,6 +44,29 @@ mod tests {
     }
 
     #[test]
+    fn operator_actions_name_themselves_as_their_wire_tag() {
+        let (r, c, x) = (
+            RolloutId::parse("stable@a1").unwrap(),
+            Channel::parse("stable").unwrap(),
+            Closure::parse("/nix/store/x").unwrap(),
+        );
+        let all = [
+            OperatorAction::ApproveWave { rollout_id: r.clone(), wave: 1 },
+            OperatorAction::Promote { rollout_id: r.clone(), to_wave: 1, force: false },
+            OperatorAction::Pause { rollout_id: r.clone() },
+            OperatorAction::Resume { rollout_id: r.clone() },
+            OperatorAction::ClearFailure { rollout_id: r },
+            OperatorAction::Quarantine { channel: c.clone(), closure: x.clone() },
+            OperatorAction::Release { channel: c, closure: x },
+        ];
+        for action in all {
+            let json = serde_json::to_value(&action).unwrap();
+            assert_eq!(json["action"], action.name());
+            assert_eq!(serde_json::from_value::<OperatorAction>(json).unwrap(), action);
+        }
+    }
+
+    #[test]
     fn version_info_is_camel_case_and_strict() {
         let v: VersionInfo = serde_json::from_str(r#"{"name":"fleetwave","version":"0.1.0","api":"v1"}"#).unwrap();
         assert_eq!(v.api, "v1");
@@ -58,7 +81,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 use crate::ids::{Channel, Closure, Hostname, RolloutId};
-use crate::state::{HostState, RolloutState, WaitingOn};
+use crate::log::{Carried, LogEntry, LogKind};
+use crate::state::{Halt, HostState, RolloutState, WaitingOn};
 
 /// One host inside a rollout, as the dashboard draws it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,15 +101,6 @@ pub struct HostCell {
     pub last_event_seq: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
-pub struct HaltInfo {
-    pub host: Hostname,
-    pub reason: String,
-    pub at: DateTime<Utc>,
-}
-
 /// A rollout's own state, as carried by feed entries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -97,7 +112,7 @@ pub struct RolloutHeader {
     pub current_wave: u32,
     pub approved_waves: Vec<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub halt: Option<HaltInfo>,
+    pub halt: Option<Halt>,
     pub opened_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<DateTime<Utc>>,
@@ -144,25 +159,42 @@ pub struct RolloutDetail {
     pub as_of: i64,
 }
 
-/// `GET /api/v1/rollouts/{id}/events` and the feed's `data`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A committed event-log entry: a row of `GET /api/v1/rollouts/{id}/events` and the feed's
+/// `data`. The payload is kept as the JSON text it was stored as (the server sends it on
+/// without re-rendering it); [`LogEvent::entry`] reads it as the typed entry and
+/// [`LogEvent::carried`] the record or rollout it carries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct LogEvent {
     pub seq: i64,
     pub ts: DateTime<Utc>,
-    pub kind: String,
+    pub kind: LogKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rollout_id: Option<String>,
+    pub rollout_id: Option<RolloutId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
+    pub host: Option<Hostname>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel: Option<String>,
+    pub channel: Option<Channel>,
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
-    pub payload: serde_json::Value,
+    pub payload: Box<serde_json::value::RawValue>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+impl LogEvent {
+    /// The typed entry.
+    pub fn entry(&self) -> Result<LogEntry, serde_json::Error> {
+        LogEntry::from_payload(self.kind, &mut serde_json::Deserializer::from_str(self.payload.get()))
+    }
+
+    /// The record (`R`) or rollout (`O`) the entry carries, as the caller's view of them.
+    pub fn carried<R: serde::de::DeserializeOwned, O: serde::de::DeserializeOwned>(
+        &self,
+    ) -> Result<Carried<R, O>, serde_json::Error> {
+        serde_json::from_str(self.payload.get())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct EventsPage {
@@ -259,11 +291,91 @@ pub struct HostRecordView {
 }
 
 /// `GET /api/v1/hosts/{hostname}`: a host, its records across rollouts, its recent events.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct HostDetail {
     pub host: FleetHost,
     pub records: Vec<HostRecordView>,
     pub events: Vec<LogEvent>,
+}
+
+/// `POST /api/v1/manifests`: what came into force (also logged as `ManifestSetUpdated`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestSummary {
+    pub fleet_hash: String,
+    pub hosts: u64,
+    pub channels: u64,
+    pub rollouts: Vec<RolloutId>,
+    /// For each accepted manifest of the upload that opens no rollout, why (an identical
+    /// hostSet, or a newer release of its channel in force).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub opens_nothing: Vec<String>,
+}
+
+/// Operator actions (SPEC §7), as the reducer takes them and the log records them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "kebab-case", tag = "action")]
+pub enum OperatorAction {
+    #[serde(rename_all = "camelCase")]
+    ApproveWave {
+        rollout_id: RolloutId,
+        wave: u32,
+    },
+    #[serde(rename_all = "camelCase")]
+    Promote {
+        rollout_id: RolloutId,
+        to_wave: u32,
+        force: bool,
+    },
+    #[serde(rename_all = "camelCase")]
+    Pause {
+        rollout_id: RolloutId,
+    },
+    #[serde(rename_all = "camelCase")]
+    Resume {
+        rollout_id: RolloutId,
+    },
+    #[serde(rename_all = "camelCase")]
+    ClearFailure {
+        rollout_id: RolloutId,
+    },
+    Quarantine {
+        channel: Channel,
+        closure: Closure,
+    },
+    Release {
+        channel: Channel,
+        closure: Closure,
+    },
+}
+
+impl OperatorAction {
+    /// The action's name (the `action` tag on the wire).
+    pub fn name(&self) -> &'static str {
+        match self {
+            OperatorAction::ApproveWave { .. } => "approve-wave",
+            OperatorAction::Promote { .. } => "promote",
+            OperatorAction::Pause { .. } => "pause",
+            OperatorAction::Resume { .. } => "resume",
+            OperatorAction::ClearFailure { .. } => "clear-failure",
+            OperatorAction::Quarantine { .. } => "quarantine",
+            OperatorAction::Release { .. } => "release",
+        }
+    }
+
+    /// The rollout the action is about (`None` for quarantine actions).
+    pub fn rollout_id(&self) -> Option<&RolloutId> {
+        match self {
+            OperatorAction::ApproveWave { rollout_id, .. }
+            | OperatorAction::Promote { rollout_id, .. }
+            | OperatorAction::Pause { rollout_id }
+            | OperatorAction::Resume { rollout_id }
+            | OperatorAction::ClearFailure { rollout_id } => Some(rollout_id),
+            OperatorAction::Quarantine { .. } | OperatorAction::Release { .. } => None,
+        }
+    }
 }

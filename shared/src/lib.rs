@@ -8,6 +8,7 @@ pub mod agent;
 pub mod api;
 pub mod ids;
 pub mod limits;
+pub mod log;
 pub mod manifest;
 pub mod state;
 

@@ -97,6 +97,70 @@ impl fmt::Display for RolloutState {
     }
 }
 
+/// Which host halted a rollout, why and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Halt {
+    pub host: Hostname,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Who moved a rollout to its next wave: the planner when the wave completed, or an operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum AdvancedBy {
+    Auto,
+    Operator,
+}
+
+impl AdvancedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdvancedBy::Auto => "auto",
+            AdvancedBy::Operator => "operator",
+        }
+    }
+}
+
+/// The kinds of input the rollout state machine takes (SPEC §4), as logged with a state change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "kebab-case")]
+pub enum RolloutInputKind {
+    HostFailed,
+    Pause,
+    Resume,
+    ClearFailure,
+    ApproveWave,
+    Promote,
+    Evaluate,
+    Supersede,
+}
+
+impl RolloutInputKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutInputKind::HostFailed => "host-failed",
+            RolloutInputKind::Pause => "pause",
+            RolloutInputKind::Resume => "resume",
+            RolloutInputKind::ClearFailure => "clear-failure",
+            RolloutInputKind::ApproveWave => "approve-wave",
+            RolloutInputKind::Promote => "promote",
+            RolloutInputKind::Evaluate => "evaluate",
+            RolloutInputKind::Supersede => "supersede",
+        }
+    }
+}
+
+impl fmt::Display for RolloutInputKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The gates that can hold a Pending host back, in the order they are checked (SPEC §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -112,6 +176,17 @@ pub enum Gate {
 }
 
 impl Gate {
+    /// In the order they are checked.
+    pub const ALL: [Gate; 7] = [
+        Gate::Quarantine,
+        Gate::RolloutState,
+        Gate::ChannelEdge,
+        Gate::Wave,
+        Gate::Approval,
+        Gate::HostEdge,
+        Gate::Budget,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Gate::Quarantine => "quarantine",
@@ -301,6 +376,19 @@ mod tests {
         assert!(serde_json::from_str::<HostEvent>(extra).is_err());
         let unknown = r#"{"kind":"Exploded","seq":1}"#;
         assert!(serde_json::from_str::<HostEvent>(unknown).is_err());
+    }
+
+    #[test]
+    fn rollout_input_kinds_name_themselves_as_serde_does() {
+        use RolloutInputKind as K;
+        for kind in
+            [K::HostFailed, K::Pause, K::Resume, K::ClearFailure, K::ApproveWave, K::Promote, K::Evaluate, K::Supersede]
+        {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+        for by in [AdvancedBy::Auto, AdvancedBy::Operator] {
+            assert_eq!(serde_json::to_value(by).unwrap(), by.as_str());
+        }
     }
 
     #[test]

@@ -81,7 +81,7 @@ fn bench(c: &mut Criterion) {
         assert_eq!((s.state.rollouts.len(), hosts), (channels, channels * HOSTS_PER_CHANNEL));
         eprintln!("plan pass over {hosts} hosts / {channels} rollouts yields {} actions", actions.len());
         group.bench_function(format!("{hosts} hosts {channels} rollouts"), |b| {
-            b.iter(|| plan_next(&s.set, &s.state, &s.quarantines, s.now));
+            b.iter(|| plan_next(s.set(), &s.state, &s.quarantines, s.now));
         });
     }
     group.finish();
@@ -95,7 +95,7 @@ fn bench(c: &mut Criterion) {
         let hosts: usize = s.state.records.values().map(|r| r.len()).sum();
         eprintln!("settled pass over {hosts} hosts yields {} actions", s.plan().len());
         group.bench_function(format!("{hosts} hosts {channels} rollouts"), |b| {
-            b.iter(|| plan_next(&s.set, &s.state, &s.quarantines, s.now));
+            b.iter(|| plan_next(s.set(), &s.state, &s.quarantines, s.now));
         });
     }
     group.finish();
@@ -112,7 +112,7 @@ fn bench(c: &mut Criterion) {
             let id = s.state.rollouts.keys().nth(rollout).unwrap().clone();
             let scope = BTreeSet::from([id]);
             group.bench_function(format!("{hosts} hosts, 1 rollout {label}"), |b| {
-                b.iter(|| plan_rollouts(&s.set, &s.state, &s.quarantines, s.now, Some(&scope)));
+                b.iter(|| plan_rollouts(s.set(), &s.state, &s.quarantines, s.now, Some(&scope)));
             });
         }
     }

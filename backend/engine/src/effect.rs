@@ -1,13 +1,14 @@
-//! Effects: descriptions of IO that the pure functions return and the applier executes.
+//! Effects: what the pure state machines ask for beyond their own state. The controller
+//! ([`crate::controller`]) carries them out in memory and hands the applier what to persist.
 
-use serde_json::Value;
+use shared::log::LogEntry;
 use shared::state::HostState;
 use shared::{Channel, Closure, Hostname, RolloutId};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    /// Append one row to the event log.
-    Log(LogEntry),
+    /// Append one entry to the event log.
+    Log(Log),
     /// A record changed state; the rollout machine reacts (halt on Failed, completion).
     HostStateChanged { rollout_id: RolloutId, host: Hostname, from: HostState, to: HostState },
     /// Never dispatch `closure` to `channel` again until released (a host rolled back from it).
@@ -18,12 +19,11 @@ pub enum Effect {
     Excuse { rollout_id: RolloutId, host: Hostname },
 }
 
-/// An event-log row before it has a `seq` and `ts` (the applier assigns both).
+/// An event-log entry and what it is about, before it has a `seq` and `ts`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LogEntry {
-    pub kind: &'static str,
+pub struct Log {
     pub rollout_id: Option<RolloutId>,
     pub host: Option<Hostname>,
     pub channel: Option<Channel>,
-    pub payload: Value,
+    pub entry: LogEntry,
 }

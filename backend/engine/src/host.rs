@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use shared::limits::MAX_PROBES;
+use shared::log::{HostEventApplied, LogEntry};
 use shared::manifest::HealthFailurePolicy;
 use shared::state::{HostEvent, HostRolloutSnapshot, HostState, ProbeMode, ProbeStatus, WaitingOn};
 use shared::{Channel, Closure, Hostname, RolloutId};
 
-use crate::effect::{Effect, LogEntry};
+use crate::effect::{Effect, Log};
 
 /// The state of one host inside one rollout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -337,12 +337,16 @@ pub fn step(
     next.stuck = false;
 
     let mut effects = Vec::with_capacity(2 + extra.len());
-    effects.push(Effect::Log(LogEntry {
-        kind: "HostEvent",
+    effects.push(Effect::Log(Log {
         rollout_id: Some(record.rollout_id.clone()),
         host: Some(record.hostname.clone()),
         channel: Some(record.channel.clone()),
-        payload: json!({ "event": event, "from": record.state, "to": next.state }),
+        entry: LogEntry::HostEvent(HostEventApplied {
+            event: event.clone(),
+            from: record.state,
+            to: next.state,
+            synthesized: false,
+        }),
     }));
     if next.state != record.state {
         effects.push(Effect::HostStateChanged {

@@ -10,8 +10,12 @@
 //! - [`planner`]: `plan_next` (every rollout), `plan_rollouts` (chosen rollouts) and the gates
 //!   (SPEC §5).
 //! - [`state`]: the in-memory fleet state and the pure operations that change it.
+//! - [`controller`]: what each reducer input does — agent events, heartbeats (recovery
+//!   synthesis, presence), manifest sets, operator actions, quarantines, plan passes — and
+//!   the writes it leaves for the applier.
 //! - [`sign`], [`release`]: what CI does — sign canonical JSON, project a fleet into manifests.
 
+pub mod controller;
 pub mod effect;
 pub mod fleet;
 pub mod host;

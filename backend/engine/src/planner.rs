@@ -12,7 +12,9 @@ use shared::{Channel, Closure, Hostname, RolloutId};
 
 use crate::fleet::{HostFacts, Placement, WaveSpec};
 use crate::host::HostRecord;
-use crate::rollout::{Halt, Rollout, wave_complete};
+use shared::state::Halt;
+
+use crate::rollout::{Rollout, wave_complete};
 use crate::state::{FleetState, ManifestSet, Quarantines};
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,11 +5,12 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
-use shared::state::{HostState, RolloutState};
+use shared::log::{self, LogEntry};
+use shared::state::{AdvancedBy, Halt};
+use shared::state::{HostState, RolloutInputKind, RolloutState};
 use shared::{Channel, Hostname, RolloutId};
 
-use crate::effect::{Effect, LogEntry};
+use crate::effect::{Effect, Log};
 use crate::fleet::{Placement, VerifiedFleet};
 use crate::host::HostRecord;
 
@@ -30,15 +31,6 @@ pub struct Rollout {
     pub superseded_by: Option<RolloutId>,
 }
 
-/// Which host halted the rollout and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Halt {
-    pub host: Hostname,
-    pub reason: String,
-    pub at: DateTime<Utc>,
-}
-
 impl Rollout {
     pub fn open(id: RolloutId, channel: Channel, opened_seq: u64, now: DateTime<Utc>) -> Rollout {
         Rollout {
@@ -54,13 +46,6 @@ impl Rollout {
             superseded_by: None,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AdvancedBy {
-    Auto,
-    Operator,
 }
 
 /// Everything that can change a rollout.
@@ -92,16 +77,16 @@ pub enum RolloutInput {
 }
 
 impl RolloutInput {
-    pub fn name(&self) -> &'static str {
+    pub fn kind(&self) -> RolloutInputKind {
         match self {
-            RolloutInput::HostFailed { .. } => "host-failed",
-            RolloutInput::Pause => "pause",
-            RolloutInput::Resume => "resume",
-            RolloutInput::ClearFailure => "clear-failure",
-            RolloutInput::Approve { .. } => "approve-wave",
-            RolloutInput::AdvanceWave { .. } => "promote",
-            RolloutInput::Evaluate => "evaluate",
-            RolloutInput::Supersede { .. } => "supersede",
+            RolloutInput::HostFailed { .. } => RolloutInputKind::HostFailed,
+            RolloutInput::Pause => RolloutInputKind::Pause,
+            RolloutInput::Resume => RolloutInputKind::Resume,
+            RolloutInput::ClearFailure => RolloutInputKind::ClearFailure,
+            RolloutInput::Approve { .. } => RolloutInputKind::ApproveWave,
+            RolloutInput::AdvanceWave { .. } => RolloutInputKind::Promote,
+            RolloutInput::Evaluate => RolloutInputKind::Evaluate,
+            RolloutInput::Supersede { .. } => RolloutInputKind::Supersede,
         }
     }
 }
@@ -109,7 +94,7 @@ impl RolloutInput {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RolloutError {
     #[error("{input} does not apply to a rollout that is {state}")]
-    IllegalForState { state: RolloutState, input: &'static str },
+    IllegalForState { state: RolloutState, input: RolloutInputKind },
     #[error("{0}")]
     NotApplicable(String),
 }
@@ -127,14 +112,8 @@ pub struct RolloutTransition {
     pub effects: Vec<Effect>,
 }
 
-fn log(rollout: &Rollout, kind: &'static str, payload: serde_json::Value) -> Effect {
-    Effect::Log(LogEntry {
-        kind,
-        rollout_id: Some(rollout.id.clone()),
-        host: None,
-        channel: Some(rollout.channel.clone()),
-        payload,
-    })
+fn log(rollout: &Rollout, entry: LogEntry) -> Effect {
+    Effect::Log(Log { rollout_id: Some(rollout.id.clone()), host: None, channel: Some(rollout.channel.clone()), entry })
 }
 
 /// A wave of `channel` is complete when it has hosts in this rollout and every one of them is
@@ -168,7 +147,7 @@ where
     I: Iterator<Item = &'r HostRecord> + Clone,
 {
     use RolloutState as S;
-    let illegal = || RolloutError::IllegalForState { state: rollout.state, input: input.name() };
+    let illegal = || RolloutError::IllegalForState { state: rollout.state, input: input.kind() };
     if rollout.state.is_terminal() {
         return Err(illegal());
     }
@@ -271,8 +250,12 @@ where
             next.current_wave = *to;
             effects.push(log(
                 &next,
-                "WaveAdvanced",
-                json!({ "from": rollout.current_wave, "to": to, "by": by, "force": force }),
+                LogEntry::WaveAdvanced(log::WaveAdvanced {
+                    from: rollout.current_wave,
+                    to: *to,
+                    by: *by,
+                    force: *force,
+                }),
             ));
             return Ok(RolloutTransition { rollout: next, effects });
         }
@@ -297,12 +280,17 @@ where
             0,
             log(
                 &next,
-                "RolloutStateChanged",
-                json!({ "from": rollout.state, "to": next.state, "input": input.name(), "halt": next.halt, "supersededBy": next.superseded_by }),
+                LogEntry::RolloutStateChanged(log::RolloutStateChanged {
+                    from: rollout.state,
+                    to: next.state,
+                    input: input.kind(),
+                    halt: next.halt.clone(),
+                    superseded_by: next.superseded_by.clone(),
+                }),
             ),
         );
     } else if let RolloutInput::Approve { wave } = input {
-        effects.insert(0, log(&next, "WaveApproved", json!({ "wave": wave })));
+        effects.insert(0, log(&next, LogEntry::WaveApproved(log::WaveApproved { wave: *wave })));
     }
     Ok(RolloutTransition { rollout: next, effects })
 }

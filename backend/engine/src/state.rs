@@ -5,15 +5,17 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
+use shared::log::{self, LogEntry};
 use shared::{Channel, Closure, Hostname, RolloutId};
 
-use crate::effect::{Effect, LogEntry};
+use crate::effect::{Effect, Log};
 use crate::fleet::Placement;
 use crate::fleet::VerifiedFleet;
 use crate::host::{Dispatch, HostRecord, StepPolicy, TransitionError, step};
 use crate::planner::PlanAction;
-use crate::rollout::{self, AdvancedBy, Rollout, RolloutContext, RolloutError, RolloutInput};
+use shared::state::AdvancedBy;
+
+use crate::rollout::{self, Rollout, RolloutContext, RolloutError, RolloutInput};
 use crate::verify::VerifiedManifest;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -261,12 +263,12 @@ impl FleetState {
                 let stuck = since.is_some_and(|since| now - since >= stuck_after);
                 if stuck != record.stuck {
                     record.stuck = stuck;
-                    effects.push(Effect::Log(LogEntry {
-                        kind: if stuck { "HostStuck" } else { "HostUnstuck" },
+                    let change = log::StuckChange { state: record.state, since };
+                    effects.push(Effect::Log(Log {
                         rollout_id: Some(id.clone()),
                         host: Some(record.hostname.clone()),
                         channel: Some(record.channel.clone()),
-                        payload: json!({ "state": record.state, "since": since }),
+                        entry: if stuck { LogEntry::HostStuck(change) } else { LogEntry::HostUnstuck(change) },
                     }));
                 }
             }
@@ -294,12 +296,14 @@ impl FleetState {
                 record.dispatch = Some(Dispatch { queued_at: now, soak_seconds: *soak_seconds });
                 record.waiting_on = None;
                 record.last_progress_at = now;
-                vec![Effect::Log(LogEntry {
-                    kind: "DispatchQueued",
+                vec![Effect::Log(Log {
                     rollout_id: Some(rollout_id.clone()),
                     host: Some(host.clone()),
                     channel: Some(record.channel.clone()),
-                    payload: json!({ "targetClosure": target_closure, "soakSeconds": soak_seconds }),
+                    entry: LogEntry::DispatchQueued(log::DispatchQueued {
+                        target_closure: target_closure.clone(),
+                        soak_seconds: *soak_seconds,
+                    }),
                 })]
             }
             PlanAction::Hold { host, rollout_id, gate, reason } => {
@@ -310,12 +314,11 @@ impl FleetState {
                     return vec![];
                 }
                 record.waiting_on = Some(shared::state::WaitingOn { gate: *gate, reason: reason.clone(), since: now });
-                vec![Effect::Log(LogEntry {
-                    kind: "HostHeld",
+                vec![Effect::Log(Log {
                     rollout_id: Some(rollout_id.clone()),
                     host: Some(host.clone()),
                     channel: Some(record.channel.clone()),
-                    payload: json!({ "gate": gate, "reason": reason }),
+                    entry: LogEntry::HostHeld(log::HostHeld { gate: *gate, reason: reason.clone() }),
                 })]
             }
         }
@@ -357,16 +360,20 @@ impl FleetState {
                 )
             })
             .collect();
-        effects.push(Effect::Log(LogEntry {
-            kind: "RolloutOpened",
+        let host_set = manifest
+            .manifest
+            .host_set
+            .iter()
+            .map(|e| log::OpenedHost { hostname: e.hostname.clone(), target_closure: e.target_closure.clone() })
+            .collect();
+        effects.push(Effect::Log(Log {
             rollout_id: Some(id.clone()),
             host: None,
             channel: Some(channel),
-            // The host set makes the log self-sufficient: replaying it recreates these records.
-            payload: json!({
-                "hosts": records.len(),
-                "signedAt": manifest.signed_at,
-                "hostSet": manifest.manifest.host_set.iter().map(|e| json!({"hostname": e.hostname, "targetClosure": e.target_closure})).collect::<Vec<_>>(),
+            entry: LogEntry::RolloutOpened(log::RolloutOpened {
+                hosts: records.len() as u64,
+                signed_at: manifest.signed_at,
+                host_set,
             }),
         }));
         self.rollouts.insert(id.clone(), rollout);

@@ -7,7 +7,11 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use shared::manifest::{SignedArtifact, TrustConfig};
 
+use shared::log::LogEntry;
+
+use crate::controller::{LogRow, Write};
 use crate::fleet::VerifiedFleet;
+use crate::planner::PlanAction;
 use crate::release;
 use crate::sign::{public_key_b64, sign_value};
 use crate::state::ManifestSet;
@@ -193,46 +197,60 @@ impl FleetBuilder {
     }
 }
 
-/// A whole control plane without IO: manifests, state, quarantines and a clock that tests
-/// move by hand. Plays the reducer's part for planner and machine scenarios.
+/// The control plane's [`Controller`](crate::controller::Controller) with a clock that tests
+/// move by hand and agents' seqs counted for them. Derefs to the controller.
 #[derive(Debug, Clone)]
 pub struct Scenario {
-    pub set: ManifestSet,
-    pub state: crate::state::FleetState,
-    pub quarantines: crate::state::Quarantines,
+    pub controller: crate::controller::Controller,
     pub now: DateTime<Utc>,
     seqs: std::collections::HashMap<(String, String), u64>,
 }
 
+impl std::ops::Deref for Scenario {
+    type Target = crate::controller::Controller;
+
+    fn deref(&self) -> &Self::Target {
+        &self.controller
+    }
+}
+
+impl std::ops::DerefMut for Scenario {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.controller
+    }
+}
+
 impl Scenario {
     pub fn new(set: ManifestSet) -> Scenario {
-        Scenario {
-            set,
-            state: Default::default(),
-            quarantines: Default::default(),
-            now: t0(),
-            seqs: Default::default(),
-        }
+        let restored = crate::controller::Restored { set: Some(set), ..Default::default() };
+        Scenario { controller: crate::controller::Controller::new(restored), now: t0(), seqs: Default::default() }
     }
 
+    /// The manifest set in force.
+    pub fn set(&self) -> &ManifestSet {
+        self.controller.set().unwrap_or_else(|| panic!("the scenario has no manifest set"))
+    }
+
+    /// Uploads a verified manifest set, as `POST /api/v1/manifests` does.
+    pub fn upload(&mut self, set: ManifestSet) -> shared::api::ManifestSummary {
+        let now = self.now;
+        self.controller.manifests(now, set, &mut Vec::new()).unwrap_or_else(|e| panic!("testkit upload: {e}"))
+    }
+
+    /// What a plan pass would do now, without doing it.
     pub fn plan(&self) -> Vec<crate::planner::PlanAction> {
-        crate::planner::plan_next(&self.set, &self.state, &self.quarantines, self.now)
+        crate::planner::plan_next(self.set(), &self.state, &self.quarantines, self.now)
     }
 
-    /// One plan pass, applied; when it opened rollouts, a second pass plans them at once.
-    pub fn tick(&mut self) -> Vec<crate::planner::PlanAction> {
-        let mut all = Vec::new();
-        loop {
-            let actions = self.plan();
-            let opened = actions.iter().any(|a| matches!(a, crate::planner::PlanAction::OpenRollout { .. }));
-            for action in &actions {
-                self.state.apply_action(&self.set, action, self.now);
-            }
-            all.extend(actions);
-            if !opened {
-                return all;
-            }
-        }
+    /// A full plan pass through the controller (as on a plan tick): the planner actions it
+    /// applied, read back from the log rows they wrote (an unchanged hold writes none, and
+    /// the planner does not repeat one).
+    pub fn tick(&mut self) -> Vec<PlanAction> {
+        let mut out = Vec::new();
+        self.controller.request_plan();
+        let now = self.now;
+        self.controller.plan(now, &mut out);
+        rows(out).into_iter().filter_map(applied_action).collect()
     }
 
     pub fn advance(&mut self, seconds: i64) {
@@ -257,29 +275,26 @@ impl Scenario {
         self.state.rollouts.get(&Self::rid(rollout)).unwrap_or_else(|| panic!("no rollout {rollout}"))
     }
 
-    /// Sends an event (`fields` without kind and seq; the next seq is added) as the agent would,
-    /// and applies its quarantine effects.
+    /// Sends an event (`fields` without kind and seq; the next seq is added) as the agent
+    /// would, through the controller: the log rows it wrote. (The reducer would plan the
+    /// rollout next, since a host moved; a scenario plans when the test calls [`Self::tick`].)
     pub fn send(
         &mut self,
         rollout: &str,
         host: &str,
         kind: &str,
         mut fields: Value,
-    ) -> Result<Vec<crate::effect::Effect>, crate::state::HostEventError> {
+    ) -> Result<Vec<LogRow>, crate::controller::Refusal> {
         let seq = self.seqs.entry((rollout.into(), host.into())).or_insert(0);
         *seq += 1;
         fields["kind"] = json!(kind);
         fields["seq"] = json!(*seq);
         let event: shared::state::HostEvent =
             serde_json::from_value(fields).unwrap_or_else(|e| panic!("testkit event: {e}"));
-        let effects =
-            self.state.apply_host_event(&self.set.fleet, &Self::rid(rollout), &Self::host(host), &event, self.now)?;
-        for effect in &effects {
-            if let crate::effect::Effect::Quarantine { channel, closure, .. } = effect {
-                self.quarantines.insert((channel.clone(), closure.clone()));
-            }
-        }
-        Ok(effects)
+        let mut out = Vec::new();
+        let now = self.now;
+        self.controller.host_event(now, &Self::host(host), &Self::rid(rollout), &event, &mut out)?;
+        Ok(rows(out))
     }
 
     /// Drives a dispatched host through ack and activation into Soaking.
@@ -313,14 +328,42 @@ impl Scenario {
             .unwrap_or_else(|e| panic!("{e}"));
     }
 
-    /// Hosts the last actions dispatched, in order.
-    pub fn dispatched(actions: &[crate::planner::PlanAction]) -> Vec<String> {
+    /// Hosts the actions dispatched, in order.
+    pub fn dispatched(actions: &[PlanAction]) -> Vec<String> {
         actions
             .iter()
             .filter_map(|a| match a {
-                crate::planner::PlanAction::QueueDispatch { host, .. } => Some(host.to_string()),
+                PlanAction::QueueDispatch { host, .. } => Some(host.to_string()),
                 _ => None,
             })
             .collect()
     }
+}
+
+/// The planner action a log row records, if it records one.
+fn applied_action(row: LogRow) -> Option<PlanAction> {
+    let rollout_id = row.rollout_id?;
+    Some(match row.entry {
+        LogEntry::RolloutOpened(_) => PlanAction::OpenRollout { rollout_id },
+        LogEntry::WaveAdvanced(w) => PlanAction::AdvanceWave { rollout_id, to: w.to },
+        LogEntry::DispatchQueued(d) => PlanAction::QueueDispatch {
+            host: row.host?,
+            rollout_id,
+            target_closure: d.target_closure,
+            soak_seconds: d.soak_seconds,
+        },
+        LogEntry::HostHeld(h) => PlanAction::Hold { host: row.host?, rollout_id, gate: h.gate, reason: h.reason },
+        _ => return None,
+    })
+}
+
+/// The log rows among a controller's writes.
+fn rows(writes: Vec<Write>) -> Vec<LogRow> {
+    writes
+        .into_iter()
+        .filter_map(|w| match w {
+            Write::Log(row) => Some(*row),
+            Write::Presence { .. } => None,
+        })
+        .collect()
 }

@@ -5,6 +5,7 @@ use engine::effect::Effect;
 use engine::host::{HostRecord, StepPolicy, TransitionError, step};
 use engine::testkit::at;
 use serde_json::json;
+use shared::log::LogEntry;
 use shared::manifest::HealthFailurePolicy;
 use shared::state::{HostEvent, HostState, ProbeMode, ProbeStatus};
 use shared::{Channel, Closure, Hostname, RolloutId};
@@ -118,7 +119,10 @@ fn every_state_event_pair_is_documented_or_illegal() {
                     let Effect::Log(entry) = &t.effects[0] else {
                         panic!("{state} + {kind}: first effect is the log row")
                     };
-                    assert_eq!((entry.kind, entry.payload["event"]["kind"].as_str()), ("HostEvent", Some(kind)));
+                    let LogEntry::HostEvent(applied) = &entry.entry else {
+                        panic!("{state} + {kind}: the log row is a HostEvent entry")
+                    };
+                    assert_eq!((applied.event.kind(), applied.from, applied.to), (kind, state, to));
                     let changed = t.effects.iter().any(
                         |e| matches!(e, Effect::HostStateChanged { from, to: t, .. } if *from == state && *t == to),
                     );

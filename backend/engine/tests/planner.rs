@@ -2,9 +2,10 @@
 //! supersession and determinism.
 
 use engine::planner::PlanAction;
-use engine::rollout::{AdvancedBy, RolloutInput};
+use engine::rollout::RolloutInput;
 use engine::testkit::{FleetBuilder, Scenario, t0};
 use serde_json::json;
+use shared::state::AdvancedBy;
 use shared::state::{Gate, HostState, RolloutState};
 use shared::{Channel, Closure};
 
@@ -16,7 +17,7 @@ fn hold_of<'a>(actions: &'a [PlanAction], host: &str) -> Option<(Gate, &'a str)>
 }
 
 fn input(s: &mut Scenario, rollout: &str, input: RolloutInput) {
-    let fleet = s.set.fleet.clone();
+    let fleet = s.set().fleet.clone();
     let now = s.now;
     s.state.apply_rollout_input(&fleet, &Scenario::rid(rollout), &input, now).unwrap();
 }
@@ -108,7 +109,8 @@ fn channel_edge_with_a_missing_predecessor_rollout_blocks() {
     let mut s = Scenario::new(two_channels().manifest_set("c0ffee"));
     // Open only stable's rollout: canary has a verified manifest but no rollout row.
     let open = PlanAction::OpenRollout { rollout_id: Scenario::rid("stable@c0ffee") };
-    s.state.apply_action(&s.set.clone(), &open, t0());
+    let set = s.set().clone();
+    s.state.apply_action(&set, &open, t0());
     let actions = s.plan();
     let (gate, reason) = hold_of(&actions, "s1").unwrap();
     assert_eq!(gate, Gate::ChannelEdge);
@@ -276,10 +278,10 @@ fn a_newer_release_supersedes_the_open_rollout_and_withdraws_its_dispatches() {
     s.tick();
     assert!(s.record(R, "a").dispatch.is_some());
     let (v2_fleet, v2) = fleet.release_closures("stable", "v2").release("d00d", t0() + chrono::Duration::minutes(5));
-    let mut manifests: Vec<_> = s.set.iter().cloned().collect();
+    let mut manifests: Vec<_> = s.set().iter().cloned().collect();
     manifests.extend(v2);
     // The new release comes with a new fleet document (new closures, new hash).
-    s.set = engine::state::ManifestSet::new(v2_fleet, manifests);
+    s.upload(engine::state::ManifestSet::new(v2_fleet, manifests));
     let actions = s.tick();
     assert_eq!(actions[0], PlanAction::OpenRollout { rollout_id: Scenario::rid("stable@d00d") });
     assert_eq!(s.rollout(R).state, RolloutState::Superseded);
@@ -295,9 +297,10 @@ fn a_release_with_an_identical_host_set_opens_nothing() {
     let mut s = Scenario::new(fleet.manifest_set("c0ffee"));
     s.tick();
     let (_, again) = fleet.release("beef", t0() + chrono::Duration::minutes(5));
-    let mut manifests: Vec<_> = s.set.iter().cloned().collect();
+    let mut manifests: Vec<_> = s.set().iter().cloned().collect();
     manifests.extend(again);
-    s.set = engine::state::ManifestSet::new(s.set.fleet.clone(), manifests);
+    let fleet = s.set().fleet.clone();
+    s.upload(engine::state::ManifestSet::new(fleet, manifests));
     assert!(!s.tick().iter().any(|a| matches!(a, PlanAction::OpenRollout { .. })));
     assert!(!s.state.rollouts.contains_key(&Scenario::rid("stable@beef")));
 }
@@ -338,14 +341,15 @@ fn equal_inputs_give_equal_actions_in_rollout_then_host_order() {
 fn unchanged_holds_are_not_logged_again() {
     let mut s = Scenario::new(single(&["a", "b"]).waves("stable", &[&["a"], &["b"]]).manifest_set("c0ffee"));
     s.tick();
-    let set = s.set.clone();
+    let set = s.set().clone();
     let mut logged = 0;
     for _ in 0..100 {
         s.advance(15);
         let actions = s.plan();
         assert!(hold_of(&actions, "b").is_none(), "a recorded hold is not planned again: {actions:?}");
+        let now = s.now;
         for action in actions {
-            logged += s.state.apply_action(&set, &action, s.now).len();
+            logged += s.state.apply_action(&set, &action, now).len();
         }
     }
     assert_eq!(logged, 0, "100 passes of a waiting fleet log nothing");
@@ -373,22 +377,22 @@ fn a_pass_over_some_rollouts_answers_for_them_as_a_full_pass_does_and_counts_bud
     let mut s = Scenario::new(set);
     let opened = s.plan();
     for action in &opened {
-        let effects = s.state.apply_action(&s.set, action, s.now);
-        drop(effects);
+        let (set, now) = (s.set().clone(), s.now);
+        drop(s.state.apply_action(&set, action, now));
     }
     // Before anything is dispatched, green alone: g1 takes the free budget, g2 goes too.
     let green = std::collections::BTreeSet::from([Scenario::rid("green@c0ffee")]);
-    let scoped = engine::planner::plan_rollouts(&s.set, &s.state, &s.quarantines, s.now, Some(&green));
+    let scoped = engine::planner::plan_rollouts(s.set(), &s.state, &s.quarantines, s.now, Some(&green));
     assert_eq!(Scenario::dispatched(&scoped), ["g1", "g2"]);
     // The full pass gives the budget to blue (it sorts first); green's share of it is what a
     // pass over green alone answers once blue's host is in flight.
     let full = s.plan();
     assert_eq!(Scenario::dispatched(&full), ["b1", "b2", "g2"]);
     for action in &full {
-        let effects = s.state.apply_action(&s.set, action, s.now);
-        drop(effects);
+        let (set, now) = (s.set().clone(), s.now);
+        drop(s.state.apply_action(&set, action, now));
     }
-    let scoped = engine::planner::plan_rollouts(&s.set, &s.state, &s.quarantines, s.now, Some(&green));
+    let scoped = engine::planner::plan_rollouts(s.set(), &s.state, &s.quarantines, s.now, Some(&green));
     assert!(scoped.is_empty(), "g1's budget hold is recorded, b1 holds the budget: {scoped:?}");
     assert_eq!(s.record("green@c0ffee", "g1").waiting_on.as_ref().map(|w| w.gate), Some(Gate::Budget));
 }

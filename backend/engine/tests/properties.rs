@@ -3,11 +3,12 @@
 
 use chrono::Duration;
 use engine::host::{HostRecord, StepPolicy, TransitionError, step};
-use engine::rollout::{AdvancedBy, RolloutInput};
+use engine::rollout::RolloutInput;
 use engine::testkit::{FleetBuilder, Scenario, at};
 use proptest::prelude::*;
 use serde_json::json;
 use shared::manifest::HealthFailurePolicy;
+use shared::state::AdvancedBy;
 use shared::state::{HostEvent, HostState, RolloutState};
 use shared::{Channel, Closure, Hostname, RolloutId};
 
@@ -116,7 +117,7 @@ proptest! {
     #[test]
     fn rollout_machine_invariants_hold_for_any_inputs(ops in prop::collection::vec(arb_op(), 1..50)) {
         let mut s = scenario();
-        let fleet = s.set.fleet.clone();
+        let fleet = s.set().fleet.clone();
         let id = Scenario::rid(R);
         for op in ops {
             let before = s.rollout(R).clone();
@@ -132,14 +133,16 @@ proptest! {
                         6 => RolloutInput::HostFailed { host: Scenario::host("a"), reason: "r".into() },
                         _ => RolloutInput::Supersede { by: Scenario::rid("stable@d00d") },
                     };
-                    let result = s.state.apply_rollout_input(&fleet, &id, &input, s.now);
+                    let now = s.now;
+                    let result = s.state.apply_rollout_input(&fleet, &id, &input, now);
                     if result.is_err() {
                         prop_assert_eq!(s.rollout(R), &before, "a refused input changes nothing");
                     }
                 }
                 Op::Event(h, event) => {
                     // Events arrive with whatever seq the agent sends; rejections are fine.
-                    let _ = s.state.apply_host_event(&fleet, &id, &Scenario::host(HOSTS[h]), &event, s.now);
+                    let now = s.now;
+                    let _ = s.state.apply_host_event(&fleet, &id, &Scenario::host(HOSTS[h]), &event, now);
                 }
                 Op::Tick(secs) => {
                     s.advance(secs);
@@ -284,11 +287,12 @@ proptest! {
         ops in prop::collection::vec((0usize..4, arb_extreme_event(), 0i64..900), 1..30),
     ) {
         let mut s = scenario();
-        let fleet = s.set.fleet.clone();
+        let fleet = s.set().fleet.clone();
         let id = Scenario::rid(R);
         for (h, event, secs) in ops {
             let before = s.rollout(R).clone();
-            let _ = s.state.apply_host_event(&fleet, &id, &Scenario::host(HOSTS[h]), &event, s.now);
+            let now = s.now;
+            let _ = s.state.apply_host_event(&fleet, &id, &Scenario::host(HOSTS[h]), &event, now);
             s.advance(secs);
             s.tick();
             prop_assert!(s.rollout(R).current_wave >= before.current_wave);

@@ -1,9 +1,11 @@
 //! The rollout state machine (SPEC §4).
 
 use engine::effect::Effect;
-use engine::rollout::{AdvancedBy, RolloutError, RolloutInput};
+use engine::rollout::{RolloutError, RolloutInput};
 use engine::testkit::{FleetBuilder, Scenario};
 use serde_json::json;
+use shared::log::{LogEntry, WaveAdvanced};
+use shared::state::AdvancedBy;
 use shared::state::{HostState, RolloutState};
 
 const R: &str = "stable@c0ffee";
@@ -24,8 +26,8 @@ fn scenario() -> Scenario {
 }
 
 fn input(s: &mut Scenario, input: RolloutInput) -> Result<Vec<Effect>, RolloutError> {
-    let fleet = s.set.fleet.clone();
-    s.state.apply_rollout_input(&fleet, &Scenario::rid(R), &input, s.now)
+    let (fleet, now) = (s.set().fleet.clone(), s.now);
+    s.state.apply_rollout_input(&fleet, &Scenario::rid(R), &input, now)
 }
 
 fn all_inputs() -> Vec<RolloutInput> {
@@ -59,7 +61,7 @@ fn state_input_table() {
                     HostState::Converged;
             }
             s.state.rollouts.get_mut(&Scenario::rid(R)).unwrap().state = from;
-            let name = input_.name();
+            let name = input_.kind();
             let result = input(&mut s, input_);
             match want {
                 Some(to) => {
@@ -180,8 +182,15 @@ fn current_wave_only_grows_and_promote_rules() {
     let effects = input(&mut s, promote(1, true)).unwrap();
     assert_eq!(s.rollout(R).current_wave, 1);
     let Effect::Log(entry) = &effects[0] else { panic!("log") };
-    assert_eq!(entry.kind, "WaveAdvanced");
-    assert_eq!(entry.payload, json!({"from": 0, "to": 1, "by": "operator", "force": true}));
+    assert_eq!(
+        entry.entry,
+        LogEntry::WaveAdvanced(WaveAdvanced { from: 0, to: 1, by: AdvancedBy::Operator, force: true })
+    );
+    // As stored (and as stored before the entries were typed).
+    assert_eq!(
+        serde_json::to_value(entry.entry.payload()).unwrap(),
+        json!({"from": 0, "to": 1, "by": "operator", "force": true})
+    );
     assert!(input(&mut s, promote(0, true)).is_err(), "never moves back, even forced");
 }
 

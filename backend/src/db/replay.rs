@@ -7,10 +7,12 @@ use std::collections::BTreeMap;
 
 use engine::host::HostRecord;
 use engine::rollout::Rollout;
-use shared::{Closure, Hostname, RolloutId};
+use shared::api::LogEvent;
+use shared::log::{Carried, LogEntry};
+use shared::{Hostname, RolloutId};
 use sqlx::SqlitePool;
 
-use super::store::{self, LogEntry};
+use super::store;
 use super::writer::Writer;
 
 #[derive(Debug, Default, PartialEq)]
@@ -19,35 +21,26 @@ pub struct Replayed {
     pub records: BTreeMap<(RolloutId, Hostname), HostRecord>,
 }
 
-fn decode<T: serde::de::DeserializeOwned>(v: &serde_json::Value, seq: i64) -> Result<T, String> {
-    serde_json::from_value(v.clone()).map_err(|e| format!("log entry {seq}: {e}"))
-}
-
-pub fn replay(entries: &[LogEntry]) -> Result<Replayed, String> {
+pub fn replay(entries: &[LogEvent]) -> Result<Replayed, String> {
     let mut out = Replayed::default();
     for e in entries {
-        let payload = e.payload_value();
-        if let Some(v) = payload.get("rollout") {
-            let rollout: Rollout = decode(v, e.seq)?;
-            if e.kind == "RolloutOpened" {
-                let hosts = payload.get("hostSet").and_then(|h| h.as_array()).cloned().unwrap_or_default();
-                for h in hosts {
-                    let host: Hostname = decode(&h["hostname"], e.seq)?;
-                    let target: Closure = decode(&h["targetClosure"], e.seq)?;
+        let carried: Carried<HostRecord, Rollout> = e.carried().map_err(|err| format!("log entry {}: {err}", e.seq))?;
+        if let Some(rollout) = carried.rollout {
+            if let LogEntry::RolloutOpened(opened) = e.entry().map_err(|err| format!("log entry {}: {err}", e.seq))? {
+                for h in opened.host_set {
                     let record = HostRecord::pending(
                         rollout.id.clone(),
-                        host.clone(),
+                        h.hostname.clone(),
                         rollout.channel.clone(),
-                        target,
+                        h.target_closure,
                         rollout.opened_at,
                     );
-                    out.records.insert((rollout.id.clone(), host), record);
+                    out.records.insert((rollout.id.clone(), h.hostname), record);
                 }
             }
             out.rollouts.insert(rollout.id.clone(), rollout);
         }
-        if let Some(v) = payload.get("record") {
-            let record: HostRecord = decode(v, e.seq)?;
+        if let Some(record) = carried.record {
             out.records.insert((record.rollout_id.clone(), record.hostname.clone()), record);
         }
     }
@@ -67,4 +60,58 @@ pub async fn rebuild(pool: &SqlitePool, writer: &Writer) -> Result<Replayed, Str
     tx.commit().await.map_err(|e| e.to_string())?;
     writer.commit(batch).await.map_err(|e| e.to_string())?;
     Ok(replayed)
+}
+
+#[cfg(test)]
+mod tests {
+    use shared::log::StoredPayload;
+
+    use super::*;
+
+    /// Rows as the control plane stored them before log entries were typed (commit 8de0abc):
+    /// one of each kind and agent event `fleetwave demo` wrote while driven through the API,
+    /// plus the kinds the demo does not produce (stuck, offline, synthesized rows), shaped
+    /// after that code's `json!` literals.
+    const BEFORE: &str = include_str!("../../tests/fixtures/log_before_typed_entries.jsonl");
+
+    fn before() -> Vec<(LogEvent, serde_json::Value)> {
+        BEFORE
+            .lines()
+            .map(|line| {
+                let event: LogEvent = serde_json::from_str(line).unwrap();
+                let payload = serde_json::from_str(event.payload.get()).unwrap();
+                (event, payload)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rows_stored_before_the_entries_were_typed_read_back_and_render_the_same() {
+        let rows = before();
+        let kinds: std::collections::BTreeSet<_> = rows.iter().map(|(e, _)| e.kind).collect();
+        assert_eq!(kinds.len(), shared::log::LogKind::ALL.len(), "the fixture has every kind");
+        for (event, mut stored) in rows {
+            let entry = event.entry().unwrap_or_else(|e| panic!("seq {}: {e}", event.seq));
+            assert_eq!(entry.kind(), event.kind);
+            let carried: Carried<HostRecord, Rollout> = event.carried().unwrap();
+            let again =
+                StoredPayload { entry: &entry, record: carried.record.as_ref(), rollout: carried.rollout.as_ref() };
+            // Only host events are marked synthesized now (the old code marked every row a
+            // synthesized event caused; nothing read the mark on the others).
+            if !matches!(entry, LogEntry::HostEvent(_)) {
+                stored.as_object_mut().unwrap().remove("synthesized");
+            }
+            assert_eq!(serde_json::to_value(again).unwrap(), stored, "seq {} ({})", event.seq, event.kind);
+        }
+    }
+
+    #[test]
+    fn replaying_rows_stored_before_the_entries_were_typed_restores_their_records() {
+        let events: Vec<LogEvent> = before().into_iter().map(|(e, _)| e).collect();
+        let replayed = replay(&events).unwrap();
+        assert!(!replayed.rollouts.is_empty() && !replayed.records.is_empty());
+        let last_record = events.iter().rev().find_map(|e| e.carried::<HostRecord, Rollout>().unwrap().record).unwrap();
+        let key = (last_record.rollout_id.clone(), last_record.hostname.clone());
+        assert_eq!(replayed.records.get(&key), Some(&last_record));
+    }
 }

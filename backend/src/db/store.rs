@@ -6,6 +6,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use engine::host::HostRecord;
 use engine::rollout::Rollout;
 use serde::{Deserialize, Serialize};
+use shared::api::LogEvent;
+use shared::log::LogKind;
 use shared::manifest::SignedArtifact;
 use shared::{Channel, Closure, Hostname, RolloutId};
 use sqlx::{Row, SqlitePool};
@@ -151,7 +153,7 @@ pub async fn quarantines(pool: &SqlitePool, released: i64) -> Result<Vec<Quarant
 #[derive(Debug, Clone)]
 pub struct LogRow {
     pub ts: DateTime<Utc>,
-    pub kind: &'static str,
+    pub kind: LogKind,
     pub rollout_id: Option<RolloutId>,
     pub host: Option<Hostname>,
     pub channel: Option<Channel>,
@@ -196,29 +198,6 @@ fn empty_payload() -> Payload {
     serde_json::value::RawValue::from_string("{}".to_owned()).unwrap_or_default()
 }
 
-/// A committed event-log row.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LogEntry {
-    pub seq: i64,
-    pub ts: DateTime<Utc>,
-    pub kind: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rollout_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub channel: Option<String>,
-    pub payload: Payload,
-}
-
-impl LogEntry {
-    /// The payload as a JSON value (for reading fields of it).
-    pub fn payload_value(&self) -> serde_json::Value {
-        serde_json::from_str(self.payload.get()).unwrap_or(serde_json::Value::Null)
-    }
-}
-
 pub enum QuarantineChange {
     Add(QuarantineRow),
     Release { channel: Channel, closure: Closure, by: String, reason: String, at: DateTime<Utc> },
@@ -260,23 +239,26 @@ impl Batch {
     }
 }
 
-fn entry_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<LogEntry, sqlx::Error> {
-    Ok(LogEntry {
+fn decode(err: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(err))
+}
+
+fn entry_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<LogEvent, sqlx::Error> {
+    Ok(LogEvent {
         seq: row.get(0),
         ts: parse_ts(row.get::<&str, _>(1))?,
-        kind: row.get(2),
-        rollout_id: row.get(3),
-        host: row.get(4),
-        channel: row.get(5),
-        payload: serde_json::value::RawValue::from_string(row.get::<String, _>(6))
-            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        kind: row.get::<&str, _>(2).parse().map_err(decode)?,
+        rollout_id: row.get::<Option<&str>, _>(3).map(RolloutId::parse).transpose().map_err(decode)?,
+        host: row.get::<Option<&str>, _>(4).map(Hostname::parse).transpose().map_err(decode)?,
+        channel: row.get::<Option<&str>, _>(5).map(Channel::parse).transpose().map_err(decode)?,
+        payload: serde_json::value::RawValue::from_string(row.get::<String, _>(6)).map_err(decode)?,
     })
 }
 
 const LOG_COLUMNS: &str = "seq, ts, kind, rollout_id, host, channel, payload";
 
 /// Log entries with seq > `after`, oldest first, at most `limit`.
-pub async fn log_after(pool: &SqlitePool, after: i64, limit: i64) -> Result<Vec<LogEntry>, sqlx::Error> {
+pub async fn log_after(pool: &SqlitePool, after: i64, limit: i64) -> Result<Vec<LogEvent>, sqlx::Error> {
     let rows = sqlx::query(&format!("SELECT {LOG_COLUMNS} FROM event_log WHERE seq > ? ORDER BY seq LIMIT ?"))
         .bind(after)
         .bind(limit)
@@ -291,7 +273,7 @@ pub async fn rollout_log(
     rollout: &RolloutId,
     after: i64,
     limit: i64,
-) -> Result<Vec<LogEntry>, sqlx::Error> {
+) -> Result<Vec<LogEvent>, sqlx::Error> {
     let rows = sqlx::query(&format!(
         "SELECT {LOG_COLUMNS} FROM event_log WHERE rollout_id = ? AND seq > ? ORDER BY seq LIMIT ?"
     ))
@@ -417,7 +399,7 @@ pub async fn records_of_host(pool: &SqlitePool, host: &Hostname) -> Result<Vec<H
 }
 
 /// The newest `limit` log entries about `host`, oldest first.
-pub async fn host_log(pool: &SqlitePool, host: &Hostname, limit: i64) -> Result<Vec<LogEntry>, sqlx::Error> {
+pub async fn host_log(pool: &SqlitePool, host: &Hostname, limit: i64) -> Result<Vec<LogEvent>, sqlx::Error> {
     let rows = sqlx::query(&format!(
         "SELECT * FROM (SELECT {LOG_COLUMNS} FROM event_log WHERE host = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq"
     ))

@@ -12,7 +12,8 @@ use rusqlite::{Connection, params};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use super::store::{Batch, LogEntry, ManifestWrite, QuarantineChange, RECORDS_WRITTEN_THROUGH_LOG, ts};
+use super::store::{Batch, ManifestWrite, QuarantineChange, RECORDS_WRITTEN_THROUGH_LOG, ts};
+use shared::api::LogEvent;
 use shared::{Channel, Closure, Hostname, RolloutId};
 
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +29,7 @@ pub enum WriteError {
 }
 
 /// What a commit answers: the committed log entries with their seqs.
-pub type Committed = Result<Vec<LogEntry>, WriteError>;
+pub type Committed = Result<Vec<LogEvent>, WriteError>;
 
 enum Job {
     Commit {
@@ -236,19 +237,19 @@ fn commit(conn: &mut Connection, batch: Batch) -> Committed {
         for row in batch.log {
             insert.execute(params![
                 ts(row.ts),
-                row.kind,
+                row.kind.as_str(),
                 row.rollout_id.as_ref().map(RolloutId::as_str),
                 row.host.as_ref().map(Hostname::as_str),
                 row.channel.as_ref().map(Channel::as_str),
                 row.payload.get()
             ])?;
-            entries.push(LogEntry {
+            entries.push(LogEvent {
                 seq: tx.last_insert_rowid(),
                 ts: row.ts,
-                kind: row.kind.to_owned(),
-                rollout_id: row.rollout_id.map(String::from),
-                host: row.host.map(String::from),
-                channel: row.channel.map(String::from),
+                kind: row.kind,
+                rollout_id: row.rollout_id,
+                host: row.host,
+                channel: row.channel,
                 payload: row.payload,
             });
         }
@@ -264,17 +265,24 @@ fn commit(conn: &mut Connection, batch: Batch) -> Committed {
 mod tests {
     use chrono::Utc;
 
+    use shared::log::{LogEntry, WaveApproved};
+
     use super::*;
     use crate::db::store::{LogRow, log_after};
 
+    fn entry(i: usize) -> LogEntry {
+        LogEntry::WaveApproved(WaveApproved { wave: i as u32 })
+    }
+
     fn row(i: usize) -> LogRow {
+        let entry = entry(i);
         LogRow {
             ts: Utc::now(),
-            kind: "HostEvent",
+            kind: entry.kind(),
             rollout_id: None,
             host: None,
             channel: None,
-            payload: crate::db::store::payload(&serde_json::json!({ "i": i })),
+            payload: crate::db::store::payload(&entry.payload()),
         }
     }
 
@@ -291,13 +299,13 @@ mod tests {
         let (_dir, pool, writer) = fresh().await;
         let first = writer.commit(Batch { log: (0..3).map(row).collect(), ..Default::default() }).await.unwrap();
         let second = writer.commit(Batch { log: (3..600).map(row).collect(), ..Default::default() }).await.unwrap();
-        let answered: Vec<LogEntry> = first.into_iter().chain(second).collect();
+        let answered: Vec<LogEvent> = first.into_iter().chain(second).collect();
         assert_eq!(answered.len(), 600);
-        let key = |e: &LogEntry| (e.seq, e.payload.get().to_owned());
+        let key = |e: &LogEvent| (e.seq, e.payload.get().to_owned());
         let stored: Vec<_> = log_after(&pool, 0, 10_000).await.unwrap().iter().map(key).collect();
         assert!(answered.iter().map(key).eq(stored), "the answered seqs differ from the stored ones");
-        for (i, entry) in answered.iter().enumerate() {
-            assert_eq!(entry.payload_value()["i"], i, "row {i} came back under seq {}", entry.seq);
+        for (i, event) in answered.iter().enumerate() {
+            assert_eq!(event.entry().unwrap(), entry(i), "row {i} came back under seq {}", event.seq);
         }
     }
 

@@ -9,8 +9,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use shared::api::{
-    EventsPage, FleetChannel, FleetHost, FleetOverview, LogEvent, QuarantineEntry, Quarantines, RolloutDetail,
-    RolloutSummary,
+    EventsPage, FleetChannel, FleetHost, FleetOverview, ManifestSummary, OperatorAction, QuarantineEntry, Quarantines,
+    RolloutDetail, RolloutSummary,
 };
 use shared::manifest::SignedArtifact;
 use shared::state::HostState;
@@ -20,19 +20,14 @@ use super::extract::{JsonBody, MANIFESTS_BODY_BYTES, OptionalJsonBody};
 use super::operator_auth::{Acting, Viewer};
 use super::{ApiError, AppState};
 use crate::db::store;
-use crate::reducer::{ManifestSummary, OperatorAction, OperatorOutcome, ReducerInput};
+use crate::reducer::{OperatorOutcome, ReducerInput};
 use crate::views;
 
 /// How long a host may be silent and still count as online.
-const ONLINE_WITHIN_SECONDS: i64 = 3 * crate::reducer::core::IDLE_HEARTBEAT_SECONDS as i64;
+const ONLINE_WITHIN_SECONDS: i64 = 3 * engine::controller::IDLE_HEARTBEAT_SECONDS as i64;
 
 fn rollout_id(raw: &str) -> Result<RolloutId, ApiError> {
     RolloutId::parse(raw).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-id", e.to_string()))
-}
-
-fn to_event(e: store::LogEntry) -> LogEvent {
-    let payload = e.payload_value();
-    LogEvent { seq: e.seq, ts: e.ts, kind: e.kind, rollout_id: e.rollout_id, host: e.host, channel: e.channel, payload }
 }
 
 /// `GET /api/v1/fleet`
@@ -115,12 +110,7 @@ pub async fn host(
         .iter()
         .map(|r| shared::api::HostRecordView { rollout_id: r.rollout_id.clone(), cell: views::host_cell(r) })
         .collect();
-    let events = store::host_log(&state.pool, &hostname, 100)
-        .await
-        .map_err(ApiError::internal)?
-        .into_iter()
-        .map(to_event)
-        .collect();
+    let events = store::host_log(&state.pool, &hostname, 100).await.map_err(ApiError::internal)?;
     Ok(Json(shared::api::HostDetail { host, records, events }))
 }
 
@@ -213,7 +203,7 @@ pub async fn rollout_events(
         return Err(ApiError::not_found(format!("There is no rollout {id}.")));
     }
     let events = store::rollout_log(&state.pool, &id, q.after.unwrap_or(0), limit).await.map_err(ApiError::internal)?;
-    Ok(Json(EventsPage { events: events.into_iter().map(to_event).collect() }))
+    Ok(Json(EventsPage { events }))
 }
 
 /// `GET /api/v1/quarantines`

@@ -4,9 +4,10 @@
 use engine::state::ManifestSet;
 use serde::Serialize;
 use shared::agent::{EventResponse, HeartbeatRequest, HeartbeatResponse};
+use shared::api::{ManifestSummary, OperatorAction};
 use shared::manifest::SignedArtifact;
 use shared::state::HostEvent;
-use shared::{Channel, Closure, Hostname, RolloutId};
+use shared::{Hostname, RolloutId};
 use tokio::sync::oneshot;
 
 pub type Reply<T> = oneshot::Sender<Result<T, ReducerError>>;
@@ -64,56 +65,6 @@ pub struct ManifestUpdate {
     pub manifest_artifacts: Vec<(RolloutId, SignedArtifact)>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ManifestSummary {
-    pub fleet_hash: String,
-    pub hosts: usize,
-    pub channels: usize,
-    pub rollouts: Vec<RolloutId>,
-    /// For each accepted manifest of the upload that opens no rollout, why (an identical
-    /// hostSet, or a newer release of its channel in force).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub opens_nothing: Vec<String>,
-}
-
-/// Operator actions (SPEC §7).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case", tag = "action")]
-pub enum OperatorAction {
-    #[serde(rename_all = "camelCase")]
-    ApproveWave {
-        rollout_id: RolloutId,
-        wave: u32,
-    },
-    #[serde(rename_all = "camelCase")]
-    Promote {
-        rollout_id: RolloutId,
-        to_wave: u32,
-        force: bool,
-    },
-    #[serde(rename_all = "camelCase")]
-    Pause {
-        rollout_id: RolloutId,
-    },
-    #[serde(rename_all = "camelCase")]
-    Resume {
-        rollout_id: RolloutId,
-    },
-    #[serde(rename_all = "camelCase")]
-    ClearFailure {
-        rollout_id: RolloutId,
-    },
-    Quarantine {
-        channel: Channel,
-        closure: Closure,
-    },
-    Release {
-        channel: Channel,
-        closure: Closure,
-    },
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OperatorOutcome {
@@ -122,16 +73,6 @@ pub struct OperatorOutcome {
     pub message: String,
 }
 
-/// Why an input was not applied.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ReducerError {
-    /// Does not apply (illegal transition, failed guard, wrong state, unknown id): 409.
-    #[error("{message}")]
-    Rejected { code: &'static str, message: String },
-    /// The input is well-formed but breaks a limit (`shared::limits`): 422.
-    #[error("{message}")]
-    Invalid { code: &'static str, message: String },
-    /// The reducer is not running or is shutting down, or the write did not commit: 503.
-    #[error("{0}")]
-    Unavailable(String),
-}
+/// Why an input was not applied (the controller's refusals, and the reducer's own: shutting
+/// down, reloading, a write that did not commit, all `Unavailable`).
+pub use engine::controller::Refusal as ReducerError;

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use shared::state::Gate;
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -25,14 +26,13 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::core::SharedFleet;
 use self::core::{Core, Pending};
-pub use self::input::{
-    ManifestSummary, ManifestUpdate, OperatorAction, OperatorOutcome, ReducerError, ReducerInput, Reply,
-};
-use crate::db::store::{self, LogEntry};
+pub use self::input::{ManifestUpdate, OperatorOutcome, ReducerError, ReducerInput, Reply};
+use crate::db::store;
 use crate::db::writer::{Committed, WriteError, Writer};
 use crate::feed::FeedHub;
 use crate::manifests::SharedTrust;
 use crate::metrics::Metrics;
+use shared::api::LogEvent;
 
 /// Most inputs taken into one transaction.
 pub const MAX_GROUP: usize = 512;
@@ -44,7 +44,7 @@ const QUEUE: usize = 8192;
 const RELOAD_FIRST_WAIT: Duration = Duration::from_millis(100);
 const RELOAD_LAST_WAIT: Duration = Duration::from_secs(5);
 
-type Responder = Box<dyn FnOnce(Option<&[LogEntry]>) + Send>;
+type Responder = Box<dyn FnOnce(Option<&[LogEvent]>) + Send>;
 
 /// Sends inputs to the reducer. Cheap to clone.
 #[derive(Clone)]
@@ -240,7 +240,7 @@ impl Reducer {
             match input {
                 ReducerInput::RefreshGauges { reply } => gauges.push(reply),
                 ReducerInput::PlanTick { reply } => {
-                    pending.replan = true;
+                    self.core.request_plan();
                     if let Some(reply) = reply {
                         responders.push(respond(reply, Ok(())));
                     }
@@ -266,7 +266,7 @@ impl Reducer {
                 }
                 ReducerInput::Operator { action, by, reason, reply } => {
                     match self.core.operator(&mut pending, now, &action, &by, reason.as_deref()) {
-                        Ok((index, message)) => responders.push(Box::new(move |committed: Option<&[LogEntry]>| {
+                        Ok((index, message)) => responders.push(Box::new(move |committed: Option<&[LogEvent]>| {
                             let answer = match committed {
                                 Some(entries) => Ok(Core::operator_outcome(entries, index, message)),
                                 None => Err(not_committed()),
@@ -278,7 +278,7 @@ impl Reducer {
                 }
             }
         }
-        if pending.plan_due() {
+        if self.core.plan_due() {
             let started = Instant::now();
             let full = self.core.plan(&mut pending, now);
             let histogram = if full { &self.metrics.plan_seconds } else { &self.metrics.plan_moved_seconds };
@@ -393,13 +393,13 @@ impl Reducer {
         let (by_state, by_gate, stuck) = self.core.gauges();
         self.metrics.stuck.set(stuck);
         for (state, n) in by_state {
-            self.metrics.hosts_by_state.get_or_create(&Metrics::label("state", state)).set(n);
+            self.metrics.hosts_by_state.get_or_create(&Metrics::label("state", state.as_str())).set(n);
         }
-        for gate in ["quarantine", "rollout-state", "channel-edge", "wave", "approval", "host-edge", "budget"] {
+        for gate in Gate::ALL {
             self.metrics
                 .holds_by_gate
-                .get_or_create(&Metrics::label("gate", gate))
-                .set(by_gate.get(gate).copied().unwrap_or(0));
+                .get_or_create(&Metrics::label("gate", gate.as_str()))
+                .set(by_gate.get(&gate).copied().unwrap_or(0));
         }
     }
 }
@@ -428,7 +428,7 @@ fn not_committed() -> ReducerError {
 
 /// A responder that sends `answer` once the group committed, or 503 if it did not.
 fn respond<T: Send + 'static>(reply: Reply<T>, answer: Result<T, ReducerError>) -> Responder {
-    Box::new(move |committed: Option<&[LogEntry]>| {
+    Box::new(move |committed: Option<&[LogEvent]>| {
         let _ = reply.send(if committed.is_some() { answer } else { Err(not_committed()) });
     })
 }

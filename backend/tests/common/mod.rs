@@ -172,8 +172,10 @@ impl TestApp {
         }
     }
 
-    pub async fn log(&self) -> Vec<backend::db::store::LogEntry> {
-        backend::db::store::log_after(&self.state.pool, 0, 100_000).await.unwrap()
+    /// Every committed log entry, oldest first, with its typed entry.
+    pub async fn log(&self) -> Vec<Logged> {
+        let events = backend::db::store::log_after(&self.state.pool, 0, 100_000).await.unwrap();
+        events.into_iter().map(Logged::new).collect()
     }
 
     pub async fn rollout(&self, id: &str) -> Value {
@@ -363,5 +365,38 @@ impl Agent {
 
     pub async fn converge(&self, rollout: &str, closure: &str, at: chrono::DateTime<chrono::Utc>) -> (u16, Value) {
         self.event(rollout, "Converged", json!({"convergedAt": at, "currentClosure": closure})).await
+    }
+}
+
+/// A committed log entry and its typed entry, as tests read the log.
+pub struct Logged {
+    pub event: shared::api::LogEvent,
+    pub entry: shared::log::LogEntry,
+}
+
+impl Logged {
+    pub fn new(event: shared::api::LogEvent) -> Logged {
+        let entry = event.entry().unwrap_or_else(|e| panic!("log entry {}: {e}", event.seq));
+        Logged { event, entry }
+    }
+
+    pub fn seq(&self) -> i64 {
+        self.event.seq
+    }
+
+    pub fn host_is(&self, host: &str) -> bool {
+        self.event.host.as_ref().is_some_and(|h| h.as_str() == host)
+    }
+
+    pub fn rollout_is(&self, rollout: &str) -> bool {
+        self.event.rollout_id.as_ref().is_some_and(|r| r.as_str() == rollout)
+    }
+
+    /// The agent event of a `HostEvent` entry.
+    pub fn host_event(&self) -> Option<&shared::log::HostEventApplied> {
+        match &self.entry {
+            shared::log::LogEntry::HostEvent(applied) => Some(applied),
+            _ => None,
+        }
     }
 }

@@ -1,6 +1,8 @@
 use leptos::prelude::*;
 use leptos_router::components::A;
 
+use shared::log::LogKind;
+
 use crate::api;
 use crate::components::{CallErrorNotice, RolloutBadge, StateBar, counts_text};
 
@@ -13,15 +15,15 @@ pub fn FleetPage() -> impl IntoView {
     let status = RwSignal::new(crate::feed::FeedStatus::Connecting);
     crate::feed::refresh_on(
         &[
-            "RolloutOpened",
-            "RolloutStateChanged",
-            "WaveAdvanced",
-            "HostEvent",
-            "QuarantineAdded",
-            "QuarantineReleased",
-            "HostOnline",
-            "HostOffline",
-            "ManifestSetUpdated",
+            LogKind::RolloutOpened,
+            LogKind::RolloutStateChanged,
+            LogKind::WaveAdvanced,
+            LogKind::HostEvent,
+            LogKind::QuarantineAdded,
+            LogKind::QuarantineReleased,
+            LogKind::HostOnline,
+            LogKind::HostOffline,
+            LogKind::ManifestSetUpdated,
         ],
         status,
         move || {

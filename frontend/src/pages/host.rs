@@ -49,8 +49,8 @@ pub fn HostPage() -> impl IntoView {
                         <ol class="log-list card" id="host-events">{d.events.into_iter().rev().map(|e| view! {
                             <li class="log-entry">
                                 <span class="log-time">{e.ts.format("%H:%M:%S").to_string()}</span>
-                                <span class="log-host">{e.rollout_id.clone().unwrap_or_default()}</span>
-                                <span class="log-text">{format!("{} {}", e.kind, e.payload.get("event").and_then(|v| v.get("kind")).and_then(|v| v.as_str()).unwrap_or(""))}</span>
+                                <span class="log-host">{e.rollout_id.as_ref().map(|r| r.to_string()).unwrap_or_default()}</span>
+                                <span class="log-text">{crate::log::describe(&e)}</span>
                             </li>
                         }).collect_view()}</ol>
                     }.into_any()

@@ -13,7 +13,11 @@ pub fn QuarantinesPage() -> impl IntoView {
     let can_act = move || matches!(me.get(), Some(Ok(w)) if w.role == "operator");
     let notice: RwSignal<Option<Result<String, String>>> = RwSignal::new(None);
     let status = RwSignal::new(crate::feed::FeedStatus::Connecting);
-    crate::feed::refresh_on(&["QuarantineAdded", "QuarantineReleased"], status, move || list.refetch());
+    crate::feed::refresh_on(
+        &[shared::log::LogKind::QuarantineAdded, shared::log::LogKind::QuarantineReleased],
+        status,
+        move || list.refetch(),
+    );
     let release = move |channel: String, closure: String| {
         spawn_local(async move {
             let body = json!({"channel": channel, "closure": closure, "reason": "released on the dashboard"});

@@ -8,11 +8,23 @@ use serde_json::json;
 use std::collections::HashMap;
 
 use shared::api::{HostCell, LogEvent, RolloutDetail, RolloutHeader, WaveView};
+use shared::log::LogKind;
 use shared::state::{HostState, RolloutState};
 
 use crate::api;
 use crate::components::{ErrorNotice, RolloutBadge, StateBar, counts_text, host_state_class};
 use crate::feed::{self, FeedIndicator, FeedStatus};
+
+/// The kinds the log can be filtered by.
+const FILTER_KINDS: [LogKind; 7] = [
+    LogKind::HostEvent,
+    LogKind::DispatchQueued,
+    LogKind::HostHeld,
+    LogKind::WaveAdvanced,
+    LogKind::RolloutStateChanged,
+    LogKind::OperatorAction,
+    LogKind::HostStuck,
+];
 
 /// Log entries kept on screen.
 const LOG_LIMIT: usize = 400;
@@ -69,7 +81,8 @@ impl Live {
 
     /// Applies one feed entry of this rollout.
     fn apply(&self, entry: &LogEvent) {
-        if let Some(Ok(mut cell)) = entry.payload.get("record").map(|r| serde_json::from_value::<HostCell>(r.clone())) {
+        let Ok(carried) = entry.carried::<HostCell, RolloutHeader>() else { return };
+        if let Some(mut cell) = carried.record {
             if cell.state != HostState::Pending {
                 cell.waiting_on = None;
             }
@@ -77,35 +90,9 @@ impl Live {
                 signal.set(cell);
             }
         }
-        if let Some(Ok(header)) =
-            entry.payload.get("rollout").map(|r| serde_json::from_value::<RolloutHeader>(r.clone()))
-        {
+        if let Some(header) = carried.rollout {
             self.header.set(Some(header));
         }
-    }
-}
-
-fn describe(entry: &LogEvent) -> String {
-    let p = &entry.payload;
-    match entry.kind.as_str() {
-        "HostEvent" => {
-            let kind = p["event"]["kind"].as_str().unwrap_or("?");
-            let synth = if p["synthesized"] == true { " (from heartbeat)" } else { "" };
-            format!("{kind}{synth}: {} → {}", p["from"].as_str().unwrap_or(""), p["to"].as_str().unwrap_or(""))
-        }
-        "HostHeld" => format!("held by {}: {}", p["gate"].as_str().unwrap_or(""), p["reason"].as_str().unwrap_or("")),
-        "DispatchQueued" => "dispatch queued".into(),
-        "WaveAdvanced" => format!("wave {} → {} ({})", p["from"], p["to"], p["by"].as_str().unwrap_or("")),
-        "RolloutStateChanged" => {
-            format!("rollout {} → {}", p["from"].as_str().unwrap_or(""), p["to"].as_str().unwrap_or(""))
-        }
-        "OperatorAction" => format!(
-            "{} by {}{}",
-            p["action"]["action"].as_str().unwrap_or("action"),
-            p["operator"].as_str().unwrap_or("?"),
-            p["reason"].as_str().map(|r| format!(": {r}")).unwrap_or_default()
-        ),
-        other => other.to_owned(),
     }
 }
 
@@ -243,7 +230,7 @@ pub fn RolloutPage() -> impl IntoView {
                 log.set(events);
             }
             let on_entry = move |entry: LogEvent| {
-                if entry.rollout_id.as_deref() != Some(id.as_str()) {
+                if entry.rollout_id.as_ref().map(|r| r.as_str()) != Some(id.as_str()) {
                     return;
                 }
                 live.apply(&entry);
@@ -352,16 +339,16 @@ pub fn RolloutPage() -> impl IntoView {
         log.get()
             .into_iter()
             .rev()
-            .filter(|e| host.is_empty() || e.host.as_deref().is_some_and(|h| h.contains(host.as_str())))
-            .filter(|e| kind.is_empty() || e.kind == kind)
+            .filter(|e| host.is_empty() || e.host.as_ref().is_some_and(|h| h.as_str().contains(host.as_str())))
+            .filter(|e| kind.is_empty() || e.kind.as_str() == kind)
             .take(200)
             .map(|e| {
                 let time = e.ts.format("%H:%M:%S").to_string();
                 view! {
                     <li class="log-entry" data-seq=e.seq.to_string()>
                         <span class="log-time">{time}</span>
-                        <span class="log-host">{e.host.clone().unwrap_or_default()}</span>
-                        <span class="log-text">{describe(&e)}</span>
+                        <span class="log-host">{e.host.as_ref().map(|h| h.to_string()).unwrap_or_default()}</span>
+                        <span class="log-text">{crate::log::describe(&e)}</span>
                     </li>
                 }
             })
@@ -388,7 +375,7 @@ pub fn RolloutPage() -> impl IntoView {
                             <input id="log-host" placeholder="host" prop:value=move || host_filter.get() on:input=move |ev| host_filter.set(event_target_value(&ev)) />
                             <select id="log-kind" on:change=move |ev| kind_filter.set(event_target_value(&ev))>
                                 <option value="">"all kinds"</option>
-                                {["HostEvent", "DispatchQueued", "HostHeld", "WaveAdvanced", "RolloutStateChanged", "OperatorAction", "HostStuck"].map(|k| view! { <option value=k>{k}</option> }).collect_view()}
+                                {FILTER_KINDS.map(|k| view! { <option value=k.as_str()>{k.as_str()}</option> }).collect_view()}
                             </select>
                         </div>
                         <ol class="log-list" id="event-log">{log_view}</ol>
