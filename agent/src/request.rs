@@ -51,7 +51,7 @@ impl RequestSigner {
     /// Signs `method path` with `body` at `now` (unix seconds), or a little later when the same
     /// request was already signed in that second.
     pub fn sign(&mut self, method: &str, path_and_query: &str, body: &[u8], now: i64) -> Signature {
-        let digest = engine::verify::sha256_hex(body);
+        let digest = engine::crypto::sha256_hex(body);
         let timestamp = self.stamps.issue(Stamps::key(method, path_and_query, &digest), now);
         let message = signing_string(method, path_and_query, timestamp, &digest);
         Signature { timestamp, signature: B64.encode(self.key.sign(message.as_bytes()).to_bytes()) }

@@ -16,9 +16,9 @@ use serde_json::{Value, json};
 use shared::state::RolloutState;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::ServeConfig;
+use crate::config::ServeConfig;
 use crate::db::auth::Role;
-use crate::http::operator_auth::{new_token, token_hash};
+use crate::db::auth::{new_token, token_hash};
 use crate::reducer::ReducerInput;
 use crate::server::App;
 use crate::sim::{self, Behaviour, SimHost, Stats};
@@ -156,11 +156,11 @@ async fn publish(
     release: u32,
     soak: u64,
 ) -> anyhow::Result<()> {
-    let out = crate::cli::signing::release_documents(ci, &fleet_document(keys, release, soak))?;
+    let out = engine::release::sign_release(ci, &fleet_document(keys, release, soak)).map_err(anyhow::Error::msg)?;
     let rollouts = out.manifests.iter().map(|(_, s)| s.artifact()).collect();
     let update =
         crate::manifests::verify_upload(&state.trust_roots(), out.fleet.artifact(), rollouts, state.clock.now())
-            .map_err(|e| anyhow::anyhow!("{} ({})", e.code(), e.status()))?;
+            .map_err(|e| anyhow::anyhow!("{e} ({})", e.code()))?;
     state
         .reducer
         .ask(|reply| ReducerInput::ManifestSetUpdated { update: Box::new(update), reply: Some(reply) })

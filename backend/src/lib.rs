@@ -1,7 +1,8 @@
 //! Fleetwave control plane.
 //!
 //! Map of the modules:
-//! - [`cli`]: the `fleetwave` subcommands and their configuration (clap, `FLEETWAVE_*` env).
+//! - [`cli`]: the `fleetwave` subcommands (clap).
+//! - [`config`]: `fleetwave serve`'s configuration (flags with `FLEETWAVE_*` twins), HTTP limits.
 //! - [`server`]: builds the app (DB, router, listener) and serves it until the shutdown token fires.
 //! - [`http`]: the axum router, its middleware stack, the error type every route answers with.
 //! - [`reducer`]: the single task that changes rollout state; group commit; replies after commit.
@@ -12,7 +13,8 @@
 //!   (raw SQLite, a bare signed HTTP route); `bench ceilings` measures the ceilings alone.
 //! - [`sim`]: the fleet simulator (signed agents with failure injection; also the load generator).
 //! - [`metrics`]: Prometheus exposition.
-//! - [`manifests`]: trust.json, the upload verification and the `--manifests-dir` poller.
+//! - [`manifests`]: the upload verification, the `--manifests-dir` poller and its layout.
+//! - [`trust`]: trust.json and the trust roots in force.
 //! - [`db`]: the SQLite pool for reads (WAL, `synchronous=NORMAL`, foreign keys), the migrations
 //!   runner, and the reducer's `Writer` (one rusqlite connection on its own thread).
 //! - [`telemetry`]: tracing setup (pretty for terminals, JSON for log shippers).
@@ -21,6 +23,7 @@
 pub mod bench;
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod db;
 pub mod demo;
 pub mod feed;
@@ -32,4 +35,5 @@ pub mod server;
 pub mod shutdown;
 pub mod sim;
 pub mod telemetry;
+pub mod trust;
 pub mod views;

@@ -1,54 +1,26 @@
-//! Where verified manifest sets come from: the upload route and the `--manifests-dir` poller,
-//! plus the trust configuration they are verified against. Verification is the engine's;
-//! this module reads files and hands verified sets to the reducer.
+//! Where verified manifest sets come from: the upload route and the `--manifests-dir` poller
+//! (and the layout that directory has, which `fleetwave release` writes). Verification is the
+//! engine's; this module reads files and hands verified sets to the reducer.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Utc};
+use engine::release::SignedRelease;
+use engine::sign::Signed;
 use engine::state::ManifestSet;
 use engine::verify::{Freshness, TrustRoots, VerifyError, verify_fleet, verify_manifest};
 use sha2::{Digest, Sha256};
 use shared::RolloutId;
-use shared::manifest::{SignedArtifact, TrustConfig};
+use shared::manifest::SignedArtifact;
 use tokio_util::sync::CancellationToken;
 
-use crate::http::ApiError;
 use crate::reducer::{ManifestUpdate, ReducerHandle, ReducerInput};
-
-/// The trust roots in force; replaced when `trust.json` changes (SIGHUP or manifest poll).
-pub type SharedTrust = Arc<RwLock<Option<Arc<TrustRoots>>>>;
-
-/// Reads and decodes `trust.json`.
-pub fn read_trust(path: &Path) -> anyhow::Result<TrustRoots> {
-    parse_trust(path, &read_trust_bytes(path)?)
-}
-
-fn read_trust_bytes(path: &Path) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot read the trust configuration {}: {e}. Fleetwave verifies every manifest against CI release keys; \
-             create trust.json (SPEC §2.2) or pass --trust PATH",
-            path.display()
-        )
-    })
-}
-
-/// Decodes the bytes of `trust.json` (`path` names it in errors).
-fn parse_trust(path: &Path, bytes: &[u8]) -> anyhow::Result<TrustRoots> {
-    let config: TrustConfig = serde_json::from_slice(bytes)
-        .map_err(|e| anyhow::anyhow!("{} is not a valid trust configuration: {e}", path.display()))?;
-    TrustRoots::from_config(&config).map_err(|e| anyhow::anyhow!("{}: {e} ({})", path.display(), e.code()))
-}
-
-fn verify_error(err: VerifyError) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, err.code(), err.to_string())
-}
+use crate::trust::{SharedTrust, reload_trust};
 
 /// Verifies an upload at `now` (freshness checked). A rejected upload changes nothing.
 pub fn verify_upload(
@@ -56,7 +28,7 @@ pub fn verify_upload(
     fleet: SignedArtifact,
     rollouts: Vec<SignedArtifact>,
     now: DateTime<Utc>,
-) -> Result<ManifestUpdate, ApiError> {
+) -> Result<ManifestUpdate, VerifyError> {
     verify_with_names(trust, fleet, rollouts.into_iter().map(|a| (None, a)).collect(), now)
 }
 
@@ -65,16 +37,15 @@ fn verify_with_names(
     fleet_artifact: SignedArtifact,
     rollouts: Vec<(Option<RolloutId>, SignedArtifact)>,
     now: DateTime<Utc>,
-) -> Result<ManifestUpdate, ApiError> {
+) -> Result<ManifestUpdate, VerifyError> {
     let trust = trust.as_deref();
-    let fleet = verify_fleet(trust, &fleet_artifact, now, Freshness::Check).map_err(verify_error)?;
+    let fleet = verify_fleet(trust, &fleet_artifact, now, Freshness::Check)?;
     let mut manifests = Vec::new();
     let mut artifacts: BTreeMap<RolloutId, SignedArtifact> = BTreeMap::new();
     for (filed_as, artifact) in rollouts {
-        let m = verify_manifest(trust, &artifact, &fleet, filed_as.as_ref(), now, Freshness::Check)
-            .map_err(verify_error)?;
+        let m = verify_manifest(trust, &artifact, &fleet, filed_as.as_ref(), now, Freshness::Check)?;
         if artifacts.insert(m.id.clone(), artifact).is_some() {
-            return Err(verify_error(VerifyError::Inconsistent(format!("{} appears twice in the upload", m.id))));
+            return Err(VerifyError::Inconsistent(format!("{} appears twice in the upload", m.id)));
         }
         manifests.push(m);
     }
@@ -83,6 +54,28 @@ fn verify_with_names(
         fleet_artifact,
         manifest_artifacts: artifacts.into_iter().collect(),
     })
+}
+
+/// Writes a release in the layout the poller reads: `DIR/fleet.json` and
+/// `DIR/rollouts/{id}.json`, each with its `.sig`.
+pub fn write_release(dir: &Path, release: &SignedRelease) -> anyhow::Result<()> {
+    let rollouts = dir.join("rollouts");
+    std::fs::create_dir_all(&rollouts).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", rollouts.display()))?;
+    write_signed(&dir.join("fleet.json"), &release.fleet)?;
+    for (id, signed) in &release.manifests {
+        write_signed(&rollouts.join(format!("{id}.json")), signed)?;
+    }
+    Ok(())
+}
+
+/// Writes `NAME` (canonical bytes) and `NAME.sig` (base64 signature).
+pub fn write_signed(path: &Path, signed: &Signed) -> anyhow::Result<()> {
+    std::fs::write(path, &signed.canonical).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    let mut sig = path.as_os_str().to_owned();
+    sig.push(".sig");
+    let sig = PathBuf::from(sig);
+    std::fs::write(&sig, format!("{}\n", signed.signature_b64()))
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", sig.display()))
 }
 
 /// `NAME.json` + `NAME.json.sig` → the wire envelope.
@@ -214,20 +207,4 @@ pub async fn poll_dir(
             }
         }
     }
-}
-
-/// Re-reads `trust.json`; keeps the old roots (and logs) when the new file is bad. Returns the
-/// bytes it read (empty when it could not read any), so a caller that tracks the file's
-/// content does not read it a second time.
-pub fn reload_trust(path: &Path, trust: &SharedTrust) -> Vec<u8> {
-    let bytes = read_trust_bytes(path);
-    match bytes.as_deref().map_err(|e| anyhow::anyhow!("{e:#}")).and_then(|b| parse_trust(path, b)) {
-        Ok(roots) => {
-            if let Ok(mut slot) = trust.write() {
-                *slot = Some(Arc::new(roots));
-            }
-        }
-        Err(err) => tracing::error!("{err:#}; keeping the trust roots in force"),
-    }
-    bytes.unwrap_or_default()
 }

@@ -12,13 +12,14 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::ServeConfig;
 use crate::clock::Clock;
+use crate::config::ServeConfig;
 use crate::feed::FeedHub;
 use crate::http::{self, AppState};
-use crate::manifests::{self, SharedTrust};
+use crate::manifests;
 use crate::metrics::Metrics;
 use crate::reducer::{self, ReducerConfig};
+use crate::trust::{self, SharedTrust};
 use crate::{db, shutdown};
 
 /// How long in-flight requests get to finish after shutdown was requested.
@@ -30,7 +31,7 @@ pub struct App {
     local_addr: SocketAddr,
     pool: SqlitePool,
     router: axum::Router,
-    limits: http::HttpLimits,
+    limits: crate::config::HttpLimits,
     state: AppState,
     /// Supervisors of the vital tasks (the reducer first).
     tasks: Vec<JoinHandle<()>>,
@@ -51,7 +52,7 @@ impl App {
         clock: Clock,
     ) -> anyhow::Result<App> {
         let trust: SharedTrust = Arc::new(RwLock::new(match &config.trust {
-            Some(path) => Some(Arc::new(manifests::read_trust(path)?)),
+            Some(path) => Some(Arc::new(trust::read_trust(path)?)),
             None => None,
         }));
         let busy_timeout = Duration::from_millis(config.db_busy_timeout_ms);
@@ -114,7 +115,7 @@ impl App {
             tasks.push(vital(
                 "SIGHUP listener",
                 tokio::spawn(shutdown::on_sighup(shutdown.clone(), move || {
-                    manifests::reload_trust(&trust_path, &trust);
+                    trust::reload_trust(&trust_path, &trust);
                 })),
             ));
         }

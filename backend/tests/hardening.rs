@@ -339,11 +339,9 @@ async fn scrapes_in_a_burst_ask_the_reducer_at_most_once_a_second_and_metrics_ca
     let asked = refreshes(&last);
     assert!((1..=seconds).contains(&asked), "{asked} gauge refreshes for 50 scrapes in {seconds} s");
 
-    let app = spawn_with(
-        Options { metrics_access: backend::http::system::MetricsAccess::Viewer, ..Options::default() },
-        None,
-    )
-    .await;
+    let app =
+        spawn_with(Options { metrics_access: backend::config::MetricsAccess::Viewer, ..Options::default() }, None)
+            .await;
     assert_eq!(app.http.get(app.url("/metrics")).send().await.unwrap().status(), 401);
     let r = app.http.get(app.url("/metrics")).bearer_auth(&app.viewer_token).send().await.unwrap();
     assert_eq!(r.status(), 200);

@@ -39,8 +39,8 @@ pub struct Session {
 impl Session {
     /// Adds an operator (or viewer) to the server and returns its token.
     pub async fn add_operator(&self, name: &str, role: backend::db::auth::Role) -> anyhow::Result<String> {
-        let token = backend::http::operator_auth::new_token();
-        let hash = backend::http::operator_auth::token_hash(&token);
+        let token = backend::db::auth::new_token();
+        let hash = backend::db::auth::token_hash(&token);
         backend::db::auth::add_operator(&self.pool, name, role, &hash, chrono::Utc::now()).await?;
         Ok(token)
     }
@@ -69,7 +69,7 @@ impl TestServer {
             );
         }
         let dir = tempfile::tempdir()?;
-        let config = backend::cli::ServeConfig::local(dir.path().join("fleetwave.db"), dist);
+        let config = backend::config::ServeConfig::local(dir.path().join("fleetwave.db"), dist);
         let shutdown = CancellationToken::new();
         let app = backend::server::App::build(&config, shutdown.clone()).await?;
         let addr = app.local_addr();
@@ -250,7 +250,7 @@ where
 /// The server of a [`fleet_browser_test`], which a test may take down and bring back on the
 /// same address and database (a network drop, as the browser sees it).
 pub struct ServerControl {
-    config: backend::cli::ServeConfig,
+    config: backend::config::ServeConfig,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     pub state: backend::http::AppState,
@@ -258,7 +258,7 @@ pub struct ServerControl {
 }
 
 impl ServerControl {
-    async fn start(config: backend::cli::ServeConfig, dir: tempfile::TempDir) -> anyhow::Result<ServerControl> {
+    async fn start(config: backend::config::ServeConfig, dir: tempfile::TempDir) -> anyhow::Result<ServerControl> {
         let shutdown = CancellationToken::new();
         let app = backend::server::App::build(&config, shutdown.clone()).await?;
         let mut config = config;
@@ -314,14 +314,14 @@ where
     let ci = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
     let trust = serde_json::json!({"schemaVersion": 1, "ciReleaseKey": {"current": engine::sign::public_key_b64(&ci)}, "freshnessWindowMinutes": 1440});
     std::fs::write(dir.path().join("trust.json"), serde_json::to_vec(&trust)?)?;
-    let config = backend::cli::ServeConfig {
+    let config = backend::config::ServeConfig {
         trust: Some(dir.path().join("trust.json")),
         plan_tick_ms: 3_600_000,
-        ..backend::cli::ServeConfig::local(dir.path().join("fleetwave.db"), dist)
+        ..backend::config::ServeConfig::local(dir.path().join("fleetwave.db"), dist)
     };
     let server = ServerControl::start(config, dir).await?;
     let state = server.state.clone();
-    let out = backend::cli::signing::release_documents(&ci, &fleet)?;
+    let out = engine::release::sign_release(&ci, &fleet).map_err(anyhow::Error::msg)?;
     let rollouts = out.manifests.iter().map(|(_, s)| s.artifact()).collect();
     let update =
         backend::manifests::verify_upload(&state.trust_roots(), out.fleet.artifact(), rollouts, chrono::Utc::now())

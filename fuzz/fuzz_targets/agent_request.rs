@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(timestamp) = agent_timestamp(Some(ts), NOW, MAX_SKEW_SECONDS) else { return };
     let key = host_key("a");
     let signature = if sig == "SIGN" {
-        let message = signing_string(method, path, timestamp, &engine::verify::sha256_hex(body));
+        let message = signing_string(method, path, timestamp, &engine::crypto::sha256_hex(body));
         B64.encode(key.sign(message.as_bytes()).to_bytes())
     } else {
         sig.to_owned()

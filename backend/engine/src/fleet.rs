@@ -10,7 +10,7 @@ use ed25519_dalek::VerifyingKey;
 use shared::manifest::{FleetDocument, HealthFailurePolicy, RolloutPolicy};
 use shared::{Channel, Hostname};
 
-use crate::verify::decode_public_key;
+use crate::crypto::decode_public_key;
 
 /// Where a host sits in its channel's waves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,7 +139,7 @@ impl<'a> ChannelFacts<'a> {
 }
 
 /// Checks the consistency rules of SPEC §2.3 and builds the indexes. Errors name the field.
-pub fn index(doc: FleetDocument, hash: String, signed_at: DateTime<Utc>) -> Result<VerifiedFleet, String> {
+pub(crate) fn index(doc: FleetDocument, hash: String, signed_at: DateTime<Utc>) -> Result<VerifiedFleet, String> {
     let mut pubkeys = Vec::with_capacity(doc.hosts.len());
     // A key is one host's identity: two hosts sharing one could each sign as the other.
     let mut holders: std::collections::HashMap<[u8; 32], &Hostname> = std::collections::HashMap::new();

@@ -2,6 +2,7 @@
 //! time comes in as `now`, and everything that must happen outside comes back as
 //! [`effect::Effect`] values for the reducer's applier.
 //!
+//! - [`crypto`]: canonical JSON, hashes and keys (a leaf).
 //! - [`verify`]: signed inputs — Ed25519 over RFC 8785 canonical JSON, trust slots,
 //!   freshness, consistency (SPEC §2).
 //! - [`fleet`]: the verified fleet document and the indexes the planner reads.
@@ -16,6 +17,7 @@
 //! - [`sign`], [`release`]: what CI does — sign canonical JSON, project a fleet into manifests.
 
 pub mod controller;
+pub mod crypto;
 pub mod effect;
 pub mod fleet;
 pub mod host;

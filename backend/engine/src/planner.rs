@@ -7,14 +7,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Write as _};
 
 use chrono::{DateTime, Duration, Utc};
-use shared::state::{Gate, HostState, RolloutState};
+use shared::log::{self, LogEntry};
+use shared::state::{AdvancedBy, Gate, Halt, HostState, RolloutState};
 use shared::{Channel, Closure, Hostname, RolloutId};
 
+use crate::effect::{Effect, Log};
 use crate::fleet::{HostFacts, Placement, WaveSpec};
-use crate::host::HostRecord;
-use shared::state::Halt;
-
-use crate::rollout::{Rollout, wave_complete};
+use crate::host::{Dispatch, HostRecord};
+use crate::rollout::{Rollout, RolloutInput, wave_complete};
 use crate::state::{FleetState, ManifestSet, Quarantines};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +28,54 @@ pub enum PlanAction {
 /// Heartbeat interval while a host has work (SPEC §6); a stuck host silent for three of
 /// them stops counting against budgets.
 pub const ACTIVE_HEARTBEAT_SECONDS: i64 = 5;
+
+/// Applies one planner action to `state`. Holds that did not change produce no effect, so a waiting
+/// fleet does not flood the event log.
+pub fn apply(state: &mut FleetState, set: &ManifestSet, action: &PlanAction, now: DateTime<Utc>) -> Vec<Effect> {
+    match action {
+        PlanAction::OpenRollout { rollout_id } => state.open_rollout(set, rollout_id, now),
+        PlanAction::AdvanceWave { rollout_id, to } => state
+            .apply_rollout_input(
+                &set.fleet,
+                rollout_id,
+                &RolloutInput::AdvanceWave { to: *to, by: AdvancedBy::Auto, force: false },
+                now,
+            )
+            .unwrap_or_default(),
+        PlanAction::QueueDispatch { host, rollout_id, soak_seconds, target_closure } => {
+            let Some(record) = state.records.get_mut(rollout_id).and_then(|r| r.get_mut(host)) else {
+                return vec![];
+            };
+            record.dispatch = Some(Dispatch { queued_at: now, soak_seconds: *soak_seconds });
+            record.waiting_on = None;
+            record.last_progress_at = now;
+            vec![Effect::Log(Log {
+                rollout_id: Some(rollout_id.clone()),
+                host: Some(host.clone()),
+                channel: Some(record.channel.clone()),
+                entry: LogEntry::DispatchQueued(log::DispatchQueued {
+                    target_closure: target_closure.clone(),
+                    soak_seconds: *soak_seconds,
+                }),
+            })]
+        }
+        PlanAction::Hold { host, rollout_id, gate, reason } => {
+            let Some(record) = state.records.get_mut(rollout_id).and_then(|r| r.get_mut(host)) else {
+                return vec![];
+            };
+            if record.waiting_on.as_ref().is_some_and(|w| w.gate == *gate && &w.reason == reason) {
+                return vec![];
+            }
+            record.waiting_on = Some(shared::state::WaitingOn { gate: *gate, reason: reason.clone(), since: now });
+            vec![Effect::Log(Log {
+                rollout_id: Some(rollout_id.clone()),
+                host: Some(host.clone()),
+                channel: Some(record.channel.clone()),
+                entry: LogEntry::HostHeld(log::HostHeld { gate: *gate, reason: reason.clone() }),
+            })]
+        }
+    }
+}
 
 /// One plan pass over every rollout.
 pub fn plan_next(

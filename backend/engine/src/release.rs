@@ -1,6 +1,6 @@
-//! Projecting a fleet document into one rollout manifest per channel (what `fleetwave
-//! release` signs): every host with a `closure` goes into its channel's `hostSet`, sorted by
-//! hostname, with its wave index and the fleet's hash.
+//! What CI does (`fleetwave release`): project a fleet document into one rollout manifest per
+//! channel — every host with a `closure` goes into its channel's `hostSet`, sorted by
+//! hostname, with its wave index and the fleet's hash — and sign the fleet and the manifests.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +8,12 @@ use chrono::{DateTime, Utc};
 use shared::manifest::{FleetDocument, HostSetEntry, ManifestMeta, RolloutManifest};
 use shared::{Channel, RolloutId};
 
+use ed25519_dalek::SigningKey;
+use serde_json::Value;
+
+use crate::crypto::sha256_hex;
 use crate::fleet::{Placement, VerifiedFleet};
+use crate::sign::{Signed, sign_value};
 use crate::verify::SCHEMA_VERSION;
 
 /// The manifests of one release of `fleet`, one per channel that has at least one host with
@@ -51,4 +56,35 @@ pub fn project(
         );
     }
     Ok(out)
+}
+
+/// A signed release: the fleet document and the manifests of its channels.
+#[derive(Debug, Clone)]
+pub struct SignedRelease {
+    pub fleet: Signed,
+    pub fleet_hash: String,
+    pub manifests: Vec<(RolloutId, Signed)>,
+}
+
+/// Signs the fleet document (its `meta.signedAt` set) and one manifest per channel. The fleet
+/// must pass the consistency rules the control plane applies, so CI fails where the control
+/// plane would refuse.
+pub fn sign_release(key: &SigningKey, document: &Value) -> Result<SignedRelease, String> {
+    let fleet_signed = sign_value(key, document)?;
+    let typed: FleetDocument =
+        serde_json::from_value(document.clone()).map_err(|e| format!("not a valid fleet document: {e}"))?;
+    let commit = typed.meta.ci_commit.clone();
+    if !shared::ids::is_commit(&commit) {
+        return Err(format!("meta.ciCommit `{commit}` must be 1–64 lower-case hex digits: it becomes the release ref"));
+    }
+    let signed_at = typed.meta.signed_at.ok_or("meta.signedAt is missing")?;
+    let fleet_hash = sha256_hex(&fleet_signed.canonical);
+    let fleet = crate::fleet::index(typed, fleet_hash.clone(), signed_at)
+        .map_err(|e| format!("the fleet document is inconsistent: {e}"))?;
+    let mut manifests = Vec::new();
+    for (id, manifest) in project(&fleet, &commit, signed_at)? {
+        let value = serde_json::to_value(&manifest).map_err(|e| format!("{id}: {e}"))?;
+        manifests.push((id, sign_value(key, &value)?));
+    }
+    Ok(SignedRelease { fleet: fleet_signed, fleet_hash, manifests })
 }

@@ -8,7 +8,7 @@ use ed25519_dalek::{Signer, SigningKey};
 use serde_json::Value;
 use shared::manifest::SignedArtifact;
 
-use crate::verify::{VerifyError, canonicalize};
+use crate::crypto::canonicalize;
 
 /// A signed document as it goes to disk (`NAME.json` + `NAME.json.sig`) or on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +28,8 @@ impl Signed {
     }
 }
 
-pub fn sign_value(key: &SigningKey, document: &Value) -> Result<Signed, VerifyError> {
+/// Signs the canonical bytes of `document`; fails only when it cannot be canonicalised.
+pub fn sign_value(key: &SigningKey, document: &Value) -> Result<Signed, String> {
     let canonical = canonicalize(document)?;
     let signature = key.sign(&canonical).to_bytes();
     Ok(Signed { canonical, signature })

@@ -11,9 +11,7 @@ use shared::{Channel, Closure, Hostname, RolloutId};
 use crate::effect::{Effect, Log};
 use crate::fleet::Placement;
 use crate::fleet::VerifiedFleet;
-use crate::host::{Dispatch, HostRecord, StepPolicy, TransitionError, step};
-use crate::planner::PlanAction;
-use shared::state::AdvancedBy;
+use crate::host::{HostRecord, StepPolicy, TransitionError, step};
 
 use crate::rollout::{self, Rollout, RolloutContext, RolloutError, RolloutInput};
 use crate::verify::VerifiedManifest;
@@ -276,57 +274,9 @@ impl FleetState {
         effects
     }
 
-    /// Applies one planner action. Holds that did not change produce no effect, so a waiting
-    /// fleet does not flood the event log.
-    pub fn apply_action(&mut self, set: &ManifestSet, action: &PlanAction, now: DateTime<Utc>) -> Vec<Effect> {
-        match action {
-            PlanAction::OpenRollout { rollout_id } => self.open_rollout(set, rollout_id, now),
-            PlanAction::AdvanceWave { rollout_id, to } => self
-                .apply_rollout_input(
-                    &set.fleet,
-                    rollout_id,
-                    &RolloutInput::AdvanceWave { to: *to, by: AdvancedBy::Auto, force: false },
-                    now,
-                )
-                .unwrap_or_default(),
-            PlanAction::QueueDispatch { host, rollout_id, soak_seconds, target_closure } => {
-                let Some(record) = self.records.get_mut(rollout_id).and_then(|r| r.get_mut(host)) else {
-                    return vec![];
-                };
-                record.dispatch = Some(Dispatch { queued_at: now, soak_seconds: *soak_seconds });
-                record.waiting_on = None;
-                record.last_progress_at = now;
-                vec![Effect::Log(Log {
-                    rollout_id: Some(rollout_id.clone()),
-                    host: Some(host.clone()),
-                    channel: Some(record.channel.clone()),
-                    entry: LogEntry::DispatchQueued(log::DispatchQueued {
-                        target_closure: target_closure.clone(),
-                        soak_seconds: *soak_seconds,
-                    }),
-                })]
-            }
-            PlanAction::Hold { host, rollout_id, gate, reason } => {
-                let Some(record) = self.records.get_mut(rollout_id).and_then(|r| r.get_mut(host)) else {
-                    return vec![];
-                };
-                if record.waiting_on.as_ref().is_some_and(|w| w.gate == *gate && &w.reason == reason) {
-                    return vec![];
-                }
-                record.waiting_on = Some(shared::state::WaitingOn { gate: *gate, reason: reason.clone(), since: now });
-                vec![Effect::Log(Log {
-                    rollout_id: Some(rollout_id.clone()),
-                    host: Some(host.clone()),
-                    channel: Some(record.channel.clone()),
-                    entry: LogEntry::HostHeld(log::HostHeld { gate: *gate, reason: reason.clone() }),
-                })]
-            }
-        }
-    }
-
     /// Opens the rollout of a verified manifest: supersedes the channel's open rollout and
     /// creates one Pending record per `hostSet` entry.
-    fn open_rollout(&mut self, set: &ManifestSet, id: &RolloutId, now: DateTime<Utc>) -> Vec<Effect> {
+    pub fn open_rollout(&mut self, set: &ManifestSet, id: &RolloutId, now: DateTime<Utc>) -> Vec<Effect> {
         let Some(manifest) = set.get(id) else {
             return vec![];
         };

@@ -10,10 +10,10 @@ use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Duration, Utc};
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use shared::manifest::{FleetDocument, RolloutManifest, SignedArtifact, TrustConfig};
 use shared::{Hostname, RolloutId};
 
+use crate::crypto::{canonicalize, decode_public_key, sha256_hex};
 use crate::fleet::{self, VerifiedFleet};
 
 /// The only schema version this build understands.
@@ -83,14 +83,6 @@ pub struct TrustRoots {
     window_minutes: u64,
 }
 
-/// Decodes a standard-base64 Ed25519 public key (32 raw bytes).
-pub fn decode_public_key(b64: &str) -> Result<VerifyingKey, String> {
-    let bytes = B64.decode(b64.trim()).map_err(|err| format!("not standard base64: {err}"))?;
-    let raw: [u8; 32] =
-        bytes.as_slice().try_into().map_err(|_| format!("an Ed25519 public key is 32 bytes, got {}", bytes.len()))?;
-    VerifyingKey::from_bytes(&raw).map_err(|_| "not a valid Ed25519 public key".to_owned())
-}
-
 impl TrustRoots {
     /// Decodes the configuration; a key that does not decode is a `no-trust-roots` error for
     /// the current slot and a precise message for the others.
@@ -143,22 +135,6 @@ pub struct VerifiedDocument {
     pub signed_at: DateTime<Utc>,
 }
 
-/// RFC 8785 canonical bytes of `value`.
-pub fn canonicalize(value: &Value) -> Result<Vec<u8>, VerifyError> {
-    serde_jcs::to_vec(value).map_err(|err| VerifyError::Malformed(format!("cannot canonicalise: {err}")))
-}
-
-/// Lower-case hex SHA-256 of canonical bytes (the `fleetHash`).
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut out = String::with_capacity(64);
-    for byte in digest {
-        out.push(char::from_digit(u32::from(byte >> 4), 16).unwrap_or('0'));
-        out.push(char::from_digit(u32::from(byte & 0xf), 16).unwrap_or('0'));
-    }
-    out
-}
-
 /// Checks an artifact's signature, schema, signing time and (optionally) freshness.
 pub fn verify_artifact(
     trust: Option<&TrustRoots>,
@@ -172,7 +148,7 @@ pub fn verify_artifact(
         .map_err(|err| VerifyError::Malformed(format!("artifact is not standard base64: {err}")))?;
     let value: Value =
         serde_json::from_slice(&bytes).map_err(|err| VerifyError::Malformed(format!("artifact is not JSON: {err}")))?;
-    let canonical = canonicalize(&value)?;
+    let canonical = canonicalize(&value).map_err(VerifyError::Malformed)?;
 
     let signature = B64
         .decode(artifact.signature.trim())

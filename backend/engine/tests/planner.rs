@@ -110,7 +110,7 @@ fn channel_edge_with_a_missing_predecessor_rollout_blocks() {
     // Open only stable's rollout: canary has a verified manifest but no rollout row.
     let open = PlanAction::OpenRollout { rollout_id: Scenario::rid("stable@c0ffee") };
     let set = s.set().clone();
-    s.state.apply_action(&set, &open, t0());
+    engine::planner::apply(&mut s.state, &set, &open, t0());
     let actions = s.plan();
     let (gate, reason) = hold_of(&actions, "s1").unwrap();
     assert_eq!(gate, Gate::ChannelEdge);
@@ -349,7 +349,7 @@ fn unchanged_holds_are_not_logged_again() {
         assert!(hold_of(&actions, "b").is_none(), "a recorded hold is not planned again: {actions:?}");
         let now = s.now;
         for action in actions {
-            logged += s.state.apply_action(&set, &action, now).len();
+            logged += engine::planner::apply(&mut s.state, &set, &action, now).len();
         }
     }
     assert_eq!(logged, 0, "100 passes of a waiting fleet log nothing");
@@ -378,7 +378,7 @@ fn a_pass_over_some_rollouts_answers_for_them_as_a_full_pass_does_and_counts_bud
     let opened = s.plan();
     for action in &opened {
         let (set, now) = (s.set().clone(), s.now);
-        drop(s.state.apply_action(&set, action, now));
+        drop(engine::planner::apply(&mut s.state, &set, action, now));
     }
     // Before anything is dispatched, green alone: g1 takes the free budget, g2 goes too.
     let green = std::collections::BTreeSet::from([Scenario::rid("green@c0ffee")]);
@@ -390,7 +390,7 @@ fn a_pass_over_some_rollouts_answers_for_them_as_a_full_pass_does_and_counts_bud
     assert_eq!(Scenario::dispatched(&full), ["b1", "b2", "g2"]);
     for action in &full {
         let (set, now) = (s.set().clone(), s.now);
-        drop(s.state.apply_action(&set, action, now));
+        drop(engine::planner::apply(&mut s.state, &set, action, now));
     }
     let scoped = engine::planner::plan_rollouts(s.set(), &s.state, &s.quarantines, s.now, Some(&green));
     assert!(scoped.is_empty(), "g1's budget hold is recorded, b1 holds the budget: {scoped:?}");

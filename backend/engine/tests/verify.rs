@@ -4,11 +4,10 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Duration, Utc};
+use engine::crypto::canonicalize;
 use engine::sign::{public_key_b64, sign_value};
 use engine::testkit::{FleetBuilder, at, ci_key, key, sign, t0, trust, trust_config};
-use engine::verify::{
-    Freshness, TrustRoots, VerifyError, canonicalize, verify_artifact, verify_fleet, verify_manifest,
-};
+use engine::verify::{Freshness, TrustRoots, VerifyError, verify_artifact, verify_fleet, verify_manifest};
 use serde_json::{Value, json};
 use shared::RolloutId;
 use shared::manifest::SignedArtifact;

@@ -113,7 +113,7 @@ async fn verify_only(State(keys): State<Keys>, headers: HeaderMap, body: Bytes) 
     let Some(key) = keys.get(header(shared::agent::HOST_HEADER)) else {
         return (StatusCode::UNAUTHORIZED, "{}");
     };
-    let digest = engine::verify::sha256_hex(&body);
+    let digest = engine::crypto::sha256_hex(&body);
     let ts: i64 = header(shared::agent::TIMESTAMP_HEADER).parse().unwrap_or(0);
     let message = shared::agent::signing_string("POST", "/api/v1/agent/heartbeat", ts, &digest);
     let Some(sig) = B64.decode(header(shared::agent::SIGNATURE_HEADER)).ok().and_then(|s| <[u8; 64]>::try_from(s).ok())

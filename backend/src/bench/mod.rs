@@ -70,17 +70,15 @@ pub struct RunArgs {
 
 const INITIAL: &str = "/nix/store/00000000000000000000000000000000-initial";
 
-pub fn run(command: BenchCommand) -> anyhow::Result<()> {
-    crate::cli::run_async(async move {
-        match command {
-            BenchCommand::Run(args) => run_all(args).await,
-            BenchCommand::Ceilings(args) => {
-                let fleet = LoadFleet::build(&shape(1_000, 100))?;
-                println!("{}", measure_ceilings(&args, &fleet).await?.table());
-                Ok(())
-            }
+pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Run(args) => run_all(args).await,
+        BenchCommand::Ceilings(args) => {
+            let fleet = LoadFleet::build(&shape(1_000, 100))?;
+            println!("{}", measure_ceilings(&args, &fleet).await?.table());
+            Ok(())
         }
-    })
+    }
 }
 
 fn shape(hosts: usize, hosts_per_rollout: usize) -> LoadShape {

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use crate::db::auth::{new_token, token_hash};
 use crate::db::{self, auth::Role};
-use crate::http::operator_auth::{new_token, token_hash};
 use crate::sim::fleet::LoadFleet;
 
 pub struct ServerProcess {

@@ -9,8 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub use serve::ServeConfig;
-
+use crate::config::ServeConfig;
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]
@@ -58,7 +57,7 @@ pub fn main() -> ExitCode {
         Command::Operator(command) => run_async(operator::run(command)),
         Command::Demo(args) => run_async(crate::demo::run(args)),
         Command::Simulate(args) => run_async(simulate::run(args)),
-        Command::Bench(command) => crate::bench::run(command),
+        Command::Bench(command) => run_async(crate::bench::run(command)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
+use crate::db::auth::{new_token, token_hash};
 use crate::db::{self, auth::Role};
-use crate::http::operator_auth::{new_token, token_hash};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum OperatorCommand {

@@ -7,10 +7,10 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
 use ed25519_dalek::SigningKey;
-use engine::sign::{Signed, decode_signing_key, encode_signing_key, public_key_b64, sign_value};
+use engine::sign::{decode_signing_key, encode_signing_key, public_key_b64, sign_value};
 use serde_json::Value;
 
 #[derive(Debug, clap::Args)]
@@ -85,17 +85,10 @@ fn read_json(path: &Path) -> anyhow::Result<Value> {
     serde_json::from_slice(&text).with_context(|| format!("{} is not JSON", path.display()))
 }
 
-/// Writes `NAME` (canonical bytes) and `NAME.sig` (base64 signature).
-pub fn write_signed(path: &Path, signed: &Signed) -> anyhow::Result<()> {
-    fs::write(path, &signed.canonical).with_context(|| format!("cannot write {}", path.display()))?;
-    let sig = with_suffix(path, ".sig");
-    fs::write(&sig, format!("{}\n", signed.signature_b64())).with_context(|| format!("cannot write {}", sig.display()))
-}
-
 pub fn sign(args: SignArgs) -> anyhow::Result<()> {
     let key = read_key(&args.key)?;
     let document = read_json(&args.file)?;
-    let signed = sign_value(&key, &document)?;
+    let signed = sign_value(&key, &document).map_err(anyhow::Error::msg)?;
     let sig = with_suffix(&args.file, ".sig");
     fs::write(&sig, format!("{}\n", signed.signature_b64()))
         .with_context(|| format!("cannot write {}", sig.display()))?;
@@ -112,41 +105,11 @@ pub fn release(args: ReleaseArgs) -> anyhow::Result<()> {
     if meta.get("signedAt").is_none_or(Value::is_null) {
         meta.insert("signedAt".into(), Value::String(signed_at.to_rfc3339_opts(SecondsFormat::Secs, true)));
     }
-    let out = release_documents(&key, &document)?;
-    fs::create_dir_all(args.out.join("rollouts")).with_context(|| format!("cannot create {}", args.out.display()))?;
-    write_signed(&args.out.join("fleet.json"), &out.fleet)?;
+    let out = engine::release::sign_release(&key, &document).map_err(anyhow::Error::msg)?;
+    crate::manifests::write_release(&args.out, &out)?;
     println!("fleet.json  fleetHash {}", out.fleet_hash);
-    for (id, signed) in &out.manifests {
-        write_signed(&args.out.join("rollouts").join(format!("{id}.json")), signed)?;
+    for (id, _) in &out.manifests {
         println!("rollouts/{id}.json");
     }
     Ok(())
-}
-
-pub struct ReleaseOutput {
-    pub fleet: Signed,
-    pub fleet_hash: String,
-    pub manifests: Vec<(shared::RolloutId, Signed)>,
-}
-
-/// Signs the fleet and one manifest per channel. The fleet must pass the same consistency
-/// rules the control plane applies, so CI fails where the control plane would refuse.
-pub fn release_documents(key: &SigningKey, document: &Value) -> anyhow::Result<ReleaseOutput> {
-    let fleet_signed = sign_value(key, document)?;
-    let typed: shared::manifest::FleetDocument =
-        serde_json::from_value(document.clone()).context("not a valid fleet document")?;
-    let commit = typed.meta.ci_commit.clone();
-    if !shared::ids::is_commit(&commit) {
-        bail!("meta.ciCommit `{commit}` must be 1–64 lower-case hex digits: it becomes the release ref");
-    }
-    let signed_at = typed.meta.signed_at.context("meta.signedAt is missing")?;
-    let fleet_hash = engine::verify::sha256_hex(&fleet_signed.canonical);
-    let fleet = engine::fleet::index(typed, fleet_hash.clone(), signed_at)
-        .map_err(|e| anyhow::anyhow!("the fleet document is inconsistent: {e}"))?;
-    let mut manifests = Vec::new();
-    for (id, manifest) in engine::release::project(&fleet, &commit, signed_at).map_err(anyhow::Error::msg)? {
-        let value = serde_json::to_value(&manifest)?;
-        manifests.push((id, sign_value(key, &value)?));
-    }
-    Ok(ReleaseOutput { fleet: fleet_signed, fleet_hash, manifests })
 }

@@ -1,9 +1,23 @@
 //! Operators and sessions. Tokens are random, shown once, and stored only as SHA-256 hashes.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use sqlx::{Row, SqlitePool};
 
 use super::store::{parse_ts, ts};
+
+/// A new random token (`fw_` + 32 random bytes, base64url).
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+    format!("fw_{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// What is stored instead of a token.
+pub fn token_hash(token: &str) -> String {
+    engine::crypto::sha256_hex(token.as_bytes())
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::HttpLimits;
+use crate::config::HttpLimits;
 
 /// Largest read buffer per connection, and so the largest request head (hyper answers 431
 /// beyond it).

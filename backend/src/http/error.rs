@@ -26,6 +26,11 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", message)
     }
 
+    /// A signed input that did not verify: 422 with the verification outcome as the code.
+    pub fn verification(err: engine::verify::VerifyError) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, err.code(), err.to_string())
+    }
+
     /// A storage failure: logged in full, answered 503 without internals.
     pub fn internal(err: sqlx::Error) -> Self {
         tracing::error!(%err, "database error while answering a request");

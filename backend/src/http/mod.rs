@@ -11,6 +11,7 @@ pub mod operator_auth;
 mod session;
 pub mod system;
 
+use crate::config::HttpLimits;
 use std::path::Path;
 use std::time::Duration;
 
@@ -30,21 +31,6 @@ use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
-
-/// Timeouts and the connection limit (`fleetwave serve --header-read-timeout-secs` and its
-/// siblings; ARCHITECTURE.md lists them with the server's other limits).
-#[derive(Debug, Clone, Copy)]
-pub struct HttpLimits {
-    /// A request head must arrive within this long; idle keep-alive connections close after it.
-    pub header_read_timeout: Duration,
-    /// A request body that sends nothing for this long is abandoned (408 `body-timeout`).
-    pub body_idle_timeout: Duration,
-    /// A request must be answered within this long (408 otherwise); the live feed answers at
-    /// once and then streams, so it is not cut by it.
-    pub request_timeout: Duration,
-    /// Open connections at most.
-    pub max_connections: usize,
-}
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -74,7 +60,7 @@ pub struct Shared {
     pub reducer: crate::reducer::ReducerHandle,
     /// The verified fleet agents authenticate against (written by the reducer).
     pub fleet: crate::reducer::SharedFleet,
-    pub trust: crate::manifests::SharedTrust,
+    pub trust: crate::trust::SharedTrust,
     pub feed: crate::feed::FeedHub,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub replay: Arc<agent_auth::ReplayCache>,
@@ -82,7 +68,7 @@ pub struct Shared {
     /// Set when a vital task failed: `/readyz` answers 503.
     pub health: crate::shutdown::Health,
     /// Who may read `/metrics`.
-    pub metrics_access: system::MetricsAccess,
+    pub metrics_access: crate::config::MetricsAccess,
     /// Browsers reach the control plane over https (`--public-url https://…`): session
     /// cookies are `Secure`.
     pub https: bool,

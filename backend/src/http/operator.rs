@@ -257,7 +257,8 @@ pub async fn upload_manifests(
     JsonBody(upload): JsonBody<ManifestUpload, MANIFESTS_BODY_BYTES>,
 ) -> Result<Json<ManifestSummary>, ApiError> {
     let update =
-        crate::manifests::verify_upload(&state.trust_roots(), upload.fleet, upload.rollouts, state.clock.now())?;
+        crate::manifests::verify_upload(&state.trust_roots(), upload.fleet, upload.rollouts, state.clock.now())
+            .map_err(ApiError::verification)?;
     tracing::info!(operator = %op.name, fleet_hash = %update.set.fleet.hash, "manifest upload verified");
     let summary = state
         .reducer

@@ -6,26 +6,12 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, header};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::{ApiError, AppState};
 use crate::db::auth::{self, Operator, Role};
 
 pub const SESSION_COOKIE: &str = "fw_session";
 pub const CSRF_HEADER: &str = "x-fleetwave-csrf";
-
-/// A new random token (`fw_` + 32 random bytes, base64url).
-pub fn new_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
-    format!("fw_{}", URL_SAFE_NO_PAD.encode(bytes))
-}
-
-/// What is stored instead of a token.
-pub fn token_hash(token: &str) -> String {
-    engine::verify::sha256_hex(token.as_bytes())
-}
 
 fn cookie(parts: &Parts, name: &str) -> Option<String> {
     parts.headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(
@@ -51,13 +37,13 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Operator, ApiEr
         let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).ok_or_else(|| {
             ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "Authorization must be `Bearer <token>`.")
         })?;
-        return auth::operator_by_token(&state.pool, &token_hash(token.trim()))
+        return auth::operator_by_token(&state.pool, &auth::token_hash(token.trim()))
             .await
             .map_err(db_error)?
             .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "The token is not valid."));
     }
     if let Some(session) = cookie(parts, SESSION_COOKIE) {
-        let operator = auth::operator_by_session(&state.pool, &token_hash(&session), chrono::Utc::now())
+        let operator = auth::operator_by_session(&state.pool, &auth::token_hash(&session), chrono::Utc::now())
             .await
             .map_err(db_error)?
             .ok_or_else(|| {

@@ -9,9 +9,10 @@ use axum::response::{IntoResponse, Response};
 use shared::api::{SessionRequest, Whoami};
 
 use super::extract::{JsonBody, SESSION_BODY_BYTES};
-use super::operator_auth::{Viewer, new_token, over_https, session_cookie, session_of, token_hash};
+use super::operator_auth::{Viewer, over_https, session_cookie, session_of};
 use super::{ApiError, AppState};
 use crate::db::auth;
+use crate::db::auth::{new_token, token_hash};
 
 const SESSION_HOURS: i64 = 12;
 

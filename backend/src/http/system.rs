@@ -1,5 +1,6 @@
 //! Liveness, readiness and version.
 
+use crate::config::MetricsAccess;
 use axum::Json;
 use axum::extract::State;
 
@@ -19,17 +20,6 @@ pub async fn healthz() -> &'static str {
 }
 
 const GAUGES_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Who may read `/metrics` (`fleetwave serve --metrics-access`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum MetricsAccess {
-    /// Anyone who reaches the port, as Prometheus scrapers usually expect (the default; put
-    /// the port behind the network's own controls).
-    #[default]
-    Public,
-    /// Only with a viewer's (or operator's) token, as for the API's reads.
-    Viewer,
-}
 
 /// `GET /metrics`: Prometheus text.
 #[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus / OpenMetrics text", content_type = "application/openmetrics-text", body = String), (status = 401, description = "With `--metrics-access viewer` and no token", body = shared::ApiErrorBody)))]

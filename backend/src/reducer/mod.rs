@@ -30,8 +30,8 @@ pub use self::input::{ManifestUpdate, OperatorOutcome, ReducerError, ReducerInpu
 use crate::db::store;
 use crate::db::writer::{Committed, WriteError, Writer};
 use crate::feed::FeedHub;
-use crate::manifests::SharedTrust;
 use crate::metrics::Metrics;
+use crate::trust::SharedTrust;
 use shared::api::LogEvent;
 
 /// Most inputs taken into one transaction.

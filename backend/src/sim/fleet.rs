@@ -9,12 +9,12 @@ use serde_json::{Value, json};
 use sha2::Digest;
 
 use super::SimHost;
-use crate::cli::signing::{self, ReleaseOutput};
+use engine::release::{SignedRelease, sign_release};
 
 /// A signed load fleet and the keys of its hosts.
 pub struct LoadFleet {
     pub trust: Value,
-    pub release: ReleaseOutput,
+    pub release: SignedRelease,
     pub hosts: Vec<SimHost>,
     ci: SigningKey,
 }
@@ -78,7 +78,7 @@ impl LoadFleet {
             "waves": wave_docs,
             "disruptionBudgets": [{"name": "web", "selector": {"tags": ["web"]}, "maxInFlight": (shape.hosts / 4).max(1)}]
         });
-        let release = signing::release_documents(&ci, &doc)?;
+        let release = sign_release(&ci, &doc).map_err(anyhow::Error::msg)?;
         Ok(LoadFleet { trust, release, hosts, ci })
     }
 
@@ -88,12 +88,7 @@ impl LoadFleet {
         std::fs::create_dir_all(dir)?;
         std::fs::write(dir.join("ci.key"), format!("{}\n", engine::sign::encode_signing_key(&self.ci)))?;
         std::fs::write(dir.join("trust.json"), serde_json::to_vec_pretty(&self.trust)?)?;
-        let release = dir.join("release");
-        std::fs::create_dir_all(release.join("rollouts"))?;
-        signing::write_signed(&release.join("fleet.json"), &self.release.fleet)?;
-        for (id, signed) in &self.release.manifests {
-            signing::write_signed(&release.join("rollouts").join(format!("{id}.json")), signed)?;
-        }
+        crate::manifests::write_release(&dir.join("release"), &self.release)?;
         if keys {
             std::fs::create_dir_all(dir.join("hosts"))?;
             for host in &self.hosts {

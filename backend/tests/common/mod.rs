@@ -4,10 +4,10 @@
 
 use std::path::PathBuf;
 
-use backend::cli::ServeConfig;
 use backend::clock::Clock;
+use backend::config::ServeConfig;
 use backend::db::auth::Role;
-use backend::http::operator_auth::{new_token, token_hash};
+use backend::db::auth::{new_token, token_hash};
 use backend::reducer::ReducerInput;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -37,7 +37,7 @@ pub struct Options {
     pub trust: bool,
     pub feed_capacity: usize,
     pub db_busy_timeout_ms: u64,
-    pub metrics_access: backend::http::system::MetricsAccess,
+    pub metrics_access: backend::config::MetricsAccess,
     pub min_free_disk_mb: u64,
 }
 
@@ -50,7 +50,7 @@ impl Default for Options {
             trust: true,
             feed_capacity: backend::feed::FEED_CAPACITY,
             db_busy_timeout_ms: 5_000,
-            metrics_access: backend::http::system::MetricsAccess::Public,
+            metrics_access: backend::config::MetricsAccess::Public,
             min_free_disk_mb: 64,
         }
     }
@@ -216,7 +216,7 @@ pub fn upload_body(fleet: &FleetBuilder, commit: &str, signed_at: chrono::DateTi
     let mut doc = fleet.document();
     doc["meta"]["signedAt"] = json!(signed_at.to_rfc3339());
     doc["meta"]["ciCommit"] = json!(commit);
-    let out = backend::cli::signing::release_documents(&ci_key(), &doc).unwrap();
+    let out = engine::release::sign_release(&ci_key(), &doc).unwrap();
     let rollouts: Vec<SignedArtifact> = out.manifests.iter().map(|(_, s)| s.artifact()).collect();
     json!({ "fleet": out.fleet.artifact(), "rollouts": rollouts })
 }
@@ -279,7 +279,7 @@ pub fn sign_request(
     body: &[u8],
     ts: i64,
 ) -> Vec<(&'static str, String)> {
-    let digest = engine::verify::sha256_hex(body);
+    let digest = engine::crypto::sha256_hex(body);
     let message = shared::agent::signing_string(method, path, ts, &digest);
     vec![
         ("x-fleetwave-host", host.to_owned()),

@@ -49,7 +49,7 @@ impl Controller {
                     self.rollouts_of_host = None;
                     opened.insert(rollout_id.clone());
                 }
-                let effects = self.state.apply_action(&set, action, now);
+                let effects = crate::planner::apply(&mut self.state, &set, action, now);
                 self.absorb(now, effects, out);
             }
             let active: Vec<RolloutId> = self
