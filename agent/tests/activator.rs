@@ -4,6 +4,7 @@
 //! would to them. Switches that succeed, exit non-zero, hang past the timeout or end on an
 //! unexpected closure; a kernel change staged for the next boot; a rollback; fetch failures
 //! sorted by their message.
+#![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};

@@ -1,5 +1,6 @@
 //! The agent's configuration: defaults, every bad value refused naming its field, paths under
 //! `--root`, and the `keygen` / `check` commands of the real binary.
+#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 use std::process::Command;

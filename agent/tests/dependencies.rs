@@ -1,4 +1,5 @@
 //! The agent is small enough to audit and carries nothing of the server.
+#![allow(clippy::unwrap_used)]
 
 #[test]
 fn the_agent_depends_on_no_server_crate() {

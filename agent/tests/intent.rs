@@ -1,5 +1,6 @@
 //! The agent's durable memory: saved atomically, read back whole, a torn temporary file from a
 //! crash ignored, and a corrupt file an error rather than a fresh start that reuses seqs.
+#![allow(clippy::unwrap_used)]
 
 use agent::intent::{INTENT_FILE, Intent, IntentError, Stage, clear, load, save};
 use shared::manifest::HealthFailurePolicy;

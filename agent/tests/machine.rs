@@ -2,6 +2,7 @@
 //! and lists the actions expected, in order, written short (`persist`, `send DispatchAck#1`,
 //! `realise v2`, …). The happy path, every failure path of the activation, probes, retries,
 //! replays and restarts.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 

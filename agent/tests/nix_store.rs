@@ -1,6 +1,7 @@
 //! The activator with the real Nix store (Debian's `nix-bin`, installed by `scripts/setup`):
 //! closures built by `nix-build`, real profile generations, and realising from a `file://`
 //! binary cache where only a signed path is accepted.
+#![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::symlink;
 use std::path::Path;

@@ -1,6 +1,7 @@
 //! The flake and its NixOS modules. Without nixpkgs on this machine they cannot be evaluated;
 //! they are parsed by the real Nix (`nix-instantiate --parse`), and the agent module is checked
 //! to write every key `agent.toml` has.
+#![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,5 +1,6 @@
 //! One run of each probe kind against something real on this machine: a TCP listener, a tiny
 //! HTTP server, shell commands.
+#![allow(clippy::unwrap_used)]
 
 use std::io::{Read, Write};
 use std::net::TcpListener;

@@ -15,8 +15,8 @@ use engine::sign::Signed;
 use engine::state::ManifestSet;
 use engine::verify::{Freshness, TrustRoots, VerifyError, verify_fleet, verify_manifest};
 use sha2::{Digest, Sha256};
-use shared::RolloutId;
 use shared::manifest::SignedArtifact;
+use shared::{ErrorCode, RolloutId};
 use tokio_util::sync::CancellationToken;
 
 use crate::reducer::{ManifestUpdate, ReducerHandle, ReducerInput};
@@ -156,7 +156,7 @@ pub async fn poll_dir(
     // (files' stamp, content fingerprint, trust.json's bytes) of the last set handed over.
     let mut verified: Option<(Stamp, Vec<u8>, Vec<u8>)> = None;
     // What was last logged as rejected, so a rejected set is not logged on every poll.
-    let mut rejected: Option<(Vec<u8>, Vec<u8>, String)> = None;
+    let mut rejected: Option<(Vec<u8>, Vec<u8>, ErrorCode)> = None;
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
@@ -198,7 +198,7 @@ pub async fn poll_dir(
                 }
             }
             Err(err) => {
-                let code = err.code().to_owned();
+                let code = err.code();
                 let seen = rejected.as_ref().is_some_and(|(p, t, c)| p == &print && t == &trust_bytes && c == &code);
                 if !seen {
                     tracing::error!(dir = %dir.display(), error = ?err, "manifests dir rejected; the last verified set stays in force, and it is verified again on every poll");

@@ -1,5 +1,6 @@
 //! Agent API semantics: event outcomes, heartbeat recovery synthesis, replay and bootstrap,
 //! failure handling and quarantine, and agent authentication.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -4,6 +4,7 @@
 //! whose switch fails, and one whose enforce probe fails during the soak, are rolled back to
 //! the previous generation and quarantined while the other hosts are held; an agent killed
 //! with SIGKILL mid-soak resumes after a restart with no seq reused and the rollout completes.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

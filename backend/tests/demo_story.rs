@@ -1,6 +1,7 @@
 //! The demo scenario, headless and accelerated: canary completes before stable dispatches,
 //! the approval wave waits for an operator, the broken edge closure ends quarantined with its
 //! other Pending hosts held, and everything else converges.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Durability: every event answered `applied` survives a SIGKILL and the rollout carries on
 //! after a restart; the rollout and record tables are re-derivable from the event log.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The live feed: resume with Last-Event-ID without gap or duplicate, and a lagging client is
 //! cut off rather than silently skipped.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

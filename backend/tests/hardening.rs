@@ -1,6 +1,7 @@
 //! What a hostile host or client tried (issue 14), each against the real server: nothing it
 //! sends stops the reducer, loses an acknowledged event, or grows what the server stores
 //! beyond the limits of `shared::limits`.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -480,6 +481,19 @@ async fn rollouts_and_released_quarantines_come_a_page_at_a_time_and_unknown_rol
     let (status, body) = app.get("/api/v1/rollouts/stable@ffff/events").await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not-found")), "{body}");
     assert_eq!(app.get("/api/v1/rollouts/stable@a1/events").await.0, 200);
+
+    // A rollout's log read backwards: the newest entries before a seq, oldest first.
+    let seqs = |page: &Value| -> Vec<i64> {
+        page["events"].as_array().unwrap().iter().map(|e| e["seq"].as_i64().unwrap()).collect()
+    };
+    let (_, all) = app.get("/api/v1/rollouts/stable@a1/events?after=0&limit=1000").await;
+    let all = seqs(&all);
+    assert!(all.len() >= 3, "{all:?}");
+    let bound = all[all.len() - 1];
+    let (_, page) = app.get(&format!("/api/v1/rollouts/stable@a1/events?before={bound}&limit=2")).await;
+    assert_eq!(seqs(&page), all[all.len() - 3..all.len() - 1], "the two entries before {bound}, oldest first");
+    let (status, body) = app.get("/api/v1/rollouts/stable@a1/events?after=1&before=9").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad-query")), "{body}");
 
     // Released quarantines: the newest `limit`, newest first; active ones always.
     for i in 0..3 {

@@ -1,5 +1,6 @@
 //! Manifest upload: each verification outcome is answered with its code and changes nothing;
 //! the verified set is persisted and re-verified after a restart.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Stuck detection (visible in the API and in metrics), its effect on budgets, and the
 //! Prometheus metrics.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The OpenAPI document is generated from the handlers and lists every route the server has.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Operator authentication and roles, and a table of bad input on every route: each gets its
 //! documented 4xx, nothing panics, and the database is unchanged.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! A whole rollout over HTTP with signed agents: three waves with soak, an approval wave, a
 //! host edge, a channel edge and a disruption budget, walking to Completed.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! The simulator speaks the real agent protocol: a fleet converges through it, also with
 //! agent restarts and lost, duplicated and reordered event posts; `fleetwave simulate` runs
 //! as a separate process and reports its figures.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

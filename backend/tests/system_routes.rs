@@ -1,4 +1,5 @@
 //! Health, readiness, version, API 404s and the dashboard's SPA fallback, through the router.
+#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 
@@ -65,7 +66,7 @@ async fn readiness_fails_with_a_clear_error_when_the_database_is_closed() {
     let (status, _, body) = get(&router, "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let error: shared::ApiErrorBody = serde_json::from_str(&body).unwrap();
-    assert_eq!(error.error.code, "not-ready");
+    assert_eq!(error.error.code, shared::ErrorCode::NotReady);
 }
 
 #[tokio::test]
@@ -75,7 +76,7 @@ async fn unknown_api_routes_answer_json_not_the_dashboard() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(headers["content-type"], "application/json");
     let error: shared::ApiErrorBody = serde_json::from_str(&body).unwrap();
-    assert_eq!(error.error.code, "not-found");
+    assert_eq!(error.error.code, shared::ErrorCode::NotFound);
     assert!(error.error.message.contains("/api/v1/no-such-thing"));
 }
 

@@ -1,5 +1,6 @@
 //! Signing in: the demo's login link trades the token for a session and removes it from the
 //! address bar.
+#![allow(clippy::unwrap_used)]
 
 use backend::db::auth::Role;
 use e2e::browser_test;

@@ -1,6 +1,7 @@
 //! A network drop: the rollout page says "reconnecting…" while the control plane is gone, and
 //! once it is back it resumes from the last entry it saw, including what was committed while
 //! it was away, without a reload.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
 //! The rollout page against the demo: waves and hosts render, approving the approval wave
 //! makes its hosts move, and the event log grows, all live without a reload.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 

@@ -1,6 +1,7 @@
 //! Time to interactive of the rollout page for a 10,000-host rollout (SPEC §13: ≤ 1.5 s).
 //! A measurement, not a pass/fail timing: it asserts the page works and prints the figure.
 //! Run: `cargo nextest run -p e2e --run-ignored only --no-capture time_to_interactive`.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 

@@ -1,4 +1,5 @@
 //! The dashboard shell in a real browser against the real server.
+#![allow(clippy::unwrap_used)]
 
 use e2e::browser_test;
 use e2e::pages::shell::Shell;

@@ -35,7 +35,7 @@ async fn decode<T: DeserializeOwned>(response: Response) -> Result<T, CallError>
     }
     let status = response.status();
     match response.json::<ApiErrorBody>().await {
-        Ok(body) => Err(CallError { code: body.error.code, message: body.error.message }),
+        Ok(body) => Err(CallError { code: body.error.code.to_string(), message: body.error.message }),
         Err(_) => Err(CallError {
             code: format!("http-{status}"),
             message: format!("The control plane answered HTTP {status}."),
@@ -80,8 +80,9 @@ pub async fn rollout(id: &str) -> Result<RolloutDetail, CallError> {
     get(&format!("/api/v1/rollouts/{id}")).await
 }
 
-pub async fn rollout_events(id: &str, after: i64, limit: u32) -> Result<EventsPage, CallError> {
-    get(&format!("/api/v1/rollouts/{id}/events?after={after}&limit={limit}")).await
+/// The rollout's newest `limit` log entries with seq < `before`, oldest first.
+pub async fn rollout_events_before(id: &str, before: i64, limit: u32) -> Result<EventsPage, CallError> {
+    get(&format!("/api/v1/rollouts/{id}/events?before={before}&limit={limit}")).await
 }
 
 pub async fn host(name: &str) -> Result<shared::api::HostDetail, CallError> {

@@ -63,7 +63,7 @@ pub fn ErrorNotice(message: String) -> impl IntoView {
 /// An API failure; "not signed in" becomes a link to the sign-in page.
 #[component]
 pub fn CallErrorNotice(err: crate::api::CallError) -> impl IntoView {
-    if err.code == "unauthenticated" {
+    if err.code == shared::ErrorCode::Unauthenticated.as_str() {
         view! {
             <p class="notice notice-error" role="alert">
                 "You are not signed in. " <leptos_router::components::A href="/login">"Sign in"</leptos_router::components::A>

@@ -28,8 +28,204 @@ pub struct ApiErrorBody {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ApiError {
-    pub code: String,
+    pub code: ErrorCode,
     pub message: String,
+}
+
+/// Every error code the API answers with (the `code` of [`ApiError`]), one definition: a
+/// stable kebab-case name for programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorCode {
+    /// No trust roots are configured: nothing can be verified.
+    NoTrustRoots,
+    /// A signed artifact is not well-formed.
+    Malformed,
+    /// A signature does not verify (artifact or agent request).
+    BadSignature,
+    /// The document's schemaVersion is not understood.
+    UnsupportedSchema,
+    /// The document has no meta.signedAt.
+    NotSigned,
+    /// Signed before the trust configuration's rejectBefore.
+    RejectedBefore,
+    /// Signed longer ago than the freshness window.
+    Stale,
+    /// Signed more than 60 s in the future.
+    FutureDated,
+    /// The fleet or a manifest breaks a consistency rule.
+    Inconsistent,
+    /// Signed before what is in force (SPEC §2.4).
+    OlderThanCurrent,
+    /// The event's seq was already applied.
+    Duplicate,
+    /// The event does not apply in the record's state.
+    IllegalForState,
+    /// A guard of the state machine failed.
+    Invariant,
+    /// A string, list or number is past its limit (shared::limits).
+    LimitExceeded,
+    /// The host has no open record in that rollout.
+    UnknownRecord,
+    /// The body names another host than the one that signed.
+    WrongHost,
+    /// The signing host is not in the verified fleet.
+    UnknownHost,
+    /// The request's timestamp is more than 60 s off.
+    SkewedTimestamp,
+    /// The request's timestamp is missing or not a number.
+    BadTimestamp,
+    /// This signature was already used.
+    ReplayedSignature,
+    /// No valid token or session.
+    Unauthenticated,
+    /// The operator's role does not allow this.
+    Forbidden,
+    /// A change authenticated by the session cookie came without `X-Fleetwave-Csrf: 1`.
+    Csrf,
+    /// There is no such rollout.
+    UnknownRollout,
+    /// There is no such channel.
+    UnknownChannel,
+    /// The action does not apply to the rollout as it is.
+    NotApplicable,
+    /// The closure is already quarantined on the channel.
+    AlreadyQuarantined,
+    /// The closure is not quarantined on the channel.
+    NotQuarantined,
+    /// No such route or resource.
+    NotFound,
+    /// The route does not take this method.
+    MethodNotAllowed,
+    /// A path parameter is not a valid name.
+    BadId,
+    /// The query string is not valid.
+    BadQuery,
+    /// Last-Event-ID is not an event-log seq.
+    BadLastEventId,
+    /// Last-Event-ID is beyond the log.
+    AheadOfLog,
+    /// The request body is larger than the route takes.
+    BodyTooLarge,
+    /// The request body stopped arriving.
+    BodyTimeout,
+    /// The request body could not be read.
+    UnreadableBody,
+    /// The JSON body does not have the expected shape.
+    InvalidBody,
+    /// The body is not JSON.
+    MalformedJson,
+    /// The body's content type is not taken.
+    UnsupportedMediaType,
+    /// Not ready: no verified fleet yet, shutting down or reloading.
+    NotReady,
+    /// The database did not answer.
+    StorageUnavailable,
+    /// The database's filesystem is nearly full.
+    DiskFull,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 43] = [
+        ErrorCode::NoTrustRoots,
+        ErrorCode::Malformed,
+        ErrorCode::BadSignature,
+        ErrorCode::UnsupportedSchema,
+        ErrorCode::NotSigned,
+        ErrorCode::RejectedBefore,
+        ErrorCode::Stale,
+        ErrorCode::FutureDated,
+        ErrorCode::Inconsistent,
+        ErrorCode::OlderThanCurrent,
+        ErrorCode::Duplicate,
+        ErrorCode::IllegalForState,
+        ErrorCode::Invariant,
+        ErrorCode::LimitExceeded,
+        ErrorCode::UnknownRecord,
+        ErrorCode::WrongHost,
+        ErrorCode::UnknownHost,
+        ErrorCode::SkewedTimestamp,
+        ErrorCode::BadTimestamp,
+        ErrorCode::ReplayedSignature,
+        ErrorCode::Unauthenticated,
+        ErrorCode::Forbidden,
+        ErrorCode::Csrf,
+        ErrorCode::UnknownRollout,
+        ErrorCode::UnknownChannel,
+        ErrorCode::NotApplicable,
+        ErrorCode::AlreadyQuarantined,
+        ErrorCode::NotQuarantined,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::BadId,
+        ErrorCode::BadQuery,
+        ErrorCode::BadLastEventId,
+        ErrorCode::AheadOfLog,
+        ErrorCode::BodyTooLarge,
+        ErrorCode::BodyTimeout,
+        ErrorCode::UnreadableBody,
+        ErrorCode::InvalidBody,
+        ErrorCode::MalformedJson,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::NotReady,
+        ErrorCode::StorageUnavailable,
+        ErrorCode::DiskFull,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::NoTrustRoots => "no-trust-roots",
+            ErrorCode::Malformed => "malformed",
+            ErrorCode::BadSignature => "bad-signature",
+            ErrorCode::UnsupportedSchema => "unsupported-schema",
+            ErrorCode::NotSigned => "not-signed",
+            ErrorCode::RejectedBefore => "rejected-before",
+            ErrorCode::Stale => "stale",
+            ErrorCode::FutureDated => "future-dated",
+            ErrorCode::Inconsistent => "inconsistent",
+            ErrorCode::OlderThanCurrent => "older-than-current",
+            ErrorCode::Duplicate => "duplicate",
+            ErrorCode::IllegalForState => "illegal-for-state",
+            ErrorCode::Invariant => "invariant",
+            ErrorCode::LimitExceeded => "limit-exceeded",
+            ErrorCode::UnknownRecord => "unknown-record",
+            ErrorCode::WrongHost => "wrong-host",
+            ErrorCode::UnknownHost => "unknown-host",
+            ErrorCode::SkewedTimestamp => "skewed-timestamp",
+            ErrorCode::BadTimestamp => "bad-timestamp",
+            ErrorCode::ReplayedSignature => "replayed-signature",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Csrf => "csrf",
+            ErrorCode::UnknownRollout => "unknown-rollout",
+            ErrorCode::UnknownChannel => "unknown-channel",
+            ErrorCode::NotApplicable => "not-applicable",
+            ErrorCode::AlreadyQuarantined => "already-quarantined",
+            ErrorCode::NotQuarantined => "not-quarantined",
+            ErrorCode::NotFound => "not-found",
+            ErrorCode::MethodNotAllowed => "method-not-allowed",
+            ErrorCode::BadId => "bad-id",
+            ErrorCode::BadQuery => "bad-query",
+            ErrorCode::BadLastEventId => "bad-last-event-id",
+            ErrorCode::AheadOfLog => "ahead-of-log",
+            ErrorCode::BodyTooLarge => "body-too-large",
+            ErrorCode::BodyTimeout => "body-timeout",
+            ErrorCode::UnreadableBody => "unreadable-body",
+            ErrorCode::InvalidBody => "invalid-body",
+            ErrorCode::MalformedJson => "malformed-json",
+            ErrorCode::UnsupportedMediaType => "unsupported-media-type",
+            ErrorCode::NotReady => "not-ready",
+            ErrorCode::StorageUnavailable => "storage-unavailable",
+            ErrorCode::DiskFull => "disk-full",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[cfg(test)]
@@ -38,7 +234,7 @@ mod tests {
 
     #[test]
     fn error_body_has_the_documented_shape() {
-        let body = ApiErrorBody { error: ApiError { code: "not-found".into(), message: "No such route.".into() } };
+        let body = ApiErrorBody { error: ApiError { code: ErrorCode::NotFound, message: "No such route.".into() } };
         let json = serde_json::to_value(&body).unwrap();
         assert_eq!(json, serde_json::json!({"error": {"code": "not-found", "message": "No such route."}}));
     }
@@ -63,6 +259,14 @@ mod tests {
             let json = serde_json::to_value(&action).unwrap();
             assert_eq!(json["action"], action.name());
             assert_eq!(serde_json::from_value::<OperatorAction>(json).unwrap(), action);
+        }
+    }
+
+    #[test]
+    fn error_codes_name_themselves_as_on_the_wire_and_once() {
+        for (i, code) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+            assert_eq!(ErrorCode::ALL.iter().position(|c| c.as_str() == code.as_str()), Some(i), "{code} twice");
         }
     }
 

@@ -12,5 +12,5 @@ pub mod log;
 pub mod manifest;
 pub mod state;
 
-pub use api::{ApiError, ApiErrorBody, VersionInfo};
+pub use api::{ApiError, ApiErrorBody, ErrorCode, VersionInfo};
 pub use ids::{Channel, Closure, Hostname, IdError, RolloutId};

@@ -8,6 +8,7 @@
 //! a host edge inside every wave, channel edges chaining every tenth channel to the next,
 //! and 4 disruption budgets by tag. The state is mid-rollout: in half the channels wave 0
 //! has converged and wave 1 is in flight; elsewhere wave 0 is activating or soaking.
+#![allow(clippy::unwrap_used)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::collections::BTreeSet;

@@ -1,6 +1,7 @@
 //! The host state machine (SPEC §3): one record per host per rollout.
 //! `step` is pure: time comes in as `now` and in the event's own fields.
 
+use shared::ErrorCode;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
@@ -160,12 +161,12 @@ pub enum TransitionError {
 }
 
 impl TransitionError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            TransitionError::Duplicate { .. } => "duplicate",
-            TransitionError::IllegalForState { .. } => "illegal-for-state",
-            TransitionError::Invariant(_) => "invariant",
-            TransitionError::TooMany(_) => "limit-exceeded",
+            TransitionError::Duplicate { .. } => ErrorCode::Duplicate,
+            TransitionError::IllegalForState { .. } => ErrorCode::IllegalForState,
+            TransitionError::Invariant(_) => ErrorCode::Invariant,
+            TransitionError::TooMany(_) => ErrorCode::LimitExceeded,
         }
     }
 }

@@ -10,6 +10,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Duration, Utc};
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde_json::Value;
+use shared::ErrorCode;
 use shared::manifest::{FleetDocument, RolloutManifest, SignedArtifact, TrustConfig};
 use shared::{Hostname, RolloutId};
 
@@ -48,17 +49,17 @@ pub enum VerifyError {
 }
 
 impl VerifyError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            VerifyError::NoTrustRoots => "no-trust-roots",
-            VerifyError::Malformed(_) => "malformed",
-            VerifyError::BadSignature => "bad-signature",
-            VerifyError::UnsupportedSchema(_) => "unsupported-schema",
-            VerifyError::NotSigned => "not-signed",
-            VerifyError::RejectedBefore { .. } => "rejected-before",
-            VerifyError::Stale { .. } => "stale",
-            VerifyError::FutureDated { .. } => "future-dated",
-            VerifyError::Inconsistent(_) => "inconsistent",
+            VerifyError::NoTrustRoots => ErrorCode::NoTrustRoots,
+            VerifyError::Malformed(_) => ErrorCode::Malformed,
+            VerifyError::BadSignature => ErrorCode::BadSignature,
+            VerifyError::UnsupportedSchema(_) => ErrorCode::UnsupportedSchema,
+            VerifyError::NotSigned => ErrorCode::NotSigned,
+            VerifyError::RejectedBefore { .. } => ErrorCode::RejectedBefore,
+            VerifyError::Stale { .. } => ErrorCode::Stale,
+            VerifyError::FutureDated { .. } => ErrorCode::FutureDated,
+            VerifyError::Inconsistent(_) => ErrorCode::Inconsistent,
         }
     }
 }

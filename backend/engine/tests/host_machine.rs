@@ -1,4 +1,5 @@
 //! The host state machine (SPEC §3): every (state, event) pair, seq rules, guards.
+#![allow(clippy::unwrap_used)]
 
 use chrono::Duration;
 use engine::effect::Effect;

@@ -1,5 +1,6 @@
 //! The planner (SPEC §5): one scenario per gate, in the documented order, plus wave advance,
 //! supersession and determinism.
+#![allow(clippy::unwrap_used)]
 
 use engine::planner::PlanAction;
 use engine::rollout::RolloutInput;

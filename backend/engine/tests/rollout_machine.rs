@@ -1,4 +1,5 @@
 //! The rollout state machine (SPEC §4).
+#![allow(clippy::unwrap_used)]
 
 use engine::effect::Effect;
 use engine::rollout::{RolloutError, RolloutInput};

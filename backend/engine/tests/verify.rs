@@ -1,5 +1,6 @@
 //! Signed inputs (SPEC §2): canonical JSON against RFC 8785's vectors, every verification
 //! outcome at its boundary, trust key slots, and the consistency rules.
+#![allow(clippy::unwrap_used)]
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -170,7 +171,7 @@ fn no_trust_roots_verifies_nothing() {
     assert_eq!(verify_artifact(None, &sign(&doc()), t0(), Freshness::Check).unwrap_err(), VerifyError::NoTrustRoots);
     let mut config = trust_config(&ci_key());
     config.ci_release_key.current = "not a key".into();
-    assert_eq!(TrustRoots::from_config(&config).unwrap_err().code(), "no-trust-roots");
+    assert_eq!(TrustRoots::from_config(&config).unwrap_err().code().as_str(), "no-trust-roots");
 }
 
 #[test]
@@ -181,7 +182,7 @@ fn malformed_artifacts_are_named_malformed() {
         artifact_with_text("{not json", &signature),
         artifact_with_text("", &signature),
     ] {
-        assert_eq!(check(&artifact, t0()).unwrap_err().code(), "malformed");
+        assert_eq!(check(&artifact, t0()).unwrap_err().code().as_str(), "malformed");
     }
 }
 
@@ -220,11 +221,11 @@ fn schema_version_other_than_one_is_unsupported() {
     for version in [json!(2), json!("1"), json!(null)] {
         let mut d = doc();
         d["schemaVersion"] = version;
-        assert_eq!(check(&sign(&d), t0()).unwrap_err().code(), "unsupported-schema");
+        assert_eq!(check(&sign(&d), t0()).unwrap_err().code().as_str(), "unsupported-schema");
     }
     let mut d = doc();
     d.as_object_mut().unwrap().remove("schemaVersion");
-    assert_eq!(check(&sign(&d), t0()).unwrap_err().code(), "unsupported-schema");
+    assert_eq!(check(&sign(&d), t0()).unwrap_err().code().as_str(), "unsupported-schema");
 }
 
 #[test]
@@ -235,7 +236,7 @@ fn a_document_without_signed_at_is_not_signed() {
     d["meta"]["signedAt"] = Value::Null;
     assert_eq!(check(&sign(&d), t0()), Err(VerifyError::NotSigned));
     d["meta"]["signedAt"] = json!("yesterday");
-    assert_eq!(check(&sign(&d), t0()).unwrap_err().code(), "malformed");
+    assert_eq!(check(&sign(&d), t0()).unwrap_err().code().as_str(), "malformed");
 }
 
 fn signed_at(when: DateTime<Utc>) -> SignedArtifact {
@@ -251,10 +252,10 @@ fn reject_before_accepts_equal_and_rejects_earlier() {
     let roots = TrustRoots::from_config(&config).unwrap();
     let verify = |a: &SignedArtifact| verify_artifact(Some(&roots), a, t0(), Freshness::Check).map(|_| ());
     assert_eq!(verify(&signed_at(t0())), Ok(()));
-    assert_eq!(verify(&signed_at(t0() - Duration::seconds(1))).unwrap_err().code(), "rejected-before");
+    assert_eq!(verify(&signed_at(t0() - Duration::seconds(1))).unwrap_err().code().as_str(), "rejected-before");
     // rejectBefore is not a freshness rule: it applies after a restart too.
     let after_restart = verify_artifact(Some(&roots), &signed_at(t0() - Duration::seconds(1)), t0(), Freshness::Skip);
-    assert_eq!(after_restart.unwrap_err().code(), "rejected-before");
+    assert_eq!(after_restart.unwrap_err().code().as_str(), "rejected-before");
 }
 
 #[test]
@@ -262,7 +263,7 @@ fn freshness_window_plus_sixty_seconds_is_accepted_and_one_more_is_stale() {
     let window = Duration::minutes(1440);
     let artifact = signed_at(t0());
     assert_eq!(check(&artifact, t0() + window + Duration::seconds(60)), Ok(()));
-    assert_eq!(check(&artifact, t0() + window + Duration::seconds(61)).unwrap_err().code(), "stale");
+    assert_eq!(check(&artifact, t0() + window + Duration::seconds(61)).unwrap_err().code().as_str(), "stale");
     // After a restart the persisted set is re-verified without freshness.
     let later = verify_artifact(Some(&trust()), &artifact, t0() + Duration::days(30), Freshness::Skip);
     assert!(later.is_ok());
@@ -271,7 +272,7 @@ fn freshness_window_plus_sixty_seconds_is_accepted_and_one_more_is_stale() {
 #[test]
 fn sixty_seconds_in_the_future_is_accepted_and_sixty_one_is_future_dated() {
     assert_eq!(check(&signed_at(at(60)), t0()), Ok(()));
-    assert_eq!(check(&signed_at(at(61)), t0()).unwrap_err().code(), "future-dated");
+    assert_eq!(check(&signed_at(at(61)), t0()).unwrap_err().code().as_str(), "future-dated");
 }
 
 #[test]
@@ -398,7 +399,7 @@ fn a_freshness_window_longer_than_a_year_is_refused_when_trust_is_loaded_and_nev
     for minutes in [u64::MAX, i64::MAX as u64 / 60_000, 366 * 24 * 60 + 1] {
         config.freshness_window_minutes = minutes;
         let err = TrustRoots::from_config(&config).unwrap_err();
-        assert_eq!(err.code(), "malformed");
+        assert_eq!(err.code().as_str(), "malformed");
         assert!(err.to_string().contains("freshnessWindowMinutes"), "{err}");
     }
     config.freshness_window_minutes = 366 * 24 * 60;

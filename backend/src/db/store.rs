@@ -285,6 +285,25 @@ pub async fn rollout_log(
     rows.iter().map(entry_from_row).collect()
 }
 
+/// One rollout's newest `limit` log entries with seq < `before`, oldest first: a page of its
+/// log read backwards.
+pub async fn rollout_log_before(
+    pool: &SqlitePool,
+    rollout: &RolloutId,
+    before: i64,
+    limit: i64,
+) -> Result<Vec<LogEvent>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT * FROM (SELECT {LOG_COLUMNS} FROM event_log WHERE rollout_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?) ORDER BY seq"
+    ))
+    .bind(rollout.as_str())
+    .bind(before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(entry_from_row).collect()
+}
+
 /// Rollouts newest first (by the order they opened): at most `limit`, and only those opened
 /// before the rollout `before` when it is given. `None` when `before` names no rollout.
 pub async fn rollout_rows(

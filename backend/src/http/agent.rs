@@ -4,6 +4,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use shared::ErrorCode;
 use shared::agent::{EventRequest, EventResponse, HeartbeatRequest, HeartbeatResponse};
 use shared::state::HostRolloutSnapshot;
 
@@ -16,7 +17,7 @@ fn same_host(signed: &SignedAgent, named: &shared::Hostname) -> Result<(), ApiEr
     if &signed.host != named {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "wrong-host",
+            ErrorCode::WrongHost,
             format!("The request is signed by {} but its body names {named}.", signed.host),
         ));
     }
@@ -25,7 +26,7 @@ fn same_host(signed: &SignedAgent, named: &shared::Hostname) -> Result<(), ApiEr
 
 /// A body that parses but breaks a limit of `shared::limits`.
 fn limit_exceeded(err: shared::limits::LimitError) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "limit-exceeded", format!("{err}."))
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::LimitExceeded, format!("{err}."))
 }
 
 /// `POST /api/v1/agent/heartbeat`

@@ -2,6 +2,7 @@
 //! timestamp and an Ed25519 signature, by the host key from the verified fleet, over
 //! `fleetwave-agent-v1\n{METHOD}\n{path and query}\n{timestamp}\n{sha256(body)}`.
 
+use shared::ErrorCode;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
@@ -92,7 +93,7 @@ impl From<ApiError> for AgentAuthError {
     }
 }
 
-fn unauthorized(code: &'static str, message: impl Into<String>) -> AgentAuthError {
+fn unauthorized(code: ErrorCode, message: impl Into<String>) -> AgentAuthError {
     AgentAuthError::Api(ApiError::new(StatusCode::UNAUTHORIZED, code, message))
 }
 
@@ -124,14 +125,14 @@ impl FromRequest<AppState> for SignedAgent {
         // or a stale timestamp costs the server no buffer.
         let host = host
             .and_then(|h| Hostname::parse(h).ok())
-            .ok_or_else(|| unauthorized("unknown-host", "X-Fleetwave-Host is missing or not a hostname."))?;
-        let key = fleet
-            .pubkey(&host)
-            .ok_or_else(|| unauthorized("unknown-host", format!("{host} is not a host of the verified fleet.")))?;
+            .ok_or_else(|| unauthorized(ErrorCode::UnknownHost, "X-Fleetwave-Host is missing or not a hostname."))?;
+        let key = fleet.pubkey(&host).ok_or_else(|| {
+            unauthorized(ErrorCode::UnknownHost, format!("{host} is not a host of the verified fleet."))
+        })?;
         let now = chrono::Utc::now().timestamp();
         let timestamp = agent_timestamp(timestamp.as_deref(), now, MAX_SKEW_SECONDS).map_err(|err| match err {
-            AgentRequestError::SkewedTimestamp { .. } => unauthorized("skewed-timestamp", format!("{err}.")),
-            _ => unauthorized("bad-timestamp", format!("{err}.")),
+            AgentRequestError::SkewedTimestamp { .. } => unauthorized(ErrorCode::SkewedTimestamp, format!("{err}.")),
+            _ => unauthorized(ErrorCode::BadTimestamp, format!("{err}.")),
         })?;
         let body = body_bytes(req, AGENT_BODY_BYTES).await?;
         let signature =
@@ -140,10 +141,10 @@ impl FromRequest<AppState> for SignedAgent {
                     AgentRequestError::BadSignature => format!("The signature does not verify with {host}'s key."),
                     other => format!("{other}."),
                 };
-                unauthorized("bad-signature", message)
+                unauthorized(ErrorCode::BadSignature, message)
             })?;
         if !state.replay.first_use(&signature, timestamp, now) {
-            return Err(unauthorized("replayed-signature", "This signature was already used."));
+            return Err(unauthorized(ErrorCode::ReplayedSignature, "This signature was already used."));
         }
         Ok(SignedAgent { host, body })
     }

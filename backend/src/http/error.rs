@@ -5,25 +5,26 @@ use axum::Json;
 use axum::extract::OriginalUri;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use shared::ErrorCode;
 
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError { status, code, message: message.into() }
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not-found", message)
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message)
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", message)
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotReady, message)
     }
 
     /// A signed input that did not verify: 422 with the verification outcome as the code.
@@ -36,7 +37,7 @@ impl ApiError {
         tracing::error!(%err, "database error while answering a request");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "storage-unavailable",
+            ErrorCode::StorageUnavailable,
             "The control plane's database did not answer; try again.",
         )
     }
@@ -45,7 +46,7 @@ impl ApiError {
         self.status
     }
 
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         self.code
     }
 }
@@ -58,7 +59,7 @@ impl From<crate::reducer::ReducerError> for ApiError {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
             }
             crate::reducer::ReducerError::Unavailable(message) => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", message)
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotReady, message)
             }
         }
     }
@@ -66,8 +67,7 @@ impl From<crate::reducer::ReducerError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body =
-            shared::ApiErrorBody { error: shared::ApiError { code: self.code.to_owned(), message: self.message } };
+        let body = shared::ApiErrorBody { error: shared::ApiError { code: self.code, message: self.message } };
         (self.status, Json(body)).into_response()
     }
 }
@@ -82,7 +82,7 @@ pub async fn api_not_found(OriginalUri(uri): OriginalUri) -> ApiError {
 pub async fn method_not_allowed(OriginalUri(uri): OriginalUri, method: axum::http::Method) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method-not-allowed",
+        ErrorCode::MethodNotAllowed,
         format!("{method} is not allowed on {}.", uri.path()),
     )
 }

@@ -8,6 +8,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_LENGTH;
 use serde::de::DeserializeOwned;
+use shared::ErrorCode;
 
 use super::ApiError;
 
@@ -26,7 +27,11 @@ pub const MANIFESTS_BODY_BYTES: usize = 64 * 1024 * 1024;
 fn too_large(limit: usize) -> ApiError {
     let size =
         if limit >= 1024 * 1024 { format!("{} MiB", limit / (1024 * 1024)) } else { format!("{} KiB", limit / 1024) };
-    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", format!("The request body is larger than {size}."))
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::BodyTooLarge,
+        format!("The request body is larger than {size}."),
+    )
 }
 
 /// The raw body, at most `limit` bytes, with the API's 413 (and 408 when it stalls past the
@@ -41,11 +46,11 @@ pub async fn body_bytes(req: Request, limit: usize) -> Result<Bytes, ApiError> {
         if source.is::<http_body_util::LengthLimitError>() {
             too_large(limit)
         } else if source.is::<tower_http::timeout::TimeoutError>() {
-            ApiError::new(StatusCode::REQUEST_TIMEOUT, "body-timeout", "The request body stopped arriving.")
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, ErrorCode::BodyTimeout, "The request body stopped arriving.")
         } else {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "unreadable-body",
+                ErrorCode::UnreadableBody,
                 format!("The request body could not be read: {source}"),
             )
         }
@@ -65,12 +70,12 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], empty_as: Option<&str>) -> 
         return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
             Ok(_) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-body",
+                ErrorCode::InvalidBody,
                 "The request body must be a JSON object.",
             ),
             Err(err) => ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "malformed-json",
+                ErrorCode::MalformedJson,
                 format!("The request body is not valid JSON: {err}."),
             ),
         });
@@ -78,12 +83,12 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], empty_as: Option<&str>) -> 
     serde_json::from_slice(bytes).map_err(|err| match err.classify() {
         serde_json::error::Category::Data => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid-body",
+            ErrorCode::InvalidBody,
             format!("The request body does not fit this route: {err}."),
         ),
         _ => ApiError::new(
             StatusCode::BAD_REQUEST,
-            "malformed-json",
+            ErrorCode::MalformedJson,
             format!("The request body is not valid JSON: {err}."),
         ),
     })

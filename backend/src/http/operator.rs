@@ -1,6 +1,7 @@
 //! Operator and dashboard routes (SPEC §9.2): reads for viewers, actions for operators, the
 //! manifest upload and the live feed.
 
+use shared::ErrorCode;
 use std::collections::BTreeMap;
 
 use axum::Json;
@@ -27,7 +28,7 @@ use crate::views;
 const ONLINE_WITHIN_SECONDS: i64 = 3 * engine::controller::IDLE_HEARTBEAT_SECONDS as i64;
 
 fn rollout_id(raw: &str) -> Result<RolloutId, ApiError> {
-    RolloutId::parse(raw).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-id", e.to_string()))
+    RolloutId::parse(raw).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadId, e.to_string()))
 }
 
 /// `GET /api/v1/fleet`
@@ -83,8 +84,8 @@ pub async fn host(
     _: Viewer,
     Path(name): Path<String>,
 ) -> Result<Json<shared::api::HostDetail>, ApiError> {
-    let hostname =
-        shared::Hostname::parse(name).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-id", e.to_string()))?;
+    let hostname = shared::Hostname::parse(name)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadId, e.to_string()))?;
     let fleet = state.fleet.read().ok().and_then(|f| f.clone());
     let entry = fleet
         .as_ref()
@@ -132,7 +133,7 @@ fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     if !(1..=PAGE_MAX).contains(&limit) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "bad-query",
+            ErrorCode::BadQuery,
             format!("limit must be between 1 and {PAGE_MAX}."),
         ));
     }
@@ -146,13 +147,13 @@ pub async fn rollouts(
     _: Viewer,
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<RolloutSummary>>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-query", e.body_text()))?;
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadQuery, e.body_text()))?;
     let limit = page_limit(q.limit)?;
     let before = q.before.as_deref().map(rollout_id).transpose()?;
     let rows = store::rollout_rows(&state.pool, before.as_ref(), limit)
         .await
         .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "bad-query", "before names no rollout."))?;
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadQuery, "before names no rollout."))?;
     let mut counts: BTreeMap<String, BTreeMap<HostState, u64>> = BTreeMap::new();
     for (id, st, n) in store::record_counts(&state.pool).await.map_err(ApiError::internal)? {
         if let Some(st) = HostState::ALL.into_iter().find(|s| s.as_str() == st) {
@@ -184,11 +185,15 @@ pub struct EventsQuery {
     #[serde(default)]
     after: Option<i64>,
     #[serde(default)]
+    before: Option<i64>,
+    #[serde(default)]
     limit: Option<i64>,
 }
 
-/// `GET /api/v1/rollouts/{id}/events?after=&limit=`
-#[utoipa::path(get, path = "/rollouts/{id}/events", tag = "operator", params(("id" = String, Path), ("after" = Option<i64>, Query, description = "Entries with seq > after"), ("limit" = Option<i64>, Query, description = "1–1000, default 200")), responses((status = 200, body = shared::api::EventsPage), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody), (status = 404, body = shared::ApiErrorBody)))]
+/// `GET /api/v1/rollouts/{id}/events?after=&limit=` (oldest first from `after`) or
+/// `?before=&limit=` (the newest entries before `before`, oldest first: the dashboard loads
+/// the newest up to a snapshot's `asOf` and pages backwards).
+#[utoipa::path(get, path = "/rollouts/{id}/events", tag = "operator", params(("id" = String, Path), ("after" = Option<i64>, Query, description = "Entries with seq > after"), ("before" = Option<i64>, Query, description = "The newest entries with seq < before (not with after)"), ("limit" = Option<i64>, Query, description = "1–1000, default 200")), responses((status = 200, body = shared::api::EventsPage), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody), (status = 404, body = shared::ApiErrorBody)))]
 pub async fn rollout_events(
     State(state): State<AppState>,
     _: Viewer,
@@ -196,13 +201,20 @@ pub async fn rollout_events(
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<EventsPage>, ApiError> {
     let id = rollout_id(&id)?;
-    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-query", e.body_text()))?;
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadQuery, e.body_text()))?;
     let limit = page_limit(q.limit)?;
     // As for `GET /rollouts/{id}`: an empty page would say the rollout exists.
     if !store::rollout_exists(&state.pool, &id).await.map_err(ApiError::internal)? {
         return Err(ApiError::not_found(format!("There is no rollout {id}.")));
     }
-    let events = store::rollout_log(&state.pool, &id, q.after.unwrap_or(0), limit).await.map_err(ApiError::internal)?;
+    let events = match (q.after, q.before) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadQuery, "Give after or before, not both."));
+        }
+        (_, Some(before)) => store::rollout_log_before(&state.pool, &id, before, limit).await,
+        (after, None) => store::rollout_log(&state.pool, &id, after.unwrap_or(0), limit).await,
+    }
+    .map_err(ApiError::internal)?;
     Ok(Json(EventsPage { events }))
 }
 
@@ -222,7 +234,7 @@ pub async fn quarantines(
     _: Viewer,
     query: Result<Query<QuarantinesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Quarantines>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-query", e.body_text()))?;
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadQuery, e.body_text()))?;
     let rows = store::quarantines(&state.pool, page_limit(q.limit)?).await.map_err(ApiError::internal)?;
     let (mut active, mut released) = (Vec::new(), Vec::new());
     for q in rows {
@@ -416,13 +428,13 @@ pub async fn feed(
     headers: HeaderMap,
     query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-query", e.body_text()))?;
+    let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadQuery, e.body_text()))?;
     let resume = match headers.get("last-event-id") {
         None => match query.last_event_id {
             Some(n) if n < 0 => {
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
-                    "bad-query",
+                    ErrorCode::BadQuery,
                     "lastEventId must be an event-log seq.",
                 ));
             }
@@ -430,7 +442,11 @@ pub async fn feed(
         },
         Some(v) => {
             Some(v.to_str().ok().and_then(|s| s.trim().parse::<i64>().ok()).filter(|n| *n >= 0).ok_or_else(|| {
-                ApiError::new(StatusCode::BAD_REQUEST, "bad-last-event-id", "Last-Event-ID must be an event-log seq.")
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::BadLastEventId,
+                    "Last-Event-ID must be an event-log seq.",
+                )
             })?)
         }
     };
@@ -441,7 +457,7 @@ pub async fn feed(
         if after > last {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "ahead-of-log",
+                ErrorCode::AheadOfLog,
                 format!("Last-Event-ID {after} is beyond the event log's last seq {last}; reconnect without it."),
             ));
         }

@@ -6,6 +6,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, header};
+use shared::ErrorCode;
 
 use super::{ApiError, AppState};
 use crate::db::auth::{self, Operator, Role};
@@ -35,25 +36,35 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Operator, ApiEr
     };
     if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
         let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).ok_or_else(|| {
-            ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "Authorization must be `Bearer <token>`.")
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthenticated,
+                "Authorization must be `Bearer <token>`.",
+            )
         })?;
         return auth::operator_by_token(&state.pool, &auth::token_hash(token.trim()))
             .await
             .map_err(db_error)?
-            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "The token is not valid."));
+            .ok_or_else(|| {
+                ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated, "The token is not valid.")
+            });
     }
     if let Some(session) = cookie(parts, SESSION_COOKIE) {
         let operator = auth::operator_by_session(&state.pool, &auth::token_hash(&session), chrono::Utc::now())
             .await
             .map_err(db_error)?
             .ok_or_else(|| {
-                ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "The session has expired; sign in again.")
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    ErrorCode::Unauthenticated,
+                    "The session has expired; sign in again.",
+                )
             })?;
         let mutating = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
         if mutating && parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()) != Some("1") {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
-                "csrf",
+                ErrorCode::Csrf,
                 "Changes made with a session cookie must send `X-Fleetwave-Csrf: 1`.",
             ));
         }
@@ -61,7 +72,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Operator, ApiEr
     }
     Err(ApiError::new(
         StatusCode::UNAUTHORIZED,
-        "unauthenticated",
+        ErrorCode::Unauthenticated,
         "Sign in: send a Bearer token or the session cookie.",
     ))
 }
@@ -82,7 +93,7 @@ impl FromRequestParts<AppState> for Acting {
         if operator.role != Role::Operator {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
-                "forbidden",
+                ErrorCode::Forbidden,
                 format!("{} is a viewer; this needs the operator role.", operator.name),
             ));
         }

@@ -6,6 +6,7 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use shared::ErrorCode;
 use shared::api::{SessionRequest, Whoami};
 
 use super::extract::{JsonBody, SESSION_BODY_BYTES};
@@ -32,14 +33,16 @@ pub async fn create(
     if !json {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
+            ErrorCode::UnsupportedMediaType,
             "Send the token as JSON (Content-Type: application/json).",
         ));
     }
     let operator = auth::operator_by_token(&state.pool, &token_hash(body.token.trim()))
         .await
         .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "That token is not valid."))?;
+        .ok_or_else(|| {
+            ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated, "That token is not valid.")
+        })?;
     let session = new_token();
     let now = chrono::Utc::now();
     auth::create_session(

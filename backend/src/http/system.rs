@@ -3,6 +3,7 @@
 use crate::config::MetricsAccess;
 use axum::Json;
 use axum::extract::State;
+use shared::ErrorCode;
 
 use super::operator_auth::Viewer;
 use super::{ApiError, AppState, READY_TIMEOUT};
@@ -62,7 +63,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiEr
         Ok(free) if free < state.min_free_disk_bytes => {
             return Err(ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "disk-full",
+                ErrorCode::DiskFull,
                 format!(
                     "The database's disk has {} MiB free, less than the {} MiB kept in reserve.",
                     free / (1024 * 1024),

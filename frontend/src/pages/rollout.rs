@@ -26,8 +26,10 @@ const FILTER_KINDS: [LogKind; 7] = [
     LogKind::HostStuck,
 ];
 
-/// Log entries kept on screen.
-const LOG_LIMIT: usize = 400;
+/// Log entries loaded at a time (the newest up to the snapshot, then older pages on demand).
+const LOG_PAGE: u32 = 200;
+/// Log entries kept on screen; past it the oldest go (and can be loaded again).
+const LOG_LIMIT: usize = 2000;
 /// Waves with more hosts than this show only the hosts that are not Converged (plus a count),
 /// so a 10,000-host wave stays light.
 const DENSE_LIMIT: usize = 1500;
@@ -204,6 +206,8 @@ pub fn RolloutPage() -> impl IntoView {
     let live = Live::new();
     let load_error: RwSignal<Option<String>> = RwSignal::new(None);
     let log: RwSignal<Vec<LogEvent>> = RwSignal::new(Vec::new());
+    // Whether entries older than the oldest shown may exist.
+    let older = RwSignal::new(false);
     let status = RwSignal::new(FeedStatus::Connecting);
     let selected: RwSignal<Option<String>> = RwSignal::new(None);
     let notice: RwSignal<Option<Result<String, String>>> = RwSignal::new(None);
@@ -223,11 +227,10 @@ pub fn RolloutPage() -> impl IntoView {
             };
             let as_of = snapshot.as_of;
             live.load(snapshot);
-            if let Ok(page) = api::rollout_events(&id, 0, 1000).await {
-                let mut events: Vec<LogEvent> = page.events.into_iter().filter(|e| e.seq <= as_of).collect();
-                let start = events.len().saturating_sub(LOG_LIMIT);
-                events.drain(..start);
-                log.set(events);
+            // The newest entries up to the snapshot; the feed continues from there.
+            if let Ok(page) = api::rollout_events_before(&id, as_of.saturating_add(1), LOG_PAGE).await {
+                older.set(page.events.len() == LOG_PAGE as usize);
+                log.set(page.events);
             }
             let on_entry = move |entry: LogEvent| {
                 if entry.rollout_id.as_ref().map(|r| r.as_str()) != Some(id.as_str()) {
@@ -238,6 +241,7 @@ pub fn RolloutPage() -> impl IntoView {
                     l.push(entry);
                     if l.len() > LOG_LIMIT {
                         l.remove(0);
+                        older.set(true);
                     }
                 });
             };
@@ -331,6 +335,24 @@ pub fn RolloutPage() -> impl IntoView {
         })
     };
 
+    let load_older = {
+        let id = id.clone();
+        move |_| {
+            let id = id.clone();
+            let Some(first) = log.with_untracked(|l| l.first().map(|e| e.seq)) else { return };
+            spawn_local(async move {
+                if let Ok(page) = api::rollout_events_before(&id, first, LOG_PAGE).await {
+                    older.set(page.events.len() == LOG_PAGE as usize);
+                    log.update(|l| {
+                        let mut events = page.events;
+                        events.append(l);
+                        *l = events;
+                    });
+                }
+            });
+        }
+    };
+
     let host_filter = RwSignal::new(String::new());
     let kind_filter = RwSignal::new(String::new());
     let log_view = move || {
@@ -341,7 +363,6 @@ pub fn RolloutPage() -> impl IntoView {
             .rev()
             .filter(|e| host.is_empty() || e.host.as_ref().is_some_and(|h| h.as_str().contains(host.as_str())))
             .filter(|e| kind.is_empty() || e.kind.as_str() == kind)
-            .take(200)
             .map(|e| {
                 let time = e.ts.format("%H:%M:%S").to_string();
                 view! {
@@ -379,6 +400,7 @@ pub fn RolloutPage() -> impl IntoView {
                             </select>
                         </div>
                         <ol class="log-list" id="event-log">{log_view}</ol>
+                        {move || older.get().then(|| view! { <button class="button small" id="log-older" on:click=load_older.clone()>"Older entries"</button> })}
                     </div>
                 </aside>
             </div>

@@ -15,6 +15,7 @@ mod heartbeat;
 mod operator;
 mod plan;
 
+use shared::ErrorCode;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -38,16 +39,16 @@ pub use self::heartbeat::IDLE_HEARTBEAT_SECONDS;
 pub enum Refusal {
     /// Does not apply (illegal transition, failed guard, wrong state, unknown id): 409.
     #[error("{message}")]
-    Rejected { code: &'static str, message: String },
+    Rejected { code: ErrorCode, message: String },
     /// The input is well-formed but breaks a limit or a rule of acceptance: 422.
     #[error("{message}")]
-    Invalid { code: &'static str, message: String },
+    Invalid { code: ErrorCode, message: String },
     /// Not ready (no verified fleet yet), shutting down, or the write did not commit: 503.
     #[error("{0}")]
     Unavailable(String),
 }
 
-fn rejected(code: &'static str, message: impl Into<String>) -> Refusal {
+fn rejected(code: ErrorCode, message: impl Into<String>) -> Refusal {
     Refusal::Rejected { code, message: message.into() }
 }
 
@@ -237,7 +238,7 @@ impl Controller {
                 Ok(EventResponse { outcome: EventOutcome::Duplicate, state: state_now(self) })
             }
             Err(HostEventError::UnknownRecord { .. }) => {
-                Err(rejected("unknown-record", format!("{host} has no open record in rollout {rollout_id}.")))
+                Err(rejected(ErrorCode::UnknownRecord, format!("{host} has no open record in rollout {rollout_id}.")))
             }
             Err(HostEventError::Transition(err @ TransitionError::TooMany(_))) => {
                 Err(Refusal::Invalid { code: err.code(), message: err.to_string() })
@@ -259,7 +260,7 @@ impl Controller {
         set: ManifestSet,
         out: &mut Vec<Write>,
     ) -> Result<ManifestSummary, Refusal> {
-        let older = |message: String| Refusal::Invalid { code: "older-than-current", message };
+        let older = |message: String| Refusal::Invalid { code: ErrorCode::OlderThanCurrent, message };
         if let Some(current) = &self.set {
             if set.fleet.hash != current.fleet.hash && set.fleet.signed_at < current.fleet.signed_at {
                 return Err(older(format!(

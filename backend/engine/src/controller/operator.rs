@@ -1,6 +1,7 @@
 //! Operator actions (SPEC §7) and quarantines.
 
 use chrono::{DateTime, Utc};
+use shared::ErrorCode;
 use shared::api::OperatorAction;
 use shared::log::{self, LogEntry};
 use shared::state::AdvancedBy;
@@ -28,12 +29,12 @@ impl Controller {
         let (channel, message) = match action {
             OperatorAction::Quarantine { channel, closure } => {
                 if !set.fleet.doc.channels.contains_key(channel) {
-                    return Err(rejected("unknown-channel", format!("There is no channel {channel}.")));
+                    return Err(rejected(ErrorCode::UnknownChannel, format!("There is no channel {channel}.")));
                 }
                 let why = if reason_text.is_empty() { format!("quarantined by {by}") } else { reason_text.clone() };
                 if !self.add_quarantine(now, channel.clone(), closure.clone(), why, by.to_owned(), out) {
                     return Err(rejected(
-                        "already-quarantined",
+                        ErrorCode::AlreadyQuarantined,
                         format!("{closure} is already quarantined on {channel}."),
                     ));
                 }
@@ -41,7 +42,10 @@ impl Controller {
             }
             OperatorAction::Release { channel, closure } => {
                 if !self.quarantines.remove(&(channel.clone(), closure.clone())) {
-                    return Err(rejected("not-quarantined", format!("{closure} is not quarantined on {channel}.")));
+                    return Err(rejected(
+                        ErrorCode::NotQuarantined,
+                        format!("{closure} is not quarantined on {channel}."),
+                    ));
                 }
                 let entry = LogEntry::QuarantineReleased(log::QuarantineChange {
                     closure: closure.clone(),
@@ -87,12 +91,12 @@ impl Controller {
             return Err(Refusal::Unavailable("There is no verified fleet yet: upload one first.".into()));
         };
         if !self.state.rollouts.contains_key(id) {
-            return Err(rejected("unknown-rollout", format!("There is no rollout {id}.")));
+            return Err(rejected(ErrorCode::UnknownRollout, format!("There is no rollout {id}.")));
         }
         let effects = self
             .state
             .apply_rollout_input(&fleet, id, &input, now)
-            .map_err(|e| rejected("not-applicable", e.to_string()))?;
+            .map_err(|e| rejected(ErrorCode::NotApplicable, e.to_string()))?;
         self.absorb(now, effects, out);
         let channel = self.state.rollouts.get(id).map(|r| r.channel.clone());
         Ok((channel, format!("{} applied to {id}", input.kind())))
