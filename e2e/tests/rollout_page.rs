@@ -134,3 +134,67 @@ async fn the_fleet_overview_follows_the_rollouts_live() -> anyhow::Result<()> {
     })
     .await
 }
+
+#[tokio::test]
+async fn the_event_log_opens_at_the_newest_entries_and_pages_back_without_a_gap() -> anyhow::Result<()> {
+    demo_browser_test(
+        "the_event_log_opens_at_the_newest_entries_and_pages_back_without_a_gap",
+        |session, token| async move {
+            Shell::new(&session).act().open(&format!("/login?token={token}")).await?;
+            Shell::new(&session).check().signed_in_as("demo-operator").await?;
+            let page = RolloutPage::new(&session);
+            page.act().open("stable@d001").await?;
+            page.act().approve(1, Duration::from_secs(60)).await?;
+            page.check().action_succeeded().await?;
+
+            // Let stable's log grow past one page (200 entries).
+            let rollout = shared::RolloutId::parse("stable@d001")?;
+            let logged = || async {
+                let entries = backend::db::store::rollout_log(&session.pool, &rollout, 0, 100_000).await?;
+                anyhow::Ok(entries.iter().map(|e| e.seq).collect::<Vec<i64>>())
+            };
+            page.check()
+                .eventually("stable's log has more than 220 entries", Duration::from_secs(60), || async {
+                    Ok(logged().await?.len() > 220)
+                })
+                .await?;
+
+            // Opened now, the page shows the newest entries (newest at the top), not the oldest.
+            let before_open = logged().await?;
+            page.act().open("stable@d001").await?;
+            page.check().feed_is_live().await?;
+            page.check()
+                .eventually("the log shows a page of entries", Duration::from_secs(10), || async {
+                    Ok(page.find().log_len().await? >= 200)
+                })
+                .await?;
+            let shown = page.find().log_seqs().await?;
+            let newest_before = *before_open.last().unwrap();
+            anyhow::ensure!(shown[0] >= newest_before, "the top entry {} is older than {newest_before}", shown[0]);
+            anyhow::ensure!(!shown.contains(&before_open[0]), "the oldest entry is shown before paging back");
+
+            // Paging back until the start: every entry up to the newest shown, none missing.
+            for _ in 0..20 {
+                if page.find().all("#log-older").await?.is_empty() {
+                    break;
+                }
+                let had = page.find().log_len().await?;
+                page.act().load_older_entries().await?;
+                page.check()
+                    .eventually("older entries appear", Duration::from_secs(10), || async {
+                        Ok(page.find().log_len().await? > had || page.find().all("#log-older").await?.is_empty())
+                    })
+                    .await?;
+            }
+            let shown: std::collections::BTreeSet<i64> = page.find().log_seqs().await?.into_iter().collect();
+            let newest_shown = *shown.last().unwrap();
+            let missing: Vec<i64> =
+                logged().await?.into_iter().filter(|s| *s <= newest_shown && !shown.contains(s)).collect();
+            anyhow::ensure!(missing.is_empty(), "entries missing from the log on screen: {missing:?}");
+            let shot = page.act().screenshot("rollout-log-paged-back").await?;
+            println!("screenshot: {}", shot.display());
+            Ok(())
+        },
+    )
+    .await
+}

@@ -210,3 +210,30 @@ impl Check<'_> {
         .await
     }
 }
+
+impl Find<'_> {
+    /// The seqs of the log entries on screen, top to bottom (newest first).
+    pub async fn log_seqs(&self) -> anyhow::Result<Vec<i64>> {
+        let mut seqs = Vec::new();
+        for entry in self.all("#event-log .log-entry").await? {
+            let seq = entry.attr("data-seq").await?.unwrap_or_default();
+            seqs.push(seq.parse().with_context(|| format!("data-seq `{seq}`"))?);
+        }
+        Ok(seqs)
+    }
+}
+
+impl Act<'_> {
+    pub async fn load_older_entries(&self) -> anyhow::Result<()> {
+        self.click("#log-older", WAIT).await
+    }
+
+    /// Saves what the browser shows to `target/e2e-artifacts/<name>.png` (to look at).
+    pub async fn screenshot(&self, name: &str) -> anyhow::Result<std::path::PathBuf> {
+        let dir = crate::harness::artifacts_dir();
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, self.session.client.screenshot().await?)?;
+        Ok(path)
+    }
+}
