@@ -61,7 +61,10 @@ pub async fn whoami() -> Result<Whoami, CallError> {
     decode(response).await
 }
 
-use shared::api::{EventsPage, FleetOverview, Quarantines, RolloutDetail, RolloutSummary};
+use shared::api::{
+    ApproveBody, EventsPage, FleetOverview, OperatorAction, OperatorOutcome, PromoteBody, QuarantineBody, Quarantines,
+    ReasonBody, RolloutDetail, RolloutSummary,
+};
 
 async fn get<T: DeserializeOwned>(path: &str) -> Result<T, CallError> {
     let response = Request::get(path).send().await.map_err(network)?;
@@ -93,9 +96,38 @@ pub async fn quarantines() -> Result<Quarantines, CallError> {
     get("/api/v1/quarantines").await
 }
 
-/// An operator action. Changes made with the session cookie carry the CSRF header.
-pub async fn act(path: &str, body: serde_json::Value) -> Result<serde_json::Value, CallError> {
-    let request = Request::post(path).header("X-Fleetwave-Csrf", "1").json(&body).map_err(network)?;
+/// An operator action through its route, with its typed body. Changes made with the session
+/// cookie carry the CSRF header.
+pub async fn act(action: &OperatorAction, reason: Option<String>) -> Result<OperatorOutcome, CallError> {
+    use OperatorAction as A;
+    match action {
+        A::ApproveWave { rollout_id, wave } => {
+            post(&format!("/api/v1/rollouts/{rollout_id}/approve"), &ApproveBody { wave: *wave, reason }).await
+        }
+        A::Promote { rollout_id, to_wave, force } => {
+            let body = PromoteBody { to_wave: *to_wave, force: *force, reason };
+            post(&format!("/api/v1/rollouts/{rollout_id}/promote"), &body).await
+        }
+        A::Pause { rollout_id } => post(&format!("/api/v1/rollouts/{rollout_id}/pause"), &ReasonBody { reason }).await,
+        A::Resume { rollout_id } => {
+            post(&format!("/api/v1/rollouts/{rollout_id}/resume"), &ReasonBody { reason }).await
+        }
+        A::ClearFailure { rollout_id } => {
+            post(&format!("/api/v1/rollouts/{rollout_id}/clear-failure"), &ReasonBody { reason }).await
+        }
+        A::Quarantine { channel, closure } => {
+            let body = QuarantineBody { channel: channel.clone(), closure: closure.clone(), reason };
+            post("/api/v1/quarantines", &body).await
+        }
+        A::Release { channel, closure } => {
+            let body = QuarantineBody { channel: channel.clone(), closure: closure.clone(), reason };
+            post("/api/v1/quarantines/release", &body).await
+        }
+    }
+}
+
+async fn post<B: serde::Serialize, T: DeserializeOwned>(path: &str, body: &B) -> Result<T, CallError> {
+    let request = Request::post(path).header("X-Fleetwave-Csrf", "1").json(body).map_err(network)?;
     let response = request.send().await.map_err(network)?;
     decode(response).await
 }

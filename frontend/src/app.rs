@@ -7,9 +7,11 @@ use leptos_router::path;
 
 use crate::api;
 use crate::pages::{FleetPage, HostPage, LoginPage, NotFoundPage, QuarantinesPage, RolloutPage, RolloutsPage};
+use crate::session::Session;
 
 #[component]
 pub fn App() -> impl IntoView {
+    provide_context(Session::fetch());
     view! {
         <Router>
             <div class="shell">
@@ -53,10 +55,10 @@ fn Header() -> impl IntoView {
 /// Who is signed in, or a link to sign in.
 #[component]
 fn Identity() -> impl IntoView {
-    let me = LocalResource::new(api::whoami);
+    let session = Session::current();
     view! {
-        {move || match me.get() {
-            Some(Ok(me)) => view! { <span class="identity" id="identity" title="Signed in">{format!("{} · {}", me.name, me.role)}</span> }.into_any(),
+        {move || match session.and_then(|s| s.whoami()) {
+            Some(me) => view! { <span class="identity" id="identity" title="Signed in">{format!("{} · {}", me.name, me.role)}</span> }.into_any(),
             _ => view! { <A href="/login" attr:class="button button-quiet">"Sign in"</A> }.into_any(),
         }}
     }

@@ -6,6 +6,7 @@ mod components;
 mod feed;
 mod log;
 mod pages;
+mod session;
 
 fn main() {
     console_error_panic_hook::set_once();

@@ -10,18 +10,18 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use shared::api::{
-    EventsPage, FleetChannel, FleetHost, FleetOverview, ManifestSummary, OperatorAction, QuarantineEntry, Quarantines,
-    RolloutDetail, RolloutSummary,
+    ApproveBody, EventsPage, FleetChannel, FleetHost, FleetOverview, ManifestSummary, OperatorAction, OperatorOutcome,
+    PromoteBody, QuarantineBody, QuarantineEntry, Quarantines, ReasonBody, RolloutDetail, RolloutSummary,
 };
 use shared::manifest::SignedArtifact;
 use shared::state::HostState;
-use shared::{Channel, Closure, RolloutId};
+use shared::{Closure, RolloutId};
 
 use super::extract::{JsonBody, MANIFESTS_BODY_BYTES, OptionalJsonBody};
 use super::operator_auth::{Acting, Viewer};
 use super::{ApiError, AppState};
 use crate::db::store;
-use crate::reducer::{OperatorOutcome, ReducerInput};
+use crate::reducer::ReducerInput;
 use crate::views;
 
 /// How long a host may be silent and still count as online.
@@ -279,41 +279,6 @@ pub async fn upload_manifests(
     Ok(Json(summary))
 }
 
-/// Every action body may carry `reason`; the rest depends on the action.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReasonOnly {
-    #[serde(default)]
-    reason: Option<String>,
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ApproveBody {
-    wave: u32,
-    #[serde(default)]
-    reason: Option<String>,
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct PromoteBody {
-    to_wave: u32,
-    #[serde(default)]
-    force: bool,
-    #[serde(default)]
-    reason: Option<String>,
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct QuarantineBody {
-    channel: Channel,
-    closure: Closure,
-    #[serde(default)]
-    reason: Option<String>,
-}
-
 async fn act(
     state: &AppState,
     op: Acting,
@@ -346,34 +311,34 @@ pub async fn promote(
     act(&state, op, OperatorAction::Promote { rollout_id, to_wave: body.to_wave, force: body.force }, body.reason).await
 }
 
-#[utoipa::path(post, path = "/rollouts/{id}/pause", tag = "operator", params(("id" = String, Path)), request_body(content = Option<ReasonOnly>, description = "May be empty"), responses((status = 200, body = OperatorOutcome), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody), (status = 403, body = shared::ApiErrorBody), (status = 409, body = shared::ApiErrorBody), (status = 422, body = shared::ApiErrorBody)))]
+#[utoipa::path(post, path = "/rollouts/{id}/pause", tag = "operator", params(("id" = String, Path)), request_body(content = Option<ReasonBody>, description = "May be empty"), responses((status = 200, body = OperatorOutcome), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody), (status = 403, body = shared::ApiErrorBody), (status = 409, body = shared::ApiErrorBody), (status = 422, body = shared::ApiErrorBody)))]
 pub async fn pause(
     State(state): State<AppState>,
     op: Acting,
     Path(id): Path<String>,
-    OptionalJsonBody(body): OptionalJsonBody<ReasonOnly>,
+    OptionalJsonBody(body): OptionalJsonBody<ReasonBody>,
 ) -> Result<Json<OperatorOutcome>, ApiError> {
     let rollout_id = rollout_id(&id)?;
     act(&state, op, OperatorAction::Pause { rollout_id }, body.reason).await
 }
 
-#[utoipa::path(post, path = "/rollouts/{id}/resume", tag = "operator", params(("id" = String, Path)), request_body(content = Option<ReasonOnly>, description = "May be empty"), responses((status = 200, body = OperatorOutcome), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody), (status = 403, body = shared::ApiErrorBody), (status = 409, body = shared::ApiErrorBody), (status = 422, body = shared::ApiErrorBody)))]
+#[utoipa::path(post, path = "/rollouts/{id}/resume", tag = "operator", params(("id" = String, Path)), request_body(content = Option<ReasonBody>, description = "May be empty"), responses((status = 200, body = OperatorOutcome), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody), (status = 403, body = shared::ApiErrorBody), (status = 409, body = shared::ApiErrorBody), (status = 422, body = shared::ApiErrorBody)))]
 pub async fn resume(
     State(state): State<AppState>,
     op: Acting,
     Path(id): Path<String>,
-    OptionalJsonBody(body): OptionalJsonBody<ReasonOnly>,
+    OptionalJsonBody(body): OptionalJsonBody<ReasonBody>,
 ) -> Result<Json<OperatorOutcome>, ApiError> {
     let rollout_id = rollout_id(&id)?;
     act(&state, op, OperatorAction::Resume { rollout_id }, body.reason).await
 }
 
-#[utoipa::path(post, path = "/rollouts/{id}/clear-failure", tag = "operator", params(("id" = String, Path)), request_body(content = Option<ReasonOnly>, description = "May be empty"), responses((status = 200, body = OperatorOutcome), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody), (status = 403, body = shared::ApiErrorBody), (status = 409, body = shared::ApiErrorBody), (status = 422, body = shared::ApiErrorBody)))]
+#[utoipa::path(post, path = "/rollouts/{id}/clear-failure", tag = "operator", params(("id" = String, Path)), request_body(content = Option<ReasonBody>, description = "May be empty"), responses((status = 200, body = OperatorOutcome), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody), (status = 403, body = shared::ApiErrorBody), (status = 409, body = shared::ApiErrorBody), (status = 422, body = shared::ApiErrorBody)))]
 pub async fn clear_failure(
     State(state): State<AppState>,
     op: Acting,
     Path(id): Path<String>,
-    OptionalJsonBody(body): OptionalJsonBody<ReasonOnly>,
+    OptionalJsonBody(body): OptionalJsonBody<ReasonBody>,
 ) -> Result<Json<OperatorOutcome>, ApiError> {
     let rollout_id = rollout_id(&id)?;
     act(&state, op, OperatorAction::ClearFailure { rollout_id }, body.reason).await

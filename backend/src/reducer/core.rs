@@ -14,13 +14,13 @@ use engine::rollout::Rollout;
 use engine::state::ManifestSet;
 use engine::verify::{Freshness, TrustRoots, verify_fleet, verify_manifest};
 use shared::agent::{EventResponse, HeartbeatRequest, HeartbeatResponse};
-use shared::api::{LogEvent, ManifestSummary, OperatorAction};
+use shared::api::{LogEvent, ManifestSummary, OperatorAction, OperatorOutcome};
 use shared::log::{LogEntry, StoredPayload};
 use shared::manifest::SignedArtifact;
 use shared::state::{Gate, HostEvent, HostState};
 use shared::{Closure, Hostname, RolloutId};
 
-use super::input::{ManifestUpdate, OperatorOutcome, ReducerError};
+use super::input::{ManifestUpdate, ReducerError};
 use crate::db::store::{self, Batch, Loaded, LogRow, ManifestWrite, QuarantineChange, QuarantineRow, RecordRow};
 
 /// The fleet the agent routes authenticate against; replaced when a new fleet verifies.

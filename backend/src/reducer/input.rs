@@ -2,9 +2,8 @@
 //! can change rollout state is one of these.
 
 use engine::state::ManifestSet;
-use serde::Serialize;
 use shared::agent::{EventResponse, HeartbeatRequest, HeartbeatResponse};
-use shared::api::{ManifestSummary, OperatorAction};
+use shared::api::{ManifestSummary, OperatorAction, OperatorOutcome};
 use shared::manifest::SignedArtifact;
 use shared::state::HostEvent;
 use shared::{Hostname, RolloutId};
@@ -63,14 +62,6 @@ pub struct ManifestUpdate {
     pub set: ManifestSet,
     pub fleet_artifact: SignedArtifact,
     pub manifest_artifacts: Vec<(RolloutId, SignedArtifact)>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct OperatorOutcome {
-    /// The event-log seq of the entry recording the action.
-    pub seq: i64,
-    pub message: String,
 }
 
 /// Why an input was not applied (the controller's refusals, and the reducer's own: shutting

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::core::SharedFleet;
 use self::core::{Core, Pending};
-pub use self::input::{ManifestUpdate, OperatorOutcome, ReducerError, ReducerInput, Reply};
+pub use self::input::{ManifestUpdate, ReducerError, ReducerInput, Reply};
 use crate::db::store;
 use crate::db::writer::{Committed, WriteError, Writer};
 use crate::feed::FeedHub;

@@ -1,6 +1,7 @@
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use serde_json::json;
+use shared::api::OperatorAction;
+use shared::{Channel, Closure};
 
 use crate::api;
 use crate::components::CallErrorNotice;
@@ -9,8 +10,8 @@ use crate::components::CallErrorNotice;
 #[component]
 pub fn QuarantinesPage() -> impl IntoView {
     let list = LocalResource::new(api::quarantines);
-    let me = LocalResource::new(api::whoami);
-    let can_act = move || matches!(me.get(), Some(Ok(w)) if w.role == "operator");
+    let session = crate::session::Session::current();
+    let can_act = move || session.is_some_and(|s| s.can_act());
     let notice: RwSignal<Option<Result<String, String>>> = RwSignal::new(None);
     let status = RwSignal::new(crate::feed::FeedStatus::Connecting);
     crate::feed::refresh_on(
@@ -18,10 +19,10 @@ pub fn QuarantinesPage() -> impl IntoView {
         status,
         move || list.refetch(),
     );
-    let release = move |channel: String, closure: String| {
+    let release = move |channel: Channel, closure: Closure| {
         spawn_local(async move {
-            let body = json!({"channel": channel, "closure": closure, "reason": "released on the dashboard"});
-            let result = api::act("/api/v1/quarantines/release", body).await;
+            let action = OperatorAction::Release { channel, closure: closure.clone() };
+            let result = api::act(&action, Some("released on the dashboard".into())).await;
             notice.set(Some(result.map(|_| format!("Released {closure}.")).map_err(|e| e.to_string())));
             list.refetch();
         });
@@ -46,15 +47,16 @@ pub fn QuarantinesPage() -> impl IntoView {
                             <table class="table" id="active-quarantines">
                                 <thead><tr><th>"Channel"</th><th>"Closure"</th><th>"Why"</th><th>"By"</th><th>"When"</th><th></th></tr></thead>
                                 <tbody>{q.active.into_iter().map(|e| {
+                                    let (channel, closure) = (e.channel.clone(), e.closure.clone());
                                     let (ch, cl) = (e.channel.to_string(), e.closure.to_string());
-                                    let (ch2, cl2, attr) = (ch.clone(), cl.clone(), cl.clone());
+                                    let attr = cl.clone();
                                     view! {
                                         <tr data-closure=attr>
                                             <td>{ch}</td><td><code>{cl}</code></td><td>{e.reason}</td><td>{e.by}</td>
                                             <td class="muted small">{e.at.format("%Y-%m-%d %H:%M:%S UTC").to_string()}</td>
                                             <td><Show when=can_act>{
-                                                let (ch, cl) = (ch2.clone(), cl2.clone());
-                                                view! { <button class="button button-quiet release" on:click=move |_| release(ch.clone(), cl.clone())>"Release"</button> }
+                                                let (channel, closure) = (channel.clone(), closure.clone());
+                                                view! { <button class="button button-quiet release" on:click=move |_| release(channel.clone(), closure.clone())>"Release"</button> }
                                             }</Show></td>
                                         </tr>
                                     }

@@ -4,10 +4,9 @@
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_router::hooks::use_params_map;
-use serde_json::json;
 use std::collections::HashMap;
 
-use shared::api::{HostCell, LogEvent, RolloutDetail, RolloutHeader, WaveView};
+use shared::api::{HostCell, LogEvent, OperatorAction, RolloutDetail, RolloutHeader, WaveView};
 use shared::log::LogKind;
 use shared::state::{HostState, RolloutState};
 
@@ -118,7 +117,9 @@ fn Cell(cell: RwSignal<HostCell>, selected: RwSignal<Option<String>>) -> impl In
     }
 }
 
-type Act = Callback<(String, serde_json::Value, String)>;
+/// Runs an operator action with an optional reason; the label names it in the notice that
+/// reports the outcome.
+type Act = Callback<(OperatorAction, Option<String>, String)>;
 
 #[component]
 fn WaveColumn(
@@ -149,7 +150,7 @@ fn WaveColumn(
     let approved =
         move || live.header.with(|h| h.as_ref().zip(index).is_some_and(|(h, i)| h.approved_waves.contains(&i)));
     let terminal = move || live.header.with(|h| h.as_ref().is_some_and(|h| h.state.is_terminal()));
-    let rid = move || live.header.with(|h| h.as_ref().map(|h| h.rollout_id.to_string()).unwrap_or_default());
+    let rid = move || live.header.with(|h| h.as_ref().map(|h| h.rollout_id.clone()));
     let title = index.map_or("Unstaged".to_owned(), |i| format!("Wave {i}"));
     let requires = meta.requires_approval;
     let dense = total > DENSE_LIMIT;
@@ -158,7 +159,9 @@ fn WaveColumn(
         (requires && !approved() && !terminal() && can_act.get()).then(|| {
             view! {
                 <button class="button approve" id=format!("approve-{i}")
-                    on:click=move |_| act.run((format!("/api/v1/rollouts/{}/approve", rid()), json!({"wave": i}), format!("Approve wave {i}")))>
+                    on:click=move |_| if let Some(rollout_id) = rid() {
+                        act.run((OperatorAction::ApproveWave { rollout_id, wave: i }, None, format!("Approve wave {i}")))
+                    }>
                     {format!("Approve wave {i}")}
                 </button>
             }
@@ -211,8 +214,8 @@ pub fn RolloutPage() -> impl IntoView {
     let status = RwSignal::new(FeedStatus::Connecting);
     let selected: RwSignal<Option<String>> = RwSignal::new(None);
     let notice: RwSignal<Option<Result<String, String>>> = RwSignal::new(None);
-    let me = LocalResource::new(api::whoami);
-    let can_act = Signal::derive(move || matches!(me.get(), Some(Ok(w)) if w.role == "operator"));
+    let session = crate::session::Session::current();
+    let can_act = Signal::derive(move || session.is_some_and(|s| s.can_act()));
 
     let owner = Owner::current();
     {
@@ -251,10 +254,10 @@ pub fn RolloutPage() -> impl IntoView {
         });
     }
 
-    let act: Act = Callback::new(move |(path, body, label): (String, serde_json::Value, String)| {
+    let act: Act = Callback::new(move |(action, reason, label): (OperatorAction, Option<String>, String)| {
         notice.set(None);
         spawn_local(async move {
-            let result = api::act(&path, body).await;
+            let result = api::act(&action, reason).await;
             notice.set(Some(result.map(|_| format!("{label}: done.")).map_err(|e| format!("{label}: {e}"))));
         });
     });
@@ -264,31 +267,32 @@ pub fn RolloutPage() -> impl IntoView {
         let rid = h.rollout_id.to_string();
         let waves = live.waves.with(|w| w.iter().filter(|w| w.index.is_some()).count()) as u32;
         let next = h.current_wave + 1;
-        let base = format!("/api/v1/rollouts/{rid}");
+        let id = h.rollout_id.clone();
         let halted_text = h
             .halt
             .as_ref()
             .filter(|_| h.state == RolloutState::Halted)
             .map(|halt| format!("Halted: {} failed — {}", halt.host, halt.reason));
-        let button = move |id: &'static str, label: String, path: String, body: serde_json::Value, quiet: bool| {
+        let button = move |css_id: &'static str, label: &'static str, action: OperatorAction, quiet: bool| {
             view! {
-                <button class=if quiet { "button button-quiet" } else { "button" } id=id
-                    on:click=move |_| act.run((path.clone(), body.clone(), label.clone()))>{label.clone()}</button>
+                <button class=if quiet { "button button-quiet" } else { "button" } id=css_id
+                    on:click=move |_| act.run((action.clone(), None, label.to_owned()))>{label}</button>
             }
         };
         let actions = can_act.get().then(|| {
             view! {
-                {(h.state == RolloutState::Active).then(|| button("pause", "Pause".into(), format!("{base}/pause"), json!({}), true))}
-                {(h.state == RolloutState::Paused).then(|| button("resume", "Resume".into(), format!("{base}/resume"), json!({}), false))}
-                {(h.state == RolloutState::Halted).then(|| button("clear-failure", "Clear failure".into(), format!("{base}/clear-failure"), json!({}), false))}
+                {(h.state == RolloutState::Active).then(|| button("pause", "Pause", OperatorAction::Pause { rollout_id: id.clone() }, true))}
+                {(h.state == RolloutState::Paused).then(|| button("resume", "Resume", OperatorAction::Resume { rollout_id: id.clone() }, false))}
+                {(h.state == RolloutState::Halted).then(|| button("clear-failure", "Clear failure", OperatorAction::ClearFailure { rollout_id: id.clone() }, false))}
                 {(!h.state.is_terminal() && next < waves).then(|| {
-                    let path = format!("{base}/promote");
+                    let rollout_id = id.clone();
                     view! {
                         <button class="button button-quiet" id="promote" on:click=move |_| {
                             let force = web_sys::window()
                                 .and_then(|w| w.confirm_with_message(&format!("Promote to wave {next}? OK forces it even if the current wave is not complete (logged as an override); Cancel promotes only if it is.")).ok())
                                 .unwrap_or(false);
-                            act.run((path.clone(), json!({"toWave": next, "force": force}), format!("Promote to wave {next}")));
+                            let action = OperatorAction::Promote { rollout_id: rollout_id.clone(), to_wave: next, force };
+                            act.run((action, None, format!("Promote to wave {next}")));
                         }>{format!("Promote to wave {next}")}</button>
                     }
                 })}
@@ -318,9 +322,10 @@ pub fn RolloutPage() -> impl IntoView {
         let name = selected.get()?;
         let cell = live.cells.with_value(|m| m.get(&name).copied())?;
         let h = cell.get();
-        let channel = live.header.with(|h| h.as_ref().map(|h| h.channel.to_string()))?;
+        let channel = live.header.with(|h| h.as_ref().map(|h| h.channel.clone()))?;
         let closure = h.target_closure.to_string();
-        let body = json!({"channel": channel, "closure": closure, "reason": format!("quarantined from {name} on the dashboard")});
+        let quarantine = OperatorAction::Quarantine { channel, closure: h.target_closure.clone() };
+        let reason = format!("quarantined from {name} on the dashboard");
         Some(view! {
             <div class="card host-panel" id="host-panel">
                 <h3>{name.clone()}" "<leptos_router::components::A href=format!("/hosts/{name}") attr:class="small" attr:id="host-details">"details →"</leptos_router::components::A></h3>
@@ -329,7 +334,7 @@ pub fn RolloutPage() -> impl IntoView {
                 {h.current_closure.map(|c| view! { <p class="small muted">"running "<code>{c.to_string()}</code></p> })}
                 {h.waiting_on.map(|w| view! { <p class="small" id="waiting-on">"Why not updated: "<strong>{w.gate.as_str()}</strong>" — "{w.reason}</p> })}
                 {can_act.get().then(|| view! {
-                    <button class="button button-danger" id="quarantine-closure" on:click=move |_| act.run(("/api/v1/quarantines".into(), body.clone(), "Quarantine".into()))>"Quarantine this closure"</button>
+                    <button class="button button-danger" id="quarantine-closure" on:click=move |_| act.run((quarantine.clone(), Some(reason.clone()), "Quarantine".into()))>"Quarantine this closure"</button>
                 })}
             </div>
         })
