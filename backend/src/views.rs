@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use engine::fleet::{Placement, VerifiedFleet};
 use engine::host::HostRecord;
 use engine::rollout::Rollout;
-use shared::api::{HostCell, RolloutDetail, RolloutHeader, RolloutSummary, WaveView};
+use shared::api::{HostCell, RolloutDetail, RolloutHeader, RolloutSummary, WaveCounts, WaveView};
+
+use crate::db::store::RecordState;
 use shared::state::HostState;
 
 pub fn host_cell(r: &HostRecord) -> HostCell {
@@ -49,10 +51,33 @@ fn counts<'a>(cells: impl Iterator<Item = &'a HostState>) -> BTreeMap<HostState,
     counts
 }
 
-pub fn rollout_summary(r: &Rollout, counts: BTreeMap<HostState, u64>) -> RolloutSummary {
+/// A rollout with its records counted by state, per wave (placed by `fleet`, as the detail
+/// places them), and its stuck hosts.
+pub fn rollout_summary(r: &Rollout, records: &[RecordState], fleet: Option<&VerifiedFleet>) -> RolloutSummary {
+    let waves_of_channel = fleet.map_or(1, |f| f.waves(&r.channel).len().max(1));
+    let mut waves: BTreeMap<Option<u32>, BTreeMap<HostState, u64>> =
+        (0..waves_of_channel as u32).map(|i| (Some(i), BTreeMap::new())).collect();
+    for record in records {
+        let wave = match fleet.map(|f| f.placement(&record.hostname)) {
+            Some(Placement::Wave(w)) => Some(w),
+            Some(Placement::Unstaged) => None,
+            None => Some(0),
+        };
+        *waves.entry(wave).or_default().entry(record.state).or_insert(0) += 1;
+    }
+    let counts = counts(records.iter().map(|r| &r.state));
     let hosts = counts.values().sum();
     let converged = counts.get(&HostState::Converged).copied().unwrap_or(0);
-    RolloutSummary { header: rollout_header(r), hosts, converged_percent: percent(converged, hosts), counts }
+    // Waves first, then the unstaged column (as on the rollout page).
+    let (staged, unstaged): (Vec<_>, Vec<_>) = waves.into_iter().partition(|(index, _)| index.is_some());
+    RolloutSummary {
+        header: rollout_header(r),
+        hosts,
+        converged_percent: percent(converged, hosts),
+        counts,
+        waves: staged.into_iter().chain(unstaged).map(|(index, counts)| WaveCounts { index, counts }).collect(),
+        stuck: records.iter().filter(|r| r.stuck).map(|r| r.hostname.clone()).collect(),
+    }
 }
 
 /// One column per wave of the channel (from the fleet document), plus an "unstaged" column

@@ -36,6 +36,10 @@ async fn a_silent_activating_host_is_flagged_stuck_and_stops_holding_the_budget(
     let cell = app.cell("stable@a1", "a").await;
     assert_eq!((cell["state"].as_str(), cell["stuck"].as_bool()), (Some("Activating"), Some(true)));
     assert!(app.log().await.iter().any(|e| matches!(e.entry, LogEntry::HostStuck(_)) && e.host_is("a")));
+    // The rollouts list says it too, with the wave's counts (what the fleet page draws).
+    let (_, list) = app.get("/api/v1/rollouts").await;
+    assert_eq!(list[0]["stuck"], json!(["a"]), "{list}");
+    assert_eq!(list[0]["waves"], json!([{"index": 0, "counts": {"Activating": 1, "Pending": 1}}]), "{list}");
     // a has not heartbeated for 30 minutes (> 3 × 5 s): it no longer counts against the budget.
     assert!(app.agent("b").heartbeat(None, None).await["dispatch"].is_object());
     let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();

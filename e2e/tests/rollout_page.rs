@@ -123,6 +123,8 @@ async fn the_fleet_overview_follows_the_rollouts_live() -> anyhow::Result<()> {
         let fleet = e2e::pages::fleet::FleetPage::new(&session);
         fleet.open().await?;
         fleet.channel_shows("stable", "stable@d001", Duration::from_secs(10)).await?;
+        // A bar per wave, from the rollouts' summaries (stable has three waves).
+        fleet.channel_shows("stable", "wave 2", Duration::from_secs(10)).await?;
         // Without a reload: canary completes and edge halts on its broken closure.
         fleet.channel_shows("canary", "Completed", Duration::from_secs(60)).await?;
         fleet.channel_shows("edge", "Halted", Duration::from_secs(60)).await?;

@@ -334,6 +334,23 @@ pub struct RolloutSummary {
     pub hosts: u64,
     pub counts: BTreeMap<HostState, u64>,
     pub converged_percent: f64,
+    /// Per wave (and "unstaged"), counts by state: what the fleet page draws without fetching
+    /// each rollout.
+    #[serde(default)]
+    pub waves: Vec<WaveCounts>,
+    /// Hosts flagged stuck (SPEC §6).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stuck: Vec<Hostname>,
+}
+
+/// One wave's counts in a [`RolloutSummary`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct WaveCounts {
+    /// `None` for hosts in no wave of a waved channel ("unstaged").
+    pub index: Option<u32>,
+    pub counts: BTreeMap<HostState, u64>,
 }
 
 /// One wave column of the rollout page.

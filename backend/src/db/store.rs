@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use shared::api::LogEvent;
 use shared::log::LogKind;
 use shared::manifest::SignedArtifact;
+use shared::state::HostState;
 use shared::{Channel, Closure, Hostname, RolloutId};
 use sqlx::{Row, SqlitePool};
 
@@ -379,12 +380,40 @@ pub async fn rollout_detail(
     Ok(Some((rollout, records, as_of)))
 }
 
-/// Counts of records by state per rollout (for summaries).
-pub async fn record_counts(pool: &SqlitePool) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
-    let rows = sqlx::query("SELECT rollout_id, state, COUNT(*) FROM current_host_records GROUP BY rollout_id, state")
-        .fetch_all(pool)
-        .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+/// One record as a summary counts it.
+pub struct RecordState {
+    pub rollout_id: String,
+    pub hostname: Hostname,
+    pub state: HostState,
+    pub stuck: bool,
+}
+
+/// The state of every record of the rollouts in `ids` (for summaries: counts per wave).
+pub async fn record_states(pool: &SqlitePool, ids: &[RolloutId]) -> Result<Vec<RecordState>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let marks = vec!["?"; ids.len()].join(", ");
+    let query = format!(
+        "SELECT rollout_id, hostname, state, json_extract(body, '$.stuck') FROM current_host_records
+         WHERE rollout_id IN ({marks})"
+    );
+    let mut q = sqlx::query(&query);
+    for id in ids {
+        q = q.bind(id.as_str());
+    }
+    let rows = q.fetch_all(pool).await?;
+    rows.iter()
+        .map(|r| {
+            let state: &str = r.get(2);
+            Ok(RecordState {
+                rollout_id: r.get(0),
+                hostname: Hostname::parse(r.get::<&str, _>(1)).map_err(decode)?,
+                state: serde_json::from_value(serde_json::Value::String(state.to_owned())).map_err(decode)?,
+                stuck: r.get::<Option<i64>, _>(3) == Some(1),
+            })
+        })
+        .collect()
 }
 
 pub async fn presence(pool: &SqlitePool) -> Result<Vec<(String, DateTime<Utc>, Option<String>)>, sqlx::Error> {

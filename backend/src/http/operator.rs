@@ -14,7 +14,6 @@ use shared::api::{
     PromoteBody, QuarantineBody, QuarantineEntry, Quarantines, ReasonBody, RolloutDetail, RolloutSummary,
 };
 use shared::manifest::SignedArtifact;
-use shared::state::HostState;
 use shared::{Closure, RolloutId};
 
 use super::extract::{JsonBody, MANIFESTS_BODY_BYTES, OptionalJsonBody};
@@ -154,13 +153,17 @@ pub async fn rollouts(
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadQuery, "before names no rollout."))?;
-    let mut counts: BTreeMap<String, BTreeMap<HostState, u64>> = BTreeMap::new();
-    for (id, st, n) in store::record_counts(&state.pool).await.map_err(ApiError::internal)? {
-        if let Some(st) = HostState::ALL.into_iter().find(|s| s.as_str() == st) {
-            counts.entry(id).or_default().insert(st, n as u64);
-        }
+    let ids: Vec<RolloutId> = rows.iter().map(|r| r.id.clone()).collect();
+    let mut records: BTreeMap<String, Vec<store::RecordState>> = BTreeMap::new();
+    for record in store::record_states(&state.pool, &ids).await.map_err(ApiError::internal)? {
+        records.entry(record.rollout_id.clone()).or_default().push(record);
     }
-    Ok(Json(rows.iter().map(|r| views::rollout_summary(r, counts.remove(r.id.as_str()).unwrap_or_default())).collect()))
+    let fleet = state.fleet.read().ok().and_then(|f| f.clone());
+    Ok(Json(
+        rows.iter()
+            .map(|r| views::rollout_summary(r, &records.remove(r.id.as_str()).unwrap_or_default(), fleet.as_deref()))
+            .collect(),
+    ))
 }
 
 /// `GET /api/v1/rollouts/{id}`

@@ -1,6 +1,7 @@
 use leptos::prelude::*;
 use leptos_router::components::A;
 
+use shared::api::RolloutSummary;
 use shared::log::LogKind;
 
 use crate::api;
@@ -58,12 +59,11 @@ pub fn FleetPage() -> impl IntoView {
                                         {match current {
                                             Some(r) => {
                                                 let id = r.header.rollout_id.to_string();
-                                                let bars_id = id.clone();
                                                 let trouble = matches!(r.header.state, shared::state::RolloutState::Halted) || r.counts.keys().any(|s| matches!(s, shared::state::HostState::Failed));
                                                 view! {
                                                     <p><A href=format!("/rollouts/{id}")>{id.clone()}</A>" "<RolloutBadge state=r.header.state /></p>
                                                     <p class={if trouble { "small error-text" } else { "small muted" }}>{format!("{}% converged · wave {} · {}", r.converged_percent, r.header.current_wave, counts_text(&r.counts))}</p>
-                                                    <WaveBars id=bars_id />
+                                                    <WaveBars summary=r />
                                                 }.into_any()
                                             }
                                             None => view! { <p class="muted">"No rollout yet."</p> }.into_any(),
@@ -86,36 +86,28 @@ pub fn FleetPage() -> impl IntoView {
     }
 }
 
-/// One progress bar per wave of a rollout (converged / total), and stuck hosts in red.
+/// One progress bar per wave of a rollout (converged / total), and stuck hosts in red, drawn
+/// from the rollout's summary (no request per card).
 #[component]
-fn WaveBars(id: String) -> impl IntoView {
-    let detail = LocalResource::new(move || {
-        let id = id.clone();
-        async move { api::rollout(&id).await }
-    });
-    move || {
-        detail.get().and_then(Result::ok).map(|d| {
-            let current = d.header.current_wave;
-            let stuck: Vec<String> =
-                d.waves.iter().flat_map(|w| w.hosts.iter()).filter(|h| h.stuck).map(|h| h.hostname.to_string()).collect();
-            view! {
-                <div class="wave-bars">
-                    {d.waves.into_iter().map(|w| {
-                        let total: u64 = w.counts.values().sum();
-                        let converged = w.counts.get(&shared::state::HostState::Converged).copied().unwrap_or(0);
-                        let label = w.index.map_or("unstaged".to_owned(), |i| format!("wave {i}"));
-                        let is_current = w.index == Some(current);
-                        view! {
-                            <div class={if is_current { "wave-bar current" } else { "wave-bar" }}>
-                                <span class="small muted">{label}</span>
-                                <StateBar counts=w.counts.clone() />
-                                <span class="small">{format!("{converged}/{total}")}</span>
-                            </div>
-                        }
-                    }).collect_view()}
-                    {(!stuck.is_empty()).then(|| view! { <p class="small error-text stuck-hosts">{format!("stuck: {}", stuck.join(", "))}</p> })}
-                </div>
-            }
-        })
+fn WaveBars(summary: RolloutSummary) -> impl IntoView {
+    let current = summary.header.current_wave;
+    let stuck: Vec<String> = summary.stuck.iter().map(|h| h.to_string()).collect();
+    view! {
+        <div class="wave-bars">
+            {summary.waves.into_iter().map(|w| {
+                let total: u64 = w.counts.values().sum();
+                let converged = w.counts.get(&shared::state::HostState::Converged).copied().unwrap_or(0);
+                let label = w.index.map_or("unstaged".to_owned(), |i| format!("wave {i}"));
+                let is_current = w.index == Some(current);
+                view! {
+                    <div class={if is_current { "wave-bar current" } else { "wave-bar" }}>
+                        <span class="small muted">{label}</span>
+                        <StateBar counts=w.counts.clone() />
+                        <span class="small">{format!("{converged}/{total}")}</span>
+                    </div>
+                }
+            }).collect_view()}
+            {(!stuck.is_empty()).then(|| view! { <p class="small error-text stuck-hosts">{format!("stuck: {}", stuck.join(", "))}</p> })}
+        </div>
     }
 }
