@@ -1,0 +1,103 @@
+//! One rollout: a column per wave with a cell per host coloured by state, the actions an
+//! operator can take, and the rollout's live event log. Everything updates from the feed.
+//!
+//! `model` is the page's state without signals (tested natively), `live` the signals it is
+//! drawn from; `head`, `waves`, `host_panel` and `event_log` draw the parts.
+
+mod event_log;
+mod head;
+mod host_panel;
+mod live;
+mod model;
+mod waves;
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use leptos_router::hooks::use_params_map;
+use shared::api::{LogEvent, OperatorAction};
+
+use self::event_log::EventLog;
+use self::head::Head;
+use self::host_panel::HostPanel;
+use self::live::Live;
+use self::model::{LOG_PAGE, LogWindow};
+use self::waves::WaveColumn;
+use crate::api;
+use crate::components::ErrorNotice;
+use crate::feed::{self, FeedStatus};
+
+/// Runs an operator action with an optional reason; the label names it in the notice that
+/// reports the outcome.
+type Act = Callback<(OperatorAction, Option<String>, String)>;
+
+#[component]
+pub fn RolloutPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = params.with_untracked(|p| p.get("id").unwrap_or_default());
+    let live = Live::new();
+    let load_error: RwSignal<Option<String>> = RwSignal::new(None);
+    let log: RwSignal<LogWindow> = RwSignal::new(LogWindow::default());
+    let status = RwSignal::new(FeedStatus::Connecting);
+    let selected: RwSignal<Option<String>> = RwSignal::new(None);
+    let notice: RwSignal<Option<Result<String, String>>> = RwSignal::new(None);
+    let session = crate::session::Session::current();
+    let can_act = Signal::derive(move || session.is_some_and(|s| s.can_act()));
+
+    let owner = Owner::current();
+    {
+        let id = id.clone();
+        spawn_local(async move {
+            let snapshot = match api::rollout(&id).await {
+                Ok(d) => d,
+                Err(err) => {
+                    load_error.set(Some(err.to_string()));
+                    return;
+                }
+            };
+            let as_of = snapshot.as_of;
+            live.load(snapshot);
+            // The newest entries up to the snapshot; the feed continues from there.
+            if let Ok(page) = api::rollout_events_before(&id, as_of.saturating_add(1), LOG_PAGE as u32).await {
+                log.set(LogWindow::first_page(page.events));
+            }
+            let on_entry = move |entry: LogEvent| {
+                if entry.rollout_id.as_ref().map(|r| r.as_str()) != Some(id.as_str()) {
+                    return;
+                }
+                live.apply(&entry);
+                log.update(|w| w.push(entry));
+            };
+            if let Some(owner) = owner {
+                owner.with(|| feed::subscribe(Some(as_of), status, on_entry));
+            }
+        });
+    }
+
+    let act: Act = Callback::new(move |(action, reason, label): (OperatorAction, Option<String>, String)| {
+        notice.set(None);
+        spawn_local(async move {
+            let result = api::act(&action, reason).await;
+            notice.set(Some(result.map(|_| format!("{label}: done.")).map_err(|e| format!("{label}: {e}"))));
+        });
+    });
+
+    view! {
+        <section class="page" id="page-rollout">
+            {move || load_error.get().map(|e| view! { <ErrorNotice message=e /> })}
+            <Head live=live can_act=can_act act=act status=status />
+            {move || notice.get().map(|n| match n {
+                Ok(m) => view! { <p class="notice notice-ok" id="action-result" role="status">{m}</p> }.into_any(),
+                Err(m) => view! { <p class="notice notice-error" id="action-result" role="alert">{m}</p> }.into_any(),
+            })}
+            <div class="rollout-body">
+                <div class="waves" id="waves">
+                    {move || live.waves.get().into_iter().map(|meta| view! { <WaveColumn meta=meta live=live selected=selected can_act=can_act act=act /> }).collect_view()}
+                </div>
+                <aside class="side">
+                    <HostPanel live=live selected=selected can_act=can_act act=act />
+                    <EventLog rollout=id.clone() log=log />
+                </aside>
+            </div>
+        </section>
+    }
+}

@@ -1,0 +1,114 @@
+//! The rollout page's state without signals: the window of the event log it shows. Pure,
+//! so it is tested natively (`cargo test -p frontend`).
+
+use shared::api::{HostCell, LogEvent, RolloutHeader};
+use shared::state::HostState;
+
+/// Log entries loaded at a time (the newest up to the snapshot, then older pages on demand).
+pub const LOG_PAGE: usize = 200;
+/// Log entries kept on screen; past it the oldest go (and can be loaded again).
+pub const LOG_LIMIT: usize = 2000;
+
+/// The part of a rollout's log on screen, oldest first, and whether older entries exist.
+#[derive(Debug, Clone, Default)]
+pub struct LogWindow {
+    pub entries: Vec<LogEvent>,
+    /// Entries older than the oldest shown may exist (a full page came back, or the oldest
+    /// were dropped past [`LOG_LIMIT`]).
+    pub older: bool,
+}
+
+impl LogWindow {
+    /// The first page: the newest entries up to the snapshot.
+    pub fn first_page(entries: Vec<LogEvent>) -> LogWindow {
+        let older = entries.len() == LOG_PAGE;
+        LogWindow { entries, older }
+    }
+
+    /// A page of older entries goes in front.
+    pub fn prepend(&mut self, mut page: Vec<LogEvent>) {
+        self.older = page.len() == LOG_PAGE;
+        page.append(&mut self.entries);
+        self.entries = page;
+    }
+
+    /// A live entry from the feed; past the limit the oldest goes.
+    pub fn push(&mut self, entry: LogEvent) {
+        self.entries.push(entry);
+        if self.entries.len() > LOG_LIMIT {
+            self.entries.remove(0);
+            self.older = true;
+        }
+    }
+
+    /// The seq to page back from.
+    pub fn oldest_seq(&self) -> Option<i64> {
+        self.entries.first().map(|e| e.seq)
+    }
+}
+
+/// What a feed entry changes on the page: the cell of the record it carries (its `waitingOn`
+/// cleared unless Pending, as the snapshot shows it) and the rollout's header.
+pub fn changes(entry: &LogEvent) -> (Option<HostCell>, Option<RolloutHeader>) {
+    let Ok(carried) = entry.carried::<HostCell, RolloutHeader>() else { return (None, None) };
+    let cell = carried.record.map(|mut cell| {
+        if cell.state != HostState::Pending {
+            cell.waiting_on = None;
+        }
+        cell
+    });
+    (cell, carried.rollout)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn entry(seq: i64, payload: serde_json::Value) -> LogEvent {
+        serde_json::from_value(json!({
+            "seq": seq, "ts": "2026-12-01T12:00:00Z", "kind": "HostHeld",
+            "rolloutId": "stable@a1", "host": "a", "payload": payload,
+        }))
+        .unwrap()
+    }
+
+    fn page(seqs: std::ops::Range<i64>) -> Vec<LogEvent> {
+        seqs.map(|s| entry(s, json!({"gate": "wave", "reason": "later"}))).collect()
+    }
+
+    #[test]
+    fn a_full_first_page_says_older_entries_exist_and_a_short_one_does_not() {
+        assert!(LogWindow::first_page(page(0..LOG_PAGE as i64)).older);
+        assert!(!LogWindow::first_page(page(0..5)).older);
+    }
+
+    #[test]
+    fn older_pages_go_in_front_and_live_entries_at_the_end_within_the_limit() {
+        let mut window = LogWindow::first_page(page(1000..1000 + LOG_PAGE as i64));
+        window.prepend(page(990..1000));
+        assert_eq!(window.oldest_seq(), Some(990));
+        assert!(!window.older, "a short page is the start of the log");
+        let seqs: Vec<i64> = window.entries.iter().map(|e| e.seq).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "oldest first, in order");
+        for seq in 2000..2000 + LOG_LIMIT as i64 {
+            window.push(entry(seq, json!({"gate": "wave", "reason": "later"})));
+        }
+        assert_eq!(window.entries.len(), LOG_LIMIT);
+        assert!(window.older, "dropped entries can be loaded again");
+        assert_eq!(window.entries.last().map(|e| e.seq), Some(2000 + LOG_LIMIT as i64 - 1));
+    }
+
+    #[test]
+    fn an_entry_carrying_a_record_changes_its_cell_and_clears_a_hold_once_it_moved() {
+        let record = json!({"hostname": "a", "state": "Activating", "targetClosure": "/nix/store/a",
+            "waitingOn": {"gate": "wave", "reason": "later", "since": "2026-12-01T12:00:00Z"},
+            "stuck": false, "excused": false, "lastEventSeq": 1});
+        let (cell, header) = changes(&entry(1, json!({"gate": "wave", "reason": "x", "record": record})));
+        let cell = cell.unwrap();
+        assert_eq!((cell.state, cell.waiting_on), (HostState::Activating, None));
+        assert!(header.is_none());
+        assert_eq!(changes(&entry(2, json!({"gate": "wave", "reason": "x"}))), (None, None));
+    }
+}

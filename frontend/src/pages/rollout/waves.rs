@@ -1,0 +1,115 @@
+//! The wave columns: a cell per host, coloured by state, with the approve button of a wave
+//! that needs it.
+
+use leptos::prelude::*;
+use shared::api::{HostCell, OperatorAction};
+use shared::state::HostState;
+
+use super::Act;
+use super::live::{Live, WaveMeta};
+use crate::components::{StateBar, counts_text, host_state_class};
+
+/// Waves with more hosts than this show only the hosts that are not Converged (plus a count),
+/// so a 10,000-host wave stays light.
+const DENSE_LIMIT: usize = 1500;
+
+#[component]
+fn Cell(cell: RwSignal<HostCell>, selected: RwSignal<Option<String>>) -> impl IntoView {
+    let name = cell.with_untracked(|c| c.hostname.to_string());
+    let (pick, attr) = (name.clone(), name.clone());
+    view! {
+        <button
+            class=move || cell.with(|h| format!("cell {}{}{}", host_state_class(h.state), if h.stuck { " stuck" } else { "" }, if h.excused { " excused" } else { "" }))
+            title=move || cell.with(|h| {
+                let why = h.waiting_on.as_ref().map(|w| format!(" — waiting on {}: {}", w.gate, w.reason)).unwrap_or_default();
+                format!("{}: {}{why}{}", h.hostname, h.state, if h.stuck { " — STUCK" } else { "" })
+            })
+            data-host=attr
+            data-state=move || cell.with(|h| h.state.as_str())
+            on:click=move |_| selected.set(Some(pick.clone()))
+        >
+            <span class="cell-name">{name}</span>
+        </button>
+    }
+}
+
+#[component]
+pub fn WaveColumn(
+    meta: WaveMeta,
+    live: Live,
+    selected: RwSignal<Option<String>>,
+    can_act: Signal<bool>,
+    act: Act,
+) -> impl IntoView {
+    let cells: Vec<RwSignal<HostCell>> = meta.cells.iter().map(|(_, c)| *c).collect();
+    let total = cells.len();
+    let counts = {
+        let cells = cells.clone();
+        Memo::new(move |_| {
+            let mut counts = std::collections::BTreeMap::new();
+            for c in &cells {
+                *counts.entry(c.with(|h| h.state)).or_insert(0u64) += 1;
+            }
+            counts
+        })
+    };
+    let percent = move || {
+        let converged = counts.with(|c| c.get(&HostState::Converged).copied().unwrap_or(0));
+        if total == 0 { 0.0 } else { (converged as f64 * 1000.0 / total as f64).round() / 10.0 }
+    };
+    let index = meta.index;
+    let is_current = move || live.header.with(|h| h.as_ref().map(|h| h.current_wave) == index && index.is_some());
+    let approved =
+        move || live.header.with(|h| h.as_ref().zip(index).is_some_and(|(h, i)| h.approved_waves.contains(&i)));
+    let terminal = move || live.header.with(|h| h.as_ref().is_some_and(|h| h.state.is_terminal()));
+    let rid = move || live.header.with(|h| h.as_ref().map(|h| h.rollout_id.clone()));
+    let title = index.map_or("Unstaged".to_owned(), |i| format!("Wave {i}"));
+    let requires = meta.requires_approval;
+    let dense = total > DENSE_LIMIT;
+    let approve_button = move || {
+        let i = index?;
+        (requires && !approved() && !terminal() && can_act.get()).then(|| {
+            view! {
+                <button class="button approve" id=format!("approve-{i}")
+                    on:click=move |_| if let Some(rollout_id) = rid() {
+                        act.run((OperatorAction::ApproveWave { rollout_id, wave: i }, None, format!("Approve wave {i}")))
+                    }>
+                    {format!("Approve wave {i}")}
+                </button>
+            }
+        })
+    };
+    let shown = {
+        let all = meta.cells.clone();
+        move || -> Vec<(String, RwSignal<HostCell>)> {
+            if dense {
+                all.iter().filter(|(_, c)| c.with(|h| h.state != HostState::Converged)).cloned().collect()
+            } else {
+                all.clone()
+            }
+        }
+    };
+    view! {
+        <div class=move || if is_current() { "wave wave-current" } else { "wave" } data-wave=index.map(|i| i.to_string()).unwrap_or("unstaged".into())>
+            <div class="wave-head">
+                <h3>{title}{move || is_current().then(|| view! { <span class="pill pill-live">"current"</span> })}</h3>
+                <p class="muted small">
+                    {format!("soak {} min", meta.soak_minutes)}
+                    {move || requires.then(|| if approved() { " · approved" } else { " · needs approval" })}
+                </p>
+                {move || view! { <StateBar counts=counts.get() /> }}
+                <p class="small"><strong class="pct">{move || format!("{}%", percent())}</strong>" converged · "<span class="muted">{move || counts.with(counts_text)}</span></p>
+                {approve_button}
+            </div>
+            <div class={if total > 200 { "cells cells-dense" } else { "cells" }}>
+                <For each=shown key=|(name, _)| name.clone() let((_, cell))>
+                    <Cell cell=cell selected=selected />
+                </For>
+                {move || dense.then(|| {
+                    let converged = counts.with(|c| c.get(&HostState::Converged).copied().unwrap_or(0));
+                    (converged > 0).then(|| view! { <span class="muted small">{format!("+ {converged} converged")}</span> })
+                })}
+            </div>
+        </div>
+    }
+}
