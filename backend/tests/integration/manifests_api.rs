@@ -1,10 +1,7 @@
 //! Manifest upload: each verification outcome is answered with its code and changes nothing;
 //! the verified set is persisted and re-verified after a restart.
-#![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::{Options, spawn_app, spawn_with, upload_body};
+use crate::common::{Options, spawn_app, spawn_with, upload_body};
 use engine::testkit::FleetBuilder;
 use serde_json::json;
 

@@ -2,7 +2,6 @@
 //! connections that send most of a body and stop, or half a request head, must not grow the
 //! server past a memory bound, must be closed by its timeouts, and must not stop it answering
 //! everyone else.
-#![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -1,10 +1,7 @@
 //! Agent API semantics: event outcomes, heartbeat recovery synthesis, replay and bootstrap,
 //! failure handling and quarantine, and agent authentication.
-#![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::{Options, spawn_app, spawn_with};
+use crate::common::{Options, spawn_app, spawn_with};
 use engine::testkit::FleetBuilder;
 use serde_json::json;
 use shared::api::OperatorAction;
@@ -73,8 +70,14 @@ async fn agents_get_503_with_retry_after_before_any_fleet_is_verified() {
     let app = spawn_app().await;
     let a = app.agent("a");
     let body = serde_json::to_vec(&json!({"hostname": "a", "at": chrono::Utc::now()})).unwrap();
-    let headers =
-        common::sign_request(&a.key, "a", "POST", "/api/v1/agent/heartbeat", &body, chrono::Utc::now().timestamp());
+    let headers = crate::common::sign_request(
+        &a.key,
+        "a",
+        "POST",
+        "/api/v1/agent/heartbeat",
+        &body,
+        chrono::Utc::now().timestamp(),
+    );
     let r = reqwest::Client::new().post(app.url("/api/v1/agent/heartbeat")).body(body);
     let r = headers.into_iter().fold(r, |r, (k, v)| r.header(k, v)).send().await.unwrap();
     assert_eq!(r.status(), 503);
@@ -315,40 +318,44 @@ async fn agent_requests_must_be_signed_fresh_unique_and_about_the_signer() {
     let body = serde_json::to_vec(&json!({"hostname": "a", "at": chrono::Utc::now()})).unwrap();
     let now = chrono::Utc::now().timestamp();
 
-    let good = common::sign_request(&a.key, "a", "POST", path, &body, now);
+    let good = crate::common::sign_request(&a.key, "a", "POST", path, &body, now);
     assert_eq!(a.raw("POST", path, body.clone(), good.clone()).await.0, 200);
     let (s, e) = a.raw("POST", path, body.clone(), good).await;
     assert_eq!((s, e["error"]["code"].as_str()), (401, Some("replayed-signature")));
 
     let stranger = engine::testkit::key("stranger");
     let (s, e) =
-        a.raw("POST", path, body.clone(), common::sign_request(&stranger, "zz", "POST", path, &body, now)).await;
+        a.raw("POST", path, body.clone(), crate::common::sign_request(&stranger, "zz", "POST", path, &body, now)).await;
     assert_eq!((s, e["error"]["code"].as_str()), (401, Some("unknown-host")));
     let (s, e) =
-        a.raw("POST", path, body.clone(), common::sign_request(&stranger, "a", "POST", path, &body, now)).await;
+        a.raw("POST", path, body.clone(), crate::common::sign_request(&stranger, "a", "POST", path, &body, now)).await;
     assert_eq!((s, e["error"]["code"].as_str()), (401, Some("bad-signature")));
-    let (s, e) =
-        a.raw("POST", path, body.clone(), common::sign_request(&a.key, "a", "POST", path, &body, now - 61)).await;
+    let (s, e) = a
+        .raw("POST", path, body.clone(), crate::common::sign_request(&a.key, "a", "POST", path, &body, now - 61))
+        .await;
     assert_eq!((s, e["error"]["code"].as_str()), (401, Some("skewed-timestamp")));
-    let (s, _) =
-        a.raw("POST", path, body.clone(), common::sign_request(&a.key, "a", "POST", path, &body, now - 59)).await;
+    let (s, _) = a
+        .raw("POST", path, body.clone(), crate::common::sign_request(&a.key, "a", "POST", path, &body, now - 59))
+        .await;
     assert_eq!(s, 200, "59 s of skew is tolerated");
     let tampered = serde_json::to_vec(&json!({"hostname": "a", "at": chrono::Utc::now(), "rolloutId": R})).unwrap();
-    let (s, _) = a.raw("POST", path, tampered, common::sign_request(&a.key, "a", "POST", path, &body, now)).await;
+    let (s, _) =
+        a.raw("POST", path, tampered, crate::common::sign_request(&a.key, "a", "POST", path, &body, now)).await;
     assert_eq!(s, 401, "the body is covered by the signature");
     let (s, _) = a
         .raw(
             "POST",
             "/api/v1/agent/heartbeat?x=1",
             body.clone(),
-            common::sign_request(&a.key, "a", "POST", path, &body, now + 1),
+            crate::common::sign_request(&a.key, "a", "POST", path, &body, now + 1),
         )
         .await;
     assert_eq!(s, 401, "the query is covered by the signature");
 
     let other = serde_json::to_vec(&json!({"hostname": "b", "at": chrono::Utc::now()})).unwrap();
-    let (s, e) =
-        a.raw("POST", path, other.clone(), common::sign_request(&a.key, "a", "POST", path, &other, now + 2)).await;
+    let (s, e) = a
+        .raw("POST", path, other.clone(), crate::common::sign_request(&a.key, "a", "POST", path, &other, now + 2))
+        .await;
     assert_eq!((s, e["error"]["code"].as_str()), (403, Some("wrong-host")));
 }
 
@@ -357,11 +364,11 @@ async fn manifests_dir_is_polled_and_a_bad_set_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let manifests = dir.path().join("release");
     let write = |commit: &str, corrupt: bool| {
-        common::write_release_dir(&manifests, &fleet(), commit, chrono::Utc::now(), corrupt)
+        crate::common::write_release_dir(&manifests, &fleet(), commit, chrono::Utc::now(), corrupt)
     };
     write("a1", false);
     let app = spawn_with(Options { manifests_dir: Some(manifests.clone()), ..Options::default() }, None).await;
-    let rollouts = common::wait_for_rollouts(&app, 1).await;
+    let rollouts = crate::common::wait_for_rollouts(&app, 1).await;
     assert_eq!(rollouts[0]["rolloutId"], R);
 
     write("b2", true);

@@ -1,5 +1,4 @@
 //! Health, readiness, version, API 404s and the dashboard's SPA fallback, through the router.
-#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 

@@ -1,15 +1,12 @@
 //! Durability: every event answered `applied` survives a SIGKILL and the rollout carries on
 //! after a restart; the rollout and record tables are re-derivable from the event log.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Logged, spawn_app};
+use crate::common::{Logged, spawn_app};
 use engine::host::HostRecord;
 use engine::rollout::Rollout;
 use engine::testkit::{FleetBuilder, ci_key, host_key, trust_config};
@@ -69,7 +66,7 @@ async fn post_event(
     event: Value,
 ) -> Result<(u16, Value), reqwest::Error> {
     let body = serde_json::to_vec(&json!({"hostname": host, "rolloutId": "stable@a1", "event": event})).unwrap();
-    let headers = common::sign_request(
+    let headers = crate::common::sign_request(
         &host_key(host),
         host,
         "POST",
@@ -122,7 +119,7 @@ async fn applied_events_survive_sigkill_and_the_rollout_completes_after_restart(
     let port = free_port();
     let server = start(dir.path(), port).await;
     let http = reqwest::Client::new();
-    let upload = common::upload_body(&fleet(HOSTS), "a1", chrono::Utc::now());
+    let upload = crate::common::upload_body(&fleet(HOSTS), "a1", chrono::Utc::now());
     let r =
         http.post(format!("{}/api/v1/manifests", server.base)).bearer_auth(&token).json(&upload).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -173,7 +170,7 @@ async fn applied_events_survive_sigkill_and_the_rollout_completes_after_restart(
     // Agents resume from their bootstrap snapshots and the rollout completes.
     for i in 0..HOSTS {
         let host = format!("h{i:02}");
-        let headers = common::sign_request(
+        let headers = crate::common::sign_request(
             &host_key(&host),
             &host,
             "GET",
@@ -324,6 +321,6 @@ async fn records_carried_by_the_log_are_written_behind_it_and_read_through_it() 
     let db = backend::db::open(&path).await.unwrap();
     assert_eq!(table_and_view_state(&db, "a").await, ("Converged".into(), "Converged".into()));
     db.close().await;
-    let app = common::spawn_with(common::Options::default(), Some(dir)).await;
+    let app = crate::common::spawn_with(crate::common::Options::default(), Some(dir)).await;
     assert_eq!(app.host_state("stable@a1", "a").await, "Converged");
 }

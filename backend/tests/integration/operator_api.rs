@@ -1,10 +1,7 @@
 //! Operator authentication and roles, and a table of bad input on every route: each gets its
 //! documented 4xx, nothing panics, and the database is unchanged.
-#![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::spawn_app;
+use crate::common::spawn_app;
 use engine::testkit::FleetBuilder;
 use serde_json::{Value, json};
 use shared::log::LogKind;
@@ -19,7 +16,7 @@ fn fleet() -> FleetBuilder {
 }
 
 /// Every row of every table, as text.
-async fn db_snapshot(app: &common::TestApp) -> String {
+async fn db_snapshot(app: &crate::common::TestApp) -> String {
     // Every table but sqlx's own, every column of every row (quoted, so blobs and NULLs show),
     // rows sorted: any insert, update or delete changes the snapshot. Query errors fail.
     let tables: Vec<(String,)> = sqlx::query_as(
@@ -222,7 +219,8 @@ async fn bad_input_on_every_route_gets_its_4xx_and_changes_nothing() {
         ),
     ] {
         let path = "/api/v1/agent/heartbeat";
-        let headers = common::sign_request(&a.key, "a", "POST", path, body.as_bytes(), chrono::Utc::now().timestamp());
+        let headers =
+            crate::common::sign_request(&a.key, "a", "POST", path, body.as_bytes(), chrono::Utc::now().timestamp());
         let (s, json) = a.raw("POST", path, body.into_bytes(), headers).await;
         assert_eq!((s, json["error"]["code"].as_str()), (status, Some(code)), "{json}");
     }

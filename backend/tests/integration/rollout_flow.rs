@@ -1,10 +1,7 @@
 //! A whole rollout over HTTP with signed agents: three waves with soak, an approval wave, a
 //! host edge, a channel edge and a disruption budget, walking to Completed.
-#![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::spawn_app;
+use crate::common::spawn_app;
 use engine::testkit::FleetBuilder;
 use serde_json::json;
 use shared::log::LogEntry;

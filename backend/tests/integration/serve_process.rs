@@ -1,5 +1,4 @@
 //! The real binary: `fleetwave serve` starts, answers over TCP, and stops cleanly on SIGTERM.
-#![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

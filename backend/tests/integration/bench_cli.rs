@@ -1,7 +1,6 @@
 //! `fleetwave bench run` end to end on a tiny fleet: the ceilings, a real `fleetwave serve`
 //! child process, both load phases and the feed watchers all report. (The figures themselves
 //! are measured with the defaults and recorded in BENCHMARKS.md; nothing here times anything.)
-#![allow(clippy::unwrap_used)]
 
 use std::process::Command;
 

@@ -1,6 +1,5 @@
 //! `fleetwave keygen`, `sign` and `release` as CI runs them: their output verifies with the
 //! engine and is byte-stable for the same input.
-#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 use std::process::{Command, Output};

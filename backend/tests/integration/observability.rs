@@ -1,10 +1,7 @@
 //! Stuck detection (visible in the API and in metrics), its effect on budgets, and the
 //! Prometheus metrics.
-#![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::spawn_app;
+use crate::common::spawn_app;
 use engine::testkit::FleetBuilder;
 use serde_json::json;
 use shared::log::LogEntry;

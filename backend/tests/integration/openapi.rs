@@ -1,9 +1,6 @@
 //! The OpenAPI document is generated from the handlers and lists every route the server has.
-#![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::spawn_app;
+use crate::common::spawn_app;
 use serde_json::Value;
 
 const ROUTES: &[(&str, &str)] = &[

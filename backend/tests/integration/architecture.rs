@@ -1,7 +1,6 @@
 //! The modules of the control plane and of the engine use each other in one direction: this
 //! reads their sources, lists the `crate::` edges between top-level modules, and fails on a
 //! cycle (naming it). Comments are skipped, so a doc link does not count as a use.
-#![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

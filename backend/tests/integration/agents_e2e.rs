@@ -4,9 +4,6 @@
 //! whose switch fails, and one whose enforce probe fails during the soak, are rolled back to
 //! the previous generation and quarantined while the other hosts are held; an agent killed
 //! with SIGKILL mid-soak resumes after a restart with no seq reused and the rollout completes.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::collections::HashMap;
 use std::os::unix::fs::symlink;
@@ -14,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::write_release_dir;
 use agent::testkit::{self, Behaviour, System};
-use common::write_release_dir;
 use engine::testkit::{FleetBuilder, ci_key, host_key, trust_config};
 use serde_json::Value;
 use shared::Closure;
@@ -468,7 +465,7 @@ fn clock_ticks() -> f64 {
 /// The agent's footprint (SPEC §13: ≤ 20 MiB resident, ≤ 1 % of a core idle): one agent
 /// through a rollout (fetch, switch, soak with a probe every second), then idle for 90 s.
 /// `cargo build --release -p agent && FLEETWAVE_AGENT_BIN=target/release/fleetwave-agent
-/// cargo nextest run -p backend --test agents_e2e --run-ignored only --no-capture`.
+/// cargo nextest run -p backend --test integration -E 'test(/^agents_e2e::/)' --run-ignored only --no-capture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: about 2 minutes"]
 async fn agent_resident_memory_and_idle_cpu() {

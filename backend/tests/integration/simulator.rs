@@ -1,14 +1,11 @@
 //! The simulator speaks the real agent protocol: a fleet converges through it, also with
 //! agent restarts and lost, duplicated and reordered event posts; `fleetwave simulate` runs
 //! as a separate process and reports its figures.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::time::Duration;
 
+use crate::common::spawn_with;
 use backend::sim::{self, Behaviour, SimHost};
-use common::spawn_with;
 use engine::testkit::{FleetBuilder, host_key};
 use tokio_util::sync::CancellationToken;
 
@@ -33,7 +30,7 @@ fn hosts() -> Vec<SimHost> {
         .collect()
 }
 
-async fn completes(app: &common::TestApp, limit: Duration) -> bool {
+async fn completes(app: &crate::common::TestApp, limit: Duration) -> bool {
     let mut feed = app.state.feed.subscribe();
     let deadline = tokio::time::Instant::now() + limit;
     loop {
@@ -48,7 +45,7 @@ async fn completes(app: &common::TestApp, limit: Duration) -> bool {
 
 #[tokio::test]
 async fn a_simulated_fleet_converges_through_the_agent_protocol() {
-    let app = spawn_with(common::Options { plan_tick_ms: 100, ..Default::default() }, None).await;
+    let app = spawn_with(crate::common::Options { plan_tick_ms: 100, ..Default::default() }, None).await;
     app.upload(&fleet(), "a1").await;
     let stop = CancellationToken::new();
     let behaviour = Behaviour { time_scale: 0.02, ..Behaviour::default() };
@@ -76,7 +73,7 @@ async fn a_simulated_fleet_converges_through_the_agent_protocol() {
 
 #[tokio::test]
 async fn restarts_and_lost_duplicated_or_reordered_posts_still_converge() {
-    let app = spawn_with(common::Options { plan_tick_ms: 100, ..Default::default() }, None).await;
+    let app = spawn_with(crate::common::Options { plan_tick_ms: 100, ..Default::default() }, None).await;
     app.upload(&fleet(), "a1").await;
     let stop = CancellationToken::new();
     let behaviour = Behaviour {
@@ -103,7 +100,7 @@ async fn restarts_and_lost_duplicated_or_reordered_posts_still_converge() {
 
 #[tokio::test]
 async fn simulate_runs_as_a_separate_process_and_reports_throughput_and_latency() {
-    let app = spawn_with(common::Options { plan_tick_ms: 100, ..Default::default() }, None).await;
+    let app = spawn_with(crate::common::Options { plan_tick_ms: 100, ..Default::default() }, None).await;
     app.upload(&fleet(), "a1").await;
     let keys = tempfile::tempdir().unwrap();
     for i in 0..N {

@@ -1,15 +1,12 @@
 //! The demo scenario, headless and accelerated: canary completes before stable dispatches,
 //! the approval wave waits for an operator, the broken edge closure ends quarantined with its
 //! other Pending hosts held, and everything else converges.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::time::Duration;
 
+use crate::common::Logged;
 use backend::db::store;
 use backend::demo::{Demo, DemoArgs};
-use common::Logged;
 use engine::host::HostRecord;
 use serde_json::json;
 use shared::log::LogEntry;

@@ -1,12 +1,9 @@
 //! The live feed: resume with Last-Event-ID without gap or duplicate, and a lagging client is
 //! cut off rather than silently skipped.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::{Options, spawn_app, spawn_with};
+use crate::common::{Options, spawn_app, spawn_with};
 use engine::testkit::FleetBuilder;
 use eventsource_stream::{Event, Eventsource};
 use futures_util::{Stream, StreamExt};
@@ -20,7 +17,7 @@ fn fleet(hosts: usize) -> FleetBuilder {
     b
 }
 
-async fn connect(app: &common::TestApp, last_event_id: Option<i64>) -> impl Stream<Item = Event> + Unpin {
+async fn connect(app: &crate::common::TestApp, last_event_id: Option<i64>) -> impl Stream<Item = Event> + Unpin {
     let mut req = app.http.get(app.url("/api/v1/feed")).bearer_auth(&app.viewer_token);
     if let Some(id) = last_event_id {
         req = req.header("last-event-id", id.to_string());
@@ -45,7 +42,7 @@ async fn read_until(stream: &mut (impl Stream<Item = Event> + Unpin), until: i64
     }
 }
 
-async fn last_seq(app: &common::TestApp) -> i64 {
+async fn last_seq(app: &crate::common::TestApp) -> i64 {
     app.log().await.last().map_or(0, |e| e.seq())
 }
 

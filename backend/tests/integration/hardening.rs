@@ -1,13 +1,10 @@
 //! What a hostile host or client tried (issue 14), each against the real server: nothing it
 //! sends stops the reducer, loses an acknowledged event, or grows what the server stores
 //! beyond the limits of `shared::limits`.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::{Options, TestApp, spawn_app, spawn_with};
+use crate::common::{Options, TestApp, spawn_app, spawn_with};
 use engine::testkit::FleetBuilder;
 use serde_json::{Value, json};
 use shared::state::HostEvent;
@@ -248,13 +245,13 @@ async fn rollout_ids(app: &TestApp) -> Vec<(String, String)> {
 async fn an_older_fleet_or_release_is_refused_and_a_release_signed_in_the_same_second_as_the_last_still_opens() {
     let app = spawn_app().await;
     let now = whole_second(chrono::Utc::now());
-    let newer = common::upload_body(&fleet(), "a1", now);
+    let newer = crate::common::upload_body(&fleet(), "a1", now);
     let (status, summary) = app.post("/api/v1/manifests", newer.clone()).await;
     assert_eq!(status, 200, "{summary}");
     let fleet_hash = summary["fleetHash"].as_str().unwrap().to_owned();
 
     // A fleet signed four minutes earlier (still fresh) would roll the fleet back.
-    let older = common::upload_body(&fleet().commit("a0"), "a0", now - chrono::Duration::minutes(4));
+    let older = crate::common::upload_body(&fleet().commit("a0"), "a0", now - chrono::Duration::minutes(4));
     let (status, body) = app.post("/api/v1/manifests", older).await;
     assert_eq!((status, body["error"]["code"].as_str()), (422, Some("older-than-current")), "{body}");
 
@@ -300,9 +297,9 @@ async fn a_future_dated_release_is_taken_once_it_is_due_and_one_with_an_unknown_
     let manifests = dir.path().join("release");
     // Signed 62 s ahead: future-dated (more than 60 s ahead) for about two seconds.
     let first = chrono::Utc::now() + chrono::Duration::seconds(62);
-    common::write_release_dir(&manifests, &fleet(), "a1", first, false);
+    crate::common::write_release_dir(&manifests, &fleet(), "a1", first, false);
     let app = spawn_with(Options { manifests_dir: Some(manifests.clone()), ..Options::default() }, None).await;
-    let rollouts = common::wait_for_rollouts(&app, 1).await;
+    let rollouts = crate::common::wait_for_rollouts(&app, 1).await;
     assert_eq!(rollouts[0]["rolloutId"], R, "picked up once due, though its files never changed");
 
     // trust.json without the CI key that signs the next release: rejected as bad-signature.
@@ -312,12 +309,12 @@ async fn a_future_dated_release_is_taken_once_it_is_due_and_one_with_an_unknown_
     std::fs::write(&trust_path, serde_json::to_vec(&other).unwrap()).unwrap();
     // (Signed after the first, which is in force now: an older one would be refused.)
     let second = first + chrono::Duration::seconds(1);
-    common::write_release_dir(&manifests, &fleet().release_closures("stable", "v2"), "b2", second, false);
+    crate::common::write_release_dir(&manifests, &fleet().release_closures("stable", "v2"), "b2", second, false);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(rollout_ids(&app).await.len(), 1, "not verified under the wrong key");
     // The operator fixes trust.json; the same files now verify.
     std::fs::write(&trust_path, right).unwrap();
-    let rollouts = common::wait_for_rollouts(&app, 2).await;
+    let rollouts = crate::common::wait_for_rollouts(&app, 2).await;
     assert!(rollouts.iter().any(|r| r["rolloutId"] == "stable@b2"), "{rollouts:?}");
 }
 
@@ -518,7 +515,7 @@ async fn a_fleet_of_ten_thousand_hosts_is_uploaded_in_one_request() {
     for h in &hosts {
         builder = builder.host(h, "stable", &["web"]);
     }
-    let body = common::upload_body(&builder, "a1", chrono::Utc::now());
+    let body = crate::common::upload_body(&builder, "a1", chrono::Utc::now());
     let size = body.to_string().len();
     assert!(size > 2 * 1024 * 1024, "the upload is {size} bytes, past the old 1 MiB limit");
     let (status, summary) = app.post("/api/v1/manifests", body).await;

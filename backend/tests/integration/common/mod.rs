@@ -1,6 +1,5 @@
 //! `spawn_app()`: the real control plane on a free port with a temporary database, a trust
 //! file for the testkit's CI key, an operator and a viewer, and signed agents.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 
@@ -18,7 +17,6 @@ use shared::manifest::SignedArtifact;
 use tokio_util::sync::CancellationToken;
 
 pub struct TestApp {
-    pub addr: std::net::SocketAddr,
     pub base: String,
     pub http: reqwest::Client,
     pub operator_token: String,
@@ -96,7 +94,6 @@ pub async fn spawn_with(options: Options, reuse: Option<tempfile::TempDir>) -> T
     }
     let task = tokio::spawn(app.run());
     TestApp {
-        addr,
         base: format!("http://{addr}"),
         http: reqwest::Client::new(),
         operator_token: tokens[0].clone(),
