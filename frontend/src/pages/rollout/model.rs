@@ -68,7 +68,7 @@ mod tests {
 
     fn entry(seq: i64, payload: serde_json::Value) -> LogEvent {
         serde_json::from_value(json!({
-            "seq": seq, "ts": "2026-12-01T12:00:00Z", "kind": "HostHeld",
+            "seq": seq, "ts": "2026-12-01T12:00:00Z", "kind": shared::log::LogKind::HostHeld,
             "rolloutId": "stable@a1", "host": "a", "payload": payload,
         }))
         .unwrap()
