@@ -39,6 +39,15 @@ pub fn rollout_header(r: &Rollout) -> RolloutHeader {
     }
 }
 
+/// The wave column a host is drawn in: its wave, `None` for "unstaged", wave 0 without a fleet.
+fn wave_of(fleet: Option<&VerifiedFleet>, host: &shared::Hostname) -> Option<u32> {
+    match fleet.map(|f| f.placement(host)) {
+        Some(Placement::Wave(w)) => Some(w),
+        Some(Placement::Unstaged) => None,
+        None => Some(0),
+    }
+}
+
 fn percent(converged: u64, total: u64) -> f64 {
     if total == 0 { 0.0 } else { (converged as f64 * 1000.0 / total as f64).round() / 10.0 }
 }
@@ -58,11 +67,7 @@ pub fn rollout_summary(r: &Rollout, records: &[RecordState], fleet: Option<&Veri
     let mut waves: BTreeMap<Option<u32>, BTreeMap<HostState, u64>> =
         (0..waves_of_channel as u32).map(|i| (Some(i), BTreeMap::new())).collect();
     for record in records {
-        let wave = match fleet.map(|f| f.placement(&record.hostname)) {
-            Some(Placement::Wave(w)) => Some(w),
-            Some(Placement::Unstaged) => None,
-            None => Some(0),
-        };
+        let wave = wave_of(fleet, &record.hostname);
         *waves.entry(wave).or_default().entry(record.state).or_insert(0) += 1;
     }
     let counts = counts(records.iter().map(|r| &r.state));
@@ -89,11 +94,7 @@ pub fn rollout_detail(r: &Rollout, records: &[HostRecord], fleet: Option<&Verifi
         columns.insert(Some(i as u32), Vec::new());
     }
     for record in records {
-        let wave = match fleet.map(|f| f.placement(&record.hostname)) {
-            Some(Placement::Wave(w)) => Some(w),
-            Some(Placement::Unstaged) => None,
-            None => Some(0),
-        };
+        let wave = wave_of(fleet, &record.hostname);
         columns.entry(wave).or_default().push(host_cell(record));
     }
     let mut waves: Vec<WaveView> = columns

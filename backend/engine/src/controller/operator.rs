@@ -8,6 +8,7 @@ use shared::state::AdvancedBy;
 use shared::{Channel, Closure, RolloutId};
 
 use super::{Controller, Refusal, Write, rejected};
+use crate::fleet::VerifiedFleet;
 use crate::rollout::RolloutInput;
 
 impl Controller {
@@ -56,16 +57,20 @@ impl Controller {
                 (Some(channel.clone()), format!("{closure} released on {channel}"))
             }
             OperatorAction::ApproveWave { rollout_id, wave } => {
-                self.rollout_action(now, rollout_id, RolloutInput::Approve { wave: *wave }, out)?
+                self.rollout_action(&set.fleet, now, rollout_id, RolloutInput::Approve { wave: *wave }, out)?
             }
             OperatorAction::Promote { rollout_id, to_wave, force } => {
                 let input = RolloutInput::AdvanceWave { to: *to_wave, by: AdvancedBy::Operator, force: *force };
-                self.rollout_action(now, rollout_id, input, out)?
+                self.rollout_action(&set.fleet, now, rollout_id, input, out)?
             }
-            OperatorAction::Pause { rollout_id } => self.rollout_action(now, rollout_id, RolloutInput::Pause, out)?,
-            OperatorAction::Resume { rollout_id } => self.rollout_action(now, rollout_id, RolloutInput::Resume, out)?,
+            OperatorAction::Pause { rollout_id } => {
+                self.rollout_action(&set.fleet, now, rollout_id, RolloutInput::Pause, out)?
+            }
+            OperatorAction::Resume { rollout_id } => {
+                self.rollout_action(&set.fleet, now, rollout_id, RolloutInput::Resume, out)?
+            }
             OperatorAction::ClearFailure { rollout_id } => {
-                self.rollout_action(now, rollout_id, RolloutInput::ClearFailure, out)?
+                self.rollout_action(&set.fleet, now, rollout_id, RolloutInput::ClearFailure, out)?
             }
         };
         let entry = LogEntry::OperatorAction(log::OperatorActed {
@@ -82,20 +87,18 @@ impl Controller {
     /// An action on one rollout: the rollout's channel and what was done.
     fn rollout_action(
         &mut self,
+        fleet: &VerifiedFleet,
         now: DateTime<Utc>,
         id: &RolloutId,
         input: RolloutInput,
         out: &mut Vec<Write>,
     ) -> Result<(Option<Channel>, String), Refusal> {
-        let Some(fleet) = self.fleet().cloned() else {
-            return Err(Refusal::Unavailable("There is no verified fleet yet: upload one first.".into()));
-        };
         if !self.state.rollouts.contains_key(id) {
             return Err(rejected(ErrorCode::UnknownRollout, format!("There is no rollout {id}.")));
         }
         let effects = self
             .state
-            .apply_rollout_input(&fleet, id, &input, now)
+            .apply_rollout_input(fleet, id, &input, now)
             .map_err(|e| rejected(ErrorCode::NotApplicable, e.to_string()))?;
         self.absorb(now, effects, out);
         let channel = self.state.rollouts.get(id).map(|r| r.channel.clone());
