@@ -5,7 +5,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use shared::log::LogKind;
 
-use super::model::{LOG_PAGE, LogWindow};
+use super::model::{LOG_PAGE, LogLine, LogWindow};
 use crate::api;
 
 /// The kinds the log can be filtered by.
@@ -32,26 +32,19 @@ pub fn EventLog(rollout: String, log: RwSignal<LogWindow>) -> impl IntoView {
     };
     let host_filter = RwSignal::new(String::new());
     let kind_filter = RwSignal::new(String::new());
-    let entries = move || {
+    // The lines that pass the filters, newest first; rows are keyed by seq, so a new entry
+    // adds one row instead of rebuilding the list.
+    let lines = move || {
         let host = host_filter.get();
         let kind = kind_filter.get();
         log.with(|w| {
             w.entries
                 .iter()
                 .rev()
-                .filter(|e| host.is_empty() || e.host.as_ref().is_some_and(|h| h.as_str().contains(host.as_str())))
-                .filter(|e| kind.is_empty() || e.kind.as_str() == kind)
-                .map(|e| {
-                    let time = e.ts.format("%H:%M:%S").to_string();
-                    view! {
-                        <li class="log-entry" data-seq=e.seq.to_string()>
-                            <span class="log-time">{time}</span>
-                            <span class="log-host">{e.host.as_ref().map(|h| h.to_string()).unwrap_or_default()}</span>
-                            <span class="log-text">{crate::log::describe(e)}</span>
-                        </li>
-                    }
-                })
-                .collect_view()
+                .filter(|l| host.is_empty() || l.host.contains(host.as_str()))
+                .filter(|l| kind.is_empty() || l.kind.as_str() == kind)
+                .cloned()
+                .collect::<Vec<LogLine>>()
         })
     };
     view! {
@@ -64,7 +57,15 @@ pub fn EventLog(rollout: String, log: RwSignal<LogWindow>) -> impl IntoView {
                     {FILTER_KINDS.map(|k| view! { <option value=k.as_str()>{k.as_str()}</option> }).collect_view()}
                 </select>
             </div>
-            <ol class="log-list" id="event-log">{entries}</ol>
+            <ol class="log-list" id="event-log">
+                <For each=lines key=|line| line.seq let(line)>
+                    <li class="log-entry" data-seq=line.seq.to_string()>
+                        <span class="log-time">{line.time}</span>
+                        <span class="log-host">{line.host}</span>
+                        <span class="log-text">{line.text}</span>
+                    </li>
+                </For>
+            </ol>
             {move || log.with(|w| w.older).then(|| view! { <button class="button small" id="log-older" on:click=load_older.clone()>"Older entries"</button> })}
         </div>
     }

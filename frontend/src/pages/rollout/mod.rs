@@ -65,7 +65,7 @@ pub fn RolloutPage() -> impl IntoView {
                     return;
                 }
                 live.apply(&entry);
-                log.update(|w| w.push(entry));
+                log.update(|w| w.push(&entry));
             };
             if let Some(owner) = owner {
                 owner.with(|| feed::subscribe(Some(as_of), status, on_entry));

@@ -2,6 +2,7 @@
 //! so it is tested natively (`cargo test -p frontend`).
 
 use shared::api::{HostCell, LogEvent, RolloutHeader};
+use shared::log::LogKind;
 use shared::state::HostState;
 
 /// Log entries loaded at a time (the newest up to the snapshot, then older pages on demand).
@@ -9,10 +10,32 @@ pub const LOG_PAGE: usize = 200;
 /// Log entries kept on screen; past it the oldest go (and can be loaded again).
 pub const LOG_LIMIT: usize = 2000;
 
+/// One log entry as the page shows it, described once when it arrives (not on every render).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogLine {
+    pub seq: i64,
+    pub time: String,
+    pub host: String,
+    pub kind: LogKind,
+    pub text: String,
+}
+
+impl LogLine {
+    pub fn new(entry: &LogEvent) -> LogLine {
+        LogLine {
+            seq: entry.seq,
+            time: entry.ts.format("%H:%M:%S").to_string(),
+            host: entry.host.as_ref().map(|h| h.to_string()).unwrap_or_default(),
+            kind: entry.kind,
+            text: crate::log::describe(entry),
+        }
+    }
+}
+
 /// The part of a rollout's log on screen, oldest first, and whether older entries exist.
 #[derive(Debug, Clone, Default)]
 pub struct LogWindow {
-    pub entries: Vec<LogEvent>,
+    pub entries: Vec<LogLine>,
     /// Entries older than the oldest shown may exist (a full page came back, or the oldest
     /// were dropped past [`LOG_LIMIT`]).
     pub older: bool,
@@ -22,19 +45,20 @@ impl LogWindow {
     /// The first page: the newest entries up to the snapshot.
     pub fn first_page(entries: Vec<LogEvent>) -> LogWindow {
         let older = entries.len() == LOG_PAGE;
-        LogWindow { entries, older }
+        LogWindow { entries: entries.iter().map(LogLine::new).collect(), older }
     }
 
     /// A page of older entries goes in front.
-    pub fn prepend(&mut self, mut page: Vec<LogEvent>) {
+    pub fn prepend(&mut self, page: Vec<LogEvent>) {
         self.older = page.len() == LOG_PAGE;
-        page.append(&mut self.entries);
-        self.entries = page;
+        let mut lines: Vec<LogLine> = page.iter().map(LogLine::new).collect();
+        lines.append(&mut self.entries);
+        self.entries = lines;
     }
 
     /// A live entry from the feed; past the limit the oldest goes.
-    pub fn push(&mut self, entry: LogEvent) {
-        self.entries.push(entry);
+    pub fn push(&mut self, entry: &LogEvent) {
+        self.entries.push(LogLine::new(entry));
         if self.entries.len() > LOG_LIMIT {
             self.entries.remove(0);
             self.older = true;
@@ -93,10 +117,11 @@ mod tests {
         let seqs: Vec<i64> = window.entries.iter().map(|e| e.seq).collect();
         assert!(seqs.windows(2).all(|w| w[0] < w[1]), "oldest first, in order");
         for seq in 2000..2000 + LOG_LIMIT as i64 {
-            window.push(entry(seq, json!({"gate": "wave", "reason": "later"})));
+            window.push(&entry(seq, json!({"gate": "wave", "reason": "later"})));
         }
         assert_eq!(window.entries.len(), LOG_LIMIT);
         assert!(window.older, "dropped entries can be loaded again");
+        assert_eq!(window.entries[0].text, "held by wave: later", "described when it arrived");
         assert_eq!(window.entries.last().map(|e| e.seq), Some(2000 + LOG_LIMIT as i64 - 1));
     }
 
