@@ -6,15 +6,23 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::db::DbTarget;
+
 /// Configuration of `fleetwave serve`. Every flag has a `FLEETWAVE_*` environment twin.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeConfig {
     /// Address the HTTP server listens on. Default: 127.0.0.1:8080.
     #[arg(long, env = "FLEETWAVE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// SQLite database file, created if missing. Default: ./fleetwave.db.
+    /// Where state is kept: a SQLite file (created if missing), or `postgres://…` for
+    /// PostgreSQL, which any number of replicas can share (one leads, SPEC §15).
+    /// Default: ./fleetwave.db.
     #[arg(long, env = "FLEETWAVE_DB", default_value = "fleetwave.db")]
-    pub db: PathBuf,
+    pub db: DbTarget,
+    /// The URL other replicas reach this one at (writes that reach a follower are passed to
+    /// the leader's). Default: http://{the address --listen bound}.
+    #[arg(long, env = "FLEETWAVE_ADVERTISE_URL", value_parser = parse_public_url)]
+    pub advertise_url: Option<String>,
     /// Directory of the built dashboard (Trunk's output), served at `/`. Default: ./dist.
     #[arg(long, env = "FLEETWAVE_DIST", default_value = "dist")]
     pub dist: PathBuf,
@@ -85,10 +93,11 @@ impl ServeConfig {
     /// A server on a free loopback port with `db`, serving `dist`, with no trust roots or
     /// manifests directory and the documented defaults otherwise (tests and the demo start
     /// from here and set what they need).
-    pub fn local(db: PathBuf, dist: PathBuf) -> ServeConfig {
+    pub fn local(db: impl Into<DbTarget>, dist: PathBuf) -> ServeConfig {
         ServeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            db,
+            db: db.into(),
+            advertise_url: None,
             dist,
             trust: None,
             manifests_dir: None,

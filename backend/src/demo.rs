@@ -187,7 +187,7 @@ async fn releases(
             entry = feed.recv() => if matches!(entry, Err(tokio::sync::broadcast::error::RecvError::Closed)) { return },
         }
         // The release's rollouts are among the newest opened (three channels).
-        let Ok(Some(rollouts)) = crate::db::store::rollout_rows(&state.pool, None, 16).await else { continue };
+        let Ok(Some(rollouts)) = crate::db::store::rollout_rows(&state.store, None, 16).await else { continue };
         let current: Vec<_> =
             rollouts.iter().filter(|r| r.id.channel_ref() == format!("{:04x}", 0xd000 + release)).collect();
         let done = current.len() == 3
@@ -223,7 +223,7 @@ impl Demo {
         let operator_token = new_token();
         let name = format!("demo-operator-{}", &operator_token[3..9]);
         crate::db::auth::add_operator(
-            &state.pool,
+            &state.store,
             &name,
             Role::Operator,
             &token_hash(&operator_token),

@@ -17,13 +17,12 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::IntoResponse;
-use sqlx::SqlitePool;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use shared::api::LogEvent;
 
-use crate::db::store;
+use crate::db::{Store, store};
 use crate::metrics::Metrics;
 
 /// Live entries a client may fall behind by before it is disconnected.
@@ -90,7 +89,7 @@ enum Phase {
 }
 
 struct FeedState {
-    pool: SqlitePool,
+    store: Store,
     rx: broadcast::Receiver<Arc<FeedEntry>>,
     last_sent: i64,
     buffer: std::collections::VecDeque<Arc<FeedEntry>>,
@@ -108,7 +107,7 @@ impl Drop for FeedState {
 /// The SSE response for one client. `resume_after` is its `Last-Event-ID`, if any.
 pub fn stream(
     hub: FeedHub,
-    pool: SqlitePool,
+    store: Store,
     resume_after: Option<i64>,
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
@@ -121,7 +120,7 @@ pub fn stream(
         None => Phase::Live,
     };
     let state = FeedState {
-        pool,
+        store,
         rx,
         last_sent: resume_after.unwrap_or(i64::MIN),
         buffer: Default::default(),
@@ -138,7 +137,7 @@ pub fn stream(
             }
             match st.phase {
                 Phase::Done => return None,
-                Phase::Backfill { after } => match store::log_after(&st.pool, after, BACKFILL_PAGE).await {
+                Phase::Backfill { after } => match store::log_after(&st.store, after, BACKFILL_PAGE).await {
                     Ok(rows) if rows.is_empty() => st.phase = Phase::Live,
                     Ok(rows) => {
                         let last = rows.last().map_or(after, |r| r.seq);
@@ -193,9 +192,9 @@ mod tests {
     async fn a_quiet_stream_sends_a_keep_alive_comment_and_entries_as_their_shared_frames() {
         let hub = FeedHub::new(16);
         // Never touched: a stream without Last-Event-ID does not backfill.
-        let pool = SqlitePool::connect_lazy("sqlite::memory:").unwrap();
+        let store = Store::Sqlite(sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap());
         let response =
-            stream(hub.clone(), pool, None, CancellationToken::new(), Arc::new(Metrics::default())).into_response();
+            stream(hub.clone(), store, None, CancellationToken::new(), Arc::new(Metrics::default())).into_response();
         assert_eq!(response.headers()[CONTENT_TYPE], "text/event-stream");
         let mut body = response.into_body();
 

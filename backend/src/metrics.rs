@@ -29,6 +29,15 @@ pub struct Metrics {
     pub feed_clients: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub feed_disconnects: Counter<u64, AtomicU64>,
     pub stuck: Gauge,
+    /// Times this replica became the leader.
+    pub leader_changes: Counter<u64, AtomicU64>,
+    /// 1 for this replica's role (`leader`, `follower`), 0 for the other.
+    pub role: Family<Labels, Gauge>,
+    /// The leader epoch this replica last saw (its own while it leads).
+    pub epoch: Gauge,
+    /// Every replica's last report (unix seconds) and epoch, by URL and role.
+    pub replica_last_seen: Family<Labels, Gauge>,
+    pub replica_epoch: Family<Labels, Gauge>,
     /// When the record gauges were last refreshed for a scrape.
     gauges_refreshed_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
@@ -68,6 +77,28 @@ impl Metrics {
         let feed_clients = Gauge::default();
         let feed_disconnects = Counter::default();
         let stuck = Gauge::default();
+        let leader_changes = Counter::default();
+        let role = Family::<Labels, Gauge>::default();
+        let epoch = Gauge::default();
+        let replica_last_seen = Family::<Labels, Gauge>::default();
+        let replica_epoch = Family::<Labels, Gauge>::default();
+        registry.register(
+            "cluster_leader_elections_won",
+            "Times this replica became the leader",
+            leader_changes.clone(),
+        );
+        registry.register("cluster_role", "1 for this replica's role (leader or follower)", role.clone());
+        registry.register("cluster_epoch", "The leader epoch this replica last saw", epoch.clone());
+        registry.register(
+            "cluster_replica_last_seen_seconds",
+            "When each replica last reported itself (unix seconds), by URL and role",
+            replica_last_seen.clone(),
+        );
+        registry.register(
+            "cluster_replica_epoch",
+            "The leader epoch each replica last saw, by URL",
+            replica_epoch.clone(),
+        );
         registry.register("reducer_inputs", "Reducer inputs handled, by kind", inputs.clone());
         registry.register("reducer_queue_depth", "Inputs waiting for the reducer", queue_depth.clone());
         registry.register(
@@ -118,6 +149,11 @@ impl Metrics {
             feed_clients,
             feed_disconnects,
             stuck,
+            leader_changes,
+            role,
+            epoch,
+            replica_last_seen,
+            replica_epoch,
             gauges_refreshed_at: std::sync::Mutex::new(None),
         }
     }
@@ -128,6 +164,22 @@ impl Metrics {
             tracing::error!(%err, "cannot encode metrics");
         }
         out
+    }
+
+    /// The cluster as this replica last saw it (SPEC §15).
+    pub fn observe_cluster(&self, role: shared::api::ReplicaRole, epoch: i64, replicas: &[shared::api::ReplicaView]) {
+        use shared::api::ReplicaRole;
+        for r in [ReplicaRole::Leader, ReplicaRole::Follower] {
+            self.role.get_or_create(&Self::label("role", r.as_str())).set(i64::from(r == role));
+        }
+        self.epoch.set(epoch);
+        self.replica_last_seen.clear();
+        self.replica_epoch.clear();
+        for r in replicas {
+            let labels = vec![("replica".to_owned(), r.url.clone()), ("role".to_owned(), r.role.as_str().to_owned())];
+            self.replica_last_seen.get_or_create(&labels).set(r.last_seen.timestamp());
+            self.replica_epoch.get_or_create(&Self::label("replica", &r.url)).set(r.epoch);
+        }
     }
 
     pub fn label(key: &str, value: &str) -> Labels {

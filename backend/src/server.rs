@@ -1,42 +1,103 @@
 //! Building and running the control plane. [`App::build`] opens the database, reads the trust
-//! roots, starts the reducer (and the manifests poller), and binds the listener; [`App::run`]
-//! serves until the shutdown token fires. Tests run the real server on port 0.
+//! roots, binds the listener and starts the leader's services — at once on SQLite (a cluster
+//! of one), or whenever this replica wins the election on PostgreSQL (SPEC §15), where every
+//! replica also follows the log for its live feed; [`App::run`] serves until the shutdown
+//! token fires. Tests run the real server on port 0.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::SqlitePool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::cluster::election::{self, Election, Running, StartLeader};
+use crate::cluster::{Cluster, tail};
 use crate::config::ServeConfig;
+use crate::db::{DbTarget, Store, writer::Writer};
 use crate::feed::FeedHub;
 use crate::http::{self, AppState};
 use crate::manifests;
 use crate::metrics::Metrics;
-use crate::reducer::{self, ReducerConfig};
+use crate::reducer::{self, ReducerConfig, ReducerSlot, SharedFleet};
 use crate::trust::{self, SharedTrust};
 use crate::{db, shutdown};
 
 /// How long in-flight requests get to finish after shutdown was requested.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A control plane that is bound, has its database open and its reducer running.
+/// A control plane that is bound, has its database open and its reducer running (or, a
+/// follower, is trying to lead).
 pub struct App {
     listener: TcpListener,
     local_addr: SocketAddr,
-    pool: SqlitePool,
+    store: Store,
     router: axum::Router,
     limits: crate::config::HttpLimits,
     state: AppState,
-    /// Supervisors of the vital tasks (the reducer first).
+    /// Supervisors of the vital tasks.
     tasks: Vec<JoinHandle<()>>,
     health: shutdown::Health,
     shutdown: CancellationToken,
+}
+
+/// What the leader's services are started from, at each election won.
+#[derive(Clone)]
+struct LeaderContext {
+    target: DbTarget,
+    busy_timeout: Duration,
+    store: Store,
+    trust: SharedTrust,
+    trust_path: Option<std::path::PathBuf>,
+    fleet: SharedFleet,
+    /// Where the reducer publishes what it commits: a single process only (a cluster's
+    /// replicas all read their feed from the log).
+    feed: Option<FeedHub>,
+    metrics: Arc<Metrics>,
+    plan_tick: Duration,
+    manifests_dir: Option<std::path::PathBuf>,
+    manifests_poll: Duration,
+    clock: Clock,
+}
+
+impl LeaderContext {
+    /// Loads state and starts the reducer (its writer fencing by `epoch` on PostgreSQL) and
+    /// the manifests poller; they stop when `token` is cancelled.
+    async fn start(self, epoch: i64, token: CancellationToken) -> anyhow::Result<Running> {
+        let writer = Writer::open(&self.target, self.busy_timeout, epoch)
+            .await
+            .with_context(|| format!("cannot open {} for writing", self.target))?;
+        let (reducer, reducer_task) = reducer::spawn(
+            reducer::Storage { store: self.store.clone(), writer },
+            self.trust.clone(),
+            self.fleet.clone(),
+            self.feed.clone(),
+            self.metrics.clone(),
+            ReducerConfig { plan_tick: self.plan_tick, clock: self.clock.clone() },
+            token.clone(),
+        )
+        .await
+        .context("cannot load the control-plane state")?;
+        let mut tasks = vec![("reducer", reducer_task)];
+        if let (Some(dir), Some(trust_path)) = (self.manifests_dir, self.trust_path) {
+            tasks.push((
+                "manifests poller",
+                tokio::spawn(manifests::poll_dir(
+                    dir,
+                    trust_path,
+                    self.trust,
+                    reducer.clone(),
+                    self.manifests_poll,
+                    self.clock,
+                    token,
+                )),
+            ));
+        }
+        Ok(Running { reducer, tasks })
+    }
 }
 
 impl App {
@@ -56,30 +117,75 @@ impl App {
             None => None,
         }));
         let busy_timeout = Duration::from_millis(config.db_busy_timeout_ms);
-        let pool = db::open_with(&config.db, busy_timeout).await?;
+        let store = db::open_with(&config.db, busy_timeout).await?;
         let metrics = Arc::new(Metrics::new());
         let health = shutdown::Health::default();
         let feed = FeedHub::new(config.feed_capacity.max(1));
-        let fleet = Arc::new(RwLock::new(None));
-        let writer = crate::db::writer::Writer::open_with(&config.db, busy_timeout)
-            .with_context(|| format!("cannot open {} for writing", config.db.display()))?;
-        let (reducer, reducer_task) = reducer::spawn(
-            reducer::Storage { pool: pool.clone(), writer },
-            trust.clone(),
-            fleet.clone(),
-            feed.clone(),
-            metrics.clone(),
-            ReducerConfig { plan_tick: Duration::from_millis(config.plan_tick_ms.max(1)), clock: clock.clone() },
-            shutdown.clone(),
-        )
-        .await
-        .context("cannot load the control-plane state")?;
+        let fleet: SharedFleet = Arc::new(RwLock::new(None));
+        let slot = ReducerSlot::default();
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
         let local_addr = listener.local_addr()?;
+        let url = config.advertise_url.clone().unwrap_or_else(|| format!("http://{local_addr}"));
+        let leader = LeaderContext {
+            target: config.db.clone(),
+            busy_timeout,
+            store: store.clone(),
+            trust: trust.clone(),
+            trust_path: config.trust.clone(),
+            fleet: fleet.clone(),
+            feed: None,
+            metrics: metrics.clone(),
+            plan_tick: Duration::from_millis(config.plan_tick_ms.max(1)),
+            manifests_dir: config.manifests_dir.clone(),
+            manifests_poll: Duration::from_millis(config.manifests_poll_ms.max(1)),
+            clock: clock.clone(),
+        };
+        let vital = |name, task| shutdown::supervise(name, task, health.clone(), shutdown.clone());
+        let mut tasks = Vec::new();
+        let cluster = match &store {
+            Store::Sqlite(_) => {
+                let cluster = Arc::new(Cluster::single(url, clock.now()));
+                let running = LeaderContext { feed: Some(feed.clone()), ..leader }.start(0, shutdown.clone()).await?;
+                slot.set(Some(running.reducer));
+                tasks.extend(running.tasks.into_iter().map(|(name, task)| vital(name, task)));
+                metrics.observe_cluster(shared::api::ReplicaRole::Leader, 0, &[cluster.this()]);
+                cluster
+            }
+            Store::Postgres(pool) => {
+                let cluster = Arc::new(Cluster::new(shared::api::DatabaseKind::Postgres, url, clock.now()));
+                let DbTarget::Postgres(db_url) = &config.db else {
+                    anyhow::bail!("a PostgreSQL store opened from a target that is not PostgreSQL");
+                };
+                let start: StartLeader = Arc::new(move |epoch, token| Box::pin(leader.clone().start(epoch, token)));
+                let election = Election {
+                    pool: pool.clone(),
+                    url: db_url.clone(),
+                    busy_timeout,
+                    cluster: cluster.clone(),
+                    slot: slot.clone(),
+                    start,
+                    health: health.clone(),
+                    metrics: metrics.clone(),
+                    clock: clock.clone(),
+                };
+                tasks.push(vital("election", tokio::spawn(election::run(election, shutdown.clone()))));
+                let follow = tail::Tail {
+                    pool: pool.clone(),
+                    feed: feed.clone(),
+                    fleet: fleet.clone(),
+                    trust: trust.clone(),
+                    clock: clock.clone(),
+                };
+                tasks.push(vital("feed tail", tokio::spawn(tail::run(follow, shutdown.clone()))));
+                cluster
+            }
+        };
         let state = AppState::new(http::Shared {
-            pool: pool.clone(),
-            reducer: reducer.clone(),
+            store: store.clone(),
+            reducer: slot,
+            cluster,
+            forwarder: http::forward::client(),
             fleet,
             trust: trust.clone(),
             feed,
@@ -89,28 +195,12 @@ impl App {
             health: health.clone(),
             metrics_access: config.metrics_access,
             https: config.public_url.as_deref().is_some_and(|u| u.starts_with("https://")),
-            db_path: config.db.clone(),
+            db_path: config.db.sqlite_path().map(std::path::Path::to_path_buf),
             min_free_disk_bytes: config.min_free_disk_mb.saturating_mul(1024 * 1024),
             shutdown: shutdown.clone(),
         });
         let limits = config.http_limits();
         let router = http::router(state.clone(), &config.dist, limits);
-        let vital = |name, task| shutdown::supervise(name, task, health.clone(), shutdown.clone());
-        let mut tasks = vec![vital("reducer", reducer_task)];
-        if let (Some(dir), Some(trust_path)) = (&config.manifests_dir, &config.trust) {
-            tasks.push(vital(
-                "manifests poller",
-                tokio::spawn(manifests::poll_dir(
-                    dir.clone(),
-                    trust_path.clone(),
-                    trust.clone(),
-                    reducer.clone(),
-                    Duration::from_millis(config.manifests_poll_ms.max(1)),
-                    state.clock.clone(),
-                    shutdown.clone(),
-                )),
-            ));
-        }
         if let Some(trust_path) = config.trust.clone() {
             tasks.push(vital(
                 "SIGHUP listener",
@@ -119,7 +209,7 @@ impl App {
                 })),
             ));
         }
-        Ok(App { listener, local_addr, pool, router, limits, state, tasks, health, shutdown })
+        Ok(App { listener, local_addr, store, router, limits, state, tasks, health, shutdown })
     }
 
     /// The address actually bound (differs from the configured one when it named port 0).
@@ -137,18 +227,19 @@ impl App {
     }
 
     /// Serves until the shutdown token is cancelled; then lets requests drain (at most
-    /// [`DRAIN_TIMEOUT`]), waits for the reducer to finish its transaction, closes the pool.
+    /// [`DRAIN_TIMEOUT`]), waits for the reducer to finish its transaction (and a leader to
+    /// step down), closes the pool.
     /// A vital task that failed (see [`shutdown::Health`]) also stops it, and makes it return
     /// that failure (a non-zero exit).
     pub async fn run(self) -> anyhow::Result<()> {
-        let App { listener, pool, router, limits, tasks, health, shutdown, .. } = self;
+        let App { listener, store, router, limits, tasks, health, shutdown, .. } = self;
         http::conn::serve(listener, router, limits, shutdown.clone(), DRAIN_TIMEOUT).await;
         // Every vital task ends on the token.
         shutdown.cancel();
         for task in tasks {
             let _ = task.await;
         }
-        pool.close().await;
+        store.close().await;
         match health.failure() {
             Some(why) => Err(anyhow::anyhow!("{why}")),
             None => Ok(()),

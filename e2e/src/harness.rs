@@ -33,7 +33,7 @@ pub struct Session {
     pub client: Client,
     pub base_url: String,
     /// The server's database, for setting up operators.
-    pub pool: sqlx::SqlitePool,
+    pub store: backend::db::Store,
 }
 
 impl Session {
@@ -41,7 +41,7 @@ impl Session {
     pub async fn add_operator(&self, name: &str, role: backend::db::auth::Role) -> anyhow::Result<String> {
         let token = backend::db::auth::new_token();
         let hash = backend::db::auth::token_hash(&token);
-        backend::db::auth::add_operator(&self.pool, name, role, &hash, chrono::Utc::now()).await?;
+        backend::db::auth::add_operator(&self.store, name, role, &hash, chrono::Utc::now()).await?;
         Ok(token)
     }
 
@@ -53,7 +53,7 @@ impl Session {
 /// The control plane running in this process on a free port with a temporary database.
 struct TestServer {
     addr: SocketAddr,
-    pool: sqlx::SqlitePool,
+    store: backend::db::Store,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
@@ -73,13 +73,13 @@ impl TestServer {
         let shutdown = CancellationToken::new();
         let app = backend::server::App::build(&config, shutdown.clone()).await?;
         let addr = app.local_addr();
-        let pool = app.state().pool.clone();
+        let store = app.state().store.clone();
         let task = tokio::spawn(async move {
             if let Err(err) = app.run().await {
                 eprintln!("test server failed: {err:#}");
             }
         });
-        Ok(TestServer { addr, pool, shutdown, task, _dir: dir })
+        Ok(TestServer { addr, store, shutdown, task, _dir: dir })
     }
 }
 
@@ -187,7 +187,7 @@ where
     let driver = Driver::start()?;
     let client = driver.connect().await?;
     let session =
-        Session { client: client.clone(), base_url: format!("http://{}", server.addr), pool: server.pool.clone() };
+        Session { client: client.clone(), base_url: format!("http://{}", server.addr), store: server.store.clone() };
     let result = test(session).await;
     if result.is_err() {
         save_screenshot(&client, name).await;
@@ -235,7 +235,7 @@ where
     let driver = Driver::start()?;
     let client = driver.connect().await?;
     let session =
-        Session { client: client.clone(), base_url: format!("http://{}", demo.addr), pool: demo.state.pool.clone() };
+        Session { client: client.clone(), base_url: format!("http://{}", demo.addr), store: demo.state.store.clone() };
     let token = demo.operator_token.clone();
     let result = test(session, token).await;
     if result.is_err() {
@@ -336,7 +336,7 @@ where
     let driver = Driver::start()?;
     let client = driver.connect().await?;
     let session =
-        Session { client: client.clone(), base_url: format!("http://{}", server.addr()), pool: state.pool.clone() };
+        Session { client: client.clone(), base_url: format!("http://{}", server.addr()), store: state.store.clone() };
     let result = test(session, server).await;
     if result.is_err() {
         save_screenshot(&client, name).await;

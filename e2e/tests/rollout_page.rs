@@ -152,7 +152,7 @@ async fn the_event_log_opens_at_the_newest_entries_and_pages_back_without_a_gap(
             // Let stable's log grow past one page (200 entries).
             let rollout = shared::RolloutId::parse("stable@d001")?;
             let logged = || async {
-                let entries = backend::db::store::rollout_log(&session.pool, &rollout, 0, 100_000).await?;
+                let entries = backend::db::store::rollout_log(&session.store, &rollout, 0, 100_000).await?;
                 anyhow::Ok(entries.iter().map(|e| e.seq).collect::<Vec<i64>>())
             };
             page.check()

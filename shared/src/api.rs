@@ -124,10 +124,12 @@ pub enum ErrorCode {
     StorageUnavailable,
     /// The database's filesystem is nearly full.
     DiskFull,
+    /// A write reached a replica that does not lead, and no leader is known to pass it to.
+    NoLeader,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 43] = [
+    pub const ALL: [ErrorCode; 44] = [
         ErrorCode::NoTrustRoots,
         ErrorCode::Malformed,
         ErrorCode::BadSignature,
@@ -171,6 +173,7 @@ impl ErrorCode {
         ErrorCode::NotReady,
         ErrorCode::StorageUnavailable,
         ErrorCode::DiskFull,
+        ErrorCode::NoLeader,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -218,6 +221,7 @@ impl ErrorCode {
             ErrorCode::NotReady => "not-ready",
             ErrorCode::StorageUnavailable => "storage-unavailable",
             ErrorCode::DiskFull => "disk-full",
+            ErrorCode::NoLeader => "no-leader",
         }
     }
 }
@@ -322,6 +326,75 @@ pub struct RolloutHeader {
     pub completed_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub superseded_by: Option<RolloutId>,
+}
+
+/// What a control-plane replica does (SPEC §15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicaRole {
+    /// Runs the reducer: every write ends here.
+    Leader,
+    /// Serves reads and the feed from the database, passes writes to the leader.
+    Follower,
+}
+
+impl ReplicaRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicaRole::Leader => "leader",
+            ReplicaRole::Follower => "follower",
+        }
+    }
+}
+
+/// Which database the control plane keeps its state in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum DatabaseKind {
+    /// One process, one file.
+    Sqlite,
+    /// Any number of replicas.
+    Postgres,
+}
+
+/// One replica as it last reported itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaView {
+    /// Its advertised URL, which also names it.
+    pub url: String,
+    pub role: ReplicaRole,
+    /// The leader epoch it last saw.
+    pub epoch: i64,
+    pub started_at: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+}
+
+/// The leader, as the leader row names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct LeaderView {
+    pub url: String,
+    pub epoch: i64,
+    pub since: DateTime<Utc>,
+}
+
+/// `GET /api/v1/cluster`: the replica that answers, the leader it knows, and every replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterView {
+    pub database: DatabaseKind,
+    /// The replica that answered.
+    pub this: ReplicaView,
+    /// None while no replica leads (a takeover is under way).
+    pub leader: Option<LeaderView>,
+    /// Every replica that ever ran against this database, by URL.
+    pub replicas: Vec<ReplicaView>,
 }
 
 /// `GET /api/v1/rollouts` item.

@@ -35,9 +35,9 @@ fn row_bodies() -> (String, String) {
 pub async fn raw_sqlite_rate(events: usize, group: usize) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("ceiling.db");
-    crate::db::open(&path).await?.close().await;
+    crate::db::sqlite::open(&path, crate::db::BUSY_TIMEOUT).await?.close().await;
     tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
-        let mut conn = crate::db::writer::connect(&path)?;
+        let mut conn = crate::db::sqlite::connect(&path)?;
         conn.execute("INSERT INTO rollouts (rollout_id, channel, state, current_wave, opened_seq, body) VALUES ('c@1', 'c', 'Active', 0, 1, '{}')", [])?;
         let (body, payload) = row_bodies();
         let started = Instant::now();
@@ -70,7 +70,7 @@ pub async fn raw_sqlite_rate(events: usize, group: usize) -> anyhow::Result<f64>
 /// issue 7): every statement is a round trip to sqlx's connection thread.
 pub async fn sqlx_sqlite_rate(events: usize, group: usize) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
-    let pool = crate::db::open(&dir.path().join("ceiling.db")).await?;
+    let pool = crate::db::sqlite::open(&dir.path().join("ceiling.db"), crate::db::BUSY_TIMEOUT).await?;
     sqlx::query("INSERT INTO rollouts (rollout_id, channel, state, current_wave, opened_seq, body) VALUES ('c@1', 'c', 'Active', 0, 1, '{}')")
         .execute(&pool)
         .await?;

@@ -83,7 +83,7 @@ impl ServerProcess {
     pub async fn start(dir: &Path, fleet: &LoadFleet) -> anyhow::Result<ServerProcess> {
         fleet.write(dir, false)?;
         let db_path = dir.join("fleetwave.db");
-        let pool = db::open(&db_path).await?;
+        let pool = db::open(&db_path.clone().into()).await?;
         let viewer_token = new_token();
         db::auth::add_operator(&pool, "bench", Role::Viewer, &token_hash(&viewer_token), chrono::Utc::now()).await?;
         pool.close().await;

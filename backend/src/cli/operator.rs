@@ -2,8 +2,6 @@
 //! the last line of stdout. Only the token's hash is stored. `operator list` shows who can
 //! sign in; `operator revoke` ends a token and its sessions at once.
 
-use std::path::PathBuf;
-
 use anyhow::Context;
 
 use crate::db::auth::{new_token, token_hash};
@@ -21,16 +19,16 @@ pub enum OperatorCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct DbArgs {
-    /// The control plane's database. Default: ./fleetwave.db.
+    /// The control plane's database: a SQLite file or a postgres:// URL. Default: ./fleetwave.db.
     #[arg(long, env = "FLEETWAVE_DB", default_value = "fleetwave.db")]
-    pub db: PathBuf,
+    pub db: crate::db::DbTarget,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct RevokeArgs {
-    /// The control plane's database. Default: ./fleetwave.db.
+    /// The control plane's database: a SQLite file or a postgres:// URL. Default: ./fleetwave.db.
     #[arg(long, env = "FLEETWAVE_DB", default_value = "fleetwave.db")]
-    pub db: PathBuf,
+    pub db: crate::db::DbTarget,
     /// The operator (or viewer) to revoke.
     #[arg(long)]
     pub name: String,
@@ -38,9 +36,9 @@ pub struct RevokeArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct AddArgs {
-    /// The control plane's database. Default: ./fleetwave.db.
+    /// The control plane's database: a SQLite file or a postgres:// URL. Default: ./fleetwave.db.
     #[arg(long, env = "FLEETWAVE_DB", default_value = "fleetwave.db")]
-    pub db: PathBuf,
+    pub db: crate::db::DbTarget,
     /// A unique name, recorded with every action this operator takes.
     #[arg(long)]
     pub name: String,

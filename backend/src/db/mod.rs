@@ -1,54 +1,172 @@
-//! The SQLite database: one file, WAL, `synchronous=NORMAL`, foreign keys on (SPEC §8), with
-//! the migrations in `migrations/` applied at start. Only this process writes it, and inside
-//! it only the reducer writes rollout state (operators and sessions are written by the CLI and
-//! the session route).
+//! The database behind one interface, [`Store`], with two implementations:
+//!
+//! - **SQLite** (the default): one file, WAL, `synchronous=NORMAL`, foreign keys on (SPEC
+//!   §8), migrations in `migrations/sqlite/`. One process writes it.
+//! - **PostgreSQL** (`--db postgres://…`, SPEC §15): any number of replicas share it; the
+//!   leader's writer is the only one that writes rollout state, and fences every transaction
+//!   by the leader epoch. Migrations in `migrations/postgres/`.
+//!
+//! Both hold the same columns with the same text in them (timestamps RFC 3339, bodies and
+//! payloads JSON), so the queries in [`store`] and [`auth`] are written once and run on either
+//! pool ([`on_pool!`]); the few that need a dialect of their own say so where they are. Inside
+//! the control plane only the reducer writes rollout state (through [`writer::Writer`]);
+//! operators and sessions are written by the CLI and the session route.
 
 pub mod auth;
+#[cfg(test)]
+mod conformance;
+pub mod postgres;
 pub mod replay;
+pub mod sqlite;
 pub mod store;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testing;
 pub mod writer;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("cannot open the database {path}: {source}")]
-    Open { path: String, source: sqlx::Error },
-    #[error("cannot apply the migrations to {path}: {source}")]
-    Migrate { path: String, source: sqlx::migrate::MigrateError },
+    #[error("cannot open the database {target}: {source}")]
+    Open { target: String, source: sqlx::Error },
+    #[error("cannot apply the migrations to {target}: {source}")]
+    Migrate { target: String, source: sqlx::migrate::MigrateError },
 }
 
-/// How long a statement waits for another connection's lock before it fails (`SQLITE_BUSY`).
-/// Only this process writes the database, so a lock held longer means something outside it
-/// (a backup tool, an operator's `sqlite3` shell) is in the way.
+/// How long a statement waits for another connection's lock before it fails (SQLite's
+/// `SQLITE_BUSY`, PostgreSQL's `lock_timeout`). A lock held longer means something outside the
+/// control plane (a backup tool, an operator's shell) is in the way.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Opens (creating if missing) the database at `path` and brings its schema up to date.
-pub async fn open(path: &Path) -> Result<SqlitePool, DbError> {
-    open_with(path, BUSY_TIMEOUT).await
+/// Where the control plane keeps its state (`--db`): a SQLite file, or a PostgreSQL URL.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DbTarget {
+    Sqlite(PathBuf),
+    Postgres(String),
 }
 
-/// [`open`] with another busy timeout.
-pub async fn open_with(path: &Path, busy_timeout: Duration) -> Result<SqlitePool, DbError> {
-    let display = path.display().to_string();
-    let options = SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
-        .foreign_keys(true)
-        .busy_timeout(busy_timeout);
-    let pool = SqlitePoolOptions::new()
-        .max_connections(4)
-        .connect_with(options)
-        .await
-        .map_err(|source| DbError::Open { path: display.clone(), source })?;
-    sqlx::migrate!("../migrations").run(&pool).await.map_err(|source| DbError::Migrate { path: display, source })?;
-    Ok(pool)
+impl DbTarget {
+    /// `postgres://…` or `postgresql://…` is PostgreSQL; `sqlite://PATH` or anything else a
+    /// SQLite file.
+    pub fn parse(s: &str) -> Result<DbTarget, String> {
+        if s.trim().is_empty() {
+            return Err("the database is empty: give a file path or a postgres:// URL".into());
+        }
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            return s
+                .parse::<sqlx::postgres::PgConnectOptions>()
+                .map(|_| DbTarget::Postgres(s.to_owned()))
+                .map_err(|e| format!("not a PostgreSQL URL: {e}"));
+        }
+        Ok(DbTarget::Sqlite(PathBuf::from(s.strip_prefix("sqlite://").unwrap_or(s))))
+    }
+
+    /// The SQLite file, if this is one.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match self {
+            DbTarget::Sqlite(path) => Some(path),
+            DbTarget::Postgres(_) => None,
+        }
+    }
+}
+
+impl From<PathBuf> for DbTarget {
+    fn from(path: PathBuf) -> DbTarget {
+        DbTarget::Sqlite(path)
+    }
+}
+
+impl std::str::FromStr for DbTarget {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<DbTarget, String> {
+        DbTarget::parse(s)
+    }
+}
+
+/// Shown in logs and errors: a PostgreSQL URL without its password.
+impl std::fmt::Display for DbTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DbTarget::Sqlite(path) => write!(f, "{}", path.display()),
+            DbTarget::Postgres(url) => match url.split_once('@') {
+                Some((scheme_user, rest)) => match scheme_user.rsplit_once(':') {
+                    Some((scheme_and_user, _password)) if scheme_and_user.contains("//") => {
+                        write!(f, "{scheme_and_user}:***@{rest}")
+                    }
+                    _ => f.write_str(url),
+                },
+                None => f.write_str(url),
+            },
+        }
+    }
+}
+
+impl std::fmt::Debug for DbTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DbTarget({self})")
+    }
+}
+
+/// The connection pool reads go through, on either database. Cheap to clone.
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the store's pool, whichever database it is: the body is
+/// written once and compiled for each (sqlx's query API is the same on both).
+#[macro_export]
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            $crate::db::Store::Sqlite($pool) => $body,
+            $crate::db::Store::Postgres($pool) => $body,
+        }
+    };
+}
+pub use on_pool;
+
+/// Which database a store is, for the few statements written in two dialects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Store {
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Store::Sqlite(_) => Dialect::Sqlite,
+            Store::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+
+    /// Cheap liveness probe of the database, used by `/readyz`.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
+    }
+}
+
+/// Opens (creating a SQLite file if missing) the database and brings its schema up to date.
+pub async fn open(target: &DbTarget) -> Result<Store, DbError> {
+    open_with(target, BUSY_TIMEOUT).await
+}
+
+/// [`open`] with another busy (lock) timeout.
+pub async fn open_with(target: &DbTarget, busy_timeout: Duration) -> Result<Store, DbError> {
+    match target {
+        DbTarget::Sqlite(path) => sqlite::open(path, busy_timeout).await.map(Store::Sqlite),
+        DbTarget::Postgres(url) => postgres::open(url, busy_timeout).await.map(Store::Postgres),
+    }
 }
 
 /// Bytes an unprivileged writer can still use on the filesystem holding `path`.
@@ -57,33 +175,21 @@ pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
     Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
 }
 
-/// Cheap liveness probe of the database, used by `/readyz`.
-pub async fn ping(pool: &SqlitePool) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn open_creates_a_wal_database_with_the_schema() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("fleetwave.db");
-        let pool = open(&path).await.unwrap();
-        let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&pool).await.unwrap();
-        assert_eq!(mode, "wal");
-        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(&pool).await.unwrap();
-        assert_eq!(fk, 1);
-        let tables: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'event_log'")
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-        assert_eq!(tables, 1, "the event log table comes from migrations/");
-        pool.close().await;
-        // Opening again is idempotent: migrations already applied are skipped.
-        let again = open(&path).await.unwrap();
-        ping(&again).await.unwrap();
+    #[test]
+    fn a_postgres_url_is_postgres_and_anything_else_a_file() {
+        assert!(matches!(DbTarget::parse("postgres://u:p@h/db"), Ok(DbTarget::Postgres(_))));
+        assert!(matches!(DbTarget::parse("postgresql:///db?host=/run/pg"), Ok(DbTarget::Postgres(_))));
+        assert_eq!(DbTarget::parse("fleetwave.db"), Ok(DbTarget::Sqlite("fleetwave.db".into())));
+        assert_eq!(DbTarget::parse("sqlite:///var/lib/fw.db"), Ok(DbTarget::Sqlite("/var/lib/fw.db".into())));
+        assert!(DbTarget::parse("").is_err());
+        assert!(DbTarget::parse("postgres://h:notaport/db").is_err());
+        assert_eq!(
+            DbTarget::parse("postgres://fw:s3cret@db:5432/fw").unwrap().to_string(),
+            "postgres://fw:***@db:5432/fw"
+        );
     }
 }

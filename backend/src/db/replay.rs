@@ -10,10 +10,10 @@ use engine::rollout::Rollout;
 use shared::api::LogEvent;
 use shared::log::{Carried, LogEntry};
 use shared::{Hostname, RolloutId};
-use sqlx::SqlitePool;
 
 use super::store;
 use super::writer::Writer;
+use super::{Store, on_pool};
 
 #[derive(Debug, Default, PartialEq)]
 pub struct Replayed {
@@ -48,16 +48,20 @@ pub fn replay(entries: &[LogEvent]) -> Result<Replayed, String> {
 }
 
 /// Empties the rollout and record tables and refills them from the event log.
-pub async fn rebuild(pool: &SqlitePool, writer: &Writer) -> Result<Replayed, String> {
-    let entries = store::log_after(pool, 0, i64::MAX).await.map_err(|e| e.to_string())?;
+pub async fn rebuild(store: &Store, writer: &Writer) -> Result<Replayed, String> {
+    let entries = store::log_after(store, 0, i64::MAX).await.map_err(|e| e.to_string())?;
     let replayed = replay(&entries)?;
     let mut batch = store::Batch { rollouts: replayed.rollouts.values().cloned().collect(), ..Default::default() };
     batch.records = replayed.records.values().map(store::RecordRow::new).collect();
     batch.records_through = true;
-    let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
-    sqlx::query("DELETE FROM host_records").execute(&mut *tx).await.map_err(|e| e.to_string())?;
-    sqlx::query("DELETE FROM rollouts").execute(&mut *tx).await.map_err(|e| e.to_string())?;
-    tx.commit().await.map_err(|e| e.to_string())?;
+    on_pool!(store, pool => async {
+        let mut tx = pool.begin().await?;
+        sqlx::query("DELETE FROM host_records").execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM rollouts").execute(&mut *tx).await?;
+        tx.commit().await
+    }
+    .await)
+    .map_err(|e| e.to_string())?;
     writer.commit(batch).await.map_err(|e| e.to_string())?;
     Ok(replayed)
 }

@@ -1,7 +1,11 @@
-//! Reading and writing control-plane state. The reducer is the only writer: it loads
-//! everything once at start ([`load`]) and then writes each group of inputs as one
-//! transaction ([`commit`]). Routes read committed rows through the query functions.
+//! Reading and writing control-plane state, on either database. The reducer is the only
+//! writer: it loads everything once at start ([`load`]) and then writes each group of inputs
+//! as one transaction (a [`Batch`], through the [`super::writer::Writer`]). Routes read
+//! committed rows through the query functions. Each query is written once (`$n` parameters,
+//! which both databases take) and runs on either pool; the two that look into JSON have a
+//! dialect each.
 
+use super::{Dialect, Store, on_pool};
 use chrono::{DateTime, SecondsFormat, Utc};
 use engine::host::HostRecord;
 use engine::rollout::Rollout;
@@ -11,7 +15,6 @@ use shared::log::LogKind;
 use shared::manifest::SignedArtifact;
 use shared::state::HostState;
 use shared::{Channel, Closure, Hostname, RolloutId};
-use sqlx::{Row, SqlitePool};
 
 pub fn ts(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -57,40 +60,61 @@ pub struct Loaded {
     pub last_seq: i64,
 }
 
-pub async fn load(pool: &SqlitePool) -> Result<Loaded, sqlx::Error> {
-    settle_records(pool).await?;
+/// The manifest set in force as stored: the fleet artifact and the manifests in acceptance
+/// order. None before the first set was accepted.
+pub async fn manifest_set(
+    store: &Store,
+) -> Result<Option<(SignedArtifact, Vec<(RolloutId, SignedArtifact)>)>, sqlx::Error> {
+    let (fleet, manifests): (Option<(String,)>, Vec<(String, String)>) = on_pool!(store, pool => {
+        let mut tx = pool.begin().await?;
+        if store.dialect() == Dialect::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+        }
+        let fleet = sqlx::query_as("SELECT artifact FROM manifest_fleet WHERE id = 1").fetch_optional(&mut *tx).await?;
+        let manifests =
+            sqlx::query_as("SELECT rollout_id, artifact FROM manifest_rollouts ORDER BY accepted, rollout_id")
+                .fetch_all(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        (fleet, manifests)
+    });
+    let Some((fleet,)) = fleet else { return Ok(None) };
+    let manifests = manifests
+        .into_iter()
+        .map(|(id, artifact)| Ok((RolloutId::parse(id).map_err(decode)?, from_json(&artifact)?)))
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(Some((from_json(&fleet)?, manifests)))
+}
+
+pub async fn load(store: &Store) -> Result<Loaded, sqlx::Error> {
+    settle_records(store).await?;
     let mut loaded = Loaded::default();
-    if let Some(row) = sqlx::query("SELECT artifact FROM manifest_fleet WHERE id = 1").fetch_optional(pool).await? {
-        loaded.fleet = Some(from_json(row.get::<&str, _>(0))?);
+    if let Some((fleet, manifests)) = manifest_set(store).await? {
+        loaded.fleet = Some(fleet);
+        loaded.manifests = manifests;
     }
-    for row in sqlx::query("SELECT rollout_id, artifact FROM manifest_rollouts ORDER BY accepted, rollout_id")
+    on_pool!(store, pool => {
+        let rollouts: Vec<(String,)> =
+            sqlx::query_as("SELECT body FROM rollouts ORDER BY rollout_id").fetch_all(pool).await?;
+        for (body,) in rollouts {
+            loaded.rollouts.push(from_json(&body)?);
+        }
+        let records: Vec<(String,)> = sqlx::query_as(
+            "SELECT r.body FROM host_records r JOIN rollouts o USING (rollout_id)
+             WHERE o.state NOT IN ('Completed', 'Superseded') ORDER BY r.rollout_id, r.hostname",
+        )
         .fetch_all(pool)
-        .await?
-    {
-        let id = RolloutId::parse(row.get::<String, _>(0)).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-        loaded.manifests.push((id, from_json(row.get::<&str, _>(1))?));
+        .await?;
+        for (body,) in records {
+            loaded.records.push(from_json(&body)?);
+        }
+    });
+    loaded.quarantines = quarantines(store, 0).await?.into_iter().filter(|q| q.released_at.is_none()).collect();
+    for (host, at, closure) in presence(store).await? {
+        let host = Hostname::parse(host).map_err(decode)?;
+        loaded.presence.push((host, at, closure.and_then(|c| Closure::parse(c).ok())));
     }
-    for row in sqlx::query("SELECT body FROM rollouts ORDER BY rollout_id").fetch_all(pool).await? {
-        loaded.rollouts.push(from_json(row.get::<&str, _>(0))?);
-    }
-    let records = sqlx::query(
-        "SELECT r.body FROM host_records r JOIN rollouts o USING (rollout_id)
-         WHERE o.state NOT IN ('Completed', 'Superseded') ORDER BY r.rollout_id, r.hostname",
-    )
-    .fetch_all(pool)
-    .await?;
-    for row in records {
-        loaded.records.push(from_json(row.get::<&str, _>(0))?);
-    }
-    loaded.quarantines = quarantines(pool, 0).await?.into_iter().filter(|q| q.released_at.is_none()).collect();
-    for row in
-        sqlx::query("SELECT hostname, last_heartbeat_at, current_closure FROM host_presence").fetch_all(pool).await?
-    {
-        let host = Hostname::parse(row.get::<String, _>(0)).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-        let closure = row.get::<Option<String>, _>(2).and_then(|c| Closure::parse(c).ok());
-        loaded.presence.push((host, parse_ts(row.get::<&str, _>(1))?, closure));
-    }
-    loaded.last_seq = last_seq(pool).await?;
+    loaded.last_seq = last_seq(store).await?;
     Ok(loaded)
 }
 
@@ -98,18 +122,27 @@ pub async fn load(pool: &SqlitePool) -> Result<Loaded, sqlx::Error> {
 /// not written them when it stopped or failed) and moves the snapshot to the log's end, so
 /// that memory loaded from the table is the committed state. Records of rollouts that ended
 /// meanwhile are among them, and leave memory once loaded.
-async fn settle_records(pool: &SqlitePool) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO host_records (rollout_id, hostname, state, body)
-         SELECT rollout_id, hostname, json_extract(payload, '$.record.state'), json_extract(payload, '$.record')
-         FROM record_tail WHERE true
-         ON CONFLICT (rollout_id, hostname) DO UPDATE SET state = excluded.state, body = excluded.body",
-    )
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(RECORDS_WRITTEN_THROUGH_LOG).execute(&mut *tx).await?;
-    tx.commit().await
+async fn settle_records(store: &Store) -> Result<(), sqlx::Error> {
+    let settle = match store.dialect() {
+        Dialect::Sqlite => {
+            "INSERT INTO host_records (rollout_id, hostname, state, body)
+             SELECT rollout_id, hostname, json_extract(payload, '$.record.state'), json_extract(payload, '$.record')
+             FROM record_tail WHERE true
+             ON CONFLICT (rollout_id, hostname) DO UPDATE SET state = excluded.state, body = excluded.body"
+        }
+        Dialect::Postgres => {
+            "INSERT INTO host_records (rollout_id, hostname, state, body)
+             SELECT rollout_id, hostname, record::json ->> 'state', record
+             FROM record_tail
+             ON CONFLICT (rollout_id, hostname) DO UPDATE SET state = excluded.state, body = excluded.body"
+        }
+    };
+    on_pool!(store, pool => {
+        let mut tx = pool.begin().await?;
+        sqlx::query(settle).execute(&mut *tx).await?;
+        sqlx::query(RECORDS_WRITTEN_THROUGH_LOG).execute(&mut *tx).await?;
+        tx.commit().await
+    })
 }
 
 /// Records `host_records` as complete up to the log's last row (the writer after writing every
@@ -117,34 +150,36 @@ async fn settle_records(pool: &SqlitePool) -> Result<(), sqlx::Error> {
 pub const RECORDS_WRITTEN_THROUGH_LOG: &str =
     "UPDATE record_snapshot SET seq = (SELECT COALESCE(MAX(seq), 0) FROM event_log)";
 
-pub async fn last_seq(pool: &SqlitePool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM event_log").fetch_one(pool).await
+pub async fn last_seq(store: &Store) -> Result<i64, sqlx::Error> {
+    on_pool!(store, pool => sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM event_log").fetch_one(pool).await)
 }
+
+type QuarantineColumns = (String, String, String, String, String, Option<String>, Option<String>, Option<String>, i64);
 
 /// Every active quarantine (oldest first) and the `released` most recently released ones
 /// (newest first): released quarantines only accumulate.
-pub async fn quarantines(pool: &SqlitePool, released: i64) -> Result<Vec<QuarantineRow>, sqlx::Error> {
-    let rows = sqlx::query(
+pub async fn quarantines(store: &Store, released: i64) -> Result<Vec<QuarantineRow>, sqlx::Error> {
+    let rows: Vec<QuarantineColumns> = on_pool!(store, pool => sqlx::query_as(
         "SELECT * FROM (SELECT channel, closure, reason, by_whom, at, released_at, released_by, release_reason, id
-                        FROM quarantines WHERE released_at IS NULL ORDER BY id)
+                        FROM quarantines WHERE released_at IS NULL ORDER BY id) AS active
          UNION ALL
          SELECT * FROM (SELECT channel, closure, reason, by_whom, at, released_at, released_by, release_reason, id
-                        FROM quarantines WHERE released_at IS NOT NULL ORDER BY id DESC LIMIT ?)",
+                        FROM quarantines WHERE released_at IS NOT NULL ORDER BY id DESC LIMIT $1) AS released",
     )
     .bind(released)
     .fetch_all(pool)
-    .await?;
+    .await)?;
     rows.into_iter()
-        .map(|row| {
+        .map(|(channel, closure, reason, by, at, released_at, released_by, release_reason, _)| {
             Ok(QuarantineRow {
-                channel: Channel::parse(row.get::<String, _>(0)).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-                closure: Closure::parse(row.get::<String, _>(1)).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-                reason: row.get(2),
-                by: row.get(3),
-                at: parse_ts(row.get::<&str, _>(4))?,
-                released_at: row.get::<Option<&str>, _>(5).map(parse_ts).transpose()?,
-                released_by: row.get(6),
-                release_reason: row.get(7),
+                channel: Channel::parse(channel).map_err(decode)?,
+                closure: Closure::parse(closure).map_err(decode)?,
+                reason,
+                by,
+                at: parse_ts(&at)?,
+                released_at: released_at.as_deref().map(parse_ts).transpose()?,
+                released_by,
+                release_reason,
             })
         })
         .collect()
@@ -244,140 +279,159 @@ fn decode(err: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
     sqlx::Error::Decode(Box::new(err))
 }
 
-fn entry_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<LogEvent, sqlx::Error> {
-    Ok(LogEvent {
-        seq: row.get(0),
-        ts: parse_ts(row.get::<&str, _>(1))?,
-        kind: row.get::<&str, _>(2).parse().map_err(decode)?,
-        rollout_id: row.get::<Option<&str>, _>(3).map(RolloutId::parse).transpose().map_err(decode)?,
-        host: row.get::<Option<&str>, _>(4).map(Hostname::parse).transpose().map_err(decode)?,
-        channel: row.get::<Option<&str>, _>(5).map(Channel::parse).transpose().map_err(decode)?,
-        payload: serde_json::value::RawValue::from_string(row.get::<String, _>(6)).map_err(decode)?,
-    })
+/// A log row as both databases return it.
+#[derive(sqlx::FromRow)]
+struct LogColumns {
+    seq: i64,
+    ts: String,
+    kind: String,
+    rollout_id: Option<String>,
+    host: Option<String>,
+    channel: Option<String>,
+    payload: String,
+}
+
+impl TryFrom<LogColumns> for LogEvent {
+    type Error = sqlx::Error;
+
+    fn try_from(row: LogColumns) -> Result<LogEvent, sqlx::Error> {
+        Ok(LogEvent {
+            seq: row.seq,
+            ts: parse_ts(&row.ts)?,
+            kind: row.kind.parse().map_err(decode)?,
+            rollout_id: row.rollout_id.map(RolloutId::parse).transpose().map_err(decode)?,
+            host: row.host.map(Hostname::parse).transpose().map_err(decode)?,
+            channel: row.channel.map(Channel::parse).transpose().map_err(decode)?,
+            payload: serde_json::value::RawValue::from_string(row.payload).map_err(decode)?,
+        })
+    }
+}
+
+fn log_events(rows: Vec<LogColumns>) -> Result<Vec<LogEvent>, sqlx::Error> {
+    rows.into_iter().map(LogEvent::try_from).collect()
+}
+
+fn bodies<T: serde::de::DeserializeOwned>(rows: Vec<(String,)>) -> Result<Vec<T>, sqlx::Error> {
+    rows.iter().map(|(body,)| from_json(body)).collect()
 }
 
 const LOG_COLUMNS: &str = "seq, ts, kind, rollout_id, host, channel, payload";
 
 /// Log entries with seq > `after`, oldest first, at most `limit`.
-pub async fn log_after(pool: &SqlitePool, after: i64, limit: i64) -> Result<Vec<LogEvent>, sqlx::Error> {
-    let rows = sqlx::query(&format!("SELECT {LOG_COLUMNS} FROM event_log WHERE seq > ? ORDER BY seq LIMIT ?"))
-        .bind(after)
-        .bind(limit)
-        .fetch_all(pool)
-        .await?;
-    rows.iter().map(entry_from_row).collect()
+pub async fn log_after(store: &Store, after: i64, limit: i64) -> Result<Vec<LogEvent>, sqlx::Error> {
+    let sql = format!("SELECT {LOG_COLUMNS} FROM event_log WHERE seq > $1 ORDER BY seq LIMIT $2");
+    log_events(on_pool!(store, pool => sqlx::query_as(&sql).bind(after).bind(limit).fetch_all(pool).await)?)
 }
 
 /// One rollout's log entries with seq > `after`, oldest first.
 pub async fn rollout_log(
-    pool: &SqlitePool,
+    store: &Store,
     rollout: &RolloutId,
     after: i64,
     limit: i64,
 ) -> Result<Vec<LogEvent>, sqlx::Error> {
-    let rows = sqlx::query(&format!(
-        "SELECT {LOG_COLUMNS} FROM event_log WHERE rollout_id = ? AND seq > ? ORDER BY seq LIMIT ?"
-    ))
-    .bind(rollout.as_str())
-    .bind(after)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
-    rows.iter().map(entry_from_row).collect()
+    let sql = format!("SELECT {LOG_COLUMNS} FROM event_log WHERE rollout_id = $1 AND seq > $2 ORDER BY seq LIMIT $3");
+    log_events(on_pool!(store, pool => {
+        sqlx::query_as(&sql).bind(rollout.as_str()).bind(after).bind(limit).fetch_all(pool).await
+    })?)
 }
 
 /// One rollout's newest `limit` log entries with seq < `before`, oldest first: a page of its
 /// log read backwards.
 pub async fn rollout_log_before(
-    pool: &SqlitePool,
+    store: &Store,
     rollout: &RolloutId,
     before: i64,
     limit: i64,
 ) -> Result<Vec<LogEvent>, sqlx::Error> {
-    let rows = sqlx::query(&format!(
-        "SELECT * FROM (SELECT {LOG_COLUMNS} FROM event_log WHERE rollout_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?) ORDER BY seq"
-    ))
-    .bind(rollout.as_str())
-    .bind(before)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
-    rows.iter().map(entry_from_row).collect()
+    let sql = format!(
+        "SELECT * FROM (SELECT {LOG_COLUMNS} FROM event_log WHERE rollout_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3) AS page ORDER BY seq"
+    );
+    log_events(on_pool!(store, pool => {
+        sqlx::query_as(&sql).bind(rollout.as_str()).bind(before).bind(limit).fetch_all(pool).await
+    })?)
 }
 
 /// Rollouts newest first (by the order they opened): at most `limit`, and only those opened
 /// before the rollout `before` when it is given. `None` when `before` names no rollout.
 pub async fn rollout_rows(
-    pool: &SqlitePool,
+    store: &Store,
     before: Option<&RolloutId>,
     limit: i64,
 ) -> Result<Option<Vec<Rollout>>, sqlx::Error> {
     let below = match before {
         None => i64::MAX,
         Some(id) => {
-            let seq: Option<i64> = sqlx::query_scalar("SELECT opened_seq FROM rollouts WHERE rollout_id = ?")
-                .bind(id.as_str())
-                .fetch_optional(pool)
-                .await?;
+            let seq: Option<i64> = on_pool!(store, pool => {
+                sqlx::query_scalar("SELECT opened_seq FROM rollouts WHERE rollout_id = $1")
+                    .bind(id.as_str())
+                    .fetch_optional(pool)
+                    .await
+            })?;
             let Some(seq) = seq else { return Ok(None) };
             seq
         }
     };
-    let rows = sqlx::query("SELECT body FROM rollouts WHERE opened_seq < ? ORDER BY opened_seq DESC LIMIT ?")
-        .bind(below)
-        .bind(limit)
-        .fetch_all(pool)
-        .await?;
-    rows.iter().map(|r| from_json(r.get::<&str, _>(0))).collect::<Result<_, _>>().map(Some)
+    let rows = on_pool!(store, pool => {
+        sqlx::query_as("SELECT body FROM rollouts WHERE opened_seq < $1 ORDER BY opened_seq DESC LIMIT $2")
+            .bind(below)
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+    })?;
+    bodies(rows).map(Some)
 }
 
 /// Each channel's most recently opened rollout (in any state).
-pub async fn current_rollouts(pool: &SqlitePool) -> Result<std::collections::BTreeMap<String, RolloutId>, sqlx::Error> {
-    let rows = sqlx::query(
+pub async fn current_rollouts(store: &Store) -> Result<std::collections::BTreeMap<String, RolloutId>, sqlx::Error> {
+    let rows: Vec<(String, String)> = on_pool!(store, pool => sqlx::query_as(
         "SELECT channel, rollout_id FROM rollouts r
          WHERE opened_seq = (SELECT MAX(opened_seq) FROM rollouts WHERE channel = r.channel)",
     )
     .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            let id = RolloutId::parse(row.get::<String, _>(1)).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-            Ok((row.get::<String, _>(0), id))
-        })
-        .collect()
+    .await)?;
+    rows.into_iter().map(|(channel, id)| Ok((channel, RolloutId::parse(id).map_err(decode)?))).collect()
 }
 
 /// Whether a rollout with this id was ever opened.
-pub async fn rollout_exists(pool: &SqlitePool, id: &RolloutId) -> Result<bool, sqlx::Error> {
-    let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM rollouts WHERE rollout_id = ?")
-        .bind(id.as_str())
-        .fetch_optional(pool)
-        .await?;
+pub async fn rollout_exists(store: &Store, id: &RolloutId) -> Result<bool, sqlx::Error> {
+    let found: Option<(String,)> = on_pool!(store, pool => {
+        sqlx::query_as("SELECT rollout_id FROM rollouts WHERE rollout_id = $1").bind(id.as_str()).fetch_optional(pool).await
+    })?;
     Ok(found.is_some())
 }
 
 /// A rollout, its records and the log seq they reflect, read in one snapshot.
 pub async fn rollout_detail(
-    pool: &SqlitePool,
+    store: &Store,
     id: &RolloutId,
 ) -> Result<Option<(Rollout, Vec<HostRecord>, i64)>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let as_of: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM event_log").fetch_one(&mut *tx).await?;
-    let Some(row) = sqlx::query("SELECT body FROM rollouts WHERE rollout_id = ?")
-        .bind(id.as_str())
-        .fetch_optional(&mut *tx)
-        .await?
-    else {
-        return Ok(None);
-    };
-    let rollout: Rollout = from_json(row.get::<&str, _>(0))?;
-    let rows = sqlx::query("SELECT body FROM current_host_records WHERE rollout_id = ? ORDER BY hostname")
-        .bind(id.as_str())
-        .fetch_all(&mut *tx)
-        .await?;
-    let records = rows.iter().map(|r| from_json(r.get::<&str, _>(0))).collect::<Result<_, _>>()?;
-    tx.commit().await?;
-    Ok(Some((rollout, records, as_of)))
+    let (as_of, rollout, records) = on_pool!(store, pool => {
+        let mut tx = pool.begin().await?;
+        // SQLite reads one snapshot from a transaction's first read on; PostgreSQL does when
+        // asked to.
+        if store.dialect() == Dialect::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+        }
+        let as_of: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM event_log").fetch_one(&mut *tx).await?;
+        let rollout: Option<(String,)> = sqlx::query_as("SELECT body FROM rollouts WHERE rollout_id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let records: Vec<(String,)> = match rollout {
+            None => Vec::new(),
+            Some(_) => {
+                sqlx::query_as("SELECT body FROM current_host_records WHERE rollout_id = $1 ORDER BY hostname")
+                    .bind(id.as_str())
+                    .fetch_all(&mut *tx)
+                    .await?
+            }
+        };
+        tx.commit().await?;
+        (as_of, rollout, records)
+    });
+    let Some((rollout,)) = rollout else { return Ok(None) };
+    Ok(Some((from_json(&rollout)?, bodies(records)?, as_of)))
 }
 
 /// One record as a summary counts it.
@@ -389,71 +443,69 @@ pub struct RecordState {
 }
 
 /// The state of every record of the rollouts in `ids` (for summaries: counts per wave).
-pub async fn record_states(pool: &SqlitePool, ids: &[RolloutId]) -> Result<Vec<RecordState>, sqlx::Error> {
+pub async fn record_states(store: &Store, ids: &[RolloutId]) -> Result<Vec<RecordState>, sqlx::Error> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let marks = vec!["?"; ids.len()].join(", ");
-    let query = format!(
-        "SELECT rollout_id, hostname, state, json_extract(body, '$.stuck') FROM current_host_records
-         WHERE rollout_id IN ({marks})"
-    );
-    let mut q = sqlx::query(&query);
-    for id in ids {
-        q = q.bind(id.as_str());
-    }
-    let rows = q.fetch_all(pool).await?;
-    rows.iter()
-        .map(|r| {
-            let state: &str = r.get(2);
+    let marks = (1..=ids.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+    let stuck = match store.dialect() {
+        Dialect::Sqlite => "COALESCE(json_extract(body, '$.stuck'), 0)",
+        Dialect::Postgres => "CASE WHEN body::json ->> 'stuck' = 'true' THEN 1 ELSE 0 END::int8",
+    };
+    let sql =
+        format!("SELECT rollout_id, hostname, state, {stuck} FROM current_host_records WHERE rollout_id IN ({marks})");
+    let rows: Vec<(String, String, String, i64)> = on_pool!(store, pool => {
+        let mut q = sqlx::query_as(&sql);
+        for id in ids {
+            q = q.bind(id.as_str());
+        }
+        q.fetch_all(pool).await
+    })?;
+    rows.into_iter()
+        .map(|(rollout_id, hostname, state, stuck)| {
             Ok(RecordState {
-                rollout_id: r.get(0),
-                hostname: Hostname::parse(r.get::<&str, _>(1)).map_err(decode)?,
-                state: serde_json::from_value(serde_json::Value::String(state.to_owned())).map_err(decode)?,
-                stuck: r.get::<Option<i64>, _>(3) == Some(1),
+                rollout_id,
+                hostname: Hostname::parse(hostname).map_err(decode)?,
+                state: serde_json::from_value(serde_json::Value::String(state)).map_err(decode)?,
+                stuck: stuck == 1,
             })
         })
         .collect()
 }
 
-pub async fn presence(pool: &SqlitePool) -> Result<Vec<(String, DateTime<Utc>, Option<String>)>, sqlx::Error> {
-    let rows =
-        sqlx::query("SELECT hostname, last_heartbeat_at, current_closure FROM host_presence").fetch_all(pool).await?;
-    rows.iter().map(|r| Ok((r.get(0), parse_ts(r.get::<&str, _>(1))?, r.get(2)))).collect()
+pub async fn presence(store: &Store) -> Result<Vec<(String, DateTime<Utc>, Option<String>)>, sqlx::Error> {
+    let rows: Vec<(String, String, Option<String>)> = on_pool!(store, pool => {
+        sqlx::query_as("SELECT hostname, last_heartbeat_at, current_closure FROM host_presence").fetch_all(pool).await
+    })?;
+    rows.into_iter().map(|(host, at, closure)| Ok((host, parse_ts(&at)?, closure))).collect()
 }
 
 /// A host's non-terminal records in rollouts that are not terminal, by rollout id.
-pub async fn open_records_of_host(pool: &SqlitePool, host: &Hostname) -> Result<Vec<HostRecord>, sqlx::Error> {
-    let rows = sqlx::query(
+pub async fn open_records_of_host(store: &Store, host: &Hostname) -> Result<Vec<HostRecord>, sqlx::Error> {
+    bodies(on_pool!(store, pool => sqlx::query_as(
         "SELECT r.body FROM current_host_records r JOIN rollouts o USING (rollout_id)
-         WHERE r.hostname = ? AND o.state NOT IN ('Completed', 'Superseded')
+         WHERE r.hostname = $1 AND o.state NOT IN ('Completed', 'Superseded')
            AND r.state NOT IN ('Converged', 'Reverted') ORDER BY r.rollout_id",
     )
     .bind(host.as_str())
     .fetch_all(pool)
-    .await?;
-    rows.iter().map(|r| from_json(r.get::<&str, _>(0))).collect()
+    .await)?)
 }
 
 /// Every record of `host`, in every rollout, newest rollout first.
-pub async fn records_of_host(pool: &SqlitePool, host: &Hostname) -> Result<Vec<HostRecord>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT r.body FROM current_host_records r JOIN rollouts o USING (rollout_id) WHERE r.hostname = ? ORDER BY o.opened_seq DESC",
+pub async fn records_of_host(store: &Store, host: &Hostname) -> Result<Vec<HostRecord>, sqlx::Error> {
+    bodies(on_pool!(store, pool => sqlx::query_as(
+        "SELECT r.body FROM current_host_records r JOIN rollouts o USING (rollout_id) WHERE r.hostname = $1 ORDER BY o.opened_seq DESC",
     )
     .bind(host.as_str())
     .fetch_all(pool)
-    .await?;
-    rows.iter().map(|r| from_json(r.get::<&str, _>(0))).collect()
+    .await)?)
 }
 
 /// The newest `limit` log entries about `host`, oldest first.
-pub async fn host_log(pool: &SqlitePool, host: &Hostname, limit: i64) -> Result<Vec<LogEvent>, sqlx::Error> {
-    let rows = sqlx::query(&format!(
-        "SELECT * FROM (SELECT {LOG_COLUMNS} FROM event_log WHERE host = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq"
-    ))
-    .bind(host.as_str())
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
-    rows.iter().map(entry_from_row).collect()
+pub async fn host_log(store: &Store, host: &Hostname, limit: i64) -> Result<Vec<LogEvent>, sqlx::Error> {
+    let sql = format!(
+        "SELECT * FROM (SELECT {LOG_COLUMNS} FROM event_log WHERE host = $1 ORDER BY seq DESC LIMIT $2) AS page ORDER BY seq"
+    );
+    log_events(on_pool!(store, pool => sqlx::query_as(&sql).bind(host.as_str()).bind(limit).fetch_all(pool).await)?)
 }

@@ -61,7 +61,7 @@ pub async fn bootstrap(
     signed: SignedAgent,
 ) -> Result<Json<Vec<HostRolloutSnapshot>>, ApiError> {
     let records =
-        crate::db::store::open_records_of_host(&state.pool, &signed.host).await.map_err(ApiError::internal)?;
+        crate::db::store::open_records_of_host(&state.store, &signed.host).await.map_err(ApiError::internal)?;
     let fleet = state.fleet.read().ok().and_then(|f| f.clone());
     Ok(Json(records.iter().map(|r| engine::state::FleetState::agent_snapshot(fleet.as_deref(), r)).collect()))
 }

@@ -6,6 +6,7 @@ pub mod conn;
 mod dashboard;
 mod error;
 pub mod extract;
+pub mod forward;
 mod operator;
 pub mod operator_auth;
 mod session;
@@ -22,7 +23,6 @@ use std::sync::Arc;
 
 use axum::routing::get;
 use engine::verify::TrustRoots;
-use sqlx::SqlitePool;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -56,8 +56,13 @@ impl std::ops::Deref for AppState {
 
 /// The parts of [`AppState`].
 pub struct Shared {
-    pub pool: SqlitePool,
-    pub reducer: crate::reducer::ReducerHandle,
+    pub store: crate::db::Store,
+    /// The reducer, where it runs: always in a single process, on the leader of a cluster.
+    pub reducer: crate::reducer::ReducerSlot,
+    /// This replica and the cluster it knows (a cluster of one on SQLite).
+    pub cluster: Arc<crate::cluster::Cluster>,
+    /// Passes writes that reach a follower to the leader.
+    pub forwarder: reqwest::Client,
     /// The verified fleet agents authenticate against (written by the reducer).
     pub fleet: crate::reducer::SharedFleet,
     pub trust: crate::trust::SharedTrust,
@@ -72,8 +77,9 @@ pub struct Shared {
     /// Browsers reach the control plane over https (`--public-url https://…`): session
     /// cookies are `Secure`.
     pub https: bool,
-    /// The database file, and the free space its filesystem must keep for `/readyz`.
-    pub db_path: std::path::PathBuf,
+    /// The SQLite file, and the free space its filesystem must keep for `/readyz` (a
+    /// PostgreSQL server watches its own disk).
+    pub db_path: Option<std::path::PathBuf>,
     pub min_free_disk_bytes: u64,
     pub shutdown: CancellationToken,
 }
@@ -93,7 +99,9 @@ pub fn router(state: AppState, dist: &Path, limits: HttpLimits) -> Router {
     let api = api
         .route("/openapi.json", get(move || std::future::ready(axum::Json(spec.as_ref().clone()))))
         .fallback(error::api_not_found)
-        .method_not_allowed_fallback(error::method_not_allowed);
+        .method_not_allowed_fallback(error::method_not_allowed)
+        // On a follower, writes go to the leader before anything else looks at them.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), forward::writes_to_leader));
 
     // Layers, outermost first (ServiceBuilder reads top-down):
     // 1. give the request an id (keep the caller's `x-request-id` if it sent one),
@@ -141,6 +149,7 @@ pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi
     use utoipa_axum::routes;
     let api = OpenApiRouter::new()
         .routes(routes!(system::version))
+        .routes(routes!(system::cluster))
         .routes(routes!(agent::heartbeat))
         .routes(routes!(agent::events))
         .routes(routes!(agent::bootstrap))

@@ -37,13 +37,13 @@ pub async fn fleet(State(state): State<AppState>, _: Viewer) -> Result<Json<Flee
     let Some(fleet) = fleet else {
         return Ok(Json(FleetOverview { fleet_hash: None, channels: vec![], hosts: vec![] }));
     };
-    let presence: BTreeMap<String, (chrono::DateTime<chrono::Utc>, Option<String>)> = store::presence(&state.pool)
+    let presence: BTreeMap<String, (chrono::DateTime<chrono::Utc>, Option<String>)> = store::presence(&state.store)
         .await
         .map_err(ApiError::internal)?
         .into_iter()
         .map(|(h, at, c)| (h, (at, c)))
         .collect();
-    let mut current = store::current_rollouts(&state.pool).await.map_err(ApiError::internal)?;
+    let mut current = store::current_rollouts(&state.store).await.map_err(ApiError::internal)?;
     let now = state.clock.now();
     let channels = fleet
         .doc
@@ -90,7 +90,7 @@ pub async fn host(
         .as_ref()
         .and_then(|f| f.doc.hosts.get(&hostname).cloned())
         .ok_or_else(|| ApiError::not_found(format!("{hostname} is not a host of the verified fleet.")))?;
-    let seen = store::presence(&state.pool)
+    let seen = store::presence(&state.store)
         .await
         .map_err(ApiError::internal)?
         .into_iter()
@@ -104,13 +104,13 @@ pub async fn host(
         last_heartbeat_at: seen.as_ref().map(|(_, at, _)| *at),
         online: seen.as_ref().is_some_and(|(_, at, _)| (now - *at).num_seconds() <= ONLINE_WITHIN_SECONDS),
     };
-    let records = store::records_of_host(&state.pool, &hostname)
+    let records = store::records_of_host(&state.store, &hostname)
         .await
         .map_err(ApiError::internal)?
         .iter()
         .map(|r| shared::api::HostRecordView { rollout_id: r.rollout_id.clone(), cell: views::host_cell(r) })
         .collect();
-    let events = store::host_log(&state.pool, &hostname, 100).await.map_err(ApiError::internal)?;
+    let events = store::host_log(&state.store, &hostname, 100).await.map_err(ApiError::internal)?;
     Ok(Json(shared::api::HostDetail { host, records, events }))
 }
 
@@ -149,13 +149,13 @@ pub async fn rollouts(
     let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadQuery, e.body_text()))?;
     let limit = page_limit(q.limit)?;
     let before = q.before.as_deref().map(rollout_id).transpose()?;
-    let rows = store::rollout_rows(&state.pool, before.as_ref(), limit)
+    let rows = store::rollout_rows(&state.store, before.as_ref(), limit)
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadQuery, "before names no rollout."))?;
     let ids: Vec<RolloutId> = rows.iter().map(|r| r.id.clone()).collect();
     let mut records: BTreeMap<String, Vec<store::RecordState>> = BTreeMap::new();
-    for record in store::record_states(&state.pool, &ids).await.map_err(ApiError::internal)? {
+    for record in store::record_states(&state.store, &ids).await.map_err(ApiError::internal)? {
         records.entry(record.rollout_id.clone()).or_default().push(record);
     }
     let fleet = state.fleet.read().ok().and_then(|f| f.clone());
@@ -174,7 +174,7 @@ pub async fn rollout(
     Path(id): Path<String>,
 ) -> Result<Json<RolloutDetail>, ApiError> {
     let id = rollout_id(&id)?;
-    let (rollout, records, as_of) = store::rollout_detail(&state.pool, &id)
+    let (rollout, records, as_of) = store::rollout_detail(&state.store, &id)
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(format!("There is no rollout {id}.")))?;
@@ -207,15 +207,15 @@ pub async fn rollout_events(
     let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadQuery, e.body_text()))?;
     let limit = page_limit(q.limit)?;
     // As for `GET /rollouts/{id}`: an empty page would say the rollout exists.
-    if !store::rollout_exists(&state.pool, &id).await.map_err(ApiError::internal)? {
+    if !store::rollout_exists(&state.store, &id).await.map_err(ApiError::internal)? {
         return Err(ApiError::not_found(format!("There is no rollout {id}.")));
     }
     let events = match (q.after, q.before) {
         (Some(_), Some(_)) => {
             return Err(ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadQuery, "Give after or before, not both."));
         }
-        (_, Some(before)) => store::rollout_log_before(&state.pool, &id, before, limit).await,
-        (after, None) => store::rollout_log(&state.pool, &id, after.unwrap_or(0), limit).await,
+        (_, Some(before)) => store::rollout_log_before(&state.store, &id, before, limit).await,
+        (after, None) => store::rollout_log(&state.store, &id, after.unwrap_or(0), limit).await,
     }
     .map_err(ApiError::internal)?;
     Ok(Json(EventsPage { events }))
@@ -238,7 +238,7 @@ pub async fn quarantines(
     query: Result<Query<QuarantinesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Quarantines>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadQuery, e.body_text()))?;
-    let rows = store::quarantines(&state.pool, page_limit(q.limit)?).await.map_err(ApiError::internal)?;
+    let rows = store::quarantines(&state.store, page_limit(q.limit)?).await.map_err(ApiError::internal)?;
     let (mut active, mut released) = (Vec::new(), Vec::new());
     for q in rows {
         let entry = QuarantineEntry {
@@ -421,7 +421,7 @@ pub async fn feed(
     if let Some(after) = resume {
         // A seq the log has not reached yet was never sent to anyone: waiting for it would
         // starve the client silently.
-        let last = crate::db::store::last_seq(&state.pool).await.map_err(ApiError::internal)?;
+        let last = crate::db::store::last_seq(&state.store).await.map_err(ApiError::internal)?;
         if after > last {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -432,7 +432,7 @@ pub async fn feed(
     }
     Ok(crate::feed::stream(
         state.feed.clone(),
-        state.pool.clone(),
+        state.store.clone(),
         resume,
         state.shutdown.clone(),
         state.metrics.clone(),

@@ -42,7 +42,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Operator, ApiEr
                 "Authorization must be `Bearer <token>`.",
             )
         })?;
-        return auth::operator_by_token(&state.pool, &auth::token_hash(token.trim()))
+        return auth::operator_by_token(&state.store, &auth::token_hash(token.trim()))
             .await
             .map_err(db_error)?
             .ok_or_else(|| {
@@ -50,7 +50,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Operator, ApiEr
             });
     }
     if let Some(session) = cookie(parts, SESSION_COOKIE) {
-        let operator = auth::operator_by_session(&state.pool, &auth::token_hash(&session), chrono::Utc::now())
+        let operator = auth::operator_by_session(&state.store, &auth::token_hash(&session), chrono::Utc::now())
             .await
             .map_err(db_error)?
             .ok_or_else(|| {

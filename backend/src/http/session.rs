@@ -37,7 +37,7 @@ pub async fn create(
             "Send the token as JSON (Content-Type: application/json).",
         ));
     }
-    let operator = auth::operator_by_token(&state.pool, &token_hash(body.token.trim()))
+    let operator = auth::operator_by_token(&state.store, &token_hash(body.token.trim()))
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| {
@@ -46,7 +46,7 @@ pub async fn create(
     let session = new_token();
     let now = chrono::Utc::now();
     auth::create_session(
-        &state.pool,
+        &state.store,
         &token_hash(&session),
         operator.id,
         now,
@@ -82,7 +82,7 @@ pub async fn delete(
     SessionCookie(cookie): SessionCookie,
 ) -> Result<Response, ApiError> {
     if let Some(token) = cookie {
-        auth::delete_session(&state.pool, &token_hash(&token)).await.map_err(ApiError::internal)?;
+        auth::delete_session(&state.store, &token_hash(&token)).await.map_err(ApiError::internal)?;
     }
     Ok(([(header::SET_COOKIE, session_cookie("", 0, over_https(&state, &headers)))], StatusCode::NO_CONTENT)
         .into_response())

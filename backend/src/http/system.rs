@@ -4,6 +4,7 @@ use crate::config::MetricsAccess;
 use axum::Json;
 use axum::extract::State;
 use shared::ErrorCode;
+use shared::api::ReplicaRole;
 
 use super::operator_auth::Viewer;
 use super::{ApiError, AppState, READY_TIMEOUT};
@@ -12,6 +13,12 @@ use super::{ApiError, AppState, READY_TIMEOUT};
 #[utoipa::path(get, path = "/version", tag = "system", responses((status = 200, body = shared::VersionInfo)))]
 pub async fn version() -> Json<shared::VersionInfo> {
     Json(shared::VersionInfo { name: "fleetwave".into(), version: env!("CARGO_PKG_VERSION").into(), api: "v1".into() })
+}
+
+/// `GET /api/v1/cluster`: this replica, the leader it knows, every replica (SPEC §15).
+#[utoipa::path(get, path = "/cluster", tag = "system", responses((status = 200, body = shared::api::ClusterView), (status = 401, body = shared::ApiErrorBody)))]
+pub async fn cluster(State(state): State<AppState>, _viewer: Viewer) -> Json<shared::api::ClusterView> {
+    Json(state.cluster.view(state.clock.now()))
 }
 
 /// `GET /healthz`: the process is up and serving HTTP.
@@ -46,20 +53,36 @@ pub async fn metrics(
     ))
 }
 
-/// `GET /readyz`: 200 only when the database answers and the reducer runs.
-#[utoipa::path(get, path = "/readyz", tag = "system", responses((status = 200, description = "Database up, reducer running", body = String), (status = 503, body = shared::ApiErrorBody)))]
+/// `GET /readyz`: 200 only when the database answers and writes can be taken: the reducer runs
+/// here, or (a follower) a leader is known to pass them to.
+#[utoipa::path(get, path = "/readyz", tag = "system", responses((status = 200, description = "Database up; reducer running, or a leader known", body = String), (status = 503, body = shared::ApiErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     if let Some(why) = state.health.failure() {
         return Err(ApiError::unavailable(format!("The control plane is failing and stopping: {why}.")));
     }
-    if !state.reducer.is_running() {
-        return Err(ApiError::unavailable("The reducer is not running."));
-    }
-    if state.reducer.is_reloading() {
-        return Err(ApiError::unavailable("A write failed; state is being reloaded from the database."));
+    match (state.cluster.role(), state.reducer.get()) {
+        (ReplicaRole::Leader, Some(reducer)) => {
+            if !reducer.is_running() {
+                return Err(ApiError::unavailable("The reducer is not running."));
+            }
+            if reducer.is_reloading() {
+                return Err(ApiError::unavailable("A write failed; state is being reloaded from the database."));
+            }
+        }
+        (ReplicaRole::Leader, None) => return Err(ApiError::unavailable("This replica is starting to lead.")),
+        (ReplicaRole::Follower, _) => {
+            if state.cluster.leader_elsewhere().is_none() {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::NoLeader,
+                    "No replica leads at the moment; writes cannot be taken.",
+                ));
+            }
+        }
     }
     // `SELECT 1` answers on a full disk; the next commit would not.
-    match crate::db::free_bytes(&state.db_path) {
+    let free = state.db_path.as_deref().map(crate::db::free_bytes);
+    match free.unwrap_or(Ok(u64::MAX)) {
         Ok(free) if free < state.min_free_disk_bytes => {
             return Err(ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -74,7 +97,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiEr
         Ok(_) => {}
         Err(err) => tracing::warn!(%err, "readiness: cannot read the database's free disk space"),
     }
-    match tokio::time::timeout(READY_TIMEOUT, crate::db::ping(&state.pool)).await {
+    match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
         Ok(Ok(())) => Ok("ready"),
         Ok(Err(err)) => {
             tracing::warn!(%err, "readiness: database ping failed");

@@ -337,7 +337,9 @@ fn render(pending: &mut Pending, row: Logged) {
     pending.log.push(LogRow { ts, kind: entry.kind(), rollout_id, host, channel, payload });
 }
 
-fn reverify(
+/// Verifies a persisted manifest set again (signatures and consistency, not freshness: it was
+/// fresh when accepted).
+pub(crate) fn reverify(
     trust: Option<&TrustRoots>,
     fleet: &SignedArtifact,
     manifests: &[(RolloutId, SignedArtifact)],

@@ -3,11 +3,12 @@
 //! Routes send it a [`ReducerInput`] and wait on a oneshot reply. The task takes whatever
 //! inputs are queued (up to [`MAX_GROUP`]), runs each through the pure engine in memory
 //! ([`core::Core`]), writes everything they changed plus their event-log rows in **one**
-//! SQLite transaction (group commit, handed to the [`Writer`] thread in one piece; the next
-//! group is applied while it commits), and only after that transaction committed sends the
-//! replies and publishes the entries to the live feed. If the commit fails, every reply in
-//! the group gets a 503 and memory is rebuilt from the database, so nothing is ever answered
-//! `applied` that is not durable.
+//! transaction (group commit, handed to the [`Writer`] in one piece; the next group is
+//! applied while it commits), and only after that transaction committed sends the replies and
+//! publishes the entries to the live feed. If the commit fails, every reply in the group gets
+//! a 503 and memory is rebuilt from the database, so nothing is ever answered `applied` that
+//! is not durable. A commit fenced by a newer leader epoch (PostgreSQL, SPEC §15) stops the
+//! reducer instead: this replica no longer leads.
 
 pub mod core;
 pub mod input;
@@ -19,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use shared::state::Gate;
-use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -27,8 +27,8 @@ use tokio_util::sync::CancellationToken;
 pub use self::core::SharedFleet;
 use self::core::{Core, Pending};
 pub use self::input::{ManifestUpdate, ReducerError, ReducerInput, Reply};
-use crate::db::store;
 use crate::db::writer::{Committed, WriteError, Writer};
+use crate::db::{Store, store};
 use crate::feed::FeedHub;
 use crate::metrics::Metrics;
 use crate::trust::SharedTrust;
@@ -53,11 +53,17 @@ pub struct ReducerHandle {
     metrics: Arc<Metrics>,
     running: Arc<AtomicBool>,
     reloading: Arc<AtomicBool>,
+    deposed: Arc<AtomicBool>,
 }
 
 impl ReducerHandle {
     pub fn is_running(&self) -> bool {
         self.running.load(Ordering::Acquire)
+    }
+
+    /// True once a commit was fenced: another replica leads, and this reducer stopped.
+    pub fn is_deposed(&self) -> bool {
+        self.deposed.load(Ordering::Acquire)
     }
 
     /// True while memory is being reloaded after a failed commit (every input is refused).
@@ -90,30 +96,76 @@ pub struct ReducerConfig {
     pub clock: crate::clock::Clock,
 }
 
+/// Where the reducer is, as the routes see it: in a single process always; in a cluster only
+/// on the leader, from the moment it loaded state until it steps down. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct ReducerSlot(Arc<std::sync::RwLock<Option<ReducerHandle>>>);
+
+impl ReducerSlot {
+    pub fn set(&self, handle: Option<ReducerHandle>) {
+        if let Ok(mut slot) = self.0.write() {
+            *slot = handle;
+        }
+    }
+
+    pub fn get(&self) -> Option<ReducerHandle> {
+        self.0.read().ok().and_then(|slot| slot.clone())
+    }
+
+    /// [`ReducerHandle::ask`], or `Unavailable` where no reducer runs.
+    pub async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> ReducerInput) -> Result<T, ReducerError> {
+        match self.get() {
+            Some(handle) => handle.ask(make).await,
+            None => Err(not_leading()),
+        }
+    }
+
+    /// [`ReducerHandle::submit`], or `Unavailable` where no reducer runs.
+    pub async fn submit(&self, input: ReducerInput) -> Result<(), ReducerError> {
+        match self.get() {
+            Some(handle) => handle.submit(input).await,
+            None => Err(not_leading()),
+        }
+    }
+}
+
+fn not_leading() -> ReducerError {
+    ReducerError::Unavailable("This replica is not the leader (or has just stopped leading); try again.".into())
+}
+
 /// The database as the reducer uses it: reads through the pool, writes through the writer.
 pub struct Storage {
-    pub pool: SqlitePool,
+    pub store: Store,
     pub writer: Writer,
 }
 
-/// Loads state from the database and starts the reducer task.
+/// Loads state from the database and starts the reducer task. It publishes what it commits to
+/// `feed` when given one (a single process; in a cluster every replica's feed reads the log).
 pub async fn spawn(
-    Storage { pool, writer }: Storage,
+    Storage { store, writer }: Storage,
     trust: SharedTrust,
     shared_fleet: SharedFleet,
-    feed: FeedHub,
+    feed: Option<FeedHub>,
     metrics: Arc<Metrics>,
     config: ReducerConfig,
     shutdown: CancellationToken,
 ) -> Result<(ReducerHandle, JoinHandle<()>), sqlx::Error> {
-    let loaded = store::load(&pool).await?;
+    let loaded = store::load(&store).await?;
     let core = Core::from_loaded(loaded, trust_now(&trust), shared_fleet.clone(), config.clock.now());
     let (tx, rx) = mpsc::channel(QUEUE);
     let running = Arc::new(AtomicBool::new(true));
     let reloading = Arc::new(AtomicBool::new(false));
-    let handle = ReducerHandle { tx, metrics: metrics.clone(), running: running.clone(), reloading: reloading.clone() };
+    let deposed = Arc::new(AtomicBool::new(false));
+    let handle = ReducerHandle {
+        tx,
+        metrics: metrics.clone(),
+        running: running.clone(),
+        reloading: reloading.clone(),
+        deposed: deposed.clone(),
+    };
     let clock = config.clock.clone();
-    let reducer = Reducer { core, pool, writer, feed, metrics, trust, shared_fleet, running, reloading, clock };
+    let reducer =
+        Reducer { core, store, writer, feed, metrics, trust, shared_fleet, running, reloading, deposed, clock };
     let task = tokio::spawn(reducer.run(rx, config, shutdown));
     Ok((handle, task))
 }
@@ -121,16 +173,18 @@ pub async fn spawn(
 struct Reducer {
     core: Core,
     /// Reads (loading state after a failed commit).
-    pool: SqlitePool,
+    store: Store,
     /// The only writer of rollout state.
     writer: Writer,
-    feed: FeedHub,
+    feed: Option<FeedHub>,
     metrics: Arc<Metrics>,
     trust: SharedTrust,
     shared_fleet: SharedFleet,
     running: Arc<AtomicBool>,
     /// Set while memory is reloaded after a failed commit (`/readyz` fails meanwhile).
     reloading: Arc<AtomicBool>,
+    /// Set when a commit was fenced: another replica leads.
+    deposed: Arc<AtomicBool>,
     /// The one clock the reducer reads (tests move it).
     clock: crate::clock::Clock,
 }
@@ -182,8 +236,13 @@ impl Reducer {
                 committed = oldest(&mut in_flight) => {
                     if !self.settle(&mut in_flight, committed).await {
                         // Memory holds changes the database does not: nothing is answered
-                        // from it until it was reloaded.
-                        if !self.reload(&mut rx, &shutdown).await {
+                        // from it until it was reloaded — unless another replica leads now,
+                        // and this one stops.
+                        if self.deposed.load(Ordering::Acquire) {
+                            tracing::warn!("another replica leads now; this reducer stops");
+                            stale = true;
+                            stopping = true;
+                        } else if !self.reload(&mut rx, &shutdown).await {
                             stale = true;
                             stopping = true;
                         }
@@ -314,12 +373,19 @@ impl Reducer {
                 for responder in group.responders {
                     responder(Some(&entries));
                 }
-                self.feed.publish(&entries);
+                if let Some(feed) = &self.feed {
+                    feed.publish(&entries);
+                }
                 self.answer_gauges(group.gauges);
                 true
             }
             Err(err) => {
-                tracing::error!(%err, "commit failed; answering 503 and reloading state from the database");
+                if err.is_fenced() {
+                    tracing::error!(%err, "commit fenced; answering 503");
+                    self.deposed.store(true, Ordering::Release);
+                } else {
+                    tracing::error!(%err, "commit failed; answering 503 and reloading state from the database");
+                }
                 let mut refused = vec![group];
                 while let Some(mut later) = in_flight.pop_front() {
                     let _ = (&mut later.commit).await;
@@ -355,7 +421,7 @@ impl Reducer {
         let mut wait = RELOAD_FIRST_WAIT;
         self.reloading.store(true, Ordering::Release);
         loop {
-            match store::load(&self.pool).await {
+            match store::load(&self.store).await {
                 Ok(loaded) => {
                     self.core =
                         Core::from_loaded(loaded, trust_now(&self.trust), self.shared_fleet.clone(), self.clock.now());

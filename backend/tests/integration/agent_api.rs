@@ -387,10 +387,17 @@ async fn a_commit_that_fails_answers_503_changes_nothing_and_the_next_one_applie
     let ack =
         json!({"kind": "DispatchAck", "seq": 1, "currentClosure": "/nix/store/old", "receivedAt": app.clock.now()});
     // Make every event-log append fail, as a full disk would.
-    sqlx::query("CREATE TRIGGER refuse_log BEFORE INSERT ON event_log BEGIN SELECT RAISE(ABORT, 'disk full'); END")
-        .execute(&app.state.pool)
-        .await
-        .unwrap();
+    if app.db.is_postgres() {
+        app.execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$",
+        )
+        .await;
+        app.execute("CREATE TRIGGER refuse_log BEFORE INSERT ON event_log FOR EACH ROW EXECUTE FUNCTION refuse()")
+            .await;
+    } else {
+        app.execute("CREATE TRIGGER refuse_log BEFORE INSERT ON event_log BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+            .await;
+    }
     let rows_before = app.log().await.len();
     let (s, body) = a.event_raw(R, ack.clone()).await;
     assert_eq!((s, body["error"]["code"].as_str()), (503, Some("not-ready")), "{body}");
@@ -399,7 +406,8 @@ async fn a_commit_that_fails_answers_503_changes_nothing_and_the_next_one_applie
 
     // The disk has room again: the reducer reloaded from the database, so the same event is
     // applied once (not a duplicate of a change that was never stored).
-    sqlx::query("DROP TRIGGER refuse_log").execute(&app.state.pool).await.unwrap();
+    app.execute(if app.db.is_postgres() { "DROP TRIGGER refuse_log ON event_log" } else { "DROP TRIGGER refuse_log" })
+        .await;
     let resend = json!({"hostname": "a", "rolloutId": R, "event": ack});
     let (s, body) = a.signed_at("POST", "/api/v1/agent/events", &resend, chrono::Utc::now().timestamp() + 1).await;
     assert_eq!((s, body), (200, json!({"outcome": "applied", "state": "Activating"})));

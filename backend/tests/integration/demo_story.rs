@@ -14,12 +14,12 @@ use shared::state::{Gate, HostState, RolloutState};
 
 async fn records(demo: &Demo, id: &str) -> Vec<HostRecord> {
     let id = shared::RolloutId::parse(id).unwrap();
-    store::rollout_detail(&demo.state.pool, &id).await.unwrap().map(|(_, r, _)| r).unwrap_or_default()
+    store::rollout_detail(&demo.state.store, &id).await.unwrap().map(|(_, r, _)| r).unwrap_or_default()
 }
 
 async fn rollout_state(demo: &Demo, id: &str) -> Option<(RolloutState, u32)> {
     let id = shared::RolloutId::parse(id).unwrap();
-    store::rollout_detail(&demo.state.pool, &id).await.unwrap().map(|(r, _, _)| (r.state, r.current_wave))
+    store::rollout_detail(&demo.state.store, &id).await.unwrap().map(|(r, _, _)| (r.state, r.current_wave))
 }
 
 /// Waits until `check` holds, re-checking after every committed change (the live feed is the
@@ -67,7 +67,7 @@ async fn the_demo_tells_its_story() {
     .await;
 
     let log: Vec<Logged> =
-        store::log_after(&demo.state.pool, 0, i64::MAX).await.unwrap().into_iter().map(Logged::new).collect();
+        store::log_after(&demo.state.store, 0, i64::MAX).await.unwrap().into_iter().map(Logged::new).collect();
     let canary_done = log
         .iter()
         .find(|e| {
@@ -97,7 +97,7 @@ async fn the_demo_tells_its_story() {
             && recs.iter().any(|r| r.hostname.as_str() == "edge-01" && r.state == HostState::Reverted)
     })
     .await;
-    let quarantines = store::quarantines(&demo.state.pool, 1000).await.unwrap();
+    let quarantines = store::quarantines(&demo.state.store, 1000).await.unwrap();
     assert_eq!(quarantines.len(), 1);
     assert!(quarantines[0].closure.as_str().contains(backend::demo::BROKEN_MARKER));
     assert_eq!(rollout_state(&demo, "edge@d001").await.map(|s| s.0), Some(RolloutState::Halted));

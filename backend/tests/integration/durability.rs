@@ -6,7 +6,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::common::{Logged, spawn_app};
+use crate::common::{Logged, db_arg, spawn_app};
+use backend::db::Store;
+use backend::db::testing::TestDb;
+use backend::on_pool;
 use engine::host::HostRecord;
 use engine::rollout::Rollout;
 use engine::testkit::{FleetBuilder, ci_key, host_key, trust_config};
@@ -28,11 +31,11 @@ impl Drop for Server {
     }
 }
 
-async fn start(dir: &std::path::Path, port: u16) -> Server {
+async fn start(dir: &std::path::Path, db: &TestDb, port: u16) -> Server {
     let child = Command::new(env!("CARGO_BIN_EXE_fleetwave"))
         .args(["serve", "--log-format", "json"])
         .env("FLEETWAVE_LISTEN", format!("127.0.0.1:{port}"))
-        .env("FLEETWAVE_DB", dir.join("fw.db"))
+        .env("FLEETWAVE_DB", db_arg(db))
         .env("FLEETWAVE_TRUST", dir.join("trust.json"))
         .env("FLEETWAVE_DIST", dir.join("no-dist"))
         .env("FLEETWAVE_PLAN_TICK_MS", "200")
@@ -109,15 +112,16 @@ fn next_events(host: &str, state: &str, last: u64) -> Vec<Value> {
 async fn applied_events_survive_sigkill_and_the_rollout_completes_after_restart() {
     const HOSTS: usize = 24;
     let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::from_env().await;
     std::fs::write(dir.path().join("trust.json"), serde_json::to_vec(&trust_config(&ci_key())).unwrap()).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_fleetwave"))
         .args(["operator", "add", "--name", "ci", "--role", "operator", "--db"])
-        .arg(dir.path().join("fw.db"))
+        .arg(db_arg(&db))
         .output()
         .unwrap();
     let token = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_owned();
     let port = free_port();
-    let server = start(dir.path(), port).await;
+    let server = start(dir.path(), &db, port).await;
     let http = reqwest::Client::new();
     let upload = crate::common::upload_body(&fleet(HOSTS), "a1", chrono::Utc::now());
     let r =
@@ -156,9 +160,9 @@ async fn applied_events_survive_sigkill_and_the_rollout_completes_after_restart(
     println!("{} events answered applied before the SIGKILL", acknowledged.len());
 
     // Every event answered `applied` is in the log.
-    let server = start(dir.path(), port).await;
-    let pool = backend::db::open(&dir.path().join("fw.db")).await.unwrap();
-    let log = backend::db::store::log_after(&pool, 0, i64::MAX).await.unwrap();
+    let server = start(dir.path(), &db, port).await;
+    let store = backend::db::open(&db.target()).await.unwrap();
+    let log = backend::db::store::log_after(&store, 0, i64::MAX).await.unwrap();
     for (host, seq) in &acknowledged {
         assert!(
             log.iter()
@@ -206,11 +210,12 @@ async fn applied_events_survive_sigkill_and_the_rollout_completes_after_restart(
     drop(server);
 }
 
-async fn table_rows(pool: &sqlx::SqlitePool) -> (BTreeMap<String, Rollout>, BTreeMap<String, HostRecord>) {
-    let rollouts: Vec<(String, String)> =
-        sqlx::query_as("SELECT rollout_id, body FROM rollouts").fetch_all(pool).await.unwrap();
-    let records: Vec<(String, String, String)> =
-        sqlx::query_as("SELECT rollout_id, hostname, body FROM current_host_records").fetch_all(pool).await.unwrap();
+async fn table_rows(store: &Store) -> (BTreeMap<String, Rollout>, BTreeMap<String, HostRecord>) {
+    type Rows = (Vec<(String, String)>, Vec<(String, String, String)>);
+    let (rollouts, records): Rows = on_pool!(store, pool => (
+        sqlx::query_as("SELECT rollout_id, body FROM rollouts").fetch_all(pool).await.unwrap(),
+        sqlx::query_as("SELECT rollout_id, hostname, body FROM current_host_records").fetch_all(pool).await.unwrap(),
+    ));
     (
         rollouts.into_iter().map(|(id, b)| (id, serde_json::from_str(&b).unwrap())).collect(),
         records.into_iter().map(|(id, h, b)| (format!("{id}/{h}"), serde_json::from_str(&b).unwrap())).collect(),
@@ -256,22 +261,25 @@ async fn replaying_the_event_log_into_empty_tables_gives_the_same_rollouts_and_r
     app.advance(3600);
     app.tick().await;
 
-    let before = table_rows(&app.state.pool).await;
+    let before = table_rows(&app.state.store).await;
     assert!(before.0.len() == 2 && before.1.len() == 8);
-    let writer = backend::db::writer::Writer::open(&app.db).unwrap();
-    let replayed = backend::db::replay::rebuild(&app.state.pool, &writer).await.unwrap();
+    // A writer of its own (at the epoch the server leads in, on PostgreSQL).
+    let epoch = app.state.cluster.this().epoch;
+    let writer = backend::db::writer::Writer::open(&app.db.target(), backend::db::BUSY_TIMEOUT, epoch).await.unwrap();
+    let replayed = backend::db::replay::rebuild(&app.state.store, &writer).await.unwrap();
     assert_eq!(replayed.rollouts.len(), 2);
-    let after = table_rows(&app.state.pool).await;
+    let after = table_rows(&app.state.store).await;
     assert_eq!(after.0, before.0, "rollouts re-derived from the log");
     assert_eq!(after.1, before.1, "records re-derived from the log");
 }
 
 /// The state of `host`'s record in `host_records` itself and as readers see it.
-async fn table_and_view_state(pool: &sqlx::SqlitePool, host: &str) -> (String, String) {
-    let of = |table: &str| format!("SELECT state FROM {table} WHERE rollout_id = 'stable@a1' AND hostname = ?");
-    let table: String = sqlx::query_scalar(&of("host_records")).bind(host).fetch_one(pool).await.unwrap();
-    let view: String = sqlx::query_scalar(&of("current_host_records")).bind(host).fetch_one(pool).await.unwrap();
-    (table, view)
+async fn table_and_view_state(store: &Store, host: &str) -> (String, String) {
+    let of = |table: &str| format!("SELECT state FROM {table} WHERE rollout_id = 'stable@a1' AND hostname = $1");
+    on_pool!(store, pool => (
+        sqlx::query_scalar(&of("host_records")).bind(host).fetch_one(pool).await.unwrap(),
+        sqlx::query_scalar(&of("current_host_records")).bind(host).fetch_one(pool).await.unwrap(),
+    ))
 }
 
 #[tokio::test]
@@ -289,7 +297,7 @@ async fn records_carried_by_the_log_are_written_behind_it_and_read_through_it() 
     // Within the write interval (the clock stands still): the log carries a's new record,
     // the table still has the dispatched one, and every reader sees the log's.
     a.activate("stable@a1", "/nix/store/a-v1", app.clock.now()).await;
-    assert_eq!(table_and_view_state(&app.state.pool, "a").await, ("Pending".into(), "Soaking".into()));
+    assert_eq!(table_and_view_state(&app.state.store, "a").await, ("Pending".into(), "Soaking".into()));
     assert_eq!(app.host_state("stable@a1", "a").await, "Soaking");
     let (_, host) = app.get("/api/v1/hosts/a").await;
     assert_eq!(host["records"][0]["state"], "Soaking", "{host}");
@@ -297,31 +305,37 @@ async fn records_carried_by_the_log_are_written_behind_it_and_read_through_it() 
     assert_eq!(snapshots[0]["state"], "Soaking", "{snapshots}");
     let (_, list) = app.get("/api/v1/rollouts").await;
     assert_eq!(list[0]["counts"]["Soaking"], 1, "{list}");
-    // A crash now (the database as it is on disk) loses nothing: the next start writes the
-    // log's records into the table before loading memory from it.
-    let crashed = app.dir.path().join("crashed.db");
-    sqlx::query("VACUUM INTO ?").bind(crashed.to_str().unwrap()).execute(&app.state.pool).await.unwrap();
-    let pool = backend::db::open(&crashed).await.unwrap();
-    let loaded = backend::db::store::load(&pool).await.unwrap();
+    // A crash now (the database as it is committed) loses nothing: the next start writes the
+    // log's records into the table before loading memory from it. (SQLite: a copy of the
+    // file; PostgreSQL: the database itself, as a new leader would load it.)
+    let crashed = match app.db.sqlite_path() {
+        Some(_) => {
+            let crashed = app.dir.path().join("crashed.db");
+            app.execute(&format!("VACUUM INTO '{}'", crashed.display())).await;
+            crashed.into()
+        }
+        None => app.db.target(),
+    };
+    let store = backend::db::open(&crashed).await.unwrap();
+    let loaded = backend::db::store::load(&store).await.unwrap();
     let record = loaded.records.iter().find(|r| r.hostname.as_str() == "a").unwrap();
     assert_eq!(record.state.as_str(), "Soaking");
-    assert_eq!(table_and_view_state(&pool, "a").await, ("Soaking".into(), "Soaking".into()));
-    pool.close().await;
+    assert_eq!(table_and_view_state(&store, "a").await, ("Soaking".into(), "Soaking".into()));
+    store.close().await;
 
     // Once the interval passed, the next group writes every deferred record.
     app.advance(3);
     b.activate("stable@a1", "/nix/store/b-v1", app.clock.now()).await;
-    assert_eq!(table_and_view_state(&app.state.pool, "a").await, ("Soaking".into(), "Soaking".into()));
-    assert_eq!(table_and_view_state(&app.state.pool, "b").await.1, "Soaking");
+    assert_eq!(table_and_view_state(&app.state.store, "a").await, ("Soaking".into(), "Soaking".into()));
+    assert_eq!(table_and_view_state(&app.state.store, "b").await.1, "Soaking");
 
     // A clean stop writes what is still deferred; after a restart memory has it too.
     a.converge("stable@a1", "/nix/store/a-v1", app.clock.now()).await;
-    assert_eq!(table_and_view_state(&app.state.pool, "a").await.1, "Converged");
-    let path = app.db.clone();
-    let dir = app.stop().await;
-    let db = backend::db::open(&path).await.unwrap();
+    assert_eq!(table_and_view_state(&app.state.store, "a").await.1, "Converged");
+    let stopped = app.stop().await;
+    let db = backend::db::open(&stopped.db.target()).await.unwrap();
     assert_eq!(table_and_view_state(&db, "a").await, ("Converged".into(), "Converged".into()));
     db.close().await;
-    let app = crate::common::spawn_with(crate::common::Options::default(), Some(dir)).await;
+    let app = crate::common::spawn_with(crate::common::Options::default(), Some(stopped)).await;
     assert_eq!(app.host_state("stable@a1", "a").await, "Converged");
 }

@@ -128,8 +128,7 @@ async fn an_event_whose_commit_failed_is_applied_when_retried_after_the_database
     let probe = json!({"kind": "ProbeResult", "seq": 3, "probe": "http", "mode": "enforce", "status": "pass", "observedAt": app.clock.now()});
 
     // Another process holds the write lock longer than the busy timeout.
-    let locker = rusqlite::Connection::open(&app.db).unwrap();
-    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let locker = Locker::lock(&app).await;
     let (status, _) = send(&app, &probe, 0).await;
     assert_eq!(status, 503, "the commit failed: not applied");
     // While memory cannot be reloaded, nothing is answered from it: before, this retry was
@@ -137,7 +136,7 @@ async fn an_event_whose_commit_failed_is_applied_when_retried_after_the_database
     let (status, body) = send(&app, &probe, 1).await;
     assert_eq!(status, 503, "refused while reloading: {body}");
     assert_eq!(ready(&app).await, 503, "not ready while reloading");
-    locker.execute_batch("ROLLBACK").unwrap();
+    locker.release().await;
 
     // The reload retries; once it loaded, the retried event is applied and logged.
     let mut answer = (503, Value::Null);
@@ -155,6 +154,39 @@ async fn an_event_whose_commit_failed_is_applied_when_retried_after_the_database
         });
     assert!(logged, "the applied event is in the log");
     assert_eq!(ready(&app).await, 200);
+}
+
+/// Another client of the database holding a lock the control plane's writes need: SQLite's
+/// write lock, or PostgreSQL's exclusive lock on the event log.
+enum Locker {
+    Sqlite(rusqlite::Connection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl Locker {
+    async fn lock(app: &TestApp) -> Locker {
+        use sqlx::Connection as _;
+        match app.db.target() {
+            backend::db::DbTarget::Sqlite(path) => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+                Locker::Sqlite(conn)
+            }
+            backend::db::DbTarget::Postgres(url) => {
+                let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+                sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+                sqlx::query("LOCK TABLE event_log IN ACCESS EXCLUSIVE MODE").execute(&mut conn).await.unwrap();
+                Locker::Postgres(conn)
+            }
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            Locker::Sqlite(conn) => conn.execute_batch("ROLLBACK").unwrap(),
+            Locker::Postgres(mut conn) => drop(sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap()),
+        }
+    }
 }
 
 #[tokio::test]
@@ -282,12 +314,9 @@ async fn an_older_fleet_or_release_is_refused_and_a_release_signed_in_the_same_s
     assert!(!rollout_ids(&app).await.iter().any(|(id, _)| id == "stable@dd"));
 
     // The acceptance order is stored with the set, so a restart breaks ties the same way.
-    let dir = app.stop().await;
-    let pool = backend::db::open(&dir.path().join("fleetwave.db")).await.unwrap();
-    let order: Vec<String> = sqlx::query_scalar("SELECT rollout_id FROM manifest_rollouts ORDER BY accepted")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let stopped = app.stop().await;
+    let app = crate::common::spawn_with(Options::default(), Some(stopped)).await;
+    let order = app.texts("SELECT rollout_id FROM manifest_rollouts ORDER BY accepted").await;
     assert_eq!(order, ["stable@a1", "stable@bb", "stable@aa", "stable@dd"]);
 }
 
@@ -398,20 +427,14 @@ async fn a_revoked_token_and_its_sessions_stop_working_at_once_and_expired_sessi
     let signed_in = sign_in().await;
     let cookie = signed_in.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
     // An expired session left by someone else is purged when the next one is created.
-    sqlx::query("INSERT INTO sessions (token_hash, operator_id, created_at, expires_at) VALUES ('old', 1, '2020-01-01T00:00:00.000Z', '2020-01-02T00:00:00.000Z')")
-        .execute(&app.state.pool)
-        .await
-        .unwrap();
+    app.execute("INSERT INTO sessions (token_hash, operator_id, created_at, expires_at) VALUES ('old', 1, '2020-01-01T00:00:00.000Z', '2020-01-02T00:00:00.000Z')").await;
     let again = sign_in().await;
     assert_eq!(again.status(), 200);
-    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE token_hash = 'old'")
-        .fetch_one(&app.state.pool)
-        .await
-        .unwrap();
+    let left = app.number("SELECT COUNT(*) FROM sessions WHERE token_hash = 'old'").await;
     assert_eq!(left, 0, "the expired session is gone");
 
     let fleetwave = env!("CARGO_BIN_EXE_fleetwave");
-    let db = app.db.to_str().unwrap().to_owned();
+    let db = app.db_arg();
     let list = std::process::Command::new(fleetwave).args(["operator", "list", "--db", &db]).output().unwrap();
     let listing = String::from_utf8_lossy(&list.stdout).to_string();
     assert!(list.status.success() && listing.contains(&name) && listing.contains("operator"), "{listing}");
@@ -435,17 +458,23 @@ async fn a_revoked_token_and_its_sessions_stop_working_at_once_and_expired_sessi
     assert!(!line.contains(" - "), "listed as revoked: {line}");
 }
 
-#[tokio::test]
-async fn readiness_fails_when_the_database_disk_is_nearly_full() {
-    // Nearly full, as far as the control plane can tell: the reserve is more than the disk
-    // has free (read with statvfs, as in production).
-    let free_mib = backend::db::free_bytes(&std::env::temp_dir()).unwrap() / (1024 * 1024);
-    let app = spawn_with(Options { min_free_disk_mb: free_mib + 1024, ..Options::default() }, None).await;
-    let r = app.http.get(app.url("/readyz")).send().await.unwrap();
-    assert_eq!(r.status(), 503);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "disk-full");
-    let app = spawn_with(Options::default(), None).await;
-    assert_eq!(ready(&app).await, 200, "with room to spare it is ready");
+/// What only a database in a file does.
+mod sqlite_only {
+    use super::*;
+
+    #[tokio::test]
+    async fn readiness_fails_when_the_database_disk_is_nearly_full() {
+        // Nearly full, as far as the control plane can tell: the reserve is more than the disk
+        // has free (read with statvfs, as in production).
+        let free_mib = backend::db::free_bytes(&std::env::temp_dir()).unwrap() / (1024 * 1024);
+        let app =
+            spawn_with(Options { min_free_disk_mb: free_mib + 1024, sqlite: true, ..Options::default() }, None).await;
+        let r = app.http.get(app.url("/readyz")).send().await.unwrap();
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "disk-full");
+        let app = spawn_with(Options { sqlite: true, ..Options::default() }, None).await;
+        assert_eq!(ready(&app).await, 200, "with room to spare it is ready");
+    }
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/readyz"),
     ("get", "/metrics"),
     ("get", "/api/v1/version"),
+    ("get", "/api/v1/cluster"),
     ("get", "/api/v1/openapi.json"),
     ("post", "/api/v1/agent/heartbeat"),
     ("post", "/api/v1/agent/events"),

@@ -15,34 +15,34 @@ fn fleet() -> FleetBuilder {
         .waves("stable", &[&["a"], &["b"]])
 }
 
-/// Every row of every table, as text.
+/// Every row of every table, as text: any insert, update or delete changes it. The cluster's
+/// own rows (each replica reports itself every second) are not control-plane state and are
+/// left out.
 async fn db_snapshot(app: &crate::common::TestApp) -> String {
-    // Every table but sqlx's own, every column of every row (quoted, so blobs and NULLs show),
-    // rows sorted: any insert, update or delete changes the snapshot. Query errors fail.
-    let tables: Vec<(String,)> = sqlx::query_as(
+    let postgres = app.db.is_postgres();
+    let tables = if postgres {
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' \
+         AND table_type = 'BASE TABLE' AND table_name NOT LIKE '\\_sqlx%' AND table_name <> 'replicas' ORDER BY 1"
+    } else {
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\\_sqlx%' ESCAPE '\\' \
-         AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
-    )
-    .fetch_all(&app.state.pool)
-    .await
-    .expect("list tables");
+         AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name"
+    };
+    let tables = app.texts(tables).await;
     assert!(tables.len() >= 8, "the snapshot sees the schema: {tables:?}");
     let mut out = String::new();
-    for (table,) in tables {
-        let columns: Vec<(String,)> = sqlx::query_as("SELECT name FROM pragma_table_info(?) ORDER BY cid")
-            .bind(&table)
-            .fetch_all(&app.state.pool)
-            .await
-            .expect("list columns");
-        let quoted: Vec<String> = columns.iter().map(|(c,)| format!("quote(\"{c}\")")).collect();
-        let mut rows: Vec<(String,)> =
-            sqlx::query_as(&format!("SELECT json_array({}) FROM \"{table}\"", quoted.join(", ")))
-                .fetch_all(&app.state.pool)
-                .await
-                .unwrap_or_else(|e| panic!("dump {table}: {e}"));
+    for table in tables {
+        // Every column of every row (SQLite: quoted, so blobs and NULLs show), rows sorted.
+        let dump = if postgres {
+            format!("SELECT row_to_json(t)::text FROM \"{table}\" t")
+        } else {
+            let columns = app.texts(&format!("SELECT name FROM pragma_table_info('{table}') ORDER BY cid")).await;
+            let quoted: Vec<String> = columns.iter().map(|c| format!("quote(\"{c}\")")).collect();
+            format!("SELECT json_array({}) FROM \"{table}\"", quoted.join(", "))
+        };
+        let mut rows = app.texts(&dump).await;
         rows.sort();
         out.push_str(&format!("{table} ({} rows):\n", rows.len()));
-        for (row,) in rows {
+        for row in rows {
             out.push_str(&format!("  {row}\n"));
         }
     }
@@ -111,12 +111,13 @@ async fn a_session_cookie_signs_in_and_changes_need_the_csrf_header() {
 #[tokio::test]
 async fn tokens_are_stored_only_as_hashes() {
     let app = spawn_app().await;
-    let (hashes,): (String,) =
-        sqlx::query_as("SELECT group_concat(token_hash) FROM operators").fetch_one(&app.state.pool).await.unwrap();
+    let hashes = app.texts("SELECT token_hash FROM operators").await.join(",");
     assert!(!hashes.contains(&app.operator_token) && !hashes.contains(&app.viewer_token[3..]));
-    let db = std::fs::read(&app.db).unwrap();
-    let needle = app.operator_token.as_bytes();
-    assert!(!db.windows(needle.len()).any(|w| w == needle), "the raw token is nowhere in the database file");
+    if let Some(path) = app.db.sqlite_path() {
+        let db = std::fs::read(path).unwrap();
+        let needle = app.operator_token.as_bytes();
+        assert!(!db.windows(needle.len()).any(|w| w == needle), "the raw token is nowhere in the database file");
+    }
 }
 
 #[tokio::test]
@@ -124,7 +125,7 @@ async fn operator_add_prints_a_working_token_on_its_last_line() {
     let app = spawn_app().await;
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleetwave"))
         .args(["operator", "add", "--name", "carol", "--role", "viewer", "--db"])
-        .arg(&app.db)
+        .arg(app.db_arg())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -11,7 +11,7 @@ use tower::ServiceExt;
 
 struct Fixture {
     router: axum::Router,
-    pool: sqlx::SqlitePool,
+    store: backend::db::Store,
     _shutdown: tokio_util::sync::DropGuard,
     _dir: tempfile::TempDir,
 }
@@ -27,7 +27,7 @@ async fn fixture(with_dashboard: bool) -> Fixture {
     let config = ServeConfig::local(dir.path().join("fleetwave.db"), Path::new(&dist).to_path_buf());
     let shutdown = CancellationToken::new();
     let app = backend::server::App::build(&config, shutdown.clone()).await.unwrap();
-    Fixture { router: app.router(), pool: app.state().pool.clone(), _shutdown: shutdown.drop_guard(), _dir: dir }
+    Fixture { router: app.router(), store: app.state().store.clone(), _shutdown: shutdown.drop_guard(), _dir: dir }
 }
 
 async fn get(router: &axum::Router, uri: &str) -> (StatusCode, axum::http::HeaderMap, String) {
@@ -60,7 +60,7 @@ async fn health_and_readiness_answer_when_the_database_is_up() {
 #[tokio::test]
 async fn readiness_fails_with_a_clear_error_when_the_database_is_closed() {
     let f = fixture(true).await;
-    f.pool.close().await;
+    f.store.close().await;
     let router = f.router.clone();
     let (status, _, body) = get(&router, "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);

@@ -1,7 +1,11 @@
-//! `spawn_app()`: the real control plane on a free port with a temporary database, a trust
-//! file for the testkit's CI key, an operator and a viewer, and signed agents.
+//! `spawn_app()`: the real control plane on a free port with a database of its own (SQLite,
+//! or PostgreSQL when `FLEETWAVE_TEST_DB=postgres`: the test command runs this suite once
+//! for each), a trust file for the testkit's CI key, an operator and a viewer, and signed
+//! agents.
 
 use std::path::PathBuf;
+
+use backend::db::testing::TestDb;
 
 use backend::clock::Clock;
 use backend::config::ServeConfig;
@@ -23,8 +27,9 @@ pub struct TestApp {
     pub viewer_token: String,
     pub clock: Clock,
     pub state: backend::http::AppState,
+    /// The trust file and whatever else a test keeps beside the server.
     pub dir: tempfile::TempDir,
-    pub db: PathBuf,
+    pub db: TestDb,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -37,6 +42,8 @@ pub struct Options {
     pub db_busy_timeout_ms: u64,
     pub metrics_access: backend::config::MetricsAccess,
     pub min_free_disk_mb: u64,
+    /// SQLite whatever `FLEETWAVE_TEST_DB` says (a test of what only a file does).
+    pub sqlite: bool,
 }
 
 impl Default for Options {
@@ -50,6 +57,7 @@ impl Default for Options {
             db_busy_timeout_ms: 5_000,
             metrics_access: backend::config::MetricsAccess::Public,
             min_free_disk_mb: 64,
+            sqlite: false,
         }
     }
 }
@@ -58,15 +66,24 @@ pub async fn spawn_app() -> TestApp {
     spawn_with(Options::default(), None).await
 }
 
-/// Starts a server; `reuse` keeps the directory (and so the DB) of a previous one.
-pub async fn spawn_with(options: Options, reuse: Option<tempfile::TempDir>) -> TestApp {
+/// What a stopped server leaves: its directory and its database, to start another on.
+pub struct Stopped {
+    pub dir: tempfile::TempDir,
+    pub db: TestDb,
+}
+
+/// Starts a server; `reuse` keeps the directory and database of a previous one.
+pub async fn spawn_with(options: Options, reuse: Option<Stopped>) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         let _ = tracing_subscriber::fmt().with_env_filter("info").with_test_writer().try_init();
     }
-    let dir = reuse.unwrap_or_else(|| tempfile::tempdir().unwrap());
+    let (dir, db) = match reuse {
+        Some(Stopped { dir, db }) => (dir, db),
+        None if options.sqlite => (tempfile::tempdir().unwrap(), TestDb::sqlite()),
+        None => (tempfile::tempdir().unwrap(), TestDb::from_env().await),
+    };
     let trust_path = dir.path().join("trust.json");
     std::fs::write(&trust_path, serde_json::to_vec(&trust_config(&ci_key())).unwrap()).unwrap();
-    let db = dir.path().join("fleetwave.db");
     let config = ServeConfig {
         trust: options.trust.then_some(trust_path),
         manifests_dir: options.manifests_dir,
@@ -76,20 +93,29 @@ pub async fn spawn_with(options: Options, reuse: Option<tempfile::TempDir>) -> T
         db_busy_timeout_ms: options.db_busy_timeout_ms,
         metrics_access: options.metrics_access,
         min_free_disk_mb: options.min_free_disk_mb,
-        ..ServeConfig::local(db.clone(), dir.path().join("no-dist"))
+        ..ServeConfig::local(db.target(), dir.path().join("no-dist"))
     };
     let shutdown = CancellationToken::new();
     let clock = Clock::default();
     let app = backend::server::App::build_with_clock(&config, shutdown.clone(), clock.clone()).await.unwrap();
     let addr = app.local_addr();
     let state = app.state().clone();
-    let pool = state.pool.clone();
+    // On PostgreSQL the replica leads after its first election round.
+    let mut roles = state.cluster.roles();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        roles.wait_for(|r| *r == shared::api::ReplicaRole::Leader),
+    )
+    .await
+    .expect("the server leads within 10 s")
+    .unwrap();
+    let store = state.store.clone();
     let mut tokens = Vec::new();
     for (name, role) in [("olive", Role::Operator), ("vera", Role::Viewer)] {
         let token = new_token();
         // A reused database already has them; create fresh ones under new names.
         let unique = format!("{name}-{}", &token[3..9]);
-        backend::db::auth::add_operator(&pool, &unique, role, &token_hash(&token), chrono::Utc::now()).await.unwrap();
+        backend::db::auth::add_operator(&store, &unique, role, &token_hash(&token), chrono::Utc::now()).await.unwrap();
         tokens.push(token);
     }
     let task = tokio::spawn(app.run());
@@ -114,14 +140,35 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
-    /// Stops the server cleanly and hands back its directory (to restart on the same DB).
-    pub async fn stop(mut self) -> tempfile::TempDir {
+    /// Stops the server cleanly and hands back its directory and database (to restart on).
+    pub async fn stop(mut self) -> Stopped {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
             task.await.unwrap().unwrap();
         }
-        let dir = tempfile::tempdir().unwrap();
-        std::mem::replace(&mut self.dir, dir)
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        let db = std::mem::replace(&mut self.db, TestDb::sqlite());
+        Stopped { dir, db }
+    }
+
+    /// Runs one statement on the app's database.
+    pub async fn execute(&self, sql: &str) {
+        backend::on_pool!(&self.state.store, pool => sqlx::query(sql).execute(pool).await.map(|_| ()).unwrap_or_else(|e| panic!("{sql}: {e}")));
+    }
+
+    /// The first column of every row `sql` returns, as text.
+    pub async fn texts(&self, sql: &str) -> Vec<String> {
+        backend::on_pool!(&self.state.store, pool => sqlx::query_scalar(sql).fetch_all(pool).await.unwrap_or_else(|e| panic!("{sql}: {e}")))
+    }
+
+    /// The one number `sql` returns.
+    pub async fn number(&self, sql: &str) -> i64 {
+        backend::on_pool!(&self.state.store, pool => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap_or_else(|e| panic!("{sql}: {e}")))
+    }
+
+    /// The database as `--db` names it, for the CLI.
+    pub fn db_arg(&self) -> String {
+        db_arg(&self.db)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -171,7 +218,7 @@ impl TestApp {
 
     /// Every committed log entry, oldest first, with its typed entry.
     pub async fn log(&self) -> Vec<Logged> {
-        let events = backend::db::store::log_after(&self.state.pool, 0, 100_000).await.unwrap();
+        let events = backend::db::store::log_after(&self.state.store, 0, 100_000).await.unwrap();
         events.into_iter().map(Logged::new).collect()
     }
 
@@ -205,6 +252,14 @@ impl TestApp {
             }
         }
         panic!("{host} not in {id}")
+    }
+}
+
+/// A database as `--db` (or `FLEETWAVE_DB`) names it.
+pub fn db_arg(db: &TestDb) -> String {
+    match db.target() {
+        backend::db::DbTarget::Sqlite(path) => path.display().to_string(),
+        backend::db::DbTarget::Postgres(url) => url,
     }
 }
 

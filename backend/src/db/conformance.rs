@@ -1,0 +1,378 @@
+//! One suite of store-level tests, run against SQLite and PostgreSQL alike (SPEC §15): each
+//! `conformance!` case becomes `case::sqlite` and `case::postgres`. What either database must
+//! do the same: answer the seqs it stored, roll a failed batch back and refuse what was queued
+//! behind it, read records through the log's tail and settle them at load, page rollouts and
+//! logs, keep operators and sessions. PostgreSQL's fencing has cases of its own at the end.
+
+use chrono::{Duration, Utc};
+use engine::host::HostRecord;
+use engine::rollout::Rollout;
+use shared::api::LogEvent;
+use shared::log::{LogEntry, StoredPayload, WaveApproved};
+use shared::{Channel, Closure, Hostname, RolloutId};
+
+use super::auth::{self, Role};
+use super::store::{self, Batch, LogRow, QuarantineChange, QuarantineRow, RecordRow, log_after};
+use super::testing::TestDb;
+use super::writer::{WriteError, Writer};
+use super::{Store, on_pool};
+
+/// A database of the test's own, its pool, and a writer that may write (on PostgreSQL: the
+/// leader row is at the writer's epoch).
+struct Fixture {
+    db: TestDb,
+    store: Store,
+    writer: Writer,
+}
+
+const EPOCH: i64 = 1;
+
+impl Fixture {
+    async fn new(db: TestDb) -> Fixture {
+        let store = super::open(&db.target()).await.unwrap();
+        on_pool!(&store, pool => {
+            if store.dialect() == super::Dialect::Postgres {
+                sqlx::query("UPDATE leader SET epoch = $1").bind(EPOCH).execute(pool).await.unwrap();
+            }
+        });
+        let writer = Writer::open(&db.target(), super::BUSY_TIMEOUT, EPOCH).await.unwrap();
+        Fixture { db, store, writer }
+    }
+
+    /// The store as a restarted process sees it.
+    async fn reopen(&self) -> Store {
+        super::open(&self.db.target()).await.unwrap()
+    }
+}
+
+macro_rules! conformance {
+    ($($(#[$doc:meta])* async fn $name:ident($f:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                $(#[$doc])*
+                async fn case($f: Fixture) $body
+
+                #[tokio::test]
+                async fn sqlite() {
+                    case(Fixture::new(TestDb::sqlite()).await).await
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    case(Fixture::new(TestDb::postgres().await).await).await
+                }
+            }
+        )*
+    };
+}
+
+fn entry(i: usize) -> LogEntry {
+    LogEntry::WaveApproved(WaveApproved { wave: i as u32 })
+}
+
+fn row(i: usize) -> LogRow {
+    let entry = entry(i);
+    LogRow {
+        ts: Utc::now(),
+        kind: entry.kind(),
+        rollout_id: None,
+        host: None,
+        channel: None,
+        payload: store::payload(&entry.payload()),
+    }
+}
+
+fn id(s: &str) -> RolloutId {
+    RolloutId::parse(s).unwrap()
+}
+
+fn host(s: &str) -> Hostname {
+    Hostname::parse(s).unwrap()
+}
+
+fn closure() -> Closure {
+    Closure::parse("/nix/store/00000000000000000000000000000000-x").unwrap()
+}
+
+fn rollout(rollout_id: &str, opened_seq: u64) -> Rollout {
+    let channel = Channel::parse(rollout_id.split('@').next().unwrap()).unwrap();
+    Rollout::open(id(rollout_id), channel, opened_seq, Utc::now())
+}
+
+fn record(rollout_id: &str, hostname: &str) -> HostRecord {
+    let id = id(rollout_id);
+    let channel = Channel::parse(rollout_id.split('@').next().unwrap()).unwrap();
+    HostRecord::pending(id, host(hostname), channel, closure(), Utc::now())
+}
+
+/// A log row that carries `record` whole, as a host event's row does.
+fn carrying(record: &HostRecord) -> LogRow {
+    let entry = entry(0);
+    LogRow {
+        ts: Utc::now(),
+        kind: entry.kind(),
+        rollout_id: Some(record.rollout_id.clone()),
+        host: Some(record.hostname.clone()),
+        channel: None,
+        payload: store::payload(&StoredPayload::<HostRecord, Rollout> {
+            entry: &entry,
+            record: Some(record),
+            rollout: None,
+        }),
+    }
+}
+
+conformance! {
+    async fn a_batch_answers_the_seqs_its_rows_were_stored_under(f) {
+        let first = f.writer.commit(Batch { log: (0..3).map(row).collect(), ..Default::default() }).await.unwrap();
+        let second = f.writer.commit(Batch { log: (3..600).map(row).collect(), ..Default::default() }).await.unwrap();
+        let answered: Vec<LogEvent> = first.into_iter().chain(second).collect();
+        assert_eq!(answered.len(), 600);
+        let key = |e: &LogEvent| (e.seq, e.payload.get().to_owned());
+        let stored: Vec<_> = log_after(&f.store, 0, 10_000).await.unwrap().iter().map(key).collect();
+        assert!(answered.iter().map(key).eq(stored), "the answered seqs differ from the stored ones");
+        let seqs: Vec<i64> = answered.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=600).collect::<Vec<_>>(), "seqs start at 1 and have no gap");
+        for (i, event) in answered.iter().enumerate() {
+            assert_eq!(event.entry().unwrap(), entry(i), "row {i} came back under seq {}", event.seq);
+        }
+        assert_eq!(store::last_seq(&f.store).await.unwrap(), 600);
+    }
+
+    async fn a_failing_batch_writes_nothing_nor_anything_queued_behind_it_until_reset(f) {
+        // A record of a rollout that does not exist breaks the foreign key after the log row
+        // was queued: the whole transaction must roll back.
+        let failing = f.writer.submit(Batch {
+            log: vec![row(0)],
+            records: vec![RecordRow::new(&record("nope@1", "h"))],
+            ..Default::default()
+        });
+        // Queued behind the failing batch (built on its changes): refused, not written.
+        let behind = f.writer.submit(Batch { log: vec![row(1)], ..Default::default() });
+        let failed = failing.await.unwrap();
+        assert!(matches!(failed, Err(WriteError::Sqlite(_) | WriteError::Postgres(_))), "{failed:?}");
+        assert!(matches!(behind.await.unwrap(), Err(WriteError::AfterFailure)));
+        assert!(log_after(&f.store, 0, 10).await.unwrap().is_empty());
+        // After a reset (the reducer reloaded), batches are written again, and the seq the
+        // failed batch would have taken is not skipped.
+        f.writer.reset();
+        let written = f.writer.commit(Batch { log: vec![row(2)], ..Default::default() }).await.unwrap();
+        assert_eq!(written.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(log_after(&f.store, 0, 10).await.unwrap().len(), 1);
+    }
+
+    /// Records written behind the log: readers see the log's newer copy through the view,
+    /// and a load writes the tail into the table first.
+    async fn records_are_read_through_the_logs_tail_and_settled_at_load(f) {
+        let mut rec = record("web@1", "a");
+        let first = Batch {
+            rollouts: vec![rollout("web@1", 1)],
+            records: vec![RecordRow::new(&rec)],
+            log: vec![row(0)],
+            ..Default::default()
+        };
+        f.writer.commit(first).await.unwrap();
+        // A change the log carries, not written to the table.
+        rec.last_event_seq = 7;
+        f.writer.commit(Batch { log: vec![carrying(&rec)], ..Default::default() }).await.unwrap();
+        let table: Vec<(String,)> = on_pool!(&f.store, pool => sqlx::query_as("SELECT body FROM host_records").fetch_all(pool).await.unwrap());
+        let in_table: HostRecord = serde_json::from_str(&table[0].0).unwrap();
+        assert_eq!(in_table.last_event_seq, 0, "the table still holds the old record");
+        let (_, records, as_of) = store::rollout_detail(&f.store, &id("web@1")).await.unwrap().unwrap();
+        assert_eq!((records.len(), records[0].last_event_seq, as_of), (1, 7, 2), "the view reads the log's copy");
+        assert_eq!(store::records_of_host(&f.store, &host("a")).await.unwrap()[0].last_event_seq, 7);
+        let states = store::record_states(&f.store, &[id("web@1")]).await.unwrap();
+        assert_eq!((states.len(), states[0].stuck), (1, false));
+        // A restart loads the newest copy and writes it into the table.
+        let loaded = store::load(&f.reopen().await).await.unwrap();
+        assert_eq!(loaded.records.iter().map(|r| r.last_event_seq).collect::<Vec<_>>(), vec![7]);
+        assert_eq!(loaded.last_seq, 2);
+        let table: Vec<(String,)> = on_pool!(&f.store, pool => sqlx::query_as("SELECT body FROM host_records").fetch_all(pool).await.unwrap());
+        let settled: HostRecord = serde_json::from_str(&table[0].0).unwrap();
+        assert_eq!(settled, rec, "the load wrote the tail's record into the table");
+    }
+
+    async fn rollouts_and_logs_page_newest_first_and_by_rollout(f) {
+        let rollouts: Vec<Rollout> = (1..=5).map(|i| rollout(&format!("c{}@{i}", i % 2), i)).collect();
+        let mut log = Vec::new();
+        for r in &rollouts {
+            for i in 0..3 {
+                log.push(LogRow { rollout_id: Some(r.id.clone()), ..row(i) });
+            }
+        }
+        f.writer.commit(Batch { rollouts: rollouts.clone(), log, ..Default::default() }).await.unwrap();
+        let page = store::rollout_rows(&f.store, None, 2).await.unwrap().unwrap();
+        assert_eq!(page.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["c1@5", "c0@4"]);
+        let next = store::rollout_rows(&f.store, Some(&page[1].id), 10).await.unwrap().unwrap();
+        assert_eq!(next.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["c1@3", "c0@2", "c1@1"]);
+        assert!(store::rollout_rows(&f.store, Some(&id("none@1")), 10).await.unwrap().is_none());
+        let current = store::current_rollouts(&f.store).await.unwrap();
+        assert_eq!(current.get("c0").map(RolloutId::as_str), Some("c0@4"));
+        assert_eq!(current.get("c1").map(RolloutId::as_str), Some("c1@5"));
+        assert!(store::rollout_exists(&f.store, &id("c0@2")).await.unwrap());
+        assert!(!store::rollout_exists(&f.store, &id("c0@9")).await.unwrap());
+        let forward = store::rollout_log(&f.store, &id("c0@2"), 0, 10).await.unwrap();
+        assert_eq!(forward.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5, 6]);
+        let back = store::rollout_log_before(&f.store, &id("c0@2"), 6, 1).await.unwrap();
+        assert_eq!(back.iter().map(|e| e.seq).collect::<Vec<_>>(), [5]);
+        assert_eq!(log_after(&f.store, 13, 100).await.unwrap().len(), 2);
+    }
+
+    async fn quarantines_presence_and_host_logs_read_back(f) {
+        let now = Utc::now();
+        let q = |closure: &str, at| QuarantineRow {
+            channel: Channel::parse("web").unwrap(),
+            closure: Closure::parse(format!("/nix/store/{closure}-x")).unwrap(),
+            reason: "bad".into(),
+            by: "olive".into(),
+            at,
+            released_at: None,
+            released_by: None,
+            release_reason: None,
+        };
+        let a = "a".repeat(32);
+        let b = "b".repeat(32);
+        let batch = Batch {
+            quarantines: vec![QuarantineChange::Add(q(&a, now)), QuarantineChange::Add(q(&b, now))],
+            presence: vec![(host("h1"), now, Some(closure())), (host("h2"), now, None)],
+            log: vec![LogRow { host: Some(host("h1")), ..row(0) }, LogRow { host: Some(host("h1")), ..row(1) }],
+            ..Default::default()
+        };
+        f.writer.commit(batch).await.unwrap();
+        let release = QuarantineChange::Release {
+            channel: Channel::parse("web").unwrap(),
+            closure: q(&a, now).closure,
+            by: "olive".into(),
+            reason: "fixed".into(),
+            at: now,
+        };
+        f.writer.commit(Batch { quarantines: vec![release], ..Default::default() }).await.unwrap();
+        let all = store::quarantines(&f.store, 10).await.unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].closure, q(&b, now).closure, "active first");
+        assert_eq!(all[1].release_reason.as_deref(), Some("fixed"));
+        let mut presence = store::presence(&f.store).await.unwrap();
+        presence.sort();
+        assert_eq!(presence.iter().map(|p| (p.0.as_str(), p.2.is_some())).collect::<Vec<_>>(), [("h1", true), ("h2", false)]);
+        let host_log = store::host_log(&f.store, &host("h1"), 1).await.unwrap();
+        assert_eq!(host_log.iter().map(|e| e.seq).collect::<Vec<_>>(), [2], "the newest one");
+        let loaded = store::load(&f.store).await.unwrap();
+        assert_eq!((loaded.quarantines.len(), loaded.presence.len()), (1, 2));
+    }
+
+    async fn operators_and_sessions(f) {
+        let now = Utc::now();
+        let id = auth::add_operator(&f.store, "olive", Role::Operator, "hash-o", now).await.unwrap();
+        auth::add_operator(&f.store, "vera", Role::Viewer, "hash-v", now).await.unwrap();
+        assert!(auth::add_operator(&f.store, "olive", Role::Viewer, "hash-x", now).await.is_err(), "names are unique");
+        let olive = auth::operator_by_token(&f.store, "hash-o").await.unwrap().unwrap();
+        assert_eq!((olive.id, olive.name.as_str(), olive.role), (id, "olive", Role::Operator));
+        assert!(auth::operator_by_token(&f.store, "nope").await.unwrap().is_none());
+        auth::create_session(&f.store, "s1", id, now, now + Duration::hours(1)).await.unwrap();
+        assert!(auth::operator_by_session(&f.store, "s1", now).await.unwrap().is_some());
+        assert!(auth::operator_by_session(&f.store, "s1", now + Duration::hours(2)).await.unwrap().is_none(), "expired");
+        let listed = auth::list_operators(&f.store, now).await.unwrap();
+        assert_eq!(listed.iter().map(|o| (o.name.as_str(), o.live_sessions)).collect::<Vec<_>>(), [("olive", 1), ("vera", 0)]);
+        auth::delete_session(&f.store, "s1").await.unwrap();
+        assert!(auth::operator_by_session(&f.store, "s1", now).await.unwrap().is_none());
+        auth::create_session(&f.store, "s2", id, now, now + Duration::hours(1)).await.unwrap();
+        assert!(auth::revoke_operator(&f.store, "olive", now).await.unwrap());
+        assert!(!auth::revoke_operator(&f.store, "olive", now).await.unwrap(), "once");
+        assert!(auth::operator_by_token(&f.store, "hash-o").await.unwrap().is_none());
+        assert!(auth::operator_by_session(&f.store, "s2", now).await.unwrap().is_none());
+    }
+
+    async fn replaying_the_log_rebuilds_the_rows(f) {
+        let opened = rollout("web@1", 1);
+        let entry = entry(0);
+        let carrying_rollout = LogRow {
+            rollout_id: Some(opened.id.clone()),
+            payload: store::payload(&StoredPayload::<HostRecord, Rollout> { entry: &entry, record: None, rollout: Some(&opened) }),
+            ..row(0)
+        };
+        let mut rec = record("web@1", "a");
+        rec.last_event_seq = 3;
+        let batch = Batch {
+            rollouts: vec![opened.clone()],
+            records: vec![RecordRow::new(&rec)],
+            log: vec![carrying_rollout, carrying(&rec)],
+            ..Default::default()
+        };
+        f.writer.commit(batch).await.unwrap();
+        let replayed = crate::db::replay::rebuild(&f.store, &f.writer).await.unwrap();
+        assert_eq!(replayed.rollouts.values().collect::<Vec<_>>(), [&opened]);
+        assert_eq!(replayed.records.values().collect::<Vec<_>>(), [&rec]);
+        let (rollout, records, _) = store::rollout_detail(&f.store, &opened.id).await.unwrap().unwrap();
+        assert_eq!((rollout, records), (opened, vec![rec]), "the tables hold what the log re-derived");
+    }
+}
+
+mod fencing {
+    use super::*;
+
+    /// A writer whose epoch is no longer the leader row's commits nothing, and says so.
+    #[tokio::test]
+    async fn a_writer_of_an_older_epoch_commits_nothing() {
+        let f = Fixture::new(TestDb::postgres().await).await;
+        f.writer.commit(Batch { log: vec![row(0)], ..Default::default() }).await.unwrap();
+        let Store::Postgres(pool) = &f.store else { unreachable!() };
+        sqlx::query("UPDATE leader SET epoch = epoch + 1").execute(pool).await.unwrap();
+        let fenced = f
+            .writer
+            .commit(Batch { log: vec![row(1)], presence: vec![(host("h"), Utc::now(), None)], ..Default::default() })
+            .await;
+        assert!(matches!(fenced, Err(WriteError::Fenced { ours: 1, current: 2 })), "{fenced:?}");
+        assert!(fenced.unwrap_err().is_fenced());
+        assert_eq!(store::last_seq(&f.store).await.unwrap(), 1);
+        assert!(store::presence(&f.store).await.unwrap().is_empty());
+        // A writer of the new epoch continues the seqs without a gap.
+        let next = Writer::open(&f.db.target(), super::super::BUSY_TIMEOUT, 2).await.unwrap();
+        let written = next.commit(Batch { log: vec![row(2)], ..Default::default() }).await.unwrap();
+        assert_eq!(written[0].seq, 2);
+    }
+
+    /// The epoch increment waits for a transaction of the old leader that holds the row; the
+    /// old leader's transactions after it fail. (What a new leader's UPDATE does while the
+    /// old one is committing.)
+    #[tokio::test]
+    async fn an_epoch_increment_waits_for_the_old_leaders_transaction_in_flight() {
+        use sqlx::Connection as _;
+        let f = Fixture::new(TestDb::postgres().await).await;
+        let super::super::DbTarget::Postgres(url) = f.db.target() else { unreachable!() };
+        let mut old = sqlx::PgConnection::connect(&url).await.unwrap();
+        let mut tx = old.begin().await.unwrap();
+        let epoch: i64 =
+            sqlx::query_scalar("SELECT epoch FROM leader WHERE id = 1 FOR SHARE").fetch_one(&mut *tx).await.unwrap();
+        assert_eq!(epoch, EPOCH);
+        let mut new = sqlx::PgConnection::connect(&url).await.unwrap();
+        let bump = tokio::spawn(async move {
+            let epoch: i64 = sqlx::query_scalar("UPDATE leader SET epoch = epoch + 1 RETURNING epoch")
+                .fetch_one(&mut new)
+                .await
+                .unwrap();
+            epoch
+        });
+        // Wait until the server shows the increment waiting for the row lock.
+        let mut watcher = sqlx::PgConnection::connect(&url).await.unwrap();
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE leader%'",
+            )
+            .fetch_one(&mut watcher)
+            .await
+            .unwrap();
+            if waiting == 1 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(!bump.is_finished(), "the increment waits for the old leader's transaction");
+        tx.commit().await.unwrap();
+        assert_eq!(bump.await.unwrap(), EPOCH + 1);
+        let fenced = f.writer.commit(Batch { log: vec![row(0)], ..Default::default() }).await;
+        assert!(matches!(fenced, Err(WriteError::Fenced { .. })), "{fenced:?}");
+    }
+}

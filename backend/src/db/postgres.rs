@@ -1,0 +1,262 @@
+//! PostgreSQL (SPEC §15): the pool reads go through, and the leader's writer — one
+//! connection on a task of its own that fences every transaction by the leader epoch.
+//!
+//! A group commit is a handful of statements whatever its size: each table's rows go in as
+//! arrays (`UNNEST`), so a group of 512 events costs what one of 5 does in round trips. The
+//! writer assigns seqs itself (the last seq + 1, read inside the fenced transaction): one
+//! writer at a time commits, so seqs are contiguous and commit in seq order, and a follower
+//! that reads `seq > last` after a `NOTIFY` never skips a row that commits later.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::mpsc;
+
+use super::DbError;
+use super::store::{Batch, ManifestWrite, QuarantineChange, ts};
+use super::writer::{Committed, FailureGate, Job, WriteError, to_json};
+use shared::api::LogEvent;
+use shared::{Channel, Closure, Hostname, RolloutId};
+
+/// The channel the leader's commits notify, with the last seq they wrote as the payload.
+pub const LOG_CHANNEL: &str = "fleetwave_log";
+
+/// How long any statement may run before the server cancels it.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long getting a connection (from the pool, or a new one) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connection settings every connection of the control plane uses: statement and lock
+/// timeouts, a transaction left open is ended by the server, and TCP keep-alives so that a
+/// peer that vanished is noticed in seconds, not hours.
+pub fn connect_options(url: &str, busy_timeout: Duration) -> Result<PgConnectOptions, sqlx::Error> {
+    let millis = |d: Duration| format!("{}ms", d.as_millis());
+    Ok(url.parse::<PgConnectOptions>()?.application_name("fleetwave").options([
+        ("statement_timeout", millis(STATEMENT_TIMEOUT)),
+        ("lock_timeout", millis(busy_timeout)),
+        ("idle_in_transaction_session_timeout", millis(STATEMENT_TIMEOUT)),
+        ("tcp_keepalives_idle", "5".to_owned()),
+        ("tcp_keepalives_interval", "2".to_owned()),
+        ("tcp_keepalives_count", "3".to_owned()),
+    ]))
+}
+
+/// Connects to `url` and brings its schema up to date (replicas starting together take
+/// turns: sqlx holds an advisory lock while it migrates).
+pub async fn open(url: &str, busy_timeout: Duration) -> Result<PgPool, DbError> {
+    let target = super::DbTarget::Postgres(url.to_owned()).to_string();
+    let options =
+        connect_options(url, busy_timeout).map_err(|source| DbError::Open { target: target.clone(), source })?;
+    let pool = PgPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(CONNECT_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(|source| DbError::Open { target: target.clone(), source })?;
+    sqlx::migrate!("../migrations/postgres").run(&pool).await.map_err(|source| DbError::Migrate { target, source })?;
+    Ok(pool)
+}
+
+/// One connection with the control plane's settings.
+pub async fn connect(url: &str, busy_timeout: Duration) -> Result<PgConnection, sqlx::Error> {
+    let options = connect_options(url, busy_timeout)?;
+    tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
+        .await
+        .map_err(|_| sqlx::Error::PoolTimedOut)?
+}
+
+/// Starts the writer task of the leader of `epoch`. A connection that failed a commit is
+/// dropped and the next commit opens a new one.
+pub(super) async fn start_writer(
+    url: &str,
+    busy_timeout: Duration,
+    epoch: i64,
+) -> Result<mpsc::UnboundedSender<Job>, WriteError> {
+    let first = connect(url, busy_timeout).await?;
+    let (jobs, mut rx) = mpsc::unbounded_channel::<Job>();
+    let url = url.to_owned();
+    tokio::spawn(async move {
+        let mut conn = Some(first);
+        let mut gate = FailureGate::default();
+        while let Some(job) = rx.recv().await {
+            match job {
+                Job::Reset => gate.reset(),
+                Job::Commit { batch, reply } => {
+                    let result = match gate.admit() {
+                        Err(err) => Err(err),
+                        Ok(()) => match conn.take() {
+                            Some(c) => Ok(c),
+                            None => connect(&url, busy_timeout).await.map_err(WriteError::from),
+                        }
+                        .map(|c| conn.insert(c)),
+                    };
+                    let result = match result {
+                        Ok(c) => commit(c, epoch, *batch).await,
+                        Err(err) => Err(err),
+                    };
+                    if result.is_err() {
+                        conn = None;
+                    }
+                    gate.record(&result);
+                    let _ = reply.send(result);
+                }
+            }
+        }
+    });
+    Ok(jobs)
+}
+
+/// The leader row's epoch and the log's last seq, with the leader row share-locked until the
+/// transaction ends: a new leader's epoch increment waits for this transaction, and this
+/// transaction sees any increment that committed before it.
+const FENCE: &str = "SELECT epoch, (SELECT COALESCE(MAX(seq), 0) FROM event_log) FROM leader WHERE id = 1 FOR SHARE";
+
+async fn commit(conn: &mut PgConnection, epoch: i64, batch: Batch) -> Committed {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut tx = conn.begin().await?;
+    let (current, last): (i64, i64) = sqlx::query_as(FENCE).fetch_one(&mut *tx).await?;
+    if current != epoch {
+        return Err(WriteError::Fenced { ours: epoch, current });
+    }
+    if let Some(ManifestWrite { fleet, fleet_hash, manifests, at }) = &batch.manifests {
+        sqlx::query(
+            "INSERT INTO manifest_fleet (id, artifact, fleet_hash, received_at) VALUES (1, $1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET artifact = excluded.artifact, fleet_hash = excluded.fleet_hash, received_at = excluded.received_at",
+        )
+        .bind(to_json(fleet)?)
+        .bind(fleet_hash)
+        .bind(ts(*at))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM manifest_rollouts").execute(&mut *tx).await?;
+        let ids: Vec<&str> = manifests.iter().map(|(id, _)| id.as_str()).collect();
+        let artifacts = manifests.iter().map(|(_, a)| to_json(a)).collect::<Result<Vec<_>, _>>()?;
+        // In acceptance order: the position is what breaks a tie of signing times.
+        let positions: Vec<i64> = (0..manifests.len() as i64).collect();
+        sqlx::query(
+            "INSERT INTO manifest_rollouts (rollout_id, artifact, received_at, accepted)
+             SELECT id, artifact, $3, accepted FROM UNNEST($1::text[], $2::text[], $4::int8[]) AS m (id, artifact, accepted)",
+        )
+        .bind(ids)
+        .bind(artifacts)
+        .bind(ts(*at))
+        .bind(positions)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !batch.rollouts.is_empty() {
+        let rs = &batch.rollouts;
+        let bodies = rs.iter().map(to_json).collect::<Result<Vec<_>, _>>()?;
+        sqlx::query(
+            "INSERT INTO rollouts (rollout_id, channel, state, current_wave, opened_seq, body)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[], $6::text[])
+             ON CONFLICT (rollout_id) DO UPDATE SET state = excluded.state, current_wave = excluded.current_wave, body = excluded.body",
+        )
+        .bind(rs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
+        .bind(rs.iter().map(|r| r.channel.as_str()).collect::<Vec<_>>())
+        .bind(rs.iter().map(|r| r.state.as_str()).collect::<Vec<_>>())
+        .bind(rs.iter().map(|r| i64::from(r.current_wave)).collect::<Vec<_>>())
+        .bind(rs.iter().map(|r| r.opened_seq as i64).collect::<Vec<_>>())
+        .bind(bodies)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !batch.records.is_empty() {
+        let rs = &batch.records;
+        sqlx::query(
+            "INSERT INTO host_records (rollout_id, hostname, state, body)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[])
+             ON CONFLICT (rollout_id, hostname) DO UPDATE SET state = excluded.state, body = excluded.body",
+        )
+        .bind(rs.iter().map(|r| r.rollout_id.as_str()).collect::<Vec<_>>())
+        .bind(rs.iter().map(|r| r.hostname.as_str()).collect::<Vec<_>>())
+        .bind(rs.iter().map(|r| r.state).collect::<Vec<_>>())
+        .bind(rs.iter().map(|r| r.body.get()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+    for change in &batch.quarantines {
+        match change {
+            QuarantineChange::Add(q) => {
+                sqlx::query(
+                    "INSERT INTO quarantines (channel, closure, reason, by_whom, at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(q.channel.as_str())
+                .bind(q.closure.as_str())
+                .bind(&q.reason)
+                .bind(&q.by)
+                .bind(ts(q.at))
+                .execute(&mut *tx)
+                .await?;
+            }
+            QuarantineChange::Release { channel, closure, by, reason, at } => {
+                sqlx::query(
+                    "UPDATE quarantines SET released_at = $1, released_by = $2, release_reason = $3
+                     WHERE channel = $4 AND closure = $5 AND released_at IS NULL",
+                )
+                .bind(ts(*at))
+                .bind(by)
+                .bind(reason)
+                .bind(channel.as_str())
+                .bind(closure.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+    }
+    if !batch.presence.is_empty() {
+        let ps = &batch.presence;
+        sqlx::query(
+            "INSERT INTO host_presence (hostname, last_heartbeat_at, current_closure)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])
+             ON CONFLICT (hostname) DO UPDATE SET last_heartbeat_at = excluded.last_heartbeat_at, current_closure = excluded.current_closure",
+        )
+        .bind(ps.iter().map(|(h, _, _)| h.as_str()).collect::<Vec<_>>())
+        .bind(ps.iter().map(|(_, at, _)| ts(*at)).collect::<Vec<_>>())
+        .bind(ps.iter().map(|(_, _, c)| c.as_ref().map(Closure::as_str)).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+    let first = last + 1;
+    let seqs: Vec<i64> = (first..first + batch.log.len() as i64).collect();
+    let through = last + batch.log.len() as i64;
+    if !batch.log.is_empty() {
+        let log = &batch.log;
+        sqlx::query(
+            "INSERT INTO event_log (seq, ts, kind, rollout_id, host, channel, payload)
+             SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])",
+        )
+        .bind(&seqs)
+        .bind(log.iter().map(|r| ts(r.ts)).collect::<Vec<_>>())
+        .bind(log.iter().map(|r| r.kind.as_str()).collect::<Vec<_>>())
+        .bind(log.iter().map(|r| r.rollout_id.as_ref().map(RolloutId::as_str)).collect::<Vec<_>>())
+        .bind(log.iter().map(|r| r.host.as_ref().map(Hostname::as_str)).collect::<Vec<_>>())
+        .bind(log.iter().map(|r| r.channel.as_ref().map(Channel::as_str)).collect::<Vec<_>>())
+        .bind(log.iter().map(|r| r.payload.get()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        // Delivered to every listening replica when (and only if) the transaction commits.
+        sqlx::query("SELECT pg_notify($1, $2)").bind(LOG_CHANNEL).bind(through.to_string()).execute(&mut *tx).await?;
+    }
+    if batch.records_through {
+        sqlx::query("UPDATE record_snapshot SET seq = $1").bind(through).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(batch
+        .log
+        .into_iter()
+        .zip(seqs)
+        .map(|(row, seq)| LogEvent {
+            seq,
+            ts: row.ts,
+            kind: row.kind,
+            rollout_id: row.rollout_id,
+            host: row.host,
+            channel: row.channel,
+            payload: row.payload,
+        })
+        .collect())
+}

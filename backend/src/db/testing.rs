@@ -1,0 +1,133 @@
+//! Databases for tests: a SQLite file in a temporary directory, or a PostgreSQL database of
+//! the test's own, created on the server `FLEETWAVE_TEST_PG` names (`scripts/test` starts
+//! one: `scripts/postgres`) and dropped when the test is done.
+//!
+//! The integration tests run against the database `FLEETWAVE_TEST_DB` names (`sqlite`, the
+//! default, or `postgres`): the test command runs them once for each.
+
+use std::path::PathBuf;
+
+use super::DbTarget;
+
+/// The server tests create their databases on (an admin URL: its user may create databases).
+pub const SERVER_VAR: &str = "FLEETWAVE_TEST_PG";
+/// Which database the integration tests run against.
+pub const MATRIX_VAR: &str = "FLEETWAVE_TEST_DB";
+
+/// A database a test owns; gone when dropped.
+pub enum TestDb {
+    Sqlite { dir: tempfile::TempDir, path: PathBuf },
+    Postgres(PgDatabase),
+}
+
+impl TestDb {
+    /// A fresh SQLite file.
+    pub fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("fleetwave.db");
+        TestDb::Sqlite { dir, path }
+    }
+
+    /// A fresh PostgreSQL database.
+    pub async fn postgres() -> TestDb {
+        TestDb::Postgres(PgDatabase::create().await)
+    }
+
+    /// A fresh database of the kind `FLEETWAVE_TEST_DB` names.
+    pub async fn from_env() -> TestDb {
+        match std::env::var(MATRIX_VAR).as_deref() {
+            Ok("postgres") => TestDb::postgres().await,
+            Ok("sqlite") | Err(_) => TestDb::sqlite(),
+            Ok(other) => panic!("{MATRIX_VAR}={other}: expected `sqlite` or `postgres`"),
+        }
+    }
+
+    pub fn target(&self) -> DbTarget {
+        match self {
+            TestDb::Sqlite { path, .. } => DbTarget::Sqlite(path.clone()),
+            TestDb::Postgres(db) => DbTarget::Postgres(db.url.clone()),
+        }
+    }
+
+    /// The SQLite file, for the tests that look at one.
+    pub fn sqlite_path(&self) -> Option<&std::path::Path> {
+        match self {
+            TestDb::Sqlite { path, .. } => Some(path),
+            TestDb::Postgres(_) => None,
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, TestDb::Postgres(_))
+    }
+
+    /// The temporary directory of a SQLite database (kept to reopen it).
+    pub fn into_dir(self) -> Option<tempfile::TempDir> {
+        match self {
+            TestDb::Sqlite { dir, .. } => Some(dir),
+            TestDb::Postgres(_) => None,
+        }
+    }
+}
+
+/// Whether the integration tests run against PostgreSQL.
+pub fn matrix_is_postgres() -> bool {
+    std::env::var(MATRIX_VAR).as_deref() == Ok("postgres")
+}
+
+/// A PostgreSQL database created for one test and dropped (with `FORCE`: connections a
+/// killed replica left behind do not keep it) when this is dropped.
+pub struct PgDatabase {
+    pub url: String,
+    admin: String,
+    name: String,
+}
+
+fn admin_url() -> String {
+    std::env::var(SERVER_VAR).unwrap_or_else(|_| {
+        panic!(
+            "{SERVER_VAR} is not set: the PostgreSQL tests need a server to create their databases on. \
+             `./scripts/test` starts one (scripts/postgres); by hand: `eval $(scripts/postgres start)`."
+        )
+    })
+}
+
+impl PgDatabase {
+    pub async fn create() -> PgDatabase {
+        use sqlx::Connection as _;
+        let admin = admin_url();
+        let name = format!("fw_test_{:016x}", rand::random::<u64>());
+        let mut url = reqwest::Url::parse(&admin).unwrap_or_else(|e| panic!("{SERVER_VAR} is not a URL: {e}"));
+        url.set_path(&format!("/{name}"));
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to the test server {SERVER_VAR}={admin}: {e}"));
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create the test database {name}: {e}"));
+        let _ = conn.close().await;
+        PgDatabase { url: url.to_string(), admin, name }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // Drop runs inside the test's runtime, which cannot be blocked on: a thread of its own
+        // with a runtime of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async {
+                use sqlx::Connection as _;
+                let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await.ok()?;
+                conn.close().await.ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(()))) {
+            eprintln!("could not drop the test database {}", self.name);
+        }
+    }
+}
