@@ -247,7 +247,7 @@ impl Demo {
             bad_closure_marker: Some(BROKEN_MARKER.into()),
             ..Behaviour::default()
         };
-        let (stats, mut tasks) = sim::spawn(&format!("http://{addr}"), hosts, args.seed, behaviour, shutdown.clone());
+        let (stats, mut tasks) = sim::spawn(&[format!("http://{addr}")], hosts, args.seed, behaviour, shutdown.clone());
         tasks.push(tokio::spawn(releases(state.clone(), ci, keys, args.soak_minutes, shutdown.clone())));
         Ok(Demo { addr, operator_token, stats, state, server, tasks, shutdown, _dir: dir })
     }

@@ -5,7 +5,8 @@
 
 -- The event log. `seq` is assigned by the leader's writer inside its fenced transaction
 -- (the last seq + 1), not by a sequence: a transaction that rolls back takes no seq with it,
--- so the seqs a feed client sees are contiguous.
+-- so the seqs a feed client sees are contiguous. `epoch` is the leader epoch the row was
+-- committed in: which leader wrote what.
 CREATE TABLE event_log (
     seq        bigint PRIMARY KEY,
     ts         text   NOT NULL,
@@ -13,7 +14,8 @@ CREATE TABLE event_log (
     rollout_id text,
     host       text,
     channel    text,
-    payload    text   NOT NULL
+    payload    text   NOT NULL,
+    epoch      bigint NOT NULL
 );
 
 CREATE INDEX event_log_by_rollout ON event_log (rollout_id, seq);

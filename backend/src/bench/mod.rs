@@ -283,7 +283,7 @@ async fn measure_size(args: &RunArgs, fleet: &LoadFleet) -> anyhow::Result<SizeR
         max_in_flight: Some(clients),
         ..Behaviour::default()
     };
-    let (stats, tasks) = sim::spawn(&server.url, fleet.hosts.clone(), 1, behaviour, stop.clone());
+    let (stats, tasks) = sim::spawn(std::slice::from_ref(&server.url), fleet.hosts.clone(), 1, behaviour, stop.clone());
     // Warm up until most of wave 0 soaks (every rollout's first wave is a quarter of it).
     let warm_deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < warm_deadline {

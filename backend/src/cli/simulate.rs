@@ -11,9 +11,10 @@ use crate::sim::{self, Behaviour, SimHost};
 
 #[derive(Debug, clap::Args)]
 pub struct SimulateArgs {
-    /// The control plane, e.g. http://127.0.0.1:8080.
-    #[arg(long, required_unless_present = "provision")]
-    pub url: Option<String>,
+    /// The control plane, e.g. http://127.0.0.1:8080. Repeat it for several replicas: each
+    /// request goes to one of them at random.
+    #[arg(long = "url", required_unless_present = "provision")]
+    pub urls: Vec<String>,
     /// Directory of host keys, one `HOSTNAME.key` per host (as `fleetwave keygen` writes).
     #[arg(long, required_unless_present = "provision")]
     pub fleet_keys: Option<PathBuf>,
@@ -84,7 +85,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         };
         return provision(dir, &shape);
     }
-    let (Some(url), Some(fleet_keys)) = (args.url.clone(), args.fleet_keys.clone()) else {
+    let (false, Some(fleet_keys)) = (args.urls.is_empty(), args.fleet_keys.clone()) else {
         anyhow::bail!("--url and --fleet-keys are required to simulate");
     };
     let mut files: Vec<PathBuf> = std::fs::read_dir(&fleet_keys)
@@ -113,13 +114,14 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         duplicate_event: args.duplicate_rate,
         reorder_event: args.reorder_rate,
         bad_closure_marker: args.bad_closure_marker,
+        record_applied: false,
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::shutdown::cancel_on_signal(shutdown.clone()));
     let started = Instant::now();
     let count = hosts.len();
-    let (stats, tasks) = sim::spawn(&url, hosts, args.seed, behaviour, shutdown.clone());
-    eprintln!("simulating {count} hosts against {url}");
+    let (stats, tasks) = sim::spawn(&args.urls, hosts, args.seed, behaviour, shutdown.clone());
+    eprintln!("simulating {count} hosts against {}", args.urls.join(", "));
     if let Some(secs) = args.duration_secs {
         tokio::select! {
             () = shutdown.cancelled() => {}

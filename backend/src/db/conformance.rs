@@ -332,6 +332,9 @@ mod fencing {
         let next = Writer::open(&f.db.target(), super::super::BUSY_TIMEOUT, 2).await.unwrap();
         let written = next.commit(Batch { log: vec![row(2)], ..Default::default() }).await.unwrap();
         assert_eq!(written[0].seq, 2);
+        let epochs: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT seq, epoch FROM event_log ORDER BY seq").fetch_all(pool).await.unwrap();
+        assert_eq!(epochs, [(1, 1), (2, 2)], "each row names the epoch it was committed in");
     }
 
     /// The epoch increment waits for a transaction of the old leader that holds the row; the

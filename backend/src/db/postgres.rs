@@ -24,6 +24,10 @@ pub const LOG_CHANNEL: &str = "fleetwave_log";
 
 /// How long any statement may run before the server cancels it.
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a transaction may sit idle before the server ends the session. The writer's
+/// transactions hold the leader row (FOR SHARE) for milliseconds; one left open by a frozen
+/// leader would hold up the next leader's epoch increment until this ends it.
+const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(5);
 /// How long getting a connection (from the pool, or a new one) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -35,7 +39,7 @@ pub fn connect_options(url: &str, busy_timeout: Duration) -> Result<PgConnectOpt
     Ok(url.parse::<PgConnectOptions>()?.application_name("fleetwave").options([
         ("statement_timeout", millis(STATEMENT_TIMEOUT)),
         ("lock_timeout", millis(busy_timeout)),
-        ("idle_in_transaction_session_timeout", millis(STATEMENT_TIMEOUT)),
+        ("idle_in_transaction_session_timeout", millis(IDLE_IN_TRANSACTION)),
         ("tcp_keepalives_idle", "5".to_owned()),
         ("tcp_keepalives_interval", "2".to_owned()),
         ("tcp_keepalives_count", "3".to_owned()),
@@ -226,8 +230,8 @@ async fn commit(conn: &mut PgConnection, epoch: i64, batch: Batch) -> Committed 
     if !batch.log.is_empty() {
         let log = &batch.log;
         sqlx::query(
-            "INSERT INTO event_log (seq, ts, kind, rollout_id, host, channel, payload)
-             SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])",
+            "INSERT INTO event_log (seq, ts, kind, rollout_id, host, channel, payload, epoch)
+             SELECT *, $8 FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])",
         )
         .bind(&seqs)
         .bind(log.iter().map(|r| ts(r.ts)).collect::<Vec<_>>())
@@ -236,6 +240,7 @@ async fn commit(conn: &mut PgConnection, epoch: i64, batch: Batch) -> Committed 
         .bind(log.iter().map(|r| r.host.as_ref().map(Hostname::as_str)).collect::<Vec<_>>())
         .bind(log.iter().map(|r| r.channel.as_ref().map(Channel::as_str)).collect::<Vec<_>>())
         .bind(log.iter().map(|r| r.payload.get()).collect::<Vec<_>>())
+        .bind(epoch)
         .execute(&mut *tx)
         .await?;
         // Delivered to every listening replica when (and only if) the transaction commits.

@@ -14,7 +14,9 @@ use tokio::sync::Semaphore;
 #[derive(Clone)]
 pub struct AgentClient {
     http: reqwest::Client,
-    base: String,
+    /// The control plane's replicas: each request goes to one of them at random (SPEC §15:
+    /// any replica takes an agent's request).
+    bases: Arc<[String]>,
     host: String,
     /// Shared by a fleet's clients: most requests in flight at once.
     limit: Option<Arc<Semaphore>>,
@@ -24,9 +26,14 @@ pub struct AgentClient {
 
 impl AgentClient {
     pub fn new(http: reqwest::Client, base: &str, host: &str, key: SigningKey) -> AgentClient {
+        Self::across(http, Arc::from([base.trim_end_matches('/').to_owned()]), host, key)
+    }
+
+    /// A client that sends each request to one of `bases` at random.
+    pub fn across(http: reqwest::Client, bases: Arc<[String]>, host: &str, key: SigningKey) -> AgentClient {
         AgentClient {
             http,
-            base: base.trim_end_matches('/').to_owned(),
+            bases,
             host: host.to_owned(),
             limit: None,
             signer: Arc::new(Mutex::new(RequestSigner::new(key))),
@@ -61,7 +68,11 @@ impl AgentClient {
         let Ok(signed) = self.signer.lock().map(|mut signer| signer.sign("POST", path, &bytes, now)) else {
             return (retry, Duration::ZERO);
         };
-        let request = self.http.post(format!("{}{path}", self.base)).header("content-type", "application/json");
+        let base = match self.bases.len() {
+            0 | 1 => self.bases.first().map_or("", String::as_str),
+            n => &self.bases[rand::random::<usize>() % n],
+        };
+        let request = self.http.post(format!("{base}{path}")).header("content-type", "application/json");
         let request = signed.headers(&self.host).into_iter().fold(request, |r, (k, v)| r.header(k, v)).body(bytes);
         let started = Instant::now();
         let answer = match request.send().await {

@@ -26,7 +26,7 @@ use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 use shared::agent::{EventOutcome, EventRequest, EventResponse, HeartbeatResponse};
 use shared::state::{HostEvent, ProbeMode, ProbeStatus};
-use shared::{Closure, Hostname};
+use shared::{Closure, Hostname, RolloutId};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -55,6 +55,9 @@ pub struct Behaviour {
     pub reorder_event: f64,
     /// Closures containing this marker always fail their enforce probe.
     pub bad_closure_marker: Option<String>,
+    /// Keep every (host, rollout, seq) answered `applied` in [`Stats::applied`] (tests that
+    /// check each is in the log; off for load, where it would only cost memory).
+    pub record_applied: bool,
 }
 
 impl Default for Behaviour {
@@ -72,6 +75,7 @@ impl Default for Behaviour {
             duplicate_event: 0.0,
             reorder_event: 0.0,
             bad_closure_marker: None,
+            record_applied: false,
         }
     }
 }
@@ -88,6 +92,8 @@ pub struct Stats {
     pub converged: AtomicU64,
     pub failed: AtomicU64,
     latencies_us: std::sync::Mutex<Vec<(bool, u64)>>,
+    /// Every event answered `applied`, as (host, rollout, seq), with `record_applied`.
+    pub applied: std::sync::Mutex<Vec<(String, String, u64)>>,
 }
 
 impl Stats {
@@ -302,14 +308,14 @@ impl SimAgent {
             let overtaking = EventRequest { event: next, ..request.clone() };
             let (answer, took) = self.client.post::<_, EventResponse>(EVENTS_PATH, &overtaking).await;
             self.stats.record(false, took);
-            self.count(answer.as_ref().map(|r| r.outcome), &overtaking.event);
+            self.count(answer.as_ref().map(|r| r.outcome), &overtaking.rollout_id, &overtaking.event);
         }
         let copies = if self.chance(self.behaviour.duplicate_event) { 2 } else { 1 };
         for copy in 1..=copies {
             let (answer, took) = self.client.post::<_, EventResponse>(EVENTS_PATH, &request).await;
             self.stats.record(false, took);
             let result = answer.map(|r| r.outcome);
-            self.count(result.as_ref().copied(), &request.event);
+            self.count(result.as_ref().copied(), &request.rollout_id, &request.event);
             if copy == copies {
                 self.inputs.push_back(Input::Event { rollout_id: rollout_id.clone(), seq, result });
             }
@@ -318,9 +324,14 @@ impl SimAgent {
 
     /// Counts an answer to a post of `event` (a host converges or fails when its event is
     /// applied, whichever post carried it).
-    fn count(&self, result: Result<EventOutcome, &SendError>, event: &HostEvent) {
+    fn count(&self, result: Result<EventOutcome, &SendError>, rollout_id: &RolloutId, event: &HostEvent) {
         let counter = match result {
             Ok(EventOutcome::Applied) => {
+                if self.behaviour.record_applied
+                    && let Ok(mut applied) = self.stats.applied.lock()
+                {
+                    applied.push((self.client.host().to_owned(), rollout_id.to_string(), event.seq()));
+                }
                 match event {
                     HostEvent::Converged { .. } => self.stats.converged.fetch_add(1, Ordering::Relaxed),
                     HostEvent::Failed { .. } | HostEvent::ActivationFailed { .. } => {
@@ -439,10 +450,10 @@ impl SimAgent {
     }
 }
 
-/// Runs `hosts` against `url` until `shutdown`. Returns the shared stats immediately; the
-/// agents run as tasks.
+/// Runs `hosts` against the control plane at `urls` (each request to one of them at random)
+/// until `shutdown`. Returns the shared stats immediately; the agents run as tasks.
 pub fn spawn(
-    url: &str,
+    urls: &[String],
     hosts: Vec<SimHost>,
     seed: u64,
     behaviour: Behaviour,
@@ -452,10 +463,12 @@ pub fn spawn(
     let behaviour = Arc::new(behaviour);
     let http = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap_or_default();
     let limit = behaviour.max_in_flight.map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1))));
+    let bases: Arc<[String]> = urls.iter().map(|u| u.trim_end_matches('/').to_owned()).collect();
     let tasks = hosts
         .into_iter()
         .filter_map(|h| {
-            let client = AgentClient::new(http.clone(), url, &h.hostname, h.key.clone()).limited(limit.clone());
+            let client =
+                AgentClient::across(http.clone(), bases.clone(), &h.hostname, h.key.clone()).limited(limit.clone());
             match SimAgent::new(h, client, seed, behaviour.clone(), stats.clone()) {
                 Ok(agent) => Some(tokio::spawn(agent.run(shutdown.clone()))),
                 Err(err) => {

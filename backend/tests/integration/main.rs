@@ -11,6 +11,7 @@ mod agents_e2e;
 mod architecture;
 mod bench_cli;
 mod cli_signing;
+mod cluster;
 mod demo_story;
 mod durability;
 mod feed;

@@ -49,7 +49,7 @@ async fn a_simulated_fleet_converges_through_the_agent_protocol() {
     app.upload(&fleet(), "a1").await;
     let stop = CancellationToken::new();
     let behaviour = Behaviour { time_scale: 0.02, ..Behaviour::default() };
-    let (stats, tasks) = sim::spawn(&app.base, hosts(), 1, behaviour, stop.clone());
+    let (stats, tasks) = sim::spawn(std::slice::from_ref(&app.base), hosts(), 1, behaviour, stop.clone());
     assert!(completes(&app, Duration::from_secs(30)).await, "the rollout did not complete");
     stop.cancel();
     for t in tasks {
@@ -85,7 +85,7 @@ async fn restarts_and_lost_duplicated_or_reordered_posts_still_converge() {
         deferral: 0.2,
         ..Behaviour::default()
     };
-    let (stats, tasks) = sim::spawn(&app.base, hosts(), 3, behaviour, stop.clone());
+    let (stats, tasks) = sim::spawn(std::slice::from_ref(&app.base), hosts(), 3, behaviour, stop.clone());
     let done = completes(&app, Duration::from_secs(45)).await;
     stop.cancel();
     for t in tasks {
