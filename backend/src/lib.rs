@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod reducer;
 pub mod server;
 pub mod shutdown;
+pub mod signatures;
 pub mod sim;
 pub mod telemetry;
 pub mod trust;

@@ -57,6 +57,7 @@ struct LeaderContext {
     /// replicas all read their feed from the log).
     feed: Option<FeedHub>,
     metrics: Arc<Metrics>,
+    signatures: Arc<crate::signatures::ReplayCache>,
     plan_tick: Duration,
     manifests_dir: Option<std::path::PathBuf>,
     manifests_poll: Duration,
@@ -76,7 +77,7 @@ impl LeaderContext {
             self.fleet.clone(),
             self.feed.clone(),
             self.metrics.clone(),
-            ReducerConfig { plan_tick: self.plan_tick, clock: self.clock.clone() },
+            ReducerConfig { plan_tick: self.plan_tick, clock: self.clock.clone(), signatures: self.signatures.clone() },
             token.clone(),
         )
         .await
@@ -123,6 +124,7 @@ impl App {
         let feed = FeedHub::new(config.feed_capacity.max(1));
         let fleet: SharedFleet = Arc::new(RwLock::new(None));
         let slot = ReducerSlot::default();
+        let signatures = Arc::new(crate::signatures::ReplayCache::default());
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
         let local_addr = listener.local_addr()?;
@@ -136,6 +138,7 @@ impl App {
             fleet: fleet.clone(),
             feed: None,
             metrics: metrics.clone(),
+            signatures: signatures.clone(),
             plan_tick: Duration::from_millis(config.plan_tick_ms.max(1)),
             manifests_dir: config.manifests_dir.clone(),
             manifests_poll: Duration::from_millis(config.manifests_poll_ms.max(1)),
@@ -190,7 +193,7 @@ impl App {
             trust: trust.clone(),
             feed,
             metrics,
-            replay: Default::default(),
+            replay: signatures,
             clock,
             health: health.clone(),
             metrics_access: config.metrics_access,

@@ -125,6 +125,15 @@ UNION ALL
 SELECT rollout_id, hostname, record::json ->> 'state', record
 FROM record_tail;
 
+-- Signatures of agent writes still within their acceptance window (see
+-- migrations/sqlite/0007).
+CREATE TABLE agent_signatures (
+    key        bytea  PRIMARY KEY,
+    expires_at bigint NOT NULL
+);
+
+CREATE INDEX agent_signatures_by_expiry ON agent_signatures (expires_at);
+
 -- The cluster (SPEC §15). One row: the epoch of the current leader and where it is reached.
 -- A replica that wins the advisory lock increments the epoch; every reducer transaction
 -- first reads it (FOR SHARE) and rolls back unless it is its own, so a deposed leader

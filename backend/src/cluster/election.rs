@@ -34,7 +34,7 @@ use crate::shutdown::Health;
 
 /// The advisory lock whose holder leads (scoped to the database, so clusters on other
 /// databases of one server do not contend).
-const LEADER_LOCK: i64 = 0x4657_4c44; // "FWLD"
+pub const LEADER_LOCK: i64 = 0x4657_4c44; // "FWLD"
 /// How often followers try for the lock, and the leader checks it still holds it.
 pub const ROUND: Duration = Duration::from_secs(1);
 /// A leader session quiet for this long is ended by the server, releasing the lock.

@@ -263,6 +263,20 @@ conformance! {
         assert_eq!((loaded.quarantines.len(), loaded.presence.len()), (1, 2));
     }
 
+    async fn signatures_of_agent_writes_are_kept_until_they_expire(f) {
+        let batch = Batch { signatures: vec![(1, 1_060), (2, 1_030), (u128::MAX, 1_090)], signatures_expire_before: 1_000, ..Default::default() };
+        f.writer.commit(batch).await.unwrap();
+        let mut live = store::signatures(&f.store, 1_040).await.unwrap();
+        live.sort();
+        assert_eq!(live, [(1, 1_060), (u128::MAX, 1_090)], "read back whole, expired ones left out");
+        // A key stored twice is one row; later batches delete what expired.
+        let again = Batch { signatures: vec![(1, 1_060), (3, 1_100)], signatures_expire_before: 1_070, ..Default::default() };
+        f.writer.commit(again).await.unwrap();
+        let mut all = store::signatures(&f.store, 0).await.unwrap();
+        all.sort();
+        assert_eq!(all, [(3, 1_100), (u128::MAX, 1_090)]);
+    }
+
     async fn operators_and_sessions(f) {
         let now = Utc::now();
         let id = auth::add_operator(&f.store, "olive", Role::Operator, "hash-o", now).await.unwrap();

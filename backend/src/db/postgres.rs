@@ -224,6 +224,20 @@ async fn commit(conn: &mut PgConnection, epoch: i64, batch: Batch) -> Committed 
         .execute(&mut *tx)
         .await?;
     }
+    if !batch.signatures.is_empty() {
+        sqlx::query(
+            "INSERT INTO agent_signatures (key, expires_at) SELECT * FROM UNNEST($1::bytea[], $2::int8[])
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(batch.signatures.iter().map(|(key, _)| key.to_le_bytes().to_vec()).collect::<Vec<_>>())
+        .bind(batch.signatures.iter().map(|(_, expires)| *expires).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM agent_signatures WHERE expires_at < $1")
+            .bind(batch.signatures_expire_before)
+            .execute(&mut *tx)
+            .await?;
+    }
     let first = last + 1;
     let seqs: Vec<i64> = (first..first + batch.log.len() as i64).collect();
     let through = last + batch.log.len() as i64;

@@ -191,6 +191,14 @@ fn commit(conn: &mut Connection, batch: Batch) -> Committed {
             upsert.execute(params![host.as_str(), ts(*at), closure.as_ref().map(Closure::as_str)])?;
         }
     }
+    if !batch.signatures.is_empty() {
+        let mut insert = tx.prepare_cached("INSERT OR IGNORE INTO agent_signatures (key, expires_at) VALUES (?, ?)")?;
+        for (key, expires) in &batch.signatures {
+            insert.execute(params![key.to_le_bytes().as_slice(), expires])?;
+        }
+        tx.prepare_cached("DELETE FROM agent_signatures WHERE expires_at < ?")?
+            .execute(params![batch.signatures_expire_before])?;
+    }
     let mut entries = Vec::with_capacity(batch.log.len());
     {
         let mut insert = tx.prepare_cached(

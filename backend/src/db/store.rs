@@ -58,6 +58,8 @@ pub struct Loaded {
     pub quarantines: Vec<QuarantineRow>,
     pub presence: Vec<(Hostname, DateTime<Utc>, Option<Closure>)>,
     pub last_seq: i64,
+    /// Signatures of agent writes accepted earlier and still live (key, expiry second).
+    pub signatures: Vec<(crate::signatures::SignatureKey, i64)>,
 }
 
 /// The manifest set in force as stored: the fleet artifact and the manifests in acceptance
@@ -115,6 +117,7 @@ pub async fn load(store: &Store) -> Result<Loaded, sqlx::Error> {
         loaded.presence.push((host, at, closure.and_then(|c| Closure::parse(c).ok())));
     }
     loaded.last_seq = last_seq(store).await?;
+    loaded.signatures = signatures(store, Utc::now().timestamp()).await?;
     Ok(loaded)
 }
 
@@ -149,6 +152,17 @@ async fn settle_records(store: &Store) -> Result<(), sqlx::Error> {
 /// deferred record; a start after writing the log's tail into the table).
 pub const RECORDS_WRITTEN_THROUGH_LOG: &str =
     "UPDATE record_snapshot SET seq = (SELECT COALESCE(MAX(seq), 0) FROM event_log)";
+
+/// Stored signatures of agent writes that expire at `now` or later.
+pub async fn signatures(store: &Store, now: i64) -> Result<Vec<(crate::signatures::SignatureKey, i64)>, sqlx::Error> {
+    let rows: Vec<(Vec<u8>, i64)> = on_pool!(store, pool => {
+        sqlx::query_as("SELECT key, expires_at FROM agent_signatures WHERE expires_at >= $1").bind(now).fetch_all(pool).await
+    })?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(key, expires)| Some((u128::from_le_bytes(key.try_into().ok()?), expires)))
+        .collect())
+}
 
 pub async fn last_seq(store: &Store) -> Result<i64, sqlx::Error> {
     on_pool!(store, pool => sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM event_log").fetch_one(pool).await)
@@ -248,7 +262,9 @@ pub struct ManifestWrite {
     pub at: DateTime<Utc>,
 }
 
-/// Everything one group of reducer inputs writes, committed in one transaction.
+/// Everything one group of reducer inputs writes, committed in one transaction. Rollouts,
+/// records and presence each name a key at most once (PostgreSQL's array upserts need it;
+/// the reducer builds them from sets).
 #[derive(Default)]
 pub struct Batch {
     pub manifests: Option<ManifestWrite>,
@@ -261,6 +277,10 @@ pub struct Batch {
     pub quarantines: Vec<QuarantineChange>,
     pub presence: Vec<(Hostname, DateTime<Utc>, Option<Closure>)>,
     pub log: Vec<LogRow>,
+    /// Signatures of the agent writes in this batch (or accepted before it), to store; and
+    /// the unix second before which stored ones have expired and go.
+    pub signatures: Vec<(crate::signatures::SignatureKey, i64)>,
+    pub signatures_expire_before: i64,
 }
 
 impl Batch {
@@ -272,6 +292,7 @@ impl Batch {
             && self.quarantines.is_empty()
             && self.presence.is_empty()
             && self.log.is_empty()
+            && self.signatures.is_empty()
     }
 }
 

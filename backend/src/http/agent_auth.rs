@@ -3,8 +3,6 @@
 //! `fleetwave-agent-v1\n{METHOD}\n{path and query}\n{timestamp}\n{sha256(body)}`.
 
 use shared::ErrorCode;
-use std::collections::{BTreeMap, HashSet};
-use std::sync::Mutex;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -18,49 +16,7 @@ use shared::agent::{HOST_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use super::extract::{AGENT_BODY_BYTES, body_bytes};
 use super::{ApiError, AppState};
 
-pub use shared::agent::MAX_SKEW_SECONDS;
-
-/// Signatures seen while their request could still be accepted: a request signed at `t` is
-/// refused for its timestamp after `t + MAX_SKEW_SECONDS`, so that is when its signature is
-/// forgotten. A signature is remembered by its first 16 bytes (part of R, which the signer
-/// derives from a hash; a different valid signature sharing them has a 2^-128 chance) — at
-/// thousands of requests per second the cache is a large share of the server's memory, and
-/// this keeps it near 40 bytes per request.
-#[derive(Default)]
-pub struct ReplayCache {
-    inner: Mutex<ReplayInner>,
-}
-
-#[derive(Default)]
-struct ReplayInner {
-    seen: HashSet<u128>,
-    /// Keys by the second after which their request can no longer be accepted.
-    expiry: BTreeMap<i64, Vec<u128>>,
-}
-
-impl ReplayCache {
-    /// True the first time a signature is offered, false for a replay. `signed_at` is the
-    /// request's (already checked) timestamp.
-    fn first_use(&self, signature: &[u8; 64], signed_at: i64, now: i64) -> bool {
-        let Ok(mut inner) = self.inner.lock() else { return false };
-        while let Some(entry) = inner.expiry.first_entry() {
-            if *entry.key() >= now {
-                break;
-            }
-            for key in entry.remove() {
-                inner.seen.remove(&key);
-            }
-        }
-        let mut prefix = [0u8; 16];
-        prefix.copy_from_slice(&signature[..16]);
-        let key = u128::from_le_bytes(prefix);
-        if !inner.seen.insert(key) {
-            return false;
-        }
-        inner.expiry.entry(signed_at + MAX_SKEW_SECONDS).or_default().push(key);
-        true
-    }
-}
+use crate::signatures::MAX_SKEW_SECONDS;
 
 /// An authenticated agent request: the signing host and the body it signed.
 pub struct SignedAgent {
@@ -143,29 +99,10 @@ impl FromRequest<AppState> for SignedAgent {
                 };
                 unauthorized(ErrorCode::BadSignature, message)
             })?;
-        if !state.replay.first_use(&signature, timestamp, now) {
+        let write = method != "GET" && method != "HEAD";
+        if !state.replay.first_use(&signature, timestamp, now, write) {
             return Err(unauthorized(ErrorCode::ReplayedSignature, "This signature was already used."));
         }
         Ok(SignedAgent { host, body })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_signature_is_refused_again_until_its_request_could_no_longer_be_accepted() {
-        let cache = ReplayCache::default();
-        let (a, b) = ([1u8; 64], [2u8; 64]);
-        assert!(cache.first_use(&a, 1_000, 1_000));
-        assert!(!cache.first_use(&a, 1_000, 1_000), "the same signature twice");
-        assert!(cache.first_use(&b, 1_000, 1_000), "another signature");
-        // Signed at 1,000: acceptable (by timestamp) until 1,060, so remembered until then.
-        assert!(!cache.first_use(&a, 1_000, 1_000 + MAX_SKEW_SECONDS));
-        // Later the timestamp check refuses it anyway; the cache has let it go.
-        assert!(cache.first_use(&a, 1_000, 1_001 + MAX_SKEW_SECONDS));
-        let sizes = cache.inner.lock().map(|inner| (inner.seen.len(), inner.expiry.len()));
-        assert!(matches!(sizes, Ok((1, 1))), "expired entries are gone: {sizes:?}");
     }
 }

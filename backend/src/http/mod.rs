@@ -68,7 +68,7 @@ pub struct Shared {
     pub trust: crate::trust::SharedTrust,
     pub feed: crate::feed::FeedHub,
     pub metrics: Arc<crate::metrics::Metrics>,
-    pub replay: Arc<agent_auth::ReplayCache>,
+    pub replay: Arc<crate::signatures::ReplayCache>,
     pub clock: crate::clock::Clock,
     /// Set when a vital task failed: `/readyz` answers 503.
     pub health: crate::shutdown::Health,

@@ -31,6 +31,7 @@ use crate::db::writer::{Committed, WriteError, Writer};
 use crate::db::{Store, store};
 use crate::feed::FeedHub;
 use crate::metrics::Metrics;
+use crate::signatures::ReplayCache;
 use crate::trust::SharedTrust;
 use shared::api::LogEvent;
 
@@ -94,6 +95,9 @@ impl ReducerHandle {
 pub struct ReducerConfig {
     pub plan_tick: Duration,
     pub clock: crate::clock::Clock,
+    /// The replay cache of signed agent requests: the reducer stores the signatures of the
+    /// writes it commits, and restores the stored ones when it loads.
+    pub signatures: Arc<ReplayCache>,
 }
 
 /// Where the reducer is, as the routes see it: in a single process always; in a cluster only
@@ -150,7 +154,8 @@ pub async fn spawn(
     config: ReducerConfig,
     shutdown: CancellationToken,
 ) -> Result<(ReducerHandle, JoinHandle<()>), sqlx::Error> {
-    let loaded = store::load(&store).await?;
+    let mut loaded = store::load(&store).await?;
+    config.signatures.restore(std::mem::take(&mut loaded.signatures), config.clock.now().timestamp());
     let core = Core::from_loaded(loaded, trust_now(&trust), shared_fleet.clone(), config.clock.now());
     let (tx, rx) = mpsc::channel(QUEUE);
     let running = Arc::new(AtomicBool::new(true));
@@ -164,8 +169,21 @@ pub async fn spawn(
         deposed: deposed.clone(),
     };
     let clock = config.clock.clone();
-    let reducer =
-        Reducer { core, store, writer, feed, metrics, trust, shared_fleet, running, reloading, deposed, clock };
+    let signatures = config.signatures.clone();
+    let reducer = Reducer {
+        core,
+        store,
+        writer,
+        feed,
+        metrics,
+        trust,
+        shared_fleet,
+        running,
+        reloading,
+        deposed,
+        clock,
+        signatures,
+    };
     let task = tokio::spawn(reducer.run(rx, config, shutdown));
     Ok((handle, task))
 }
@@ -187,6 +205,8 @@ struct Reducer {
     deposed: Arc<AtomicBool>,
     /// The one clock the reducer reads (tests move it).
     clock: crate::clock::Clock,
+    /// Signatures of accepted agent writes, stored with each batch.
+    signatures: Arc<ReplayCache>,
 }
 
 fn trust_now(trust: &SharedTrust) -> Option<engine::verify::TrustRoots> {
@@ -269,7 +289,8 @@ impl Reducer {
         }
         // Records still deferred are written, so the table is whole at rest (after a crash
         // the next start takes them from the log instead). Stale memory writes nothing.
-        let last = self.core.batch(Pending::default(), clock.now(), true);
+        let mut last = self.core.batch(Pending::default(), clock.now(), true);
+        self.add_signatures(&mut last, clock.now());
         if !stale
             && !last.is_empty()
             && let Err(err) = self.writer.commit(last).await
@@ -343,7 +364,8 @@ impl Reducer {
             let histogram = if full { &self.metrics.plan_seconds } else { &self.metrics.plan_moved_seconds };
             histogram.observe(started.elapsed().as_secs_f64());
         }
-        let batch = self.core.batch(pending, now, false);
+        let mut batch = self.core.batch(pending, now, false);
+        self.add_signatures(&mut batch, now);
         self.core.prune();
         let writes = !batch.is_empty();
         // A group that writes nothing still waits for the commits before it (its answers may
@@ -357,6 +379,13 @@ impl Reducer {
         };
         self.metrics.turn_seconds.observe(turn.elapsed().as_secs_f64());
         InFlight { commit, responders, gauges, inputs, writes, sent: Instant::now() }
+    }
+
+    /// The signatures of the agent writes accepted since the last batch go with this one (the
+    /// writes they carried are in it or an earlier one); expired ones are deleted meanwhile.
+    fn add_signatures(&self, batch: &mut store::Batch, now: chrono::DateTime<Utc>) {
+        batch.signatures = self.signatures.take_pending();
+        batch.signatures_expire_before = now.timestamp();
     }
 
     /// The oldest group's commit came back: answer it. After a failure every later group in
@@ -422,7 +451,8 @@ impl Reducer {
         self.reloading.store(true, Ordering::Release);
         loop {
             match store::load(&self.store).await {
-                Ok(loaded) => {
+                Ok(mut loaded) => {
+                    self.signatures.restore(std::mem::take(&mut loaded.signatures), self.clock.now().timestamp());
                     self.core =
                         Core::from_loaded(loaded, trust_now(&self.trust), self.shared_fleet.clone(), self.clock.now());
                     self.writer.reset();

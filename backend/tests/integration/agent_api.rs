@@ -310,6 +310,27 @@ async fn a_waiting_fleet_is_logged_once_not_on_every_tick() {
 }
 
 #[tokio::test]
+async fn a_write_accepted_before_a_restart_is_refused_as_a_replay_after_it_and_a_read_is_not_stored() {
+    let app = spawn_app().await;
+    app.upload(&fleet(), "a1").await;
+    let a = app.agent("a");
+    let now = chrono::Utc::now().timestamp();
+    let path = "/api/v1/agent/heartbeat";
+    let body = serde_json::to_vec(&json!({"hostname": "a", "at": chrono::Utc::now()})).unwrap();
+    let write = crate::common::sign_request(&a.key, "a", "POST", path, &body, now);
+    assert_eq!(a.raw("POST", path, body.clone(), write.clone()).await.0, 200);
+    let read = crate::common::sign_request(&a.key, "a", "GET", "/api/v1/agent/bootstrap", b"", now);
+    assert_eq!(a.raw("GET", "/api/v1/agent/bootstrap", Vec::new(), read).await.0, 200);
+    assert_eq!(app.number("SELECT count(*) FROM agent_signatures").await, 1, "the write's signature, not the read's");
+
+    // A new process (on PostgreSQL, as a new leader would) refuses the same request.
+    let app = spawn_with(Options::default(), Some(app.stop().await)).await;
+    let a = app.agent("a");
+    let (status, body) = a.raw("POST", path, body, write).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("replayed-signature")), "{body}");
+}
+
+#[tokio::test]
 async fn agent_requests_must_be_signed_fresh_unique_and_about_the_signer() {
     let app = spawn_app().await;
     app.upload(&fleet(), "a1").await;

@@ -63,7 +63,10 @@ struct Replicas {
 
 impl Replicas {
     async fn start(n: usize) -> Replicas {
-        let db = TestDb::postgres().await;
+        Self::start_on(TestDb::postgres().await, n).await
+    }
+
+    async fn start_on(db: TestDb, n: usize) -> Replicas {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("trust.json"), serde_json::to_vec(&trust_config(&ci_key())).unwrap()).unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_fleetwave"))
@@ -434,4 +437,97 @@ async fn a_paused_leader_woken_after_another_took_over_commits_nothing() {
     let how: Vec<&str> = old_log.lines().filter(|l| l.contains("fenced") || l.contains("stepping down")).collect();
     println!("the woken replica's own account:\n  {}", how.join("\n  "));
     assert!(!how.is_empty(), "the woken replica logged why it stopped leading");
+}
+
+#[tokio::test]
+async fn writes_wait_for_a_leader_then_go_through_any_replica_and_a_signature_is_used_once_across_leaders() {
+    use sqlx::Connection as _;
+    // Someone else holds the leader lock: no replica can lead yet.
+    let db = TestDb::postgres().await;
+    backend::db::open(&db.target()).await.unwrap().close().await;
+    let mut holder = sqlx::PgConnection::connect(&db_arg(&db)).await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(backend::cluster::election::LEADER_LOCK)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let mut replicas = Replicas::start_on(db, 2).await;
+    let http = replicas.http.clone();
+    let ready = |i: usize| http.get(format!("{}/readyz", replicas.list[i].url)).send();
+    // Up, but nobody leads: not ready, and a write is refused with a hint to retry.
+    let mut up = false;
+    for _ in 0..200 {
+        if let Ok(r) = ready(0).await {
+            up = true;
+            assert_eq!(r.status(), 503);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(up, "replica 0 did not come up\n{}", replicas.logs());
+    let body = upload_body(&fleet(8), "a1", chrono::Utc::now());
+    let post = |i: usize| {
+        http.post(format!("{}/api/v1/manifests", replicas.list[i].url)).bearer_auth(&replicas.token).json(&body).send()
+    };
+    let refused = post(0).await.unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_eq!(refused.json::<Value>().await.unwrap()["error"]["code"], "no-leader");
+
+    // The lock is free: one replica leads, the other passes writes to it.
+    holder.close().await.unwrap();
+    let (leader, epoch, _) = replicas.new_leader(0, Duration::from_secs(20)).await;
+    let follower = 1 - leader;
+    let mut known = false;
+    for _ in 0..200 {
+        let view = replicas.view(follower).await.unwrap();
+        if view.leader.as_ref().is_some_and(|l| l.url == replicas.list[leader].url) {
+            assert_eq!(view.this.role, ReplicaRole::Follower);
+            assert_eq!(view.replicas.len(), 2, "{view:?}");
+            known = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(known, "the follower learns who leads");
+    assert_eq!(ready(follower).await.unwrap().status(), 200, "a follower that knows the leader is ready");
+    assert_eq!(post(follower).await.unwrap().status(), 200, "an upload through the follower");
+
+    // An agent write through the follower: the leader verifies the signature, once.
+    let key = host_key("h000");
+    let path = "/api/v1/agent/heartbeat";
+    let hb = serde_json::to_vec(&serde_json::json!({"hostname": "h000", "at": chrono::Utc::now()})).unwrap();
+    let headers = crate::common::sign_request(&key, "h000", "POST", path, &hb, chrono::Utc::now().timestamp());
+    let urls = replicas.urls();
+    let send = |i: usize, headers: Vec<(&'static str, String)>| {
+        let request = http
+            .post(format!("{}{path}", urls[i]))
+            .header("content-type", "application/json")
+            .body(hb.clone());
+        headers.into_iter().fold(request, |r, (k, v)| r.header(k, v)).send()
+    };
+    let code = |r: reqwest::Response| async move {
+        let status = r.status().as_u16();
+        (status, r.json::<Value>().await.unwrap_or(Value::Null)["error"]["code"].as_str().map(str::to_owned))
+    };
+    assert_eq!(code(send(follower, headers.clone()).await.unwrap()).await, (200, None));
+    for i in [leader, follower] {
+        assert_eq!(
+            code(send(i, headers.clone()).await.unwrap()).await,
+            (401, Some("replayed-signature".into())),
+            "replica {i}"
+        );
+    }
+    let mut forged = headers.clone();
+    forged[2].1 =
+        crate::common::sign_request(&host_key("h001"), "h000", "POST", path, &hb, chrono::Utc::now().timestamp())[2]
+            .1
+            .clone();
+    assert_eq!(code(send(follower, forged).await.unwrap()).await, (401, Some("bad-signature".into())));
+
+    // The leader dies; the new one refuses the signature the old one accepted.
+    replicas.kill(leader);
+    let (next, _, _) = replicas.new_leader(epoch, Duration::from_secs(20)).await;
+    assert_eq!(next, follower);
+    assert_eq!(code(send(next, headers).await.unwrap()).await, (401, Some("replayed-signature".into())));
 }
