@@ -345,3 +345,92 @@ where
     drop(driver);
     result
 }
+
+/// Replicas of one control plane on a PostgreSQL database of the test's own (SPEC §15),
+/// running in this process. The browser is pointed at the first one that does not lead.
+pub struct Replicas {
+    pub addrs: Vec<SocketAddr>,
+    tokens: Vec<CancellationToken>,
+    tasks: Vec<Option<tokio::task::JoinHandle<anyhow::Result<()>>>>,
+    pub states: Vec<backend::http::AppState>,
+    _db: backend::db::testing::TestDb,
+    _dir: tempfile::TempDir,
+}
+
+impl Replicas {
+    /// The replica that leads now, if one does.
+    pub fn leader(&self) -> Option<usize> {
+        (0..self.states.len())
+            .find(|&i| self.tasks[i].is_some() && self.states[i].cluster.role() == shared::api::ReplicaRole::Leader)
+    }
+
+    /// Stops replica `i` the way SIGTERM does: it steps down, and another takes over.
+    pub async fn stop(&mut self, i: usize) -> anyhow::Result<()> {
+        self.tokens[i].cancel();
+        if let Some(task) = self.tasks[i].take() {
+            task.await??;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Replicas {
+    fn drop(&mut self) {
+        for token in &self.tokens {
+            token.cancel();
+        }
+    }
+}
+
+/// Like [`browser_test`], against `count` replicas on one PostgreSQL database (needs
+/// `FLEETWAVE_TEST_PG`, which ./scripts/test sets). The session points at a follower.
+pub async fn cluster_browser_test<F, Fut>(name: &str, count: usize, test: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Session, Replicas) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let dist = repo_root().join("dist");
+    if !dist.join("index.html").is_file() {
+        bail!("{} has no index.html: build the dashboard first (`trunk build --release`)", dist.display());
+    }
+    let dir = tempfile::tempdir()?;
+    let db = backend::db::testing::TestDb::postgres().await;
+    let mut replicas =
+        Replicas { addrs: Vec::new(), tokens: Vec::new(), tasks: Vec::new(), states: Vec::new(), _db: db, _dir: dir };
+    for _ in 0..count {
+        let config = backend::config::ServeConfig::local(replicas._db.target(), dist.clone());
+        let token = CancellationToken::new();
+        let app = backend::server::App::build(&config, token.clone()).await?;
+        replicas.addrs.push(app.local_addr());
+        replicas.states.push(app.state().clone());
+        replicas.tokens.push(token);
+        replicas.tasks.push(Some(tokio::spawn(app.run())));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while replicas.leader().is_none() {
+        ensure_before(deadline, "no replica leads")?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let follower = (0..count).find(|&i| Some(i) != replicas.leader()).context("one replica at least follows")?;
+    let driver = Driver::start()?;
+    let client = driver.connect().await?;
+    let session = Session {
+        client: client.clone(),
+        base_url: format!("http://{}", replicas.addrs[follower]),
+        store: replicas.states[follower].store.clone(),
+    };
+    let result = test(session, replicas).await;
+    if result.is_err() {
+        save_screenshot(&client, name).await;
+    }
+    let _ = client.close().await;
+    drop(driver);
+    result
+}
+
+fn ensure_before(deadline: Instant, what: &str) -> anyhow::Result<()> {
+    if Instant::now() >= deadline {
+        bail!("{what} within the time allowed");
+    }
+    Ok(())
+}

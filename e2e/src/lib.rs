@@ -11,4 +11,6 @@
 pub mod harness;
 pub mod pages;
 
-pub use harness::{ServerControl, Session, browser_test, demo_browser_test, fleet_browser_test};
+pub use harness::{
+    Replicas, ServerControl, Session, browser_test, cluster_browser_test, demo_browser_test, fleet_browser_test,
+};

@@ -71,6 +71,11 @@ async fn get<T: DeserializeOwned>(path: &str) -> Result<T, CallError> {
     decode(response).await
 }
 
+/// This replica, the leader it knows and every replica (`GET /api/v1/cluster`).
+pub async fn cluster() -> Result<shared::api::ClusterView, CallError> {
+    get("/api/v1/cluster").await
+}
+
 pub async fn fleet() -> Result<FleetOverview, CallError> {
     get("/api/v1/fleet").await
 }

@@ -45,6 +45,7 @@ fn Header() -> impl IntoView {
                 <A href="/quarantines">"Quarantines"</A>
             </nav>
             <div class="topbar-end">
+                <ClusterBadge />
                 <VersionBadge />
                 <Identity />
             </div>
@@ -61,6 +62,58 @@ fn Identity() -> impl IntoView {
             Some(me) => view! { <span class="identity" id="identity" title="Signed in">{format!("{} · {}", me.name, me.role)}</span> }.into_any(),
             _ => view! { <A href="/login" attr:class="button button-quiet">"Sign in"</A> }.into_any(),
         }}
+    }
+}
+
+/// How often the header asks which replica it talks to and which leads.
+const CLUSTER_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The replica this dashboard talks to and the one that leads (SPEC §15): a cluster of one on
+/// SQLite, "no leader" during a takeover. Shown once signed in.
+#[component]
+fn ClusterBadge() -> impl IntoView {
+    let cluster = LocalResource::new(api::cluster);
+    if let Ok(handle) = set_interval_with_handle(move || cluster.refetch(), CLUSTER_EVERY) {
+        on_cleanup(move || handle.clear());
+    }
+    let short = |url: &str| url.trim_start_matches("http://").trim_start_matches("https://").to_owned();
+    view! {
+        {move || match cluster.get() {
+            Some(Ok(view)) => {
+                let this = short(&view.this.url);
+                let (text, title, class) = match (&view.leader, view.this.role) {
+                    (_, shared::api::ReplicaRole::Leader) if view.replicas.len() <= 1 => (
+                        format!("{this} · leader"),
+                        format!("{} replica at {this}, leading at epoch {}", database(view.database), view.this.epoch),
+                        "cluster",
+                    ),
+                    (_, shared::api::ReplicaRole::Leader) => (
+                        format!("{this} · leader · {} replicas", view.replicas.len()),
+                        format!("this replica ({this}) leads at epoch {}", view.this.epoch),
+                        "cluster",
+                    ),
+                    (Some(leader), shared::api::ReplicaRole::Follower) => (
+                        format!("{this} · follower · leader {}", short(&leader.url)),
+                        format!("this replica ({this}) follows; {} leads at epoch {}", short(&leader.url), leader.epoch),
+                        "cluster",
+                    ),
+                    (None, shared::api::ReplicaRole::Follower) => (
+                        format!("{this} · no leader"),
+                        "no replica leads at the moment: a takeover is under way; changes wait".to_owned(),
+                        "cluster cluster-warn",
+                    ),
+                };
+                view! { <span class=class id="cluster" title=title>{text}</span> }.into_any()
+            }
+            _ => ().into_any(),
+        }}
+    }
+}
+
+fn database(kind: shared::api::DatabaseKind) -> &'static str {
+    match kind {
+        shared::api::DatabaseKind::Sqlite => "the one (SQLite)",
+        shared::api::DatabaseKind::Postgres => "a PostgreSQL",
     }
 }
 

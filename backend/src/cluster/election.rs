@@ -214,22 +214,10 @@ impl Election {
         let _ = lead.session.close().await;
     }
 
-    /// Writes this replica's row; reads the leader's and everyone's.
+    /// Reads the leader row; writes this replica's row (a follower's epoch is the leader's);
+    /// reads everyone's.
     async fn report(&self, role: ReplicaRole, epoch: i64) -> Result<(), sqlx::Error> {
         let now = self.clock.now();
-        let this = self.cluster.this();
-        sqlx::query(
-            "INSERT INTO replicas (name, url, role, epoch, started_at, last_seen) VALUES ($1, $1, $2, $3, $4, $5)
-             ON CONFLICT (name) DO UPDATE SET role = excluded.role, epoch = excluded.epoch,
-                 started_at = excluded.started_at, last_seen = excluded.last_seen",
-        )
-        .bind(self.cluster.url())
-        .bind(role.as_str())
-        .bind(epoch)
-        .bind(ts(this.started_at))
-        .bind(ts(now))
-        .execute(&self.pool)
-        .await?;
         // The row names the last leader; the lock says whether it still leads.
         let leader: (i64, String, String, bool) = sqlx::query_as(
             "SELECT epoch, url, since, EXISTS (
@@ -246,6 +234,22 @@ impl Election {
             (true, Ok(since)) if !url.is_empty() => Some(LeaderView { url, epoch: leader_epoch, since }),
             _ => None,
         };
+        let epoch = match role {
+            ReplicaRole::Leader => epoch,
+            ReplicaRole::Follower => epoch.max(leader_epoch),
+        };
+        sqlx::query(
+            "INSERT INTO replicas (name, url, role, epoch, started_at, last_seen) VALUES ($1, $1, $2, $3, $4, $5)
+             ON CONFLICT (name) DO UPDATE SET role = excluded.role, epoch = excluded.epoch,
+                 started_at = excluded.started_at, last_seen = excluded.last_seen",
+        )
+        .bind(self.cluster.url())
+        .bind(role.as_str())
+        .bind(epoch)
+        .bind(ts(self.cluster.this().started_at))
+        .bind(ts(now))
+        .execute(&self.pool)
+        .await?;
         let rows: Vec<(String, String, i64, String, String)> =
             sqlx::query_as("SELECT url, role, epoch, started_at, last_seen FROM replicas ORDER BY url")
                 .fetch_all(&self.pool)
@@ -267,6 +271,7 @@ impl Election {
             })
             .collect();
         self.metrics.observe_cluster(role, epoch, &replicas);
+        self.cluster.set_role(role, epoch);
         self.cluster.observe(leader, replicas, now);
         Ok(())
     }

@@ -491,6 +491,36 @@ async fn writes_wait_for_a_leader_then_go_through_any_replica_and_a_signature_is
     }
     assert!(known, "the follower learns who leads");
     assert_eq!(ready(follower).await.unwrap().status(), 200, "a follower that knows the leader is ready");
+    // Its metrics name its role, the epoch, and every replica's last report (as of the last
+    // round: a replica reports itself every second).
+    let expected = [
+        "fleetwave_cluster_role{role=\"follower\"} 1".to_owned(),
+        format!("fleetwave_cluster_epoch {epoch}"),
+        format!("fleetwave_cluster_replica_epoch{{replica=\"{}\"}} {epoch}", replicas.list[leader].url),
+        format!(
+            "fleetwave_cluster_replica_last_seen_seconds{{replica=\"{}\",role=\"leader\"}}",
+            replicas.list[leader].url
+        ),
+        format!(
+            "fleetwave_cluster_replica_last_seen_seconds{{replica=\"{}\",role=\"follower\"}}",
+            replicas.list[follower].url
+        ),
+    ];
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics =
+            http.get(format!("{}/metrics", replicas.list[follower].url)).send().await.unwrap().text().await.unwrap();
+        if expected.iter().all(|line| metrics.lines().any(|l| l.starts_with(line.as_str()))) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for line in &expected {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(line.as_str())),
+            "`{line}` not in the follower's metrics:\n{metrics}"
+        );
+    }
     assert_eq!(post(follower).await.unwrap().status(), 200, "an upload through the follower");
 
     // An agent write through the follower: the leader verifies the signature, once.
@@ -500,10 +530,8 @@ async fn writes_wait_for_a_leader_then_go_through_any_replica_and_a_signature_is
     let headers = crate::common::sign_request(&key, "h000", "POST", path, &hb, chrono::Utc::now().timestamp());
     let urls = replicas.urls();
     let send = |i: usize, headers: Vec<(&'static str, String)>| {
-        let request = http
-            .post(format!("{}{path}", urls[i]))
-            .header("content-type", "application/json")
-            .body(hb.clone());
+        let request =
+            http.post(format!("{}{path}", urls[i])).header("content-type", "application/json").body(hb.clone());
         headers.into_iter().fold(request, |r, (k, v)| r.header(k, v)).send()
     };
     let code = |r: reqwest::Response| async move {

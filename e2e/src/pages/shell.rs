@@ -61,6 +61,9 @@ impl Find<'_> {
     pub async fn page(&self, id: &str) -> anyhow::Result<Element> {
         self.wait_css(&format!("#{id}")).await
     }
+    pub async fn cluster_badge(&self) -> anyhow::Result<Element> {
+        self.wait_css("#cluster").await
+    }
     pub async fn version_badge(&self) -> anyhow::Result<Element> {
         self.wait_css("#server-version").await
     }
@@ -73,6 +76,14 @@ pub struct Act<'a> {
 impl Act<'_> {
     pub async fn open(&self, path: &str) -> anyhow::Result<()> {
         self.session.client.goto(&self.session.url(path)).await.context("navigation failed")
+    }
+    /// Saves what the browser shows to `target/e2e-artifacts/<name>.png` (to look at).
+    pub async fn screenshot(&self, name: &str) -> anyhow::Result<std::path::PathBuf> {
+        let dir = crate::harness::artifacts_dir();
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, self.session.client.screenshot().await?)?;
+        Ok(path)
     }
     pub async fn click_nav(&self, label: &str) -> anyhow::Result<()> {
         let link = Find { session: self.session }.nav_link(label).await?;
@@ -124,6 +135,19 @@ impl Check<'_> {
 }
 
 impl Check<'_> {
+    /// The header's cluster badge reads `expected` (it is refreshed every 5 s).
+    pub async fn cluster_shows(&self, expected: &str) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let text = self.find().cluster_badge().await?.text().await?;
+            if text == expected {
+                return Ok(());
+            }
+            ensure!(std::time::Instant::now() < deadline, "the cluster badge shows `{text}`, expected `{expected}`");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// The header names who is signed in.
     pub async fn signed_in_as(&self, name: &str) -> anyhow::Result<()> {
         let badge = self.find().wait_css("#identity").await?;
