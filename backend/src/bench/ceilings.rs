@@ -3,6 +3,9 @@
 //! - SQLite on this disk with the control plane's pragmas: a record upsert plus an event-log
 //!   append per event, one transaction per event and grouped (512 per transaction, the
 //!   reducer's largest group), raw (rusqlite) and through sqlx;
+//! - or, with `--db postgres://…`, the same writes on that PostgreSQL server (a database of
+//!   the benchmark's own): one transaction per event, and grouped as rows (two statements an
+//!   event) and as arrays (two statements a group, as Fleetwave's writer does);
 //! - a bare axum route that only verifies an Ed25519-signed agent request and answers, driven
 //!   by the same closed-loop heartbeat load as Fleetwave.
 
@@ -101,6 +104,83 @@ pub async fn sqlx_sqlite_rate(events: usize, group: usize) -> anyhow::Result<f64
     }
     let rate = events as f64 / started.elapsed().as_secs_f64();
     pool.close().await;
+    Ok(rate)
+}
+
+/// How a PostgreSQL ceiling writes a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgGrouping {
+    /// Two statements per event.
+    Rows,
+    /// Two statements per group: every row of a table in one `UNNEST`.
+    Arrays,
+}
+
+/// Raw PostgreSQL (sqlx on one connection, as Fleetwave's writer): events per second for
+/// `events` record upserts + log appends, `group` per transaction, on a database of its own
+/// on `server`.
+pub async fn raw_postgres_rate(server: &str, events: usize, group: usize, grouping: PgGrouping) -> anyhow::Result<f64> {
+    use sqlx::Connection as _;
+    let scratch = crate::db::postgres::Scratch::create(server, "fleetwave_ceiling").await?;
+    crate::db::postgres::open(&scratch.url, crate::db::BUSY_TIMEOUT).await?.close().await;
+    let mut conn = crate::db::postgres::connect(&scratch.url, crate::db::BUSY_TIMEOUT).await?;
+    sqlx::query("INSERT INTO rollouts (rollout_id, channel, state, current_wave, opened_seq, body) VALUES ('c@1', 'c', 'Active', 0, 1, '{}')")
+        .execute(&mut conn)
+        .await?;
+    let (body, payload) = row_bodies();
+    let upsert = "INSERT INTO host_records (rollout_id, hostname, state, body) VALUES ('c@1', $1, 'Soaking', $2)
+                  ON CONFLICT (rollout_id, hostname) DO UPDATE SET state = excluded.state, body = excluded.body";
+    let append = "INSERT INTO event_log (seq, ts, kind, rollout_id, host, channel, payload, epoch) VALUES ($1, $2, 'HostEvent', 'c@1', $3, 'c', $4, 1)";
+    let started = Instant::now();
+    let mut written = 0;
+    while written < events {
+        let n = group.min(events - written);
+        let hosts: Vec<String> = (written..written + n).map(|i| format!("h{:05}", i % 10_000)).collect();
+        let mut tx = conn.begin().await?;
+        match grouping {
+            PgGrouping::Rows => {
+                for (i, host) in hosts.iter().enumerate() {
+                    sqlx::query(upsert).bind(host).bind(&body).execute(&mut *tx).await?;
+                    let ts = crate::db::store::ts(chrono::Utc::now());
+                    sqlx::query(append)
+                        .bind((written + i + 1) as i64)
+                        .bind(ts)
+                        .bind(host)
+                        .bind(&payload)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            PgGrouping::Arrays => {
+                sqlx::query(
+                    "INSERT INTO host_records (rollout_id, hostname, state, body)
+                     SELECT 'c@1', h, 'Soaking', b FROM UNNEST($1::text[], $2::text[]) AS r (h, b)
+                     ON CONFLICT (rollout_id, hostname) DO UPDATE SET state = excluded.state, body = excluded.body",
+                )
+                .bind(&hosts)
+                .bind(vec![body.as_str(); n])
+                .execute(&mut *tx)
+                .await?;
+                let seqs: Vec<i64> = (written + 1..=written + n).map(|s| s as i64).collect();
+                let ts = crate::db::store::ts(chrono::Utc::now());
+                sqlx::query(
+                    "INSERT INTO event_log (seq, ts, kind, rollout_id, host, channel, payload, epoch)
+                     SELECT s, $2, 'HostEvent', 'c@1', h, 'c', p, 1 FROM UNNEST($1::int8[], $3::text[], $4::text[]) AS r (s, h, p)",
+                )
+                .bind(seqs)
+                .bind(ts)
+                .bind(&hosts)
+                .bind(vec![payload.as_str(); n])
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        written += n;
+    }
+    let rate = events as f64 / started.elapsed().as_secs_f64();
+    let _ = conn.close().await;
+    drop(scratch);
     Ok(rate)
 }
 

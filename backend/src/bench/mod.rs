@@ -1,10 +1,12 @@
 //! `fleetwave bench`: Fleetwave at fleet scale next to this machine's ceilings (issue 7).
 //!
 //! `bench run` measures, in one process tree on a temporary directory:
-//! 1. the ceilings ([`ceilings`]): raw SQLite writes per event and grouped, and a bare axum
-//!    route that only verifies a signed request;
+//! 1. the ceilings ([`ceilings`]): raw writes of the database in use (SQLite, or with `--db
+//!    postgres://…` that PostgreSQL server) per event and grouped, and a bare axum route that
+//!    only verifies a signed request;
 //! 2. for each fleet size, `fleetwave serve` as a child process ([`server`]) on a fresh
-//!    database with a signed load fleet (one rollout per 100 hosts, four waves, soak long
+//!    database (a SQLite file, or a database of its own on the PostgreSQL server, dropped
+//!    afterwards) with a signed load fleet (one rollout per 100 hosts, four waves, soak long
 //!    enough that wave 0 soaks through the run), 50 live-feed clients attached ([`feed`]), and
 //!    two load phases with the same number of requests in flight as the ceiling:
 //!    - heartbeats: closed-loop idle-agent heartbeats over every host ([`load`]);
@@ -34,16 +36,21 @@ use crate::sim::{self, Behaviour};
 pub enum BenchCommand {
     /// The whole benchmark: ceilings, then Fleetwave at each fleet size, with ratios.
     Run(RunArgs),
-    /// Only the ceilings (raw SQLite writes, a bare signed HTTP route).
+    /// Only the ceilings (raw database writes, a bare signed HTTP route).
     Ceilings(CeilingArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CeilingArgs {
-    /// Events written per SQLite mode (one transaction per event writes at most 5,000).
+    /// A PostgreSQL server to measure on instead of SQLite: a URL whose user may create
+    /// databases (each measurement gets a database of its own, dropped afterwards).
+    /// Default: SQLite in a temporary directory.
+    #[arg(long, value_parser = parse_postgres)]
+    pub db: Option<String>,
+    /// Events written per database mode (one transaction per event writes at most 5,000).
     /// Default: 20000.
-    #[arg(long, default_value_t = 20_000)]
-    pub sqlite_events: usize,
+    #[arg(long = "ceiling-events", alias = "sqlite-events", default_value_t = 20_000)]
+    pub ceiling_events: usize,
     /// Requests in flight, for the bare route and for Fleetwave. Default: 64.
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
@@ -70,6 +77,13 @@ pub struct RunArgs {
 
 const INITIAL: &str = "/nix/store/00000000000000000000000000000000-initial";
 
+fn parse_postgres(url: &str) -> Result<String, String> {
+    match crate::db::DbTarget::parse(url)? {
+        crate::db::DbTarget::Postgres(url) => Ok(url),
+        crate::db::DbTarget::Sqlite(_) => Err("--db takes a postgres:// URL (SQLite is the default)".into()),
+    }
+}
+
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Run(args) => run_all(args).await,
@@ -91,28 +105,51 @@ fn shape(hosts: usize, hosts_per_rollout: usize) -> LoadShape {
     }
 }
 
+/// Raw writes of the database in use: a record upsert and a log append per event.
+enum StorageCeilings {
+    Sqlite { raw_single: f64, raw_grouped: f64, sqlx_single: f64, sqlx_grouped: f64 },
+    Postgres { single: f64, rows: f64, arrays: f64 },
+}
+
 struct Ceilings {
-    sqlite_single: f64,
-    sqlite_grouped: f64,
-    sqlx_single: f64,
-    sqlx_grouped: f64,
+    storage: StorageCeilings,
     http: Rate,
     clients: usize,
 }
 
 impl Ceilings {
+    /// The grouped-write ceiling events are judged against (PostgreSQL: the faster grouping).
+    fn grouped(&self) -> (f64, &'static str) {
+        match self.storage {
+            StorageCeilings::Sqlite { raw_grouped, .. } => (raw_grouped, "raw SQLite grouped"),
+            StorageCeilings::Postgres { rows, arrays, .. } => (rows.max(arrays), "raw PostgreSQL grouped"),
+        }
+    }
+
     fn table(&self) -> String {
+        let storage = match self.storage {
+            StorageCeilings::Sqlite { raw_single, raw_grouped, sqlx_single, sqlx_grouped } => format!(
+                "| SQLite (raw, rusqlite): record upsert + event-log append, WAL, synchronous=NORMAL, one transaction per event | {} events/s |\n\
+                 | same, 512 events per transaction | {} events/s |\n\
+                 | same writes through sqlx, one transaction per event | {} events/s |\n\
+                 | same writes through sqlx, 512 events per transaction | {} events/s |\n",
+                thousands(raw_single),
+                thousands(raw_grouped),
+                thousands(sqlx_single),
+                thousands(sqlx_grouped),
+            ),
+            StorageCeilings::Postgres { single, rows, arrays } => format!(
+                "| PostgreSQL (raw, sqlx on one connection): record upsert + event-log append, one transaction per event | {} events/s |\n\
+                 | same, 512 events per transaction, two statements per event | {} events/s |\n\
+                 | same, 512 events per transaction, two statements per transaction (UNNEST arrays) | {} events/s |\n",
+                thousands(single),
+                thousands(rows),
+                thousands(arrays),
+            ),
+        };
         format!(
-            "| ceiling | figure |\n|---|---|\n\
-             | SQLite (raw, rusqlite): record upsert + event-log append, WAL, synchronous=NORMAL, one transaction per event | {} events/s |\n\
-             | same, 512 events per transaction | {} events/s |\n\
-             | same writes through sqlx, one transaction per event | {} events/s |\n\
-             | same writes through sqlx, 512 events per transaction | {} events/s |\n\
+            "| ceiling | figure |\n|---|---|\n{storage}\
              | bare axum route verifying an Ed25519-signed heartbeat, {} in flight | {} requests/s, p50 {:.2} ms, p99 {:.2} ms |",
-            thousands(self.sqlite_single),
-            thousands(self.sqlite_grouped),
-            thousands(self.sqlx_single),
-            thousands(self.sqlx_grouped),
             self.clients,
             thousands(self.http.per_second),
             self.http.p50_ms,
@@ -122,14 +159,30 @@ impl Ceilings {
 }
 
 async fn measure_ceilings(args: &CeilingArgs, fleet: &LoadFleet) -> anyhow::Result<Ceilings> {
-    eprintln!("ceilings: SQLite …");
-    let sqlite_single = ceilings::raw_sqlite_rate(args.sqlite_events.min(5_000), 1).await?;
-    let sqlite_grouped = ceilings::raw_sqlite_rate(args.sqlite_events, 512).await?;
-    let sqlx_single = ceilings::sqlx_sqlite_rate(args.sqlite_events.min(5_000), 1).await?;
-    let sqlx_grouped = ceilings::sqlx_sqlite_rate(args.sqlite_events, 512).await?;
+    let (single, grouped) = (args.ceiling_events.min(5_000), args.ceiling_events);
+    let storage = match &args.db {
+        None => {
+            eprintln!("ceilings: SQLite …");
+            StorageCeilings::Sqlite {
+                raw_single: ceilings::raw_sqlite_rate(single, 1).await?,
+                raw_grouped: ceilings::raw_sqlite_rate(grouped, 512).await?,
+                sqlx_single: ceilings::sqlx_sqlite_rate(single, 1).await?,
+                sqlx_grouped: ceilings::sqlx_sqlite_rate(grouped, 512).await?,
+            }
+        }
+        Some(server) => {
+            use ceilings::PgGrouping::{Arrays, Rows};
+            eprintln!("ceilings: PostgreSQL …");
+            StorageCeilings::Postgres {
+                single: ceilings::raw_postgres_rate(server, single, 1, Rows).await?,
+                rows: ceilings::raw_postgres_rate(server, grouped, 512, Rows).await?,
+                arrays: ceilings::raw_postgres_rate(server, grouped, 512, Arrays).await?,
+            }
+        }
+    };
     eprintln!("ceilings: bare signed route, {} s …", args.seconds);
     let http = ceilings::http_rate(&fleet.hosts, args.clients, Duration::from_secs(args.seconds)).await?;
-    Ok(Ceilings { sqlite_single, sqlite_grouped, sqlx_single, sqlx_grouped, http, clients: args.clients })
+    Ok(Ceilings { storage, http, clients: args.clients })
 }
 
 /// The server's reducer over one phase, from its `/metrics` histograms.
@@ -264,7 +317,7 @@ async fn measure_size(args: &RunArgs, fleet: &LoadFleet) -> anyhow::Result<SizeR
     let dir = tempfile::tempdir()?;
     eprintln!("{hosts} hosts / {rollouts} rollouts: starting the server …");
     let started = Instant::now();
-    let server = ServerProcess::start(dir.path(), fleet).await?;
+    let server = ServerProcess::start(dir.path(), fleet, args.ceilings.db.as_deref()).await?;
     let startup = started.elapsed();
     let (startup_peak_mib, _) = server.memory_mib();
     let first = server.metrics().await?;
@@ -346,8 +399,12 @@ fn ms(seconds: f64) -> String {
 }
 
 fn report(args: &RunArgs, c: &Ceilings, sizes: &[SizeReport], took: Duration) -> String {
+    let database = match &args.ceilings.db {
+        Some(url) => format!("PostgreSQL at {}", crate::db::DbTarget::Postgres(url.clone())),
+        None => "SQLite".to_owned(),
+    };
     let mut out = format!(
-        "fleetwave bench run — {} cores, {} requests in flight, {} feed clients, {} s per phase ({} s in all)\n\n",
+        "fleetwave bench run on {database} — {} cores, {} requests in flight, {} feed clients, {} s per phase ({} s in all)\n\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         args.ceilings.clients,
         args.feed_clients,
@@ -364,12 +421,18 @@ fn report(args: &RunArgs, c: &Ceilings, sizes: &[SizeReport], took: Duration) ->
         out.push_str(&format!("| {name} | {} |\n", cells.join(" | ")));
     };
     let latency = |r: &Rate| format!("{:.2} / {:.2} ms", r.p50_ms, r.p99_ms);
+    let (grouped, grouped_name) = c.grouped();
     let events = |r: &Rate| {
+        let sqlx = match c.storage {
+            StorageCeilings::Sqlite { sqlx_grouped, .. } => {
+                format!(", {:.2} × sqlx grouped", r.per_second / sqlx_grouped)
+            }
+            StorageCeilings::Postgres { .. } => String::new(),
+        };
         format!(
-            "**{}** = {:.2} × raw SQLite grouped, {:.2} × sqlx grouped, {:.2} × route ceiling",
+            "**{}** = {:.2} × {grouped_name}{sqlx}, {:.2} × route ceiling",
             thousands(r.per_second),
-            r.per_second / c.sqlite_grouped,
-            r.per_second / c.sqlx_grouped,
+            r.per_second / grouped,
             r.per_second / c.http.per_second
         )
     };

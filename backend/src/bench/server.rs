@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,8 @@ use crate::sim::fleet::LoadFleet;
 
 pub struct ServerProcess {
     child: tokio::process::Child,
+    /// The PostgreSQL database of its own, if the run is on PostgreSQL (dropped after it).
+    _database: Option<crate::db::postgres::Scratch>,
     pid: u32,
     pub url: String,
     /// A viewer's bearer token (for the live feed).
@@ -78,12 +81,24 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 impl ServerProcess {
-    /// Writes `fleet` into `dir`, adds a viewer to a fresh database there and starts
-    /// `fleetwave serve` on it; returns once every rollout of the fleet is open.
-    pub async fn start(dir: &Path, fleet: &LoadFleet) -> anyhow::Result<ServerProcess> {
+    /// Writes `fleet` into `dir`, adds a viewer to a fresh database (a SQLite file in `dir`,
+    /// or a database of its own on the PostgreSQL `server`) and starts `fleetwave serve` on
+    /// it; returns once every rollout of the fleet is open.
+    pub async fn start(dir: &Path, fleet: &LoadFleet, server: Option<&str>) -> anyhow::Result<ServerProcess> {
         fleet.write(dir, false)?;
-        let db_path = dir.join("fleetwave.db");
-        let pool = db::open(&db_path.clone().into()).await?;
+        let database = match server {
+            Some(server) => Some(db::postgres::Scratch::create(server, "fleetwave_bench").await?),
+            None => None,
+        };
+        let target = match &database {
+            Some(scratch) => db::DbTarget::Postgres(scratch.url.clone()),
+            None => db::DbTarget::Sqlite(dir.join("fleetwave.db")),
+        };
+        let db_arg = match &target {
+            db::DbTarget::Sqlite(path) => path.display().to_string(),
+            db::DbTarget::Postgres(url) => url.clone(),
+        };
+        let pool = db::open(&target).await?;
         let viewer_token = new_token();
         db::auth::add_operator(&pool, "bench", Role::Viewer, &token_hash(&viewer_token), chrono::Utc::now()).await?;
         pool.close().await;
@@ -94,7 +109,7 @@ impl ServerProcess {
         let child = tokio::process::Command::new(exe)
             .args(["--log-format", "json", "serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--db")
-            .arg(&db_path)
+            .arg(&db_arg)
             .arg("--dist")
             .arg(dir.join("no-dashboard"))
             .arg("--trust")
@@ -109,7 +124,14 @@ impl ServerProcess {
             .spawn()
             .context("cannot start fleetwave serve")?;
         let pid = child.id().context("the server exited at once")?;
-        let server = ServerProcess { child, pid, url: format!("http://127.0.0.1:{port}"), viewer_token, log };
+        let server = ServerProcess {
+            child,
+            _database: database,
+            pid,
+            url: format!("http://127.0.0.1:{port}"),
+            viewer_token,
+            log,
+        };
         let hosts = fleet.hosts.len() as f64;
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {

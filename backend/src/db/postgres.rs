@@ -279,3 +279,50 @@ async fn commit(conn: &mut PgConnection, epoch: i64, batch: Batch) -> Committed 
         })
         .collect())
 }
+
+/// A database of its own on a PostgreSQL server, created for a test or a benchmark run and
+/// dropped (with `FORCE`: connections a killed process left behind do not keep it) when this
+/// is dropped. `server` is a URL whose user may create databases.
+pub struct Scratch {
+    pub url: String,
+    server: String,
+    name: String,
+}
+
+impl Scratch {
+    pub async fn create(server: &str, prefix: &str) -> anyhow::Result<Scratch> {
+        use anyhow::Context as _;
+        let name = format!("{prefix}_{:016x}", rand::random::<u64>());
+        let mut url = reqwest::Url::parse(server).with_context(|| format!("{server} is not a URL"))?;
+        url.set_path(&format!("/{name}"));
+        let mut conn = connect(server, super::BUSY_TIMEOUT)
+            .await
+            .with_context(|| format!("cannot connect to {}", super::DbTarget::Postgres(server.to_owned())))?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .with_context(|| format!("cannot create the database {name}"))?;
+        let _ = conn.close().await;
+        Ok(Scratch { url: url.to_string(), server: server.to_owned(), name })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let (server, name) = (self.server.clone(), self.name.clone());
+        // Drop may run inside a runtime, which cannot be blocked on: a thread of its own with
+        // a runtime of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async {
+                let mut conn = connect(&server, super::BUSY_TIMEOUT).await.ok()?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await.ok()?;
+                conn.close().await.ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(()))) {
+            tracing::warn!(database = %self.name, "could not drop a scratch database");
+        }
+    }
+}

@@ -75,59 +75,23 @@ pub fn matrix_is_postgres() -> bool {
     std::env::var(MATRIX_VAR).as_deref() == Ok("postgres")
 }
 
-/// A PostgreSQL database created for one test and dropped (with `FORCE`: connections a
-/// killed replica left behind do not keep it) when this is dropped.
+/// A PostgreSQL database created for one test, dropped when this is dropped.
 pub struct PgDatabase {
     pub url: String,
-    admin: String,
-    name: String,
-}
-
-fn admin_url() -> String {
-    std::env::var(SERVER_VAR).unwrap_or_else(|_| {
-        panic!(
-            "{SERVER_VAR} is not set: the PostgreSQL tests need a server to create their databases on. \
-             `./scripts/test` starts one (scripts/postgres); by hand: `eval $(scripts/postgres start)`."
-        )
-    })
+    _scratch: super::postgres::Scratch,
 }
 
 impl PgDatabase {
     pub async fn create() -> PgDatabase {
-        use sqlx::Connection as _;
-        let admin = admin_url();
-        let name = format!("fw_test_{:016x}", rand::random::<u64>());
-        let mut url = reqwest::Url::parse(&admin).unwrap_or_else(|e| panic!("{SERVER_VAR} is not a URL: {e}"));
-        url.set_path(&format!("/{name}"));
-        let mut conn = sqlx::PgConnection::connect(&admin)
+        let server = std::env::var(SERVER_VAR).unwrap_or_else(|_| {
+            panic!(
+                "{SERVER_VAR} is not set: the PostgreSQL tests need a server to create their databases on. \
+                 `./scripts/test` starts one (scripts/postgres); by hand: `eval $(scripts/postgres start)`."
+            )
+        });
+        let scratch = super::postgres::Scratch::create(&server, "fw_test")
             .await
-            .unwrap_or_else(|e| panic!("cannot connect to the test server {SERVER_VAR}={admin}: {e}"));
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .unwrap_or_else(|e| panic!("cannot create the test database {name}: {e}"));
-        let _ = conn.close().await;
-        PgDatabase { url: url.to_string(), admin, name }
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let (admin, name) = (self.admin.clone(), self.name.clone());
-        // Drop runs inside the test's runtime, which cannot be blocked on: a thread of its own
-        // with a runtime of its own.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-            runtime.block_on(async {
-                use sqlx::Connection as _;
-                let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await.ok()?;
-                conn.close().await.ok()
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Some(()))) {
-            eprintln!("could not drop the test database {}", self.name);
-        }
+            .unwrap_or_else(|e| panic!("{SERVER_VAR}={server}: {e:#}"));
+        PgDatabase { url: scratch.url.clone(), _scratch: scratch }
     }
 }
