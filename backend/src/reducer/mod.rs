@@ -41,6 +41,9 @@ pub const MAX_GROUP: usize = 512;
 const PIPELINE_DEPTH: usize = 2;
 /// Inputs that may wait for the reducer; senders wait (back-pressure) beyond this.
 const QUEUE: usize = 8192;
+/// Signatures of requests that changed nothing wait this long at most for a batch with other
+/// writes before they are stored on their own.
+const SIGNATURES_EVERY: Duration = Duration::from_secs(1);
 /// Retry intervals of the reload after a failed commit.
 const RELOAD_FIRST_WAIT: Duration = Duration::from_millis(100);
 const RELOAD_LAST_WAIT: Duration = Duration::from_secs(5);
@@ -183,6 +186,7 @@ pub async fn spawn(
         deposed,
         clock,
         signatures,
+        signatures_stored_at: Instant::now(),
     };
     let task = tokio::spawn(reducer.run(rx, config, shutdown));
     Ok((handle, task))
@@ -205,8 +209,10 @@ struct Reducer {
     deposed: Arc<AtomicBool>,
     /// The one clock the reducer reads (tests move it).
     clock: crate::clock::Clock,
-    /// Signatures of accepted agent writes, stored with each batch.
+    /// Signatures of accepted agent writes, stored with each batch, and when a batch last
+    /// stored some.
     signatures: Arc<ReplayCache>,
+    signatures_stored_at: Instant,
 }
 
 fn trust_now(trust: &SharedTrust) -> Option<engine::verify::TrustRoots> {
@@ -290,7 +296,7 @@ impl Reducer {
         // Records still deferred are written, so the table is whole at rest (after a crash
         // the next start takes them from the log instead). Stale memory writes nothing.
         let mut last = self.core.batch(Pending::default(), clock.now(), true);
-        self.add_signatures(&mut last, clock.now());
+        self.add_signatures(&mut last, clock.now(), true);
         if !stale
             && !last.is_empty()
             && let Err(err) = self.writer.commit(last).await
@@ -365,7 +371,7 @@ impl Reducer {
             histogram.observe(started.elapsed().as_secs_f64());
         }
         let mut batch = self.core.batch(pending, now, false);
-        self.add_signatures(&mut batch, now);
+        self.add_signatures(&mut batch, now, false);
         self.core.prune();
         let writes = !batch.is_empty();
         // A group that writes nothing still waits for the commits before it (its answers may
@@ -383,9 +389,18 @@ impl Reducer {
 
     /// The signatures of the agent writes accepted since the last batch go with this one (the
     /// writes they carried are in it or an earlier one); expired ones are deleted meanwhile.
-    fn add_signatures(&self, batch: &mut store::Batch, now: chrono::DateTime<Utc>) {
+    /// A group that writes nothing else (heartbeats of a settled fleet) does not commit a
+    /// transaction for its signatures alone more than once a [`SIGNATURES_EVERY`]: their
+    /// requests changed nothing, so one replayed after a crash changes nothing either.
+    fn add_signatures(&mut self, batch: &mut store::Batch, now: chrono::DateTime<Utc>, stopping: bool) {
+        if batch.is_empty() && !stopping && self.signatures_stored_at.elapsed() < SIGNATURES_EVERY {
+            return;
+        }
         batch.signatures = self.signatures.take_pending();
         batch.signatures_expire_before = now.timestamp();
+        if !batch.signatures.is_empty() {
+            self.signatures_stored_at = Instant::now();
+        }
     }
 
     /// The oldest group's commit came back: answer it. After a failure every later group in
