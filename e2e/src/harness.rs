@@ -19,6 +19,18 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The dashboard build the tests serve; e2e builds nothing itself.
+fn dist() -> anyhow::Result<PathBuf> {
+    let dist = repo_root().join("dist");
+    if !dist.join("index.html").is_file() {
+        bail!(
+            "{} has no index.html: build the dashboard first (`trunk build --release` at the repo root; ./scripts/test does it)",
+            dist.display()
+        );
+    }
+    Ok(dist)
+}
+
 /// Where failure screenshots go: `target/e2e-artifacts/<test>.png`.
 pub fn artifacts_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
@@ -48,6 +60,15 @@ impl Session {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base_url, path)
     }
+
+    /// Saves what the browser shows to `target/e2e-artifacts/<name>.png` (to look at).
+    pub async fn screenshot(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let dir = artifacts_dir();
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, self.client.screenshot().await?)?;
+        Ok(path)
+    }
 }
 
 /// The control plane running in this process on a free port with a temporary database.
@@ -61,13 +82,7 @@ struct TestServer {
 
 impl TestServer {
     async fn start() -> anyhow::Result<TestServer> {
-        let dist = repo_root().join("dist");
-        if !dist.join("index.html").is_file() {
-            bail!(
-                "{} has no index.html: build the dashboard first (`trunk build --release` at the repo root; ./scripts/test does it)",
-                dist.display()
-            );
-        }
+        let dist = dist()?;
         let dir = tempfile::tempdir()?;
         let config = backend::config::ServeConfig::local(dir.path().join("fleetwave.db"), dist);
         let shutdown = CancellationToken::new();
@@ -218,10 +233,7 @@ where
     F: FnOnce(Session, String) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let dist = repo_root().join("dist");
-    if !dist.join("index.html").is_file() {
-        bail!("{} has no index.html: build the dashboard first (`trunk build --release`)", dist.display());
-    }
+    let dist = dist()?;
     let args = backend::demo::DemoArgs {
         listen: "127.0.0.1:0".parse()?,
         db: None,
@@ -306,10 +318,7 @@ where
     F: FnOnce(Session, ServerControl) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let dist = repo_root().join("dist");
-    if !dist.join("index.html").is_file() {
-        bail!("{} has no index.html: build the dashboard first (`trunk build --release`)", dist.display());
-    }
+    let dist = dist()?;
     let dir = tempfile::tempdir()?;
     let ci = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
     let trust = serde_json::json!({"schemaVersion": 1, "ciReleaseKey": {"current": engine::sign::public_key_b64(&ci)}, "freshnessWindowMinutes": 1440});
@@ -389,10 +398,7 @@ where
     F: FnOnce(Session, Replicas) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let dist = repo_root().join("dist");
-    if !dist.join("index.html").is_file() {
-        bail!("{} has no index.html: build the dashboard first (`trunk build --release`)", dist.display());
-    }
+    let dist = dist()?;
     let dir = tempfile::tempdir()?;
     let db = backend::db::testing::TestDb::postgres().await;
     let mut replicas =

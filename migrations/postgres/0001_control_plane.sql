@@ -128,8 +128,9 @@ FROM record_tail;
 -- Signatures of agent writes still within their acceptance window (see
 -- migrations/sqlite/0007).
 CREATE TABLE agent_signatures (
-    key        bytea  PRIMARY KEY,
-    expires_at bigint NOT NULL
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    expires_at bigint NOT NULL,
+    keys       bytea  NOT NULL
 );
 
 CREATE INDEX agent_signatures_by_expiry ON agent_signatures (expires_at);

@@ -86,13 +86,14 @@ impl Cluster {
         self.database
     }
 
+    /// Read on every request (the write forwarder): no copy of the rest.
     pub fn role(&self) -> ReplicaRole {
-        self.known().map_or(ReplicaRole::Follower, |k| k.role)
+        self.known.read().map_or(ReplicaRole::Follower, |k| k.role)
     }
 
     /// The leader this replica knows of (itself when it leads); none during a takeover.
     pub fn leader(&self) -> Option<LeaderView> {
-        self.known().and_then(|k| k.leader)
+        self.known.read().ok().and_then(|k| k.leader.clone())
     }
 
     /// The leader to pass writes to: known, and not this replica.

@@ -263,15 +263,21 @@ conformance! {
         assert_eq!((loaded.quarantines.len(), loaded.presence.len()), (1, 2));
     }
 
+    /// One row per batch; a batch's keys live until the latest of them expires.
     async fn signatures_of_agent_writes_are_kept_until_they_expire(f) {
-        let batch = Batch { signatures: vec![(1, 1_060), (2, 1_030), (u128::MAX, 1_090)], signatures_expire_before: 1_000, ..Default::default() };
-        f.writer.commit(batch).await.unwrap();
+        let first = Batch { signatures: vec![(1, 1_060), (2, 1_030)], signatures_expire_before: None, ..Default::default() };
+        f.writer.commit(first).await.unwrap();
+        let second = Batch { signatures: vec![(u128::MAX, 1_090)], signatures_expire_before: None, ..Default::default() };
+        f.writer.commit(second).await.unwrap();
         let mut live = store::signatures(&f.store, 1_040).await.unwrap();
         live.sort();
-        assert_eq!(live, [(1, 1_060), (u128::MAX, 1_090)], "read back whole, expired ones left out");
-        // A key stored twice is one row; later batches delete what expired.
-        let again = Batch { signatures: vec![(1, 1_060), (3, 1_100)], signatures_expire_before: 1_070, ..Default::default() };
-        f.writer.commit(again).await.unwrap();
+        assert_eq!(live, [(1, 1_060), (2, 1_060), (u128::MAX, 1_090)], "whole keys, with their batch's expiry");
+        assert_eq!(store::signatures(&f.store, 1_070).await.unwrap(), [(u128::MAX, 1_090)], "expired batches are not read");
+        // A later batch deletes what expired before it.
+        let third = Batch { signatures: vec![(3, 1_100)], signatures_expire_before: Some(1_070), ..Default::default() };
+        f.writer.commit(third).await.unwrap();
+        let rows = on_pool!(&f.store, pool => sqlx::query_scalar::<_, i64>("SELECT count(*) FROM agent_signatures").fetch_one(pool).await.unwrap());
+        assert_eq!(rows, 2);
         let mut all = store::signatures(&f.store, 0).await.unwrap();
         all.sort();
         assert_eq!(all, [(3, 1_100), (u128::MAX, 1_090)]);

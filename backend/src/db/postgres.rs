@@ -10,13 +10,12 @@
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool, Row};
 use tokio::sync::mpsc;
 
 use super::DbError;
 use super::store::{Batch, ManifestWrite, QuarantineChange, ts};
 use super::writer::{Committed, FailureGate, Job, WriteError, to_json};
-use shared::api::LogEvent;
 use shared::{Channel, Closure, Hostname, RolloutId};
 
 /// The channel the leader's commits notify, with the last seq they wrote as the payload.
@@ -111,17 +110,25 @@ pub(super) async fn start_writer(
     Ok(jobs)
 }
 
-/// The leader row's epoch and the log's last seq, with the leader row share-locked until the
-/// transaction ends: a new leader's epoch increment waits for this transaction, and this
-/// transaction sees any increment that committed before it.
-const FENCE: &str = "SELECT epoch, (SELECT COALESCE(MAX(seq), 0) FROM event_log) FROM leader WHERE id = 1 FOR SHARE";
+/// Opens the transaction and reads the leader row's epoch and the log's last seq, with the
+/// leader row share-locked until the transaction ends: a new leader's epoch increment waits
+/// for this transaction, and this transaction sees any increment that committed before it.
+/// (One round trip: the statements take no parameters.)
+const BEGIN_FENCED: &str =
+    "BEGIN; SELECT epoch, (SELECT COALESCE(MAX(seq), 0) FROM event_log) FROM leader WHERE id = 1 FOR SHARE";
 
+/// Writes `batch` in one transaction, in as few round trips as the rows allow: the opening
+/// with the fence, one statement per table that has rows (arrays), and the closing with the
+/// snapshot and the notification. The transaction is opened and closed by hand (so that those
+/// round trips carry more than `BEGIN` and `COMMIT`): on any error the caller drops the
+/// connection, and the server rolls the transaction back.
 async fn commit(conn: &mut PgConnection, epoch: i64, batch: Batch) -> Committed {
     if batch.is_empty() {
         return Ok(Vec::new());
     }
-    let mut tx = conn.begin().await?;
-    let (current, last): (i64, i64) = sqlx::query_as(FENCE).fetch_one(&mut *tx).await?;
+    let fence = sqlx::Executor::fetch_all(&mut *conn, BEGIN_FENCED).await?;
+    let row = fence.first().ok_or(sqlx::Error::RowNotFound)?;
+    let (current, last): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
     if current != epoch {
         return Err(WriteError::Fenced { ours: epoch, current });
     }
@@ -133,9 +140,9 @@ async fn commit(conn: &mut PgConnection, epoch: i64, batch: Batch) -> Committed 
         .bind(to_json(fleet)?)
         .bind(fleet_hash)
         .bind(ts(*at))
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
-        sqlx::query("DELETE FROM manifest_rollouts").execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM manifest_rollouts").execute(&mut *conn).await?;
         let ids: Vec<&str> = manifests.iter().map(|(id, _)| id.as_str()).collect();
         let artifacts = manifests.iter().map(|(_, a)| to_json(a)).collect::<Result<Vec<_>, _>>()?;
         // In acceptance order: the position is what breaks a tie of signing times.
@@ -148,7 +155,7 @@ async fn commit(conn: &mut PgConnection, epoch: i64, batch: Batch) -> Committed 
         .bind(artifacts)
         .bind(ts(*at))
         .bind(positions)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
     }
     if !batch.rollouts.is_empty() {
@@ -165,7 +172,7 @@ async fn commit(conn: &mut PgConnection, epoch: i64, batch: Batch) -> Committed 
         .bind(rs.iter().map(|r| i64::from(r.current_wave)).collect::<Vec<_>>())
         .bind(rs.iter().map(|r| r.opened_seq as i64).collect::<Vec<_>>())
         .bind(bodies)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
     }
     if !batch.records.is_empty() {
@@ -179,7 +186,7 @@ async fn commit(conn: &mut PgConnection, epoch: i64, batch: Batch) -> Committed 
         .bind(rs.iter().map(|r| r.hostname.as_str()).collect::<Vec<_>>())
         .bind(rs.iter().map(|r| r.state).collect::<Vec<_>>())
         .bind(rs.iter().map(|r| r.body.get()).collect::<Vec<_>>())
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
     }
     for change in &batch.quarantines {
@@ -193,7 +200,7 @@ async fn commit(conn: &mut PgConnection, epoch: i64, batch: Batch) -> Committed 
                 .bind(&q.reason)
                 .bind(&q.by)
                 .bind(ts(q.at))
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
             }
             QuarantineChange::Release { channel, closure, by, reason, at } => {
@@ -206,7 +213,7 @@ async fn commit(conn: &mut PgConnection, epoch: i64, batch: Batch) -> Committed 
                 .bind(reason)
                 .bind(channel.as_str())
                 .bind(closure.as_str())
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
             }
         }
@@ -221,22 +228,19 @@ async fn commit(conn: &mut PgConnection, epoch: i64, batch: Batch) -> Committed 
         .bind(ps.iter().map(|(h, _, _)| h.as_str()).collect::<Vec<_>>())
         .bind(ps.iter().map(|(_, at, _)| ts(*at)).collect::<Vec<_>>())
         .bind(ps.iter().map(|(_, _, c)| c.as_ref().map(Closure::as_str)).collect::<Vec<_>>())
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
     }
     if !batch.signatures.is_empty() {
-        sqlx::query(
-            "INSERT INTO agent_signatures (key, expires_at) SELECT * FROM UNNEST($1::bytea[], $2::int8[])
-             ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(batch.signatures.iter().map(|(key, _)| key.to_le_bytes().to_vec()).collect::<Vec<_>>())
-        .bind(batch.signatures.iter().map(|(_, expires)| *expires).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM agent_signatures WHERE expires_at < $1")
-            .bind(batch.signatures_expire_before)
-            .execute(&mut *tx)
+        let (keys, expires) = super::store::signature_row(&batch.signatures);
+        sqlx::query("INSERT INTO agent_signatures (expires_at, keys) VALUES ($1, $2)")
+            .bind(expires)
+            .bind(keys)
+            .execute(&mut *conn)
             .await?;
+    }
+    if let Some(before) = batch.signatures_expire_before {
+        sqlx::query("DELETE FROM agent_signatures WHERE expires_at < $1").bind(before).execute(&mut *conn).await?;
     }
     let first = last + 1;
     let seqs: Vec<i64> = (first..first + batch.log.len() as i64).collect();
@@ -255,29 +259,22 @@ async fn commit(conn: &mut PgConnection, epoch: i64, batch: Batch) -> Committed 
         .bind(log.iter().map(|r| r.channel.as_ref().map(Channel::as_str)).collect::<Vec<_>>())
         .bind(log.iter().map(|r| r.payload.get()).collect::<Vec<_>>())
         .bind(epoch)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
-        // Delivered to every listening replica when (and only if) the transaction commits.
-        sqlx::query("SELECT pg_notify($1, $2)").bind(LOG_CHANNEL).bind(through.to_string()).execute(&mut *tx).await?;
     }
+    // The closing round trip. Its values are integers this function computed, written as
+    // literals. The notification is delivered to every listening replica when (and only if)
+    // the transaction commits.
+    let mut closing = String::new();
     if batch.records_through {
-        sqlx::query("UPDATE record_snapshot SET seq = $1").bind(through).execute(&mut *tx).await?;
+        closing.push_str(&format!("UPDATE record_snapshot SET seq = {through}; "));
     }
-    tx.commit().await?;
-    Ok(batch
-        .log
-        .into_iter()
-        .zip(seqs)
-        .map(|(row, seq)| LogEvent {
-            seq,
-            ts: row.ts,
-            kind: row.kind,
-            rollout_id: row.rollout_id,
-            host: row.host,
-            channel: row.channel,
-            payload: row.payload,
-        })
-        .collect())
+    if !batch.log.is_empty() {
+        closing.push_str(&format!("SELECT pg_notify('{LOG_CHANNEL}', '{through}'); "));
+    }
+    closing.push_str("COMMIT");
+    sqlx::Executor::execute(&mut *conn, closing.as_str()).await?;
+    Ok(batch.log.into_iter().zip(seqs).map(|(row, seq)| row.committed(seq)).collect())
 }
 
 /// A database of its own on a PostgreSQL server, created for a test or a benchmark run and

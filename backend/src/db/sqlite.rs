@@ -15,9 +15,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use tokio::sync::mpsc;
 
 use super::DbError;
-use super::store::{Batch, ManifestWrite, QuarantineChange, RECORDS_WRITTEN_THROUGH_LOG, ts};
+use super::store::{Batch, ManifestWrite, QuarantineChange, RECORDS_WRITTEN_THROUGH_LOG, signature_row, ts};
 use super::writer::{Committed, FailureGate, Job, WriteError, to_json};
-use shared::api::LogEvent;
 use shared::{Channel, Closure, Hostname, RolloutId};
 
 /// Opens (creating if missing) the database at `path` and brings its schema up to date.
@@ -192,12 +191,12 @@ fn commit(conn: &mut Connection, batch: Batch) -> Committed {
         }
     }
     if !batch.signatures.is_empty() {
-        let mut insert = tx.prepare_cached("INSERT OR IGNORE INTO agent_signatures (key, expires_at) VALUES (?, ?)")?;
-        for (key, expires) in &batch.signatures {
-            insert.execute(params![key.to_le_bytes().as_slice(), expires])?;
-        }
-        tx.prepare_cached("DELETE FROM agent_signatures WHERE expires_at < ?")?
-            .execute(params![batch.signatures_expire_before])?;
+        let (keys, expires) = signature_row(&batch.signatures);
+        tx.prepare_cached("INSERT INTO agent_signatures (expires_at, keys) VALUES (?, ?)")?
+            .execute(params![expires, keys])?;
+    }
+    if let Some(before) = batch.signatures_expire_before {
+        tx.prepare_cached("DELETE FROM agent_signatures WHERE expires_at < ?")?.execute(params![before])?;
     }
     let mut entries = Vec::with_capacity(batch.log.len());
     {
@@ -213,15 +212,7 @@ fn commit(conn: &mut Connection, batch: Batch) -> Committed {
                 row.channel.as_ref().map(Channel::as_str),
                 row.payload.get()
             ])?;
-            entries.push(LogEvent {
-                seq: tx.last_insert_rowid(),
-                ts: row.ts,
-                kind: row.kind,
-                rollout_id: row.rollout_id,
-                host: row.host,
-                channel: row.channel,
-                payload: row.payload,
-            });
+            entries.push(row.committed(tx.last_insert_rowid()));
         }
     }
     if batch.records_through {

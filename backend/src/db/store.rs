@@ -153,15 +153,24 @@ async fn settle_records(store: &Store) -> Result<(), sqlx::Error> {
 pub const RECORDS_WRITTEN_THROUGH_LOG: &str =
     "UPDATE record_snapshot SET seq = (SELECT COALESCE(MAX(seq), 0) FROM event_log)";
 
-/// Stored signatures of agent writes that expire at `now` or later.
+/// Stored signatures of agent writes that expire at `now` or later (each with the expiry of
+/// the transaction that stored it: the latest of its keys').
 pub async fn signatures(store: &Store, now: i64) -> Result<Vec<(crate::signatures::SignatureKey, i64)>, sqlx::Error> {
-    let rows: Vec<(Vec<u8>, i64)> = on_pool!(store, pool => {
-        sqlx::query_as("SELECT key, expires_at FROM agent_signatures WHERE expires_at >= $1").bind(now).fetch_all(pool).await
+    let rows: Vec<(i64, Vec<u8>)> = on_pool!(store, pool => {
+        sqlx::query_as("SELECT expires_at, keys FROM agent_signatures WHERE expires_at >= $1").bind(now).fetch_all(pool).await
     })?;
     Ok(rows
-        .into_iter()
-        .filter_map(|(key, expires)| Some((u128::from_le_bytes(key.try_into().ok()?), expires)))
+        .iter()
+        .flat_map(|(expires, keys)| {
+            keys.chunks_exact(16).filter_map(|key| Some((u128::from_le_bytes(key.try_into().ok()?), *expires)))
+        })
         .collect())
+}
+
+/// The stored form of a batch's signatures: the keys concatenated, and the latest expiry.
+pub fn signature_row(signatures: &[(crate::signatures::SignatureKey, i64)]) -> (Vec<u8>, i64) {
+    let keys = signatures.iter().flat_map(|(key, _)| key.to_le_bytes()).collect();
+    (keys, signatures.iter().map(|(_, expires)| *expires).max().unwrap_or(0))
 }
 
 pub async fn last_seq(store: &Store) -> Result<i64, sqlx::Error> {
@@ -208,6 +217,21 @@ pub struct LogRow {
     pub host: Option<Hostname>,
     pub channel: Option<Channel>,
     pub payload: Payload,
+}
+
+impl LogRow {
+    /// The row as committed under `seq`.
+    pub fn committed(self, seq: i64) -> LogEvent {
+        LogEvent {
+            seq,
+            ts: self.ts,
+            kind: self.kind,
+            rollout_id: self.rollout_id,
+            host: self.host,
+            channel: self.channel,
+            payload: self.payload,
+        }
+    }
 }
 
 /// A host record as written to `host_records`: its JSON is rendered once, by the reducer.
@@ -277,10 +301,10 @@ pub struct Batch {
     pub quarantines: Vec<QuarantineChange>,
     pub presence: Vec<(Hostname, DateTime<Utc>, Option<Closure>)>,
     pub log: Vec<LogRow>,
-    /// Signatures of the agent writes in this batch (or accepted before it), to store; and
-    /// the unix second before which stored ones have expired and go.
+    /// Signatures of the agent writes in this batch (or accepted before it), to store; and,
+    /// now and then, the unix second before which stored ones have expired and go.
     pub signatures: Vec<(crate::signatures::SignatureKey, i64)>,
-    pub signatures_expire_before: i64,
+    pub signatures_expire_before: Option<i64>,
 }
 
 impl Batch {

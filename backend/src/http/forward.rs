@@ -53,8 +53,11 @@ pub fn no_leader(message: &str) -> Response {
 
 /// Middleware on `/api/v1`: answers writes on the leader, passes them on from a follower.
 pub async fn writes_to_leader(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if state.cluster.role() == ReplicaRole::Leader {
+        return next.run(request).await;
+    }
     let uri = request.extensions().get::<OriginalUri>().map_or_else(|| request.uri().clone(), |o| o.0.clone());
-    if !is_write(request.method(), uri.path()) || state.cluster.role() == ReplicaRole::Leader {
+    if !is_write(request.method(), uri.path()) {
         return next.run(request).await;
     }
     if request.headers().contains_key(&FORWARDED) {

@@ -44,6 +44,8 @@ const QUEUE: usize = 8192;
 /// Signatures of requests that changed nothing wait this long at most for a batch with other
 /// writes before they are stored on their own.
 const SIGNATURES_EVERY: Duration = Duration::from_secs(1);
+/// How often a batch also deletes the stored signatures that expired.
+const PURGE_SIGNATURES_EVERY: Duration = Duration::from_secs(10);
 /// Retry intervals of the reload after a failed commit.
 const RELOAD_FIRST_WAIT: Duration = Duration::from_millis(100);
 const RELOAD_LAST_WAIT: Duration = Duration::from_secs(5);
@@ -187,6 +189,7 @@ pub async fn spawn(
         clock,
         signatures,
         signatures_stored_at: Instant::now(),
+        signatures_purged_at: Instant::now(),
     };
     let task = tokio::spawn(reducer.run(rx, config, shutdown));
     Ok((handle, task))
@@ -213,6 +216,8 @@ struct Reducer {
     /// stored some.
     signatures: Arc<ReplayCache>,
     signatures_stored_at: Instant,
+    /// When a batch last deleted the stored signatures that expired.
+    signatures_purged_at: Instant,
 }
 
 fn trust_now(trust: &SharedTrust) -> Option<engine::verify::TrustRoots> {
@@ -397,9 +402,12 @@ impl Reducer {
             return;
         }
         batch.signatures = self.signatures.take_pending();
-        batch.signatures_expire_before = now.timestamp();
         if !batch.signatures.is_empty() {
             self.signatures_stored_at = Instant::now();
+        }
+        if self.signatures_purged_at.elapsed() >= PURGE_SIGNATURES_EVERY {
+            batch.signatures_expire_before = Some(now.timestamp());
+            self.signatures_purged_at = Instant::now();
         }
     }
 

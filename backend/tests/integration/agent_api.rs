@@ -321,7 +321,8 @@ async fn a_write_accepted_before_a_restart_is_refused_as_a_replay_after_it_and_a
     assert_eq!(a.raw("POST", path, body.clone(), write.clone()).await.0, 200);
     let read = crate::common::sign_request(&a.key, "a", "GET", "/api/v1/agent/bootstrap", b"", now);
     assert_eq!(a.raw("GET", "/api/v1/agent/bootstrap", Vec::new(), read).await.0, 200);
-    assert_eq!(app.number("SELECT count(*) FROM agent_signatures").await, 1, "the write's signature, not the read's");
+    let stored: Vec<Vec<u8>> = backend::on_pool!(&app.state.store, pool => sqlx::query_scalar("SELECT keys FROM agent_signatures").fetch_all(pool).await.unwrap());
+    assert_eq!(stored.concat().len(), 16, "the write's signature, not the read's: {stored:?}");
 
     // A new process (on PostgreSQL, as a new leader would) refuses the same request.
     let app = spawn_with(Options::default(), Some(app.stop().await)).await;

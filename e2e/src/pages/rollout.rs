@@ -230,10 +230,6 @@ impl Act<'_> {
 
     /// Saves what the browser shows to `target/e2e-artifacts/<name>.png` (to look at).
     pub async fn screenshot(&self, name: &str) -> anyhow::Result<std::path::PathBuf> {
-        let dir = crate::harness::artifacts_dir();
-        std::fs::create_dir_all(&dir)?;
-        let path = dir.join(format!("{name}.png"));
-        std::fs::write(&path, self.session.client.screenshot().await?)?;
-        Ok(path)
+        self.session.screenshot(name).await
     }
 }

@@ -79,11 +79,7 @@ impl Act<'_> {
     }
     /// Saves what the browser shows to `target/e2e-artifacts/<name>.png` (to look at).
     pub async fn screenshot(&self, name: &str) -> anyhow::Result<std::path::PathBuf> {
-        let dir = crate::harness::artifacts_dir();
-        std::fs::create_dir_all(&dir)?;
-        let path = dir.join(format!("{name}.png"));
-        std::fs::write(&path, self.session.client.screenshot().await?)?;
-        Ok(path)
+        self.session.screenshot(name).await
     }
     pub async fn click_nav(&self, label: &str) -> anyhow::Result<()> {
         let link = Find { session: self.session }.nav_link(label).await?;
