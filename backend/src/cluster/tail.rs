@@ -78,8 +78,12 @@ pub async fn run(tail: Tail, shutdown: CancellationToken) {
             match next {
                 Ok(Some(notification)) => {
                     // Notifications of what was already read (a catch-up ran ahead of them)
-                    // cost nothing.
-                    let through = notification.payload().parse::<i64>().unwrap_or(i64::MAX);
+                    // cost nothing, and those already waiting are taken together: one read
+                    // for a burst of commits.
+                    let mut through = seq_of(&notification);
+                    while let Some(next) = listener.next_buffered() {
+                        through = through.max(seq_of(&next));
+                    }
                     if through > last {
                         last = catch_up(&tail, &store, last).await;
                     }
@@ -93,6 +97,11 @@ pub async fn run(tail: Tail, shutdown: CancellationToken) {
             }
         }
     }
+}
+
+/// The last seq a commit wrote, from its notification (unknown: read anyway).
+fn seq_of(notification: &sqlx::postgres::PgNotification) -> i64 {
+    notification.payload().parse::<i64>().unwrap_or(i64::MAX)
 }
 
 async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {

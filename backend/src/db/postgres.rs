@@ -69,45 +69,73 @@ pub async fn connect(url: &str, busy_timeout: Duration) -> Result<PgConnection, 
         .map_err(|_| sqlx::Error::PoolTimedOut)?
 }
 
-/// Starts the writer task of the leader of `epoch`. A connection that failed a commit is
-/// dropped and the next commit opens a new one.
+/// Starts the writer of the leader of `epoch`: a thread of its own running a single-threaded
+/// runtime, so that its commits are not queued behind the request handlers of a busy server
+/// (as SQLite's writer thread is not). A connection that failed a commit is dropped and the
+/// next commit opens a new one.
 pub(super) async fn start_writer(
     url: &str,
     busy_timeout: Duration,
     epoch: i64,
 ) -> Result<mpsc::UnboundedSender<Job>, WriteError> {
-    let first = connect(url, busy_timeout).await?;
-    let (jobs, mut rx) = mpsc::unbounded_channel::<Job>();
+    let (jobs, rx) = mpsc::unbounded_channel::<Job>();
+    let (started, connected) = tokio::sync::oneshot::channel();
     let url = url.to_owned();
-    tokio::spawn(async move {
-        let mut conn = Some(first);
-        let mut gate = FailureGate::default();
-        while let Some(job) = rx.recv().await {
-            match job {
-                Job::Reset => gate.reset(),
-                Job::Commit { batch, reply } => {
-                    let result = match gate.admit() {
-                        Err(err) => Err(err),
-                        Ok(()) => match conn.take() {
-                            Some(c) => Ok(c),
-                            None => connect(&url, busy_timeout).await.map_err(WriteError::from),
-                        }
-                        .map(|c| conn.insert(c)),
-                    };
-                    let result = match result {
-                        Ok(c) => commit(c, epoch, *batch).await,
-                        Err(err) => Err(err),
-                    };
-                    if result.is_err() {
-                        conn = None;
+    std::thread::Builder::new()
+        .name("fleetwave-pg-writer".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(err) => return drop(started.send(Err(WriteError::Postgres(sqlx::Error::Io(err))))),
+            };
+            runtime.block_on(async move {
+                // The connection belongs to this runtime's reactor: it is made here.
+                match connect(&url, busy_timeout).await {
+                    Ok(first) => {
+                        let _ = started.send(Ok(()));
+                        write_until_closed(Some(first), rx, &url, busy_timeout, epoch).await;
                     }
-                    gate.record(&result);
-                    let _ = reply.send(result);
+                    Err(err) => drop(started.send(Err(err.into()))),
                 }
+            });
+        })
+        .map_err(|_| WriteError::Stopped)?;
+    connected.await.unwrap_or(Err(WriteError::Stopped))?;
+    Ok(jobs)
+}
+
+async fn write_until_closed(
+    mut conn: Option<PgConnection>,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    url: &str,
+    busy_timeout: Duration,
+    epoch: i64,
+) {
+    let mut gate = FailureGate::default();
+    while let Some(job) = rx.recv().await {
+        match job {
+            Job::Reset => gate.reset(),
+            Job::Commit { batch, reply } => {
+                let result = match gate.admit() {
+                    Err(err) => Err(err),
+                    Ok(()) => match conn.take() {
+                        Some(c) => Ok(c),
+                        None => connect(url, busy_timeout).await.map_err(WriteError::from),
+                    }
+                    .map(|c| conn.insert(c)),
+                };
+                let result = match result {
+                    Ok(c) => commit(c, epoch, *batch).await,
+                    Err(err) => Err(err),
+                };
+                if result.is_err() {
+                    conn = None;
+                }
+                gate.record(&result);
+                let _ = reply.send(result);
             }
         }
-    });
-    Ok(jobs)
+    }
 }
 
 /// Opens the transaction and reads the leader row's epoch and the log's last seq, with the
