@@ -199,17 +199,27 @@ where
     Fut: Future<Output = anyhow::Result<()>>,
 {
     let server = TestServer::start().await?;
+    let result = in_browser(name, format!("http://{}", server.addr), server.store.clone(), test).await;
+    drop(server);
+    result
+}
+
+/// Starts chromedriver and Chromium, runs `test` with a session on `base_url`, saves a
+/// screenshot to `target/e2e-artifacts/<name>.png` if it failed, and closes the browser
+/// whatever happened (the caller stops its servers afterwards).
+async fn in_browser<F, Fut>(name: &str, base_url: String, store: backend::db::Store, test: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Session) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
     let driver = Driver::start()?;
     let client = driver.connect().await?;
-    let session =
-        Session { client: client.clone(), base_url: format!("http://{}", server.addr), store: server.store.clone() };
-    let result = test(session).await;
+    let result = test(Session { client: client.clone(), base_url, store }).await;
     if result.is_err() {
         save_screenshot(&client, name).await;
     }
     let _ = client.close().await;
     drop(driver);
-    drop(server);
     result
 }
 
@@ -244,17 +254,8 @@ where
         plan_tick_ms: 200,
     };
     let demo = backend::demo::Demo::start(&args).await?;
-    let driver = Driver::start()?;
-    let client = driver.connect().await?;
-    let session =
-        Session { client: client.clone(), base_url: format!("http://{}", demo.addr), store: demo.state.store.clone() };
     let token = demo.operator_token.clone();
-    let result = test(session, token).await;
-    if result.is_err() {
-        save_screenshot(&client, name).await;
-    }
-    let _ = client.close().await;
-    drop(driver);
+    let result = in_browser(name, format!("http://{}", demo.addr), demo.state.store.clone(), |s| test(s, token)).await;
     demo.stop().await?;
     result
 }
@@ -342,17 +343,7 @@ where
             reply: Some(reply),
         })
         .await?;
-    let driver = Driver::start()?;
-    let client = driver.connect().await?;
-    let session =
-        Session { client: client.clone(), base_url: format!("http://{}", server.addr()), store: state.store.clone() };
-    let result = test(session, server).await;
-    if result.is_err() {
-        save_screenshot(&client, name).await;
-    }
-    let _ = client.close().await;
-    drop(driver);
-    result
+    in_browser(name, format!("http://{}", server.addr()), state.store.clone(), |s| test(s, server)).await
 }
 
 /// Replicas of one control plane on a PostgreSQL database of the test's own (SPEC §15),
@@ -418,20 +409,8 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let follower = (0..count).find(|&i| Some(i) != replicas.leader()).context("one replica at least follows")?;
-    let driver = Driver::start()?;
-    let client = driver.connect().await?;
-    let session = Session {
-        client: client.clone(),
-        base_url: format!("http://{}", replicas.addrs[follower]),
-        store: replicas.states[follower].store.clone(),
-    };
-    let result = test(session, replicas).await;
-    if result.is_err() {
-        save_screenshot(&client, name).await;
-    }
-    let _ = client.close().await;
-    drop(driver);
-    result
+    let (base_url, store) = (format!("http://{}", replicas.addrs[follower]), replicas.states[follower].store.clone());
+    in_browser(name, base_url, store, |s| test(s, replicas)).await
 }
 
 fn ensure_before(deadline: Instant, what: &str) -> anyhow::Result<()> {

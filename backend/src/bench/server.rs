@@ -94,10 +94,6 @@ impl ServerProcess {
             Some(scratch) => db::DbTarget::Postgres(scratch.url.clone()),
             None => db::DbTarget::Sqlite(dir.join("fleetwave.db")),
         };
-        let db_arg = match &target {
-            db::DbTarget::Sqlite(path) => path.display().to_string(),
-            db::DbTarget::Postgres(url) => url.clone(),
-        };
         let pool = db::open(&target).await?;
         let viewer_token = new_token();
         db::auth::add_operator(&pool, "bench", Role::Viewer, &token_hash(&viewer_token), chrono::Utc::now()).await?;
@@ -109,7 +105,7 @@ impl ServerProcess {
         let child = tokio::process::Command::new(exe)
             .args(["--log-format", "json", "serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--db")
-            .arg(&db_arg)
+            .arg(target.as_arg())
             .arg("--dist")
             .arg(dir.join("no-dashboard"))
             .arg("--trust")

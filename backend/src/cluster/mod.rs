@@ -82,10 +82,6 @@ impl Cluster {
         &self.url
     }
 
-    pub fn database(&self) -> DatabaseKind {
-        self.database
-    }
-
     /// Read on every request (the write forwarder): no copy of the rest.
     pub fn role(&self) -> ReplicaRole {
         self.known.read().map_or(ReplicaRole::Follower, |k| k.role)

@@ -134,8 +134,16 @@ async fn catch_up(tail: &Tail, store: &Store, mut last: i64) -> i64 {
 }
 
 /// Re-reads the manifest set in force and shares its fleet, verified as the leader verified
-/// it when it loaded (signatures and consistency against this replica's trust roots).
+/// it when it loaded (signatures and consistency against this replica's trust roots). A fleet
+/// already shared (on the leader, its reducer shared it before the commit) is not verified
+/// again.
 async fn refresh_fleet(tail: &Tail, store: &Store) {
+    let shared = tail.fleet.read().ok().and_then(|f| f.as_ref().map(|f| f.hash.clone()));
+    match store::fleet_hash(store).await {
+        Ok(stored) if stored.is_some() && stored == shared => return,
+        Ok(_) => {}
+        Err(err) => return tracing::warn!(%err, "feed tail: cannot read the fleet in force"),
+    }
     let loaded = match store::manifest_set(store).await {
         Ok(loaded) => loaded,
         Err(err) => return tracing::warn!(%err, "feed tail: cannot read the manifest set"),

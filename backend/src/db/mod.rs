@@ -64,6 +64,15 @@ impl DbTarget {
         Ok(DbTarget::Sqlite(PathBuf::from(s.strip_prefix("sqlite://").unwrap_or(s))))
     }
 
+    /// As `--db` (or `FLEETWAVE_DB`) takes it: the file's path, or the whole URL (a password
+    /// included, unlike `Display`).
+    pub fn as_arg(&self) -> String {
+        match self {
+            DbTarget::Sqlite(path) => path.display().to_string(),
+            DbTarget::Postgres(url) => url.clone(),
+        }
+    }
+
     /// The SQLite file, if this is one.
     pub fn sqlite_path(&self) -> Option<&Path> {
         match self {

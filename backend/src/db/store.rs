@@ -62,6 +62,17 @@ pub struct Loaded {
     pub signatures: Vec<(crate::signatures::SignatureKey, i64)>,
 }
 
+/// The hash of the fleet in force, if one is.
+pub async fn fleet_hash(store: &Store) -> Result<Option<String>, sqlx::Error> {
+    on_pool!(store, pool => {
+        sqlx::query_scalar("SELECT fleet_hash FROM manifest_fleet WHERE id = 1").fetch_optional(pool).await
+    })
+}
+
+/// Makes a PostgreSQL transaction read one snapshot throughout (SQLite's does from its first
+/// read on).
+const SNAPSHOT: &str = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+
 /// The manifest set in force as stored: the fleet artifact and the manifests in acceptance
 /// order. None before the first set was accepted.
 pub async fn manifest_set(
@@ -70,7 +81,7 @@ pub async fn manifest_set(
     let (fleet, manifests): (Option<(String,)>, Vec<(String, String)>) = on_pool!(store, pool => {
         let mut tx = pool.begin().await?;
         if store.dialect() == Dialect::Postgres {
-            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+            sqlx::query(SNAPSHOT).execute(&mut *tx).await?;
         }
         let fleet = sqlx::query_as("SELECT artifact FROM manifest_fleet WHERE id = 1").fetch_optional(&mut *tx).await?;
         let manifests =
@@ -453,10 +464,8 @@ pub async fn rollout_detail(
 ) -> Result<Option<(Rollout, Vec<HostRecord>, i64)>, sqlx::Error> {
     let (as_of, rollout, records) = on_pool!(store, pool => {
         let mut tx = pool.begin().await?;
-        // SQLite reads one snapshot from a transaction's first read on; PostgreSQL does when
-        // asked to.
         if store.dialect() == Dialect::Postgres {
-            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+            sqlx::query(SNAPSHOT).execute(&mut *tx).await?;
         }
         let as_of: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM event_log").fetch_one(&mut *tx).await?;
         let rollout: Option<(String,)> = sqlx::query_as("SELECT body FROM rollouts WHERE rollout_id = $1")

@@ -60,19 +60,6 @@ impl TestDb {
     pub fn is_postgres(&self) -> bool {
         matches!(self, TestDb::Postgres(_))
     }
-
-    /// The temporary directory of a SQLite database (kept to reopen it).
-    pub fn into_dir(self) -> Option<tempfile::TempDir> {
-        match self {
-            TestDb::Sqlite { dir, .. } => Some(dir),
-            TestDb::Postgres(_) => None,
-        }
-    }
-}
-
-/// Whether the integration tests run against PostgreSQL.
-pub fn matrix_is_postgres() -> bool {
-    std::env::var(MATRIX_VAR).as_deref() == Ok("postgres")
 }
 
 /// A PostgreSQL database created for one test, dropped when this is dropped.

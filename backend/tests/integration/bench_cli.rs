@@ -4,13 +4,27 @@
 
 use std::process::Command;
 
+/// A run small enough for the test command: 40 hosts, one-second phases, 200 ceiling events.
+const TINY: [&str; 14] = [
+    "bench",
+    "run",
+    "--sizes",
+    "40",
+    "--hosts-per-rollout",
+    "10",
+    "--seconds",
+    "1",
+    "--feed-clients",
+    "2",
+    "--clients",
+    "4",
+    "--ceiling-events",
+    "200",
+];
+
 #[test]
 fn bench_run_reports_every_figure_with_its_ceiling() {
-    let out = Command::new(env!("CARGO_BIN_EXE_fleetwave"))
-        .args(["bench", "run", "--sizes", "40", "--hosts-per-rollout", "10", "--seconds", "1"])
-        .args(["--feed-clients", "2", "--clients", "4", "--ceiling-events", "200"])
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fleetwave")).args(TINY).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     for needle in [
@@ -43,8 +57,8 @@ async fn bench_run_on_postgres_reports_its_figures_against_raw_postgres_and_drop
     use sqlx::Connection as _;
     let server = std::env::var(backend::db::testing::SERVER_VAR).expect("FLEETWAVE_TEST_PG (./scripts/test sets it)");
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_fleetwave"))
-        .args(["bench", "run", "--sizes", "40", "--hosts-per-rollout", "10", "--seconds", "1"])
-        .args(["--feed-clients", "2", "--clients", "4", "--ceiling-events", "200", "--db", &server])
+        .args(TINY)
+        .args(["--db", &server])
         .output()
         .await
         .unwrap();

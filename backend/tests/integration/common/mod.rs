@@ -257,10 +257,7 @@ impl TestApp {
 
 /// A database as `--db` (or `FLEETWAVE_DB`) names it.
 pub fn db_arg(db: &TestDb) -> String {
-    match db.target() {
-        backend::db::DbTarget::Sqlite(path) => path.display().to_string(),
-        backend::db::DbTarget::Postgres(url) => url,
-    }
+    db.target().as_arg()
 }
 
 /// `{fleet, rollouts}` for a release of `fleet` at `commit`, signed now.
