@@ -6,14 +6,16 @@ use std::collections::BTreeMap;
 
 use engine::fleet::{Placement, VerifiedFleet};
 use engine::host::HostRecord;
-use engine::rollout::Rollout;
-use shared::api::{HostCell, RolloutDetail, RolloutHeader, RolloutSummary, WaveCounts, WaveView};
+use engine::rollout::{Rollout, Suspended, wave_failures};
+use shared::api::{FailureBudgetUse, HostCell, RolloutDetail, RolloutHeader, RolloutSummary, WaveCounts, WaveView};
 
 use crate::db::store::RecordState;
 use shared::state::HostState;
 
-pub fn host_cell(r: &HostRecord) -> HostCell {
+/// A record as the dashboard draws it; `suspended`: its host is suspended now.
+pub fn host_cell(r: &HostRecord, suspended: bool) -> HostCell {
     HostCell {
+        suspended,
         hostname: r.hostname.clone(),
         state: r.state,
         target_closure: r.target_closure.clone(),
@@ -86,8 +88,14 @@ pub fn rollout_summary(r: &Rollout, records: &[RecordState], fleet: Option<&Veri
 }
 
 /// One column per wave of the channel (from the fleet document), plus an "unstaged" column
-/// when some hosts are in no wave.
-pub fn rollout_detail(r: &Rollout, records: &[HostRecord], fleet: Option<&VerifiedFleet>, as_of: i64) -> RolloutDetail {
+/// when some hosts are in no wave; each wave with its failure budget's use.
+pub fn rollout_detail(
+    r: &Rollout,
+    records: &[HostRecord],
+    fleet: Option<&VerifiedFleet>,
+    suspended: &Suspended,
+    as_of: i64,
+) -> RolloutDetail {
     let specs = fleet.map(|f| f.waves(&r.channel).to_vec()).unwrap_or_default();
     let mut columns: BTreeMap<Option<u32>, Vec<HostCell>> = BTreeMap::new();
     for i in 0..specs.len().max(1) {
@@ -95,7 +103,7 @@ pub fn rollout_detail(r: &Rollout, records: &[HostRecord], fleet: Option<&Verifi
     }
     for record in records {
         let wave = wave_of(fleet, &record.hostname);
-        columns.entry(wave).or_default().push(host_cell(record));
+        columns.entry(wave).or_default().push(host_cell(record, suspended.contains_key(&record.hostname)));
     }
     let mut waves: Vec<WaveView> = columns
         .into_iter()
@@ -103,7 +111,12 @@ pub fn rollout_detail(r: &Rollout, records: &[HostRecord], fleet: Option<&Verifi
             let spec = index.and_then(|i| specs.get(i as usize));
             let counts = counts(hosts.iter().map(|h| &h.state));
             let converged = counts.get(&HostState::Converged).copied().unwrap_or(0);
+            let failure_budget = fleet.zip(index).and_then(|(fleet, wave)| {
+                let failures = wave_failures(fleet, &r.channel, wave, records.iter());
+                failures.allowed.map(|max| FailureBudgetUse { used: failures.failed, max })
+            });
             WaveView {
+                failure_budget,
                 index,
                 soak_minutes: spec.map_or(0, |s| s.soak_seconds / 60),
                 requires_approval: spec.is_some_and(|s| s.requires_approval),

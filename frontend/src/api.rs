@@ -61,6 +61,7 @@ pub async fn whoami() -> Result<Whoami, CallError> {
     decode(response).await
 }
 
+use shared::policy::{FreezeBody, Freezes, ReleaseFreezeBody, SuspendBody};
 use shared::api::{
     ApproveBody, EventsPage, FleetOverview, OperatorAction, OperatorOutcome, PromoteBody, QuarantineBody, Quarantines,
     ReasonBody, RolloutDetail, RolloutSummary,
@@ -101,6 +102,10 @@ pub async fn quarantines() -> Result<Quarantines, CallError> {
     get("/api/v1/quarantines").await
 }
 
+pub async fn freezes() -> Result<Freezes, CallError> {
+    get("/api/v1/freezes").await
+}
+
 /// An operator action through its route, with its typed body. Changes made with the session
 /// cookie carry the CSRF header.
 pub async fn act(action: &OperatorAction, reason: Option<String>) -> Result<OperatorOutcome, CallError> {
@@ -127,6 +132,27 @@ pub async fn act(action: &OperatorAction, reason: Option<String>) -> Result<Oper
         A::Release { channel, closure } => {
             let body = QuarantineBody { channel: channel.clone(), closure: closure.clone(), reason };
             post("/api/v1/quarantines/release", &body).await
+        }
+        A::Freeze { name, selector, until } => {
+            let body = FreezeBody {
+                name: name.clone(),
+                selector: selector.clone(),
+                until: *until,
+                reason: reason.unwrap_or_default(),
+            };
+            post("/api/v1/freezes", &body).await
+        }
+        A::Unfreeze { name } => {
+            let body = ReleaseFreezeBody { name: name.clone(), reason: reason.unwrap_or_default() };
+            post("/api/v1/freezes/release", &body).await
+        }
+        A::SuspendHost { hostname } => {
+            post(&format!("/api/v1/hosts/{hostname}/suspend"), &SuspendBody { reason: reason.unwrap_or_default() })
+                .await
+        }
+        A::ResumeHost { hostname } => {
+            post(&format!("/api/v1/hosts/{hostname}/resume"), &SuspendBody { reason: reason.unwrap_or_default() })
+                .await
         }
     }
 }

@@ -41,5 +41,18 @@ fn describe_entry(entry: &LogEntry) -> String {
         ),
         LogEntry::HostOnline(_) => "online".into(),
         LogEntry::HostOffline(_) => "offline".into(),
+        LogEntry::FreezeStarted(f) => format!(
+            "freeze {} by {}: {}{}",
+            f.name,
+            f.by.as_deref().unwrap_or("the fleet"),
+            f.reason,
+            f.until.map(|u| format!(" (until {})", u.format("%Y-%m-%d %H:%M UTC"))).unwrap_or_default()
+        ),
+        LogEntry::FreezeReleased(f) => format!("freeze {} released by {}: {}", f.name, f.by, f.reason),
+        LogEntry::HostSuspended(s) => format!("suspended by {}: {}", s.by, s.reason),
+        LogEntry::HostResumed(s) => format!("resumed by {}: {}", s.by, s.reason),
+        LogEntry::FailureWithinBudget(f) => {
+            format!("failed within wave {}'s budget ({} of {} failures used): {}", f.wave, f.failures, f.max, f.reason)
+        }
     }
 }

@@ -94,6 +94,15 @@ pub enum ErrorCode {
     AlreadyQuarantined,
     /// The closure is not quarantined on the channel.
     NotQuarantined,
+    /// A freeze of that name is already in force.
+    AlreadyFrozen,
+    /// No freeze of that name is in force (or it is the signed fleet's and only a new fleet
+    /// lifts it).
+    UnknownFreeze,
+    /// The host is already suspended.
+    AlreadySuspended,
+    /// The host is not suspended.
+    NotSuspended,
     /// No such route or resource.
     NotFound,
     /// The route does not take this method.
@@ -129,7 +138,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 44] = [
+    pub const ALL: [ErrorCode; 48] = [
         ErrorCode::NoTrustRoots,
         ErrorCode::Malformed,
         ErrorCode::BadSignature,
@@ -158,6 +167,10 @@ impl ErrorCode {
         ErrorCode::NotApplicable,
         ErrorCode::AlreadyQuarantined,
         ErrorCode::NotQuarantined,
+        ErrorCode::AlreadyFrozen,
+        ErrorCode::UnknownFreeze,
+        ErrorCode::AlreadySuspended,
+        ErrorCode::NotSuspended,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::BadId,
@@ -206,6 +219,10 @@ impl ErrorCode {
             ErrorCode::NotApplicable => "not-applicable",
             ErrorCode::AlreadyQuarantined => "already-quarantined",
             ErrorCode::NotQuarantined => "not-quarantined",
+            ErrorCode::AlreadyFrozen => "already-frozen",
+            ErrorCode::UnknownFreeze => "unknown-freeze",
+            ErrorCode::AlreadySuspended => "already-suspended",
+            ErrorCode::NotSuspended => "not-suspended",
             ErrorCode::NotFound => "not-found",
             ErrorCode::MethodNotAllowed => "method-not-allowed",
             ErrorCode::BadId => "bad-id",
@@ -258,6 +275,10 @@ mod tests {
             OperatorAction::ClearFailure { rollout_id: r },
             OperatorAction::Quarantine { channel: c.clone(), closure: x.clone() },
             OperatorAction::Release { channel: c, closure: x },
+            OperatorAction::Freeze { name: None, selector: None, until: None },
+            OperatorAction::Unfreeze { name: "f".into() },
+            OperatorAction::SuspendHost { hostname: Hostname::parse("h1").unwrap() },
+            OperatorAction::ResumeHost { hostname: Hostname::parse("h1").unwrap() },
         ];
         for action in all {
             let json = serde_json::to_value(&action).unwrap();
@@ -291,6 +312,7 @@ use chrono::{DateTime, Utc};
 use crate::ids::{Channel, Closure, Hostname, RolloutId};
 use crate::log::{Carried, LogEntry, LogKind};
 use crate::state::{Halt, HostState, RolloutState, WaitingOn};
+use crate::manifest::Selector;
 
 /// One host inside a rollout, as the dashboard draws it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -306,6 +328,9 @@ pub struct HostCell {
     pub waiting_on: Option<WaitingOn>,
     pub stuck: bool,
     pub excused: bool,
+    /// The host is suspended (SPEC §17): skipped by every rollout, excused for its waves.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspended: bool,
     pub last_event_seq: u64,
 }
 
@@ -439,6 +464,20 @@ pub struct WaveView {
     pub hosts: Vec<HostCell>,
     pub counts: BTreeMap<HostState, u64>,
     pub converged_percent: f64,
+    /// The wave's failure budget (SPEC §17), when its policy sets `maxFailures`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_budget: Option<FailureBudgetUse>,
+}
+
+/// How much of a wave's failure budget is used: "1 of 2 failures used".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct FailureBudgetUse {
+    /// Hosts of the wave that failed (Failed or Reverted).
+    pub used: u64,
+    /// How many may fail without halting the rollout.
+    pub max: u64,
 }
 
 /// `GET /api/v1/rollouts/{id}`
@@ -533,6 +572,9 @@ pub struct FleetHost {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_heartbeat_at: Option<DateTime<Utc>>,
     pub online: bool,
+    /// Set while the host is suspended (SPEC §17).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended: Option<crate::policy::Suspension>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -645,6 +687,27 @@ pub enum OperatorAction {
         channel: Channel,
         closure: Closure,
     },
+    /// Stop the line (SPEC §17): nothing new is dispatched to the hosts `selector` picks (the
+    /// whole fleet without one) until `until` or until released. Without a name the control
+    /// plane chooses one.
+    Freeze {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        selector: Option<Selector>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<DateTime<Utc>>,
+    },
+    Unfreeze {
+        name: String,
+    },
+    /// Take a host out of every rollout until it is resumed.
+    SuspendHost {
+        hostname: Hostname,
+    },
+    ResumeHost {
+        hostname: Hostname,
+    },
 }
 
 impl OperatorAction {
@@ -658,10 +721,14 @@ impl OperatorAction {
             OperatorAction::ClearFailure { .. } => "clear-failure",
             OperatorAction::Quarantine { .. } => "quarantine",
             OperatorAction::Release { .. } => "release",
+            OperatorAction::Freeze { .. } => "freeze",
+            OperatorAction::Unfreeze { .. } => "unfreeze",
+            OperatorAction::SuspendHost { .. } => "suspend-host",
+            OperatorAction::ResumeHost { .. } => "resume-host",
         }
     }
 
-    /// The rollout the action is about (`None` for quarantine actions).
+    /// The rollout the action is about (`None` for quarantines, freezes and suspensions).
     pub fn rollout_id(&self) -> Option<&RolloutId> {
         match self {
             OperatorAction::ApproveWave { rollout_id, .. }
@@ -669,7 +736,12 @@ impl OperatorAction {
             | OperatorAction::Pause { rollout_id }
             | OperatorAction::Resume { rollout_id }
             | OperatorAction::ClearFailure { rollout_id } => Some(rollout_id),
-            OperatorAction::Quarantine { .. } | OperatorAction::Release { .. } => None,
+            OperatorAction::Quarantine { .. }
+            | OperatorAction::Release { .. }
+            | OperatorAction::Freeze { .. }
+            | OperatorAction::Unfreeze { .. }
+            | OperatorAction::SuspendHost { .. }
+            | OperatorAction::ResumeHost { .. } => None,
         }
     }
 }
@@ -724,4 +796,7 @@ pub struct QuarantineBody {
 pub struct OperatorOutcome {
     pub seq: i64,
     pub message: String,
+    /// The name of what the action created, where it names one (`POST /freezes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }

@@ -10,6 +10,7 @@ pub mod ids;
 pub mod limits;
 pub mod log;
 pub mod manifest;
+pub mod policy;
 pub mod state;
 
 pub use api::{ApiError, ApiErrorBody, ErrorCode, VersionInfo};

@@ -14,6 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::api::{ManifestSummary, OperatorAction};
 use crate::ids::{Closure, Hostname, RolloutId};
+use crate::policy::Freeze;
 use crate::state::{AdvancedBy, Gate, Halt, HostEvent, HostState, RolloutInputKind, RolloutState};
 
 /// The SSE `event:` name under which an entry is published (SPEC §10).
@@ -26,10 +27,11 @@ pub enum FeedTopic {
     Operator,
     Manifest,
     Presence,
+    Policy,
 }
 
 impl FeedTopic {
-    pub const ALL: [FeedTopic; 7] = [
+    pub const ALL: [FeedTopic; 8] = [
         FeedTopic::Host,
         FeedTopic::Rollout,
         FeedTopic::Hold,
@@ -37,6 +39,7 @@ impl FeedTopic {
         FeedTopic::Operator,
         FeedTopic::Manifest,
         FeedTopic::Presence,
+        FeedTopic::Policy,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +51,7 @@ impl FeedTopic {
             FeedTopic::Operator => "operator",
             FeedTopic::Manifest => "manifest",
             FeedTopic::Presence => "presence",
+            FeedTopic::Policy => "policy",
         }
     }
 }
@@ -147,6 +151,16 @@ log_kinds! {
     OperatorAction(OperatorActed) => Operator,
     HostOnline(HostOnline) => Presence,
     HostOffline(HostOffline) => Presence,
+    /// A freeze came into force (an operator's stop-the-line; the fleet's own are in the
+    /// signed document).
+    FreezeStarted(Box<Freeze>) => Policy,
+    /// An operator released a freeze.
+    FreezeReleased(FreezeReleased) => Policy,
+    /// An operator took a host out of every rollout.
+    HostSuspended(SuspensionChange) => Policy,
+    HostResumed(SuspensionChange) => Policy,
+    /// A host of a wave with a failure budget failed and the budget held: the rollout goes on.
+    FailureWithinBudget(FailureWithinBudget) => Rollout,
 }
 
 impl fmt::Display for LogKind {
@@ -227,6 +241,35 @@ pub struct StuckChange {
 #[serde(rename_all = "camelCase")]
 pub struct HostHeld {
     pub gate: Gate,
+    pub reason: String,
+    /// When the gate lifts by itself, if it does (see [`crate::state::WaitingOn::until`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FreezeReleased {
+    pub name: String,
+    pub by: String,
+    pub reason: String,
+}
+
+/// A host suspended or resumed (the entry's `host`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SuspensionChange {
+    pub by: String,
+    pub reason: String,
+}
+
+/// The entry's host failed in `wave`; `failures` of the wave's `max` are now used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureWithinBudget {
+    pub wave: u32,
+    pub failures: u64,
+    pub max: u64,
     pub reason: String,
 }
 
@@ -365,7 +408,7 @@ mod tests {
 
     #[test]
     fn a_stored_payload_is_the_fields_and_what_it_carries_and_reads_back() {
-        let entry = LogEntry::HostHeld(HostHeld { gate: Gate::Wave, reason: "later".into() });
+        let entry = LogEntry::HostHeld(HostHeld { gate: Gate::Wave, reason: "later".into(), until: None });
         let record = json!({"hostname": "a", "state": "Pending"});
         let stored =
             serde_json::to_value(StoredPayload::<_, ()> { entry: &entry, record: Some(&record), rollout: None })

@@ -3,7 +3,8 @@
 //!
 //! These are the typed forms of documents whose *canonical bytes* were verified; they are
 //! never re-serialised for verification. Unknown fields are rejected: new fields come with a
-//! new `schemaVersion`.
+//! new `schemaVersion` (fleet documents: 1, or 2 for the policies of SPEC §17 — freezes,
+//! maintenance windows, failure budgets).
 
 use std::collections::BTreeMap;
 
@@ -65,6 +66,40 @@ pub struct FleetDocument {
     pub channel_edges: Vec<ChannelEdge>,
     #[serde(default)]
     pub disruption_budgets: Vec<DisruptionBudget>,
+    /// Signed change freezes (SPEC §17; schemaVersion 2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub freezes: Vec<FleetFreeze>,
+    /// Hosts covered by a window are dispatched only inside one (SPEC §17; schemaVersion 2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub maintenance_windows: Vec<MaintenanceWindow>,
+}
+
+/// A signed freeze: nothing new is dispatched to the hosts it selects from `from` until `to`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FleetFreeze {
+    pub name: String,
+    pub selector: Selector,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub reason: String,
+}
+
+/// A weekly maintenance window in a time zone: `days` are three-letter English day names
+/// (`"Mon"` … `"Sun"`), `start` and `end` are `"HH:MM"` wall-clock times on those days
+/// (`end` after `start`; `"24:00"` is the end of the day), `timezone` an IANA name. Checked
+/// when the fleet is verified (the planner's `window` gate reads the parsed form).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MaintenanceWindow {
+    pub name: String,
+    pub selector: Selector,
+    pub days: Vec<String>,
+    pub start: String,
+    pub end: String,
+    pub timezone: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,13 +140,30 @@ pub struct RolloutPolicy {
     pub stuck_after_minutes: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyWave {
     pub soak_minutes: u64,
     #[serde(default)]
     pub requires_approval: bool,
+    /// How many hosts of the wave may fail without halting the rollout: a count or a
+    /// percentage of the wave (`"10%"`, rounded down). SPEC §17; schemaVersion 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_failures: Option<MaxFailures>,
+}
+
+/// `maxFailures` as written: a count (`2`) or a percentage of the wave (`"10%"`). Anything
+/// else is refused when the fleet is verified, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(untagged)]
+pub enum MaxFailures {
+    Count(i64),
+    Text(String),
+    /// Anything else (refused at verification, naming the field).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    Other(serde_json::Value),
 }
 
 /// What an agent does when enforce probes fail (SPEC §2.3).

@@ -37,6 +37,11 @@ impl HostState {
         matches!(self, HostState::Converged | HostState::Reverted)
     }
 
+    /// Failed, or rolled back after failing: what a failure budget counts.
+    pub fn is_failure(self) -> bool {
+        matches!(self, HostState::Failed | HostState::Reverted)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             HostState::Pending => "Pending",
@@ -161,28 +166,34 @@ impl fmt::Display for RolloutInputKind {
     }
 }
 
-/// The gates that can hold a Pending host back, in the order they are checked (SPEC §5).
+/// The gates that can hold a Pending host back, in the order they are checked (SPEC §5, §17).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Gate {
     Quarantine,
+    Freeze,
+    Suspended,
     RolloutState,
     ChannelEdge,
     Wave,
     Approval,
+    Window,
     HostEdge,
     Budget,
 }
 
 impl Gate {
     /// In the order they are checked.
-    pub const ALL: [Gate; 7] = [
+    pub const ALL: [Gate; 10] = [
         Gate::Quarantine,
+        Gate::Freeze,
+        Gate::Suspended,
         Gate::RolloutState,
         Gate::ChannelEdge,
         Gate::Wave,
         Gate::Approval,
+        Gate::Window,
         Gate::HostEdge,
         Gate::Budget,
     ];
@@ -190,6 +201,9 @@ impl Gate {
     pub fn as_str(self) -> &'static str {
         match self {
             Gate::Quarantine => "quarantine",
+            Gate::Freeze => "freeze",
+            Gate::Suspended => "suspended",
+            Gate::Window => "window",
             Gate::RolloutState => "rollout-state",
             Gate::ChannelEdge => "channel-edge",
             Gate::Wave => "wave",
@@ -214,6 +228,10 @@ pub struct WaitingOn {
     pub gate: Gate,
     pub reason: String,
     pub since: DateTime<Utc>,
+    /// When the gate is known to lift by itself (a maintenance window opening, a freeze
+    /// running out): the dashboard shows how long that is from now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -395,6 +413,9 @@ mod tests {
     fn gate_wire_names_are_kebab_case() {
         assert_eq!(serde_json::to_string(&Gate::RolloutState).unwrap(), "\"rollout-state\"");
         assert_eq!(serde_json::to_string(&Gate::HostEdge).unwrap(), "\"host-edge\"");
+        for gate in Gate::ALL {
+            assert_eq!(serde_json::to_value(gate).unwrap(), gate.as_str());
+        }
         assert_eq!(serde_json::to_string(&HealthFailurePolicy::RollbackAndHalt).unwrap(), "\"rollback-and-halt\"");
     }
 }

@@ -7,10 +7,17 @@ use std::ops::Range;
 
 use chrono::{DateTime, Utc};
 use ed25519_dalek::VerifyingKey;
-use shared::manifest::{FleetDocument, HealthFailurePolicy, RolloutPolicy};
+use shared::manifest::{FleetDocument, HealthFailurePolicy, MaxFailures, RolloutPolicy};
+use shared::policy::{Freeze, FreezeSource};
 use shared::{Channel, Hostname};
 
 use crate::crypto::decode_public_key;
+use crate::window::Window;
+
+/// The schema version that introduced freezes, maintenance windows and failure budgets.
+pub const POLICIES_SCHEMA_VERSION: u32 = 2;
+/// Most freezes and most maintenance windows a fleet may declare (each).
+pub const MAX_FLEET_POLICIES: usize = 1000;
 
 /// Where a host sits in its channel's waves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +32,40 @@ pub enum Placement {
 pub struct WaveSpec {
     pub soak_seconds: u64,
     pub requires_approval: bool,
+    pub max_failures: Option<FailureBudget>,
+}
+
+/// How many hosts of a wave may fail without halting its rollout (SPEC §17).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureBudget {
+    Count(u64),
+    /// Percent of the wave's hosts, rounded down.
+    Percent(u8),
+}
+
+impl FailureBudget {
+    /// The failures a wave of `hosts` hosts tolerates.
+    pub fn allowed(self, hosts: u64) -> u64 {
+        match self {
+            FailureBudget::Count(n) => n,
+            FailureBudget::Percent(p) => hosts.saturating_mul(u64::from(p)) / 100,
+        }
+    }
+
+    fn parse(written: &MaxFailures, field: &str) -> Result<FailureBudget, String> {
+        let refused = |shown: String| format!("{field}: {shown} is neither a count nor a percentage such as \"10%\"");
+        match written {
+            MaxFailures::Count(n) => u64::try_from(*n).map(FailureBudget::Count).map_err(|_| refused(n.to_string())),
+            MaxFailures::Other(value) => Err(refused(value.to_string())),
+            MaxFailures::Text(text) => text
+                .strip_suffix('%')
+                .filter(|digits| !digits.is_empty() && digits.len() <= 3 && digits.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|digits| digits.parse::<u8>().ok())
+                .filter(|p| *p <= 100)
+                .map(FailureBudget::Percent)
+                .ok_or_else(|| refused(format!("`{text}`"))),
+        }
+    }
 }
 
 /// What a plan pass needs to know about one host (placement, gating hosts, budgets).
@@ -35,6 +76,10 @@ pub struct HostFacts {
     pub gating: Vec<Hostname>,
     /// Indexes into `doc.disruption_budgets` of the budgets whose selector matches.
     pub budgets: Vec<usize>,
+    /// Indexes into [`VerifiedFleet::freezes`] of the fleet's freezes that cover the host.
+    pub freezes: Box<[u16]>,
+    /// Indexes into [`VerifiedFleet::windows`] of the maintenance windows that cover it.
+    pub windows: Box<[u16]>,
 }
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
@@ -58,6 +103,10 @@ pub struct VerifiedFleet {
     runs: BTreeMap<Channel, Range<usize>>,
     waves: BTreeMap<Channel, Vec<WaveSpec>>,
     predecessors: BTreeMap<Channel, Vec<Channel>>,
+    /// The fleet's own freezes (SPEC §17), as the planner and the API read them.
+    pub freezes: Vec<Freeze>,
+    /// The fleet's maintenance windows, parsed.
+    pub windows: Vec<Window>,
 }
 
 impl VerifiedFleet {
@@ -140,6 +189,20 @@ impl<'a> ChannelFacts<'a> {
 
 /// Checks the consistency rules of SPEC §2.3 and builds the indexes. Errors name the field.
 pub(crate) fn index(doc: FleetDocument, hash: String, signed_at: DateTime<Utc>) -> Result<VerifiedFleet, String> {
+    if doc.schema_version < POLICIES_SCHEMA_VERSION {
+        let budget = doc.rollout_policies.iter().find_map(|(name, policy)| {
+            let i = policy.waves.iter().position(|w| w.max_failures.is_some())?;
+            Some(format!("rolloutPolicies.{name}.waves[{i}].maxFailures"))
+        });
+        let used = [
+            (!doc.freezes.is_empty()).then(|| "freezes".to_owned()),
+            (!doc.maintenance_windows.is_empty()).then(|| "maintenanceWindows".to_owned()),
+            budget,
+        ];
+        if let Some(field) = used.into_iter().flatten().next() {
+            return Err(format!("{field}: needs schemaVersion {POLICIES_SCHEMA_VERSION}"));
+        }
+    }
     let mut pubkeys = Vec::with_capacity(doc.hosts.len());
     // A key is one host's identity: two hosts sharing one could each sign as the other.
     let mut holders: std::collections::HashMap<[u8; 32], &Hostname> = std::collections::HashMap::new();
@@ -200,7 +263,7 @@ pub(crate) fn index(doc: FleetDocument, hash: String, signed_at: DateTime<Utc>) 
                     placement.insert(host.clone(), Placement::Wave(0));
                 }
             }
-            vec![WaveSpec { soak_seconds: 0, requires_approval: false }]
+            vec![WaveSpec { soak_seconds: 0, requires_approval: false, max_failures: None }]
         } else {
             if policy.waves.len() < fleet_waves {
                 return Err(format!(
@@ -211,11 +274,16 @@ pub(crate) fn index(doc: FleetDocument, hash: String, signed_at: DateTime<Utc>) 
             }
             policy.waves[..fleet_waves]
                 .iter()
-                .map(|w| WaveSpec {
-                    soak_seconds: w.soak_minutes.saturating_mul(60),
-                    requires_approval: w.requires_approval,
+                .enumerate()
+                .map(|(i, w)| {
+                    let field = format!("rolloutPolicies.{}.waves[{i}].maxFailures", channel.rollout_policy);
+                    Ok(WaveSpec {
+                        soak_seconds: w.soak_minutes.saturating_mul(60),
+                        requires_approval: w.requires_approval,
+                        max_failures: w.max_failures.as_ref().map(|m| FailureBudget::parse(m, &field)).transpose()?,
+                    })
                 })
-                .collect()
+                .collect::<Result<_, String>>()?
         };
         waves.insert(name.clone(), specs);
     }
@@ -267,6 +335,9 @@ pub(crate) fn index(doc: FleetDocument, hash: String, signed_at: DateTime<Utc>) 
         }
     }
 
+    let (freezes, freezes_of_host) = index_freezes(&doc)?;
+    let (windows, windows_of_host) = index_windows(&doc)?;
+
     pubkeys.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
     let mut runs: BTreeMap<Channel, Range<usize>> = BTreeMap::new();
     let mut by_name = FastMap::with_capacity_and_hasher(pubkeys.len(), foldhash::fast::FixedState::default());
@@ -279,11 +350,90 @@ pub(crate) fn index(doc: FleetDocument, hash: String, signed_at: DateTime<Utc>) 
             placement: placement.get(&name).copied().unwrap_or(Placement::Unstaged),
             gating: gating_hosts.remove(&name).unwrap_or_default(),
             budgets: budgets_of_host.remove(&name).unwrap_or_default(),
+            freezes: freezes_of_host.get(&name).map_or_else(Box::default, |f| f.as_slice().into()),
+            windows: windows_of_host.get(&name).map_or_else(Box::default, |w| w.as_slice().into()),
         };
         facts.push((name, host_facts));
         keys.push(pubkey);
     }
-    Ok(VerifiedFleet { doc, hash, signed_at, facts, pubkeys: keys, by_name, runs, waves, predecessors })
+    Ok(VerifiedFleet {
+        doc,
+        hash,
+        signed_at,
+        facts,
+        pubkeys: keys,
+        by_name,
+        runs,
+        waves,
+        predecessors,
+        freezes,
+        windows,
+    })
+}
+
+/// Which hosts each of `items` covers (by index), checking that names are unique and that
+/// there are not too many.
+fn covered_hosts<'d, T>(
+    doc: &'d FleetDocument,
+    field: &str,
+    items: &'d [T],
+    name_and_selector: impl Fn(&'d T) -> (&'d str, &'d shared::manifest::Selector),
+) -> Result<Covered<'d>, String> {
+    if items.len() > MAX_FLEET_POLICIES {
+        return Err(format!("{field}: {} entries, at most {MAX_FLEET_POLICIES}", items.len()));
+    }
+    let mut names = BTreeSet::new();
+    let mut of_host: HashMap<&Hostname, Vec<u16>> = HashMap::new();
+    for (i, item) in items.iter().enumerate() {
+        let (name, selector) = name_and_selector(item);
+        if name.is_empty() {
+            return Err(format!("{field}[{i}].name: is empty"));
+        }
+        if !names.insert(name) {
+            return Err(format!("{field}[{i}].name: duplicate name `{name}`"));
+        }
+        for (hostname, host) in &doc.hosts {
+            if selector.matches(hostname, host) {
+                of_host.entry(hostname).or_default().push(i as u16);
+            }
+        }
+    }
+    Ok(of_host)
+}
+
+/// Host → the indexes of the freezes or windows that cover it.
+type Covered<'d> = HashMap<&'d Hostname, Vec<u16>>;
+
+fn index_freezes(doc: &FleetDocument) -> Result<(Vec<Freeze>, Covered<'_>), String> {
+    let of_host = covered_hosts(doc, "freezes", &doc.freezes, |f| (f.name.as_str(), &f.selector))?;
+    let mut freezes = Vec::with_capacity(doc.freezes.len());
+    for (i, f) in doc.freezes.iter().enumerate() {
+        if f.to <= f.from {
+            return Err(format!("freezes[{i}].to: {} is not after from {}", f.to, f.from));
+        }
+        freezes.push(Freeze {
+            name: f.name.clone(),
+            source: FreezeSource::Fleet,
+            selector: Some(f.selector.clone()),
+            from: f.from,
+            until: Some(f.to),
+            reason: f.reason.clone(),
+            by: None,
+        });
+    }
+    Ok((freezes, of_host))
+}
+
+fn index_windows(doc: &FleetDocument) -> Result<(Vec<Window>, Covered<'_>), String> {
+    let of_host =
+        covered_hosts(doc, "maintenanceWindows", &doc.maintenance_windows, |w| (w.name.as_str(), &w.selector))?;
+    let windows = doc
+        .maintenance_windows
+        .iter()
+        .enumerate()
+        .map(|(i, w)| Window::parse(w, &format!("maintenanceWindows[{i}]")))
+        .collect::<Result<_, _>>()?;
+    Ok((windows, of_host))
 }
 
 /// A cycle in a "node → nodes it waits for" graph, if any, as the list of nodes on it

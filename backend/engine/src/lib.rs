@@ -6,6 +6,7 @@
 //! - [`verify`]: signed inputs — Ed25519 over RFC 8785 canonical JSON, trust slots,
 //!   freshness, consistency (SPEC §2).
 //! - [`fleet`]: the verified fleet document and the indexes the planner reads.
+//! - [`window`]: maintenance windows — weekly wall-clock windows in IANA time zones (SPEC §17).
 //! - [`host`]: the host state machine (SPEC §3).
 //! - [`rollout`]: the rollout state machine (SPEC §4).
 //! - [`planner`]: `plan_next` (every rollout), `plan_rollouts` (chosen rollouts) and the gates
@@ -29,3 +30,4 @@ pub mod state;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod verify;
+pub mod window;

@@ -8,21 +8,26 @@ use std::fmt::{self, Write as _};
 
 use chrono::{DateTime, Duration, Utc};
 use shared::log::{self, LogEntry};
+use shared::policy::{Freeze, Suspension};
 use shared::state::{AdvancedBy, Gate, Halt, HostState, RolloutState};
 use shared::{Channel, Closure, Hostname, RolloutId};
 
 use crate::effect::{Effect, Log};
-use crate::fleet::{HostFacts, Placement, WaveSpec};
+use crate::fleet::{HostFacts, Placement, VerifiedFleet, WaveSpec};
 use crate::host::{Dispatch, HostRecord};
 use crate::rollout::{Rollout, RolloutInput, wave_complete};
 use crate::state::{FleetState, ManifestSet, Quarantines};
+use crate::window::Window;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlanAction {
     OpenRollout { rollout_id: RolloutId },
     AdvanceWave { rollout_id: RolloutId, to: u32 },
     QueueDispatch { host: Hostname, rollout_id: RolloutId, target_closure: Closure, soak_seconds: u64 },
-    Hold { host: Hostname, rollout_id: RolloutId, gate: Gate, reason: String },
+    Hold { host: Hostname, rollout_id: RolloutId, gate: Gate, reason: String, until: Option<DateTime<Utc>> },
+    /// A dispatch the agent has not picked up yet, of a host a freeze, a suspension or a
+    /// closed maintenance window now holds: taken back (the next pass holds the host).
+    Withdraw { host: Hostname, rollout_id: RolloutId },
 }
 
 /// Heartbeat interval while a host has work (SPEC §6); a stuck host silent for three of
@@ -59,20 +64,31 @@ pub fn apply(state: &mut FleetState, set: &ManifestSet, action: &PlanAction, now
                 }),
             })]
         }
-        PlanAction::Hold { host, rollout_id, gate, reason } => {
+        PlanAction::Hold { host, rollout_id, gate, reason, until } => {
             let Some(record) = state.records.get_mut(rollout_id).and_then(|r| r.get_mut(host)) else {
                 return vec![];
             };
             if record.waiting_on.as_ref().is_some_and(|w| w.gate == *gate && &w.reason == reason) {
                 return vec![];
             }
-            record.waiting_on = Some(shared::state::WaitingOn { gate: *gate, reason: reason.clone(), since: now });
+            record.waiting_on =
+                Some(shared::state::WaitingOn { gate: *gate, reason: reason.clone(), since: now, until: *until });
             vec![Effect::Log(Log {
                 rollout_id: Some(rollout_id.clone()),
                 host: Some(host.clone()),
                 channel: Some(record.channel.clone()),
-                entry: LogEntry::HostHeld(log::HostHeld { gate: *gate, reason: reason.clone() }),
+                entry: LogEntry::HostHeld(log::HostHeld { gate: *gate, reason: reason.clone(), until: *until }),
             })]
+        }
+        PlanAction::Withdraw { host, rollout_id } => {
+            let Some(record) = state.records.get_mut(rollout_id).and_then(|r| r.get_mut(host)) else {
+                return vec![];
+            };
+            if record.state != HostState::Pending || record.dispatch.take().is_none() {
+                return vec![];
+            }
+            record.last_progress_at = now;
+            vec![Effect::WithdrawDispatch { rollout_id: rollout_id.clone(), host: host.clone() }]
         }
     }
 }
@@ -114,8 +130,9 @@ pub fn plan_rollouts(
         None => Box::new(state.rollouts.iter()),
         Some(ids) => Box::new(ids.iter().filter_map(|id| state.rollouts.get_key_value(id))),
     };
-    // Counted when the first host passes gates 1–6 (most passes never get there).
+    // Counted when the first host passes every other gate (most passes never get there).
     let mut in_flight: Option<Vec<u32>> = None;
+    let policies = PassPolicies::new(fleet, state, now);
     for (id, rollout) in rollouts {
         if rollout.state.is_terminal() {
             continue;
@@ -127,17 +144,34 @@ pub fn plan_rollouts(
         let waves = fleet.waves(&rollout.channel);
         if rollout.state == RolloutState::Active
             && (current_wave as usize) + 1 < waves.len()
-            && wave_complete(fleet, &rollout.channel, current_wave, records.values()) == Some(true)
+            && wave_complete(fleet, &rollout.channel, current_wave, records.values(), &state.policies.suspended)
+                == Some(true)
         {
             current_wave += 1;
             actions.push(PlanAction::AdvanceWave { rollout_id: id.clone(), to: current_wave });
         }
-        let gates = RolloutGates::new(manifests, state, quarantines, rollout, records, current_wave);
+        let gates = RolloutGates::new(manifests, state, quarantines, &policies, rollout, records, current_wave);
         let mut reasons = Reasons::default();
         let channel_hosts = fleet.channel_facts(&rollout.channel);
 
         for (position, record) in records.values().enumerate() {
-            if record.state != HostState::Pending || record.dispatch.is_some() {
+            if record.state != HostState::Pending {
+                continue;
+            }
+            if record.dispatch.is_some() {
+                // Not picked up yet: a policy that now holds the host takes it back.
+                if policies.any
+                    && let Some(block) = policies.block(record, channel_hosts.get(position, &record.hostname), true)
+                {
+                    actions.push(PlanAction::Withdraw { host: record.hostname.clone(), rollout_id: id.clone() });
+                    actions.push(PlanAction::Hold {
+                        host: record.hostname.clone(),
+                        rollout_id: id.clone(),
+                        gate: block.gate(),
+                        reason: block.to_string(),
+                        until: block.until(),
+                    });
+                }
                 continue;
             }
             let facts = channel_hosts.get(position, &record.hostname);
@@ -158,6 +192,7 @@ pub fn plan_rollouts(
                         rollout_id: id.clone(),
                         gate: block.gate(),
                         reason: block.to_string(),
+                        until: block.until(),
                     });
                 }
                 continue;
@@ -193,6 +228,10 @@ struct Reasons {
 /// A block that reads the same for every host of a rollout.
 #[derive(PartialEq, Eq, Clone, Copy)]
 enum SharedBlock {
+    /// A freeze, by its index in the pass's [`PassPolicies::freezes`].
+    Frozen(usize),
+    /// A maintenance window, by its index in the fleet.
+    Window(usize),
     Paused,
     Halted,
     ChannelEdge,
@@ -240,6 +279,9 @@ fn renders_as(value: &impl fmt::Display, expected: &str) -> bool {
 /// (rendered only when it differs from the hold already recorded).
 enum Block<'a> {
     Quarantined { closure: &'a Closure, channel: &'a Channel },
+    Frozen { index: usize, freeze: &'a Freeze },
+    Suspended(&'a Suspension),
+    Window { index: usize, window: &'a Window, opens: Option<DateTime<Utc>> },
     Paused,
     Halted(Option<&'a Halt>),
     ChannelEdge(&'a str),
@@ -260,13 +302,29 @@ impl Block<'_> {
             Block::Unstaged => SharedBlock::Unstaged,
             Block::LaterWave { wave, current } => SharedBlock::LaterWave { wave: *wave, current: *current },
             Block::Approval { wave } => SharedBlock::Approval { wave: *wave },
-            Block::Quarantined { .. } | Block::HostEdge { .. } | Block::Budget { .. } => return None,
+            Block::Frozen { index, .. } => SharedBlock::Frozen(*index),
+            Block::Window { index, .. } => SharedBlock::Window(*index),
+            Block::Quarantined { .. } | Block::Suspended(_) | Block::HostEdge { .. } | Block::Budget { .. } => {
+                return None;
+            }
         })
+    }
+
+    /// When the block lifts by itself, if it does.
+    fn until(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Block::Frozen { freeze, .. } => freeze.until,
+            Block::Window { opens, .. } => *opens,
+            _ => None,
+        }
     }
 
     fn gate(&self) -> Gate {
         match self {
             Block::Quarantined { .. } => Gate::Quarantine,
+            Block::Frozen { .. } => Gate::Freeze,
+            Block::Suspended(_) => Gate::Suspended,
+            Block::Window { .. } => Gate::Window,
             Block::Paused | Block::Halted(_) => Gate::RolloutState,
             Block::ChannelEdge(_) => Gate::ChannelEdge,
             Block::Unstaged | Block::LaterWave { .. } => Gate::Wave,
@@ -281,6 +339,26 @@ impl fmt::Display for Block<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Block::Quarantined { closure, channel } => write!(f, "{closure} is quarantined on channel {channel}"),
+            Block::Frozen { freeze, .. } => {
+                write!(f, "frozen by {}: {}", freeze.name, freeze.reason)?;
+                match (&freeze.by, freeze.until) {
+                    (Some(by), Some(until)) => write!(f, " (set by {by}, until {})", until.format("%Y-%m-%d %H:%M UTC")),
+                    (Some(by), None) => write!(f, " (set by {by}, until released)"),
+                    (None, Some(until)) => write!(f, " (signed fleet, until {})", until.format("%Y-%m-%d %H:%M UTC")),
+                    (None, None) => f.write_str(" (signed fleet)"),
+                }
+            }
+            Block::Suspended(s) => write!(f, "the host is suspended by {}: {}", s.by, s.reason),
+            Block::Window { window, opens: Some(at), .. } => write!(
+                f,
+                "maintenance window {} opens {} {}",
+                window.name,
+                window.local_label(*at),
+                window.timezone.name()
+            ),
+            Block::Window { window, opens: None, .. } => {
+                write!(f, "maintenance window {} does not open in the next two weeks", window.name)
+            }
             Block::Paused => f.write_str("the rollout is paused"),
             Block::Halted(None) => f.write_str("the rollout is halted"),
             Block::Halted(Some(h)) => write!(f, "the rollout is halted: {} failed ({})", h.host, h.reason),
@@ -294,23 +372,95 @@ impl fmt::Display for Block<'_> {
     }
 }
 
-/// Gates 1–6 for one Pending record, as heartbeat recovery synthesis needs them (budgets do
-/// not apply: the host is already on the target). `None` when nothing holds it.
+/// Every gate but the disruption budget for one Pending record, as heartbeat recovery
+/// synthesis needs them (budgets do not apply: the host is already on the target). `None`
+/// when nothing holds it.
 pub fn evaluate_synth_gates(
     manifests: &ManifestSet,
     state: &FleetState,
     quarantines: &Quarantines,
     record: &HostRecord,
+    now: DateTime<Utc>,
 ) -> Option<(Gate, String)> {
     let rollout = state.rollouts.get(&record.rollout_id)?;
     let records = state.records.get(&record.rollout_id)?;
-    let gates = RolloutGates::new(manifests, state, quarantines, rollout, records, rollout.current_wave);
+    let policies = PassPolicies::new(&manifests.fleet, state, now);
+    let gates = RolloutGates::new(manifests, state, quarantines, &policies, rollout, records, rollout.current_wave);
     let block = gates.first_block(record, manifests.fleet.host(&record.hostname))?;
     Some((block.gate(), block.to_string()))
 }
 
-/// What gates 1–6 need to know about one rollout, looked up once per rollout, not per host.
+/// The policies of SPEC §17 as they stand at one pass's `now`: which freezes are in force,
+/// which maintenance windows are open (and when the closed ones open), which hosts are
+/// suspended. Worked out once per pass; per host only its own few indexes are looked at.
+struct PassPolicies<'a> {
+    fleet: &'a VerifiedFleet,
+    /// Freezes in force: the fleet's (their index in the fleet, to match a host's own list)
+    /// and the operators' (`None`).
+    freezes: Vec<(Option<u16>, &'a Freeze)>,
+    /// Per fleet window: `None` while open, else when it next opens.
+    windows: Vec<Option<Option<DateTime<Utc>>>>,
+    suspended: &'a std::collections::BTreeMap<Hostname, Suspension>,
+    /// Whether any freeze is in force, any window is closed or any host suspended (when not,
+    /// a pass looks at none of it).
+    any: bool,
+}
+
+impl<'a> PassPolicies<'a> {
+    fn new(fleet: &'a VerifiedFleet, state: &'a FleetState, now: DateTime<Utc>) -> PassPolicies<'a> {
+        let fleet_freezes = fleet.freezes.iter().enumerate().map(|(i, f)| (Some(i as u16), f));
+        let operator_freezes = state.policies.freezes.iter().map(|f| (None, f));
+        let freezes: Vec<_> = fleet_freezes.chain(operator_freezes).filter(|(_, f)| f.in_force(now)).collect();
+        let windows: Vec<_> = fleet.windows.iter().map(|w| (!w.is_open(now)).then(|| w.next_open(now))).collect();
+        let any = !freezes.is_empty() || windows.iter().any(Option::is_some) || !state.policies.suspended.is_empty();
+        PassPolicies { fleet, freezes, windows, suspended: &state.policies.suspended, any }
+    }
+
+    /// The freeze, suspension or closed window that holds `record`'s host (in gate order);
+    /// the window only where `windows` says so (it comes later in the order than the rest).
+    fn block<'s>(&'s self, record: &HostRecord, facts: Option<&'s HostFacts>, windows: bool) -> Option<Block<'s>> {
+        if !self.any {
+            return None;
+        }
+        self.frozen(record, facts)
+            .or_else(|| self.suspended.get(&record.hostname).map(Block::Suspended))
+            .or_else(|| windows.then(|| self.window(facts)).flatten())
+    }
+
+    fn frozen<'s>(&'s self, record: &HostRecord, facts: Option<&HostFacts>) -> Option<Block<'s>> {
+        let own = facts.map_or(&[][..], |f| &f.freezes[..]);
+        self.freezes.iter().enumerate().find_map(|(index, &(fleet_index, freeze))| {
+            let covers = match (fleet_index, &freeze.selector) {
+                (Some(i), _) => own.contains(&i),
+                (None, None) => true,
+                (None, Some(selector)) => {
+                    self.fleet.doc.hosts.get(&record.hostname).is_some_and(|h| selector.matches(&record.hostname, h))
+                }
+            };
+            covers.then_some(Block::Frozen { index, freeze })
+        })
+    }
+
+    /// A host covered by windows waits while all of them are closed, for the one that opens
+    /// first.
+    fn window<'s>(&'s self, facts: Option<&HostFacts>) -> Option<Block<'s>> {
+        let own = facts.map_or(&[][..], |f| &f.windows[..]);
+        let mut first: Option<(usize, Option<DateTime<Utc>>)> = None;
+        for &i in own {
+            let opens = *self.windows.get(i as usize)?;
+            let opens = opens?; // open now: not held
+            if first.is_none_or(|(_, at)| opens.is_some() && (at.is_none() || opens < at)) {
+                first = Some((i as usize, opens));
+            }
+        }
+        let (index, opens) = first?;
+        Some(Block::Window { index, window: &self.fleet.windows[index], opens })
+    }
+}
+
+/// What the gates need to know about one rollout, looked up once per rollout, not per host.
 struct RolloutGates<'a> {
+    policies: &'a PassPolicies<'a>,
     rollout: &'a Rollout,
     records: &'a BTreeMap<Hostname, HostRecord>,
     /// The waves of the rollout's channel.
@@ -326,12 +476,14 @@ impl<'a> RolloutGates<'a> {
         manifests: &'a ManifestSet,
         state: &FleetState,
         quarantines: &'a Quarantines,
+        policies: &'a PassPolicies<'a>,
         rollout: &'a Rollout,
         records: &'a BTreeMap<Hostname, HostRecord>,
         current_wave: u32,
     ) -> RolloutGates<'a> {
         let channel = &rollout.channel;
         RolloutGates {
+            policies,
             rollout,
             records,
             waves: manifests.fleet.waves(channel),
@@ -341,13 +493,16 @@ impl<'a> RolloutGates<'a> {
         }
     }
 
-    /// Gates 1–6 in order for a record whose host the fleet describes as `facts` (`None`: a
-    /// host the fleet does not stage); the first that blocks wins.
+    /// Every gate but the budget, in order, for a record whose host the fleet describes as
+    /// `facts` (`None`: a host the fleet does not stage); the first that blocks wins.
     fn first_block<'s>(&'s self, record: &'s HostRecord, facts: Option<&'s HostFacts>) -> Option<Block<'s>> {
         let placement = facts.map_or(Placement::Unstaged, |f| f.placement);
         let gating = facts.map_or(&[][..], |f| f.gating.as_slice());
         if self.quarantined.contains(&&record.target_closure) {
             return Some(Block::Quarantined { closure: &record.target_closure, channel: &record.channel });
+        }
+        if let Some(block) = self.policies.block(record, facts, false) {
+            return Some(block);
         }
         match self.rollout.state {
             RolloutState::Paused => return Some(Block::Paused),
@@ -367,6 +522,11 @@ impl<'a> RolloutGates<'a> {
         let spec = self.waves.get(wave as usize);
         if spec.is_some_and(|s| s.requires_approval) && !self.rollout.approved_waves.contains(&wave) {
             return Some(Block::Approval { wave });
+        }
+        if self.policies.any
+            && let Some(block) = self.policies.window(facts)
+        {
+            return Some(block);
         }
         for host in gating {
             if let Some(other) = self.records.get(host)

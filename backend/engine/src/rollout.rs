@@ -1,11 +1,12 @@
 //! The rollout state machine (SPEC §4). Pure: the records it looks at and `now` are inputs;
 //! what must happen to records (withdraw a dispatch, excuse a host) comes out as effects.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::log::{self, LogEntry};
+use shared::policy::Suspension;
 use shared::state::{AdvancedBy, Halt};
 use shared::state::{HostState, RolloutInputKind, RolloutState};
 use shared::{Channel, Hostname, RolloutId};
@@ -104,7 +105,12 @@ pub struct RolloutContext<'a, I> {
     pub fleet: &'a VerifiedFleet,
     /// Every record of this rollout.
     pub records: I,
+    /// Hosts suspended by operators (SPEC §17): excused for waves and completion.
+    pub suspended: &'a Suspended,
 }
+
+/// Suspended hosts, by hostname.
+pub type Suspended = BTreeMap<Hostname, Suspension>;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RolloutTransition {
@@ -117,23 +123,101 @@ fn log(rollout: &Rollout, entry: LogEntry) -> Effect {
 }
 
 /// A wave of `channel` is complete when it has hosts in this rollout and every one of them is
-/// Converged, Deferred or excused. `None` when the wave has no hosts (it never auto-advances).
-/// `records`: the rollout's records in hostname order (any order is answered correctly; that
-/// one reads the fleet's facts in step, see [`ChannelFacts`](crate::fleet::ChannelFacts)).
+/// Converged, Deferred, excused, suspended, or failed within the wave's failure budget (SPEC
+/// §17). `None` when the wave has no hosts (it never auto-advances). `records`: the rollout's
+/// records in hostname order (any order is answered correctly; that one reads the fleet's
+/// facts in step, see [`ChannelFacts`](crate::fleet::ChannelFacts)).
 pub fn wave_complete<'r>(
     fleet: &VerifiedFleet,
     channel: &Channel,
     wave: u32,
     records: impl Iterator<Item = &'r HostRecord> + Clone,
+    suspended: &Suspended,
 ) -> Option<bool> {
     // Only a host that is not done can keep the wave open, so the placement is only needed
     // for those; done hosts are skipped on their own state.
     let facts = fleet.channel_facts(channel);
     let in_wave = |(i, r): (usize, &HostRecord)| facts.placement(i, &r.hostname) == Placement::Wave(wave);
-    if records.clone().enumerate().any(|(i, r)| !r.done_for_ordering() && in_wave((i, r))) {
+    let budget = fleet.waves(channel).get(wave as usize).and_then(|w| w.max_failures);
+    let mut failed = false;
+    for (i, r) in records.clone().enumerate() {
+        if r.done_for_ordering() || !in_wave((i, r)) || (!suspended.is_empty() && suspended.contains_key(&r.hostname)) {
+            continue;
+        }
+        if budget.is_some() && r.state.is_failure() {
+            failed = true;
+            continue;
+        }
+        return Some(false);
+    }
+    if failed && !wave_failures(fleet, channel, wave, records.clone()).within_budget() {
         return Some(false);
     }
     records.enumerate().any(in_wave).then_some(true)
+}
+
+/// A wave's failures against its failure budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaveFailures {
+    /// Hosts of the wave in this rollout that are Failed or Reverted (excused or not).
+    pub failed: u64,
+    pub hosts: u64,
+    /// How many may fail without halting; `None` without a budget.
+    pub allowed: Option<u64>,
+}
+
+impl WaveFailures {
+    pub fn within_budget(&self) -> bool {
+        self.allowed.is_some_and(|allowed| self.failed <= allowed)
+    }
+}
+
+/// Counts the failures of `wave` among a rollout's records (SPEC §17 failure budgets).
+pub fn wave_failures<'r>(
+    fleet: &VerifiedFleet,
+    channel: &Channel,
+    wave: u32,
+    records: impl Iterator<Item = &'r HostRecord>,
+) -> WaveFailures {
+    let facts = fleet.channel_facts(channel);
+    let (mut failed, mut hosts) = (0u64, 0u64);
+    for (i, r) in records.enumerate() {
+        if facts.placement(i, &r.hostname) == Placement::Wave(wave) {
+            hosts += 1;
+            failed += u64::from(r.state.is_failure());
+        }
+    }
+    let allowed = fleet.waves(channel).get(wave as usize).and_then(|w| w.max_failures).map(|b| b.allowed(hosts));
+    WaveFailures { failed, hosts, allowed }
+}
+
+/// The records of a rollout that failed within their wave's failure budget and are not
+/// excused yet: excused when their wave completes (or, in the last wave, the rollout).
+fn tolerated_failures<'r>(
+    fleet: &VerifiedFleet,
+    channel: &Channel,
+    records: impl Iterator<Item = &'r HostRecord> + Clone,
+    only_wave: Option<u32>,
+) -> Vec<&'r HostRecord> {
+    let facts = fleet.channel_facts(channel);
+    let mut within: BTreeMap<u32, bool> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (i, r) in records.clone().enumerate() {
+        if !r.state.is_failure() || r.excused {
+            continue;
+        }
+        let Placement::Wave(wave) = facts.placement(i, &r.hostname) else { continue };
+        if only_wave.is_some_and(|w| w != wave) {
+            continue;
+        }
+        let ok = *within
+            .entry(wave)
+            .or_insert_with(|| wave_failures(fleet, channel, wave, records.clone()).within_budget());
+        if ok {
+            out.push(r);
+        }
+    }
+    out
 }
 
 /// Applies one input (SPEC §4 table). `Completed` and `Superseded` are terminal.
@@ -234,7 +318,13 @@ where
                         rollout.current_wave + 1
                     )));
                 }
-                let complete = wave_complete(ctx.fleet, &rollout.channel, rollout.current_wave, ctx.records.clone());
+                let complete = wave_complete(
+                    ctx.fleet,
+                    &rollout.channel,
+                    rollout.current_wave,
+                    ctx.records.clone(),
+                    ctx.suspended,
+                );
                 let allowed = match by {
                     AdvancedBy::Auto => complete == Some(true) && rollout.state == S::Active,
                     // An operator may move past an empty wave; that is what it waits for.
@@ -248,7 +338,11 @@ where
                 }
             }
             next.current_wave = *to;
-            effects.push(log(
+            // The wave left behind is complete: its failures within budget are excused.
+            for r in tolerated_failures(ctx.fleet, &rollout.channel, ctx.records.clone(), Some(rollout.current_wave)) {
+                effects.push(Effect::Excuse { rollout_id: rollout.id.clone(), host: r.hostname.clone() });
+            }
+            effects.insert(0, log(
                 &next,
                 LogEntry::WaveAdvanced(log::WaveAdvanced {
                     from: rollout.current_wave,
@@ -260,10 +354,29 @@ where
             return Ok(RolloutTransition { rollout: next, effects });
         }
         RolloutInput::Evaluate => {
-            let complete =
-                rollout.state == S::Active && ctx.records.clone().all(|r| r.state == HostState::Converged || r.excused);
-            if !complete {
+            if rollout.state != S::Active {
                 return Ok(RolloutTransition { rollout: next, effects });
+            }
+            let suspended = |r: &HostRecord| !ctx.suspended.is_empty() && ctx.suspended.contains_key(&r.hostname);
+            let mut failures = false;
+            for r in ctx.records.clone() {
+                if r.state == HostState::Converged || r.excused || suspended(r) {
+                    continue;
+                }
+                if !r.state.is_failure() {
+                    return Ok(RolloutTransition { rollout: next, effects });
+                }
+                failures = true;
+            }
+            if failures {
+                let tolerated = tolerated_failures(ctx.fleet, &rollout.channel, ctx.records.clone(), None);
+                let open = ctx.records.clone().filter(|r| r.state.is_failure() && !r.excused && !suspended(r)).count();
+                if tolerated.len() != open {
+                    return Ok(RolloutTransition { rollout: next, effects });
+                }
+                for r in tolerated {
+                    effects.push(Effect::Excuse { rollout_id: rollout.id.clone(), host: r.hostname.clone() });
+                }
             }
             next.state = S::Completed;
             next.completed_at = Some(now);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use shared::log::{self, LogEntry};
+use shared::policy::OperatorPolicies;
 use shared::{Channel, Closure, Hostname, RolloutId};
 
 use crate::effect::{Effect, Log};
@@ -99,12 +100,14 @@ impl ManifestSet {
     }
 }
 
-/// Rollouts, their records, and when each host last heartbeated.
+/// Rollouts, their records, when each host last heartbeated, and the operators' policies.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FleetState {
     pub rollouts: BTreeMap<RolloutId, Rollout>,
     pub records: BTreeMap<RolloutId, BTreeMap<Hostname, HostRecord>>,
     pub last_heartbeat: HashMap<Hostname, DateTime<Utc>>,
+    /// Operator freezes and suspended hosts (SPEC §17).
+    pub policies: OperatorPolicies,
 }
 
 impl FleetState {
@@ -134,7 +137,8 @@ impl FleetState {
             self.rollouts.get(id).ok_or_else(|| RolloutError::NotApplicable(format!("there is no rollout {id}")))?;
         let empty = BTreeMap::new();
         let records = self.records.get(id).unwrap_or(&empty);
-        let transition = rollout::apply(rollout, input, RolloutContext { fleet, records: records.values() }, now)?;
+        let context = RolloutContext { fleet, records: records.values(), suspended: &self.policies.suspended };
+        let transition = rollout::apply(rollout, input, context, now)?;
         self.rollouts.insert(id.clone(), transition.rollout);
         Ok(self.apply_record_effects(transition.effects, now))
     }
@@ -176,6 +180,21 @@ impl FleetState {
         }
     }
 
+    /// The wave of `host` in `rollout_id` and that wave's failures against its budget, when
+    /// the host is in a wave whose policy sets `maxFailures`.
+    pub fn failure_budget_use(
+        &self,
+        fleet: &VerifiedFleet,
+        rollout_id: &RolloutId,
+        host: &Hostname,
+    ) -> Option<(u32, rollout::WaveFailures)> {
+        let records = self.records.get(rollout_id)?;
+        let channel = &records.get(host)?.channel;
+        let Placement::Wave(wave) = fleet.placement(host) else { return None };
+        fleet.waves(channel).get(wave as usize)?.max_failures?;
+        Some((wave, rollout::wave_failures(fleet, channel, wave, records.values())))
+    }
+
     /// A record as its agent sees it in `bootstrap`, with the wave's soak and the channel's
     /// policy from `fleet` (an agent that lost its intent finishes the job with them).
     pub fn agent_snapshot(fleet: Option<&VerifiedFleet>, record: &HostRecord) -> shared::state::HostRolloutSnapshot {
@@ -203,14 +222,42 @@ impl FleetState {
         let transition = step(record, event, now, &Self::step_policy(fleet, record))?;
         let failed = transition.record.state == shared::state::HostState::Failed
             && record.state != shared::state::HostState::Failed;
+        let reverted = transition.record.state == shared::state::HostState::Reverted
+            && record.state != shared::state::HostState::Reverted;
         let reason = transition.record.failure.as_ref().map(|f| f.reason.clone()).unwrap_or_default();
+        let channel = record.channel.clone();
         if let Some(slot) = self.records.get_mut(rollout_id).and_then(|r| r.get_mut(host)) {
             *slot = transition.record;
         }
         let mut effects = transition.effects;
+        // A failure within its wave's budget (SPEC §17) does not halt the rollout, and its
+        // rollback does not quarantine the closure (that would hold every host the budget
+        // lets go on).
+        let within_budget = (failed || reverted)
+            .then(|| self.failure_budget_use(fleet, rollout_id, host))
+            .flatten()
+            .filter(|(_, failures)| failures.within_budget());
+        if reverted && within_budget.is_some() {
+            effects.retain(|e| !matches!(e, Effect::Quarantine { .. }));
+        }
         if failed {
-            let input = RolloutInput::HostFailed { host: host.clone(), reason };
-            effects.extend(self.apply_rollout_input(fleet, rollout_id, &input, now).unwrap_or_default());
+            match within_budget {
+                Some((wave, failures)) => effects.push(Effect::Log(Log {
+                    rollout_id: Some(rollout_id.clone()),
+                    host: Some(host.clone()),
+                    channel: Some(channel),
+                    entry: LogEntry::FailureWithinBudget(log::FailureWithinBudget {
+                        wave,
+                        failures: failures.failed,
+                        max: failures.allowed.unwrap_or(0),
+                        reason,
+                    }),
+                })),
+                None => {
+                    let input = RolloutInput::HostFailed { host: host.clone(), reason };
+                    effects.extend(self.apply_rollout_input(fleet, rollout_id, &input, now).unwrap_or_default());
+                }
+            }
         }
         effects.extend(self.apply_rollout_input(fleet, rollout_id, &RolloutInput::Evaluate, now).unwrap_or_default());
         Ok(effects)

@@ -160,6 +160,30 @@ impl FleetBuilder {
         self
     }
 
+    /// A signed freeze (SPEC §17; makes the document schemaVersion 2).
+    pub fn freeze(mut self, name: &str, selector: Value, from: DateTime<Utc>, to: DateTime<Utc>, reason: &str) -> Self {
+        self.doc["schemaVersion"] = json!(2);
+        arr(&mut self.doc, "freezes")
+            .push(json!({ "name": name, "selector": selector, "from": from, "to": to, "reason": reason }));
+        self
+    }
+
+    /// A maintenance window (SPEC §17; makes the document schemaVersion 2).
+    pub fn window(mut self, name: &str, selector: Value, days: &[&str], start: &str, end: &str, tz: &str) -> Self {
+        self.doc["schemaVersion"] = json!(2);
+        arr(&mut self.doc, "maintenanceWindows").push(json!({
+            "name": name, "selector": selector, "days": days, "start": start, "end": end, "timezone": tz
+        }));
+        self
+    }
+
+    /// Sets `maxFailures` of wave `wave` of `policy` (a count or `"10%"`; schemaVersion 2).
+    pub fn max_failures(mut self, policy: &str, wave: usize, max: Value) -> Self {
+        self.doc["schemaVersion"] = json!(2);
+        self.doc["rolloutPolicies"][policy]["waves"][wave]["maxFailures"] = max;
+        self
+    }
+
     pub fn commit(mut self, commit: &str) -> Self {
         self.doc["meta"]["ciCommit"] = json!(commit);
         self
@@ -297,6 +321,17 @@ impl Scenario {
         Ok(rows(out))
     }
 
+    /// An operator's action through the controller, as `bob` (the reducer plans next; a
+    /// scenario plans when the test calls [`Self::tick`]).
+    pub fn act(
+        &mut self,
+        action: shared::api::OperatorAction,
+        reason: &str,
+    ) -> Result<crate::controller::Acted, crate::controller::Refusal> {
+        let now = self.now;
+        self.controller.operator(now, &action, "bob", Some(reason), &mut Vec::new())
+    }
+
     /// Drives a dispatched host through ack and activation into Soaking.
     pub fn activate(&mut self, rollout: &str, host: &str) {
         let target = self.record(rollout, host).target_closure.clone();
@@ -352,7 +387,9 @@ fn applied_action(row: LogRow) -> Option<PlanAction> {
             target_closure: d.target_closure,
             soak_seconds: d.soak_seconds,
         },
-        LogEntry::HostHeld(h) => PlanAction::Hold { host: row.host?, rollout_id, gate: h.gate, reason: h.reason },
+        LogEntry::HostHeld(h) => {
+            PlanAction::Hold { host: row.host?, rollout_id, gate: h.gate, reason: h.reason, until: h.until }
+        }
         _ => return None,
     })
 }
@@ -363,7 +400,7 @@ fn rows(writes: Vec<Write>) -> Vec<LogRow> {
         .into_iter()
         .filter_map(|w| match w {
             Write::Log(row) => Some(*row),
-            Write::Presence { .. } => None,
+            Write::Presence { .. } | Write::Policies(_) => None,
         })
         .collect()
 }

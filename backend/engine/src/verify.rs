@@ -17,8 +17,11 @@ use shared::{Hostname, RolloutId};
 use crate::crypto::{canonicalize, decode_public_key, sha256_hex};
 use crate::fleet::{self, VerifiedFleet};
 
-/// The only schema version this build understands.
+/// The schema version of trust configurations and rollout manifests.
 pub const SCHEMA_VERSION: u64 = 1;
+/// The newest fleet schema version this build understands (2 adds the policies of SPEC
+/// §17; a fleet of version 1 is still accepted, without them).
+pub const FLEET_SCHEMA_VERSION: u64 = crate::fleet::POLICIES_SCHEMA_VERSION as u64;
 /// Clock slack allowed on both sides of the freshness window (SPEC §2.5).
 pub const CLOCK_SLACK: Duration = Duration::seconds(60);
 /// Longest freshness window `trust.json` may set: a window is what keeps an old artifact from
@@ -34,7 +37,7 @@ pub enum VerifyError {
     Malformed(String),
     #[error("the signature does not verify with any trusted CI release key")]
     BadSignature,
-    #[error("unsupported schemaVersion {0} (this build understands {SCHEMA_VERSION})")]
+    #[error("unsupported schemaVersion {0} (this build understands {SCHEMA_VERSION}, and for fleets 1–{FLEET_SCHEMA_VERSION})")]
     UnsupportedSchema(String),
     #[error("the document has no meta.signedAt")]
     NotSigned,
@@ -161,7 +164,7 @@ pub fn verify_artifact(
     }
 
     match value.get("schemaVersion") {
-        Some(Value::Number(n)) if n.as_u64() == Some(SCHEMA_VERSION) => {}
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|v| (SCHEMA_VERSION..=FLEET_SCHEMA_VERSION).contains(&v)) => {}
         Some(other) => return Err(VerifyError::UnsupportedSchema(other.to_string())),
         None => return Err(VerifyError::UnsupportedSchema("(missing)".into())),
     }
@@ -227,6 +230,9 @@ pub fn verify_manifest(
 ) -> Result<VerifiedManifest, VerifyError> {
     let doc = verify_artifact(trust, artifact, now, freshness)?;
     let manifest: RolloutManifest = typed(&doc, "rollout manifest")?;
+    if u64::from(manifest.schema_version) != SCHEMA_VERSION {
+        return Err(VerifyError::UnsupportedSchema(manifest.schema_version.to_string()));
+    }
     let id = RolloutId::new(&manifest.channel, &manifest.channel_ref)
         .map_err(|err| VerifyError::Inconsistent(format!("channelRef: {err}")))?;
     check_manifest(&manifest, &id, fleet, filed_as).map_err(VerifyError::Inconsistent)?;

@@ -359,7 +359,7 @@ fn unchanged_holds_are_not_logged_again() {
 
     // When the reason changes (here: the stored one is stale), the hold is planned again.
     s.state.records.get_mut(&Scenario::rid(R)).unwrap().get_mut(&Scenario::host("b")).unwrap().waiting_on =
-        Some(shared::state::WaitingOn { gate: Gate::Wave, reason: "stale".into(), since: t0() });
+        Some(shared::state::WaitingOn { gate: Gate::Wave, reason: "stale".into(), since: t0(), until: None });
     assert_eq!(hold_of(&s.plan(), "b"), Some((Gate::Wave, "wave 1 is not current yet (current wave 0)")));
 }
 

@@ -217,8 +217,9 @@ fn non_canonical_signature_encodings_are_rejected_by_strict_verification() {
 }
 
 #[test]
-fn schema_version_other_than_one_is_unsupported() {
-    for version in [json!(2), json!("1"), json!(null)] {
+fn schema_versions_this_build_does_not_know_are_unsupported() {
+    // 1 and, for fleet documents, 2 (the policies of SPEC §17) are known.
+    for version in [json!(0), json!(3), json!("1"), json!(null)] {
         let mut d = doc();
         d["schemaVersion"] = version;
         assert_eq!(check(&sign(&d), t0()).unwrap_err().code().as_str(), "unsupported-schema");

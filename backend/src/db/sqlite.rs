@@ -181,6 +181,12 @@ fn commit(conn: &mut Connection, batch: Batch) -> Committed {
             }
         }
     }
+    if let Some(body) = &batch.policies {
+        tx.prepare_cached(
+            "INSERT INTO policies (id, body) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+        )?
+        .execute(params![body])?;
+    }
     {
         let mut upsert = tx.prepare_cached(
             "INSERT INTO host_presence (hostname, last_heartbeat_at, current_closure) VALUES (?, ?, ?)

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use shared::api::LogEvent;
 use shared::log::LogKind;
 use shared::manifest::SignedArtifact;
+use shared::policy::OperatorPolicies;
 use shared::state::HostState;
 use shared::{Channel, Closure, Hostname, RolloutId};
 
@@ -56,10 +57,19 @@ pub struct Loaded {
     /// Records of rollouts that are not terminal.
     pub records: Vec<HostRecord>,
     pub quarantines: Vec<QuarantineRow>,
+    pub policies: OperatorPolicies,
     pub presence: Vec<(Hostname, DateTime<Utc>, Option<Closure>)>,
     pub last_seq: i64,
     /// Signatures of agent writes accepted earlier and still live (key, expiry second).
     pub signatures: Vec<(crate::signatures::SignatureKey, i64)>,
+}
+
+/// The operators' freezes and suspended hosts as last committed (SPEC §17).
+pub async fn policies(store: &Store) -> Result<OperatorPolicies, sqlx::Error> {
+    let body: Option<String> = on_pool!(store, pool => {
+        sqlx::query_scalar("SELECT body FROM policies WHERE id = 1").fetch_optional(pool).await?
+    });
+    body.map_or_else(|| Ok(OperatorPolicies::default()), |body| from_json(&body))
 }
 
 /// The hash of the fleet in force, if one is.
@@ -123,6 +133,7 @@ pub async fn load(store: &Store) -> Result<Loaded, sqlx::Error> {
         }
     });
     loaded.quarantines = quarantines(store, 0).await?.into_iter().filter(|q| q.released_at.is_none()).collect();
+    loaded.policies = policies(store).await?;
     for (host, at, closure) in presence(store).await? {
         let host = Hostname::parse(host).map_err(decode)?;
         loaded.presence.push((host, at, closure.and_then(|c| Closure::parse(c).ok())));
@@ -310,6 +321,8 @@ pub struct Batch {
     /// Every record is written up to this batch: `record_snapshot` moves to its last seq.
     pub records_through: bool,
     pub quarantines: Vec<QuarantineChange>,
+    /// The operators' policies, when they changed: replace the stored document (JSON).
+    pub policies: Option<String>,
     pub presence: Vec<(Hostname, DateTime<Utc>, Option<Closure>)>,
     pub log: Vec<LogRow>,
     /// Signatures of the agent writes in this batch (or accepted before it), to store; and,
@@ -325,6 +338,7 @@ impl Batch {
             && self.records.is_empty()
             && !self.records_through
             && self.quarantines.is_empty()
+            && self.policies.is_none()
             && self.presence.is_empty()
             && self.log.is_empty()
             && self.signatures.is_empty()

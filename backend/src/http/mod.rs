@@ -167,6 +167,10 @@ pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi
         .routes(routes!(operator::clear_failure))
         .routes(routes!(operator::quarantines, operator::quarantine))
         .routes(routes!(operator::release))
+        .routes(routes!(operator::freezes, operator::freeze))
+        .routes(routes!(operator::unfreeze))
+        .routes(routes!(operator::suspend))
+        .routes(routes!(operator::resume_host))
         .routes(routes!(operator::feed));
     let root = OpenApiRouter::new()
         .routes(routes!(system::healthz))

@@ -9,6 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde::Deserialize;
+use shared::policy::{FreezeBody, Freezes, ReleaseFreezeBody, SuspendBody};
 use shared::api::{
     ApproveBody, EventsPage, FleetChannel, FleetHost, FleetOverview, ManifestSummary, OperatorAction, OperatorOutcome,
     PromoteBody, QuarantineBody, QuarantineEntry, Quarantines, ReasonBody, RolloutDetail, RolloutSummary,
@@ -44,6 +45,7 @@ pub async fn fleet(State(state): State<AppState>, _: Viewer) -> Result<Json<Flee
         .map(|(h, at, c)| (h, (at, c)))
         .collect();
     let mut current = store::current_rollouts(&state.store).await.map_err(ApiError::internal)?;
+    let mut suspended = store::policies(&state.store).await.map_err(ApiError::internal)?.suspended;
     let now = state.clock.now();
     let channels = fleet
         .doc
@@ -69,6 +71,7 @@ pub async fn fleet(State(state): State<AppState>, _: Viewer) -> Result<Json<Flee
                 current_closure: seen.and_then(|(_, c)| c.clone()).and_then(|c| Closure::parse(c).ok()),
                 last_heartbeat_at: seen.map(|(at, _)| *at),
                 online: seen.is_some_and(|(at, _)| (now - *at).num_seconds() <= ONLINE_WITHIN_SECONDS),
+                suspended: suspended.remove(name),
             }
         })
         .collect();
@@ -83,8 +86,7 @@ pub async fn host(
     _: Viewer,
     Path(name): Path<String>,
 ) -> Result<Json<shared::api::HostDetail>, ApiError> {
-    let hostname = shared::Hostname::parse(name)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadId, e.to_string()))?;
+    let hostname = hostname(name)?;
     let fleet = state.fleet.read().ok().and_then(|f| f.clone());
     let entry = fleet
         .as_ref()
@@ -96,6 +98,7 @@ pub async fn host(
         .into_iter()
         .find(|(h, _, _)| h == hostname.as_str());
     let now = state.clock.now();
+    let suspension = store::policies(&state.store).await.map_err(ApiError::internal)?.suspended.remove(&hostname);
     let host = FleetHost {
         hostname: hostname.clone(),
         channel: entry.channel,
@@ -103,12 +106,13 @@ pub async fn host(
         current_closure: seen.as_ref().and_then(|(_, _, c)| c.clone()).and_then(|c| Closure::parse(c).ok()),
         last_heartbeat_at: seen.as_ref().map(|(_, at, _)| *at),
         online: seen.as_ref().is_some_and(|(_, at, _)| (now - *at).num_seconds() <= ONLINE_WITHIN_SECONDS),
+        suspended: suspension.clone(),
     };
     let records = store::records_of_host(&state.store, &hostname)
         .await
         .map_err(ApiError::internal)?
         .iter()
-        .map(|r| shared::api::HostRecordView { rollout_id: r.rollout_id.clone(), cell: views::host_cell(r) })
+        .map(|r| shared::api::HostRecordView { rollout_id: r.rollout_id.clone(), cell: views::host_cell(r, suspension.is_some()) })
         .collect();
     let events = store::host_log(&state.store, &hostname, 100).await.map_err(ApiError::internal)?;
     Ok(Json(shared::api::HostDetail { host, records, events }))
@@ -179,7 +183,8 @@ pub async fn rollout(
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(format!("There is no rollout {id}.")))?;
     let fleet = state.fleet.read().ok().and_then(|f| f.clone());
-    Ok(Json(views::rollout_detail(&rollout, &records, fleet.as_deref(), as_of)))
+    let suspended = store::policies(&state.store).await.map_err(ApiError::internal)?.suspended;
+    Ok(Json(views::rollout_detail(&rollout, &records, fleet.as_deref(), &suspended, as_of)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -363,6 +368,71 @@ pub async fn release(
     JsonBody(body): JsonBody<QuarantineBody>,
 ) -> Result<Json<OperatorOutcome>, ApiError> {
     act(&state, op, OperatorAction::Release { channel: body.channel, closure: body.closure }, body.reason).await
+}
+
+/// `GET /api/v1/freezes`: every freeze in force now, the signed fleet's and the operators'.
+#[utoipa::path(get, path = "/freezes", tag = "operator", responses((status = 200, body = shared::policy::Freezes), (status = 401, body = shared::ApiErrorBody)))]
+pub async fn freezes(State(state): State<AppState>, _: Viewer) -> Result<Json<Freezes>, ApiError> {
+    let now = state.clock.now();
+    let fleet = state.fleet.read().ok().and_then(|f| f.clone());
+    let operators = store::policies(&state.store).await.map_err(ApiError::internal)?.freezes;
+    let active = fleet
+        .iter()
+        .flat_map(|f| f.freezes.iter().cloned())
+        .chain(operators)
+        .filter(|f| f.in_force(now))
+        .collect();
+    Ok(Json(Freezes { active }))
+}
+
+/// Freeze bodies may carry a selector with many hosts.
+const FREEZE_BODY_BYTES: usize = 256 * 1024;
+
+/// `POST /api/v1/freezes`: stop the line (SPEC §17). Answers the freeze's name.
+#[utoipa::path(post, path = "/freezes", tag = "operator", request_body = FreezeBody, responses((status = 200, body = OperatorOutcome), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody), (status = 403, body = shared::ApiErrorBody), (status = 409, body = shared::ApiErrorBody), (status = 413, body = shared::ApiErrorBody), (status = 422, body = shared::ApiErrorBody)))]
+pub async fn freeze(
+    State(state): State<AppState>,
+    op: Acting,
+    JsonBody(body): JsonBody<FreezeBody, FREEZE_BODY_BYTES>,
+) -> Result<Json<OperatorOutcome>, ApiError> {
+    let action = OperatorAction::Freeze { name: body.name, selector: body.selector, until: body.until };
+    act(&state, op, action, Some(body.reason)).await
+}
+
+/// `POST /api/v1/freezes/release`
+#[utoipa::path(post, path = "/freezes/release", tag = "operator", request_body = ReleaseFreezeBody, responses((status = 200, body = OperatorOutcome), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody), (status = 403, body = shared::ApiErrorBody), (status = 409, body = shared::ApiErrorBody), (status = 413, body = shared::ApiErrorBody), (status = 422, body = shared::ApiErrorBody)))]
+pub async fn unfreeze(
+    State(state): State<AppState>,
+    op: Acting,
+    JsonBody(body): JsonBody<ReleaseFreezeBody>,
+) -> Result<Json<OperatorOutcome>, ApiError> {
+    act(&state, op, OperatorAction::Unfreeze { name: body.name }, Some(body.reason)).await
+}
+
+fn hostname(raw: String) -> Result<shared::Hostname, ApiError> {
+    shared::Hostname::parse(raw).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadId, e.to_string()))
+}
+
+/// `POST /api/v1/hosts/{hostname}/suspend`: the host is skipped by every rollout until resumed.
+#[utoipa::path(post, path = "/hosts/{hostname}/suspend", tag = "operator", params(("hostname" = String, Path)), request_body = SuspendBody, responses((status = 200, body = OperatorOutcome), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody), (status = 403, body = shared::ApiErrorBody), (status = 409, body = shared::ApiErrorBody), (status = 413, body = shared::ApiErrorBody), (status = 422, body = shared::ApiErrorBody)))]
+pub async fn suspend(
+    State(state): State<AppState>,
+    op: Acting,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<SuspendBody>,
+) -> Result<Json<OperatorOutcome>, ApiError> {
+    act(&state, op, OperatorAction::SuspendHost { hostname: hostname(name)? }, Some(body.reason)).await
+}
+
+/// `POST /api/v1/hosts/{hostname}/resume`
+#[utoipa::path(post, path = "/hosts/{hostname}/resume", tag = "operator", params(("hostname" = String, Path)), request_body = SuspendBody, responses((status = 200, body = OperatorOutcome), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody), (status = 403, body = shared::ApiErrorBody), (status = 409, body = shared::ApiErrorBody), (status = 413, body = shared::ApiErrorBody), (status = 422, body = shared::ApiErrorBody)))]
+pub async fn resume_host(
+    State(state): State<AppState>,
+    op: Acting,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<SuspendBody>,
+) -> Result<Json<OperatorOutcome>, ApiError> {
+    act(&state, op, OperatorAction::ResumeHost { hostname: hostname(name)? }, Some(body.reason)).await
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Duration, Utc};
-use engine::controller::{Controller, LogRow as Logged, Restored, Write};
+use engine::controller::{Acted, Controller, LogRow as Logged, Restored, Write};
 use engine::fleet::VerifiedFleet;
 use engine::host::HostRecord;
 use engine::rollout::Rollout;
@@ -36,6 +36,8 @@ pub struct Pending {
     /// Each record as its last log row in this group carries it.
     logged_records: HashMap<(RolloutId, Hostname), HostRecord>,
     quarantines: Vec<QuarantineChange>,
+    /// The operators' policies as last changed in this group, rendered.
+    policies: Option<String>,
     presence: BTreeMap<Hostname, (DateTime<Utc>, Option<Closure>)>,
     manifests: Option<ManifestWrite>,
 }
@@ -97,6 +99,7 @@ impl Core {
             rollouts: loaded.rollouts,
             records: loaded.records,
             quarantines: loaded.quarantines.into_iter().map(|q| (q.channel, q.closure)).collect(),
+            policies: loaded.policies,
             presence: loaded.presence,
         };
         let core = Core {
@@ -177,15 +180,15 @@ impl Core {
         action: &OperatorAction,
         by: &str,
         reason: Option<&str>,
-    ) -> Result<(usize, String), ReducerError> {
-        let message = self.controller.operator(now, action, by, reason, &mut self.out)?;
+    ) -> Result<(usize, Acted), ReducerError> {
+        let acted = self.controller.operator(now, action, by, reason, &mut self.out)?;
         self.absorb(pending);
         // The action's own row is the last one it wrote.
-        Ok((pending.log.len().saturating_sub(1), message))
+        Ok((pending.log.len().saturating_sub(1), acted))
     }
 
-    pub fn operator_outcome(entries: &[LogEvent], index: usize, message: String) -> OperatorOutcome {
-        OperatorOutcome { seq: entries.get(index).map_or(0, |e| e.seq), message }
+    pub fn operator_outcome(entries: &[LogEvent], index: usize, acted: Acted) -> OperatorOutcome {
+        OperatorOutcome { seq: entries.get(index).map_or(0, |e| e.seq), message: acted.message, name: acted.name }
     }
 
     pub fn request_plan(&mut self) {
@@ -229,6 +232,11 @@ impl Core {
                 Write::Presence { host, at, closure } => {
                     pending.presence.insert(host, (at, closure));
                 }
+                // Plain data with string keys: rendering it cannot fail.
+                Write::Policies(policies) => match serde_json::to_string(&policies) {
+                    Ok(body) => pending.policies = Some(body),
+                    Err(err) => tracing::error!(%err, "the operators' policies could not be rendered"),
+                },
             }
         }
     }
@@ -286,6 +294,7 @@ impl Core {
         }
         batch.records = records.into_values().collect();
         batch.quarantines = pending.quarantines;
+        batch.policies = pending.policies;
         batch.presence = pending.presence.into_iter().map(|(host, (at, closure))| (host, at, closure)).collect();
         batch.manifests = pending.manifests;
         batch.log = pending.log;

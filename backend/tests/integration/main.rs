@@ -20,6 +20,7 @@ mod manifests_api;
 mod observability;
 mod openapi;
 mod operator_api;
+mod policies_api;
 mod rollout_flow;
 mod serve_process;
 mod simulator;

@@ -30,6 +30,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/quarantines"),
     ("post", "/api/v1/quarantines"),
     ("post", "/api/v1/quarantines/release"),
+    ("get", "/api/v1/freezes"),
+    ("post", "/api/v1/freezes"),
+    ("post", "/api/v1/freezes/release"),
+    ("post", "/api/v1/hosts/{hostname}/suspend"),
+    ("post", "/api/v1/hosts/{hostname}/resume"),
     ("get", "/api/v1/feed"),
 ];
 

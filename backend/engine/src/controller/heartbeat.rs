@@ -142,7 +142,7 @@ impl Controller {
             let inferred: &[Inferred] = match state {
                 HostState::Activating | HostState::Deferred => &[Inferred::ActivationCompleted],
                 HostState::Pending => {
-                    if evaluate_synth_gates(set, &self.state, &self.quarantines, record).is_some() {
+                    if evaluate_synth_gates(set, &self.state, &self.quarantines, record, now).is_some() {
                         continue;
                     }
                     &[Inferred::DispatchAck, Inferred::ActivationCompleted]

@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 use shared::agent::{EventOutcome, EventResponse};
 use shared::api::ManifestSummary;
 use shared::log::LogEntry;
+use shared::policy::OperatorPolicies;
 use shared::state::{HostEvent, HostState};
 use shared::{Channel, Closure, Hostname, RolloutId};
 
@@ -33,6 +34,7 @@ use crate::rollout::Rollout;
 use crate::state::{FleetState, HostEventError, ManifestSet, Quarantines};
 
 pub use self::heartbeat::IDLE_HEARTBEAT_SECONDS;
+pub use self::operator::Acted;
 
 /// Why an input was not applied. Nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,6 +61,9 @@ pub enum Write {
     Log(Box<LogRow>),
     /// The host's presence row (last heartbeat, closure) is due for a rewrite.
     Presence { host: Hostname, at: DateTime<Utc>, closure: Option<Closure> },
+    /// The operators' policies changed (freezes, suspensions): the stored document is
+    /// replaced by this one.
+    Policies(OperatorPolicies),
 }
 
 /// An event-log row before it has a seq. An entry about one record carries that record as it
@@ -82,6 +87,7 @@ pub struct Restored {
     pub rollouts: Vec<Rollout>,
     pub records: Vec<HostRecord>,
     pub quarantines: Vec<(Channel, Closure)>,
+    pub policies: OperatorPolicies,
     /// Host, last heartbeat, closure it reported.
     pub presence: Vec<(Hostname, DateTime<Utc>, Option<Closure>)>,
 }
@@ -127,6 +133,7 @@ impl Controller {
             c.state.records.entry(record.rollout_id.clone()).or_default().insert(record.hostname.clone(), record);
         }
         c.quarantines.extend(restored.quarantines);
+        c.state.policies = restored.policies;
         for (host, at, closure) in restored.presence {
             c.state.last_heartbeat.insert(host.clone(), at);
             c.presence.insert(host, Presence { at, closure, persisted_at: Some(at), online: true });

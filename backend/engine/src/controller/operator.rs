@@ -7,9 +7,34 @@ use shared::log::{self, LogEntry};
 use shared::state::AdvancedBy;
 use shared::{Channel, Closure, RolloutId};
 
+use shared::manifest::Selector;
+use shared::policy::{
+    Freeze, FreezeSource, MAX_ACTION_REASON_BYTES, MAX_FREEZE_NAME_BYTES, MAX_OPERATOR_FREEZES, MAX_SELECTOR_ITEMS,
+    Suspension, valid_freeze_name,
+};
+
 use super::{Controller, Refusal, Write, rejected};
 use crate::fleet::VerifiedFleet;
 use crate::rollout::RolloutInput;
+
+/// What an operator's action did: in words, and the name it chose (a freeze's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acted {
+    pub message: String,
+    pub name: Option<String>,
+}
+
+fn invalid(message: String) -> Refusal {
+    Refusal::Invalid { code: ErrorCode::InvalidBody, message }
+}
+
+/// A reason is required where the dashboard shows it to everyone (freezes, suspensions).
+fn required(reason: &str, what: &str) -> Result<(), Refusal> {
+    if reason.trim().is_empty() {
+        return Err(invalid(format!("reason: {what} needs a reason (it is shown to every operator)")));
+    }
+    Ok(())
+}
 
 impl Controller {
     /// Applies an operator's action; answers what was done. The last row it writes is the
@@ -21,12 +46,19 @@ impl Controller {
         by: &str,
         reason: Option<&str>,
         out: &mut Vec<Write>,
-    ) -> Result<String, Refusal> {
+    ) -> Result<Acted, Refusal> {
+        let mut named = None;
         // As for agents (SPEC §9.1): no verified fleet yet is "not ready", 503.
         let Some(set) = self.set.clone() else {
             return Err(Refusal::Unavailable("There is no verified fleet yet: upload one first.".into()));
         };
         let reason_text = reason.unwrap_or("").to_owned();
+        if reason_text.len() > MAX_ACTION_REASON_BYTES {
+            return Err(Refusal::Invalid {
+                code: ErrorCode::LimitExceeded,
+                message: format!("reason: {} bytes, at most {MAX_ACTION_REASON_BYTES}", reason_text.len()),
+            });
+        }
         let (channel, message) = match action {
             OperatorAction::Quarantine { channel, closure } => {
                 if !set.fleet.doc.channels.contains_key(channel) {
@@ -72,6 +104,43 @@ impl Controller {
             OperatorAction::ClearFailure { rollout_id } => {
                 self.rollout_action(&set.fleet, now, rollout_id, RolloutInput::ClearFailure, out)?
             }
+            OperatorAction::Freeze { name, selector, until } => {
+                let name = self.freeze(&set.fleet, now, name.as_deref(), selector, *until, by, &reason_text, out)?;
+                let message = format!("freeze {name} in force");
+                named = Some(name);
+                (None, message)
+            }
+            OperatorAction::Unfreeze { name } => {
+                self.unfreeze(&set.fleet, now, name, by, &reason_text, out)?;
+                (None, format!("freeze {name} released"))
+            }
+            OperatorAction::SuspendHost { hostname } => {
+                let Some(host) = set.fleet.doc.hosts.get(hostname) else {
+                    return Err(rejected(ErrorCode::UnknownHost, format!("The fleet has no host {hostname}.")));
+                };
+                required(&reason_text, "suspending a host")?;
+                if self.state.policies.suspended.contains_key(hostname) {
+                    return Err(rejected(ErrorCode::AlreadySuspended, format!("{hostname} is already suspended.")));
+                }
+                let suspension = Suspension { reason: reason_text.clone(), by: by.to_owned(), at: now };
+                self.state.policies.suspended.insert(hostname.clone(), suspension);
+                let entry =
+                    LogEntry::HostSuspended(log::SuspensionChange { by: by.to_owned(), reason: reason_text.clone() });
+                Self::note(now, None, Some(hostname.clone()), Some(host.channel.clone()), entry, out);
+                self.policies_changed(out);
+                (Some(host.channel.clone()), format!("{hostname} suspended"))
+            }
+            OperatorAction::ResumeHost { hostname } => {
+                if self.state.policies.suspended.remove(hostname).is_none() {
+                    return Err(rejected(ErrorCode::NotSuspended, format!("{hostname} is not suspended.")));
+                }
+                let channel = set.fleet.doc.hosts.get(hostname).map(|h| h.channel.clone());
+                let entry =
+                    LogEntry::HostResumed(log::SuspensionChange { by: by.to_owned(), reason: reason_text.clone() });
+                Self::note(now, None, Some(hostname.clone()), channel.clone(), entry, out);
+                self.policies_changed(out);
+                (channel, format!("{hostname} resumed"))
+            }
         };
         let entry = LogEntry::OperatorAction(log::OperatorActed {
             action: action.clone(),
@@ -79,9 +148,126 @@ impl Controller {
             reason: reason.map(str::to_owned),
             forced: matches!(action, OperatorAction::Promote { force: true, .. }),
         });
-        Self::note(now, action.rollout_id().cloned(), None, channel, entry, out);
+        let host = match action {
+            OperatorAction::SuspendHost { hostname } | OperatorAction::ResumeHost { hostname } => Some(hostname.clone()),
+            _ => None,
+        };
+        Self::note(now, action.rollout_id().cloned(), host, channel, entry, out);
         self.replan = true;
-        Ok(message)
+        Ok(Acted { message, name: named })
+    }
+
+    /// Stops the line for the hosts `selector` picks (every host without one): SPEC §17.
+    /// Answers the freeze's name.
+    #[allow(clippy::too_many_arguments)]
+    fn freeze(
+        &mut self,
+        fleet: &VerifiedFleet,
+        now: DateTime<Utc>,
+        name: Option<&str>,
+        selector: &Option<Selector>,
+        until: Option<DateTime<Utc>>,
+        by: &str,
+        reason: &str,
+        out: &mut Vec<Write>,
+    ) -> Result<String, Refusal> {
+        required(reason, "a freeze")?;
+        if let Some(until) = until
+            && until <= now
+        {
+            return Err(invalid(format!("until: {until} is not in the future")));
+        }
+        if let Some(selector) = selector {
+            let items = selector.hosts.as_ref().map_or(0, Vec::len)
+                + selector.tags.as_ref().map_or(0, Vec::len)
+                + selector.tags_any.as_ref().map_or(0, Vec::len);
+            if items > MAX_SELECTOR_ITEMS {
+                return Err(invalid(format!("selector: {items} hosts and tags, at most {MAX_SELECTOR_ITEMS}")));
+            }
+            if !fleet.doc.hosts.iter().any(|(hostname, host)| selector.matches(hostname, host)) {
+                return Err(invalid("selector: selects no host of the fleet".to_owned()));
+            }
+        }
+        // Run-out freezes leave the document (the log keeps them).
+        self.state.policies.freezes.retain(|f| f.in_force(now));
+        if self.state.policies.freezes.len() >= MAX_OPERATOR_FREEZES {
+            return Err(rejected(
+                ErrorCode::LimitExceeded,
+                format!("{MAX_OPERATOR_FREEZES} operator freezes are in force; release one first."),
+            ));
+        }
+        let taken = |candidate: &str| {
+            self.state.policies.freezes.iter().any(|f| f.name == candidate)
+                || fleet.freezes.iter().any(|f| f.name == candidate && f.in_force(now))
+        };
+        let name = match name {
+            Some(name) => {
+                if !valid_freeze_name(name) {
+                    return Err(invalid(format!(
+                        "name: `{name}` is not 1–{MAX_FREEZE_NAME_BYTES} characters of A–Z, a–z, 0–9, `.`, `_`, `-`"
+                    )));
+                }
+                if taken(name) {
+                    return Err(rejected(ErrorCode::AlreadyFrozen, format!("A freeze named {name} is in force.")));
+                }
+                name.to_owned()
+            }
+            None => {
+                let base = format!("stop-the-line-{}", now.format("%Y%m%d-%H%M%S"));
+                (1..).map(|n| if n == 1 { base.clone() } else { format!("{base}-{n}") }).find(|c| !taken(c)).unwrap_or(base)
+            }
+        };
+        let freeze = Freeze {
+            name: name.clone(),
+            source: FreezeSource::Operator,
+            selector: selector.clone(),
+            from: now,
+            until,
+            reason: reason.to_owned(),
+            by: Some(by.to_owned()),
+        };
+        self.state.policies.freezes.push(freeze.clone());
+        Self::note(now, None, None, None, LogEntry::FreezeStarted(Box::new(freeze)), out);
+        self.policies_changed(out);
+        Ok(name)
+    }
+
+    /// Releases an operator's freeze that is in force.
+    fn unfreeze(
+        &mut self,
+        fleet: &VerifiedFleet,
+        now: DateTime<Utc>,
+        name: &str,
+        by: &str,
+        reason: &str,
+        out: &mut Vec<Write>,
+    ) -> Result<(), Refusal> {
+        let Some(i) = self.state.policies.freezes.iter().position(|f| f.name == name && f.in_force(now)) else {
+            let message = if fleet.freezes.iter().any(|f| f.name == name) {
+                format!("The freeze {name} is in the signed fleet document: a fleet without it lifts it.")
+            } else {
+                format!("No operator freeze named {name} is in force.")
+            };
+            return Err(rejected(ErrorCode::UnknownFreeze, message));
+        };
+        self.state.policies.freezes.remove(i);
+        self.state.policies.freezes.retain(|f| f.in_force(now));
+        let entry = LogEntry::FreezeReleased(log::FreezeReleased {
+            name: name.to_owned(),
+            by: by.to_owned(),
+            reason: reason.to_owned(),
+        });
+        Self::note(now, None, None, None, entry, out);
+        self.policies_changed(out);
+        Ok(())
+    }
+
+    /// The policies changed: stored anew with this group, and every rollout planned again
+    /// (dispatches not picked up yet are withdrawn from hosts now held; a suspended host may
+    /// complete a wave or a rollout).
+    fn policies_changed(&mut self, out: &mut Vec<Write>) {
+        out.push(Write::Policies(self.state.policies.clone()));
+        self.replan = true;
     }
 
     /// An action on one rollout: the rollout's channel and what was done.
