@@ -1,9 +1,11 @@
 //! `fleetwave demo`: the whole system on embedded defaults (SPEC §12). A temporary database,
 //! generated CI and host keys, a signed demo fleet (canary → stable by a channel edge, plus
-//! edge; ~40 hosts; waves with short soaks; one approval wave; disruption budgets; a release
-//! whose edge closure is broken and gets quarantined by its rollback), the simulator
-//! in-process, and the dashboard. When the first rollouts are done it publishes the next
-//! release, so there is always something moving.
+//! edge and batch; ~40 hosts; waves with short soaks; one approval wave; disruption budgets;
+//! a release whose edge closure is broken and gets quarantined by its rollback; the policies
+//! of SPEC §17: a nightly maintenance window on the batch channel, and a failure budget on
+//! stable's last wave that one host with bad firmware uses up), the simulator in-process, and
+//! the dashboard. When the first rollouts are done it publishes the next release, so there is
+//! always something moving.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -76,10 +78,31 @@ const ROLES: &[HostRole] = &[
     HostRole { prefix: "web", channel: "stable", count: 18, tags: &["web"] },
     HostRole { prefix: "api", channel: "stable", count: 8, tags: &["api"] },
     HostRole { prefix: "edge", channel: "edge", count: 6, tags: &["edge"] },
+    HostRole { prefix: "batch", channel: "batch", count: 3, tags: &["batch"] },
 ];
+
+/// The channels whose rollouts make up a release's story: the next release comes once each
+/// is Completed or Halted. (Batch waits for its maintenance window, at night in Berlin.)
+const CADENCE: [&str; 3] = ["canary", "stable", "edge"];
+
+/// The host whose firmware fails its health probe in release 1: its failure stays within
+/// stable's last wave's failure budget, so stable completes without it.
+pub const FLAKY_HOST: &str = "web-18";
+
+/// The batch channel's maintenance window (SPEC §17).
+pub const BATCH_WINDOW: (&str, &str, &str) = ("01:00", "05:00", "Europe/Berlin");
 
 fn hostnames() -> Vec<(String, &'static HostRole)> {
     ROLES.iter().flat_map(|r| (1..=r.count).map(move |i| (format!("{}-{i:02}", r.prefix), r))).collect()
+}
+
+/// The closure `host` of `role` runs in `release`: its role's, except for the flaky host's
+/// own in release 1 (built for its firmware, which fails the health probe).
+fn host_closure(host: &str, role: &str, release: u32) -> String {
+    if host == FLAKY_HOST && release == 1 {
+        return format!("{}-{BROKEN_MARKER}-nic-firmware", closure(role, release));
+    }
+    closure(role, release)
 }
 
 /// The closure every host of a role runs in `release` (hosts of a role are identical).
@@ -98,9 +121,10 @@ pub fn closure(role: &str, release: u32) -> String {
 pub fn fleet_document(keys: &[(String, SigningKey)], release: u32, soak_minutes: u64) -> Value {
     let mut hosts = serde_json::Map::new();
     for ((name, role), (_, key)) in hostnames().into_iter().zip(keys) {
+        let closure = host_closure(&name, role.prefix, release);
         hosts.insert(
             name,
-            json!({ "channel": role.channel, "tags": role.tags, "closure": closure(role.prefix, release),
+            json!({ "channel": role.channel, "tags": role.tags, "closure": closure,
                     "pubkey": engine::sign::public_key_b64(key) }),
         );
     }
@@ -113,20 +137,24 @@ pub fn fleet_document(keys: &[(String, SigningKey)], release: u32, soak_minutes:
         json!({ "hosts": hosts })
     };
     let stable_waves = json!([wave(1..=1, 1..=4, 1..=2), wave(2..=3, 5..=12, 3..=5), wave(4..=4, 13..=18, 6..=8)]);
+    let (window_start, window_end, window_zone) = BATCH_WINDOW;
     json!({
-        "schemaVersion": 1,
+        "schemaVersion": 2,
         "meta": { "ciCommit": format!("{:04x}", 0xd000 + release), "signedAt": chrono::Utc::now().to_rfc3339() },
         "hosts": hosts,
         "channels": {
             "canary": { "rolloutPolicy": "canary" },
             "stable": { "rolloutPolicy": "stable" },
-            "edge": { "rolloutPolicy": "edge" }
+            "edge": { "rolloutPolicy": "edge" },
+            "batch": { "rolloutPolicy": "batch" }
         },
         "rolloutPolicies": {
             "canary": { "waves": [{ "soakMinutes": s }], "onHealthFailure": "rollback-and-halt", "stuckAfterMinutes": 10 },
-            "stable": { "waves": [{ "soakMinutes": s }, { "soakMinutes": s, "requiresApproval": true }, { "soakMinutes": s }],
+            "stable": { "waves": [{ "soakMinutes": s }, { "soakMinutes": s, "requiresApproval": true },
+                                  { "soakMinutes": s, "maxFailures": "10%" }],
                         "onHealthFailure": "rollback-and-halt", "stuckAfterMinutes": 10 },
-            "edge": { "waves": [{ "soakMinutes": s }, { "soakMinutes": s }], "onHealthFailure": "rollback-and-halt", "stuckAfterMinutes": 10 }
+            "edge": { "waves": [{ "soakMinutes": s }, { "soakMinutes": s }], "onHealthFailure": "rollback-and-halt", "stuckAfterMinutes": 10 },
+            "batch": { "waves": [{ "soakMinutes": s }], "onHealthFailure": "rollback-and-halt", "stuckAfterMinutes": 10 }
         },
         "waves": {
             "stable": stable_waves,
@@ -140,7 +168,12 @@ pub fn fleet_document(keys: &[(String, SigningKey)], release: u32, soak_minutes:
         "disruptionBudgets": [
             { "name": "web", "selector": { "tags": ["web"] }, "maxInFlight": 4 },
             { "name": "db", "selector": { "tags": ["db"] }, "maxInFlight": 1 }
-        ]
+        ],
+        "maintenanceWindows": [{
+            "name": "batch-nightly", "selector": { "channel": "batch" },
+            "days": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"],
+            "start": window_start, "end": window_end, "timezone": window_zone
+        }]
     })
 }
 
@@ -186,11 +219,14 @@ async fn releases(
             // Any committed change may have finished the release; re-check then.
             entry = feed.recv() => if matches!(entry, Err(tokio::sync::broadcast::error::RecvError::Closed)) { return },
         }
-        // The release's rollouts are among the newest opened (three channels).
+        // The release's rollouts are among the newest opened (four channels).
         let Ok(Some(rollouts)) = crate::db::store::rollout_rows(&state.store, None, 16).await else { continue };
-        let current: Vec<_> =
-            rollouts.iter().filter(|r| r.id.channel_ref() == format!("{:04x}", 0xd000 + release)).collect();
-        let done = current.len() == 3
+        let current: Vec<_> = rollouts
+            .iter()
+            .filter(|r| r.id.channel_ref() == format!("{:04x}", 0xd000 + release))
+            .filter(|r| CADENCE.contains(&r.id.channel()))
+            .collect();
+        let done = current.len() == CADENCE.len()
             && current.iter().all(|r| matches!(r.state, RolloutState::Completed | RolloutState::Halted));
         if done {
             release += 1;
@@ -281,7 +317,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!();
     println!("    {}", demo.login_link());
     println!();
-    println!("  Stable's second wave waits for your approval. Ctrl-C stops everything.");
+    println!("  Stable's second wave waits for your approval; its last wave tolerates one failed host");
+    println!("  ({FLAKY_HOST}); batch hosts wait for their nightly maintenance window. Ctrl-C stops everything.");
     println!();
     let token = demo.shutdown_token();
     token.cancelled().await;

@@ -61,11 +61,11 @@ pub async fn whoami() -> Result<Whoami, CallError> {
     decode(response).await
 }
 
-use shared::policy::{FreezeBody, Freezes, ReleaseFreezeBody, SuspendBody};
 use shared::api::{
     ApproveBody, EventsPage, FleetOverview, OperatorAction, OperatorOutcome, PromoteBody, QuarantineBody, Quarantines,
     ReasonBody, RolloutDetail, RolloutSummary,
 };
+use shared::policy::{FreezeBody, Freezes, ReleaseFreezeBody, SuspendBody};
 
 async fn get<T: DeserializeOwned>(path: &str) -> Result<T, CallError> {
     let response = Request::get(path).send().await.map_err(network)?;
@@ -151,8 +151,7 @@ pub async fn act(action: &OperatorAction, reason: Option<String>) -> Result<Oper
                 .await
         }
         A::ResumeHost { hostname } => {
-            post(&format!("/api/v1/hosts/{hostname}/resume"), &SuspendBody { reason: reason.unwrap_or_default() })
-                .await
+            post(&format!("/api/v1/hosts/{hostname}/resume"), &SuspendBody { reason: reason.unwrap_or_default() }).await
         }
     }
 }

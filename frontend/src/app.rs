@@ -12,10 +12,13 @@ use crate::session::Session;
 #[component]
 pub fn App() -> impl IntoView {
     provide_context(Session::fetch());
+    crate::policies::FreezeList::provide();
+    crate::feed::reload_when_restored();
     view! {
         <Router>
             <div class="shell">
                 <Header />
+                <crate::policies::FreezeBanner />
                 <main class="content">
                     <Routes fallback=NotFoundPage>
                         <Route path=path!("/") view=FleetPage />
@@ -45,6 +48,7 @@ fn Header() -> impl IntoView {
                 <A href="/quarantines">"Quarantines"</A>
             </nav>
             <div class="topbar-end">
+                <crate::policies::StopTheLine />
                 <ClusterBadge />
                 <VersionBadge />
                 <Identity />

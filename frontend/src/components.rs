@@ -75,3 +75,66 @@ pub fn CallErrorNotice(err: crate::api::CallError) -> impl IntoView {
         view! { <ErrorNotice message=err.to_string() /> }.into_any()
     }
 }
+
+/// Asks why (and, with `durations`, for how long) before an action every operator will see:
+/// confirmed only with a reason. `on_confirm` gets the reason and the minutes chosen (`None`:
+/// until released).
+#[component]
+pub fn ReasonDialog(
+    open: RwSignal<bool>,
+    title: Signal<String>,
+    text: &'static str,
+    confirm: &'static str,
+    durations: bool,
+    on_confirm: Callback<(String, Option<i64>)>,
+) -> impl IntoView {
+    let reason = RwSignal::new(String::new());
+    let minutes = RwSignal::new(String::new());
+    let close = move || {
+        open.set(false);
+        reason.set(String::new());
+        minutes.set(String::new());
+    };
+    view! {
+        <Show when=move || open.get()>
+            <div class="dialog-backdrop">
+                <div class="dialog card" role="dialog" aria-modal="true" aria-labelledby="dialog-title" id="dialog">
+                    <h2 id="dialog-title">{move || title.get()}</h2>
+                    <p class="small">{text}</p>
+                    <label class="dialog-label" for="dialog-reason">"Why (shown to every operator)"</label>
+                    <textarea id="dialog-reason" rows="3" prop:value=move || reason.get()
+                        on:input=move |ev| reason.set(event_target_value(&ev))></textarea>
+                    {durations.then(|| view! {
+                        <label class="dialog-label" for="dialog-until">"For how long"</label>
+                        <select id="dialog-until" on:change=move |ev| minutes.set(event_target_value(&ev))>
+                            <option value="">"until released"</option>
+                            <option value="60">"1 hour"</option>
+                            <option value="240">"4 hours"</option>
+                            <option value="1440">"24 hours"</option>
+                        </select>
+                    })}
+                    <div class="dialog-actions">
+                        <button class="button button-quiet" id="dialog-cancel" on:click=move |_| close()>"Cancel"</button>
+                        <button class="button button-danger" id="dialog-confirm"
+                            disabled=move || reason.with(|r| r.trim().is_empty())
+                            on:click=move |_| {
+                                let (why, for_minutes) = (reason.get_untracked(), minutes.get_untracked().parse().ok());
+                                close();
+                                on_confirm.run((why, for_minutes));
+                            }>
+                            {confirm}
+                        </button>
+                    </div>
+                </div>
+            </div>
+        </Show>
+    }
+}
+
+/// Why a Pending host is not updated, with how long until the gate lifts by itself.
+pub fn waiting_text(w: &shared::state::WaitingOn, now: chrono::DateTime<chrono::Utc>) -> String {
+    match w.until {
+        Some(until) => format!("{}, {}", w.reason, crate::policies::from_now(until, now)),
+        None => w.reason.clone(),
+    }
+}

@@ -42,12 +42,41 @@ pub fn subscribe(after: Option<i64>, status: RwSignal<FeedStatus>, on_entry: imp
     source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
     let on_error = Closure::<dyn Fn()>::new(move || status.set(FeedStatus::Reconnecting));
     source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+    // A page the browser keeps in its back/forward cache would keep its feed's connection (a
+    // browser opens six to one server): close it when the page is hidden; a page shown again
+    // from that cache reloads (`reload_when_restored`).
+    let closer = source.clone();
+    let on_hide = Closure::<dyn Fn()>::new(move || closer.close());
+    let window = web_sys::window();
+    if let Some(window) = &window {
+        let _ = window.add_event_listener_with_callback("pagehide", on_hide.as_ref().unchecked_ref());
+    }
 
-    let keep = send_wrapper::SendWrapper::new((source, on_message, on_open, on_error));
+    let keep = send_wrapper::SendWrapper::new((source, on_message, on_open, on_error, on_hide, window));
     on_cleanup(move || {
-        let (source, ..) = keep.take();
+        let (source, _, _, _, on_hide, window) = keep.take();
+        if let Some(window) = window {
+            let _ = window.remove_event_listener_with_callback("pagehide", on_hide.as_ref().unchecked_ref());
+        }
         source.close();
     });
+}
+
+/// A page the browser restores from its back/forward cache had its feeds closed when it was
+/// hidden: load it afresh (once, by the app shell).
+pub fn reload_when_restored() {
+    let Some(window) = web_sys::window() else { return };
+    let on_show = Closure::<dyn Fn(web_sys::Event)>::new(|event: web_sys::Event| {
+        let persisted = js_sys::Reflect::get(&event, &"persisted".into()).ok().and_then(|p| p.as_bool());
+        if persisted == Some(true)
+            && let Some(window) = web_sys::window()
+        {
+            let _ = window.location().reload();
+        }
+    });
+    let _ = window.add_event_listener_with_callback("pageshow", on_show.as_ref().unchecked_ref());
+    // Lives as long as the page.
+    on_show.forget();
 }
 
 /// Refreshes `refetch` when the feed reports a change of one of `kinds` (debounced: a burst of

@@ -6,6 +6,7 @@ mod components;
 mod feed;
 mod log;
 mod pages;
+mod policies;
 mod session;
 
 fn main() {

@@ -311,8 +311,8 @@ use chrono::{DateTime, Utc};
 
 use crate::ids::{Channel, Closure, Hostname, RolloutId};
 use crate::log::{Carried, LogEntry, LogKind};
-use crate::state::{Halt, HostState, RolloutState, WaitingOn};
 use crate::manifest::Selector;
+use crate::state::{Halt, HostState, RolloutState, WaitingOn};
 
 /// One host inside a rollout, as the dashboard draws it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

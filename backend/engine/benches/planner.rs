@@ -2,7 +2,8 @@
 //! how it grows: 1,000 / 10,000 / 50,000 hosts (10 / 100 / 500 rollouts of 100 hosts).
 //!
 //! `cargo bench -p engine --bench planner` (`plan_next`: a full pass; `plan_next_settled`: the
-//! same once its actions were applied; `plan_moved`: the pass after hosts moved in one rollout)
+//! same once its actions were applied; `plan_moved`: the pass after hosts moved in one rollout;
+//! `*_policies`: the same with the policies of SPEC §17 in force, see [`with_policies`])
 //!
 //! The fleet at 10,000: 100 channels of 100 hosts, each in 4 waves of 25 (wave 2 needs approval),
 //! a host edge inside every wave, channel edges chaining every tenth channel to the next,
@@ -14,8 +15,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use std::collections::BTreeSet;
 
 use engine::planner::{plan_next, plan_rollouts};
-use engine::testkit::{FleetBuilder, Scenario};
+use engine::testkit::{FleetBuilder, Scenario, t0};
 use serde_json::json;
+use shared::api::OperatorAction;
 use shared::state::HostState;
 
 const HOSTS_PER_CHANNEL: usize = 100;
@@ -48,8 +50,48 @@ fn fleet(channels: usize) -> FleetBuilder {
     b
 }
 
+const EVERY_DAY: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+
+/// The policies of SPEC §17 on the same fleet, in force and looked at for every host, but
+/// holding only a few: every host is covered by an open maintenance window (one host by a
+/// closed one), the fleet's own freeze of one host is in force (and one of the whole fleet
+/// next week is not), 10 % failure budgets on every wave; in the state, an operator freeze
+/// of one host (by a selector) and one host in a hundred suspended. `holding`: instead, the
+/// closed window covers every batch host (a quarter), and the operator freezes a whole
+/// channel — what a pass costs when the policies hold many hosts.
+fn with_policies(b: FleetBuilder, holding: bool) -> FleetBuilder {
+    let next_week = t0() + chrono::Duration::days(7);
+    let closed = if holding { json!({"tags": ["batch"]}) } else { json!({"hosts": ["ch000-h003"]}) };
+    let mut b = b
+        .window("daytime", json!({"tagsAny": ["web", "db", "cache"]}), &EVERY_DAY, "00:00", "24:00", "UTC")
+        // Closed at the benchmark's `now`, 12:00 UTC.
+        .window("batch-night", closed, &EVERY_DAY, "02:00", "04:00", "Europe/Berlin")
+        .freeze("next-week", json!({"all": true}), next_week, next_week + chrono::Duration::days(1), "holidays")
+        .freeze("one-host", json!({"hosts": ["ch000-h007"]}), t0(), next_week, "hardware check");
+    for wave in 0..4 {
+        b = b.max_failures("p", wave, json!("10%"));
+    }
+    b
+}
+
 fn mid_rollout(channels: usize) -> Scenario {
-    let set = fleet(channels).manifest_set("c0ffee");
+    mid_rollout_of(fleet(channels))
+}
+
+fn mid_rollout_with_policies(channels: usize, holding: bool) -> Scenario {
+    let mut s = mid_rollout_of(with_policies(fleet(channels), holding));
+    let selector = if holding { json!({"channel": "ch001"}) } else { json!({"hosts": ["ch001-h011"]}) };
+    let selector = serde_json::from_value(selector).unwrap();
+    s.act(OperatorAction::Freeze { name: Some("op".into()), selector: Some(selector), until: None }, "bench").unwrap();
+    let hosts: Vec<_> = s.set().fleet.doc.hosts.keys().step_by(100).cloned().collect();
+    for hostname in hosts {
+        s.act(OperatorAction::SuspendHost { hostname }, "bench").unwrap();
+    }
+    s
+}
+
+fn mid_rollout_of(fleet: FleetBuilder) -> Scenario {
+    let set = fleet.manifest_set("c0ffee");
     let mut s = Scenario::new(set);
     s.tick();
     // Make every rollout dispatchable (channel edges would otherwise hold 90% of them), then
@@ -118,6 +160,28 @@ fn bench(c: &mut Criterion) {
         }
     }
     group.finish();
+
+    // The full passes again with the policies in force (compare with the groups above, and
+    // with those groups measured before the policies existed: BENCHMARKS.md).
+    for (name, settle, holding) in [
+        ("plan_next_policies", false, false),
+        ("plan_next_settled_policies", true, false),
+        ("plan_next_settled_policies_holding", true, true),
+    ] {
+        let mut group = c.benchmark_group(name);
+        for channels in [10, 100, 500] {
+            let mut s = mid_rollout_with_policies(channels, holding);
+            if settle {
+                s.tick();
+            }
+            let hosts: usize = s.state.records.values().map(|r| r.len()).sum();
+            eprintln!("{name} over {hosts} hosts yields {} actions", s.plan().len());
+            group.bench_function(format!("{hosts} hosts {channels} rollouts"), |b| {
+                b.iter(|| plan_next(s.set(), &s.state, &s.quarantines, s.now));
+            });
+        }
+        group.finish();
+    }
 }
 
 criterion_group!(benches, bench);

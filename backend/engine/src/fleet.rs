@@ -71,6 +71,8 @@ impl FailureBudget {
 /// What a plan pass needs to know about one host (placement, gating hosts, budgets).
 #[derive(Debug, Clone)]
 pub struct HostFacts {
+    /// The host's index in the fleet (what the planner compares instead of its name).
+    pub id: u32,
     pub placement: Placement,
     /// Hosts that must be Converged or Deferred before this one is dispatched.
     pub gating: Vec<Hostname>,
@@ -82,7 +84,8 @@ pub struct HostFacts {
     pub windows: Box<[u16]>,
 }
 
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+/// A hash map with a fixed-seed fast hash (the engine draws no randomness).
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
 #[derive(Debug, Clone)]
 pub struct VerifiedFleet {
@@ -101,6 +104,11 @@ pub struct VerifiedFleet {
     by_name: FastMap<Hostname, u32>,
     /// Channel → its run in `facts`.
     runs: BTreeMap<Channel, Range<usize>>,
+    /// Where each channel's run starts, in channel order: a channel's id is its position here
+    /// (a host's channel id is found from its index in `facts`, without a field per host).
+    run_starts: Vec<usize>,
+    /// For each of the fleet's freezes, the ids of the channels with a host it covers (sorted).
+    freeze_channels: Vec<Vec<u32>>,
     waves: BTreeMap<Channel, Vec<WaveSpec>>,
     predecessors: BTreeMap<Channel, Vec<Channel>>,
     /// The fleet's own freezes (SPEC §17), as the planner and the API read them.
@@ -148,6 +156,29 @@ impl VerifiedFleet {
     /// Channels whose rollout must complete before `channel` dispatches.
     pub fn predecessors(&self, channel: &Channel) -> &[Channel] {
         self.predecessors.get(channel).map_or(&[], Vec::as_slice)
+    }
+
+    /// A channel's id: its position among the fleet's channels that have hosts.
+    pub fn channel_id(&self, channel: &Channel) -> Option<u32> {
+        let start = self.runs.get(channel)?.start;
+        self.run_starts.binary_search(&start).ok().map(|i| i as u32)
+    }
+
+    /// The host's id (its index in the fleet) and the id of its channel.
+    pub fn host_ids(&self, host: &Hostname) -> Option<(u32, u32)> {
+        let index = *self.by_name.get(host)?;
+        let channel = self.run_starts.partition_point(|start| *start <= index as usize).checked_sub(1)? as u32;
+        Some((index, channel))
+    }
+
+    /// How many channels have hosts (channel ids are below this).
+    pub fn channel_count(&self) -> usize {
+        self.run_starts.len()
+    }
+
+    /// Whether the fleet's freeze `index` covers a host of channel `channel_id`.
+    pub fn freeze_covers_channel(&self, index: usize, channel_id: u32) -> bool {
+        self.freeze_channels.get(index).is_some_and(|c| c.binary_search(&channel_id).is_ok())
     }
 
     pub fn pubkey(&self, host: &Hostname) -> Option<&VerifyingKey> {
@@ -347,6 +378,7 @@ pub(crate) fn index(doc: FleetDocument, hash: String, signed_at: DateTime<Utc>) 
         runs.entry(channel.clone()).or_insert(i..i).end = i + 1;
         by_name.insert(name.clone(), i as u32);
         let host_facts = HostFacts {
+            id: i as u32,
             placement: placement.get(&name).copied().unwrap_or(Placement::Unstaged),
             gating: gating_hosts.remove(&name).unwrap_or_default(),
             budgets: budgets_of_host.remove(&name).unwrap_or_default(),
@@ -356,6 +388,20 @@ pub(crate) fn index(doc: FleetDocument, hash: String, signed_at: DateTime<Utc>) 
         facts.push((name, host_facts));
         keys.push(pubkey);
     }
+    let run_starts: Vec<usize> = runs.values().map(|r| r.start).collect();
+    let channel_ids: BTreeMap<&Channel, u32> = runs.keys().enumerate().map(|(i, c)| (c, i as u32)).collect();
+    let mut freeze_channels = vec![Vec::new(); freezes.len()];
+    for (hostname, indexes) in &freezes_of_host {
+        let Some(id) = doc.hosts.get(*hostname).and_then(|h| channel_ids.get(&h.channel)) else { continue };
+        for &i in indexes {
+            freeze_channels[i as usize].push(*id);
+        }
+    }
+    for channels in &mut freeze_channels {
+        channels.sort_unstable();
+        channels.dedup();
+    }
+    drop(channel_ids);
     Ok(VerifiedFleet {
         doc,
         hash,
@@ -366,6 +412,8 @@ pub(crate) fn index(doc: FleetDocument, hash: String, signed_at: DateTime<Utc>) 
         runs,
         waves,
         predecessors,
+        run_starts,
+        freeze_channels,
         freezes,
         windows,
     })

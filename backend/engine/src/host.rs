@@ -113,6 +113,16 @@ impl HostRecord {
     }
 
     /// Done for ordering: waves and host edges treat Converged and Deferred alike.
+    /// Failed and staying so (its policy rolls nothing back), or rolled back: a failure that a
+    /// failure budget can excuse. A Failed host whose agent is rolling back is not settled yet.
+    pub fn failure_settled(&self) -> bool {
+        match self.state {
+            HostState::Reverted => true,
+            HostState::Failed => self.policy_applied != Some(HealthFailurePolicy::RollbackAndHalt),
+            _ => false,
+        }
+    }
+
     pub fn done_for_ordering(&self) -> bool {
         matches!(self.state, HostState::Converged | HostState::Deferred) || self.excused
     }

@@ -8,12 +8,13 @@ use std::fmt::{self, Write as _};
 
 use chrono::{DateTime, Duration, Utc};
 use shared::log::{self, LogEntry};
+use shared::manifest::Selector;
 use shared::policy::{Freeze, Suspension};
 use shared::state::{AdvancedBy, Gate, Halt, HostState, RolloutState};
 use shared::{Channel, Closure, Hostname, RolloutId};
 
 use crate::effect::{Effect, Log};
-use crate::fleet::{HostFacts, Placement, VerifiedFleet, WaveSpec};
+use crate::fleet::{FastMap, HostFacts, Placement, VerifiedFleet, WaveSpec};
 use crate::host::{Dispatch, HostRecord};
 use crate::rollout::{Rollout, RolloutInput, wave_complete};
 use crate::state::{FleetState, ManifestSet, Quarantines};
@@ -21,13 +22,32 @@ use crate::window::Window;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlanAction {
-    OpenRollout { rollout_id: RolloutId },
-    AdvanceWave { rollout_id: RolloutId, to: u32 },
-    QueueDispatch { host: Hostname, rollout_id: RolloutId, target_closure: Closure, soak_seconds: u64 },
-    Hold { host: Hostname, rollout_id: RolloutId, gate: Gate, reason: String, until: Option<DateTime<Utc>> },
+    OpenRollout {
+        rollout_id: RolloutId,
+    },
+    AdvanceWave {
+        rollout_id: RolloutId,
+        to: u32,
+    },
+    QueueDispatch {
+        host: Hostname,
+        rollout_id: RolloutId,
+        target_closure: Closure,
+        soak_seconds: u64,
+    },
+    Hold {
+        host: Hostname,
+        rollout_id: RolloutId,
+        gate: Gate,
+        reason: String,
+        until: Option<DateTime<Utc>>,
+    },
     /// A dispatch the agent has not picked up yet, of a host a freeze, a suspension or a
     /// closed maintenance window now holds: taken back (the next pass holds the host).
-    Withdraw { host: Hostname, rollout_id: RolloutId },
+    Withdraw {
+        host: Hostname,
+        rollout_id: RolloutId,
+    },
 }
 
 /// Heartbeat interval while a host has work (SPEC §6); a stuck host silent for three of
@@ -160,9 +180,7 @@ pub fn plan_rollouts(
             }
             if record.dispatch.is_some() {
                 // Not picked up yet: a policy that now holds the host takes it back.
-                if policies.any
-                    && let Some(block) = policies.block(record, channel_hosts.get(position, &record.hostname), true)
-                {
+                if let Some(block) = gates.policies.block(channel_hosts.get(position, &record.hostname), true) {
                     actions.push(PlanAction::Withdraw { host: record.hostname.clone(), rollout_id: id.clone() });
                     actions.push(PlanAction::Hold {
                         host: record.hostname.clone(),
@@ -236,8 +254,13 @@ enum SharedBlock {
     Halted,
     ChannelEdge,
     Unstaged,
-    LaterWave { wave: u32, current: u32 },
-    Approval { wave: u32 },
+    LaterWave {
+        wave: u32,
+        current: u32,
+    },
+    Approval {
+        wave: u32,
+    },
 }
 
 impl Reasons {
@@ -342,7 +365,9 @@ impl fmt::Display for Block<'_> {
             Block::Frozen { freeze, .. } => {
                 write!(f, "frozen by {}: {}", freeze.name, freeze.reason)?;
                 match (&freeze.by, freeze.until) {
-                    (Some(by), Some(until)) => write!(f, " (set by {by}, until {})", until.format("%Y-%m-%d %H:%M UTC")),
+                    (Some(by), Some(until)) => {
+                        write!(f, " (set by {by}, until {})", until.format("%Y-%m-%d %H:%M UTC"))
+                    }
                     (Some(by), None) => write!(f, " (set by {by}, until released)"),
                     (None, Some(until)) => write!(f, " (signed fleet, until {})", until.format("%Y-%m-%d %H:%M UTC")),
                     (None, None) => f.write_str(" (signed fleet)"),
@@ -390,60 +415,122 @@ pub fn evaluate_synth_gates(
     Some((block.gate(), block.to_string()))
 }
 
-/// The policies of SPEC §17 as they stand at one pass's `now`: which freezes are in force,
-/// which maintenance windows are open (and when the closed ones open), which hosts are
-/// suspended. Worked out once per pass; per host only its own few indexes are looked at.
+/// The policies of SPEC §17 as they stand at one pass's `now`: which freezes are in force and
+/// which hosts they reach, which maintenance windows are closed (and when each opens), who is
+/// suspended — grouped by channel, so that each rollout takes only what concerns its channel
+/// ([`RolloutPolicies`]) and a rollout nothing concerns looks at none of it per host.
 struct PassPolicies<'a> {
     fleet: &'a VerifiedFleet,
-    /// Freezes in force: the fleet's (their index in the fleet, to match a host's own list)
-    /// and the operators' (`None`).
-    freezes: Vec<(Option<u16>, &'a Freeze)>,
+    /// Freezes in force, each with its reach.
+    freezes: Vec<(Reach<'a>, &'a Freeze)>,
     /// Per fleet window: `None` while open, else when it next opens.
     windows: Vec<Option<Option<DateTime<Utc>>>>,
-    suspended: &'a std::collections::BTreeMap<Hostname, Suspension>,
-    /// Whether any freeze is in force, any window is closed or any host suspended (when not,
-    /// a pass looks at none of it).
-    any: bool,
+    any_window_closed: bool,
+    /// Suspended hosts by channel id, each channel's as (host id, suspension) sorted by id
+    /// (empty: none). Ids, not names: comparing names per host was a quarter of a pass.
+    suspended: Vec<Vec<(u32, &'a Suspension)>>,
+}
+
+/// Which hosts a freeze in force reaches.
+enum Reach<'a> {
+    /// A fleet freeze, by its index: each host's facts list the fleet freezes covering it.
+    Fleet(u16),
+    /// The whole fleet (no selector, or `all`).
+    Everyone,
+    /// An operator's selector: its channel, and the ids of the hosts its host list and tags
+    /// pick, by channel id and sorted (worked out once per pass).
+    Selector { channel: Option<&'a Channel>, hosts: FastMap<u32, Vec<u32>> },
+}
+
+impl<'a> Reach<'a> {
+    fn of(fleet: &'a VerifiedFleet, freeze: &'a Freeze) -> Reach<'a> {
+        let Some(selector) = &freeze.selector else { return Reach::Everyone };
+        if selector.all == Some(true) {
+            return Reach::Everyone;
+        }
+        let mut hosts: FastMap<u32, Vec<u32>> = FastMap::default();
+        let mut add = |host: &'a Hostname| {
+            if let Some((id, channel)) = fleet.host_ids(host) {
+                hosts.entry(channel).or_default().push(id);
+            }
+        };
+        selector.hosts.iter().flatten().for_each(&mut add);
+        let by_tags = selector.tags.as_ref().is_some_and(|t| !t.is_empty())
+            || selector.tags_any.as_ref().is_some_and(|t| !t.is_empty());
+        if by_tags {
+            // Tags need every host's entry: one walk of the fleet per pass, only while a
+            // freeze by tags is in force.
+            let tags_only = Selector { hosts: None, channel: None, all: None, ..selector.clone() };
+            for (name, host) in &fleet.doc.hosts {
+                if tags_only.matches(name, host) {
+                    add(name);
+                }
+            }
+        }
+        for list in hosts.values_mut() {
+            list.sort_unstable();
+            list.dedup();
+        }
+        Reach::Selector { channel: selector.channel.as_ref(), hosts }
+    }
 }
 
 impl<'a> PassPolicies<'a> {
     fn new(fleet: &'a VerifiedFleet, state: &'a FleetState, now: DateTime<Utc>) -> PassPolicies<'a> {
-        let fleet_freezes = fleet.freezes.iter().enumerate().map(|(i, f)| (Some(i as u16), f));
-        let operator_freezes = state.policies.freezes.iter().map(|f| (None, f));
-        let freezes: Vec<_> = fleet_freezes.chain(operator_freezes).filter(|(_, f)| f.in_force(now)).collect();
+        let fleet_freezes =
+            fleet.freezes.iter().enumerate().filter(|(_, f)| f.in_force(now)).map(|(i, f)| (Reach::Fleet(i as u16), f));
+        let operator_freezes =
+            state.policies.freezes.iter().filter(|f| f.in_force(now)).map(|f| (Reach::of(fleet, f), f));
+        let freezes: Vec<_> = fleet_freezes.chain(operator_freezes).collect();
         let windows: Vec<_> = fleet.windows.iter().map(|w| (!w.is_open(now)).then(|| w.next_open(now))).collect();
-        let any = !freezes.is_empty() || windows.iter().any(Option::is_some) || !state.policies.suspended.is_empty();
-        PassPolicies { fleet, freezes, windows, suspended: &state.policies.suspended, any }
-    }
-
-    /// The freeze, suspension or closed window that holds `record`'s host (in gate order);
-    /// the window only where `windows` says so (it comes later in the order than the rest).
-    fn block<'s>(&'s self, record: &HostRecord, facts: Option<&'s HostFacts>, windows: bool) -> Option<Block<'s>> {
-        if !self.any {
-            return None;
-        }
-        self.frozen(record, facts)
-            .or_else(|| self.suspended.get(&record.hostname).map(Block::Suspended))
-            .or_else(|| windows.then(|| self.window(facts)).flatten())
-    }
-
-    fn frozen<'s>(&'s self, record: &HostRecord, facts: Option<&HostFacts>) -> Option<Block<'s>> {
-        let own = facts.map_or(&[][..], |f| &f.freezes[..]);
-        self.freezes.iter().enumerate().find_map(|(index, &(fleet_index, freeze))| {
-            let covers = match (fleet_index, &freeze.selector) {
-                (Some(i), _) => own.contains(&i),
-                (None, None) => true,
-                (None, Some(selector)) => {
-                    self.fleet.doc.hosts.get(&record.hostname).is_some_and(|h| selector.matches(&record.hostname, h))
+        let any_window_closed = windows.iter().any(Option::is_some);
+        let mut suspended = Vec::new();
+        if !state.policies.suspended.is_empty() {
+            suspended = vec![Vec::new(); fleet.channel_count()];
+            for (host, suspension) in &state.policies.suspended {
+                if let Some((id, channel)) = fleet.host_ids(host)
+                    && let Some(list) = suspended.get_mut(channel as usize)
+                {
+                    list.push((id, suspension));
                 }
-            };
-            covers.then_some(Block::Frozen { index, freeze })
-        })
+            }
+            for list in &mut suspended {
+                list.sort_unstable_by_key(|(id, _)| *id);
+            }
+        }
+        PassPolicies { fleet, freezes, windows, any_window_closed, suspended }
+    }
+
+    /// What concerns the hosts of `channel`.
+    fn for_channel(&'a self, channel: &Channel) -> RolloutPolicies<'a> {
+        let id = self.fleet.channel_id(channel);
+        let freezes = self
+            .freezes
+            .iter()
+            .enumerate()
+            .filter_map(|(index, (reach, freeze))| {
+                let reach = match reach {
+                    Reach::Everyone => ChannelReach::All,
+                    Reach::Fleet(i) => {
+                        id.filter(|id| self.fleet.freeze_covers_channel(*i as usize, *id))?;
+                        ChannelReach::Fleet(*i)
+                    }
+                    Reach::Selector { channel: Some(c), .. } if *c == channel => ChannelReach::All,
+                    Reach::Selector { hosts, .. } => ChannelReach::Hosts(hosts.get(&id?)?),
+                };
+                Some((index, reach, *freeze))
+            })
+            .collect();
+        let suspended = id.and_then(|id| self.suspended.get(id as usize)).map_or(&[][..], Vec::as_slice);
+        RolloutPolicies { pass: self, freezes, suspended }
     }
 
     /// A host covered by windows waits while all of them are closed, for the one that opens
     /// first.
     fn window<'s>(&'s self, facts: Option<&HostFacts>) -> Option<Block<'s>> {
+        if !self.any_window_closed {
+            return None;
+        }
         let own = facts.map_or(&[][..], |f| &f.windows[..]);
         let mut first: Option<(usize, Option<DateTime<Utc>>)> = None;
         for &i in own {
@@ -458,9 +545,55 @@ impl<'a> PassPolicies<'a> {
     }
 }
 
+/// How a freeze in force reaches the hosts of one channel.
+enum ChannelReach<'a> {
+    All,
+    /// A fleet freeze: the host's facts say.
+    Fleet(u16),
+    /// The hosts of these ids (sorted).
+    Hosts(&'a [u32]),
+}
+
+/// The freezes and suspensions that concern one rollout's channel.
+struct RolloutPolicies<'a> {
+    pass: &'a PassPolicies<'a>,
+    /// (index among the pass's freezes, reach, freeze)
+    freezes: Vec<(usize, ChannelReach<'a>, &'a Freeze)>,
+    suspended: &'a [(u32, &'a Suspension)],
+}
+
+impl<'a> RolloutPolicies<'a> {
+    /// The freeze, suspension or (with `windows`) closed window that holds the host the fleet
+    /// describes as `facts`, in gate order (the window comes later in the order than the
+    /// others).
+    fn block<'s>(&'s self, facts: Option<&'s HostFacts>, windows: bool) -> Option<Block<'s>> {
+        // A host the fleet does not name (a record left from an older fleet) has no id: only
+        // freezes of the whole fleet or channel reach it.
+        let id = facts.map(|f| f.id);
+        if !self.freezes.is_empty() {
+            let own = facts.map_or(&[][..], |f| &f.freezes[..]);
+            let frozen = self.freezes.iter().find(|(_, reach, _)| match reach {
+                ChannelReach::All => true,
+                ChannelReach::Fleet(i) => own.contains(i),
+                ChannelReach::Hosts(hosts) => id.is_some_and(|id| hosts.binary_search(&id).is_ok()),
+            });
+            if let Some(&(index, _, freeze)) = frozen {
+                return Some(Block::Frozen { index, freeze });
+            }
+        }
+        if !self.suspended.is_empty()
+            && let Some(id) = id
+            && let Ok(i) = self.suspended.binary_search_by_key(&id, |(host, _)| *host)
+        {
+            return Some(Block::Suspended(self.suspended[i].1));
+        }
+        if windows { self.pass.window(facts) } else { None }
+    }
+}
+
 /// What the gates need to know about one rollout, looked up once per rollout, not per host.
 struct RolloutGates<'a> {
-    policies: &'a PassPolicies<'a>,
+    policies: RolloutPolicies<'a>,
     rollout: &'a Rollout,
     records: &'a BTreeMap<Hostname, HostRecord>,
     /// The waves of the rollout's channel.
@@ -483,7 +616,7 @@ impl<'a> RolloutGates<'a> {
     ) -> RolloutGates<'a> {
         let channel = &rollout.channel;
         RolloutGates {
-            policies,
+            policies: policies.for_channel(channel),
             rollout,
             records,
             waves: manifests.fleet.waves(channel),
@@ -501,7 +634,7 @@ impl<'a> RolloutGates<'a> {
         if self.quarantined.contains(&&record.target_closure) {
             return Some(Block::Quarantined { closure: &record.target_closure, channel: &record.channel });
         }
-        if let Some(block) = self.policies.block(record, facts, false) {
+        if let Some(block) = self.policies.block(facts, false) {
             return Some(block);
         }
         match self.rollout.state {
@@ -523,9 +656,7 @@ impl<'a> RolloutGates<'a> {
         if spec.is_some_and(|s| s.requires_approval) && !self.rollout.approved_waves.contains(&wave) {
             return Some(Block::Approval { wave });
         }
-        if self.policies.any
-            && let Some(block) = self.policies.window(facts)
-        {
+        if let Some(block) = self.policies.pass.window(facts) {
             return Some(block);
         }
         for host in gating {

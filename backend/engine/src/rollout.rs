@@ -124,7 +124,7 @@ fn log(rollout: &Rollout, entry: LogEntry) -> Effect {
 
 /// A wave of `channel` is complete when it has hosts in this rollout and every one of them is
 /// Converged, Deferred, excused, suspended, or failed within the wave's failure budget (SPEC
-/// §17). `None` when the wave has no hosts (it never auto-advances). `records`: the rollout's
+/// §17; once its rollback, if its policy rolls back, is done). `None` when the wave has no hosts (it never auto-advances). `records`: the rollout's
 /// records in hostname order (any order is answered correctly; that one reads the fleet's
 /// facts in step, see [`ChannelFacts`](crate::fleet::ChannelFacts)).
 pub fn wave_complete<'r>(
@@ -144,7 +144,7 @@ pub fn wave_complete<'r>(
         if r.done_for_ordering() || !in_wave((i, r)) || (!suspended.is_empty() && suspended.contains_key(&r.hostname)) {
             continue;
         }
-        if budget.is_some() && r.state.is_failure() {
+        if budget.is_some() && r.failure_settled() {
             failed = true;
             continue;
         }
@@ -191,8 +191,8 @@ pub fn wave_failures<'r>(
     WaveFailures { failed, hosts, allowed }
 }
 
-/// The records of a rollout that failed within their wave's failure budget and are not
-/// excused yet: excused when their wave completes (or, in the last wave, the rollout).
+/// The records of a rollout that failed within their wave's failure budget (and settled) and
+/// are not excused yet: excused when their wave completes (or, in the last wave, the rollout).
 fn tolerated_failures<'r>(
     fleet: &VerifiedFleet,
     channel: &Channel,
@@ -203,16 +203,15 @@ fn tolerated_failures<'r>(
     let mut within: BTreeMap<u32, bool> = BTreeMap::new();
     let mut out = Vec::new();
     for (i, r) in records.clone().enumerate() {
-        if !r.state.is_failure() || r.excused {
+        if !r.failure_settled() || r.excused {
             continue;
         }
         let Placement::Wave(wave) = facts.placement(i, &r.hostname) else { continue };
         if only_wave.is_some_and(|w| w != wave) {
             continue;
         }
-        let ok = *within
-            .entry(wave)
-            .or_insert_with(|| wave_failures(fleet, channel, wave, records.clone()).within_budget());
+        let ok =
+            *within.entry(wave).or_insert_with(|| wave_failures(fleet, channel, wave, records.clone()).within_budget());
         if ok {
             out.push(r);
         }
@@ -342,15 +341,18 @@ where
             for r in tolerated_failures(ctx.fleet, &rollout.channel, ctx.records.clone(), Some(rollout.current_wave)) {
                 effects.push(Effect::Excuse { rollout_id: rollout.id.clone(), host: r.hostname.clone() });
             }
-            effects.insert(0, log(
-                &next,
-                LogEntry::WaveAdvanced(log::WaveAdvanced {
-                    from: rollout.current_wave,
-                    to: *to,
-                    by: *by,
-                    force: *force,
-                }),
-            ));
+            effects.insert(
+                0,
+                log(
+                    &next,
+                    LogEntry::WaveAdvanced(log::WaveAdvanced {
+                        from: rollout.current_wave,
+                        to: *to,
+                        by: *by,
+                        force: *force,
+                    }),
+                ),
+            );
             return Ok(RolloutTransition { rollout: next, effects });
         }
         RolloutInput::Evaluate => {
@@ -363,14 +365,14 @@ where
                 if r.state == HostState::Converged || r.excused || suspended(r) {
                     continue;
                 }
-                if !r.state.is_failure() {
+                if !r.failure_settled() {
                     return Ok(RolloutTransition { rollout: next, effects });
                 }
                 failures = true;
             }
             if failures {
                 let tolerated = tolerated_failures(ctx.fleet, &rollout.channel, ctx.records.clone(), None);
-                let open = ctx.records.clone().filter(|r| r.state.is_failure() && !r.excused && !suspended(r)).count();
+                let open = ctx.records.clone().filter(|r| r.failure_settled() && !r.excused && !suspended(r)).count();
                 if tolerated.len() != open {
                     return Ok(RolloutTransition { rollout: next, effects });
                 }

@@ -37,7 +37,9 @@ pub enum VerifyError {
     Malformed(String),
     #[error("the signature does not verify with any trusted CI release key")]
     BadSignature,
-    #[error("unsupported schemaVersion {0} (this build understands {SCHEMA_VERSION}, and for fleets 1–{FLEET_SCHEMA_VERSION})")]
+    #[error(
+        "unsupported schemaVersion {0} (this build understands {SCHEMA_VERSION}, and for fleets 1–{FLEET_SCHEMA_VERSION})"
+    )]
     UnsupportedSchema(String),
     #[error("the document has no meta.signedAt")]
     NotSigned,

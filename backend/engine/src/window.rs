@@ -45,19 +45,18 @@ impl Window {
         }
         let mut days = [false; 7];
         for (i, day) in window.days.iter().enumerate() {
-            let index = DAY_NAMES.iter().position(|d| d == day).ok_or_else(|| {
-                format!("{field}.days[{i}]: `{day}` is not one of {}", DAY_NAMES.join(", "))
-            })?;
+            let index = DAY_NAMES
+                .iter()
+                .position(|d| d == day)
+                .ok_or_else(|| format!("{field}.days[{i}]: `{day}` is not one of {}", DAY_NAMES.join(", ")))?;
             if std::mem::replace(&mut days[index], true) {
                 return Err(format!("{field}.days[{i}]: `{day}` is listed twice"));
             }
         }
-        let start = parse_time(&window.start, false).ok_or_else(|| {
-            format!("{field}.start: `{}` is not a time of day as HH:MM (00:00–23:59)", window.start)
-        })?;
-        let end = parse_time(&window.end, true).ok_or_else(|| {
-            format!("{field}.end: `{}` is not a time of day as HH:MM (00:01–24:00)", window.end)
-        })?;
+        let start = parse_time(&window.start, false)
+            .ok_or_else(|| format!("{field}.start: `{}` is not a time of day as HH:MM (00:00–23:59)", window.start))?;
+        let end = parse_time(&window.end, true)
+            .ok_or_else(|| format!("{field}.end: `{}` is not a time of day as HH:MM (00:01–24:00)", window.end))?;
         if end <= start {
             return Err(format!(
                 "{field}.end: {} is not after start {} (a window ends on the day it starts; use 24:00 for midnight)",

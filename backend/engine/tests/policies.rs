@@ -223,7 +223,14 @@ fn every_gate_holds_in_the_documented_order_first_block_wins() {
         .edge("y", "x")
         .budget("web", json!({"tags": ["web"]}), 1)
         // t0 is 12:00 UTC: closed for another 30 minutes.
-        .window("afternoon", json!({"hosts": ["x"]}), &["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"], "12:30", "23:00", "UTC")
+        .window(
+            "afternoon",
+            json!({"hosts": ["x"]}),
+            &["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"],
+            "12:30",
+            "23:00",
+            "UTC",
+        )
         .manifest_set("c0ffee");
     let mut s = Scenario::new(set);
     s.tick();
@@ -284,7 +291,9 @@ fn every_gate_holds_in_the_documented_order_first_block_wins() {
 
 #[test]
 fn a_freeze_lets_activating_hosts_finish_withdraws_unacknowledged_dispatches_and_starts_nothing() {
-    let mut s = Scenario::new(single(&["a", "b", "c"], &[(0, false)]).budget("one", json!({"hosts": ["c"]}), 1).manifest_set("c0ffee"));
+    let mut s = Scenario::new(
+        single(&["a", "b", "c"], &[(0, false)]).budget("one", json!({"hosts": ["c"]}), 1).manifest_set("c0ffee"),
+    );
     s.tick();
     // a is switching, b's dispatch is not picked up yet.
     let now = s.now;
@@ -308,8 +317,13 @@ fn a_freeze_lets_activating_hosts_finish_withdraws_unacknowledged_dispatches_and
 
     // The activating host finishes under the freeze.
     let now = s.now;
-    s.send(R, "a", "ActivationCompleted", json!({"observedClosure": "/nix/store/a-v1", "exitCode": 0, "completedAt": now}))
-        .unwrap();
+    s.send(
+        R,
+        "a",
+        "ActivationCompleted",
+        json!({"observedClosure": "/nix/store/a-v1", "exitCode": 0, "completedAt": now}),
+    )
+    .unwrap();
     s.converge(R, "a");
     assert_eq!(s.record(R, "a").state, HostState::Converged);
     assert!(Scenario::dispatched(&s.tick()).is_empty());
@@ -370,8 +384,14 @@ fn a_suspended_host_is_excused_for_wave_advance_and_completion_and_counts_again_
     s.tick();
     assert!(s.record(R, "b").dispatch.is_some());
     s.act(OperatorAction::SuspendHost { hostname: host("b") }, "rma").unwrap();
-    assert_eq!(rejected_code(s.act(OperatorAction::SuspendHost { hostname: host("b") }, "rma")), ErrorCode::AlreadySuspended);
-    assert_eq!(rejected_code(s.act(OperatorAction::SuspendHost { hostname: host("zz") }, "rma")), ErrorCode::UnknownHost);
+    assert_eq!(
+        rejected_code(s.act(OperatorAction::SuspendHost { hostname: host("b") }, "rma")),
+        ErrorCode::AlreadySuspended
+    );
+    assert_eq!(
+        rejected_code(s.act(OperatorAction::SuspendHost { hostname: host("zz") }, "rma")),
+        ErrorCode::UnknownHost
+    );
     s.tick();
     assert!(s.record(R, "b").dispatch.is_none(), "withdrawn");
     assert_eq!(gate_of(&s, R, "b"), Some(Gate::Suspended));
@@ -443,7 +463,12 @@ fn a_failure_within_budget_is_logged_excused_when_its_wave_completes_and_does_no
     let mut s = budgeted(json!(1));
     let now = s.now;
     let rows = s
-        .send(R, "a", "Failed", json!({"failedAt": now, "failingProbes": ["http"], "policyApplied": "rollback-and-halt"}))
+        .send(
+            R,
+            "a",
+            "Failed",
+            json!({"failedAt": now, "failingProbes": ["http"], "policyApplied": "rollback-and-halt"}),
+        )
         .unwrap();
     let within = rows.iter().find_map(|r| match &r.entry {
         LogEntry::FailureWithinBudget(w) => Some(w.clone()),
@@ -479,5 +504,21 @@ fn a_failure_within_budget_in_the_last_wave_is_excused_when_the_rollout_complete
     s.converge(R, "b");
     s.tick();
     assert_eq!(s.rollout(R).state, RolloutState::Completed);
+    assert!(s.record(R, "a").excused);
+}
+
+#[test]
+fn a_failure_within_budget_whose_host_is_rolling_back_holds_its_wave_until_the_rollback_is_done() {
+    let mut s = budgeted(json!(1));
+    let now = s.now;
+    s.send(R, "a", "Failed", json!({"failedAt": now, "failingProbes": ["http"], "policyApplied": "rollback-and-halt"}))
+        .unwrap();
+    for h in ["b", "c", "d"] {
+        s.converge(R, h);
+    }
+    assert!(!s.tick().iter().any(|a| matches!(a, PlanAction::AdvanceWave { .. })), "a is still rolling back");
+    let now = s.now;
+    s.send(R, "a", "RollbackComplete", json!({"revertedTo": "/nix/store/old", "completedAt": now})).unwrap();
+    assert_eq!(s.tick()[0], PlanAction::AdvanceWave { rollout_id: Scenario::rid(R), to: 1 });
     assert!(s.record(R, "a").excused);
 }

@@ -247,10 +247,12 @@ async fn commit(conn: &mut PgConnection, epoch: i64, batch: Batch) -> Committed 
         }
     }
     if let Some(body) = &batch.policies {
-        sqlx::query("INSERT INTO policies (id, body) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET body = excluded.body")
-            .bind(body)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(
+            "INSERT INTO policies (id, body) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+        )
+        .bind(body)
+        .execute(&mut *conn)
+        .await?;
     }
     if !batch.presence.is_empty() {
         let ps = &batch.presence;

@@ -9,12 +9,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde::Deserialize;
-use shared::policy::{FreezeBody, Freezes, ReleaseFreezeBody, SuspendBody};
 use shared::api::{
     ApproveBody, EventsPage, FleetChannel, FleetHost, FleetOverview, ManifestSummary, OperatorAction, OperatorOutcome,
     PromoteBody, QuarantineBody, QuarantineEntry, Quarantines, ReasonBody, RolloutDetail, RolloutSummary,
 };
 use shared::manifest::SignedArtifact;
+use shared::policy::{FreezeBody, Freezes, ReleaseFreezeBody, SuspendBody};
 use shared::{Closure, RolloutId};
 
 use super::extract::{JsonBody, MANIFESTS_BODY_BYTES, OptionalJsonBody};
@@ -112,7 +112,10 @@ pub async fn host(
         .await
         .map_err(ApiError::internal)?
         .iter()
-        .map(|r| shared::api::HostRecordView { rollout_id: r.rollout_id.clone(), cell: views::host_cell(r, suspension.is_some()) })
+        .map(|r| shared::api::HostRecordView {
+            rollout_id: r.rollout_id.clone(),
+            cell: views::host_cell(r, suspension.is_some()),
+        })
         .collect();
     let events = store::host_log(&state.store, &hostname, 100).await.map_err(ApiError::internal)?;
     Ok(Json(shared::api::HostDetail { host, records, events }))
@@ -376,12 +379,8 @@ pub async fn freezes(State(state): State<AppState>, _: Viewer) -> Result<Json<Fr
     let now = state.clock.now();
     let fleet = state.fleet.read().ok().and_then(|f| f.clone());
     let operators = store::policies(&state.store).await.map_err(ApiError::internal)?.freezes;
-    let active = fleet
-        .iter()
-        .flat_map(|f| f.freezes.iter().cloned())
-        .chain(operators)
-        .filter(|f| f.in_force(now))
-        .collect();
+    let active =
+        fleet.iter().flat_map(|f| f.freezes.iter().cloned()).chain(operators).filter(|f| f.in_force(now)).collect();
     Ok(Json(Freezes { active }))
 }
 

@@ -1,6 +1,8 @@
 //! The demo scenario, headless and accelerated: canary completes before stable dispatches,
 //! the approval wave waits for an operator, the broken edge closure ends quarantined with its
-//! other Pending hosts held, and everything else converges.
+//! other Pending hosts held, the flaky host fails within stable's last wave's failure budget
+//! (stable completes without it), batch waits for its maintenance window when it is closed,
+//! and everything else converges.
 
 use std::time::Duration;
 
@@ -115,7 +117,50 @@ async fn the_demo_tells_its_story() {
         rollout_state(&demo, "stable@d001").await.map(|s| s.0) == Some(RolloutState::Completed)
     })
     .await;
-    assert!(records(&demo, "stable@d001").await.iter().all(|r| r.state == HostState::Converged));
+    for r in records(&demo, "stable@d001").await {
+        if r.hostname.as_str() == backend::demo::FLAKY_HOST {
+            assert!(r.state == HostState::Reverted && r.excused, "the flaky host rolled back, excused: {r:?}");
+        } else {
+            assert_eq!(r.state, HostState::Converged, "{}", r.hostname);
+        }
+    }
+    let log: Vec<Logged> =
+        store::log_after(&demo.state.store, 0, i64::MAX).await.unwrap().into_iter().map(Logged::new).collect();
+    let within = log.iter().find_map(|e| match &e.entry {
+        LogEntry::FailureWithinBudget(f) if e.host_is(backend::demo::FLAKY_HOST) => Some(f.clone()),
+        _ => None,
+    });
+    let within = within.expect("the flaky host's failure is logged as within budget");
+    assert_eq!((within.wave, within.failures, within.max), (2, 1, 1), "10% of stable's last wave of 10 hosts");
+    assert_eq!(store::quarantines(&demo.state.store, 1000).await.unwrap().len(), 1, "only edge's closure");
     assert_eq!(rollout_state(&demo, "canary@d001").await.map(|s| s.0), Some(RolloutState::Completed));
+
+    // Batch waits for its nightly window (when the test runs outside it).
+    let (start, end, timezone) = backend::demo::BATCH_WINDOW;
+    let window = engine::window::Window::parse(
+        &shared::manifest::MaintenanceWindow {
+            name: "batch-nightly".into(),
+            selector: Default::default(),
+            days: ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"].map(String::from).to_vec(),
+            start: start.into(),
+            end: end.into(),
+            timezone: timezone.into(),
+        },
+        "demo",
+    )
+    .unwrap();
+    let now = chrono::Utc::now();
+    let opens = window.next_open(now).unwrap();
+    if opens - now > chrono::Duration::minutes(5) {
+        let batch = records(&demo, "batch@d001").await;
+        assert_eq!(batch.len(), 3);
+        for r in batch {
+            let waiting = r.waiting_on.as_ref().unwrap_or_else(|| panic!("{} is held: {r:?}", r.hostname));
+            assert_eq!((r.state, waiting.gate), (HostState::Pending, Gate::Window), "{}", r.hostname);
+            assert!(waiting.reason.starts_with("maintenance window batch-nightly opens "), "{}", waiting.reason);
+            assert!(waiting.reason.ends_with(" Europe/Berlin"), "{}", waiting.reason);
+            assert_eq!(waiting.until, Some(opens));
+        }
+    }
     demo.stop().await.unwrap();
 }

@@ -139,8 +139,12 @@ async fn bad_policy_input_gets_its_4xx_and_changes_nothing() {
     let (_, list) = app.get("/api/v1/freezes").await;
     assert_eq!(list["active"].as_array().unwrap().len(), 1, "only the fleet's freeze: {list}");
     // A good one with a selector and an end works.
-    let (s, body) =
-        app.post("/api/v1/freezes", json!({"name": "web-only", "reason": "x", "until": later, "selector": {"tags": ["web"]}})).await;
+    let (s, body) = app
+        .post(
+            "/api/v1/freezes",
+            json!({"name": "web-only", "reason": "x", "until": later, "selector": {"tags": ["web"]}}),
+        )
+        .await;
     assert_eq!((s, body["name"].as_str()), (200, Some("web-only")), "{body}");
 }
 
@@ -152,7 +156,9 @@ async fn freezes_and_suspensions_hold_hosts_show_on_the_rollout_page_and_survive
     assert_eq!(s, 200, "{body}");
     let (s, body) = app.post("/api/v1/hosts/b/suspend", json!({"reason": "again"})).await;
     assert_eq!((s, code(&body)), (409, Some("already-suspended")));
-    let (s, _) = app.post("/api/v1/freezes", json!({"name": "web", "reason": "deploy freeze", "selector": {"hosts": ["a"]}})).await;
+    let (s, _) = app
+        .post("/api/v1/freezes", json!({"name": "web", "reason": "deploy freeze", "selector": {"hosts": ["a"]}}))
+        .await;
     assert_eq!(s, 200);
     app.tick().await;
 
@@ -163,7 +169,10 @@ async fn freezes_and_suspensions_hold_hosts_show_on_the_rollout_page_and_survive
     let cell_a = app.cell("stable@a1", "a").await;
     assert_eq!(cell_a["waitingOn"]["gate"], "freeze", "{cell_a}");
     let reason = cell_a["waitingOn"]["reason"].as_str().unwrap();
-    assert!(reason.starts_with("frozen by web: deploy freeze (set by olive-") && reason.ends_with(", until released)"), "{reason}");
+    assert!(
+        reason.starts_with("frozen by web: deploy freeze (set by olive-") && reason.ends_with(", until released)"),
+        "{reason}"
+    );
     let cell_b = app.cell("stable@a1", "b").await;
     assert_eq!((cell_b["waitingOn"]["gate"].as_str(), cell_b["suspended"].as_bool()), (Some("suspended"), Some(true)));
     let (_, host) = app.get("/api/v1/hosts/b").await;
@@ -172,7 +181,9 @@ async fn freezes_and_suspensions_hold_hosts_show_on_the_rollout_page_and_survive
     assert_eq!(c["waitingOn"]["gate"], "freeze", "the fleet's own freeze holds c first: {c}");
 
     let log = app.log().await;
-    assert!(log.iter().any(|l| matches!(&l.entry, LogEntry::HostSuspended(s) if s.reason == "disk swap") && l.host_is("b")));
+    assert!(
+        log.iter().any(|l| matches!(&l.entry, LogEntry::HostSuspended(s) if s.reason == "disk swap") && l.host_is("b"))
+    );
 
     // A restart restores both from the database.
     let stopped = app.stop().await;
@@ -199,7 +210,11 @@ async fn the_rollout_page_shows_each_waves_failure_budget_use() {
     a.heartbeat(Some("/nix/store/old"), None).await;
     a.activate("stable@a1", "/nix/store/a-v1", app.clock.now()).await;
     let (s, body) = a
-        .event("stable@a1", "Failed", json!({"failedAt": app.clock.now(), "failingProbes": ["http"], "policyApplied": "halt"}))
+        .event(
+            "stable@a1",
+            "Failed",
+            json!({"failedAt": app.clock.now(), "failingProbes": ["http"], "policyApplied": "halt"}),
+        )
         .await;
     assert_eq!(s, 200, "{body}");
     let rollout = app.rollout("stable@a1").await;

@@ -42,12 +42,14 @@ pub fn FleetPage() -> impl IntoView {
                 (Some(Ok(f)), Some(Ok(list))) if f.fleet_hash.is_some() => {
                     let online = f.hosts.iter().filter(|h| h.online).count();
                     let quarantined = quarantines.get().and_then(Result::ok).map_or(0, |q| q.active.len());
+                    let suspended = f.hosts.iter().filter(|h| h.suspended.is_some()).count();
                     view! {
                         <div class="stats">
                             <div class="stat"><span class="stat-n">{f.hosts.len()}</span><span class="muted">"hosts"</span></div>
                             <div class="stat"><span class="stat-n">{online}</span><span class="muted">"online"</span></div>
                             <div class={if f.hosts.len() > online { "stat stat-warn" } else { "stat" }}><span class="stat-n">{f.hosts.len() - online}</span><span class="muted">"offline"</span></div>
                             <div class={if quarantined > 0 { "stat stat-bad" } else { "stat" }}><span class="stat-n">{quarantined}</span><span class="muted">"quarantined"</span></div>
+                            <div class={if suspended > 0 { "stat stat-warn" } else { "stat" }} id="stat-suspended"><span class="stat-n">{suspended}</span><span class="muted">"suspended"</span></div>
                         </div>
                         <div class="channels" id="channels">
                             {f.channels.into_iter().map(|c| {

@@ -2,25 +2,73 @@ use leptos::prelude::*;
 use leptos_router::components::A;
 use leptos_router::hooks::use_params_map;
 
-use crate::api;
-use crate::components::{CallErrorNotice, host_state_class};
+use leptos::task::spawn_local;
+use shared::api::OperatorAction;
 
-/// One host: where it is, what it runs, its records across rollouts and its recent events.
+use crate::api;
+use crate::components::{CallErrorNotice, ReasonDialog, host_state_class, waiting_text};
+
+/// One host: where it is, what it runs, whether it is suspended (with the operator's suspend
+/// and resume), its records across rollouts and its recent events.
 #[component]
 pub fn HostPage() -> impl IntoView {
     let params = use_params_map();
     let name = params.with_untracked(|p| p.get("name").unwrap_or_default());
-    let detail = LocalResource::new(move || {
+    let detail = {
         let name = name.clone();
-        async move { api::host(&name).await }
-    });
+        LocalResource::new(move || {
+            let name = name.clone();
+            async move { api::host(&name).await }
+        })
+    };
+    let session = crate::session::Session::current();
+    let can_act = move || session.is_some_and(|s| s.can_act());
+    let open = RwSignal::new(false);
+    let suspending = RwSignal::new(true);
+    let notice: RwSignal<Option<Result<String, String>>> = RwSignal::new(None);
+    let confirm = {
+        let name = name.clone();
+        Callback::new(move |(reason, _): (String, Option<i64>)| {
+            let Ok(hostname) = shared::Hostname::parse(name.clone()) else { return };
+            let suspend = suspending.get_untracked();
+            spawn_local(async move {
+                let action = if suspend {
+                    OperatorAction::SuspendHost { hostname: hostname.clone() }
+                } else {
+                    OperatorAction::ResumeHost { hostname: hostname.clone() }
+                };
+                let done = if suspend { "suspended" } else { "resumed" };
+                let result = api::act(&action, Some(reason)).await;
+                notice.set(Some(result.map(|_| format!("{hostname} {done}.")).map_err(|e| e.to_string())));
+                detail.refetch();
+            });
+        })
+    };
+    let title = {
+        let name = name.clone();
+        Signal::derive(move || if suspending.get() { format!("Suspend {name}") } else { format!("Resume {name}") })
+    };
     view! {
         <section class="page" id="page-host">
+            {move || notice.get().map(|n| match n {
+                Ok(m) => view! { <p class="notice notice-ok" id="action-result" role="status">{m}</p> }.into_any(),
+                Err(m) => view! { <p class="notice notice-error" id="action-result" role="alert">{m}</p> }.into_any(),
+            })}
+            <ReasonDialog
+                open=open
+                title=title
+                text="A suspended host is skipped by every rollout and does not hold its wave; resumed, it counts again."
+                confirm="Confirm"
+                durations=false
+                on_confirm=confirm
+            />
             {move || match detail.get() {
                 None => view! { <p class="muted">"Loading…"</p> }.into_any(),
                 Some(Err(err)) => view! { <CallErrorNotice err=err /> }.into_any(),
                 Some(Ok(d)) => {
                     let h = d.host;
+                    let now = crate::policies::browser_now();
+                    let suspended = h.suspended.is_some();
                     view! {
                         <h1 id="host-title">{h.hostname.to_string()}</h1>
                         <p class="lede">
@@ -28,6 +76,17 @@ pub fn HostPage() -> impl IntoView {
                             " channel " <strong>{h.channel.to_string()}</strong>
                             {(!h.tags.is_empty()).then(|| format!(" · tags {}", h.tags.join(", ")))}
                         </p>
+                        {h.suspended.map(|s| view! {
+                            <p class="notice notice-warn" id="host-suspended">
+                                <strong>"Suspended"</strong>{format!(" by {} at {}: {}. Every rollout skips this host until it is resumed.", s.by, s.at.format("%Y-%m-%d %H:%M UTC"), s.reason)}
+                            </p>
+                        })}
+                        <Show when=can_act>
+                            <p><button class="button button-quiet" id=if suspended { "resume-host" } else { "suspend-host" } on:click=move |_| {
+                                suspending.set(!suspended);
+                                open.set(true);
+                            }>{if suspended { "Resume host" } else { "Suspend host" }}</button></p>
+                        </Show>
                         <p class="small muted">"running "<code>{h.current_closure.map(|c| c.to_string()).unwrap_or_else(|| "unknown".into())}</code>
                             {h.last_heartbeat_at.map(|t| format!(" · last heartbeat {}", t.format("%H:%M:%S UTC")))}</p>
                         <h2>"Records"</h2>
@@ -40,7 +99,7 @@ pub fn HostPage() -> impl IntoView {
                                         <td><A href=format!("/rollouts/{id}")>{id.clone()}</A></td>
                                         <td><span class=format!("dot {}", host_state_class(r.cell.state))></span>{r.cell.state.as_str()}{r.cell.stuck.then_some(" · stuck")}</td>
                                         <td><code class="small">{r.cell.target_closure.to_string()}</code></td>
-                                        <td class="small">{r.cell.waiting_on.map(|w| format!("{}: {}", w.gate, w.reason)).unwrap_or_default()}</td>
+                                        <td class="small">{r.cell.waiting_on.map(|w| format!("{}: {}", w.gate, waiting_text(&w, now))).unwrap_or_default()}</td>
                                     </tr>
                                 }
                             }).collect_view()}</tbody>

@@ -149,7 +149,9 @@ impl Controller {
             forced: matches!(action, OperatorAction::Promote { force: true, .. }),
         });
         let host = match action {
-            OperatorAction::SuspendHost { hostname } | OperatorAction::ResumeHost { hostname } => Some(hostname.clone()),
+            OperatorAction::SuspendHost { hostname } | OperatorAction::ResumeHost { hostname } => {
+                Some(hostname.clone())
+            }
             _ => None,
         };
         Self::note(now, action.rollout_id().cloned(), host, channel, entry, out);
@@ -214,7 +216,10 @@ impl Controller {
             }
             None => {
                 let base = format!("stop-the-line-{}", now.format("%Y%m%d-%H%M%S"));
-                (1..).map(|n| if n == 1 { base.clone() } else { format!("{base}-{n}") }).find(|c| !taken(c)).unwrap_or(base)
+                (1..)
+                    .map(|n| if n == 1 { base.clone() } else { format!("{base}-{n}") })
+                    .find(|c| !taken(c))
+                    .unwrap_or(base)
             }
         };
         let freeze = Freeze {

@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 
 use leptos::prelude::*;
-use shared::api::{HostCell, LogEvent, RolloutDetail, RolloutHeader, WaveView};
+use shared::api::{FailureBudgetUse, HostCell, LogEvent, RolloutDetail, RolloutHeader, WaveView};
+use shared::log::LogKind;
 
 /// One wave column: what does not change while the page is open.
 #[derive(Clone)]
@@ -12,6 +13,8 @@ pub struct WaveMeta {
     pub index: Option<u32>,
     pub soak_minutes: u64,
     pub requires_approval: bool,
+    /// The wave's failure budget as loaded (its use is counted live from the cells).
+    pub failure_budget: Option<FailureBudgetUse>,
     pub cells: Vec<(String, RwSignal<HostCell>)>,
 }
 
@@ -43,7 +46,13 @@ impl Live {
                         (name, signal)
                     })
                     .collect();
-                WaveMeta { index: w.index, soak_minutes: w.soak_minutes, requires_approval: w.requires_approval, cells }
+                WaveMeta {
+                    index: w.index,
+                    soak_minutes: w.soak_minutes,
+                    requires_approval: w.requires_approval,
+                    failure_budget: w.failure_budget,
+                    cells,
+                }
             })
             .collect();
         self.cells.set_value(map);
@@ -51,12 +60,22 @@ impl Live {
         self.header.set(Some(detail.header));
     }
 
-    /// Applies one feed entry of this rollout.
+    /// Applies one feed entry of this rollout (or a host's suspension, which belongs to no
+    /// rollout).
     pub fn apply(&self, entry: &LogEvent) {
+        if matches!(entry.kind, LogKind::HostSuspended | LogKind::HostResumed) {
+            let host = entry.host.as_ref().map(|h| h.as_str()).unwrap_or_default();
+            if let Some(signal) = self.cells.with_value(|m| m.get(host).copied()) {
+                signal.update(|c| c.suspended = entry.kind == LogKind::HostSuspended);
+            }
+            return;
+        }
         let (cell, header) = super::model::changes(entry);
-        if let Some(cell) = cell
+        if let Some(mut cell) = cell
             && let Some(signal) = self.cells.with_value(|m| m.get(cell.hostname.as_str()).copied())
         {
+            // A record does not carry its host's suspension: keep what the page knows.
+            cell.suspended = signal.with_untracked(|c| c.suspended);
             signal.set(cell);
         }
         if let Some(header) = header {

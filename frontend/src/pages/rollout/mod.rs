@@ -15,6 +15,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_router::hooks::use_params_map;
 use shared::api::{LogEvent, OperatorAction};
+use shared::log::LogKind;
 
 use self::event_log::EventLog;
 use self::head::Head;
@@ -61,6 +62,10 @@ pub fn RolloutPage() -> impl IntoView {
                 log.set(LogWindow::first_page(page.events));
             }
             let on_entry = move |entry: LogEvent| {
+                let suspension = matches!(entry.kind, LogKind::HostSuspended | LogKind::HostResumed);
+                if suspension {
+                    live.apply(&entry);
+                }
                 if entry.rollout_id.as_ref().map(|r| r.as_str()) != Some(id.as_str()) {
                     return;
                 }

@@ -19,10 +19,17 @@ fn Cell(cell: RwSignal<HostCell>, selected: RwSignal<Option<String>>) -> impl In
     let (pick, attr) = (name.clone(), name.clone());
     view! {
         <button
-            class=move || cell.with(|h| format!("cell {}{}{}", host_state_class(h.state), if h.stuck { " stuck" } else { "" }, if h.excused { " excused" } else { "" }))
+            class=move || cell.with(|h| format!(
+                "cell {}{}{}{}",
+                host_state_class(h.state),
+                if h.stuck { " stuck" } else { "" },
+                if h.excused { " excused" } else { "" },
+                if h.suspended { " suspended" } else { "" }
+            ))
             title=move || cell.with(|h| {
                 let why = h.waiting_on.as_ref().map(|w| format!(" — waiting on {}: {}", w.gate, w.reason)).unwrap_or_default();
-                format!("{}: {}{why}{}", h.hostname, h.state, if h.stuck { " — STUCK" } else { "" })
+                let suspended = if h.suspended { " — SUSPENDED" } else { "" };
+                format!("{}: {}{why}{}{suspended}", h.hostname, h.state, if h.stuck { " — STUCK" } else { "" })
             })
             data-host=attr
             data-state=move || cell.with(|h| h.state.as_str())
@@ -66,6 +73,24 @@ pub fn WaveColumn(
     let title = index.map_or("Unstaged".to_owned(), |i| format!("Wave {i}"));
     let requires = meta.requires_approval;
     let dense = total > DENSE_LIMIT;
+    // "1 of 2 failures used": counted from the cells, so it follows the feed.
+    let budget = meta.failure_budget.map(|b| b.max);
+    let budget_text = move || {
+        let max = budget?;
+        let used = counts.with(|c| {
+            c.get(&HostState::Failed).copied().unwrap_or(0) + c.get(&HostState::Reverted).copied().unwrap_or(0)
+        });
+        let class = if used > max {
+            "small budget budget-over"
+        } else if used > 0 {
+            "small budget budget-used"
+        } else {
+            "small budget"
+        };
+        Some(
+            view! { <p class=class data-budget=format!("{used}/{max}")>{format!("{used} of {max} failures used")}</p> },
+        )
+    };
     let approve_button = move || {
         let i = index?;
         (requires && !approved() && !terminal() && can_act.get()).then(|| {
@@ -99,6 +124,7 @@ pub fn WaveColumn(
                 </p>
                 {move || view! { <StateBar counts=counts.get() /> }}
                 <p class="small"><strong class="pct">{move || format!("{}%", percent())}</strong>" converged · "<span class="muted">{move || counts.with(counts_text)}</span></p>
+                {budget_text}
                 {approve_button}
             </div>
             <div class={if total > 200 { "cells cells-dense" } else { "cells" }}>
