@@ -71,18 +71,25 @@ impl FailureBudget {
 /// What a plan pass needs to know about one host (placement, gating hosts, budgets).
 #[derive(Debug, Clone)]
 pub struct HostFacts {
-    /// The host's index in the fleet (what the planner compares instead of its name).
-    pub id: u32,
     pub placement: Placement,
     /// Hosts that must be Converged or Deferred before this one is dispatched.
     pub gating: Vec<Hostname>,
     /// Indexes into `doc.disruption_budgets` of the budgets whose selector matches.
     pub budgets: Vec<usize>,
-    /// Indexes into [`VerifiedFleet::freezes`] of the fleet's freezes that cover the host.
-    pub freezes: Box<[u16]>,
-    /// Indexes into [`VerifiedFleet::windows`] of the maintenance windows that cover it.
-    pub windows: Box<[u16]>,
 }
+
+/// Which of the fleet's freezes and maintenance windows cover one host (SPEC §17). Kept apart
+/// from [`HostFacts`], by host id: a pass reads them only for hosts a policy may concern, and
+/// every byte more per host in the facts a pass walks costs every pass.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyFacts {
+    /// Indexes into [`VerifiedFleet::freezes`].
+    pub freezes: Vec<u16>,
+    /// Indexes into [`VerifiedFleet::windows`].
+    pub windows: Vec<u16>,
+}
+
+static NO_POLICIES: PolicyFacts = PolicyFacts { freezes: Vec::new(), windows: Vec::new() };
 
 /// A hash map with a fixed-seed fast hash (the engine draws no randomness).
 pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
@@ -100,6 +107,9 @@ pub struct VerifiedFleet {
     /// Each host's decoded key, at its index in `facts` (kept apart: a pass never reads them,
     /// and at 192 bytes each they would triple the memory it walks).
     pubkeys: Vec<VerifyingKey>,
+    /// Each host's freezes and windows, at its index in `facts` (empty when the fleet has
+    /// none).
+    policy_facts: Vec<PolicyFacts>,
     /// Hostname → index into `facts` and `pubkeys`.
     by_name: FastMap<Hostname, u32>,
     /// Channel → its run in `facts`.
@@ -120,12 +130,23 @@ pub struct VerifiedFleet {
 impl VerifiedFleet {
     /// The facts of `host`; `None` for a host the fleet does not name.
     pub fn host(&self, host: &Hostname) -> Option<&HostFacts> {
-        self.by_name.get(host).map(|&i| &self.facts[i as usize].1)
+        self.host_with_id(host).map(|(_, facts)| facts)
+    }
+
+    /// The id of `host` (its index in the fleet) and its facts.
+    pub fn host_with_id(&self, host: &Hostname) -> Option<(u32, &HostFacts)> {
+        self.by_name.get(host).map(|&i| (i, &self.facts[i as usize].1))
+    }
+
+    /// The freezes and windows covering the host of id `id`.
+    pub fn policy_facts(&self, id: u32) -> &PolicyFacts {
+        self.policy_facts.get(id as usize).unwrap_or(&NO_POLICIES)
     }
 
     /// The facts of `channel`'s hosts, for reading alongside a rollout's records.
     pub fn channel_facts(&self, channel: &Channel) -> ChannelFacts<'_> {
-        ChannelFacts { fleet: self, run: self.runs.get(channel).map_or(&[], |run| &self.facts[run.clone()]) }
+        let run = self.runs.get(channel).cloned().unwrap_or(0..0);
+        ChannelFacts { fleet: self, start: run.start as u32, run: &self.facts[run] }
     }
 
     pub fn placement(&self, host: &Hostname) -> Placement {
@@ -193,6 +214,8 @@ impl VerifiedFleet {
 /// caches.
 pub struct ChannelFacts<'a> {
     fleet: &'a VerifiedFleet,
+    /// The id of the run's first host.
+    start: u32,
     /// The channel's hosts, sorted by hostname.
     run: &'a [(Hostname, HostFacts)],
 }
@@ -204,11 +227,17 @@ impl<'a> ChannelFacts<'a> {
     /// name) in the whole fleet.
     #[inline]
     pub fn get(&self, position: usize, host: &Hostname) -> Option<&'a HostFacts> {
+        self.get_with_id(position, host).map(|(_, facts)| facts)
+    }
+
+    /// [`Self::get`] with the host's id.
+    #[inline]
+    pub fn get_with_id(&self, position: usize, host: &Hostname) -> Option<(u32, &'a HostFacts)> {
         match self.run.get(position) {
-            Some((name, facts)) if name == host => Some(facts),
+            Some((name, facts)) if name == host => Some((self.start + position as u32, facts)),
             _ => match self.run.binary_search_by(|(name, _)| name.cmp(host)) {
-                Ok(i) => Some(&self.run[i].1),
-                Err(_) => self.fleet.host(host),
+                Ok(i) => Some((self.start + i as u32, &self.run[i].1)),
+                Err(_) => self.fleet.host_with_id(host),
             },
         }
     }
@@ -374,17 +403,21 @@ pub(crate) fn index(doc: FleetDocument, hash: String, signed_at: DateTime<Utc>) 
     let mut by_name = FastMap::with_capacity_and_hasher(pubkeys.len(), foldhash::fast::FixedState::default());
     let mut facts = Vec::with_capacity(pubkeys.len());
     let mut keys = Vec::with_capacity(pubkeys.len());
+    let mut policy_facts = Vec::new();
     for (i, (channel, name, pubkey)) in pubkeys.into_iter().enumerate() {
         runs.entry(channel.clone()).or_insert(i..i).end = i + 1;
         by_name.insert(name.clone(), i as u32);
         let host_facts = HostFacts {
-            id: i as u32,
             placement: placement.get(&name).copied().unwrap_or(Placement::Unstaged),
             gating: gating_hosts.remove(&name).unwrap_or_default(),
             budgets: budgets_of_host.remove(&name).unwrap_or_default(),
-            freezes: freezes_of_host.get(&name).map_or_else(Box::default, |f| f.as_slice().into()),
-            windows: windows_of_host.get(&name).map_or_else(Box::default, |w| w.as_slice().into()),
         };
+        if !doc.freezes.is_empty() || !doc.maintenance_windows.is_empty() {
+            policy_facts.push(PolicyFacts {
+                freezes: freezes_of_host.get(&name).cloned().unwrap_or_default(),
+                windows: windows_of_host.get(&name).cloned().unwrap_or_default(),
+            });
+        }
         facts.push((name, host_facts));
         keys.push(pubkey);
     }
@@ -408,6 +441,7 @@ pub(crate) fn index(doc: FleetDocument, hash: String, signed_at: DateTime<Utc>) 
         signed_at,
         facts,
         pubkeys: keys,
+        policy_facts,
         by_name,
         runs,
         waves,

@@ -180,7 +180,8 @@ pub fn plan_rollouts(
             }
             if record.dispatch.is_some() {
                 // Not picked up yet: a policy that now holds the host takes it back.
-                if let Some(block) = gates.policies.block(channel_hosts.get(position, &record.hostname), true) {
+                let host_id = channel_hosts.get_with_id(position, &record.hostname).map(|(id, _)| id);
+                if let Some(block) = gates.policies.block(host_id, true) {
                     actions.push(PlanAction::Withdraw { host: record.hostname.clone(), rollout_id: id.clone() });
                     actions.push(PlanAction::Hold {
                         host: record.hostname.clone(),
@@ -192,10 +193,11 @@ pub fn plan_rollouts(
                 }
                 continue;
             }
-            let facts = channel_hosts.get(position, &record.hostname);
+            let found = channel_hosts.get_with_id(position, &record.hostname);
+            let facts = found.map(|(_, facts)| facts);
             let placement = facts.map_or(Placement::Unstaged, |f| f.placement);
             let budgets = facts.map_or(&[][..], |f| f.budgets.as_slice());
-            let block = gates.first_block(record, facts).or_else(|| {
+            let block = gates.first_block(record, found).or_else(|| {
                 let in_flight = in_flight.get_or_insert_with(|| budgets_in_flight(manifests, state, now));
                 let b = *budgets.iter().find(|&&b| in_flight[b] >= fleet.doc.disruption_budgets[b].max_in_flight)?;
                 let budget = &fleet.doc.disruption_budgets[b];
@@ -411,7 +413,7 @@ pub fn evaluate_synth_gates(
     let records = state.records.get(&record.rollout_id)?;
     let policies = PassPolicies::new(&manifests.fleet, state, now);
     let gates = RolloutGates::new(manifests, state, quarantines, &policies, rollout, records, rollout.current_wave);
-    let block = gates.first_block(record, manifests.fleet.host(&record.hostname))?;
+    let block = gates.first_block(record, manifests.fleet.host_with_id(&record.hostname))?;
     Some((block.gate(), block.to_string()))
 }
 
@@ -433,7 +435,8 @@ struct PassPolicies<'a> {
 
 /// Which hosts a freeze in force reaches.
 enum Reach<'a> {
-    /// A fleet freeze, by its index: each host's facts list the fleet freezes covering it.
+    /// A fleet freeze, by its index: each host's policy facts list the fleet freezes covering
+    /// it.
     Fleet(u16),
     /// The whole fleet (no selector, or `all`).
     Everyone,
@@ -527,11 +530,11 @@ impl<'a> PassPolicies<'a> {
 
     /// A host covered by windows waits while all of them are closed, for the one that opens
     /// first.
-    fn window<'s>(&'s self, facts: Option<&HostFacts>) -> Option<Block<'s>> {
+    fn window<'s>(&'s self, id: Option<u32>) -> Option<Block<'s>> {
         if !self.any_window_closed {
             return None;
         }
-        let own = facts.map_or(&[][..], |f| &f.windows[..]);
+        let own = &self.fleet.policy_facts(id?).windows;
         let mut first: Option<(usize, Option<DateTime<Utc>>)> = None;
         for &i in own {
             let opens = *self.windows.get(i as usize)?;
@@ -548,7 +551,7 @@ impl<'a> PassPolicies<'a> {
 /// How a freeze in force reaches the hosts of one channel.
 enum ChannelReach<'a> {
     All,
-    /// A fleet freeze: the host's facts say.
+    /// A fleet freeze: the host's policy facts say.
     Fleet(u16),
     /// The hosts of these ids (sorted).
     Hosts(&'a [u32]),
@@ -566,12 +569,11 @@ impl<'a> RolloutPolicies<'a> {
     /// The freeze, suspension or (with `windows`) closed window that holds the host the fleet
     /// describes as `facts`, in gate order (the window comes later in the order than the
     /// others).
-    fn block<'s>(&'s self, facts: Option<&'s HostFacts>, windows: bool) -> Option<Block<'s>> {
+    fn block<'s>(&'s self, id: Option<u32>, windows: bool) -> Option<Block<'s>> {
         // A host the fleet does not name (a record left from an older fleet) has no id: only
         // freezes of the whole fleet or channel reach it.
-        let id = facts.map(|f| f.id);
         if !self.freezes.is_empty() {
-            let own = facts.map_or(&[][..], |f| &f.freezes[..]);
+            let own = id.map_or(&[][..], |id| &self.pass.fleet.policy_facts(id).freezes[..]);
             let frozen = self.freezes.iter().find(|(_, reach, _)| match reach {
                 ChannelReach::All => true,
                 ChannelReach::Fleet(i) => own.contains(i),
@@ -587,7 +589,7 @@ impl<'a> RolloutPolicies<'a> {
         {
             return Some(Block::Suspended(self.suspended[i].1));
         }
-        if windows { self.pass.window(facts) } else { None }
+        if windows { self.pass.window(id) } else { None }
     }
 }
 
@@ -627,14 +629,16 @@ impl<'a> RolloutGates<'a> {
     }
 
     /// Every gate but the budget, in order, for a record whose host the fleet describes as
-    /// `facts` (`None`: a host the fleet does not stage); the first that blocks wins.
-    fn first_block<'s>(&'s self, record: &'s HostRecord, facts: Option<&'s HostFacts>) -> Option<Block<'s>> {
+    /// `found` (its id and facts; `None`: a host the fleet does not name); the first that
+    /// blocks wins.
+    fn first_block<'s>(&'s self, record: &'s HostRecord, found: Option<(u32, &'s HostFacts)>) -> Option<Block<'s>> {
+        let (id, facts) = (found.map(|(id, _)| id), found.map(|(_, facts)| facts));
         let placement = facts.map_or(Placement::Unstaged, |f| f.placement);
         let gating = facts.map_or(&[][..], |f| f.gating.as_slice());
         if self.quarantined.contains(&&record.target_closure) {
             return Some(Block::Quarantined { closure: &record.target_closure, channel: &record.channel });
         }
-        if let Some(block) = self.policies.block(facts, false) {
+        if let Some(block) = self.policies.block(id, false) {
             return Some(block);
         }
         match self.rollout.state {
@@ -656,7 +660,7 @@ impl<'a> RolloutGates<'a> {
         if spec.is_some_and(|s| s.requires_approval) && !self.rollout.approved_waves.contains(&wave) {
             return Some(Block::Approval { wave });
         }
-        if let Some(block) = self.policies.pass.window(facts) {
+        if let Some(block) = self.policies.pass.window(id) {
             return Some(block);
         }
         for host in gating {

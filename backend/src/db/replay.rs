@@ -1,7 +1,8 @@
-//! Re-deriving rollout and record rows from the event log (SPEC §8). Every log entry that
-//! changes a record or a rollout carries the whole new state (`payload.record`,
-//! `payload.rollout`), and `RolloutOpened` carries the host set whose Pending records it
-//! created; replaying the log in seq order therefore ends with the rows as they are.
+//! Re-deriving rollout and record rows, and the operators' policies, from the event log (SPEC
+//! §8). Every log entry that changes a record or a rollout carries the whole new state
+//! (`payload.record`, `payload.rollout`), `RolloutOpened` carries the host set whose Pending
+//! records it created, and the policy entries carry each freeze and suspension whole;
+//! replaying the log in seq order therefore ends with the rows as they are.
 
 use std::collections::BTreeMap;
 
@@ -9,6 +10,7 @@ use engine::host::HostRecord;
 use engine::rollout::Rollout;
 use shared::api::LogEvent;
 use shared::log::{Carried, LogEntry};
+use shared::policy::{OperatorPolicies, Suspension};
 use shared::{Hostname, RolloutId};
 
 use super::store;
@@ -19,6 +21,9 @@ use super::{Store, on_pool};
 pub struct Replayed {
     pub rollouts: BTreeMap<RolloutId, Rollout>,
     pub records: BTreeMap<(RolloutId, Hostname), HostRecord>,
+    /// Freezes not released (run-out ones included, as the reducer keeps them until its next
+    /// policy change) and suspended hosts.
+    pub policies: OperatorPolicies,
 }
 
 pub fn replay(entries: &[LogEvent]) -> Result<Replayed, String> {
@@ -43,8 +48,34 @@ pub fn replay(entries: &[LogEvent]) -> Result<Replayed, String> {
         if let Some(record) = carried.record {
             out.records.insert((record.rollout_id.clone(), record.hostname.clone()), record);
         }
+        if e.kind.topic() == shared::log::FeedTopic::Policy {
+            let entry = e.entry().map_err(|err| format!("log entry {}: {err}", e.seq))?;
+            apply_policy(&mut out.policies, e, entry);
+        }
     }
     Ok(out)
+}
+
+/// One policy entry applied to the policies as the reducer changed them.
+fn apply_policy(policies: &mut OperatorPolicies, e: &LogEvent, entry: LogEntry) {
+    match (entry, &e.host) {
+        (LogEntry::FreezeStarted(freeze), _) => {
+            // The reducer drops run-out freezes when it adds one.
+            policies.freezes.retain(|f| f.in_force(e.ts));
+            policies.freezes.push(*freeze);
+        }
+        (LogEntry::FreezeReleased(released), _) => {
+            policies.freezes.retain(|f| f.name != released.name);
+            policies.freezes.retain(|f| f.in_force(e.ts));
+        }
+        (LogEntry::HostSuspended(change), Some(host)) => {
+            policies.suspended.insert(host.clone(), Suspension { reason: change.reason, by: change.by, at: e.ts });
+        }
+        (LogEntry::HostResumed(_), Some(host)) => {
+            policies.suspended.remove(host);
+        }
+        _ => {}
+    }
 }
 
 /// Empties the rollout and record tables and refills them from the event log.
@@ -54,6 +85,7 @@ pub async fn rebuild(store: &Store, writer: &Writer) -> Result<Replayed, String>
     let mut batch = store::Batch { rollouts: replayed.rollouts.values().cloned().collect(), ..Default::default() };
     batch.records = replayed.records.values().map(store::RecordRow::new).collect();
     batch.records_through = true;
+    batch.policies = Some(serde_json::to_string(&replayed.policies).map_err(|e| e.to_string())?);
     on_pool!(store, pool => async {
         let mut tx = pool.begin().await?;
         sqlx::query("DELETE FROM host_records").execute(&mut *tx).await?;

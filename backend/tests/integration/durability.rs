@@ -256,6 +256,17 @@ async fn replaying_the_event_log_into_empty_tables_gives_the_same_rollouts_and_r
     app.tick().await;
     app.post("/api/v1/rollouts/stable@a1/approve", json!({"wave": 1})).await;
     app.post("/api/v1/rollouts/stable@a1/pause", json!({})).await;
+    // Policies: a freeze released, one in force, a host resumed, one suspended.
+    for (path, body) in [
+        ("/api/v1/freezes", json!({"name": "f1", "reason": "one"})),
+        ("/api/v1/freezes", json!({"name": "f2", "reason": "two", "selector": {"hosts": ["c"]}})),
+        ("/api/v1/freezes/release", json!({"name": "f1", "reason": "over"})),
+        ("/api/v1/hosts/c/suspend", json!({"reason": "fan"})),
+        ("/api/v1/hosts/d/suspend", json!({"reason": "disk"})),
+        ("/api/v1/hosts/c/resume", json!({"reason": "fixed"})),
+    ] {
+        assert_eq!(app.post(path, body).await.0, 200, "{path}");
+    }
     // A second release supersedes the first.
     app.upload(&f.clone().release_closures("stable", "v2"), "b2").await;
     app.advance(3600);
@@ -263,6 +274,9 @@ async fn replaying_the_event_log_into_empty_tables_gives_the_same_rollouts_and_r
 
     let before = table_rows(&app.state.store).await;
     assert!(before.0.len() == 2 && before.1.len() == 8);
+    let policies = backend::db::store::policies(&app.state.store).await.unwrap();
+    assert_eq!(policies.freezes.len(), 1);
+    assert_eq!(policies.suspended.keys().map(|h| h.as_str()).collect::<Vec<_>>(), ["d"]);
     // A writer of its own (at the epoch the server leads in, on PostgreSQL).
     let epoch = app.state.cluster.this().epoch;
     let writer = backend::db::writer::Writer::open(&app.db.target(), backend::db::BUSY_TIMEOUT, epoch).await.unwrap();
@@ -271,6 +285,7 @@ async fn replaying_the_event_log_into_empty_tables_gives_the_same_rollouts_and_r
     let after = table_rows(&app.state.store).await;
     assert_eq!(after.0, before.0, "rollouts re-derived from the log");
     assert_eq!(after.1, before.1, "records re-derived from the log");
+    assert_eq!(backend::db::store::policies(&app.state.store).await.unwrap(), policies, "policies too");
 }
 
 /// The state of `host`'s record in `host_records` itself and as readers see it.

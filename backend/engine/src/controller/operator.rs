@@ -122,7 +122,10 @@ impl Controller {
                 if self.state.policies.suspended.contains_key(hostname) {
                     return Err(rejected(ErrorCode::AlreadySuspended, format!("{hostname} is already suspended.")));
                 }
-                let suspension = Suspension { reason: reason_text.clone(), by: by.to_owned(), at: now };
+                // At the time its log entry carries (milliseconds), so replaying the log gives
+                // the same suspension.
+                let at = chrono::SubsecRound::trunc_subsecs(now, 3);
+                let suspension = Suspension { reason: reason_text.clone(), by: by.to_owned(), at };
                 self.state.policies.suspended.insert(hostname.clone(), suspension);
                 let entry =
                     LogEntry::HostSuspended(log::SuspensionChange { by: by.to_owned(), reason: reason_text.clone() });
