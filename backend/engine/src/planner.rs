@@ -435,8 +435,7 @@ struct PassPolicies<'a> {
 
 /// Which hosts a freeze in force reaches.
 enum Reach<'a> {
-    /// A fleet freeze, by its index: each host's policy facts list the fleet freezes covering
-    /// it.
+    /// A fleet freeze, by its index: the fleet lists the fleet freezes covering each host.
     Fleet(u16),
     /// The whole fleet (no selector, or `all`).
     Everyone,
@@ -534,7 +533,7 @@ impl<'a> PassPolicies<'a> {
         if !self.any_window_closed {
             return None;
         }
-        let own = &self.fleet.policy_facts(id?).windows;
+        let own = self.fleet.host_windows(id?);
         let mut first: Option<(usize, Option<DateTime<Utc>>)> = None;
         for &i in own {
             let opens = *self.windows.get(i as usize)?;
@@ -551,7 +550,7 @@ impl<'a> PassPolicies<'a> {
 /// How a freeze in force reaches the hosts of one channel.
 enum ChannelReach<'a> {
     All,
-    /// A fleet freeze: the host's policy facts say.
+    /// A fleet freeze: the fleet's list of the host's freezes says.
     Fleet(u16),
     /// The hosts of these ids (sorted).
     Hosts(&'a [u32]),
@@ -573,7 +572,7 @@ impl<'a> RolloutPolicies<'a> {
         // A host the fleet does not name (a record left from an older fleet) has no id: only
         // freezes of the whole fleet or channel reach it.
         if !self.freezes.is_empty() {
-            let own = id.map_or(&[][..], |id| &self.pass.fleet.policy_facts(id).freezes[..]);
+            let own = id.map_or(&[][..], |id| self.pass.fleet.host_freezes(id));
             let frozen = self.freezes.iter().find(|(_, reach, _)| match reach {
                 ChannelReach::All => true,
                 ChannelReach::Fleet(i) => own.contains(i),
