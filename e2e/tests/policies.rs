@@ -1,6 +1,7 @@
 //! Stop the line from the dashboard (SPEC §17): the header's button asks why and for how
 //! long, a banner on every page says who stopped the line, why and until when, hosts the
-//! freeze holds say so, and releasing it from the banner lets them go.
+//! freeze holds say so, and releasing it from the banner lets them go; a host suspended from
+//! the rollout page's host panel says so.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
@@ -47,6 +48,16 @@ async fn stopping_the_line_shows_a_banner_everywhere_and_holds_hosts_until_relea
 
         freezes.release(&name, "payments are back").await?;
         freezes.banner_gone(Duration::from_secs(10)).await?;
+
+        // Suspending a host from the rollout page's host panel: the panel says so, and the
+        // host waits on its suspension.
+        page.act().open("stable@d001").await?;
+        page.check().shows_waves(3).await?;
+        page.act().select_host("api-07").await?;
+        freezes.suspend_selected_host("fan replacement").await?;
+        page.check().selected_host_waits_on("suspended").await?;
+        page.find().css("#suspended-pill", Duration::from_secs(10)).await?;
+        session.screenshot("host-suspended").await?;
 
         // Both are in the log with who and why.
         let log = store::log_after(&session.store, 0, i64::MAX).await?;

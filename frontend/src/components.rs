@@ -138,3 +138,27 @@ pub fn waiting_text(w: &shared::state::WaitingOn, now: chrono::DateTime<chrono::
         None => w.reason.clone(),
     }
 }
+
+/// The dialog that asks why before suspending or resuming a host (`suspending` says which).
+#[component]
+pub fn SuspendDialog(
+    open: RwSignal<bool>,
+    host: Signal<String>,
+    suspending: RwSignal<bool>,
+    on_confirm: Callback<(String, Option<i64>)>,
+) -> impl IntoView {
+    let title = Signal::derive(move || {
+        let verb = if suspending.get() { "Suspend" } else { "Resume" };
+        format!("{verb} {}", host.get())
+    });
+    view! {
+        <ReasonDialog
+            open=open
+            title=title
+            text="A suspended host is skipped by every rollout and does not hold its wave; resumed, it counts again."
+            confirm="Confirm"
+            durations=false
+            on_confirm=on_confirm
+        />
+    }
+}

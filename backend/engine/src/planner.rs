@@ -183,13 +183,7 @@ pub fn plan_rollouts(
                 let host_id = channel_hosts.get_with_id(position, &record.hostname).map(|(id, _)| id);
                 if let Some(block) = gates.policies.block(host_id, true) {
                     actions.push(PlanAction::Withdraw { host: record.hostname.clone(), rollout_id: id.clone() });
-                    actions.push(PlanAction::Hold {
-                        host: record.hostname.clone(),
-                        rollout_id: id.clone(),
-                        gate: block.gate(),
-                        reason: block.to_string(),
-                        until: block.until(),
-                    });
+                    actions.push(block.hold(record, id));
                 }
                 continue;
             }
@@ -207,13 +201,7 @@ pub fn plan_rollouts(
                 // A hold that is already recorded changes nothing: no action (most held hosts
                 // wait for a later wave, pass after pass).
                 if !reasons.held(record, &block) {
-                    actions.push(PlanAction::Hold {
-                        host: record.hostname.clone(),
-                        rollout_id: id.clone(),
-                        gate: block.gate(),
-                        reason: block.to_string(),
-                        until: block.until(),
-                    });
+                    actions.push(block.hold(record, id));
                 }
                 continue;
             }
@@ -333,6 +321,17 @@ impl Block<'_> {
                 return None;
             }
         })
+    }
+
+    /// The action holding `record` of rollout `id` by this block.
+    fn hold(&self, record: &HostRecord, id: &RolloutId) -> PlanAction {
+        PlanAction::Hold {
+            host: record.hostname.clone(),
+            rollout_id: id.clone(),
+            gate: self.gate(),
+            reason: self.to_string(),
+            until: self.until(),
+        }
     }
 
     /// When the block lifts by itself, if it does.

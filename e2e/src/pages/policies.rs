@@ -60,7 +60,15 @@ impl<'a> Freezes<'a> {
         self.confirm_in_dialog(reason, None).await
     }
 
-    async fn confirm_in_dialog(&self, reason: &str, until: Option<&str>) -> anyhow::Result<()> {
+    /// Suspends the host selected on the rollout page from its panel, giving `reason`.
+    pub async fn suspend_selected_host(&self, reason: &str) -> anyhow::Result<()> {
+        self.css("#suspend-host").await?.click().await.context("cannot click Suspend host")?;
+        self.confirm_in_dialog(reason, None).await
+    }
+
+    /// Fills the open reason dialog (checking it will not confirm without a reason) and
+    /// confirms.
+    pub async fn confirm_in_dialog(&self, reason: &str, until: Option<&str>) -> anyhow::Result<()> {
         self.css("#dialog").await?;
         let confirm = self.css("#dialog-confirm").await?;
         ensure!(confirm.attr("disabled").await?.is_some(), "the dialog offers to confirm without a reason");

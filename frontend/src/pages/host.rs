@@ -6,7 +6,7 @@ use leptos::task::spawn_local;
 use shared::api::OperatorAction;
 
 use crate::api;
-use crate::components::{CallErrorNotice, ReasonDialog, host_state_class, waiting_text};
+use crate::components::{CallErrorNotice, SuspendDialog, host_state_class, waiting_text};
 
 /// One host: where it is, what it runs, whether it is suspended (with the operator's suspend
 /// and resume), its records across rollouts and its recent events.
@@ -44,9 +44,9 @@ pub fn HostPage() -> impl IntoView {
             });
         })
     };
-    let title = {
+    let host = {
         let name = name.clone();
-        Signal::derive(move || if suspending.get() { format!("Suspend {name}") } else { format!("Resume {name}") })
+        Signal::derive(move || name.clone())
     };
     view! {
         <section class="page" id="page-host">
@@ -54,14 +54,7 @@ pub fn HostPage() -> impl IntoView {
                 Ok(m) => view! { <p class="notice notice-ok" id="action-result" role="status">{m}</p> }.into_any(),
                 Err(m) => view! { <p class="notice notice-error" id="action-result" role="alert">{m}</p> }.into_any(),
             })}
-            <ReasonDialog
-                open=open
-                title=title
-                text="A suspended host is skipped by every rollout and does not hold its wave; resumed, it counts again."
-                confirm="Confirm"
-                durations=false
-                on_confirm=confirm
-            />
+            <SuspendDialog open=open host=host suspending=suspending on_confirm=confirm />
             {move || match detail.get() {
                 None => view! { <p class="muted">"Loading…"</p> }.into_any(),
                 Some(Err(err)) => view! { <CallErrorNotice err=err /> }.into_any(),

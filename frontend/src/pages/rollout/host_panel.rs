@@ -7,7 +7,7 @@ use shared::api::OperatorAction;
 
 use super::Act;
 use super::live::Live;
-use crate::components::{ReasonDialog, host_state_class, waiting_text};
+use crate::components::{SuspendDialog, host_state_class, waiting_text};
 
 #[component]
 pub fn HostPanel(live: Live, selected: RwSignal<Option<String>>, can_act: Signal<bool>, act: Act) -> impl IntoView {
@@ -23,10 +23,7 @@ pub fn HostPanel(live: Live, selected: RwSignal<Option<String>>, can_act: Signal
         };
         act.run((action, Some(reason), label));
     });
-    let title = Signal::derive(move || {
-        let name = selected.get().unwrap_or_default();
-        if suspending.get() { format!("Suspend {name}") } else { format!("Resume {name}") }
-    });
+    let host = Signal::derive(move || selected.get().unwrap_or_default());
     let panel = move || {
         let name = selected.get()?;
         let cell = live.cells.with_value(|m| m.get(&name).copied())?;
@@ -59,13 +56,6 @@ pub fn HostPanel(live: Live, selected: RwSignal<Option<String>>, can_act: Signal
     };
     view! {
         {panel}
-        <ReasonDialog
-            open=open
-            title=title
-            text="A suspended host is skipped by every rollout and does not hold its wave; resumed, it counts again."
-            confirm="Confirm"
-            durations=false
-            on_confirm=confirm
-        />
+        <SuspendDialog open=open host=host suspending=suspending on_confirm=confirm />
     }
 }
