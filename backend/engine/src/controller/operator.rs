@@ -193,16 +193,16 @@ impl Controller {
                 return Err(invalid("selector: selects no host of the fleet".to_owned()));
             }
         }
-        // Run-out freezes leave the document (the log keeps them).
-        self.state.policies.freezes.retain(|f| f.in_force(now));
-        if self.state.policies.freezes.len() >= MAX_OPERATOR_FREEZES {
+        // Counted without the run-out ones, which leave the document once this one is in
+        // (a refusal changes nothing).
+        if self.state.policies.freezes.iter().filter(|f| f.in_force(now)).count() >= MAX_OPERATOR_FREEZES {
             return Err(rejected(
                 ErrorCode::LimitExceeded,
                 format!("{MAX_OPERATOR_FREEZES} operator freezes are in force; release one first."),
             ));
         }
         let taken = |candidate: &str| {
-            self.state.policies.freezes.iter().any(|f| f.name == candidate)
+            self.state.policies.freezes.iter().any(|f| f.name == candidate && f.in_force(now))
                 || fleet.freezes.iter().any(|f| f.name == candidate && f.in_force(now))
         };
         let name = match name {
@@ -234,6 +234,8 @@ impl Controller {
             reason: reason.to_owned(),
             by: Some(by.to_owned()),
         };
+        // Run-out freezes leave the document (the log keeps them).
+        self.state.policies.freezes.retain(|f| f.in_force(now));
         self.state.policies.freezes.push(freeze.clone());
         Self::note(now, None, None, None, LogEntry::FreezeStarted(Box::new(freeze)), out);
         self.policies_changed(out);
