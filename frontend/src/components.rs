@@ -135,7 +135,7 @@ pub fn ReasonDialog(
 pub fn waiting_text(w: &shared::state::WaitingOn, now: chrono::DateTime<chrono::Utc>) -> String {
     match w.until {
         Some(until) => format!("{}, {}", w.reason, crate::policies::from_now(until, now)),
-        None => w.reason.clone(),
+        None => w.reason.to_string(),
     }
 }
 

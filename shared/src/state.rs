@@ -1,6 +1,7 @@
 //! States, events and snapshots as they appear on the wire (SPEC §3, §4, §5, §9.1).
 
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -226,7 +227,11 @@ impl fmt::Display for Gate {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WaitingOn {
     pub gate: Gate,
-    pub reason: String,
+    /// Shared by the hosts a pass holds for the same reason (most held hosts of a rollout
+    /// wait on one of a few): one allocation instead of one per host, and comparing a host's
+    /// hold with the reason the pass found is then mostly a pointer comparison.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub reason: Arc<str>,
     pub since: DateTime<Utc>,
     /// When the gate is known to lift by itself (a maintenance window opening, a freeze
     /// running out): the dashboard shows how long that is from now.

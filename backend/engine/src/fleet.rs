@@ -209,16 +209,16 @@ impl VerifiedFleet {
         self.run_starts.binary_search(&start).ok().map(|i| i as u32)
     }
 
+    /// The name of the host of id `id`.
+    pub fn host_name(&self, id: u32) -> Option<&Hostname> {
+        self.facts.get(id as usize).map(|(name, _)| name)
+    }
+
     /// The host's id (its index in the fleet) and the id of its channel.
     pub fn host_ids(&self, host: &Hostname) -> Option<(u32, u32)> {
         let index = *self.by_name.get(host)?;
         let channel = self.run_starts.partition_point(|start| *start <= index as usize).checked_sub(1)? as u32;
         Some((index, channel))
-    }
-
-    /// How many channels have hosts (channel ids are below this).
-    pub fn channel_count(&self) -> usize {
-        self.run_starts.len()
     }
 
     /// Whether the fleet's freeze `index` covers a host of channel `channel_id`.

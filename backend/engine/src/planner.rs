@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Write as _};
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use shared::log::{self, LogEntry};
@@ -39,7 +40,7 @@ pub enum PlanAction {
         host: Hostname,
         rollout_id: RolloutId,
         gate: Gate,
-        reason: String,
+        reason: Arc<str>,
         until: Option<DateTime<Utc>>,
     },
     /// A dispatch the agent has not picked up yet, of a host a freeze, a suspension or a
@@ -88,7 +89,7 @@ pub fn apply(state: &mut FleetState, set: &ManifestSet, action: &PlanAction, now
             let Some(record) = state.records.get_mut(rollout_id).and_then(|r| r.get_mut(host)) else {
                 return vec![];
             };
-            if record.waiting_on.as_ref().is_some_and(|w| w.gate == *gate && &w.reason == reason) {
+            if record.waiting_on.as_ref().is_some_and(|w| w.gate == *gate && w.reason == *reason) {
                 return vec![];
             }
             record.waiting_on =
@@ -97,7 +98,7 @@ pub fn apply(state: &mut FleetState, set: &ManifestSet, action: &PlanAction, now
                 rollout_id: Some(rollout_id.clone()),
                 host: Some(host.clone()),
                 channel: Some(record.channel.clone()),
-                entry: LogEntry::HostHeld(log::HostHeld { gate: *gate, reason: reason.clone(), until: *until }),
+                entry: LogEntry::HostHeld(log::HostHeld { gate: *gate, reason: reason.to_string(), until: *until }),
             })]
         }
         PlanAction::Withdraw { host, rollout_id } => {
@@ -162,15 +163,17 @@ pub fn plan_rollouts(
         };
         let mut current_wave = rollout.current_wave;
         let waves = fleet.waves(&rollout.channel);
+        let rollout_policies = policies.for_channel(&rollout.channel);
         if rollout.state == RolloutState::Active
             && (current_wave as usize) + 1 < waves.len()
-            && wave_complete(fleet, &rollout.channel, current_wave, records.values(), &state.policies.suspended)
-                == Some(true)
+            && wave_complete(fleet, &rollout.channel, current_wave, records.values(), |id| {
+                rollout_policies.suspension(id).is_some()
+            }) == Some(true)
         {
             current_wave += 1;
             actions.push(PlanAction::AdvanceWave { rollout_id: id.clone(), to: current_wave });
         }
-        let gates = RolloutGates::new(manifests, state, quarantines, &policies, rollout, records, current_wave);
+        let gates = RolloutGates::new(manifests, state, quarantines, rollout_policies, rollout, records, current_wave);
         let mut reasons = Reasons::default();
         let channel_hosts = fleet.channel_facts(&rollout.channel);
 
@@ -183,7 +186,7 @@ pub fn plan_rollouts(
                 let host_id = channel_hosts.get_with_id(position, &record.hostname).map(|(id, _)| id);
                 if let Some(block) = gates.policies.block(host_id, true) {
                     actions.push(PlanAction::Withdraw { host: record.hostname.clone(), rollout_id: id.clone() });
-                    actions.push(block.hold(record, id));
+                    actions.push(block.hold(record, id, block.to_string().into()));
                 }
                 continue;
             }
@@ -200,8 +203,8 @@ pub fn plan_rollouts(
             if let Some(block) = block {
                 // A hold that is already recorded changes nothing: no action (most held hosts
                 // wait for a later wave, pass after pass).
-                if !reasons.held(record, &block) {
-                    actions.push(block.hold(record, id));
+                if let Some(reason) = reasons.new_hold(record, &block) {
+                    actions.push(block.hold(record, id, reason));
                 }
                 continue;
             }
@@ -227,10 +230,13 @@ pub fn plan_rollouts(
 
 /// The reasons of one rollout's blocks that do not depend on the host, each rendered once:
 /// most held hosts of a rollout wait on the same few (later waves, an approval, a paused
-/// rollout), and formatting the reason again for every host was a fifth of a full pass.
+/// rollout), and formatting the reason again for every host was a fifth of a full pass. Each
+/// is the reason the rollout's held hosts share once the first of them matched it, so that the
+/// next ones compare by pointer: reading every held host's reason from memory was a third of
+/// a settled pass.
 #[derive(Default)]
 struct Reasons {
-    rendered: Vec<(SharedBlock, String)>,
+    rendered: Vec<(SharedBlock, Arc<str>)>,
 }
 
 /// A block that reads the same for every host of a rollout.
@@ -254,24 +260,44 @@ enum SharedBlock {
 }
 
 impl Reasons {
-    /// Whether `record` already waits on `block` (same gate, same reason), checked without
-    /// rendering the reason into a new string per host.
-    fn held(&mut self, record: &HostRecord, block: &Block<'_>) -> bool {
-        let Some(waiting) = record.waiting_on.as_ref().filter(|w| w.gate == block.gate()) else {
-            return false;
-        };
+    /// The reason to hold `record` by `block` with, unless it already waits on `block` (same
+    /// gate, same reason); checked without rendering the reason into a new string per host.
+    fn new_hold(&mut self, record: &HostRecord, block: &Block<'_>) -> Option<Arc<str>> {
+        let waiting = record.waiting_on.as_ref().filter(|w| w.gate == block.gate());
         let Some(key) = block.shared() else {
-            return renders_as(block, &waiting.reason);
+            let held = waiting.is_some_and(|waiting| match block {
+                // Each suspended host is held pass after pass: compared without the formatting.
+                Block::Suspended(suspension) => suspension_reads(suspension, &waiting.reason),
+                _ => renders_as(block, &waiting.reason),
+            });
+            return (!held).then(|| block.to_string().into());
         };
         let index = match self.rendered.iter().position(|(k, _)| *k == key) {
             Some(i) => i,
             None => {
-                self.rendered.push((key, block.to_string()));
+                self.rendered.push((key, block.to_string().into()));
                 self.rendered.len() - 1
             }
         };
-        self.rendered[index].1 == waiting.reason
+        let shared = &mut self.rendered[index].1;
+        match waiting {
+            Some(w) if Arc::ptr_eq(&w.reason, shared) => None,
+            Some(w) if w.reason == *shared => {
+                *shared = w.reason.clone();
+                None
+            }
+            _ => Some(shared.clone()),
+        }
     }
+}
+
+/// How a suspended host's hold reads, before who suspended it and why.
+const SUSPENDED_BY: &str = "the host is suspended by ";
+
+/// Whether `reason` is the hold reason of `suspension` (what [`Block::Suspended`] displays).
+fn suspension_reads(suspension: &Suspension, reason: &str) -> bool {
+    let rest = reason.strip_prefix(SUSPENDED_BY).and_then(|r| r.strip_prefix(suspension.by.as_str()));
+    rest.and_then(|r| r.strip_prefix(": ")) == Some(suspension.reason.as_str())
 }
 
 /// Whether `value` displays exactly as `expected`, compared piece by piece as it is formatted.
@@ -323,13 +349,14 @@ impl Block<'_> {
         })
     }
 
-    /// The action holding `record` of rollout `id` by this block.
-    fn hold(&self, record: &HostRecord, id: &RolloutId) -> PlanAction {
+    /// The action holding `record` of rollout `id` by this block, for `reason` (how the block
+    /// displays).
+    fn hold(&self, record: &HostRecord, id: &RolloutId, reason: Arc<str>) -> PlanAction {
         PlanAction::Hold {
             host: record.hostname.clone(),
             rollout_id: id.clone(),
             gate: self.gate(),
-            reason: self.to_string(),
+            reason,
             until: self.until(),
         }
     }
@@ -374,7 +401,7 @@ impl fmt::Display for Block<'_> {
                     (None, None) => f.write_str(" (signed fleet)"),
                 }
             }
-            Block::Suspended(s) => write!(f, "the host is suspended by {}: {}", s.by, s.reason),
+            Block::Suspended(s) => write!(f, "{SUSPENDED_BY}{}: {}", s.by, s.reason),
             Block::Window { window, opens: Some(at), .. } => write!(
                 f,
                 "maintenance window {} opens {} {}",
@@ -411,7 +438,9 @@ pub fn evaluate_synth_gates(
     let rollout = state.rollouts.get(&record.rollout_id)?;
     let records = state.records.get(&record.rollout_id)?;
     let policies = PassPolicies::new(&manifests.fleet, state, now);
-    let gates = RolloutGates::new(manifests, state, quarantines, &policies, rollout, records, rollout.current_wave);
+    let rollout_policies = policies.for_channel(&rollout.channel);
+    let gates =
+        RolloutGates::new(manifests, state, quarantines, rollout_policies, rollout, records, rollout.current_wave);
     let block = gates.first_block(record, manifests.fleet.host_with_id(&record.hostname))?;
     Some((block.gate(), block.to_string()))
 }
@@ -427,9 +456,10 @@ struct PassPolicies<'a> {
     /// Per fleet window: `None` while open, else when it next opens.
     windows: Vec<Option<Option<DateTime<Utc>>>>,
     any_window_closed: bool,
-    /// Suspended hosts by channel id, each channel's as (host id, suspension) sorted by id
-    /// (empty: none). Ids, not names: comparing names per host was a quarter of a pass.
-    suspended: Vec<Vec<(u32, &'a Suspension)>>,
+    /// Suspended hosts as (channel id, host id, suspension), sorted by channel and host (one
+    /// allocation; each channel's a slice of it). Ids, not names: comparing names per host was
+    /// a quarter of a pass.
+    suspended: Vec<(u32, u32, &'a Suspension)>,
 }
 
 /// Which hosts a freeze in force reaches.
@@ -485,20 +515,10 @@ impl<'a> PassPolicies<'a> {
         let freezes: Vec<_> = fleet_freezes.chain(operator_freezes).collect();
         let windows: Vec<_> = fleet.windows.iter().map(|w| (!w.is_open(now)).then(|| w.next_open(now))).collect();
         let any_window_closed = windows.iter().any(Option::is_some);
-        let mut suspended = Vec::new();
-        if !state.policies.suspended.is_empty() {
-            suspended = vec![Vec::new(); fleet.channel_count()];
-            for (host, suspension) in &state.policies.suspended {
-                if let Some((id, channel)) = fleet.host_ids(host)
-                    && let Some(list) = suspended.get_mut(channel as usize)
-                {
-                    list.push((id, suspension));
-                }
-            }
-            for list in &mut suspended {
-                list.sort_unstable_by_key(|(id, _)| *id);
-            }
-        }
+        let mut suspended: Vec<_> = (state.policies.suspended.iter())
+            .filter_map(|(host, suspension)| fleet.host_ids(host).map(|(id, channel)| (channel, id, suspension)))
+            .collect();
+        suspended.sort_unstable_by_key(|&(channel, id, _)| (channel, id));
         PassPolicies { fleet, freezes, windows, any_window_closed, suspended }
     }
 
@@ -522,7 +542,11 @@ impl<'a> PassPolicies<'a> {
                 Some((index, reach, *freeze))
             })
             .collect();
-        let suspended = id.and_then(|id| self.suspended.get(id as usize)).map_or(&[][..], Vec::as_slice);
+        let suspended = id.map_or(&[][..], |id| {
+            let start = self.suspended.partition_point(|&(c, _, _)| c < id);
+            let end = start + self.suspended[start..].partition_point(|&(c, _, _)| c == id);
+            &self.suspended[start..end]
+        });
         RolloutPolicies { pass: self, freezes, suspended }
     }
 
@@ -560,7 +584,8 @@ struct RolloutPolicies<'a> {
     pass: &'a PassPolicies<'a>,
     /// (index among the pass's freezes, reach, freeze)
     freezes: Vec<(usize, ChannelReach<'a>, &'a Freeze)>,
-    suspended: &'a [(u32, &'a Suspension)],
+    /// The channel's slice of [`PassPolicies::suspended`].
+    suspended: &'a [(u32, u32, &'a Suspension)],
 }
 
 impl<'a> RolloutPolicies<'a> {
@@ -581,13 +606,19 @@ impl<'a> RolloutPolicies<'a> {
                 return Some(Block::Frozen { index, freeze });
             }
         }
-        if !self.suspended.is_empty()
-            && let Some(id) = id
-            && let Ok(i) = self.suspended.binary_search_by_key(&id, |(host, _)| *host)
-        {
-            return Some(Block::Suspended(self.suspended[i].1));
+        if let Some(suspension) = id.and_then(|id| self.suspension(id)) {
+            return Some(Block::Suspended(suspension));
         }
         if windows { self.pass.window(id) } else { None }
+    }
+
+    /// The suspension of host `id` of this channel, if it is suspended.
+    fn suspension(&self, id: u32) -> Option<&'a Suspension> {
+        if self.suspended.is_empty() {
+            return None;
+        }
+        let i = self.suspended.binary_search_by_key(&id, |&(_, host, _)| host).ok()?;
+        Some(self.suspended[i].2)
     }
 }
 
@@ -609,14 +640,14 @@ impl<'a> RolloutGates<'a> {
         manifests: &'a ManifestSet,
         state: &FleetState,
         quarantines: &'a Quarantines,
-        policies: &'a PassPolicies<'a>,
+        policies: RolloutPolicies<'a>,
         rollout: &'a Rollout,
         records: &'a BTreeMap<Hostname, HostRecord>,
         current_wave: u32,
     ) -> RolloutGates<'a> {
         let channel = &rollout.channel;
         RolloutGates {
-            policies: policies.for_channel(channel),
+            policies,
             rollout,
             records,
             waves: manifests.fleet.waves(channel),
@@ -777,4 +808,29 @@ fn budgets_in_flight(manifests: &ManifestSet, state: &FleetState, now: DateTime<
         }
     }
     counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_suspended_hold_is_compared_as_it_displays() {
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        let s = Suspension { reason: "disk: replacement".into(), by: "bob".into(), at };
+        let shown = Block::Suspended(&s).to_string();
+        assert_eq!(shown, "the host is suspended by bob: disk: replacement");
+        assert!(suspension_reads(&s, &shown));
+        for other in [
+            "the host is suspended by bob: disk: replacement ",
+            "the host is suspended by bob: disk",
+            "the host is suspended by bo: disk: replacement",
+            "the host is suspended by alice: disk: replacement",
+            "",
+        ] {
+            assert!(!suspension_reads(&s, other), "{other}");
+        }
+        let by_other = Suspension { by: "bob: disk".into(), reason: "replacement".into(), at };
+        assert!(suspension_reads(&by_other, &shown), "the same words by another split read the same");
+    }
 }

@@ -132,7 +132,7 @@ pub fn wave_complete<'r>(
     channel: &Channel,
     wave: u32,
     records: impl Iterator<Item = &'r HostRecord> + Clone,
-    suspended: &Suspended,
+    suspended: impl Fn(u32) -> bool,
 ) -> Option<bool> {
     // Only a host that is not done can keep the wave open, so the placement is only needed
     // for those; done hosts are skipped on their own state.
@@ -141,8 +141,13 @@ pub fn wave_complete<'r>(
     let budget = fleet.waves(channel).get(wave as usize).and_then(|w| w.max_failures);
     let mut failed = false;
     for (i, r) in records.clone().enumerate() {
-        if r.done_for_ordering() || !in_wave((i, r)) || (!suspended.is_empty() && suspended.contains_key(&r.hostname)) {
+        if r.done_for_ordering() {
             continue;
+        }
+        // Placement and suspension both read the host's id from the fleet's facts.
+        match facts.get_with_id(i, &r.hostname) {
+            Some((id, f)) if f.placement == Placement::Wave(wave) && !suspended(id) => {}
+            _ => continue,
         }
         if budget.is_some() && r.failure_settled() {
             failed = true;
@@ -317,13 +322,10 @@ where
                         rollout.current_wave + 1
                     )));
                 }
-                let complete = wave_complete(
-                    ctx.fleet,
-                    &rollout.channel,
-                    rollout.current_wave,
-                    ctx.records.clone(),
-                    ctx.suspended,
-                );
+                let complete =
+                    wave_complete(ctx.fleet, &rollout.channel, rollout.current_wave, ctx.records.clone(), |id| {
+                        ctx.fleet.host_name(id).is_some_and(|h| ctx.suspended.contains_key(h))
+                    });
                 let allowed = match by {
                     AdvancedBy::Auto => complete == Some(true) && rollout.state == S::Active,
                     // An operator may move past an empty wave; that is what it waits for.

@@ -1,7 +1,7 @@
 //! The in-memory state the planner reads and the pure operations that change it. The reducer
 //! owns one `FleetState`; every change here returns effects for the applier to persist.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -111,6 +111,22 @@ pub struct FleetState {
 }
 
 impl FleetState {
+    /// Lets the records held for the same reason share one copy of it, as the pass that held
+    /// them did (records read back from the database each come with their own): the planner
+    /// then compares them by pointer (see `planner::Reasons`).
+    pub fn share_hold_reasons(&mut self) {
+        let mut seen: HashSet<Arc<str>> = HashSet::new();
+        for record in self.records.values_mut().flat_map(BTreeMap::values_mut) {
+            let Some(waiting) = record.waiting_on.as_mut() else { continue };
+            match seen.get(&waiting.reason) {
+                Some(shared) => waiting.reason = shared.clone(),
+                None => {
+                    seen.insert(waiting.reason.clone());
+                }
+            }
+        }
+    }
+
     /// The most recently opened rollout of `channel`, in any state.
     pub fn current_rollout(&self, channel: &Channel) -> Option<&Rollout> {
         self.rollouts.values().filter(|r| &r.channel == channel).max_by_key(|r| r.opened_seq)

@@ -388,7 +388,7 @@ fn applied_action(row: LogRow) -> Option<PlanAction> {
             soak_seconds: d.soak_seconds,
         },
         LogEntry::HostHeld(h) => {
-            PlanAction::Hold { host: row.host?, rollout_id, gate: h.gate, reason: h.reason, until: h.until }
+            PlanAction::Hold { host: row.host?, rollout_id, gate: h.gate, reason: h.reason.into(), until: h.until }
         }
         _ => return None,
     })

@@ -12,7 +12,7 @@ use shared::{Channel, Closure};
 
 fn hold_of<'a>(actions: &'a [PlanAction], host: &str) -> Option<(Gate, &'a str)> {
     actions.iter().find_map(|a| match a {
-        PlanAction::Hold { host: h, gate, reason, .. } if h.as_str() == host => Some((*gate, reason.as_str())),
+        PlanAction::Hold { host: h, gate, reason, .. } if h.as_str() == host => Some((*gate, &**reason)),
         _ => None,
     })
 }
@@ -396,4 +396,28 @@ fn a_pass_over_some_rollouts_answers_for_them_as_a_full_pass_does_and_counts_bud
     let scoped = engine::planner::plan_rollouts(s.set(), &s.state, &s.quarantines, s.now, Some(&green));
     assert!(scoped.is_empty(), "g1's budget hold is recorded, b1 holds the budget: {scoped:?}");
     assert_eq!(s.record("green@c0ffee", "g1").waiting_on.as_ref().map(|w| w.gate), Some(Gate::Budget));
+}
+
+#[test]
+fn hosts_held_for_one_reason_share_it_and_records_read_back_share_it_again() {
+    let mut s = Scenario::new(
+        single(&["a", "b", "c", "d"]).waves("stable", &[&["a"], &["b", "c", "d"]]).manifest_set("c0ffee"),
+    );
+    s.tick();
+    let reason = |s: &Scenario, host: &str| s.record(R, host).waiting_on.clone().unwrap().reason;
+    let held = ["b", "c", "d"].map(|h| reason(&s, h));
+    assert_eq!(&*held[0], "wave 1 is not current yet (current wave 0)");
+    assert!(held.iter().all(|r| std::sync::Arc::ptr_eq(r, &held[0])), "one pass's holds share the reason");
+
+    // Read back from the database, each record has its own copy: the planner still sees the
+    // holds as recorded, and sharing them again makes them one.
+    for record in s.state.records.values_mut().flat_map(|r| r.values_mut()) {
+        *record = serde_json::from_value(serde_json::to_value(&*record).unwrap()).unwrap();
+    }
+    assert!(!std::sync::Arc::ptr_eq(&reason(&s, "b"), &reason(&s, "c")));
+    assert!(s.plan().is_empty(), "nothing to hold again");
+    s.state.share_hold_reasons();
+    let held = ["b", "c", "d"].map(|h| reason(&s, h));
+    assert!(held.iter().all(|r| std::sync::Arc::ptr_eq(r, &held[0])));
+    assert!(s.plan().is_empty());
 }

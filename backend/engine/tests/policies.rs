@@ -40,7 +40,7 @@ fn gate_of(s: &Scenario, rollout: &str, host: &str) -> Option<Gate> {
 }
 
 fn reason_of(s: &Scenario, rollout: &str, host: &str) -> String {
-    s.record(rollout, host).waiting_on.as_ref().map(|w| w.reason.clone()).unwrap_or_default()
+    s.record(rollout, host).waiting_on.as_ref().map(|w| w.reason.to_string()).unwrap_or_default()
 }
 
 fn rejected_code(result: Result<engine::controller::Acted, Refusal>) -> ErrorCode {
@@ -273,7 +273,7 @@ fn every_gate_holds_in_the_documented_order_first_block_wins() {
             }
             Gate::Window => {
                 let waiting = s.record(R, "x").waiting_on.clone().unwrap();
-                assert_eq!(waiting.reason, "maintenance window afternoon opens Thu 12:30 UTC");
+                assert_eq!(&*waiting.reason, "maintenance window afternoon opens Thu 12:30 UTC");
                 assert_eq!(waiting.until, Some(t0() + Duration::minutes(30)));
                 s.advance(30 * 60);
             }
@@ -309,7 +309,7 @@ fn a_freeze_lets_activating_hosts_finish_withdraws_unacknowledged_dispatches_and
         host: host("b"),
         rollout_id: Scenario::rid(R),
         gate: Gate::Freeze,
-        reason: format!("frozen by {name}: stop the line (set by bob, until released)"),
+        reason: format!("frozen by {name}: stop the line (set by bob, until released)").into(),
         until: None,
     }));
     assert!(s.record(R, "b").dispatch.is_none(), "the unacknowledged dispatch was withdrawn");
@@ -351,7 +351,7 @@ fn a_signed_freeze_holds_its_hosts_from_its_start_to_its_end_and_only_a_new_flee
     s.tick();
     assert_eq!(gate_of(&s, R, "b"), Some(Gate::Freeze));
     let waiting = s.record(R, "b").waiting_on.clone().unwrap();
-    assert_eq!(waiting.reason, "frozen by xmas: holidays (signed fleet, until 2026-11-26 15:00 UTC)");
+    assert_eq!(&*waiting.reason, "frozen by xmas: holidays (signed fleet, until 2026-11-26 15:00 UTC)");
     assert_eq!(waiting.until, Some(to));
     assert_eq!(rejected_code(s.act(OperatorAction::Unfreeze { name: "xmas".into() }, "")), ErrorCode::UnknownFreeze);
     s.now = to;

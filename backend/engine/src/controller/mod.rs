@@ -132,6 +132,7 @@ impl Controller {
         for record in restored.records {
             c.state.records.entry(record.rollout_id.clone()).or_default().insert(record.hostname.clone(), record);
         }
+        c.state.share_hold_reasons();
         c.quarantines.extend(restored.quarantines);
         c.state.policies = restored.policies;
         for (host, at, closure) in restored.presence {
