@@ -4,7 +4,6 @@ mod api;
 mod app;
 mod components;
 mod feed;
-mod log;
 mod pages;
 mod policies;
 mod session;

@@ -519,6 +519,15 @@ impl LogEvent {
         LogEntry::from_payload(self.kind, &mut serde_json::Deserializer::from_str(self.payload.get()))
     }
 
+    /// The entry in one line of words ([`LogEntry::describe`]); one whose payload cannot be
+    /// read says so.
+    pub fn describe(&self) -> String {
+        match self.entry() {
+            Ok(entry) => entry.describe(),
+            Err(err) => format!("{} (unreadable: {err})", self.kind),
+        }
+    }
+
     /// The record (`R`) or rollout (`O`) the entry carries, as the caller's view of them.
     pub fn carried<R: serde::de::DeserializeOwned, O: serde::de::DeserializeOwned>(
         &self,

@@ -61,6 +61,13 @@ macro_rules! name_type {
             }
         }
 
+        impl std::str::FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, IdError> {
+                Self::parse(s)
+            }
+        }
+
         impl From<$name> for String {
             fn from(v: $name) -> String {
                 v.0.into_string()
@@ -141,6 +148,13 @@ impl TryFrom<String> for RolloutId {
     }
 }
 
+impl std::str::FromStr for RolloutId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        Self::parse(s)
+    }
+}
+
 impl From<RolloutId> for String {
     fn from(v: RolloutId) -> String {
         v.0
@@ -177,6 +191,13 @@ impl Closure {
 impl TryFrom<String> for Closure {
     type Error = IdError;
     fn try_from(s: String) -> Result<Self, IdError> {
+        Self::parse(s)
+    }
+}
+
+impl std::str::FromStr for Closure {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
         Self::parse(s)
     }
 }

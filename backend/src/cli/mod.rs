@@ -1,5 +1,6 @@
 //! The `fleetwave` command line: one binary, one subcommand per job (SPEC §12).
 
+pub mod ctl;
 pub mod operator;
 mod serve;
 pub mod signing;
@@ -42,6 +43,14 @@ pub enum Command {
     /// Manage operators and viewers.
     #[command(subcommand)]
     Operator(operator::OperatorCommand),
+    /// Operate the fleet from a terminal through the API: status, rollouts, actions, watch.
+    Ctl(ctl::CtlArgs),
+    /// Print shell completions for `fleetwave` (e.g. `fleetwave completions bash >
+    /// /etc/bash_completion.d/fleetwave`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Entry point of the binary: parse, set up logging, run the subcommand, map errors to an
@@ -50,6 +59,13 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     let result = match cli.command {
+        // Its exit codes say what happened (SPEC §18).
+        Command::Ctl(args) => return ctl::main(args),
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(shell, &mut Cli::command(), "fleetwave", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Serve(config) => run_async(serve::run(config)),
         Command::Keygen(args) => signing::keygen(args),
         Command::Sign(args) => signing::sign(args),
@@ -68,7 +84,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-pub fn run_async(job: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+pub fn run_async<T>(job: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => anyhow::bail!("cannot start the async runtime: {err}"),

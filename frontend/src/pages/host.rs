@@ -102,7 +102,7 @@ pub fn HostPage() -> impl IntoView {
                             <li class="log-entry">
                                 <span class="log-time">{e.ts.format("%H:%M:%S").to_string()}</span>
                                 <span class="log-host">{e.rollout_id.as_ref().map(|r| r.to_string()).unwrap_or_default()}</span>
-                                <span class="log-text">{crate::log::describe(&e)}</span>
+                                <span class="log-text">{e.describe()}</span>
                             </li>
                         }).collect_view()}</ol>
                     }.into_any()

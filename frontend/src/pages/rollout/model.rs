@@ -27,7 +27,7 @@ impl LogLine {
             time: entry.ts.format("%H:%M:%S").to_string(),
             host: entry.host.as_ref().map(|h| h.to_string()).unwrap_or_default(),
             kind: entry.kind,
-            text: crate::log::describe(entry),
+            text: entry.describe(),
         }
     }
 }
