@@ -53,6 +53,7 @@ fn verify_with_names(
         set: ManifestSet::new(fleet, manifests),
         fleet_artifact,
         manifest_artifacts: artifacts.into_iter().collect(),
+        uploaded_by: None,
     })
 }
 

@@ -543,6 +543,50 @@ pub struct EventsPage {
     pub events: Vec<LogEvent>,
 }
 
+/// One line of `GET /api/v1/audit` (JSON lines): an entry of the event log that records what
+/// a person did ([`crate::log::LogKind::AUDITED`]), who did it, and the entry in words.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub ts: DateTime<Utc>,
+    pub kind: LogKind,
+    /// The operator; `manifests-directory` for a release read from the server's directory.
+    pub actor: String,
+    pub what: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_id: Option<RolloutId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Hostname>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<Channel>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub payload: Box<serde_json::value::RawValue>,
+}
+
+/// Who an audited entry names as having done it.
+pub const MANIFESTS_DIRECTORY: &str = "manifests-directory";
+
+impl LogEvent {
+    /// The audit line of this entry, if it is one a person did.
+    pub fn audit(&self) -> Option<AuditEntry> {
+        let entry = self.entry().ok()?;
+        let actor = entry.actor()?;
+        Some(AuditEntry {
+            seq: self.seq,
+            ts: self.ts,
+            kind: self.kind,
+            actor,
+            what: entry.describe(),
+            rollout_id: self.rollout_id.clone(),
+            host: self.host.clone(),
+            channel: self.channel.clone(),
+            payload: self.payload.clone(),
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
@@ -658,6 +702,9 @@ pub struct ManifestSummary {
     /// hostSet, or a newer release of its channel in force).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub opens_nothing: Vec<String>,
+    /// The operator who uploaded it; none when it was read from the manifests directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploaded_by: Option<String>,
 }
 
 /// Operator actions (SPEC §7), as the reducer takes them and the log records them.

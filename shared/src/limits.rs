@@ -20,6 +20,8 @@ pub const MAX_PROBES: usize = 64;
 pub const MAX_STDERR_TAIL_BYTES: usize = 8 * 1024;
 /// `ProbeResult.reason`.
 pub const MAX_REASON_BYTES: usize = 1024;
+/// An operator's (or viewer's) name.
+pub const MAX_OPERATOR_NAME_BYTES: usize = 64;
 /// `ActivationDeferred.component` (e.g. `kernel`, `initrd`).
 pub const MAX_COMPONENT_BYTES: usize = 256;
 /// Times agents send are RFC 3339 with four-digit years, from the Unix epoch on.

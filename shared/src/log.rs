@@ -384,7 +384,38 @@ impl<R: Serialize, O: Serialize> Serialize for StoredPayload<'_, R, O> {
     }
 }
 
+impl LogKind {
+    /// The kinds that record what a person did (SPEC §18's audit): operator actions, uploads,
+    /// quarantines, freezes and suspensions. The database's partial index `event_log_audit`
+    /// lists the same kinds in the same order (a test compares them).
+    pub const AUDITED: [LogKind; 8] = [
+        LogKind::OperatorAction,
+        LogKind::ManifestSetUpdated,
+        LogKind::QuarantineAdded,
+        LogKind::QuarantineReleased,
+        LogKind::FreezeStarted,
+        LogKind::FreezeReleased,
+        LogKind::HostSuspended,
+        LogKind::HostResumed,
+    ];
+}
+
 impl LogEntry {
+    /// Who did what the entry records, for the kinds in [`LogKind::AUDITED`].
+    pub fn actor(&self) -> Option<String> {
+        Some(match self {
+            LogEntry::OperatorAction(a) => a.operator.clone(),
+            LogEntry::ManifestSetUpdated(m) => {
+                m.uploaded_by.clone().unwrap_or_else(|| crate::api::MANIFESTS_DIRECTORY.to_owned())
+            }
+            LogEntry::QuarantineAdded(q) | LogEntry::QuarantineReleased(q) => q.by.clone(),
+            LogEntry::FreezeStarted(f) => f.by.clone()?,
+            LogEntry::FreezeReleased(f) => f.by.clone(),
+            LogEntry::HostSuspended(s) | LogEntry::HostResumed(s) => s.by.clone(),
+            _ => return None,
+        })
+    }
+
     /// The entry in one line of words, as the dashboard and `fleetwave ctl` show it; one arm
     /// per kind, so a new kind does not compile until it says what it means.
     pub fn describe(&self) -> String {
@@ -407,7 +438,11 @@ impl LogEntry {
             LogEntry::WaveApproved(w) => format!("wave {} approved", w.wave),
             LogEntry::QuarantineAdded(q) => format!("{} quarantined by {}: {}", q.closure, q.by, q.reason),
             LogEntry::QuarantineReleased(q) => format!("{} released by {}", q.closure, q.by),
-            LogEntry::ManifestSetUpdated(m) => format!("manifest set in force: {} rollouts", m.rollouts.len()),
+            LogEntry::ManifestSetUpdated(m) => format!(
+                "manifest set in force: {} rollouts{}",
+                m.rollouts.len(),
+                m.uploaded_by.as_deref().map(|b| format!(" (uploaded by {b})")).unwrap_or_default()
+            ),
             LogEntry::OperatorAction(a) => format!(
                 "{} by {}{}",
                 a.action.name(),

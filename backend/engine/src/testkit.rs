@@ -258,7 +258,9 @@ impl Scenario {
     /// Uploads a verified manifest set, as `POST /api/v1/manifests` does.
     pub fn upload(&mut self, set: ManifestSet) -> shared::api::ManifestSummary {
         let now = self.now;
-        self.controller.manifests(now, set, &mut Vec::new()).unwrap_or_else(|e| panic!("testkit upload: {e}"))
+        self.controller
+            .manifests(now, set, Some("testkit".into()), &mut Vec::new())
+            .unwrap_or_else(|e| panic!("testkit upload: {e}"))
     }
 
     /// What a plan pass would do now, without doing it.

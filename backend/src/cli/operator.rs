@@ -51,7 +51,8 @@ pub async fn run(command: OperatorCommand) -> anyhow::Result<()> {
     match command {
         OperatorCommand::Add(args) => {
             let name = args.name.trim();
-            anyhow::ensure!(!name.is_empty() && name.len() <= 64, "--name must be 1–64 characters");
+            let max = shared::limits::MAX_OPERATOR_NAME_BYTES;
+            anyhow::ensure!(!name.is_empty() && name.len() <= max, "--name must be 1–{max} bytes");
             let pool = db::open(&args.db).await?;
             let token = new_token();
             db::auth::add_operator(&pool, name, args.role, &token_hash(&token), chrono::Utc::now())

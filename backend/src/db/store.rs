@@ -393,6 +393,34 @@ pub async fn log_after(store: &Store, after: i64, limit: i64) -> Result<Vec<LogE
     log_events(on_pool!(store, pool => sqlx::query_as(&sql).bind(after).bind(limit).fetch_all(pool).await)?)
 }
 
+/// The `kind IN (…)` condition of the audited kinds, as the partial index `event_log_audit`
+/// writes it.
+pub fn audited_kinds_condition() -> String {
+    let kinds: Vec<String> = LogKind::AUDITED.iter().map(|k| format!("'{}'", k.as_str())).collect();
+    format!("kind IN ({})", kinds.join(", "))
+}
+
+/// Audited entries (what people did) with seq > `after` and `from` ≤ ts < `to`, oldest first,
+/// at most `limit`.
+pub async fn audit_page(
+    store: &Store,
+    after: i64,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    limit: i64,
+) -> Result<Vec<LogEvent>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {LOG_COLUMNS} FROM event_log WHERE {} AND seq > $1 AND ts >= $2 AND ts < $3 ORDER BY seq LIMIT $4",
+        audited_kinds_condition()
+    );
+    // Timestamps are stored in one fixed format (`ts`), so they compare as text.
+    let from = from.map(ts).unwrap_or_default();
+    let to = to.map(ts).unwrap_or_else(|| "9".into());
+    log_events(on_pool!(store, pool => {
+        sqlx::query_as(&sql).bind(after).bind(&from).bind(&to).bind(limit).fetch_all(pool).await
+    })?)
+}
+
 /// One rollout's log entries with seq > `after`, oldest first.
 pub async fn rollout_log(
     store: &Store,

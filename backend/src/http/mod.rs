@@ -2,6 +2,7 @@
 
 mod agent;
 pub mod agent_auth;
+mod audit;
 pub mod conn;
 mod dashboard;
 mod error;
@@ -171,7 +172,8 @@ pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi
         .routes(routes!(operator::unfreeze))
         .routes(routes!(operator::suspend))
         .routes(routes!(operator::resume_host))
-        .routes(routes!(operator::feed));
+        .routes(routes!(operator::feed))
+        .routes(routes!(audit::audit));
     let root = OpenApiRouter::new()
         .routes(routes!(system::healthz))
         .routes(routes!(system::readyz))

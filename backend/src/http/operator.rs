@@ -279,9 +279,10 @@ pub async fn upload_manifests(
     Acting(op): Acting,
     JsonBody(upload): JsonBody<ManifestUpload, MANIFESTS_BODY_BYTES>,
 ) -> Result<Json<ManifestSummary>, ApiError> {
-    let update =
+    let mut update =
         crate::manifests::verify_upload(&state.trust_roots(), upload.fleet, upload.rollouts, state.clock.now())
             .map_err(ApiError::verification)?;
+    update.uploaded_by = Some(op.name.clone());
     tracing::info!(operator = %op.name, fleet_hash = %update.set.fleet.hash, "manifest upload verified");
     let summary = state
         .reducer

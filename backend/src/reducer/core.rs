@@ -151,8 +151,8 @@ impl Core {
         now: DateTime<Utc>,
         update: ManifestUpdate,
     ) -> Result<ManifestSummary, ReducerError> {
-        let ManifestUpdate { set, fleet_artifact, manifest_artifacts } = update;
-        let summary = self.controller.manifests(now, set, &mut self.out)?;
+        let ManifestUpdate { set, fleet_artifact, manifest_artifacts, uploaded_by } = update;
+        let summary = self.controller.manifests(now, set, uploaded_by, &mut self.out)?;
         self.absorb(pending);
         let in_force: Vec<RolloutId> =
             self.set().map(|s| s.in_acceptance_order().map(|m| m.id.clone()).collect()).unwrap_or_default();

@@ -62,6 +62,8 @@ pub struct ManifestUpdate {
     pub set: ManifestSet,
     pub fleet_artifact: SignedArtifact,
     pub manifest_artifacts: Vec<(RolloutId, SignedArtifact)>,
+    /// The operator who uploaded it (`None`: the manifests directory).
+    pub uploaded_by: Option<String>,
 }
 
 /// Why an input was not applied (the controller's refusals, and the reducer's own: shutting

@@ -320,3 +320,95 @@ async fn completions_are_generated_for_the_whole_command() {
         assert!(script.contains(word), "{word} completes");
     }
 }
+
+#[tokio::test]
+async fn audit_lists_what_people_did_filtered_by_time_and_actor() {
+    let app = spawn_app().await;
+    let olive = app.texts("SELECT name FROM operators WHERE role = 'operator'").await.remove(0);
+    let oscar_token = backend::db::auth::new_token();
+    let hash = backend::db::auth::token_hash(&oscar_token);
+    backend::db::auth::add_operator(
+        &app.state.store,
+        "oscar",
+        backend::db::auth::Role::Operator,
+        &hash,
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    let started = app.clock.now();
+    assert_eq!(app.upload(&fleet(), "a1").await.0, 200);
+    ok(&app, &["pause", R, "--reason", "lunch"]).await;
+    app.advance(3600);
+    let later = app.clock.now();
+    let oscar = |args: &'static [&'static str]| {
+        let (base, token) = (app.base.clone(), oscar_token.clone());
+        async move { ctl_at(&base, &token, args).await }
+    };
+    assert_eq!(oscar(&["resume", R]).await.code, 0);
+    assert_eq!(oscar(&["suspend-host", "b", "--reason", "disk"]).await.code, 0);
+    assert_eq!(oscar(&["freeze", "--name", "night", "--reason", "incident"]).await.code, 0);
+    assert_eq!(oscar(&["unfreeze", "night", "--reason", "over"]).await.code, 0);
+    // Agents' entries are not in the audit.
+    app.agent("a").activate(R, "/nix/store/a-v1", app.clock.now()).await;
+
+    let lines = |ran: Ran| -> Vec<shared::api::AuditEntry> {
+        assert_eq!(ran.code, 0, "{}", ran.stderr);
+        ran.stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+    };
+    let all = lines(ctl(&app, &["audit", "--json"]).await);
+    let seen: Vec<(String, String)> = all.iter().map(|e| (e.actor.clone(), e.kind.to_string())).collect();
+    let expected: Vec<(String, String)> = [
+        (olive.as_str(), "ManifestSetUpdated"),
+        (&olive, "OperatorAction"),
+        ("oscar", "OperatorAction"),
+        // A policy change is logged, then the action that made it.
+        ("oscar", "HostSuspended"),
+        ("oscar", "OperatorAction"),
+        ("oscar", "FreezeStarted"),
+        ("oscar", "OperatorAction"),
+        ("oscar", "FreezeReleased"),
+        ("oscar", "OperatorAction"),
+    ]
+    .iter()
+    .map(|(a, k)| (a.to_string(), k.to_string()))
+    .collect();
+    assert_eq!(seen, expected, "every person's entry, oldest first, and nothing of the agents'");
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert!(all[1].what.contains("pause") && all[1].what.contains("lunch"), "{}", all[1].what);
+    assert!(all[0].what.contains(&format!("uploaded by {olive}")), "{}", all[0].what);
+
+    let by_olive = lines(ctl(&app, &["audit", "--json", "--actor", &olive]).await);
+    assert_eq!(by_olive.len(), 2);
+    let since =
+        lines(ctl(&app, &["audit", "--json", "--from", &(later - chrono::Duration::seconds(1)).to_rfc3339()]).await);
+    assert_eq!(since.len(), 7, "the hour before is left out");
+    let until = (started + chrono::Duration::seconds(1800)).to_rfc3339();
+    let before = lines(ctl(&app, &["audit", "--json", "--to", &until]).await);
+    assert_eq!(before.len(), 2);
+
+    // For people: a table.
+    let table = ok(&app, &["audit", "--actor", "oscar"]).await.stdout;
+    assert!(table.starts_with("TIME (UTC)"), "{table}");
+    assert!(table.lines().any(|l| l.contains("oscar") && l.contains("freeze night released by oscar")), "{table}");
+
+    // Bad queries are refused with a reason.
+    for query in ["from=yesterday", "actor=", "colour=red", &format!("from={until}&to={until}")] {
+        let (status, body) = app.get(&format!("/api/v1/audit?{query}")).await;
+        assert_eq!(status, 400, "{query}: {body}");
+    }
+    let anonymous = app.http.get(app.url("/api/v1/audit")).send().await.unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+}
+
+#[tokio::test]
+async fn the_audit_query_reads_the_partial_index() {
+    let app = crate::common::spawn_with(crate::common::Options { sqlite: true, ..Default::default() }, None).await;
+    let sql = format!(
+        "EXPLAIN QUERY PLAN SELECT seq FROM event_log WHERE {} AND seq > 0 AND ts >= '' AND ts < '9' ORDER BY seq LIMIT 500",
+        backend::db::store::audited_kinds_condition()
+    );
+    let plan: Vec<(i64, i64, i64, String)> =
+        backend::on_pool!(&app.state.store, pool => sqlx::query_as(&sql).fetch_all(pool).await).unwrap();
+    assert!(plan.iter().any(|(.., detail)| detail.contains("event_log_audit")), "{plan:?}");
+}

@@ -36,6 +36,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/hosts/{hostname}/suspend"),
     ("post", "/api/v1/hosts/{hostname}/resume"),
     ("get", "/api/v1/feed"),
+    ("get", "/api/v1/audit"),
 ];
 
 #[tokio::test]

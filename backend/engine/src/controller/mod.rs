@@ -266,6 +266,7 @@ impl Controller {
         &mut self,
         now: DateTime<Utc>,
         set: ManifestSet,
+        uploaded_by: Option<String>,
         out: &mut Vec<Write>,
     ) -> Result<ManifestSummary, Refusal> {
         let older = |message: String| Refusal::Invalid { code: ErrorCode::OlderThanCurrent, message };
@@ -303,6 +304,7 @@ impl Controller {
             channels: set.fleet.doc.channels.len() as u64,
             rollouts: set.iter().map(|m| m.id.clone()).collect(),
             opens_nothing,
+            uploaded_by,
         };
         self.set = Some(Arc::new(set));
         Self::note(now, None, None, None, LogEntry::ManifestSetUpdated(summary.clone()), out);

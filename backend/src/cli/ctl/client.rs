@@ -70,6 +70,11 @@ impl Client {
         Ok(Client { http, streaming, base, token: token.to_owned() })
     }
 
+    /// The control plane's URL, as given.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}/api/v1{path}", self.base)
     }

@@ -11,8 +11,8 @@ use std::process::ExitCode;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use shared::api::{
-    ApproveBody, FleetOverview, OperatorOutcome, PromoteBody, QuarantineBody, Quarantines, ReasonBody, RolloutDetail,
-    RolloutSummary,
+    ApproveBody, AuditEntry, FleetOverview, OperatorOutcome, PromoteBody, QuarantineBody, Quarantines, ReasonBody,
+    RolloutDetail, RolloutSummary,
 };
 use shared::manifest::Selector;
 use shared::policy::{FreezeBody, Freezes, ReleaseFreezeBody, SuspendBody};
@@ -148,6 +148,68 @@ pub enum CtlCommand {
     /// Follow the live feed: one rollout with a progress bar per wave (exit 0 when it
     /// completes, 4 when it halts), or every entry of the fleet.
     Watch { id: Option<RolloutId> },
+    /// What people did (operator actions, uploads, quarantines, freezes, suspensions), oldest
+    /// first; with --json the server's JSON lines as they come, for an auditor's archive.
+    Audit {
+        /// From this time (RFC 3339).
+        #[arg(long)]
+        from: Option<DateTime<Utc>>,
+        /// Before this time (RFC 3339).
+        #[arg(long)]
+        to: Option<DateTime<Utc>>,
+        /// Only this operator's.
+        #[arg(long)]
+        actor: Option<String>,
+    },
+}
+
+/// Streams the audit: JSON lines straight through with --json, else a table at the end.
+async fn audit(client: &Client, path: &str, as_json: bool, now: DateTime<Utc>) -> Result<String, CtlError> {
+    use futures_util::StreamExt as _;
+    let response = client.stream(path, None).await?;
+    let mut body = response.bytes_stream();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut entries: Vec<AuditEntry> = Vec::new();
+    let take_line = |line: &[u8], entries: &mut Vec<AuditEntry>| -> Result<(), CtlError> {
+        if line.is_empty() {
+            return Ok(());
+        }
+        if as_json {
+            println!("{}", String::from_utf8_lossy(line));
+            return Ok(());
+        }
+        let entry = serde_json::from_slice(line).map_err(|e| CtlError::Refused {
+            status: 200,
+            code: "unreadable-answer".into(),
+            message: format!("an audit line is not what this ctl expects: {e}"),
+        })?;
+        entries.push(entry);
+        Ok(())
+    };
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| CtlError::Unreachable {
+            url: client.base_url().into(),
+            reason: format!("the audit broke off: {e}"),
+        })?;
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            take_line(&line[..line.len() - 1], &mut entries)?;
+        }
+    }
+    take_line(&pending, &mut entries)?;
+    Ok(if as_json { String::new() } else { show::audit(&entries, now) })
+}
+
+/// Percent-encodes a query value.
+fn urlencode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// "30m", "4h", "2d", "90s".
@@ -297,6 +359,18 @@ async fn run(args: CtlArgs) -> Result<String, CtlError> {
             act(format!("/hosts/{}/resume", host.as_str()), body(&SuspendBody { reason })).await
         }
         CtlCommand::Watch { id } => watch::watch(&client, id, as_json, paint).await,
+        CtlCommand::Audit { from, to, actor } => {
+            let mut query = Vec::new();
+            for (name, value) in
+                [("from", from.map(|t| t.to_rfc3339())), ("to", to.map(|t| t.to_rfc3339())), ("actor", actor)]
+            {
+                if let Some(value) = value {
+                    query.push(format!("{name}={}", urlencode(&value)));
+                }
+            }
+            let path = if query.is_empty() { "/audit".to_owned() } else { format!("/audit?{}", query.join("&")) };
+            audit(&client, &path, as_json, now).await
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
-use shared::api::{FleetOverview, HostCell, OperatorOutcome, RolloutDetail, RolloutSummary};
+use shared::api::{AuditEntry, FleetOverview, HostCell, OperatorOutcome, RolloutDetail, RolloutSummary};
 use shared::policy::Freeze;
 use shared::state::{HostState, RolloutState};
 
@@ -264,6 +264,31 @@ pub fn rollout(paint: Paint, detail: &RolloutDetail, now: DateTime<Utc>) -> Stri
     out.push_str(&table(&["HOST", "WAVE", "STATE", "WAITING ON"], &[1], rows));
     out.push('\n');
     out
+}
+
+/// `ctl audit`: who did what, oldest first.
+pub fn audit(entries: &[AuditEntry], now: DateTime<Utc>) -> String {
+    if entries.is_empty() {
+        return "nothing in that time\n".into();
+    }
+    let rows = entries
+        .iter()
+        .map(|e| {
+            let about = [e.rollout_id.as_ref().map(|r| r.to_string()), e.host.as_ref().map(|h| h.to_string())]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ");
+            vec![
+                e.ts.format("%Y-%m-%d %H:%M:%S").to_string(),
+                relative(e.ts, now),
+                e.actor.clone(),
+                about,
+                e.what.clone(),
+            ]
+        })
+        .collect();
+    table(&["TIME (UTC)", "", "ACTOR", "ABOUT", "WHAT"], &[], rows) + "\n"
 }
 
 /// What an action did, with the log entry recording it.

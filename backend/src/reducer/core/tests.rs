@@ -75,7 +75,7 @@ proptest! {
             .release_closures("stable", "v1")
             .waves("stable", &[&["a", "b"]]);
         let mut core = Core::from_loaded(Loaded::default(), None, SharedFleet::default(), t0());
-        let update = ManifestUpdate { set: f.manifest_set("a1"), fleet_artifact: sign(&f.document()), manifest_artifacts: vec![] };
+        let update = ManifestUpdate { set: f.manifest_set("a1"), fleet_artifact: sign(&f.document()), manifest_artifacts: vec![], uploaded_by: None };
         let mut now = t0();
         let mut pending = Pending::default();
         core.manifests(&mut pending, now, update).unwrap();
@@ -150,8 +150,12 @@ fn records_wait_behind_their_log_rows_unless_they_changed_after_them() {
         .host("b", "stable", &[])
         .waves("stable", &[&["a", "b"]]);
     let mut core = Core::from_loaded(Loaded::default(), None, SharedFleet::default(), t0());
-    let update =
-        ManifestUpdate { set: f.manifest_set("a1"), fleet_artifact: sign(&f.document()), manifest_artifacts: vec![] };
+    let update = ManifestUpdate {
+        set: f.manifest_set("a1"),
+        fleet_artifact: sign(&f.document()),
+        manifest_artifacts: vec![],
+        uploaded_by: None,
+    };
     let mut pending = Pending::default();
     core.manifests(&mut pending, t0(), update).unwrap();
     core.plan(&mut pending, t0());
