@@ -401,14 +401,17 @@ async fn audit_lists_what_people_did_filtered_by_time_and_actor() {
     assert_eq!(anonymous.status().as_u16(), 401);
 }
 
-#[tokio::test]
-async fn the_audit_query_reads_the_partial_index() {
-    let app = crate::common::spawn_with(crate::common::Options { sqlite: true, ..Default::default() }, None).await;
-    let sql = format!(
-        "EXPLAIN QUERY PLAN SELECT seq FROM event_log WHERE {} AND seq > 0 AND ts >= '' AND ts < '9' ORDER BY seq LIMIT 500",
-        backend::db::store::audited_kinds_condition()
-    );
-    let plan: Vec<(i64, i64, i64, String)> =
-        backend::on_pool!(&app.state.store, pool => sqlx::query_as(&sql).fetch_all(pool).await).unwrap();
-    assert!(plan.iter().any(|(.., detail)| detail.contains("event_log_audit")), "{plan:?}");
+/// The plan is SQLite's (PostgreSQL's planner picks by table statistics).
+mod sqlite_only {
+    #[tokio::test]
+    async fn the_audit_query_reads_the_partial_index() {
+        let app = crate::common::spawn_with(crate::common::Options { sqlite: true, ..Default::default() }, None).await;
+        let sql = format!(
+            "EXPLAIN QUERY PLAN SELECT seq FROM event_log WHERE {} AND seq > 0 AND ts >= '' AND ts < '9' ORDER BY seq LIMIT 500",
+            backend::db::store::audited_kinds_condition()
+        );
+        let plan: Vec<(i64, i64, i64, String)> =
+            backend::on_pool!(&app.state.store, pool => sqlx::query_as(&sql).fetch_all(pool).await).unwrap();
+        assert!(plan.iter().any(|(.., detail)| detail.contains("event_log_audit")), "{plan:?}");
+    }
 }

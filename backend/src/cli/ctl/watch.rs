@@ -168,7 +168,22 @@ pub async fn watch(client: &Client, id: Option<RolloutId>, json: bool, paint: Pa
         }
         backoff = Duration::from_millis(500);
         let mut events = response.bytes_stream().eventsource();
-        while let Some(event) = events.next().await {
+        let mut holds = Holds::default();
+        loop {
+            // Holds that arrive together are shown grouped once something else arrives, or once
+            // the feed has been quiet for a moment.
+            let next = if holds.is_empty() {
+                events.next().await
+            } else {
+                match tokio::time::timeout(HOLDS_QUIET, events.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        holds.flush(&say, paint);
+                        continue;
+                    }
+                }
+            };
+            let Some(event) = next else { break };
             let event = match event {
                 Ok(event) => event,
                 Err(err) => {
@@ -186,30 +201,22 @@ pub async fn watch(client: &Client, id: Option<RolloutId>, json: bool, paint: Pa
             }
             if json {
                 println!("{}", serde_json::to_string(&entry).unwrap_or_default());
-            } else if !changes_nothing(&entry) {
-                let about =
-                    [entry.rollout_id.as_ref().map(|r| r.to_string()), entry.host.as_ref().map(|h| h.to_string())]
-                        .into_iter()
-                        .flatten()
-                        .collect::<Vec<_>>()
-                        .join(" ");
-                say(format!(
-                    "{} {:>7} {about}: {}",
-                    entry.ts.format("%H:%M:%S"),
-                    paint.dim(&format!("#{}", entry.seq)),
-                    entry.describe()
-                ));
+            } else if !changes_nothing(&entry) && !holds.add(&entry) {
+                holds.flush(&say, paint);
+                say(line(&entry, about(&entry), paint));
             }
             if let Some(watched) = watched.as_mut() {
                 if let Ok(carried) = entry.carried::<HostCell, RolloutHeader>() {
                     watched.apply(carried.record, carried.rollout);
                 }
                 if let Some(end) = watched.ended() {
+                    holds.flush(&say, paint);
                     watched.finish();
                     return end;
                 }
             }
         }
+        holds.flush(&say, paint);
         // The stream ended (server restart, proxy timeout): reconnect after the last seq.
         failing_since.get_or_insert_with(std::time::Instant::now);
     }
@@ -219,4 +226,112 @@ pub async fn watch(client: &Client, id: Option<RolloutId>, json: bool, paint: Pa
 /// worth a line for people (`--json` still has it).
 fn changes_nothing(entry: &LogEvent) -> bool {
     matches!(entry.entry(), Ok(shared::log::LogEntry::HostEvent(e)) if e.from == e.to)
+}
+
+/// How long the feed stays quiet before the holds that arrived together are shown.
+const HOLDS_QUIET: Duration = Duration::from_millis(300);
+/// Hosts named in a line of holds; the rest are counted.
+const HOLDS_NAMED: usize = 3;
+
+/// Holds that arrive together (a wave opening holds dozens of hosts at once, by a few
+/// reasons), grouped by rollout and reason: one line per group, in the order each group began.
+#[derive(Default)]
+struct Holds {
+    /// Per group: its first entry, the entry in words, every host in it.
+    groups: Vec<(LogEvent, String, Vec<String>)>,
+}
+
+impl Holds {
+    fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// Takes `entry` into its group if it is a hold; false when it is something else.
+    fn add(&mut self, entry: &LogEvent) -> bool {
+        if entry.kind != shared::log::LogKind::HostHeld {
+            return false;
+        }
+        let Some(host) = entry.host.as_ref() else { return false };
+        let what = entry.describe();
+        match self.groups.iter_mut().find(|(first, w, _)| first.rollout_id == entry.rollout_id && *w == what) {
+            Some((_, _, hosts)) => hosts.push(host.to_string()),
+            None => self.groups.push((entry.clone(), what, vec![host.to_string()])),
+        }
+        true
+    }
+
+    fn flush(&mut self, say: &impl Fn(String), paint: Paint) {
+        for (first, _, hosts) in self.groups.drain(..) {
+            let rollout = first.rollout_id.as_ref().map(|r| r.to_string()).unwrap_or_default();
+            let about = match hosts.len() {
+                0..=HOLDS_NAMED => format!("{rollout} {}", hosts.join(", ")),
+                n => format!("{rollout} {} and {} more", hosts[..HOLDS_NAMED].join(", "), n - HOLDS_NAMED),
+            };
+            say(line(&first, about, paint));
+        }
+    }
+}
+
+/// What an entry is about: its rollout and host.
+fn about(entry: &LogEvent) -> String {
+    [entry.rollout_id.as_ref().map(|r| r.to_string()), entry.host.as_ref().map(|h| h.to_string())]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// One line: time, seq, what it is about, the entry in words.
+fn line(entry: &LogEvent, about: String, paint: Paint) -> String {
+    format!(
+        "{} {:>7} {about}: {}",
+        entry.ts.format("%H:%M:%S"),
+        paint.dim(&format!("#{}", entry.seq)),
+        entry.describe()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn held(seq: i64, host: &str, reason: &str) -> LogEvent {
+        serde_json::from_value(json!({
+            "seq": seq, "ts": "2026-12-01T12:00:00Z", "kind": "HostHeld", "rolloutId": "stable@a1",
+            "host": host, "payload": {"gate": "approval", "reason": reason},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn holds_arriving_together_are_one_line_per_reason_naming_three_hosts_and_counting_the_rest() {
+        let plain = Paint { colour: false };
+        let lines = RefCell::new(Vec::new());
+        let say = |l: String| lines.borrow_mut().push(l);
+        let mut holds = Holds::default();
+        let approval = "wave 1 requires approval";
+        for (seq, (host, reason)) in
+            [("a", approval), ("b", "wave 2 requires approval"), ("c", approval), ("d", approval), ("e", approval)]
+                .iter()
+                .enumerate()
+        {
+            assert!(holds.add(&held(seq as i64 + 1, host, reason)));
+        }
+        let mut other = held(6, "f", approval);
+        other.kind = shared::log::LogKind::HostExcused;
+        assert!(!holds.add(&other), "anything but a hold is shown on its own");
+        holds.flush(&say, plain);
+        assert!(holds.is_empty());
+        assert_eq!(
+            *lines.borrow(),
+            [
+                "12:00:00      #1 stable@a1 a, c, d and 1 more: held by approval: wave 1 requires approval",
+                "12:00:00      #2 stable@a1 b: held by approval: wave 2 requires approval",
+            ]
+        );
+    }
 }
