@@ -79,6 +79,10 @@ pub struct ServeConfig {
     /// (writes would soon fail; a balancer should send agents elsewhere). Default: 64.
     #[arg(long, env = "FLEETWAVE_MIN_FREE_DISK_MB", default_value_t = 64)]
     pub min_free_disk_mb: u64,
+    /// A TOML file of `[[webhook]]`s (name, url, secret, kinds?, channels?, format?): each
+    /// matching log entry is POSTed to each, signed (README, "Webhooks"). Default: none.
+    #[arg(long, env = "FLEETWAVE_WEBHOOKS")]
+    pub webhooks: Option<PathBuf>,
 }
 
 fn parse_public_url(url: &str) -> Result<String, String> {
@@ -112,6 +116,7 @@ impl ServeConfig {
             metrics_access: MetricsAccess::Public,
             public_url: None,
             min_free_disk_mb: 64,
+            webhooks: None,
         }
     }
 

@@ -44,3 +44,4 @@ pub mod sim;
 pub mod telemetry;
 pub mod trust;
 pub mod views;
+pub mod webhooks;

@@ -38,6 +38,12 @@ pub struct Metrics {
     /// Every replica's last report (unix seconds) and epoch, by URL and role.
     pub replica_last_seen: Family<Labels, Gauge>,
     pub replica_epoch: Family<Labels, Gauge>,
+    /// Webhooks (SPEC §18), by webhook name: entries delivered, failed attempts, the last seq
+    /// delivered or passed over, and 1 while the entry after it keeps failing.
+    pub webhook_delivered: Family<Labels, Counter>,
+    pub webhook_failures: Family<Labels, Counter>,
+    pub webhook_cursor: Family<Labels, Gauge>,
+    pub webhook_failing: Family<Labels, Gauge>,
     /// When the record gauges were last refreshed for a scrape.
     gauges_refreshed_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
@@ -135,6 +141,18 @@ impl Metrics {
             feed_disconnects.clone(),
         );
         registry.register("hosts_stuck", "Records flagged stuck (no progress for stuckAfterMinutes)", stuck.clone());
+        let webhook_delivered = Family::<Labels, Counter>::default();
+        let webhook_failures = Family::<Labels, Counter>::default();
+        let webhook_cursor = Family::<Labels, Gauge>::default();
+        let webhook_failing = Family::<Labels, Gauge>::default();
+        registry.register("webhook_delivered", "Log entries delivered, by webhook", webhook_delivered.clone());
+        registry.register("webhook_failed_attempts", "Failed delivery attempts, by webhook", webhook_failures.clone());
+        registry.register(
+            "webhook_cursor",
+            "The last log seq delivered or passed over, by webhook",
+            webhook_cursor.clone(),
+        );
+        registry.register("webhook_failing", "1 while the webhook's next entry keeps failing", webhook_failing.clone());
         Metrics {
             registry,
             inputs,
@@ -154,6 +172,10 @@ impl Metrics {
             epoch,
             replica_last_seen,
             replica_epoch,
+            webhook_delivered,
+            webhook_failures,
+            webhook_cursor,
+            webhook_failing,
             gauges_refreshed_at: std::sync::Mutex::new(None),
         }
     }

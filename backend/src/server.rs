@@ -24,7 +24,7 @@ use crate::manifests;
 use crate::metrics::Metrics;
 use crate::reducer::{self, ReducerConfig, ReducerSlot, SharedFleet};
 use crate::trust::{self, SharedTrust};
-use crate::{db, shutdown};
+use crate::{db, shutdown, webhooks};
 
 /// How long in-flight requests get to finish after shutdown was requested.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,12 +62,18 @@ struct LeaderContext {
     manifests_dir: Option<std::path::PathBuf>,
     manifests_poll: Duration,
     clock: Clock,
+    /// The webhooks and the feed whose entries wake their deliverers.
+    webhooks: Arc<webhooks::Webhooks>,
+    wake: FeedHub,
 }
 
 impl LeaderContext {
     /// Loads state and starts the reducer (its writer fencing by `epoch` on PostgreSQL) and
     /// the manifests poller; they stop when `token` is cancelled.
     async fn start(self, epoch: i64, token: CancellationToken) -> anyhow::Result<Running> {
+        webhooks::start_cursors(&self.store, &self.webhooks, self.clock.now())
+            .await
+            .context("cannot set the new webhooks' cursors")?;
         let writer = Writer::open(&self.target, self.busy_timeout, epoch)
             .await
             .with_context(|| format!("cannot open {} for writing", self.target))?;
@@ -83,6 +89,17 @@ impl LeaderContext {
         .await
         .context("cannot load the control-plane state")?;
         let mut tasks = vec![("reducer", reducer_task)];
+        for index in 0..self.webhooks.hooks.len() {
+            let deliverer = webhooks::Deliverer {
+                store: self.store.clone(),
+                webhooks: self.webhooks.clone(),
+                index,
+                wake: self.wake.clone(),
+                metrics: self.metrics.clone(),
+                clock: self.clock.clone(),
+            };
+            tasks.push(("webhook deliverer", tokio::spawn(webhooks::run(deliverer, token.clone()))));
+        }
         if let (Some(dir), Some(trust_path)) = (self.manifests_dir, self.trust_path) {
             tasks.push((
                 "manifests poller",
@@ -125,6 +142,10 @@ impl App {
         let fleet: SharedFleet = Arc::new(RwLock::new(None));
         let slot = ReducerSlot::default();
         let signatures = Arc::new(crate::signatures::ReplayCache::default());
+        let webhooks = webhooks::Webhooks::new(match &config.webhooks {
+            Some(path) => webhooks::read(path)?,
+            None => Vec::new(),
+        });
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
         let local_addr = listener.local_addr()?;
@@ -143,6 +164,8 @@ impl App {
             manifests_dir: config.manifests_dir.clone(),
             manifests_poll: Duration::from_millis(config.manifests_poll_ms.max(1)),
             clock: clock.clone(),
+            webhooks: webhooks.clone(),
+            wake: feed.clone(),
         };
         let vital = |name, task| shutdown::supervise(name, task, health.clone(), shutdown.clone());
         let mut tasks = Vec::new();
@@ -201,6 +224,7 @@ impl App {
             db_path: config.db.sqlite_path().map(std::path::Path::to_path_buf),
             min_free_disk_bytes: config.min_free_disk_mb.saturating_mul(1024 * 1024),
             shutdown: shutdown.clone(),
+            webhooks,
         });
         let limits = config.http_limits();
         let router = http::router(state.clone(), &config.dist, limits);

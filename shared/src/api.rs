@@ -565,6 +565,36 @@ pub struct AuditEntry {
     pub payload: Box<serde_json::value::RawValue>,
 }
 
+/// `GET /api/v1/webhooks`: one webhook and how its delivery stands (SPEC §18).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookView {
+    pub name: String,
+    /// Without credentials or query.
+    pub url: String,
+    /// `json` or `slack`.
+    pub format: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kinds: Option<Vec<LogKind>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<Channel>>,
+    /// The last log seq delivered (or passed over as not wanted).
+    pub cursor: i64,
+    /// Log entries after the cursor (wanted or not).
+    pub behind: i64,
+    /// Deliveries since the server started.
+    pub delivered: u64,
+    pub failed_attempts: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_delivered_at: Option<DateTime<Utc>>,
+    /// While the entry after the cursor keeps failing: since when, and the last error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
 /// Who an audited entry names as having done it.
 pub const MANIFESTS_DIRECTORY: &str = "manifests-directory";
 

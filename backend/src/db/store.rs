@@ -393,6 +393,18 @@ pub async fn log_after(store: &Store, after: i64, limit: i64) -> Result<Vec<LogE
     log_events(on_pool!(store, pool => sqlx::query_as(&sql).bind(after).bind(limit).fetch_all(pool).await)?)
 }
 
+/// Where the webhook `name`'s deliveries stand: the last seq delivered or passed over.
+pub async fn webhook_cursor(store: &Store, name: &str) -> Result<Option<i64>, sqlx::Error> {
+    let sql = "SELECT seq FROM webhook_cursors WHERE name = $1";
+    on_pool!(store, pool => sqlx::query_scalar(sql).bind(name).fetch_optional(pool).await)
+}
+
+pub async fn set_webhook_cursor(store: &Store, name: &str, seq: i64, at: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    let sql = "INSERT INTO webhook_cursors (name, seq, updated_at) VALUES ($1, $2, $3) \
+               ON CONFLICT (name) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at";
+    on_pool!(store, pool => sqlx::query(sql).bind(name).bind(seq).bind(ts(at)).execute(pool).await.map(|_| ()))
+}
+
 /// The `kind IN (…)` condition of the audited kinds, as the partial index `event_log_audit`
 /// writes it.
 pub fn audited_kinds_condition() -> String {

@@ -1,4 +1,7 @@
-//! `GET /api/v1/audit?from=&to=&actor=` (SPEC §18): what people did — operator actions,
+//! What happened, for people outside the dashboard (SPEC §18): the audit and the webhooks'
+//! delivery state.
+//!
+//! `GET /api/v1/audit?from=&to=&actor=`: what people did — operator actions,
 //! uploads, quarantines, freezes, suspensions — as JSON lines, oldest first, streamed page by
 //! page from the log's partial index, so an export of a year costs the server one page of
 //! memory at a time.
@@ -81,4 +84,15 @@ pub async fn audit(
         Some((Ok::<_, std::io::Error>(Bytes::from(text)), following))
     });
     Ok(([(CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(pages)))
+}
+
+/// `GET /api/v1/webhooks`: each configured webhook and how its delivery stands (where its
+/// cursor is, how far behind the log, failing since when and why).
+#[utoipa::path(get, path = "/webhooks", tag = "operator", responses((status = 200, body = Vec<shared::api::WebhookView>), (status = 401, body = shared::ApiErrorBody)))]
+pub async fn webhooks(
+    State(state): State<AppState>,
+    _: Viewer,
+) -> Result<axum::Json<Vec<shared::api::WebhookView>>, ApiError> {
+    let last = store::last_seq(&state.store).await.map_err(ApiError::internal)?;
+    Ok(axum::Json(state.webhooks.views(last)))
 }

@@ -68,6 +68,8 @@ pub struct Shared {
     pub fleet: crate::reducer::SharedFleet,
     pub trust: crate::trust::SharedTrust,
     pub feed: crate::feed::FeedHub,
+    /// The configured webhooks and how their deliveries stand.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub replay: Arc<crate::signatures::ReplayCache>,
     pub clock: crate::clock::Clock,
@@ -173,7 +175,8 @@ pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi
         .routes(routes!(operator::suspend))
         .routes(routes!(operator::resume_host))
         .routes(routes!(operator::feed))
-        .routes(routes!(audit::audit));
+        .routes(routes!(audit::audit))
+        .routes(routes!(audit::webhooks));
     let root = OpenApiRouter::new()
         .routes(routes!(system::healthz))
         .routes(routes!(system::readyz))

@@ -27,3 +27,4 @@ mod serve_process;
 mod simulator;
 mod slow_clients;
 mod system_routes;
+mod webhooks;

@@ -37,6 +37,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/hosts/{hostname}/resume"),
     ("get", "/api/v1/feed"),
     ("get", "/api/v1/audit"),
+    ("get", "/api/v1/webhooks"),
 ];
 
 #[tokio::test]

@@ -44,6 +44,8 @@ pub struct Options {
     pub min_free_disk_mb: u64,
     /// SQLite whatever `FLEETWAVE_TEST_DB` says (a test of what only a file does).
     pub sqlite: bool,
+    /// `--webhooks FILE`.
+    pub webhooks: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -58,6 +60,7 @@ impl Default for Options {
             metrics_access: backend::config::MetricsAccess::Public,
             min_free_disk_mb: 64,
             sqlite: false,
+            webhooks: None,
         }
     }
 }
@@ -93,6 +96,7 @@ pub async fn spawn_with(options: Options, reuse: Option<Stopped>) -> TestApp {
         db_busy_timeout_ms: options.db_busy_timeout_ms,
         metrics_access: options.metrics_access,
         min_free_disk_mb: options.min_free_disk_mb,
+        webhooks: options.webhooks,
         ..ServeConfig::local(db.target(), dir.path().join("no-dist"))
     };
     let shutdown = CancellationToken::new();
