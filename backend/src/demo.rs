@@ -51,6 +51,9 @@ pub struct DemoArgs {
     /// Milliseconds between plan passes. Default: 1000.
     #[arg(long, default_value_t = 1000)]
     pub plan_tick_ms: u64,
+    /// Webhooks to deliver the demo's log to, as `serve --webhooks` takes them.
+    #[arg(long)]
+    pub webhooks: Option<PathBuf>,
 }
 
 /// A running demo.
@@ -250,6 +253,7 @@ impl Demo {
             listen: args.listen,
             trust: Some(trust),
             plan_tick_ms: args.plan_tick_ms,
+            webhooks: args.webhooks.clone(),
             ..ServeConfig::local(args.db.clone().unwrap_or_else(|| dir.path().join("fleetwave.db")), args.dist.clone())
         };
         let shutdown = CancellationToken::new();

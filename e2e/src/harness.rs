@@ -252,6 +252,7 @@ where
         time_scale: 0.05,
         seed: 7,
         plan_tick_ms: 200,
+        webhooks: None,
     };
     let demo = backend::demo::Demo::start(&args).await?;
     let token = demo.operator_token.clone();

@@ -106,6 +106,11 @@ pub async fn freezes() -> Result<Freezes, CallError> {
     get("/api/v1/freezes").await
 }
 
+/// The webhooks and how their deliveries stand.
+pub async fn webhooks() -> Result<Vec<shared::api::WebhookView>, CallError> {
+    get("/api/v1/webhooks").await
+}
+
 /// An operator action through its route, with its typed body. Changes made with the session
 /// cookie carry the CSRF header.
 pub async fn act(action: &OperatorAction, reason: Option<String>) -> Result<OperatorOutcome, CallError> {

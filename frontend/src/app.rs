@@ -6,7 +6,9 @@ use leptos_router::components::{A, Route, Router, Routes};
 use leptos_router::path;
 
 use crate::api;
-use crate::pages::{FleetPage, HostPage, LoginPage, NotFoundPage, QuarantinesPage, RolloutPage, RolloutsPage};
+use crate::pages::{
+    FleetPage, HostPage, LoginPage, NotFoundPage, QuarantinesPage, RolloutPage, RolloutsPage, WebhooksPage,
+};
 use crate::session::Session;
 
 #[component]
@@ -26,6 +28,7 @@ pub fn App() -> impl IntoView {
                         <Route path=path!("/rollouts/:id") view=RolloutPage />
                         <Route path=path!("/hosts/:name") view=HostPage />
                         <Route path=path!("/quarantines") view=QuarantinesPage />
+                        <Route path=path!("/webhooks") view=WebhooksPage />
                         <Route path=path!("/login") view=LoginPage />
                     </Routes>
                 </main>
@@ -46,6 +49,7 @@ fn Header() -> impl IntoView {
                 <A href="/" exact=true>"Fleet"</A>
                 <A href="/rollouts">"Rollouts"</A>
                 <A href="/quarantines">"Quarantines"</A>
+                <A href="/webhooks">"Webhooks"</A>
             </nav>
             <div class="topbar-end">
                 <crate::policies::StopTheLine />

@@ -54,6 +54,7 @@ async fn the_demo_tells_its_story() {
         time_scale: 0.05,
         seed: 7,
         plan_tick_ms: 200,
+        webhooks: None,
     };
     let demo = Demo::start(&args).await.unwrap();
     let limit = Duration::from_secs(60);

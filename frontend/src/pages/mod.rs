@@ -7,6 +7,7 @@ mod not_found;
 mod quarantines;
 mod rollout;
 mod rollouts;
+mod webhooks;
 
 pub use fleet::FleetPage;
 pub use host::HostPage;
@@ -15,3 +16,4 @@ pub use not_found::NotFoundPage;
 pub use quarantines::QuarantinesPage;
 pub use rollout::RolloutPage;
 pub use rollouts::RolloutsPage;
+pub use webhooks::WebhooksPage;
