@@ -24,3 +24,15 @@ pub fn init(format: LogFormat) {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
     }
 }
+
+/// An error with its causes, as one line ("error sending request: client error (Connect): …
+/// Connection refused"): what an HTTP client's error says at the top rarely says why.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
+}

@@ -134,7 +134,7 @@ pub async fn run(d: Deliverer, token: CancellationToken) {
                     let failure = match outcome {
                         Ok(r) if r.status().is_success() => None,
                         Ok(r) => Some(format!("answered {}", r.status())),
-                        Err(err) => Some(format!("{err}")),
+                        Err(err) => Some(crate::telemetry::error_chain(&err)),
                     };
                     let Some(failure) = failure else { break };
                     d.metrics.webhook_failures.get_or_create(&vec![("webhook".into(), config.name.clone())]).inc();

@@ -106,7 +106,10 @@ impl WebhookConfig {
     /// The URL without credentials or query (what the dashboard and logs show).
     pub fn shown_url(&self) -> String {
         match reqwest::Url::parse(&self.url) {
-            Ok(url) => format!("{}://{}{}", url.scheme(), url.host_str().unwrap_or(""), url.path()),
+            Ok(url) => {
+                let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+                format!("{}://{}{port}{}", url.scheme(), url.host_str().unwrap_or(""), url.path())
+            }
             Err(_) => String::new(),
         }
     }
@@ -207,12 +210,12 @@ mod tests {
     fn shown_urls_leave_out_credentials_and_queries() {
         let w = WebhookConfig {
             name: "a".into(),
-            url: "https://user:pw@hooks.example.org/x/y?token=secret".into(),
+            url: "https://user:pw@hooks.example.org:8443/x/y?token=secret".into(),
             kinds: None,
             channels: None,
             secret: String::new(),
             format: Format::Json,
         };
-        assert_eq!(w.shown_url(), "https://hooks.example.org/x/y");
+        assert_eq!(w.shown_url(), "https://hooks.example.org:8443/x/y");
     }
 }

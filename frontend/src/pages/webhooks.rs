@@ -40,8 +40,8 @@ pub fn WebhooksPage() -> impl IntoView {
                             let last = h.last_delivered_at.map(|t| format!("last {}", crate::policies::from_now(t, now()))).unwrap_or_default();
                             let (state, class) = match (&h.failing_since, &h.last_error) {
                                 (Some(since), error) => (
-                                    format!("failing since {}: {}", crate::policies::from_now(*since, now()), error.clone().unwrap_or_default()),
-                                    "notice notice-error small",
+                                    format!("failing since {}: {}", since.format("%H:%M:%S UTC"), error.clone().unwrap_or_default()),
+                                    "error-text small",
                                 ),
                                 _ if h.behind == 0 => ("up to date".to_owned(), "muted small"),
                                 _ => ("delivering".to_owned(), "muted small"),
@@ -49,7 +49,7 @@ pub fn WebhooksPage() -> impl IntoView {
                             let name = h.name.clone();
                             view! {
                                 <tr data-webhook=name>
-                                    <td><strong>{h.name}</strong><div class="muted small">{h.format}</div></td>
+                                    <td class="nowrap"><strong>{h.name}</strong><div class="muted small">{h.format}</div></td>
                                     <td class="small">{sends}</td>
                                     <td><code class="small">{h.url}</code></td>
                                     <td>{h.delivered}<div class="muted small">{last}</div></td>

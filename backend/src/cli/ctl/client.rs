@@ -81,13 +81,7 @@ impl Client {
 
     fn unreachable(&self, err: &reqwest::Error) -> CtlError {
         // The chain says why (connection refused, certificate, timeout).
-        let mut reason = err.to_string();
-        let mut source = std::error::Error::source(err);
-        while let Some(s) = source {
-            reason = format!("{reason}: {s}");
-            source = s.source();
-        }
-        CtlError::Unreachable { url: self.base.clone(), reason }
+        CtlError::Unreachable { url: self.base.clone(), reason: crate::telemetry::error_chain(err) }
     }
 
     /// `GET /api/v1{path}`, read as `T`.
