@@ -595,6 +595,27 @@ pub struct WebhookView {
     pub last_error: Option<String>,
 }
 
+/// `GET /api/v1/rollouts/{id}/changes`: what the rollout changes on its hosts, per target
+/// closure (SPEC §18), as its signed manifest says.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutChanges {
+    pub targets: Vec<TargetChanges>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct TargetChanges {
+    pub closure: Closure,
+    /// Hosts of the rollout going to it.
+    pub hosts: u64,
+    /// None: the release carries no summary for it ("no diff available").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<crate::manifest::ClosureChanges>,
+}
+
 /// Who an audited entry names as having done it.
 pub const MANIFESTS_DIRECTORY: &str = "manifests-directory";
 

@@ -20,6 +20,10 @@ pub const MAX_PROBES: usize = 64;
 pub const MAX_STDERR_TAIL_BYTES: usize = 8 * 1024;
 /// `ProbeResult.reason`.
 pub const MAX_REASON_BYTES: usize = 1024;
+/// A manifest's change summary (SPEC §18): package changes listed per closure, and the bytes
+/// of a package name or version list.
+pub const MAX_PACKAGE_CHANGES: usize = 10_000;
+pub const MAX_PACKAGE_TEXT_BYTES: usize = 256;
 /// An operator's (or viewer's) name.
 pub const MAX_OPERATOR_NAME_BYTES: usize = 64;
 /// `ActivationDeferred.component` (e.g. `kernel`, `initrd`).

@@ -256,6 +256,45 @@ pub struct RolloutManifest {
     pub meta: ManifestMeta,
     pub fleet_hash: String,
     pub host_set: Vec<HostSetEntry>,
+    /// What changes in each target closure against what its hosts ran before (SPEC §18;
+    /// schemaVersion 2, written by `fleetwave release --diff-from`). A target closure not
+    /// listed has no change summary ("no diff available").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closures: Option<BTreeMap<Closure, ClosureChanges>>,
+}
+
+/// What changes in one closure (`nix store diff-closures` from the closure its hosts ran).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClosureChanges {
+    /// The closure's whole size (its references included), in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    /// The closure it was compared with, and that one's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Closure>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_size_bytes: Option<u64>,
+    /// One per package whose versions differ: added (no `from`), removed (no `to`), or
+    /// changed.
+    pub changes: Vec<PackageChange>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PackageChange {
+    pub package: String,
+    /// The versions before, as diff-closures lists them ("1.2, 1.3"; "" for a package
+    /// without a version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// How much the package's share of the closure grew (negative: shrank), in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_delta_bytes: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

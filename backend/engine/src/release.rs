@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use shared::manifest::{FleetDocument, HostSetEntry, ManifestMeta, RolloutManifest};
-use shared::{Channel, RolloutId};
+use shared::manifest::{ClosureChanges, FleetDocument, HostSetEntry, ManifestMeta, RolloutManifest};
+use shared::{Channel, Closure, RolloutId};
 
 use ed25519_dalek::SigningKey;
 use serde_json::Value;
@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::crypto::sha256_hex;
 use crate::fleet::{Placement, VerifiedFleet};
 use crate::sign::{Signed, sign_value};
-use crate::verify::SCHEMA_VERSION;
+use crate::verify::{MANIFEST_SCHEMA_VERSION, SCHEMA_VERSION};
 
 /// The manifests of one release of `fleet`, one per channel that has at least one host with
 /// a closure, keyed by rollout id. `channel_ref` is the release's commit (lower-case hex).
@@ -52,6 +52,7 @@ pub fn project(
                 meta: ManifestMeta { signed_at: Some(signed_at) },
                 fleet_hash: fleet.hash.clone(),
                 host_set,
+                closures: None,
             },
         );
     }
@@ -70,6 +71,16 @@ pub struct SignedRelease {
 /// must pass the consistency rules the control plane applies, so CI fails where the control
 /// plane would refuse.
 pub fn sign_release(key: &SigningKey, document: &Value) -> Result<SignedRelease, String> {
+    sign_release_with_changes(key, document, &BTreeMap::new())
+}
+
+/// [`sign_release`] with change summaries (`fleetwave release --diff-from`): each manifest
+/// carries those of its target closures, as schemaVersion 2 (a manifest without any stays 1).
+pub fn sign_release_with_changes(
+    key: &SigningKey,
+    document: &Value,
+    changes: &BTreeMap<Closure, ClosureChanges>,
+) -> Result<SignedRelease, String> {
     let fleet_signed = sign_value(key, document)?;
     let typed: FleetDocument =
         serde_json::from_value(document.clone()).map_err(|e| format!("not a valid fleet document: {e}"))?;
@@ -82,7 +93,16 @@ pub fn sign_release(key: &SigningKey, document: &Value) -> Result<SignedRelease,
     let fleet = crate::fleet::index(typed, fleet_hash.clone(), signed_at)
         .map_err(|e| format!("the fleet document is inconsistent: {e}"))?;
     let mut manifests = Vec::new();
-    for (id, manifest) in project(&fleet, &commit, signed_at)? {
+    for (id, mut manifest) in project(&fleet, &commit, signed_at)? {
+        let own: BTreeMap<Closure, ClosureChanges> = manifest
+            .host_set
+            .iter()
+            .filter_map(|e| changes.get(&e.target_closure).map(|c| (e.target_closure.clone(), c.clone())))
+            .collect();
+        if !own.is_empty() {
+            manifest.schema_version = MANIFEST_SCHEMA_VERSION as u32;
+            manifest.closures = Some(own);
+        }
         let value = serde_json::to_value(&manifest).map_err(|e| format!("{id}: {e}"))?;
         manifests.push((id, sign_value(key, &value)?));
     }

@@ -19,6 +19,9 @@ use crate::fleet::{self, VerifiedFleet};
 
 /// The schema version of trust configurations and rollout manifests.
 pub const SCHEMA_VERSION: u64 = 1;
+/// The newest manifest schema version this build understands (2 adds the change summaries
+/// of SPEC §18, `closures`; a manifest of version 1 is still accepted, without them).
+pub const MANIFEST_SCHEMA_VERSION: u64 = 2;
 /// The newest fleet schema version this build understands (2 adds the policies of SPEC
 /// §17; a fleet of version 1 is still accepted, without them).
 pub const FLEET_SCHEMA_VERSION: u64 = crate::fleet::POLICIES_SCHEMA_VERSION as u64;
@@ -38,7 +41,7 @@ pub enum VerifyError {
     #[error("the signature does not verify with any trusted CI release key")]
     BadSignature,
     #[error(
-        "unsupported schemaVersion {0} (this build understands {SCHEMA_VERSION}, and for fleets 1–{FLEET_SCHEMA_VERSION})"
+        "unsupported schemaVersion {0} (this build understands {SCHEMA_VERSION}, for fleets 1–{FLEET_SCHEMA_VERSION}, for manifests 1–{MANIFEST_SCHEMA_VERSION})"
     )]
     UnsupportedSchema(String),
     #[error("the document has no meta.signedAt")]
@@ -232,7 +235,7 @@ pub fn verify_manifest(
 ) -> Result<VerifiedManifest, VerifyError> {
     let doc = verify_artifact(trust, artifact, now, freshness)?;
     let manifest: RolloutManifest = typed(&doc, "rollout manifest")?;
-    if u64::from(manifest.schema_version) != SCHEMA_VERSION {
+    if !(SCHEMA_VERSION..=MANIFEST_SCHEMA_VERSION).contains(&u64::from(manifest.schema_version)) {
         return Err(VerifyError::UnsupportedSchema(manifest.schema_version.to_string()));
     }
     let id = RolloutId::new(&manifest.channel, &manifest.channel_ref)
@@ -283,6 +286,37 @@ fn check_manifest(
                 ));
             }
             Some(_) => {}
+        }
+    }
+    check_closures(manifest)
+}
+
+/// The change summaries (schemaVersion 2): each of a target closure of the hostSet, within
+/// the limits of `shared::limits`.
+fn check_closures(manifest: &RolloutManifest) -> Result<(), String> {
+    use shared::limits::{MAX_PACKAGE_CHANGES, MAX_PACKAGE_TEXT_BYTES};
+    let Some(closures) = &manifest.closures else { return Ok(()) };
+    if u64::from(manifest.schema_version) < MANIFEST_SCHEMA_VERSION {
+        return Err(format!("closures: needs schemaVersion {MANIFEST_SCHEMA_VERSION}"));
+    }
+    for (closure, summary) in closures {
+        let at = format!("closures[{closure}]");
+        if !manifest.host_set.iter().any(|e| &e.target_closure == closure) {
+            return Err(format!("{at}: not a targetClosure of the hostSet"));
+        }
+        if summary.changes.len() > MAX_PACKAGE_CHANGES {
+            return Err(format!("{at}.changes: more than {MAX_PACKAGE_CHANGES}"));
+        }
+        for (i, change) in summary.changes.iter().enumerate() {
+            let texts = [Some(&change.package), change.from.as_ref(), change.to.as_ref()];
+            if change.package.is_empty() || texts.iter().flatten().any(|t| t.len() > MAX_PACKAGE_TEXT_BYTES) {
+                return Err(format!(
+                    "{at}.changes[{i}]: package must be 1–{MAX_PACKAGE_TEXT_BYTES} bytes, versions at most that"
+                ));
+            }
+            if change.from.is_none() && change.to.is_none() {
+                return Err(format!("{at}.changes[{i}]: neither from nor to"));
+            }
         }
     }
     Ok(())

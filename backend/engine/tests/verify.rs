@@ -393,6 +393,36 @@ fn manifest_consistency_rules() {
 }
 
 #[test]
+fn change_summaries_need_schema_two_name_target_closures_and_keep_to_the_limits() {
+    let fleet = base().verified();
+    let verify = |d: &Value| verify_manifest(Some(&trust()), &sign(d), &fleet, None, t0(), Freshness::Check);
+    let with = |version: u32, closures: Value| {
+        let mut d = manifest_doc(&fleet.hash, &[("a", "/nix/store/a-v2"), ("b", "/nix/store/b-v2")]);
+        d["schemaVersion"] = json!(version);
+        d["closures"] = closures;
+        d
+    };
+    let summary = json!({"/nix/store/a-v2": {"sizeBytes": 1024, "changes": [{"package": "hello", "from": "2.10", "to": "2.12"}]}});
+    let m = verify(&with(2, summary.clone())).unwrap();
+    let closures = m.manifest.closures.unwrap();
+    assert_eq!(closures[&shared::Closure::parse("/nix/store/a-v2").unwrap()].changes[0].package, "hello");
+
+    let inconsistent = |d: &Value| match verify(d) {
+        Err(VerifyError::Inconsistent(message)) => message,
+        other => panic!("expected inconsistent, got {other:?}"),
+    };
+    assert_eq!(inconsistent(&with(1, summary)), "closures: needs schemaVersion 2");
+    assert!(inconsistent(&with(2, json!({"/nix/store/other": {"changes": []}}))).contains("not a targetClosure"));
+    let many: Vec<Value> = (0..=10_000).map(|i| json!({"package": format!("p{i}"), "to": "1"})).collect();
+    assert!(inconsistent(&with(2, json!({"/nix/store/a-v2": {"changes": many}}))).contains("more than 10000"));
+    let long = json!({"/nix/store/a-v2": {"changes": [{"package": "x".repeat(257), "to": "1"}]}});
+    assert!(inconsistent(&with(2, long)).contains("changes[0]"));
+    let neither = json!({"/nix/store/a-v2": {"changes": [{"package": "x"}]}});
+    assert!(inconsistent(&with(2, neither)).contains("neither from nor to"));
+    assert!(matches!(verify(&with(3, json!(null))), Err(VerifyError::UnsupportedSchema(_))));
+}
+
+#[test]
 fn a_freshness_window_longer_than_a_year_is_refused_when_trust_is_loaded_and_never_overflows() {
     let mut config = trust_config(&ci_key());
     // Minutes chrono can just represent: the window plus the 60 s of slack overflowed and

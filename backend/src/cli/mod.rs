@@ -1,6 +1,7 @@
 //! The `fleetwave` command line: one binary, one subcommand per job (SPEC §12).
 
 pub mod ctl;
+mod diff;
 pub mod operator;
 mod serve;
 pub mod signing;

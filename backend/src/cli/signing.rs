@@ -46,6 +46,14 @@ pub struct ReleaseArgs {
     /// Signing time (RFC 3339) when the document has no meta.signedAt. Default: now.
     #[arg(long)]
     pub signed_at: Option<DateTime<Utc>>,
+    /// The previous release (its directory, fleet document or a rollout manifest): each
+    /// manifest then says what changes in its closures (`nix store diff-closures`, where Nix
+    /// has both closures), shown in the dashboard's approve and promote dialogs.
+    #[arg(long)]
+    pub diff_from: Option<PathBuf>,
+    /// The `nix` command for --diff-from.
+    #[arg(long, default_value = "nix")]
+    pub nix: PathBuf,
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
@@ -105,8 +113,22 @@ pub fn release(args: ReleaseArgs) -> anyhow::Result<()> {
     if meta.get("signedAt").is_none_or(Value::is_null) {
         meta.insert("signedAt".into(), Value::String(signed_at.to_rfc3339_opts(SecondsFormat::Secs, true)));
     }
-    let out = engine::release::sign_release(&key, &document).map_err(anyhow::Error::msg)?;
+    let changes = match &args.diff_from {
+        Some(old) => {
+            let before = super::diff::previous_closures(old)?;
+            let typed: shared::manifest::FleetDocument =
+                serde_json::from_value(document.clone()).context("not a valid fleet document")?;
+            let now: std::collections::BTreeMap<_, _> =
+                typed.hosts.into_iter().filter_map(|(name, host)| Some((name, host.closure?))).collect();
+            super::diff::summaries(&args.nix, &super::diff::pairs(&before, &now))
+        }
+        None => Default::default(),
+    };
+    let out = engine::release::sign_release_with_changes(&key, &document, &changes).map_err(anyhow::Error::msg)?;
     crate::manifests::write_release(&args.out, &out)?;
+    for (closure, summary) in &changes {
+        eprintln!("{closure}: {} package changes", summary.changes.len());
+    }
     println!("fleet.json  fleetHash {}", out.fleet_hash);
     for (id, _) in &out.manifests {
         println!("rollouts/{id}.json");

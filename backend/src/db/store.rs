@@ -393,6 +393,14 @@ pub async fn log_after(store: &Store, after: i64, limit: i64) -> Result<Vec<LogE
     log_events(on_pool!(store, pool => sqlx::query_as(&sql).bind(after).bind(limit).fetch_all(pool).await)?)
 }
 
+/// The signed manifest in force of rollout `id`, as accepted.
+pub async fn manifest_artifact(store: &Store, id: &RolloutId) -> Result<Option<SignedArtifact>, sqlx::Error> {
+    let sql = "SELECT artifact FROM manifest_rollouts WHERE rollout_id = $1";
+    let row: Option<String> =
+        on_pool!(store, pool => sqlx::query_scalar(sql).bind(id.as_str()).fetch_optional(pool).await)?;
+    row.as_deref().map(from_json).transpose()
+}
+
 /// Where the webhook `name`'s deliveries stand: the last seq delivered or passed over.
 pub async fn webhook_cursor(store: &Store, name: &str) -> Result<Option<i64>, sqlx::Error> {
     let sql = "SELECT seq FROM webhook_cursors WHERE name = $1";

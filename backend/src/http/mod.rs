@@ -163,6 +163,7 @@ pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi
         .routes(routes!(operator::host))
         .routes(routes!(operator::rollout))
         .routes(routes!(operator::rollout_events))
+        .routes(routes!(operator::rollout_changes))
         .routes(routes!(operator::approve))
         .routes(routes!(operator::promote))
         .routes(routes!(operator::pause))

@@ -229,6 +229,41 @@ pub async fn rollout_events(
     Ok(Json(EventsPage { events }))
 }
 
+/// `GET /api/v1/rollouts/{id}/changes`: each target closure of the rollout, its hosts, and
+/// what its signed manifest says changes in it (what the approve and promote dialogs show).
+#[utoipa::path(get, path = "/rollouts/{id}/changes", tag = "operator", params(("id" = String, Path)), responses((status = 200, body = shared::api::RolloutChanges), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody), (status = 404, body = shared::ApiErrorBody)))]
+pub async fn rollout_changes(
+    State(state): State<AppState>,
+    _: Viewer,
+    Path(id): Path<String>,
+) -> Result<Json<shared::api::RolloutChanges>, ApiError> {
+    use base64::Engine as _;
+    let id = rollout_id(&id)?;
+    let Some(artifact) = store::manifest_artifact(&state.store, &id).await.map_err(ApiError::internal)? else {
+        return Err(ApiError::not_found(format!("No manifest of {id} is in force.")));
+    };
+    // Stored only after it verified: one that does not read back is a broken database.
+    let unreadable =
+        |err: String| ApiError::internal(sqlx::Error::Decode(format!("stored manifest of {id}: {err}").into()));
+    let bytes =
+        base64::engine::general_purpose::STANDARD.decode(&artifact.artifact).map_err(|e| unreadable(e.to_string()))?;
+    let manifest: shared::manifest::RolloutManifest =
+        serde_json::from_slice(&bytes).map_err(|e| unreadable(e.to_string()))?;
+    let mut hosts: BTreeMap<Closure, u64> = BTreeMap::new();
+    for entry in &manifest.host_set {
+        *hosts.entry(entry.target_closure.clone()).or_default() += 1;
+    }
+    let mut summaries = manifest.closures.unwrap_or_default();
+    let targets = hosts
+        .into_iter()
+        .map(|(closure, hosts)| {
+            let changes = summaries.remove(&closure);
+            shared::api::TargetChanges { closure, hosts, changes }
+        })
+        .collect();
+    Ok(Json(shared::api::RolloutChanges { targets }))
+}
+
 /// `GET /api/v1/quarantines`
 /// `?limit=`: how many released quarantines (newest first; 1–1000, default 200). Every active
 /// one is always listed.

@@ -22,6 +22,7 @@ mod observability;
 mod openapi;
 mod operator_api;
 mod policies_api;
+mod release_diff;
 mod rollout_flow;
 mod serve_process;
 mod simulator;

@@ -22,6 +22,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/hosts/{hostname}"),
     ("get", "/api/v1/rollouts/{id}"),
     ("get", "/api/v1/rollouts/{id}/events"),
+    ("get", "/api/v1/rollouts/{id}/changes"),
     ("post", "/api/v1/rollouts/{id}/approve"),
     ("post", "/api/v1/rollouts/{id}/promote"),
     ("post", "/api/v1/rollouts/{id}/pause"),
