@@ -106,6 +106,11 @@ pub async fn freezes() -> Result<Freezes, CallError> {
     get("/api/v1/freezes").await
 }
 
+/// What a rollout changes, per target closure (the approve and promote dialogs).
+pub async fn rollout_changes(id: &shared::RolloutId) -> Result<shared::api::RolloutChanges, CallError> {
+    get(&format!("/api/v1/rollouts/{id}/changes")).await
+}
+
 /// The webhooks and how their deliveries stand.
 pub async fn webhooks() -> Result<Vec<shared::api::WebhookView>, CallError> {
     get("/api/v1/webhooks").await

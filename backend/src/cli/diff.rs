@@ -92,7 +92,12 @@ fn nix_output(nix: &Path, args: &[&str]) -> anyhow::Result<String> {
 
 fn summary(nix: &Path, before: &Closure, target: &Closure) -> anyhow::Result<ClosureChanges> {
     let diff = nix_output(nix, &["store", "diff-closures", before.as_str(), target.as_str()])?;
-    let changes = diff.lines().filter(|l| !l.trim().is_empty()).map(parse_line).collect::<anyhow::Result<Vec<_>>>()?;
+    let changes = diff
+        .lines()
+        .map(without_colours)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| parse_line(&l))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let sizes: Value = serde_json::from_str(&nix_output(
         nix,
         &["path-info", "--closure-size", "--json", before.as_str(), target.as_str()],
@@ -106,6 +111,26 @@ fn summary(nix: &Path, before: &Closure, target: &Closure) -> anyhow::Result<Clo
         from_size_bytes: size_of(before),
         changes,
     })
+}
+
+/// `line` without ANSI colour codes (Nix colours the size whether or not it writes to a
+/// terminal).
+fn without_colours(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ parameters final-letter
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// One line of `nix store diff-closures`: `name: 1.0, 1.1 → 1.2, +12.5 KiB` (∅: absent, ε: no
@@ -169,6 +194,8 @@ mod tests {
         assert_eq!(several.from.as_deref(), Some("6.1.1, 6.1.2"));
         let unversioned = read("etc: ε → ∅");
         assert_eq!((unversioned.from.as_deref(), unversioned.to), (Some(""), None));
+        let coloured = read(&without_colours("curl: ∅ → 8.7.1, \u{1b}[31;1m+2343.9 KiB\u{1b}[0m"));
+        assert_eq!((coloured.to.as_deref(), coloured.size_delta_bytes), (Some("8.7.1"), Some(2_400_154)));
         assert!(parse_line("no colon here").is_err());
         assert!(parse_line("x: 1 → 2, +3 parsecs").is_err());
     }

@@ -13,14 +13,15 @@ use serde_json::{Value, json};
 
 use crate::common::spawn_app;
 
-/// Two fake systems whose closures differ as a real upgrade does: hello 2.10 → 2.12, openssl
-/// removed, curl added, bash the same; `tag` keeps each test's store paths its own.
+/// Two fake systems whose closures differ as a real upgrade does: hello 2.10 → 2.12 (about
+/// the same size), openssl (60 KiB) removed, curl (100 KiB) added, bash the same; `tag` keeps
+/// each test's store paths its own.
 fn build_systems(tag: &str) -> (String, String) {
     let expression = format!(
         r#"let
-  pkg = name: builtins.derivation {{ inherit name; system = builtins.currentSystem; builder = "/bin/sh"; tag = "{tag}"; args = [ "-c" "echo ${{name}} > $out" ]; }};
+  pkg = name: kib: builtins.derivation {{ inherit name; system = builtins.currentSystem; builder = "/bin/sh"; PATH = "/bin:/usr/bin"; tag = "{tag}"; args = [ "-c" "head -c ${{toString (kib * 1024)}} /dev/zero > $out" ]; }};
   sys = v: deps: builtins.derivation {{ name = "nixos-system-web-${{v}}"; system = builtins.currentSystem; builder = "/bin/sh"; tag = "{tag}"; inherit deps; args = [ "-c" "echo $deps > $out" ]; }};
-in [ (sys "1" [ (pkg "hello-2.10") (pkg "openssl-3.0.1") (pkg "bash-5.1") ]) (sys "2" [ (pkg "hello-2.12") (pkg "curl-8.0.1") (pkg "bash-5.1") ]) ]"#
+in [ (sys "1" [ (pkg "hello-2.10" 20) (pkg "openssl-3.0.1" 60) (pkg "bash-5.1" 30) ]) (sys "2" [ (pkg "hello-2.12" 21) (pkg "curl-8.0.1" 100) (pkg "bash-5.1" 30) ]) ]"#
     );
     let out = agent::testkit::nix("nix-build")
         .args(["--no-out-link", "--option", "sandbox", "false", "--option", "substituters", "", "-E", &expression])
@@ -103,16 +104,29 @@ async fn change_summaries_from_nix_are_signed_verified_and_served() {
     let summary = &manifest["closures"][v2.as_str()];
     assert_eq!(summary["from"], v1.as_str());
     assert!(summary["sizeBytes"].as_u64().is_some_and(|s| s > 0), "{summary}");
+    let changes: Vec<(String, Value, Value)> = summary["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["package"].as_str().unwrap().to_owned(), c["from"].clone(), c["to"].clone()))
+        .collect();
     assert_eq!(
-        summary["changes"],
-        json!([
-            {"package": "curl", "to": "8.0.1"},
-            {"package": "hello", "from": "2.10", "to": "2.12"},
-            {"package": "nixos-system-web", "from": "1", "to": "2"},
-            {"package": "openssl", "from": "3.0.1"},
-        ]),
+        changes,
+        [
+            ("curl".into(), Value::Null, json!("8.0.1")),
+            ("hello".into(), json!("2.10"), json!("2.12")),
+            ("nixos-system-web".into(), json!("1"), json!("2")),
+            ("openssl".into(), json!("3.0.1"), Value::Null),
+        ],
         "added, changed and removed, bash unchanged and left out"
     );
+    // Nix reports a size change of 8 KiB or more (as NAR sizes, a little over the files').
+    let delta = |i: usize| summary["changes"][i]["sizeDeltaBytes"].as_i64();
+    assert!(delta(0).is_some_and(|d| (100 * 1024..110 * 1024).contains(&d)), "curl added: {summary}");
+    assert!(delta(3).is_some_and(|d| (-70 * 1024..=-60 * 1024).contains(&d)), "openssl removed: {summary}");
+    assert_eq!(delta(1), None, "hello grew by 1 KiB: below what Nix reports");
+    let (size, before) = (summary["sizeBytes"].as_i64().unwrap(), summary["fromSizeBytes"].as_i64().unwrap());
+    assert!((35 * 1024..45 * 1024).contains(&(size - before)), "the closure grew by about 41 KiB: {summary}");
 
     // Through the control plane: the signature and the summaries verify, and come back.
     let app = spawn_app().await;

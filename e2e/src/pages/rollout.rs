@@ -69,8 +69,13 @@ impl Act<'_> {
         self.session.client.goto(&self.session.url(&format!("/rollouts/{rollout}"))).await?;
         Ok(())
     }
+    /// Clicks "Approve wave N", waits for the dialog to say what changes (a summary, or that
+    /// none is available), and confirms.
     pub async fn approve(&self, wave: u32, within: Duration) -> anyhow::Result<()> {
-        self.click(&format!("#approve-{wave}"), within).await
+        self.click(&format!("#approve-{wave}"), within).await?;
+        let find = Find { session: self.session };
+        find.css("#changes .changes-target", within).await.context("the dialog shows no change summary")?;
+        self.click("#dialog-confirm", within).await
     }
 
     /// Clicks `css`, finding it again when the live page replaced it in between.

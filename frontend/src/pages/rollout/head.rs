@@ -1,17 +1,24 @@
 //! The page's head: the rollout's id, state and wave, why it halted, the feed status and the
-//! operator's actions (pause, resume, clear failure, promote).
+//! operator's actions (pause, resume, clear failure; promote through the changes dialog).
 
 use leptos::prelude::*;
 use shared::api::OperatorAction;
 use shared::state::RolloutState;
 
 use super::Act;
+use super::changes::Pending;
 use super::live::Live;
 use crate::components::RolloutBadge;
 use crate::feed::{FeedIndicator, FeedStatus};
 
 #[component]
-pub fn Head(live: Live, can_act: Signal<bool>, act: Act, status: RwSignal<FeedStatus>) -> impl IntoView {
+pub fn Head(
+    live: Live,
+    can_act: Signal<bool>,
+    act: Act,
+    confirm: RwSignal<Option<Pending>>,
+    status: RwSignal<FeedStatus>,
+) -> impl IntoView {
     move || {
         let h = live.header.get()?;
         let rid = h.rollout_id.to_string();
@@ -38,11 +45,8 @@ pub fn Head(live: Live, can_act: Signal<bool>, act: Act, status: RwSignal<FeedSt
                     let rollout_id = id.clone();
                     view! {
                         <button class="button button-quiet" id="promote" on:click=move |_| {
-                            let force = web_sys::window()
-                                .and_then(|w| w.confirm_with_message(&format!("Promote to wave {next}? OK forces it even if the current wave is not complete (logged as an override); Cancel promotes only if it is.")).ok())
-                                .unwrap_or(false);
-                            let action = OperatorAction::Promote { rollout_id: rollout_id.clone(), to_wave: next, force };
-                            act.run((action, None, format!("Promote to wave {next}")));
+                            let action = OperatorAction::Promote { rollout_id: rollout_id.clone(), to_wave: next, force: false };
+                            confirm.set(Some(Pending { rollout_id: rollout_id.clone(), action, title: format!("Promote {rollout_id} to wave {next}") }));
                         }>{format!("Promote to wave {next}")}</button>
                     }
                 })}

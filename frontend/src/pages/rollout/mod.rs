@@ -4,6 +4,7 @@
 //! `model` is the page's state without signals (tested natively), `live` the signals it is
 //! drawn from; `head`, `waves`, `host_panel` and `event_log` draw the parts.
 
+mod changes;
 mod event_log;
 mod head;
 mod host_panel;
@@ -13,7 +14,7 @@ mod waves;
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use leptos_router::hooks::use_params_map;
+use leptos_router::hooks::{use_params_map, use_query_map};
 use shared::api::{LogEvent, OperatorAction};
 use shared::log::LogKind;
 
@@ -86,17 +87,34 @@ pub fn RolloutPage() -> impl IntoView {
         });
     });
 
+    // Approve and promote ask first, showing what changes. `?approve=N` (a link a webhook's
+    // message can carry) opens the approval of wave N for an operator.
+    let confirm: RwSignal<Option<changes::Pending>> = RwSignal::new(None);
+    let approve_link = use_query_map().with_untracked(|q| q.get("approve").and_then(|w| w.parse::<u32>().ok()));
+    if let (Some(wave), Ok(rollout_id)) = (approve_link, shared::RolloutId::parse(id.clone())) {
+        let opened = StoredValue::new(false);
+        Effect::new(move |_| {
+            if can_act.get() && !opened.get_value() {
+                opened.set_value(true);
+                let title = format!("Approve wave {wave} of {rollout_id}");
+                let action = OperatorAction::ApproveWave { rollout_id: rollout_id.clone(), wave };
+                confirm.set(Some(changes::Pending { rollout_id: rollout_id.clone(), action, title }));
+            }
+        });
+    }
+
     view! {
         <section class="page" id="page-rollout">
             {move || load_error.get().map(|e| view! { <ErrorNotice message=e /> })}
-            <Head live=live can_act=can_act act=act status=status />
+            <changes::ChangesDialog pending=confirm act=act />
+            <Head live=live can_act=can_act act=act confirm=confirm status=status />
             {move || notice.get().map(|n| match n {
                 Ok(m) => view! { <p class="notice notice-ok" id="action-result" role="status">{m}</p> }.into_any(),
                 Err(m) => view! { <p class="notice notice-error" id="action-result" role="alert">{m}</p> }.into_any(),
             })}
             <div class="rollout-body">
                 <div class="waves" id="waves">
-                    {move || live.waves.get().into_iter().map(|meta| view! { <WaveColumn meta=meta live=live selected=selected can_act=can_act act=act /> }).collect_view()}
+                    {move || live.waves.get().into_iter().map(|meta| view! { <WaveColumn meta=meta live=live selected=selected can_act=can_act confirm=confirm /> }).collect_view()}
                 </div>
                 <aside class="side">
                     <HostPanel live=live selected=selected can_act=can_act act=act />

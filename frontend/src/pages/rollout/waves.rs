@@ -5,7 +5,7 @@ use leptos::prelude::*;
 use shared::api::{HostCell, OperatorAction};
 use shared::state::HostState;
 
-use super::Act;
+use super::changes::Pending;
 use super::live::{Live, WaveMeta};
 use crate::components::{StateBar, counts_text, host_state_class};
 
@@ -46,7 +46,7 @@ pub fn WaveColumn(
     live: Live,
     selected: RwSignal<Option<String>>,
     can_act: Signal<bool>,
-    act: Act,
+    confirm: RwSignal<Option<Pending>>,
 ) -> impl IntoView {
     let cells: Vec<RwSignal<HostCell>> = meta.cells.iter().map(|(_, c)| *c).collect();
     let total = cells.len();
@@ -97,7 +97,8 @@ pub fn WaveColumn(
             view! {
                 <button class="button approve" id=format!("approve-{i}")
                     on:click=move |_| if let Some(rollout_id) = rid() {
-                        act.run((OperatorAction::ApproveWave { rollout_id, wave: i }, None, format!("Approve wave {i}")))
+                        let title = format!("Approve wave {i} of {rollout_id}");
+                        confirm.set(Some(Pending { rollout_id: rollout_id.clone(), action: OperatorAction::ApproveWave { rollout_id, wave: i }, title }))
                     }>
                     {format!("Approve wave {i}")}
                 </button>
