@@ -415,3 +415,33 @@ mod sqlite_only {
         assert!(plan.iter().any(|(.., detail)| detail.contains("event_log_audit")), "{plan:?}");
     }
 }
+
+/// Runs `ctl args` on a pseudo-terminal (util-linux `script`), with `NO_COLOR` set or not.
+async fn on_a_terminal(app: &TestApp, args: &str, no_color: bool) -> String {
+    let line = format!("{} ctl {args}", env!("CARGO_BIN_EXE_fleetwave"));
+    let mut command = Command::new("script");
+    command
+        .args(["--quiet", "--return", "--command", &line, "/dev/null"])
+        .env("FLEETWAVE_URL", &app.base)
+        .env("FLEETWAVE_TOKEN", &app.operator_token)
+        .env("TERM", "xterm-256color")
+        .env_remove("NO_COLOR")
+        .env_remove("CLICOLOR")
+        .env_remove("CLICOLOR_FORCE");
+    if no_color {
+        command.env("NO_COLOR", "1");
+    }
+    let out = command.output().await.expect("util-linux `script` runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn tables_are_coloured_on_a_terminal_unless_no_color_is_set() {
+    let app = spawn_app().await;
+    assert_eq!(app.upload(&fleet(), "a1").await.0, 200);
+    let coloured = on_a_terminal(&app, "rollouts", false).await;
+    assert!(coloured.contains(R) && coloured.contains('\u{1b}'), "states coloured on a terminal: {coloured:?}");
+    let plain = on_a_terminal(&app, "rollouts", true).await;
+    assert!(plain.contains(R) && !plain.contains('\u{1b}'), "NO_COLOR: {plain:?}");
+}
