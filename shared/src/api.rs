@@ -549,20 +549,12 @@ pub struct EventsPage {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEntry {
-    pub seq: i64,
-    pub ts: DateTime<Utc>,
-    pub kind: LogKind,
     /// The operator; `manifests-directory` for a release read from the server's directory.
     pub actor: String,
+    /// The entry in words.
     pub what: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rollout_id: Option<RolloutId>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<Hostname>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel: Option<Channel>,
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
-    pub payload: Box<serde_json::value::RawValue>,
+    /// The log entry itself.
+    pub entry: LogEvent,
 }
 
 /// `GET /api/v1/webhooks`: one webhook and how its delivery stands (SPEC §18).
@@ -624,17 +616,7 @@ impl LogEvent {
     pub fn audit(&self) -> Option<AuditEntry> {
         let entry = self.entry().ok()?;
         let actor = entry.actor()?;
-        Some(AuditEntry {
-            seq: self.seq,
-            ts: self.ts,
-            kind: self.kind,
-            actor,
-            what: entry.describe(),
-            rollout_id: self.rollout_id.clone(),
-            host: self.host.clone(),
-            channel: self.channel.clone(),
-            payload: self.payload.clone(),
-        })
+        Some(AuditEntry { actor, what: entry.describe(), entry: self.clone() })
     }
 }
 

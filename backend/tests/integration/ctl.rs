@@ -6,7 +6,6 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use engine::testkit::FleetBuilder;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -16,14 +15,7 @@ use crate::common::{TestApp, spawn_app};
 
 const R: &str = "stable@a1";
 
-fn fleet() -> FleetBuilder {
-    FleetBuilder::new()
-        .policy("p", &[(0, false), (0, true)], "halt", 30)
-        .channel("stable", "p")
-        .host("a", "stable", &["web"])
-        .host("b", "stable", &["web"])
-        .waves("stable", &[&["a"], &["b"]])
-}
+use crate::common::two_waves as fleet;
 
 struct Ran {
     code: i32,
@@ -357,7 +349,7 @@ async fn audit_lists_what_people_did_filtered_by_time_and_actor() {
         ran.stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
     };
     let all = lines(ctl(&app, &["audit", "--json"]).await);
-    let seen: Vec<(String, String)> = all.iter().map(|e| (e.actor.clone(), e.kind.to_string())).collect();
+    let seen: Vec<(String, String)> = all.iter().map(|e| (e.actor.clone(), e.entry.kind.to_string())).collect();
     let expected: Vec<(String, String)> = [
         (olive.as_str(), "ManifestSetUpdated"),
         (&olive, "OperatorAction"),
@@ -374,7 +366,7 @@ async fn audit_lists_what_people_did_filtered_by_time_and_actor() {
     .map(|(a, k)| (a.to_string(), k.to_string()))
     .collect();
     assert_eq!(seen, expected, "every person's entry, oldest first, and nothing of the agents'");
-    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert!(all.windows(2).all(|w| w[0].entry.seq < w[1].entry.seq));
     assert!(all[1].what.contains("pause") && all[1].what.contains("lunch"), "{}", all[1].what);
     assert!(all[0].what.contains(&format!("uploaded by {olive}")), "{}", all[0].what);
 

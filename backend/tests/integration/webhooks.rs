@@ -9,7 +9,6 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use engine::testkit::FleetBuilder;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
@@ -20,14 +19,7 @@ use crate::common::{Options, spawn_with};
 const R: &str = "stable@a1";
 const SECRET: &str = "a-secret-of-32-bytes-0123456789a";
 
-fn fleet() -> FleetBuilder {
-    FleetBuilder::new()
-        .policy("p", &[(0, false), (0, true)], "halt", 30)
-        .channel("stable", "p")
-        .host("a", "stable", &["web"])
-        .host("b", "stable", &["web"])
-        .waves("stable", &[&["a"], &["b"]])
-}
+use crate::common::two_waves as fleet;
 
 /// One request the receiver took: which webhook, the body, the signature header.
 #[derive(Debug, Clone)]

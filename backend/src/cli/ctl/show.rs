@@ -274,14 +274,15 @@ pub fn audit(entries: &[AuditEntry], now: DateTime<Utc>) -> String {
     let rows = entries
         .iter()
         .map(|e| {
-            let about = [e.rollout_id.as_ref().map(|r| r.to_string()), e.host.as_ref().map(|h| h.to_string())]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join(" ");
+            let about =
+                [e.entry.rollout_id.as_ref().map(|r| r.to_string()), e.entry.host.as_ref().map(|h| h.to_string())]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(" ");
             vec![
-                e.ts.format("%Y-%m-%d %H:%M:%S").to_string(),
-                relative(e.ts, now),
+                e.entry.ts.format("%Y-%m-%d %H:%M:%S").to_string(),
+                relative(e.entry.ts, now),
                 e.actor.clone(),
                 about,
                 e.what.clone(),

@@ -264,6 +264,16 @@ pub fn db_arg(db: &TestDb) -> String {
     db.target().as_arg()
 }
 
+/// Channel `stable`: host `a` in wave 0, `b` in wave 1 (which needs approval), no soak.
+pub fn two_waves() -> FleetBuilder {
+    FleetBuilder::new()
+        .policy("p", &[(0, false), (0, true)], "halt", 30)
+        .channel("stable", "p")
+        .host("a", "stable", &["web"])
+        .host("b", "stable", &["web"])
+        .waves("stable", &[&["a"], &["b"]])
+}
+
 /// `{fleet, rollouts}` for a release of `fleet` at `commit`, signed now.
 pub fn upload_body(fleet: &FleetBuilder, commit: &str, signed_at: chrono::DateTime<chrono::Utc>) -> Value {
     let mut doc = fleet.document();
