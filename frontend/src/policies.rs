@@ -56,17 +56,11 @@ pub fn browser_now() -> DateTime<Utc> {
 
 /// "in 5 h 12 min", "in 40 s", or "now" for a moment that has come.
 pub fn from_now(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
-    let seconds = (at - now).num_seconds();
+    let seconds = at.signed_duration_since(now).num_seconds();
     if seconds <= 0 {
         return "now".into();
     }
-    let (days, hours, minutes) = (seconds / 86_400, seconds % 86_400 / 3600, seconds % 3600 / 60);
-    match (days, hours, minutes) {
-        (0, 0, 0) => format!("in {seconds} s"),
-        (0, 0, m) => format!("in {m} min"),
-        (0, h, m) => format!("in {h} h {m} min"),
-        (d, h, _) => format!("in {d} d {h} h"),
-    }
+    format!("in {}", shared::words::span(seconds.unsigned_abs()))
 }
 
 /// What a freeze covers, in words.

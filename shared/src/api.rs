@@ -519,6 +519,12 @@ impl LogEvent {
         LogEntry::from_payload(self.kind, &mut serde_json::Deserializer::from_str(self.payload.get()))
     }
 
+    /// What the entry is about: its rollout and host, as far as it has them ("stable@a1 web-01").
+    pub fn about(&self) -> String {
+        let parts = [self.rollout_id.as_ref().map(RolloutId::as_str), self.host.as_ref().map(Hostname::as_str)];
+        parts.into_iter().flatten().collect::<Vec<_>>().join(" ")
+    }
+
     /// The entry in one line of words ([`LogEntry::describe`]); one whose payload cannot be
     /// read says so.
     pub fn describe(&self) -> String {

@@ -12,6 +12,7 @@ pub mod log;
 pub mod manifest;
 pub mod policy;
 pub mod state;
+pub mod words;
 
 pub use api::{ApiError, ApiErrorBody, ErrorCode, VersionInfo};
 pub use ids::{Channel, Closure, Hostname, IdError, RolloutId};

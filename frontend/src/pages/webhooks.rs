@@ -37,7 +37,7 @@ pub fn WebhooksPage() -> impl IntoView {
                                     channels.as_ref().map(|c| format!("channels {}", c.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", "))),
                                 ].into_iter().flatten().collect::<Vec<_>>().join(" · "),
                             };
-                            let last = h.last_delivered_at.map(|t| format!("last {}", crate::policies::from_now(t, now()))).unwrap_or_default();
+                            let last = h.last_delivered_at.map(|t| format!("last {}", shared::words::relative(t, now()))).unwrap_or_default();
                             let (state, class) = match (&h.failing_since, &h.last_error) {
                                 (Some(since), error) => (
                                     format!("failing since {}: {}", since.format("%H:%M:%S UTC"), error.clone().unwrap_or_default()),

@@ -6,6 +6,7 @@ use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
 use shared::api::{AuditEntry, FleetOverview, HostCell, OperatorOutcome, RolloutDetail, RolloutSummary};
 use shared::policy::Freeze;
 use shared::state::{HostState, RolloutState};
+use shared::words::relative;
 
 /// Whether standard output gets colours: a terminal, and `NO_COLOR` / `CLICOLOR=0` not set
 /// (anstream's rules).
@@ -83,19 +84,6 @@ pub fn table(header: &[&str], right: &[usize], rows: Vec<Vec<String>>) -> String
         .map(|l| l.strip_prefix(' ').unwrap_or(&l).to_owned())
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// "3 min ago", "in 2 h 5 min".
-pub fn relative(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
-    let seconds = (now - at).num_seconds();
-    let (past, s) = (seconds >= 0, seconds.unsigned_abs());
-    let span = match s {
-        0..60 => format!("{s} s"),
-        60..3600 => format!("{} min", s / 60),
-        3600..86_400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
-        _ => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
-    };
-    if past { format!("{span} ago") } else { format!("in {span}") }
 }
 
 fn percent(p: f64) -> String {
@@ -274,17 +262,11 @@ pub fn audit(entries: &[AuditEntry], now: DateTime<Utc>) -> String {
     let rows = entries
         .iter()
         .map(|e| {
-            let about =
-                [e.entry.rollout_id.as_ref().map(|r| r.to_string()), e.entry.host.as_ref().map(|h| h.to_string())]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join(" ");
             vec![
                 e.entry.ts.format("%Y-%m-%d %H:%M:%S").to_string(),
                 relative(e.entry.ts, now),
                 e.actor.clone(),
-                about,
+                e.entry.about(),
                 e.what.clone(),
             ]
         })
@@ -309,14 +291,6 @@ mod tests {
             vec![vec!["a".into(), "5".into(), String::new()], vec!["longer".into(), "120".into(), "x".into()]],
         );
         assert_eq!(text, "NAME      N  NOTE\na         5\nlonger  120  x");
-    }
-
-    #[test]
-    fn relative_times_read_as_people_say_them() {
-        let now = DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::days(2);
-        assert_eq!(relative(now - chrono::Duration::seconds(42), now), "42 s ago");
-        assert_eq!(relative(now + chrono::Duration::minutes(125), now), "in 2 h 5 min");
-        assert_eq!(relative(now - chrono::Duration::hours(50), now), "2 d 2 h ago");
     }
 
     #[test]

@@ -203,7 +203,7 @@ pub async fn watch(client: &Client, id: Option<RolloutId>, json: bool, paint: Pa
                 println!("{}", serde_json::to_string(&entry).unwrap_or_default());
             } else if !changes_nothing(&entry) && !holds.add(&entry) {
                 holds.flush(&say, paint);
-                say(line(&entry, about(&entry), paint));
+                say(line(&entry, entry.about(), paint));
             }
             if let Some(watched) = watched.as_mut() {
                 if let Ok(carried) = entry.carried::<HostCell, RolloutHeader>() {
@@ -270,15 +270,6 @@ impl Holds {
             say(line(&first, about, paint));
         }
     }
-}
-
-/// What an entry is about: its rollout and host.
-fn about(entry: &LogEvent) -> String {
-    [entry.rollout_id.as_ref().map(|r| r.to_string()), entry.host.as_ref().map(|h| h.to_string())]
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// One line: time, seq, what it is about, the entry in words.
