@@ -54,6 +54,9 @@ const KEEP_ALIVE_FRAME: &[u8] = b":\n\n";
 #[derive(Clone)]
 pub struct FeedHub {
     tx: broadcast::Sender<Arc<FeedEntry>>,
+    /// The last seq published: what the webhooks' deliverers wait on (they read the entries
+    /// from the log, so nothing is rendered for them).
+    committed: tokio::sync::watch::Sender<i64>,
 }
 
 impl Default for FeedHub {
@@ -64,11 +67,14 @@ impl Default for FeedHub {
 
 impl FeedHub {
     pub fn new(capacity: usize) -> FeedHub {
-        FeedHub { tx: broadcast::channel(capacity).0 }
+        FeedHub { tx: broadcast::channel(capacity).0, committed: tokio::sync::watch::Sender::new(0) }
     }
 
     /// Called by the reducer after each commit, in seq order.
     pub fn publish(&self, entries: &[LogEvent]) {
+        if let Some(last) = entries.last() {
+            self.committed.send_replace(last.seq);
+        }
         if self.tx.receiver_count() == 0 {
             return; // Nobody is watching: nothing to render.
         }
@@ -79,6 +85,11 @@ impl FeedHub {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<FeedEntry>> {
         self.tx.subscribe()
+    }
+
+    /// Changes after each publish (its value: the last seq published).
+    pub fn committed(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.committed.subscribe()
     }
 }
 

@@ -44,11 +44,7 @@ fn body(config: &WebhookConfig, entry: &LogEvent) -> Vec<u8> {
     match config.format {
         Format::Json => serde_json::to_vec(entry).unwrap_or_default(),
         Format::Slack => {
-            let about = [entry.rollout_id.as_ref().map(|r| r.to_string()), entry.host.as_ref().map(|h| h.to_string())]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join(" ");
+            let about = entry.about();
             let text = if about.is_empty() {
                 format!("Fleetwave: {}", entry.describe())
             } else {
@@ -81,7 +77,8 @@ pub async fn run(d: Deliverer, token: CancellationToken) {
             return token.cancelled().await;
         }
     };
-    let mut wake = d.wake.subscribe();
+    let labels = vec![("webhook".to_owned(), config.name.clone())];
+    let mut wake = d.wake.committed();
     let set_status = |f: &mut dyn FnMut(&mut Status)| {
         if let Ok(mut s) = status.lock() {
             f(&mut s);
@@ -137,8 +134,8 @@ pub async fn run(d: Deliverer, token: CancellationToken) {
                         Err(err) => Some(crate::telemetry::error_chain(&err)),
                     };
                     let Some(failure) = failure else { break };
-                    d.metrics.webhook_failures.get_or_create(&vec![("webhook".into(), config.name.clone())]).inc();
-                    d.metrics.webhook_failing.get_or_create(&vec![("webhook".into(), config.name.clone())]).set(1);
+                    d.metrics.webhook_failures.get_or_create(&labels).inc();
+                    d.metrics.webhook_failing.get_or_create(&labels).set(1);
                     let now = d.clock.now();
                     set_status(&mut |s| {
                         s.failed_attempts += 1;
@@ -151,8 +148,8 @@ pub async fn run(d: Deliverer, token: CancellationToken) {
                     }
                     retry = (retry * 2).min(LAST_RETRY);
                 }
-                d.metrics.webhook_delivered.get_or_create(&vec![("webhook".into(), config.name.clone())]).inc();
-                d.metrics.webhook_failing.get_or_create(&vec![("webhook".into(), config.name.clone())]).set(0);
+                d.metrics.webhook_delivered.get_or_create(&labels).inc();
+                d.metrics.webhook_failing.get_or_create(&labels).set(0);
                 let now = d.clock.now();
                 set_status(&mut |s| {
                     s.delivered += 1;
@@ -167,7 +164,7 @@ pub async fn run(d: Deliverer, token: CancellationToken) {
             }
             cursor = entry.seq;
             set_status(&mut |s| s.cursor = cursor);
-            d.metrics.webhook_cursor.get_or_create(&vec![("webhook".into(), config.name.clone())]).set(cursor);
+            d.metrics.webhook_cursor.get_or_create(&labels).set(cursor);
         }
         if full {
             continue;
@@ -176,9 +173,9 @@ pub async fn run(d: Deliverer, token: CancellationToken) {
         store_cursor(&d, config, cursor, &token).await;
         tokio::select! {
             _ = token.cancelled() => return,
-            woken = wake.recv() => {
+            woken = wake.changed() => {
                 // Without a feed to wake it, the deliverer polls.
-                if matches!(woken, Err(tokio::sync::broadcast::error::RecvError::Closed)) && pause(&token, POLL).await {
+                if woken.is_err() && pause(&token, POLL).await {
                     return;
                 }
             }
