@@ -147,16 +147,21 @@ impl Replicas {
 
     /// Waits until a replica leads at an epoch past `past`: which, at what epoch, how long.
     async fn new_leader(&self, past: i64, limit: Duration) -> (usize, i64, Duration) {
+        self.leader_from(past + 1, limit).await
+    }
+
+    /// Waits until a replica leads at epoch `from` or later: which, at what epoch, how long.
+    async fn leader_from(&self, from: i64, limit: Duration) -> (usize, i64, Duration) {
         let started = Instant::now();
         while started.elapsed() < limit {
             if let Some((i, epoch)) = self.leader().await
-                && epoch > past
+                && epoch >= from
             {
                 return (i, epoch, started.elapsed());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("no replica led past epoch {past} within {limit:?}\n{}", self.logs());
+        panic!("no replica led at epoch {from} or later within {limit:?}\n{}", self.logs());
     }
 
     async fn rollout_state(&self) -> Option<String> {
@@ -308,7 +313,7 @@ async fn a_rollout_through_random_replicas_survives_three_leader_kills_and_loses
     println!("seed {seed} (FLEETWAVE_TEST_SEED={seed} repeats the kill moments)");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut replicas = Replicas::start(3).await;
-    let (leader, _, took) = replicas.new_leader(0, Duration::from_secs(20)).await;
+    let (leader, first_epoch, took) = replicas.new_leader(0, Duration::from_secs(20)).await;
     println!("replica {leader} leads after {took:?}");
     upload(&replicas, (leader + 1) % 3, HOSTS).await;
 
@@ -318,9 +323,15 @@ async fn a_rollout_through_random_replicas_survives_three_leader_kills_and_loses
     let (stats, agents) = sim::spawn(&replicas.urls(), sim_hosts(HOSTS), seed, behaviour, stop.clone());
 
     let mut takeovers = Vec::new();
+    let mut last_epoch = first_epoch;
     for kill in 1..=3 {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(1_000..4_000))).await;
-        let (leader, epoch) = replicas.leader().await.expect("a replica leads before the kill");
+        // On two loaded cores a leader may miss a lock check (or its `/cluster` answer the
+        // client's timeout) and step down on its own; the kill then lands on whoever leads.
+        let (leader, epoch, waited) = replicas.leader_from(last_epoch, Duration::from_secs(30)).await;
+        if epoch != last_epoch {
+            println!("kill {kill}: leadership moved on its own (epoch {last_epoch} → {epoch}, {} ms)", waited.as_millis());
+        }
         let state = replicas.rollout_state().await;
         assert_eq!(state.as_deref(), Some("Active"), "kill {kill} would not land during the rollout");
         replicas.kill(leader);
@@ -330,6 +341,7 @@ async fn a_rollout_through_random_replicas_survives_three_leader_kills_and_loses
             took.as_millis()
         );
         takeovers.push(took);
+        last_epoch = next_epoch;
         // Back as a follower, so three replicas stay up.
         replicas.spawn(leader);
     }
