@@ -669,6 +669,134 @@ pub struct FleetHost {
     pub suspended: Option<crate::policy::Suspension>,
 }
 
+/// One host found by `GET /api/v1/hosts`: where it is, what it runs, and its state in its
+/// channel's current rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct HostHit {
+    pub hostname: Hostname,
+    pub channel: Channel,
+    pub tags: Vec<String>,
+    pub online: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_closure: Option<Closure>,
+    /// The channel's current rollout, when the host has a record in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_id: Option<RolloutId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<HostState>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspended: bool,
+}
+
+/// A page of hosts in name order; `next` is the `after` of the next page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct HostSearchPage {
+    pub hosts: Vec<HostHit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<Hostname>,
+}
+
+/// What `GET /api/v1/hosts` filters by, as the query string carries it (every filter must
+/// hold). Also what the dashboard's search box reads from words such as
+/// `web- tag:eu state:Failed channel:stable closure:nginx` ([`HostQuery::from_words`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HostQuery {
+    /// Hostname prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub q: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// A host state (`Failed`, …) in the channel's current rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Text the closure the host runs contains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closure: Option<String>,
+    /// The page continues after this hostname.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+impl HostQuery {
+    /// Hosts per page unless `limit` says otherwise, and the most a page holds.
+    pub const DEFAULT_LIMIT: u32 = 50;
+    pub const MAX_LIMIT: u32 = 500;
+    /// The longest filter text accepted.
+    pub const MAX_TEXT_BYTES: usize = 256;
+
+    /// Reads a search box: `key:value` words for channel, tag, state and closure, any other
+    /// word a hostname prefix (the last one wins). State names are matched without regard to
+    /// case (`state:failed`).
+    pub fn from_words(text: &str) -> HostQuery {
+        let mut query = HostQuery::default();
+        for word in text.split_whitespace() {
+            let (slot, value) = match word.split_once(':') {
+                Some(("channel", v)) => (&mut query.channel, v),
+                Some(("tag", v)) => (&mut query.tag, v),
+                Some(("state", v)) => (&mut query.state, v),
+                Some(("closure", v)) => (&mut query.closure, v),
+                _ => (&mut query.q, word),
+            };
+            if !value.is_empty() {
+                *slot = Some(value.to_owned());
+            }
+        }
+        if let Some(state) = &query.state
+            && let Some(known) = HostState::ALL.iter().find(|s| s.as_str().eq_ignore_ascii_case(state))
+        {
+            query.state = Some(known.as_str().to_owned());
+        }
+        query
+    }
+
+    /// The query string (`q=web-&state=Failed`), values percent-encoded.
+    pub fn to_query_string(&self) -> String {
+        let pairs = [
+            ("q", self.q.as_deref()),
+            ("channel", self.channel.as_deref()),
+            ("tag", self.tag.as_deref()),
+            ("state", self.state.as_deref()),
+            ("closure", self.closure.as_deref()),
+            ("after", self.after.as_deref()),
+        ];
+        let mut parts: Vec<String> = pairs
+            .iter()
+            .filter_map(|(k, v)| v.map(|v| format!("{k}={}", percent_encode(v))))
+            .collect();
+        if let Some(limit) = self.limit {
+            parts.push(format!("limit={limit}"));
+        }
+        parts.join("&")
+    }
+
+    /// No filter at all.
+    pub fn is_empty(&self) -> bool {
+        self.q.is_none() && self.channel.is_none() && self.tag.is_none() && self.state.is_none() && self.closure.is_none()
+    }
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
@@ -894,4 +1022,25 @@ pub struct OperatorOutcome {
     /// The name of what the action created, where it names one (`POST /freezes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+}
+
+#[cfg(test)]
+mod host_query_tests {
+    use super::*;
+
+    #[test]
+    fn a_search_box_reads_as_filters_and_the_rest_as_a_hostname_prefix() {
+        let q = HostQuery::from_words("  edge- state:failed tag:eu channel:edge closure:broken-nginx ");
+        assert_eq!(q.q.as_deref(), Some("edge-"));
+        assert_eq!(q.state.as_deref(), Some("Failed"), "state names in any case");
+        assert_eq!((q.tag.as_deref(), q.channel.as_deref()), (Some("eu"), Some("edge")));
+        assert_eq!(q.closure.as_deref(), Some("broken-nginx"));
+        assert_eq!(q.to_query_string(), "q=edge-&channel=edge&tag=eu&state=Failed&closure=broken-nginx");
+        // An unknown state is passed on for the server to refuse; an empty value is no filter.
+        let q = HostQuery::from_words("state:Sleepy tag:");
+        assert_eq!((q.state.as_deref(), q.tag), (Some("Sleepy"), None));
+        assert!(HostQuery::from_words("   ").is_empty());
+        let odd = HostQuery { closure: Some("a b&c/é".into()), limit: Some(5), ..HostQuery::default() };
+        assert_eq!(odd.to_query_string(), "closure=a%20b%26c%2F%C3%A9&limit=5");
+    }
 }

@@ -186,6 +186,16 @@ impl Closure {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The closure as people name it: a store path's name after its hash
+    /// (`/nix/store/df59…-broken-nginx` → `…-broken-nginx`); anything else whole.
+    pub fn short(&self) -> std::borrow::Cow<'_, str> {
+        let name = self.0.strip_prefix("/nix/store/").and_then(|rest| rest.split_once('-'));
+        match name {
+            Some((hash, name)) if hash.len() == 32 && !name.is_empty() => format!("…-{name}").into(),
+            _ => self.0.as_str().into(),
+        }
+    }
 }
 
 impl TryFrom<String> for Closure {

@@ -421,8 +421,9 @@ impl LogEntry {
     pub fn describe(&self) -> String {
         match self {
             LogEntry::HostEvent(e) => {
-                let synth = if e.synthesized { " (from heartbeat)" } else { "" };
-                format!("{}{synth}: {} → {}", e.event.kind(), e.from, e.to)
+                let synth = if e.synthesized { " (inferred from a heartbeat)" } else { "" };
+                let moved = if e.from == e.to { e.to.to_string() } else { format!("{} → {}", e.from, e.to) };
+                format!("{}{synth} · {moved}", e.event.summary())
             }
             LogEntry::DispatchQueued(d) => format!("dispatch queued (soak {} s)", d.soak_seconds),
             LogEntry::DispatchWithdrawn(_) => "dispatch withdrawn".into(),

@@ -334,6 +334,55 @@ impl HostEvent {
         };
         Self::KINDS[index]
     }
+
+    /// What the agent reported, in words: the probe and its verdict, the exit code, the
+    /// component that deferred, the closure reached (the stderr tail is [`Self::stderr_tail`]).
+    pub fn summary(&self) -> String {
+        match self {
+            HostEvent::DispatchAck { current_closure, .. } => {
+                format!("dispatch acknowledged, running {}", current_closure.short())
+            }
+            HostEvent::ActivationStarted { .. } => "activation started".into(),
+            HostEvent::ActivationCompleted { observed_closure, exit_code, .. } => {
+                format!("activation completed (exit code {exit_code}), running {}", observed_closure.short())
+            }
+            HostEvent::ActivationDeferred { component, .. } => format!("activation deferred by {component}"),
+            HostEvent::ActivationFailed { exit_code, .. } => format!("activation failed with exit code {exit_code}"),
+            HostEvent::ProbeResult { probe, mode, status, reason, .. } => {
+                let verdict = match status {
+                    ProbeStatus::Pass => "passed",
+                    ProbeStatus::Fail => "failed",
+                };
+                let mode = match mode {
+                    ProbeMode::Enforce => "",
+                    ProbeMode::Observe => " (observe only)",
+                };
+                let reason = reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+                format!("probe {probe}{mode} {verdict}{reason}")
+            }
+            HostEvent::Failed { failing_probes, policy_applied, .. } => {
+                let policy = match policy_applied {
+                    crate::manifest::HealthFailurePolicy::Halt => "halt",
+                    crate::manifest::HealthFailurePolicy::RollbackAndHalt => "roll back and halt",
+                };
+                if failing_probes.is_empty() {
+                    format!("failed; policy: {policy}")
+                } else {
+                    format!("failed (probes {}); policy: {policy}", failing_probes.join(", "))
+                }
+            }
+            HostEvent::RollbackComplete { reverted_to, .. } => format!("rolled back to {}", reverted_to.short()),
+            HostEvent::Converged { current_closure, .. } => format!("converged on {}", current_closure.short()),
+        }
+    }
+
+    /// The end of a failed activation's standard error, as the agent sent it.
+    pub fn stderr_tail(&self) -> Option<&str> {
+        match self {
+            HostEvent::ActivationFailed { stderr_tail, .. } if !stderr_tail.is_empty() => Some(stderr_tail),
+            _ => None,
+        }
+    }
 }
 
 /// One record as the agent needs it to resume (SPEC §9.1).
@@ -381,6 +430,52 @@ mod tests {
             assert!(!err.contains("unknown variant"), "{kind}: {err}");
             assert_eq!(HostEvent::KINDS.iter().position(|k| k == kind), Some(i), "listed once");
         }
+    }
+
+    #[test]
+    fn an_event_says_what_the_agent_reported_in_words() {
+        let at = chrono::DateTime::UNIX_EPOCH;
+        let nginx = Closure::parse(format!("/nix/store/{}-broken-nginx", "d".repeat(32))).unwrap();
+        let probe = HostEvent::ProbeResult {
+            seq: 4,
+            probe: "http-health".into(),
+            mode: ProbeMode::Enforce,
+            status: ProbeStatus::Fail,
+            observed_at: at,
+            reason: Some("connection refused".into()),
+        };
+        assert_eq!(probe.summary(), "probe http-health failed: connection refused");
+        let observe = HostEvent::ProbeResult {
+            seq: 4,
+            probe: "disk".into(),
+            mode: ProbeMode::Observe,
+            status: ProbeStatus::Pass,
+            observed_at: at,
+            reason: None,
+        };
+        assert_eq!(observe.summary(), "probe disk (observe only) passed");
+        let failed = HostEvent::ActivationFailed {
+            seq: 3,
+            exit_code: 4,
+            stderr_tail: "nginx.service failed\n".into(),
+            failed_at: at,
+        };
+        assert_eq!(failed.summary(), "activation failed with exit code 4");
+        assert_eq!(failed.stderr_tail(), Some("nginx.service failed\n"));
+        let converged = HostEvent::Converged { seq: 9, converged_at: at, current_closure: nginx.clone() };
+        assert_eq!(converged.summary(), "converged on …-broken-nginx");
+        assert_eq!(converged.stderr_tail(), None);
+        let deferred = HostEvent::ActivationDeferred { seq: 2, component: "kernel".into(), deferred_at: at };
+        assert_eq!(deferred.summary(), "activation deferred by kernel");
+        let halted = HostEvent::Failed {
+            seq: 5,
+            failed_at: at,
+            failing_probes: vec!["http-health".into()],
+            policy_applied: crate::manifest::HealthFailurePolicy::RollbackAndHalt,
+        };
+        assert_eq!(halted.summary(), "failed (probes http-health); policy: roll back and halt");
+        // A path that is not a store path's shape is shown whole.
+        assert_eq!(Closure::parse("/opt/system").unwrap().short(), "/opt/system");
     }
 
     #[test]

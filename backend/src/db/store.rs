@@ -625,3 +625,83 @@ pub async fn host_log(store: &Store, host: &Hostname, limit: i64) -> Result<Vec<
     );
     log_events(on_pool!(store, pool => sqlx::query_as(&sql).bind(host.as_str()).bind(limit).fetch_all(pool).await)?)
 }
+
+/// `(rollout, hostname, state)` of the records whose host is in `hosts` and whose rollout is
+/// in `rollouts` (with `state`: only records in it). `hosts` empty means every host.
+pub async fn record_states_of(
+    store: &Store,
+    rollouts: &[&RolloutId],
+    hosts: &[&str],
+    state: Option<HostState>,
+) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+    if rollouts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut sql = String::from("SELECT rollout_id, hostname, state FROM current_host_records WHERE rollout_id IN (");
+    let mut n = 0;
+    let mut marks = |count: usize, sql: &mut String| {
+        let list: Vec<String> = (0..count)
+            .map(|_| {
+                n += 1;
+                format!("${n}")
+            })
+            .collect();
+        sql.push_str(&list.join(", "));
+    };
+    marks(rollouts.len(), &mut sql);
+    sql.push(')');
+    if !hosts.is_empty() {
+        sql.push_str(" AND hostname IN (");
+        marks(hosts.len(), &mut sql);
+        sql.push(')');
+    }
+    if state.is_some() {
+        sql.push_str(" AND state = ");
+        marks(1, &mut sql);
+    }
+    on_pool!(store, pool => {
+        let mut q = sqlx::query_as(&sql);
+        for id in rollouts {
+            q = q.bind(id.as_str());
+        }
+        for host in hosts {
+            q = q.bind(*host);
+        }
+        if let Some(state) = state {
+            q = q.bind(state.as_str());
+        }
+        q.fetch_all(pool).await
+    })
+}
+
+/// The hosts whose last heartbeat named a closure containing `text`.
+pub async fn hosts_running(store: &Store, text: &str) -> Result<Vec<String>, sqlx::Error> {
+    let contains = match store.dialect() {
+        Dialect::Sqlite => "instr(current_closure, $1) > 0",
+        Dialect::Postgres => "strpos(current_closure, $1) > 0",
+    };
+    let sql = format!("SELECT hostname FROM host_presence WHERE {contains}");
+    on_pool!(store, pool => sqlx::query_scalar(&sql).bind(text).fetch_all(pool).await)
+}
+
+/// Last heartbeat and closure of each of `hosts` that ever sent one.
+pub async fn presence_of(
+    store: &Store,
+    hosts: &[&str],
+) -> Result<Vec<(String, DateTime<Utc>, Option<String>)>, sqlx::Error> {
+    if hosts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let marks = (1..=hosts.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+    let sql = format!(
+        "SELECT hostname, last_heartbeat_at, current_closure FROM host_presence WHERE hostname IN ({marks})"
+    );
+    let rows: Vec<(String, String, Option<String>)> = on_pool!(store, pool => {
+        let mut q = sqlx::query_as(&sql);
+        for host in hosts {
+            q = q.bind(*host);
+        }
+        q.fetch_all(pool).await
+    })?;
+    rows.into_iter().map(|(host, at, closure)| Ok((host, parse_ts(&at)?, closure))).collect()
+}

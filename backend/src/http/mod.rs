@@ -6,6 +6,7 @@ mod audit;
 pub mod conn;
 mod dashboard;
 mod error;
+mod hosts;
 pub mod extract;
 pub mod forward;
 mod operator;
@@ -160,6 +161,7 @@ pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi
         .routes(routes!(operator::upload_manifests))
         .routes(routes!(operator::fleet))
         .routes(routes!(operator::rollouts))
+        .routes(routes!(hosts::search))
         .routes(routes!(operator::host))
         .routes(routes!(operator::rollout))
         .routes(routes!(operator::rollout_events))

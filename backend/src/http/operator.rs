@@ -25,7 +25,7 @@ use crate::reducer::ReducerInput;
 use crate::views;
 
 /// How long a host may be silent and still count as online.
-const ONLINE_WITHIN_SECONDS: i64 = 3 * engine::controller::IDLE_HEARTBEAT_SECONDS as i64;
+pub(super) const ONLINE_WITHIN_SECONDS: i64 = 3 * engine::controller::IDLE_HEARTBEAT_SECONDS as i64;
 
 fn rollout_id(raw: &str) -> Result<RolloutId, ApiError> {
     RolloutId::parse(raw).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadId, e.to_string()))

@@ -17,6 +17,7 @@ mod demo_story;
 mod durability;
 mod feed;
 mod hardening;
+mod host_search;
 mod manifests_api;
 mod observability;
 mod openapi;

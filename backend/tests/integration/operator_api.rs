@@ -142,6 +142,7 @@ async fn bad_input_on_every_route_gets_its_4xx_and_changes_nothing() {
     app.upload(&fleet(), "a1").await;
     let before = db_snapshot(&app).await;
     let huge = format!("{{\"wave\": 1, \"reason\": \"{}\"}}", "x".repeat(1_100_000));
+    let long_closure = format!("/api/v1/hosts?closure={}", "x".repeat(257));
     let cases: Vec<(&str, &str, String, u16, &str)> = vec![
         ("POST", "/api/v1/manifests", "{".into(), 400, "malformed-json"),
         ("POST", "/api/v1/manifests", r#"{"fleet": 1}"#.into(), 422, "invalid-body"),
@@ -189,6 +190,13 @@ async fn bad_input_on_every_route_gets_its_4xx_and_changes_nothing() {
         ("GET", "/api/v1/rollouts/stable@a1/events?limit=0", "".into(), 400, "bad-query"),
         ("GET", "/api/v1/rollouts/stable@a1/events?bogus=1", "".into(), 400, "bad-query"),
         ("GET", "/api/v1/feed", "".into(), 400, "bad-last-event-id"),
+        ("GET", "/api/v1/hosts?state=Sleepy", "".into(), 400, "bad-query"),
+        ("GET", "/api/v1/hosts?limit=0", "".into(), 400, "bad-query"),
+        ("GET", "/api/v1/hosts?limit=501", "".into(), 400, "bad-query"),
+        ("GET", "/api/v1/hosts?limit=-1", "".into(), 400, "bad-query"),
+        ("GET", "/api/v1/hosts?bogus=1", "".into(), 400, "bad-query"),
+        ("GET", "/api/v1/hosts?q=", "".into(), 400, "bad-query"),
+        ("GET", &long_closure, "".into(), 400, "bad-query"),
         ("POST", "/api/v1/session", "{}".into(), 422, "invalid-body"),
         ("POST", "/api/v1/session", r#"{"token": 5}"#.into(), 422, "invalid-body"),
         ("DELETE", "/api/v1/rollouts", "".into(), 405, "method-not-allowed"),

@@ -1,0 +1,80 @@
+//! `GET /api/v1/hosts`: hostname prefix, channel, tag, state in the channel's current
+//! rollout and running closure, each alone and together, pages in name order.
+
+use crate::common::{TestApp, spawn_app};
+use engine::testkit::FleetBuilder;
+use serde_json::{Value, json};
+
+fn fleet() -> FleetBuilder {
+    FleetBuilder::new()
+        .policy("p", &[(10, false)], "halt", 30)
+        .channel("stable", "p")
+        .channel("edge", "p")
+        .host("web-1", "stable", &["web"])
+        .host("web-2", "stable", &["web"])
+        .host("web-3", "stable", &["web", "eu"])
+        .host("edge-1", "edge", &["eu"])
+        .host("edge-2", "edge", &[])
+        .waves("stable", &[&["web-1", "web-2", "web-3"]])
+        .waves("edge", &[&["edge-1", "edge-2"]])
+}
+
+async fn names(app: &TestApp, query: &str) -> (Vec<String>, Value) {
+    let (status, page) = app.get(&format!("/api/v1/hosts{query}")).await;
+    assert_eq!(status, 200, "{query}: {page}");
+    let names = page["hosts"].as_array().unwrap().iter().map(|h| h["hostname"].as_str().unwrap().to_owned()).collect();
+    (names, page)
+}
+
+#[tokio::test]
+async fn hosts_are_found_by_prefix_channel_tag_state_and_closure_a_page_at_a_time() {
+    let app = spawn_app().await;
+    assert_eq!(app.upload(&fleet(), "a1").await.0, 200);
+    app.tick().await;
+    let now = app.clock.now();
+    // web-1 soaks, web-2's activation fails, web-3 runs an old nginx.
+    app.agent("web-1").activate("stable@a1", "/nix/store/web-1-v1", now).await;
+    let web2 = app.agent("web-2");
+    let (s, _) = web2.event("stable@a1", "DispatchAck", json!({"currentClosure": "/nix/store/old", "receivedAt": now})).await;
+    assert_eq!(s, 200);
+    let (s, a) = web2
+        .event("stable@a1", "ActivationFailed", json!({"exitCode": 4, "stderrTail": "nginx failed", "failedAt": now}))
+        .await;
+    assert_eq!((s, a["state"].as_str()), (200, Some("Failed")), "{a}");
+    app.agent("web-3").heartbeat(Some("/nix/store/0000-old-nginx-1.24"), None).await;
+
+    let (all, page) = names(&app, "").await;
+    assert_eq!(all, ["edge-1", "edge-2", "web-1", "web-2", "web-3"], "name order");
+    assert!(page.get("next").is_none(), "one page: {page}");
+
+    assert_eq!(names(&app, "?q=web-").await.0, ["web-1", "web-2", "web-3"]);
+    assert_eq!(names(&app, "?q=WEB-2").await.0, ["web-2"], "hostnames are lower case; so is the prefix");
+    assert!(names(&app, "?q=zz").await.0.is_empty());
+    // Pages: `next` is where the next one starts, and the last page has none.
+    let (first, page) = names(&app, "?q=web-&limit=2").await;
+    assert_eq!((first, page["next"].as_str()), (vec!["web-1".into(), "web-2".into()], Some("web-2")));
+    let (second, page) = names(&app, "?q=web-&limit=2&after=web-2").await;
+    assert_eq!(second, ["web-3"]);
+    assert!(page.get("next").is_none());
+    assert_eq!(names(&app, "?after=edge-2&limit=1").await.0, ["web-1"]);
+
+    assert_eq!(names(&app, "?channel=edge").await.0, ["edge-1", "edge-2"]);
+    assert_eq!(names(&app, "?tag=eu").await.0, ["edge-1", "web-3"]);
+    assert_eq!(names(&app, "?tag=eu&channel=stable").await.0, ["web-3"]);
+    let (failed, page) = names(&app, "?state=Failed").await;
+    assert_eq!(failed, ["web-2"]);
+    assert_eq!(page["hosts"][0]["rolloutId"], "stable@a1");
+    assert_eq!(page["hosts"][0]["state"], "Failed");
+    assert_eq!(names(&app, "?state=Soaking").await.0, ["web-1"]);
+    assert_eq!(names(&app, "?state=Pending").await.0, ["edge-1", "edge-2", "web-3"]);
+    assert_eq!(names(&app, "?state=Pending&channel=edge&q=edge-2").await.0, ["edge-2"]);
+    let (running, page) = names(&app, "?closure=old-nginx").await;
+    assert_eq!(running, ["web-3"]);
+    assert_eq!(page["hosts"][0]["currentClosure"], "/nix/store/0000-old-nginx-1.24");
+    assert_eq!(page["hosts"][0]["online"], true);
+    assert!(names(&app, "?closure=old-nginx&channel=edge").await.0.is_empty());
+
+    // Viewers search; nobody else.
+    let anonymous = app.http.get(app.url("/api/v1/hosts")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+}
