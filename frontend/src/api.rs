@@ -94,6 +94,11 @@ pub async fn rollout_events_before(id: &str, before: i64, limit: u32) -> Result<
     get(&format!("/api/v1/rollouts/{id}/events?before={before}&limit={limit}")).await
 }
 
+/// Hosts matching a search, a page at a time (`GET /api/v1/hosts`).
+pub async fn hosts(query: &shared::api::HostQuery) -> Result<shared::api::HostSearchPage, CallError> {
+    get(&format!("/api/v1/hosts?{}", query.to_query_string())).await
+}
+
 pub async fn host(name: &str) -> Result<shared::api::HostDetail, CallError> {
     get(&format!("/api/v1/hosts/{name}")).await
 }

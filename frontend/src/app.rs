@@ -7,7 +7,7 @@ use leptos_router::path;
 
 use crate::api;
 use crate::pages::{
-    FleetPage, HostPage, LoginPage, NotFoundPage, QuarantinesPage, RolloutPage, RolloutsPage, WebhooksPage,
+    FleetPage, HostPage, HostsPage, LoginPage, NotFoundPage, QuarantinesPage, RolloutPage, RolloutsPage, WebhooksPage,
 };
 use crate::session::Session;
 
@@ -26,6 +26,7 @@ pub fn App() -> impl IntoView {
                         <Route path=path!("/") view=FleetPage />
                         <Route path=path!("/rollouts") view=RolloutsPage />
                         <Route path=path!("/rollouts/:id") view=RolloutPage />
+                        <Route path=path!("/hosts") view=HostsPage />
                         <Route path=path!("/hosts/:name") view=HostPage />
                         <Route path=path!("/quarantines") view=QuarantinesPage />
                         <Route path=path!("/webhooks") view=WebhooksPage />
@@ -51,6 +52,7 @@ fn Header() -> impl IntoView {
                 <A href="/quarantines">"Quarantines"</A>
                 <A href="/webhooks">"Webhooks"</A>
             </nav>
+            <crate::search::HostSearch />
             <div class="topbar-end">
                 <crate::policies::StopTheLine />
                 <ClusterBadge />

@@ -6,6 +6,7 @@ mod components;
 mod feed;
 mod pages;
 mod policies;
+mod search;
 mod session;
 
 fn main() {

@@ -19,6 +19,7 @@
 mod ceilings;
 mod feed;
 mod load;
+mod search;
 mod server;
 
 use std::sync::atomic::Ordering;
@@ -246,6 +247,8 @@ struct SizeReport {
     startup_peak_mib: f64,
     /// Resident at the end of the run.
     end_rss_mib: f64,
+    /// `GET /api/v1/hosts`, once the simulator stopped.
+    search: Vec<search::SearchLatency>,
 }
 
 /// One measurement window of the events phase.
@@ -360,6 +363,8 @@ async fn measure_size(args: &RunArgs, fleet: &LoadFleet) -> anyhow::Result<SizeR
         let _ = task.await;
     }
     watchers.close().await;
+    eprintln!("{hosts} hosts: host search …");
+    let search = search::measure(&server.url, &server.viewer_token, hosts).await?;
     let (peak_rss_mib, end_rss_mib) = server.memory_mib();
     server.stop().await;
     Ok(SizeReport {
@@ -378,6 +383,7 @@ async fn measure_size(args: &RunArgs, fleet: &LoadFleet) -> anyhow::Result<SizeR
         peak_rss_mib,
         startup_peak_mib,
         end_rss_mib,
+        search,
     })
 }
 
@@ -480,11 +486,24 @@ fn report(args: &RunArgs, c: &Ceilings, sizes: &[SizeReport], took: Duration) ->
         format!("{:.1} / {:.1} ms", s.fan_out.delay_p50_ms, s.fan_out.delay_p99_ms)
     });
     row("feed clients cut off for lagging", &|s| s.lagging_disconnects.to_string());
+    row("host search p50 / p99 (slowest of the queries below)", &|s| {
+        let slowest = s.search.iter().max_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms));
+        slowest.map(|q| format!("{:.1} / {:.1} ms (`{}`)", q.p50_ms, q.p99_ms, q.query)).unwrap_or_default()
+    });
     row("growth: full plan pass per 1,000 hosts", &|s| {
         format!("{:.0} µs", s.plan.mean * 1e6 / (s.hosts as f64 / 1000.0))
     });
     row("growth: server time per heartbeat (1 / rate)", &|s| {
         format!("{:.0} µs", 1e6 / s.heartbeats.per_second.max(1e-9))
     });
+    for size in sizes {
+        out.push_str(&format!(
+            "\nHost search at {} hosts (`GET /api/v1/hosts?…`, one request at a time, quiet server):\n\n| query | hosts on the page | p50 / p99 |\n|---|---|---|\n",
+            thousands(size.hosts as f64)
+        ));
+        for q in &size.search {
+            out.push_str(&format!("| `{}` | {} | {:.1} / {:.1} ms |\n", q.query, q.found, q.p50_ms, q.p99_ms));
+        }
+    }
     out
 }

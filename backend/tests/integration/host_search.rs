@@ -19,7 +19,7 @@ fn fleet() -> FleetBuilder {
         .waves("edge", &[&["edge-1", "edge-2"]])
 }
 
-async fn names(app: &TestApp, query: &str) -> (Vec<String>, Value) {
+async fn names_of(app: &TestApp, query: &str) -> (Vec<String>, Value) {
     let (status, page) = app.get(&format!("/api/v1/hosts{query}")).await;
     assert_eq!(status, 200, "{query}: {page}");
     let names = page["hosts"].as_array().unwrap().iter().map(|h| h["hostname"].as_str().unwrap().to_owned()).collect();
@@ -43,38 +43,74 @@ async fn hosts_are_found_by_prefix_channel_tag_state_and_closure_a_page_at_a_tim
     assert_eq!((s, a["state"].as_str()), (200, Some("Failed")), "{a}");
     app.agent("web-3").heartbeat(Some("/nix/store/0000-old-nginx-1.24"), None).await;
 
-    let (all, page) = names(&app, "").await;
+    let (all, page) = names_of(&app, "").await;
     assert_eq!(all, ["edge-1", "edge-2", "web-1", "web-2", "web-3"], "name order");
     assert!(page.get("next").is_none(), "one page: {page}");
 
-    assert_eq!(names(&app, "?q=web-").await.0, ["web-1", "web-2", "web-3"]);
-    assert_eq!(names(&app, "?q=WEB-2").await.0, ["web-2"], "hostnames are lower case; so is the prefix");
-    assert!(names(&app, "?q=zz").await.0.is_empty());
+    assert_eq!(names_of(&app, "?q=web-").await.0, ["web-1", "web-2", "web-3"]);
+    assert_eq!(names_of(&app, "?q=WEB-2").await.0, ["web-2"], "hostnames are lower case; so is the prefix");
+    assert!(names_of(&app, "?q=zz").await.0.is_empty());
     // Pages: `next` is where the next one starts, and the last page has none.
-    let (first, page) = names(&app, "?q=web-&limit=2").await;
+    let (first, page) = names_of(&app, "?q=web-&limit=2").await;
     assert_eq!((first, page["next"].as_str()), (vec!["web-1".into(), "web-2".into()], Some("web-2")));
-    let (second, page) = names(&app, "?q=web-&limit=2&after=web-2").await;
+    let (second, page) = names_of(&app, "?q=web-&limit=2&after=web-2").await;
     assert_eq!(second, ["web-3"]);
     assert!(page.get("next").is_none());
-    assert_eq!(names(&app, "?after=edge-2&limit=1").await.0, ["web-1"]);
+    assert_eq!(names_of(&app, "?after=edge-2&limit=1").await.0, ["web-1"]);
 
-    assert_eq!(names(&app, "?channel=edge").await.0, ["edge-1", "edge-2"]);
-    assert_eq!(names(&app, "?tag=eu").await.0, ["edge-1", "web-3"]);
-    assert_eq!(names(&app, "?tag=eu&channel=stable").await.0, ["web-3"]);
-    let (failed, page) = names(&app, "?state=Failed").await;
+    assert_eq!(names_of(&app, "?channel=edge").await.0, ["edge-1", "edge-2"]);
+    assert_eq!(names_of(&app, "?tag=eu").await.0, ["edge-1", "web-3"]);
+    assert_eq!(names_of(&app, "?tag=eu&channel=stable").await.0, ["web-3"]);
+    let (failed, page) = names_of(&app, "?state=Failed").await;
     assert_eq!(failed, ["web-2"]);
     assert_eq!(page["hosts"][0]["rolloutId"], "stable@a1");
     assert_eq!(page["hosts"][0]["state"], "Failed");
-    assert_eq!(names(&app, "?state=Soaking").await.0, ["web-1"]);
-    assert_eq!(names(&app, "?state=Pending").await.0, ["edge-1", "edge-2", "web-3"]);
-    assert_eq!(names(&app, "?state=Pending&channel=edge&q=edge-2").await.0, ["edge-2"]);
-    let (running, page) = names(&app, "?closure=old-nginx").await;
+    assert_eq!(names_of(&app, "?state=Soaking").await.0, ["web-1"]);
+    assert_eq!(names_of(&app, "?state=Pending").await.0, ["edge-1", "edge-2", "web-3"]);
+    assert_eq!(names_of(&app, "?state=Pending&channel=edge&q=edge-2").await.0, ["edge-2"]);
+    let (running, page) = names_of(&app, "?closure=old-nginx").await;
     assert_eq!(running, ["web-3"]);
     assert_eq!(page["hosts"][0]["currentClosure"], "/nix/store/0000-old-nginx-1.24");
     assert_eq!(page["hosts"][0]["online"], true);
-    assert!(names(&app, "?closure=old-nginx&channel=edge").await.0.is_empty());
+    assert!(names_of(&app, "?closure=old-nginx&channel=edge").await.0.is_empty());
 
     // Viewers search; nobody else.
     let anonymous = app.http.get(app.url("/api/v1/hosts")).send().await.unwrap();
     assert_eq!(anonymous.status(), 401);
+}
+
+#[tokio::test]
+async fn a_filter_few_hosts_pass_is_answered_past_the_first_batches() {
+    // More hosts than the search asks the database about a batch at a time before it asks
+    // for the set of hosts passing the filter: the ones that pass are near the end.
+    const HOSTS: usize = 1100;
+    let names: Vec<String> = (0..HOSTS).map(|i| format!("h-{i:04}")).collect();
+    let mut fleet = FleetBuilder::new().policy("p", &[(10, false)], "halt", 30).channel("stable", "p");
+    for name in &names {
+        fleet = fleet.host(name, "stable", &[]);
+    }
+    let wave: Vec<&str> = names.iter().map(String::as_str).collect();
+    let fleet = fleet.waves("stable", &[&wave]);
+    let app = spawn_app().await;
+    assert_eq!(app.upload(&fleet, "a1").await.0, 200);
+    app.tick().await;
+    let now = app.clock.now();
+    let late = app.agent("h-1098");
+    let (s, _) = late.event("stable@a1", "DispatchAck", json!({"currentClosure": "/nix/store/old", "receivedAt": now})).await;
+    assert_eq!(s, 200);
+    let (s, a) =
+        late.event("stable@a1", "ActivationFailed", json!({"exitCode": 1, "stderrTail": "", "failedAt": now})).await;
+    assert_eq!((s, a["state"].as_str()), (200, Some("Failed")), "{a}");
+    app.agent("h-1090").heartbeat(Some("/nix/store/0000-rare-kernel"), None).await;
+    app.agent("h-0001").heartbeat(Some("/nix/store/0000-common"), None).await;
+
+    assert_eq!(names_of(&app, "?state=Failed").await.0, ["h-1098"]);
+    assert_eq!(names_of(&app, "?closure=rare-kernel").await.0, ["h-1090"]);
+    assert!(names_of(&app, "?closure=rare-kernel&state=Failed").await.0.is_empty());
+    // A filter most hosts pass fills the page from the first batch, and pages on.
+    let (pending, page) = names_of(&app, "?state=Pending&limit=3").await;
+    assert_eq!((pending, page["next"].as_str()), (vec!["h-0000".into(), "h-0001".into(), "h-0002".into()], Some("h-0002")));
+    let (rest, page) = names_of(&app, "?state=Pending&limit=500&after=h-1000").await;
+    assert_eq!(rest.len(), 98, "h-1001..h-1099 but the failed h-1098: {rest:?}");
+    assert!(!rest.contains(&"h-1098".to_owned()) && page.get("next").is_none());
 }

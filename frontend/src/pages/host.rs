@@ -1,15 +1,23 @@
+//! One host, for finding out what happened to it: where it is, what it runs, when it came
+//! and went, whether it is suspended (with the operator's suspend and resume), its records
+//! across rollouts with why each is not updated (and a quarantine of a record's closure), and
+//! its events in full: probe verdicts with their reasons, exit codes and the stderr tail of a
+//! failed activation, deferrals, who acted.
+
 use leptos::prelude::*;
+use leptos::task::spawn_local;
 use leptos_router::components::A;
 use leptos_router::hooks::use_params_map;
-
-use leptos::task::spawn_local;
-use shared::api::OperatorAction;
+use shared::api::{LogEvent, OperatorAction};
+use shared::log::{LogEntry, LogKind};
+use shared::state::HostState;
 
 use crate::api;
 use crate::components::{CallErrorNotice, SuspendDialog, host_state_class, waiting_text};
 
-/// One host: where it is, what it runs, whether it is suspended (with the operator's suspend
-/// and resume), its records across rollouts and its recent events.
+/// Online/offline changes listed (the newest).
+const PRESENCE_SHOWN: usize = 10;
+
 #[component]
 pub fn HostPage() -> impl IntoView {
     let params = use_params_map();
@@ -44,6 +52,17 @@ pub fn HostPage() -> impl IntoView {
             });
         })
     };
+    let quarantine = {
+        let name = name.clone();
+        move |action: OperatorAction, closure: String| {
+            let reason = format!("quarantined from {name}'s page on the dashboard");
+            spawn_local(async move {
+                let result = api::act(&action, Some(reason)).await;
+                notice.set(Some(result.map(|_| format!("{closure} quarantined.")).map_err(|e| e.to_string())));
+                detail.refetch();
+            });
+        }
+    };
     let host = {
         let name = name.clone();
         Signal::derive(move || name.clone())
@@ -62,6 +81,11 @@ pub fn HostPage() -> impl IntoView {
                     let h = d.host;
                     let now = crate::policies::browser_now();
                     let suspended = h.suspended.is_some();
+                    let channel = h.channel.clone();
+                    let presence: Vec<LogEvent> = d.events.iter().rev()
+                        .filter(|e| matches!(e.kind, LogKind::HostOnline | LogKind::HostOffline))
+                        .take(PRESENCE_SHOWN).cloned().collect();
+                    let quarantine = quarantine.clone();
                     view! {
                         <h1 id="host-title">{h.hostname.to_string()}</h1>
                         <p class="lede">
@@ -80,34 +104,77 @@ pub fn HostPage() -> impl IntoView {
                                 open.set(true);
                             }>{if suspended { "Resume host" } else { "Suspend host" }}</button></p>
                         </Show>
-                        <p class="small muted">"running "<code>{h.current_closure.map(|c| c.to_string()).unwrap_or_else(|| "unknown".into())}</code>
-                            {h.last_heartbeat_at.map(|t| format!(" · last heartbeat {}", t.format("%H:%M:%S UTC")))}</p>
+                        <dl class="facts" id="host-facts">
+                            <dt>"Running"</dt>
+                            <dd><code id="host-current">{h.current_closure.map(|c| c.to_string()).unwrap_or_else(|| "unknown (no heartbeat yet)".into())}</code></dd>
+                            <dt>"Last heartbeat"</dt>
+                            <dd>{h.last_heartbeat_at.map(|t| format!("{} ({})", shared::words::relative(t, now), t.format("%Y-%m-%d %H:%M:%S UTC"))).unwrap_or_else(|| "never".into())}</dd>
+                            <dt>"Came and went"</dt>
+                            <dd id="host-presence">{if presence.is_empty() { view! { <span class="muted">"no change logged"</span> }.into_any() } else {
+                                view! { <ul class="plain">{presence.into_iter().map(|e| view! {
+                                    <li><TimeStamp at=e.ts now=now />" "{e.describe()}</li>
+                                }).collect_view()}</ul> }.into_any()
+                            }}</dd>
+                        </dl>
                         <h2>"Records"</h2>
                         <table class="table" id="host-records">
-                            <thead><tr><th>"Rollout"</th><th>"State"</th><th>"Target"</th><th>"Why not updated"</th></tr></thead>
+                            <thead><tr><th>"Rollout"</th><th>"State"</th><th>"Target"</th><th>"Why not updated"</th><th></th></tr></thead>
                             <tbody>{d.records.into_iter().map(|r| {
                                 let id = r.rollout_id.to_string();
+                                let closure = r.cell.target_closure.clone();
+                                let open_record = !matches!(r.cell.state, HostState::Converged | HostState::Reverted);
+                                let action = OperatorAction::Quarantine { channel: channel.clone(), closure: closure.clone() };
+                                let quarantine = quarantine.clone();
                                 view! {
                                     <tr>
                                         <td><A href=format!("/rollouts/{id}")>{id.clone()}</A></td>
-                                        <td><span class=format!("dot {}", host_state_class(r.cell.state))></span>{r.cell.state.as_str()}{r.cell.stuck.then_some(" · stuck")}</td>
-                                        <td><code class="small">{r.cell.target_closure.to_string()}</code></td>
+                                        <td><span class=format!("dot {}", host_state_class(r.cell.state)) aria-hidden="true"></span>{r.cell.state.as_str()}{r.cell.stuck.then_some(" · stuck")}{r.cell.excused.then_some(" · excused")}</td>
+                                        <td><code class="small wrap">{closure.to_string()}</code></td>
                                         <td class="small">{r.cell.waiting_on.map(|w| format!("{}: {}", w.gate, waiting_text(&w, now))).unwrap_or_default()}</td>
+                                        <td>{(can_act() && open_record).then(|| view! {
+                                            <button class="button button-danger small quarantine-record" on:click=move |_| quarantine(action.clone(), closure.short().into_owned())>"Quarantine closure"</button>
+                                        })}</td>
                                     </tr>
                                 }
                             }).collect_view()}</tbody>
                         </table>
-                        <h2>"Recent events"</h2>
-                        <ol class="log-list card" id="host-events">{d.events.into_iter().rev().map(|e| view! {
-                            <li class="log-entry">
-                                <span class="log-time">{e.ts.format("%H:%M:%S").to_string()}</span>
-                                <span class="log-host">{e.rollout_id.as_ref().map(|r| r.to_string()).unwrap_or_default()}</span>
-                                <span class="log-text">{e.describe()}</span>
-                            </li>
-                        }).collect_view()}</ol>
+                        <h2>"Events"</h2>
+                        <ol class="log-list card" id="host-events">{d.events.into_iter().rev().map(|e| view! { <HostEventLine entry=e now=now /> }).collect_view()}</ol>
                     }.into_any()
                 }
             }}
         </section>
+    }
+}
+
+/// An absolute time with how long ago it was on hover (and the other way round).
+#[component]
+pub fn TimeStamp(at: chrono::DateTime<chrono::Utc>, now: chrono::DateTime<chrono::Utc>) -> impl IntoView {
+    let full = at.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+    view! {
+        <time class="log-time" datetime=at.to_rfc3339() title=full>
+            {at.format("%H:%M:%S").to_string()}<span class="muted small">{format!(" · {}", shared::words::relative(at, now))}</span>
+        </time>
+    }
+}
+
+/// One of the host's log entries in full: its words, the rollout, and a failed activation's
+/// stderr tail as it was written.
+#[component]
+fn HostEventLine(entry: LogEvent, now: chrono::DateTime<chrono::Utc>) -> impl IntoView {
+    let typed = entry.entry().ok();
+    let stderr = match &typed {
+        Some(LogEntry::HostEvent(applied)) => applied.event.stderr_tail().map(str::to_owned),
+        _ => None,
+    };
+    let failing = matches!(&typed, Some(LogEntry::HostEvent(a)) if a.to == HostState::Failed)
+        || matches!(entry.kind, LogKind::HostStuck);
+    view! {
+        <li class=if failing { "log-entry log-entry-bad" } else { "log-entry" } data-seq=entry.seq.to_string() data-kind=entry.kind.as_str()>
+            <TimeStamp at=entry.ts now=now />
+            <span class="log-host">{entry.rollout_id.as_ref().map(|r| r.to_string()).unwrap_or_default()}</span>
+            <span class="log-text">{entry.describe()}</span>
+            {stderr.map(|s| view! { <pre class="stderr" aria-label="standard error, last lines">{s}</pre> })}
+        </li>
     }
 }

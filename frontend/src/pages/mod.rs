@@ -2,6 +2,7 @@
 
 mod fleet;
 mod host;
+mod hosts;
 mod login;
 mod not_found;
 mod quarantines;
@@ -11,6 +12,7 @@ mod webhooks;
 
 pub use fleet::FleetPage;
 pub use host::HostPage;
+pub use hosts::HostsPage;
 pub use login::LoginPage;
 pub use not_found::NotFoundPage;
 pub use quarantines::QuarantinesPage;
