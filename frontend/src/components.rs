@@ -162,3 +162,14 @@ pub fn SuspendDialog(
         />
     }
 }
+
+/// An absolute time with how long ago it was on hover (and the other way round).
+#[component]
+pub fn TimeStamp(at: chrono::DateTime<chrono::Utc>, now: chrono::DateTime<chrono::Utc>) -> impl IntoView {
+    let full = at.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+    view! {
+        <time class="log-time" datetime=at.to_rfc3339() title=full>
+            {at.format("%H:%M:%S").to_string()}<span class="muted small">{format!(" · {}", shared::words::relative(at, now))}</span>
+        </time>
+    }
+}

@@ -35,7 +35,7 @@ pub fn HostSearch() -> impl IntoView {
                 return None;
             }
             query.limit = Some(PREVIEW);
-            Some(api::hosts(&query).await)
+            Some((text, api::hosts(&query).await))
         }
     });
     // `/` anywhere but in a field focuses the box, as on GitHub or Grafana.
@@ -83,12 +83,13 @@ pub fn HostSearch() -> impl IntoView {
                 "A hostname prefix, and any of channel:, tag:, state:, closure:. Enter shows every result."
             </span>
             <Show when=move || open.get() && !words.get().trim().is_empty()>
-                <div class="search-results card" id="search-results" on:focusout=move |_| ()>
-                    {move || match hits.get() {
-                        None | Some(None) => view! { <p class="muted small">"Searching…"</p> }.into_any(),
-                        Some(Some(Err(err))) => view! { <p class="error-text small" role="alert">{err.to_string()}</p> }.into_any(),
-                        Some(Some(Ok(page))) if page.hosts.is_empty() => view! { <p class="muted small" id="search-empty">"No host matches."</p> }.into_any(),
-                        Some(Some(Ok(page))) => {
+                // `data-for`: the words the hits answer (they lag the box while typing).
+                <div class="search-results card" id="search-results" data-for=move || hits.get().flatten().map(|(w, _)| w)>
+                    {move || match hits.get().flatten() {
+                        None => view! { <p class="muted small">"Searching…"</p> }.into_any(),
+                        Some((_, Err(err))) => view! { <p class="error-text small" role="alert">{err.to_string()}</p> }.into_any(),
+                        Some((_, Ok(page))) if page.hosts.is_empty() => view! { <p class="muted small" id="search-empty">"No host matches."</p> }.into_any(),
+                        Some((_, Ok(page))) => {
                             let more = page.next.is_some();
                             view! {
                                 <ul class="search-list">

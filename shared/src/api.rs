@@ -768,10 +768,8 @@ impl HostQuery {
             ("closure", self.closure.as_deref()),
             ("after", self.after.as_deref()),
         ];
-        let mut parts: Vec<String> = pairs
-            .iter()
-            .filter_map(|(k, v)| v.map(|v| format!("{k}={}", percent_encode(v))))
-            .collect();
+        let mut parts: Vec<String> =
+            pairs.iter().filter_map(|(k, v)| v.map(|v| format!("{k}={}", percent_encode(v)))).collect();
         if let Some(limit) = self.limit {
             parts.push(format!("limit={limit}"));
         }
@@ -780,7 +778,11 @@ impl HostQuery {
 
     /// No filter at all.
     pub fn is_empty(&self) -> bool {
-        self.q.is_none() && self.channel.is_none() && self.tag.is_none() && self.state.is_none() && self.closure.is_none()
+        self.q.is_none()
+            && self.channel.is_none()
+            && self.tag.is_none()
+            && self.state.is_none()
+            && self.closure.is_none()
     }
 }
 

@@ -19,9 +19,42 @@ pub fn relative(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
     if seconds >= 0 { format!("{span} ago") } else { format!("in {span}") }
 }
 
+/// `text` with each Nix store path's hash elided (`/nix/store/df59…32 chars…-broken-nginx`
+/// → `…-broken-nginx`), as people name closures.
+pub fn short_store_paths(text: &str) -> String {
+    const STORE: &str = "/nix/store/";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(STORE) {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + STORE.len()..];
+        let hash = after.as_bytes().iter().take_while(|b| b.is_ascii_alphanumeric()).count();
+        if hash == 32 && after.as_bytes().get(32) == Some(&b'-') {
+            out.push('…');
+            rest = &after[32..];
+        } else {
+            out.push_str(STORE);
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_paths_read_by_their_names() {
+        let hash = "df594d71a145abd0123456789abcdefg";
+        assert_eq!(
+            short_store_paths(&format!("quarantined: /nix/store/{hash}-broken-nginx on stable")),
+            "quarantined: …-broken-nginx on stable"
+        );
+        assert_eq!(short_store_paths("/nix/store/short-x and /opt/y"), "/nix/store/short-x and /opt/y");
+        assert_eq!(short_store_paths("/nix/store/"), "/nix/store/");
+    }
 
     #[test]
     fn times_read_as_people_say_them() {

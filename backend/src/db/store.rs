@@ -693,9 +693,8 @@ pub async fn presence_of(
         return Ok(Vec::new());
     }
     let marks = (1..=hosts.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
-    let sql = format!(
-        "SELECT hostname, last_heartbeat_at, current_closure FROM host_presence WHERE hostname IN ({marks})"
-    );
+    let sql =
+        format!("SELECT hostname, last_heartbeat_at, current_closure FROM host_presence WHERE hostname IN ({marks})");
     let rows: Vec<(String, String, Option<String>)> = on_pool!(store, pool => {
         let mut q = sqlx::query_as(&sql);
         for host in hosts {

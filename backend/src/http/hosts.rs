@@ -63,10 +63,7 @@ pub async fn search(
     let wanted_state = match text("state", &q.state)? {
         None => None,
         Some(s) => Some(HostState::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
-            bad(format!(
-                "state {s:?} is not a host state ({}).",
-                HostState::ALL.map(|k| k.as_str()).join(", ")
-            ))
+            bad(format!("state {s:?} is not a host state ({}).", HostState::ALL.map(|k| k.as_str()).join(", ")))
         })?),
     };
 
@@ -141,12 +138,13 @@ pub async fn search(
     let channels: HashSet<&str> = found.iter().map(|(_, h)| h.channel.as_str()).collect();
     let page_rollouts: Vec<&RolloutId> =
         current.iter().filter(|(c, _)| channels.contains(c.as_str())).map(|(_, id)| id).collect();
-    let states: BTreeMap<(String, String), String> = store::record_states_of(&state.store, &page_rollouts, &names, None)
-        .await
-        .map_err(ApiError::internal)?
-        .into_iter()
-        .map(|(rollout, host, state)| ((host, rollout), state))
-        .collect();
+    let states: BTreeMap<(String, String), String> =
+        store::record_states_of(&state.store, &page_rollouts, &names, None)
+            .await
+            .map_err(ApiError::internal)?
+            .into_iter()
+            .map(|(rollout, host, state)| ((host, rollout), state))
+            .collect();
     let suspended = store::policies(&state.store).await.map_err(ApiError::internal)?.suspended;
     let now = state.clock.now();
     let hosts = found
@@ -203,22 +201,30 @@ impl Filters<'_> {
     }
 
     fn rollouts(&self) -> Vec<&RolloutId> {
-        self.current.iter().filter(|(c, _)| self.channel.is_none_or(|want| want == c.as_str())).map(|(_, id)| id).collect()
+        self.current
+            .iter()
+            .filter(|(c, _)| self.channel.is_none_or(|want| want == c.as_str()))
+            .map(|(_, id)| id)
+            .collect()
     }
 
     /// Which of `hosts` pass.
     async fn passing(&self, store: &crate::db::Store, hosts: &[&str]) -> Result<HashSet<String>, ApiError> {
         let mut pass: HashSet<String> = hosts.iter().map(|h| (*h).to_owned()).collect();
         if let Some(wanted) = self.state {
-            let rows =
-                store::record_states_of(store, &self.rollouts(), hosts, Some(wanted)).await.map_err(ApiError::internal)?;
+            let rows = store::record_states_of(store, &self.rollouts(), hosts, Some(wanted))
+                .await
+                .map_err(ApiError::internal)?;
             let in_state: HashSet<String> = rows.into_iter().map(|(_, host, _)| host).collect();
             pass.retain(|h| in_state.contains(h));
         }
         if let Some(text) = self.closure {
             let rows = store::presence_of(store, hosts).await.map_err(ApiError::internal)?;
-            let running: HashSet<String> =
-                rows.into_iter().filter(|(_, _, c)| c.as_deref().is_some_and(|c| c.contains(text))).map(|(h, _, _)| h).collect();
+            let running: HashSet<String> = rows
+                .into_iter()
+                .filter(|(_, _, c)| c.as_deref().is_some_and(|c| c.contains(text)))
+                .map(|(h, _, _)| h)
+                .collect();
             pass.retain(|h| running.contains(h));
         }
         Ok(pass)
@@ -228,14 +234,17 @@ impl Filters<'_> {
         let state = match self.state {
             None => None,
             Some(wanted) => {
-                let rows =
-                    store::record_states_of(store, &self.rollouts(), &[], Some(wanted)).await.map_err(ApiError::internal)?;
+                let rows = store::record_states_of(store, &self.rollouts(), &[], Some(wanted))
+                    .await
+                    .map_err(ApiError::internal)?;
                 Some(rows.into_iter().map(|(_, host, _)| host).collect())
             }
         };
         let closure = match self.closure {
             None => None,
-            Some(text) => Some(store::hosts_running(store, text).await.map_err(ApiError::internal)?.into_iter().collect()),
+            Some(text) => {
+                Some(store::hosts_running(store, text).await.map_err(ApiError::internal)?.into_iter().collect())
+            }
         };
         Ok(Sets { state, closure })
     }

@@ -330,7 +330,10 @@ async fn a_rollout_through_random_replicas_survives_three_leader_kills_and_loses
         // client's timeout) and step down on its own; the kill then lands on whoever leads.
         let (leader, epoch, waited) = replicas.leader_from(last_epoch, Duration::from_secs(30)).await;
         if epoch != last_epoch {
-            println!("kill {kill}: leadership moved on its own (epoch {last_epoch} → {epoch}, {} ms)", waited.as_millis());
+            println!(
+                "kill {kill}: leadership moved on its own (epoch {last_epoch} → {epoch}, {} ms)",
+                waited.as_millis()
+            );
         }
         let state = replicas.rollout_state().await;
         assert_eq!(state.as_deref(), Some("Active"), "kill {kill} would not land during the rollout");

@@ -251,7 +251,8 @@ async fn watch_follows_a_rollout_through_a_cut_connection_to_completion_and_exit
     let now = app.clock.now();
     let a = app.agent("a");
     a.activate(R, "/nix/store/a-v1", now).await;
-    wait_for_line(&mut lines, "a: activation completed (exit code 0), running /nix/store/a-v1 · Activating → Soaking").await;
+    wait_for_line(&mut lines, "a: activation completed (exit code 0), running /nix/store/a-v1 · Activating → Soaking")
+        .await;
 
     // The connection drops and stays down while the rollout goes on: once it is back, the
     // watch resumes after the last entry it saw (Last-Event-ID) and shows what it missed,
@@ -269,7 +270,8 @@ async fn watch_follows_a_rollout_through_a_cut_connection_to_completion_and_exit
     let seen = wait_for_line(&mut lines, "rollout Active → Completed").await;
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
     assert_eq!(status.code(), Some(0), "exit 0 once the rollout completed: {seen:#?}");
-    let converged: Vec<&String> = seen.iter().filter(|l| l.contains("converged on /nix/store/") && l.contains("Soaking → Converged")).collect();
+    let converged: Vec<&String> =
+        seen.iter().filter(|l| l.contains("converged on /nix/store/") && l.contains("Soaking → Converged")).collect();
     assert_eq!(converged.len(), 2, "a and b converged, each shown once across the cut: {seen:#?}");
     assert!(seen.iter().any(|l| l.contains("wave 1 approved")), "{seen:#?}");
 }

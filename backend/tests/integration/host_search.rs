@@ -35,7 +35,8 @@ async fn hosts_are_found_by_prefix_channel_tag_state_and_closure_a_page_at_a_tim
     // web-1 soaks, web-2's activation fails, web-3 runs an old nginx.
     app.agent("web-1").activate("stable@a1", "/nix/store/web-1-v1", now).await;
     let web2 = app.agent("web-2");
-    let (s, _) = web2.event("stable@a1", "DispatchAck", json!({"currentClosure": "/nix/store/old", "receivedAt": now})).await;
+    let (s, _) =
+        web2.event("stable@a1", "DispatchAck", json!({"currentClosure": "/nix/store/old", "receivedAt": now})).await;
     assert_eq!(s, 200);
     let (s, a) = web2
         .event("stable@a1", "ActivationFailed", json!({"exitCode": 4, "stderrTail": "nginx failed", "failedAt": now}))
@@ -96,7 +97,8 @@ async fn a_filter_few_hosts_pass_is_answered_past_the_first_batches() {
     app.tick().await;
     let now = app.clock.now();
     let late = app.agent("h-1098");
-    let (s, _) = late.event("stable@a1", "DispatchAck", json!({"currentClosure": "/nix/store/old", "receivedAt": now})).await;
+    let (s, _) =
+        late.event("stable@a1", "DispatchAck", json!({"currentClosure": "/nix/store/old", "receivedAt": now})).await;
     assert_eq!(s, 200);
     let (s, a) =
         late.event("stable@a1", "ActivationFailed", json!({"exitCode": 1, "stderrTail": "", "failedAt": now})).await;
@@ -109,7 +111,10 @@ async fn a_filter_few_hosts_pass_is_answered_past_the_first_batches() {
     assert!(names_of(&app, "?closure=rare-kernel&state=Failed").await.0.is_empty());
     // A filter most hosts pass fills the page from the first batch, and pages on.
     let (pending, page) = names_of(&app, "?state=Pending&limit=3").await;
-    assert_eq!((pending, page["next"].as_str()), (vec!["h-0000".into(), "h-0001".into(), "h-0002".into()], Some("h-0002")));
+    assert_eq!(
+        (pending, page["next"].as_str()),
+        (vec!["h-0000".into(), "h-0001".into(), "h-0002".into()], Some("h-0002"))
+    );
     let (rest, page) = names_of(&app, "?state=Pending&limit=500&after=h-1000").await;
     assert_eq!(rest.len(), 98, "h-1001..h-1099 but the failed h-1098: {rest:?}");
     assert!(!rest.contains(&"h-1098".to_owned()) && page.get("next").is_none());

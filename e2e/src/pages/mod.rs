@@ -2,6 +2,7 @@
 //! and `check` (what a user would notice), so tests read as scenarios.
 
 pub mod fleet;
+pub mod hosts;
 pub mod policies;
 pub mod quarantines;
 pub mod rollout;

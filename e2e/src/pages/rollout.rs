@@ -9,6 +9,9 @@ use fantoccini::elements::Element;
 use super::WAIT;
 use crate::Session;
 
+/// Every log entry on screen once: rows of one entry, and each host of a grouped row.
+const LOG_ENTRIES: &str = "#event-log > .log-entry:not(.log-group), #event-log .log-group-hosts > li";
+
 pub struct RolloutPage<'a> {
     session: &'a Session,
 }
@@ -55,8 +58,24 @@ impl Find<'_> {
         }
         Ok(out)
     }
+    /// The wave the head says is current.
+    pub async fn current_wave(&self) -> anyhow::Result<u32> {
+        let text = self.css("#current-wave", WAIT).await?.text().await?;
+        text.parse().with_context(|| format!("current wave `{text}`"))
+    }
+    /// Log entries on screen, each once: a row of its own, or a host of a grouped row.
     pub async fn log_len(&self) -> anyhow::Result<usize> {
-        Ok(self.all("#event-log .log-entry").await?.len())
+        Ok(self.all(LOG_ENTRIES).await?.len())
+    }
+    /// The log's rows: `(data-kind, data-hosts, text)`; `data-hosts` is set on grouped holds.
+    pub async fn log_rows(&self) -> anyhow::Result<Vec<(String, Option<usize>, String)>> {
+        let mut out = Vec::new();
+        for row in self.all("#event-log > .log-entry").await? {
+            let kind = row.attr("data-kind").await?.unwrap_or_default();
+            let hosts = row.attr("data-hosts").await?.and_then(|n| n.parse().ok());
+            out.push((kind, hosts, row.text().await?));
+        }
+        Ok(out)
     }
 }
 
@@ -220,7 +239,7 @@ impl Find<'_> {
     /// The seqs of the log entries on screen, top to bottom (newest first).
     pub async fn log_seqs(&self) -> anyhow::Result<Vec<i64>> {
         let mut seqs = Vec::new();
-        for entry in self.all("#event-log .log-entry").await? {
+        for entry in self.all(LOG_ENTRIES).await? {
             let seq = entry.attr("data-seq").await?.unwrap_or_default();
             seqs.push(seq.parse().with_context(|| format!("data-seq `{seq}`"))?);
         }
@@ -236,5 +255,50 @@ impl Act<'_> {
     /// Saves what the browser shows to `target/e2e-artifacts/<name>.png` (to look at).
     pub async fn screenshot(&self, name: &str) -> anyhow::Result<std::path::PathBuf> {
         self.session.screenshot(name).await
+    }
+}
+
+impl Act<'_> {
+    /// Clicks one of the head's actions (`pause`, `resume`, `clear-failure`).
+    pub async fn head_action(&self, id: &str) -> anyhow::Result<()> {
+        self.click(&format!("#{id}"), WAIT).await
+    }
+
+    /// Clicks "Promote to wave N", ticks Force in the dialog when asked, and confirms.
+    pub async fn promote(&self, force: bool) -> anyhow::Result<()> {
+        self.click("#promote", WAIT).await?;
+        let find = Find { session: self.session };
+        find.css("#changes .changes-target", WAIT).await.context("the promote dialog shows what changes")?;
+        if force {
+            self.click("#dialog-force", WAIT).await?;
+        }
+        self.click("#dialog-confirm", WAIT).await
+    }
+
+    /// Sets the log's filters: host text, kind and gate (`""` for any).
+    pub async fn filter_log(&self, host: &str, kind: &str, gate: &str) -> anyhow::Result<()> {
+        let find = Find { session: self.session };
+        let input = find.css("#log-host", WAIT).await?;
+        input.clear().await?;
+        if !host.is_empty() {
+            input.send_keys(host).await?;
+        }
+        for (css, value) in [("#log-kind", kind), ("#log-gate", gate)] {
+            let select = find.css(css, WAIT).await?;
+            select.select_by_value(value).await?;
+        }
+        Ok(())
+    }
+
+    /// Opens the newest grouped row; returns the hosts it lists.
+    pub async fn open_group(&self) -> anyhow::Result<Vec<String>> {
+        let find = Find { session: self.session };
+        let group = find.css("#event-log .log-group", WAIT).await?;
+        group.find(Locator::Css("summary")).await?.click().await?;
+        let mut hosts = Vec::new();
+        for a in group.find_all(Locator::Css(".log-group-hosts a")).await? {
+            hosts.push(a.text().await?);
+        }
+        Ok(hosts)
     }
 }

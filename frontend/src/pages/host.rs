@@ -13,7 +13,7 @@ use shared::log::{LogEntry, LogKind};
 use shared::state::HostState;
 
 use crate::api;
-use crate::components::{CallErrorNotice, SuspendDialog, host_state_class, waiting_text};
+use crate::components::{CallErrorNotice, SuspendDialog, TimeStamp, host_state_class, waiting_text};
 
 /// Online/offline changes listed (the newest).
 const PRESENCE_SHOWN: usize = 10;
@@ -144,17 +144,6 @@ pub fn HostPage() -> impl IntoView {
                 }
             }}
         </section>
-    }
-}
-
-/// An absolute time with how long ago it was on hover (and the other way round).
-#[component]
-pub fn TimeStamp(at: chrono::DateTime<chrono::Utc>, now: chrono::DateTime<chrono::Utc>) -> impl IntoView {
-    let full = at.format("%Y-%m-%d %H:%M:%S UTC").to_string();
-    view! {
-        <time class="log-time" datetime=at.to_rfc3339() title=full>
-            {at.format("%H:%M:%S").to_string()}<span class="muted small">{format!(" · {}", shared::words::relative(at, now))}</span>
-        </time>
     }
 }
 

@@ -1,9 +1,11 @@
 //! The rollout page's state without signals: the window of the event log it shows. Pure,
 //! so it is tested natively (`cargo test -p frontend`).
 
+use chrono::{DateTime, Utc};
 use shared::api::{HostCell, LogEvent, RolloutHeader};
-use shared::log::LogKind;
-use shared::state::HostState;
+use shared::log::{LogEntry, LogKind};
+use shared::state::{Gate, HostState};
+use shared::words::short_store_paths;
 
 /// Log entries loaded at a time (the newest up to the snapshot, then older pages on demand).
 pub const LOG_PAGE: usize = 200;
@@ -14,22 +16,80 @@ pub const LOG_LIMIT: usize = 2000;
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogLine {
     pub seq: i64,
-    pub time: String,
+    pub at: DateTime<Utc>,
     pub host: String,
     pub kind: LogKind,
+    /// In words, store paths by their names.
     pub text: String,
+    /// In words with store paths whole (shown on hover where it differs).
+    pub full: String,
+    /// A hold's gate and reason (what consecutive holds are grouped by).
+    pub hold: Option<(Gate, String)>,
 }
 
 impl LogLine {
     pub fn new(entry: &LogEvent) -> LogLine {
+        let full = entry.describe();
+        let hold = match entry.entry() {
+            Ok(LogEntry::HostHeld(h)) => Some((h.gate, h.reason)),
+            _ => None,
+        };
         LogLine {
             seq: entry.seq,
-            time: entry.ts.format("%H:%M:%S").to_string(),
+            at: entry.ts,
             host: entry.host.as_ref().map(|h| h.to_string()).unwrap_or_default(),
             kind: entry.kind,
-            text: entry.describe(),
+            text: short_store_paths(&full),
+            full,
+            hold,
         }
     }
+
+    pub fn gate(&self) -> Option<Gate> {
+        self.hold.as_ref().map(|(g, _)| *g)
+    }
+}
+
+/// What the log shows in a row: one entry, or consecutive holds of several hosts by the same
+/// gate for the same reason.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogRow {
+    One(LogLine),
+    Held { gate: Gate, reason: String, lines: Vec<LogLine> },
+}
+
+impl LogRow {
+    /// Stable while the row shows the same entries: its newest seq and how many it has.
+    pub fn key(&self) -> (i64, usize) {
+        match self {
+            LogRow::One(line) => (line.seq, 1),
+            LogRow::Held { lines, .. } => (lines[0].seq, lines.len()),
+        }
+    }
+}
+
+/// The log's rows, newest first, from lines newest first: a run of holds with one gate and
+/// reason becomes one row.
+pub fn rows<'a>(lines: impl IntoIterator<Item = &'a LogLine>) -> Vec<LogRow> {
+    let mut out: Vec<LogRow> = Vec::new();
+    for line in lines {
+        if let (Some((gate, reason)), Some(last)) = (&line.hold, out.last_mut()) {
+            match last {
+                LogRow::Held { gate: g, reason: r, lines } if g == gate && r == reason => {
+                    lines.push(line.clone());
+                    continue;
+                }
+                LogRow::One(prev) if prev.hold.as_ref() == Some(&(*gate, reason.clone())) => {
+                    let first = prev.clone();
+                    *last = LogRow::Held { gate: *gate, reason: reason.clone(), lines: vec![first, line.clone()] };
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        out.push(LogRow::One(line.clone()));
+    }
+    out
 }
 
 /// The part of a rollout's log on screen, oldest first, and whether older entries exist.
@@ -123,6 +183,46 @@ mod tests {
         assert!(window.older, "dropped entries can be loaded again");
         assert_eq!(window.entries[0].text, "held by wave: later", "described when it arrived");
         assert_eq!(window.entries.last().map(|e| e.seq), Some(2000 + LOG_LIMIT as i64 - 1));
+    }
+
+    fn held(seq: i64, host: &str, gate: &str, reason: &str) -> LogLine {
+        let mut e = entry(seq, json!({"gate": gate, "reason": reason}));
+        e.host = Some(shared::Hostname::parse(host).unwrap());
+        LogLine::new(&e)
+    }
+
+    #[test]
+    fn consecutive_holds_by_one_gate_for_one_reason_are_one_row() {
+        let nginx = format!("quarantine of /nix/store/{}-broken-nginx", "d".repeat(32));
+        let approved = LogLine::new(&serde_json::from_value::<LogEvent>(json!({
+            "seq": 10, "ts": "2026-12-01T12:00:00Z", "kind": "WaveApproved", "rolloutId": "stable@a1", "payload": {"wave": 1}
+        })).unwrap());
+        // Newest first, as the log shows them.
+        let lines = vec![
+            held(9, "e", "quarantine", &nginx),
+            held(8, "d", "quarantine", &nginx),
+            held(7, "c", "quarantine", &nginx),
+            held(6, "b", "wave", "wave 2 opens after wave 1"),
+            approved,
+            held(4, "a", "quarantine", &nginx),
+        ];
+        let rows = rows(&lines);
+        assert_eq!(rows.len(), 4);
+        match &rows[0] {
+            LogRow::Held { gate, reason, lines } => {
+                assert_eq!((*gate, reason.as_str()), (Gate::Quarantine, nginx.as_str()));
+                assert_eq!(lines.iter().map(|l| l.host.as_str()).collect::<Vec<_>>(), ["e", "d", "c"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(rows[0].key(), (9, 3));
+        assert!(matches!(&rows[1], LogRow::One(l) if l.seq == 6), "another gate is its own row");
+        assert!(matches!(&rows[3], LogRow::One(l) if l.seq == 4), "not consecutive: its own row");
+        // Store paths read by their names; the whole path is kept for hovering.
+        let LogRow::One(single) = &rows[3] else { unreachable!() };
+        assert_eq!(single.text, "held by quarantine: quarantine of …-broken-nginx");
+        assert!(single.full.contains("/nix/store/dddd"));
+        assert_eq!(single.gate(), Some(Gate::Quarantine));
     }
 
     #[test]

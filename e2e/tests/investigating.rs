@@ -1,0 +1,140 @@
+//! Investigating the demo's broken edge release as an operator would: find the hosts, open
+//! the failed one and read why, read the rollout's log grouped and filtered, and act on the
+//! rollouts (pause, resume, promote with force, clear the failure).
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use e2e::demo_browser_test;
+use e2e::pages::fleet::FleetPage;
+use e2e::pages::hosts::Hosts;
+use e2e::pages::rollout::RolloutPage;
+use e2e::pages::shell::Shell;
+
+const EDGE: &str = "edge@d001";
+
+#[tokio::test]
+async fn search_finds_hosts_and_the_failed_host_page_says_why() -> anyhow::Result<()> {
+    demo_browser_test("search_finds_hosts_and_the_failed_host_page_says_why", |session, token| async move {
+        Shell::new(&session).act().open(&format!("/login?token={token}")).await?;
+        Shell::new(&session).check().signed_in_as("demo-operator").await?;
+        let fleet = FleetPage::new(&session);
+        fleet.open().await?;
+        fleet.channel_shows("edge", "Halted", Duration::from_secs(90)).await?;
+
+        let hosts = Hosts::new(&session);
+        hosts.search("edge-0").await?;
+        let hits = hosts.hits("edge-0").await?;
+        anyhow::ensure!(
+            hits == ["edge-01", "edge-02", "edge-03", "edge-04", "edge-05", "edge-06"],
+            "a hostname prefix finds the edge hosts in name order: {hits:?}"
+        );
+        Shell::new(&session).act().screenshot("search-results").await?;
+        // Enter: every result on a page of its own; filters in words narrow it.
+        let listed = hosts.submit().await?;
+        anyhow::ensure!(listed.len() == 6, "the results page lists the six: {listed:?}");
+        session.client.goto(&session.url("/hosts?q=channel%3Acanary%20tag%3Acanary")).await?;
+        let canary = hosts.results().await?;
+        anyhow::ensure!(!canary.is_empty() && canary.iter().all(|h| h.starts_with("canary")), "{canary:?}");
+
+        // The failed host's page says what failed: the probe and its reason, the policy.
+        session.client.goto(&session.url("/")).await?;
+        hosts.search("edge-01").await?;
+        anyhow::ensure!(hosts.hits("edge-01").await? == ["edge-01"]);
+        hosts.open_hit("edge-01").await?;
+        let (events, _) = hosts.host_events("edge-01").await?;
+        anyhow::ensure!(
+            events.iter().any(|e| e.starts_with("probe ") && e.contains(" failed")),
+            "the failing probe is named with its verdict: {events:#?}"
+        );
+        anyhow::ensure!(
+            events.iter().any(|e| e.starts_with("failed (probes ") && e.contains("policy: roll back and halt")),
+            "the failure names its probes and the policy applied: {events:#?}"
+        );
+        let shot = Shell::new(&session).act().screenshot("host-page-failed").await?;
+        println!("screenshot: {}", shot.display());
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_log_groups_holds_and_filters_by_host_kind_and_gate() -> anyhow::Result<()> {
+    demo_browser_test("the_log_groups_holds_and_filters_by_host_kind_and_gate", |session, token| async move {
+        Shell::new(&session).act().open(&format!("/login?token={token}")).await?;
+        Shell::new(&session).check().signed_in_as("demo-operator").await?;
+        let page = RolloutPage::new(&session);
+        page.act().open(EDGE).await?;
+        page.check().rollout_state_is("Halted", Duration::from_secs(90)).await?;
+        page.check().feed_is_live().await?;
+
+        // Edge's second wave was held for the quarantined closure: one row for its hosts.
+        page.act().filter_log("", "", "quarantine").await?;
+        let rows = page.find().log_rows().await?;
+        anyhow::ensure!(!rows.is_empty(), "holds by quarantine are logged");
+        anyhow::ensure!(
+            rows.iter().all(|(kind, _, text)| kind == "HostHeld" && text.contains("quarantine")),
+            "the gate filter leaves holds by quarantine only: {rows:#?}"
+        );
+        let Some((_, Some(n), text)) = rows.iter().find(|(_, hosts, _)| hosts.is_some_and(|n| n > 1)) else {
+            anyhow::bail!("no grouped row among {rows:#?}")
+        };
+        anyhow::ensure!(text.contains(&format!("{n} hosts held by quarantine")), "{text}");
+        anyhow::ensure!(text.contains("…-nixos-system-edge"), "the closure read by its name: {text}");
+        let listed = page.act().open_group().await?;
+        anyhow::ensure!(listed.len() >= *n && listed.iter().all(|h| h.starts_with("edge-")), "{listed:?}");
+        page.act().screenshot("rollout-log-grouped").await?;
+
+        page.act().filter_log("", "HostEvent", "").await?;
+        let rows = page.find().log_rows().await?;
+        anyhow::ensure!(
+            !rows.is_empty() && rows.iter().all(|(kind, hosts, _)| kind == "HostEvent" && hosts.is_none()),
+            "the kind filter leaves host events: {rows:#?}"
+        );
+        page.act().filter_log("edge-01", "", "").await?;
+        let rows = page.find().log_rows().await?;
+        anyhow::ensure!(
+            !rows.is_empty() && rows.iter().all(|(_, _, text)| text.contains("edge-01")),
+            "the host filter leaves edge-01's entries: {rows:#?}"
+        );
+        let shot = page.act().screenshot("rollout-log-filtered").await?;
+        println!("screenshot: {}", shot.display());
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn pause_resume_promote_with_force_and_clear_failure_from_the_page() -> anyhow::Result<()> {
+    demo_browser_test("pause_resume_promote_with_force_and_clear_failure_from_the_page", |session, token| async move {
+        Shell::new(&session).act().open(&format!("/login?token={token}")).await?;
+        Shell::new(&session).check().signed_in_as("demo-operator").await?;
+        let page = RolloutPage::new(&session);
+        page.act().open("stable@d001").await?;
+        page.check().rollout_state_is("Active", Duration::from_secs(30)).await?;
+
+        page.act().head_action("pause").await?;
+        page.check().action_succeeded().await?;
+        page.check().rollout_state_is("Paused", Duration::from_secs(10)).await?;
+        page.act().head_action("resume").await?;
+        page.check().rollout_state_is("Active", Duration::from_secs(10)).await?;
+
+        // Promote past the waves' gates: the dialog asks for Force.
+        let wave = page.find().current_wave().await?;
+        page.act().promote(true).await?;
+        page.check().action_succeeded().await?;
+        page.check()
+            .eventually("the rollout moved to the next wave", Duration::from_secs(10), || async {
+                Ok(page.find().current_wave().await? == wave + 1)
+            })
+            .await?;
+
+        page.act().open(EDGE).await?;
+        page.check().rollout_state_is("Halted", Duration::from_secs(90)).await?;
+        page.act().head_action("clear-failure").await?;
+        page.check().action_succeeded().await?;
+        page.check().rollout_state_is("Active", Duration::from_secs(10)).await?;
+        Ok(())
+    })
+    .await
+}
