@@ -138,3 +138,49 @@ async fn pause_resume_promote_with_force_and_clear_failure_from_the_page() -> an
     })
     .await
 }
+
+#[tokio::test]
+async fn the_timeline_replays_the_edge_failure_and_returns_to_live() -> anyhow::Result<()> {
+    demo_browser_test("the_timeline_replays_the_edge_failure_and_returns_to_live", |session, token| async move {
+        Shell::new(&session).act().open(&format!("/login?token={token}")).await?;
+        Shell::new(&session).check().signed_in_as("demo-operator").await?;
+        let page = RolloutPage::new(&session);
+        page.act().open(EDGE).await?;
+        page.check().rollout_state_is("Halted", Duration::from_secs(90)).await?;
+        page.check().feed_is_live().await?;
+        let edge01 = |state: &'static str| {
+            let page = &page;
+            move || async move { Ok(page.find().wave_states(0).await? == [("edge-01".to_owned(), state.to_owned())]) }
+        };
+        page.check().eventually("edge-01 shows Reverted live", Duration::from_secs(10), edge01("Reverted")).await?;
+
+        // Home: the rollout as it opened, every host Pending.
+        page.act().timeline_key(fantoccini::key::Key::Home).await?;
+        page.check().eventually("the opening replayed", Duration::from_secs(10), edge01("Pending")).await?;
+        anyhow::ensure!(page.find().replaying().await?, "the columns are marked as the past");
+        let label = page.find().timeline_label().await?;
+        anyhow::ensure!(label.starts_with("as of entry "), "{label}");
+        anyhow::ensure!(page.find().all("#waves .approve").await?.is_empty(), "no acting on the past");
+        page.act().screenshot("timeline-opening").await?;
+
+        // To the moment edge-01 failed (its Failed entry, from the log), before its rollback.
+        let edge = shared::RolloutId::parse(EDGE)?;
+        let log = backend::db::store::rollout_log(&session.store, &edge, 0, 10_000).await?;
+        let failed = log
+            .iter()
+            .find(|e| matches!(e.entry(), Ok(shared::log::LogEntry::HostEvent(h)) if h.to == shared::state::HostState::Failed))
+            .map(|e| e.seq)
+            .ok_or_else(|| anyhow::anyhow!("edge-01's failure is not in the log"))?;
+        page.act().timeline_to(failed).await?;
+        page.check().eventually("the failure replayed", Duration::from_secs(10), edge01("Failed")).await?;
+        let label = page.find().timeline_label().await?;
+        anyhow::ensure!(label.starts_with(&format!("as of entry {failed}")), "{label}");
+        page.act().screenshot("timeline-failed").await?;
+
+        page.act().back_to_live().await?;
+        page.check().eventually("live again", Duration::from_secs(10), edge01("Reverted")).await?;
+        anyhow::ensure!(!page.find().replaying().await? && page.find().timeline_label().await? == "live");
+        Ok(())
+    })
+    .await
+}

@@ -89,6 +89,11 @@ pub async fn rollout(id: &str) -> Result<RolloutDetail, CallError> {
     get(&format!("/api/v1/rollouts/{id}")).await
 }
 
+/// The rollout as it was when the log ended at `seq` (replayed by the server).
+pub async fn rollout_at(id: &str, seq: i64) -> Result<RolloutDetail, CallError> {
+    get(&format!("/api/v1/rollouts/{id}?at={seq}")).await
+}
+
 /// The rollout's newest `limit` log entries with seq < `before`, oldest first.
 pub async fn rollout_events_before(id: &str, before: i64, limit: u32) -> Result<EventsPage, CallError> {
     get(&format!("/api/v1/rollouts/{id}/events?before={before}&limit={limit}")).await

@@ -490,6 +490,12 @@ pub struct RolloutDetail {
     pub waves: Vec<WaveView>,
     /// The event-log seq this answer reflects; pass it as `Last-Event-ID` to the feed.
     pub as_of: i64,
+    /// The seq of the rollout's first log entry: where a replay of its timeline starts.
+    #[serde(default)]
+    pub first_seq: i64,
+    /// Set on a replay (`?at=`): when the rollout's last entry up to `asOf` was committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replayed_at: Option<DateTime<Utc>>,
 }
 
 /// A committed event-log entry: a row of `GET /api/v1/rollouts/{id}/events` and the feed's

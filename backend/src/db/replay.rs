@@ -29,6 +29,14 @@ pub struct Replayed {
 pub fn replay(entries: &[LogEvent]) -> Result<Replayed, String> {
     let mut out = Replayed::default();
     for e in entries {
+        out.apply(e)?;
+    }
+    Ok(out)
+}
+
+impl Replayed {
+    /// One more entry, in seq order.
+    pub fn apply(&mut self, e: &LogEvent) -> Result<(), String> {
         let carried: Carried<HostRecord, Rollout> = e.carried().map_err(|err| format!("log entry {}: {err}", e.seq))?;
         if let Some(rollout) = carried.rollout {
             if let LogEntry::RolloutOpened(opened) = e.entry().map_err(|err| format!("log entry {}: {err}", e.seq))? {
@@ -40,20 +48,20 @@ pub fn replay(entries: &[LogEvent]) -> Result<Replayed, String> {
                         h.target_closure,
                         rollout.opened_at,
                     );
-                    out.records.insert((rollout.id.clone(), h.hostname), record);
+                    self.records.insert((rollout.id.clone(), h.hostname), record);
                 }
             }
-            out.rollouts.insert(rollout.id.clone(), rollout);
+            self.rollouts.insert(rollout.id.clone(), rollout);
         }
         if let Some(record) = carried.record {
-            out.records.insert((record.rollout_id.clone(), record.hostname.clone()), record);
+            self.records.insert((record.rollout_id.clone(), record.hostname.clone()), record);
         }
         if e.kind.topic() == shared::log::FeedTopic::Policy {
             let entry = e.entry().map_err(|err| format!("log entry {}: {err}", e.seq))?;
-            apply_policy(&mut out.policies, e, entry);
+            apply_policy(&mut self.policies, e, entry);
         }
+        Ok(())
     }
-    Ok(out)
 }
 
 /// One policy entry applied to the policies as the reducer changed them.

@@ -454,6 +454,13 @@ pub async fn rollout_log(
     })?)
 }
 
+/// The seq of a rollout's first log entry (its opening), if it has one.
+pub async fn rollout_first_seq(store: &Store, rollout: &RolloutId) -> Result<Option<i64>, sqlx::Error> {
+    on_pool!(store, pool => {
+        sqlx::query_scalar("SELECT MIN(seq) FROM event_log WHERE rollout_id = $1").bind(rollout.as_str()).fetch_one(pool).await
+    })
+}
+
 /// One rollout's newest `limit` log entries with seq < `before`, oldest first: a page of its
 /// log read backwards.
 pub async fn rollout_log_before(

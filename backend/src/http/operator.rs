@@ -173,21 +173,90 @@ pub async fn rollouts(
     ))
 }
 
-/// `GET /api/v1/rollouts/{id}`
-#[utoipa::path(get, path = "/rollouts/{id}", tag = "operator", params(("id" = String, Path, description = "{channel}@{ref}")), responses((status = 200, body = shared::api::RolloutDetail), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody), (status = 404, body = shared::ApiErrorBody)))]
+/// `?at=SEQ`: the rollout as it was when the log ended at that seq.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AtQuery {
+    #[serde(default)]
+    at: Option<i64>,
+}
+
+/// Entries read per query while replaying a rollout's log.
+const REPLAY_PAGE: i64 = 2000;
+
+/// `GET /api/v1/rollouts/{id}` (`?at=SEQ`: replayed from its log up to that seq — the
+/// dashboard's timeline).
+#[utoipa::path(get, path = "/rollouts/{id}", tag = "operator", params(("id" = String, Path, description = "{channel}@{ref}"), ("at" = Option<i64>, Query, description = "The rollout as it was at this event-log seq (replayed from its log)")), responses((status = 200, body = shared::api::RolloutDetail), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody), (status = 404, body = shared::ApiErrorBody)))]
 pub async fn rollout(
     State(state): State<AppState>,
     _: Viewer,
     Path(id): Path<String>,
+    query: Result<Query<AtQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<RolloutDetail>, ApiError> {
     let id = rollout_id(&id)?;
+    let Query(AtQuery { at }) =
+        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadQuery, e.body_text()))?;
+    let first_seq = store::rollout_first_seq(&state.store, &id).await.map_err(ApiError::internal)?.unwrap_or(0);
+    let fleet = state.fleet.read().ok().and_then(|f| f.clone());
+    if let Some(at) = at {
+        if at < 0 {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadQuery, "at must be a seq (0 or more)."));
+        }
+        let mut detail = replay_rollout(&state, &id, at, fleet.as_deref()).await?;
+        detail.first_seq = first_seq;
+        return Ok(Json(detail));
+    }
     let (rollout, records, as_of) = store::rollout_detail(&state.store, &id)
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(format!("There is no rollout {id}.")))?;
-    let fleet = state.fleet.read().ok().and_then(|f| f.clone());
     let suspended = store::policies(&state.store).await.map_err(ApiError::internal)?.suspended;
-    Ok(Json(views::rollout_detail(&rollout, &records, fleet.as_deref(), &suspended, as_of)))
+    let mut detail = views::rollout_detail(&rollout, &records, fleet.as_deref(), &suspended, as_of);
+    detail.first_seq = first_seq;
+    Ok(Json(detail))
+}
+
+/// The rollout and its records replayed from its log entries up to `at`, a page at a time.
+/// (Suspensions belong to no rollout's log and are not replayed: none is shown.)
+async fn replay_rollout(
+    state: &AppState,
+    id: &RolloutId,
+    at: i64,
+    fleet: Option<&engine::fleet::VerifiedFleet>,
+) -> Result<RolloutDetail, ApiError> {
+    let mut replayed = crate::db::replay::Replayed::default();
+    let (mut after, mut last) = (0, None);
+    'pages: loop {
+        let page = store::rollout_log(&state.store, id, after, REPLAY_PAGE).await.map_err(ApiError::internal)?;
+        for e in &page {
+            if e.seq > at {
+                break 'pages;
+            }
+            replayed.apply(e).map_err(|err| {
+                tracing::error!(%err, "a stored log entry cannot be replayed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorCode::StorageUnavailable,
+                    format!("The rollout's log cannot be replayed: {err}"),
+                )
+            })?;
+            last = Some((e.seq, e.ts));
+        }
+        match page.last() {
+            Some(e) if page.len() as i64 == REPLAY_PAGE => after = e.seq,
+            _ => break,
+        }
+    }
+    let rollout =
+        replayed.rollouts.get(id).ok_or_else(|| ApiError::not_found(format!("{id} had not opened by seq {at}.")))?;
+    let records: Vec<_> =
+        replayed.records.into_iter().filter(|((r, _), _)| r == id).map(|(_, record)| record).collect();
+    let mut detail = views::rollout_detail(rollout, &records, fleet, &Default::default(), at);
+    detail.replayed_at = last.map(|(_, ts)| ts);
+    if let Some((seq, _)) = last {
+        detail.as_of = seq;
+    }
+    Ok(detail)
 }
 
 #[derive(Debug, Deserialize)]

@@ -29,4 +29,5 @@ mod serve_process;
 mod simulator;
 mod slow_clients;
 mod system_routes;
+mod timeline;
 mod webhooks;

@@ -302,3 +302,36 @@ impl Act<'_> {
         Ok(hosts)
     }
 }
+
+impl Act<'_> {
+    /// Presses `key` on the timeline slider (Home: the rollout's opening, End: now).
+    pub async fn timeline_key(&self, key: fantoccini::key::Key) -> anyhow::Result<()> {
+        let find = Find { session: self.session };
+        find.css("#timeline", WAIT).await?.send_keys(&key.to_string()).await?;
+        Ok(())
+    }
+
+    /// Moves the timeline slider to `seq`, as dragging it there does (its value, then the
+    /// `input` event the page listens to).
+    pub async fn timeline_to(&self, seq: i64) -> anyhow::Result<()> {
+        let script = "const el = document.getElementById('timeline'); el.value = arguments[0]; \
+                      el.dispatchEvent(new Event('input', { bubbles: true }));";
+        self.session.client.execute(script, vec![serde_json::json!(seq.to_string())]).await?;
+        Ok(())
+    }
+
+    pub async fn back_to_live(&self) -> anyhow::Result<()> {
+        self.click("#timeline-live", WAIT).await
+    }
+}
+
+impl Find<'_> {
+    /// What the timeline says it shows ("live", "as of entry N · …").
+    pub async fn timeline_label(&self) -> anyhow::Result<String> {
+        Ok(self.css("#timeline-at", WAIT).await?.text().await?)
+    }
+    /// Whether the wave columns show the past.
+    pub async fn replaying(&self) -> anyhow::Result<bool> {
+        Ok(!self.all("#waves.waves-past").await?.is_empty())
+    }
+}

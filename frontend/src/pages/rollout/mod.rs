@@ -10,6 +10,7 @@ mod head;
 mod host_panel;
 mod live;
 mod model;
+mod timeline;
 mod waves;
 
 use leptos::prelude::*;
@@ -23,6 +24,7 @@ use self::head::Head;
 use self::host_panel::HostPanel;
 use self::live::Live;
 use self::model::{LOG_PAGE, LogWindow};
+use self::timeline::Timeline;
 use self::waves::WaveColumn;
 use crate::api;
 use crate::components::ErrorNotice;
@@ -37,6 +39,11 @@ pub fn RolloutPage() -> impl IntoView {
     let params = use_params_map();
     let id = params.with_untracked(|p| p.get("id").unwrap_or_default());
     let live = Live::new();
+    // The timeline: the columns as they were at a seq while `replay` is set.
+    let past = Live::new();
+    let replay: RwSignal<Option<i64>> = RwSignal::new(None);
+    let first_seq = RwSignal::new(0_i64);
+    let newest_seq = RwSignal::new(0_i64);
     let load_error: RwSignal<Option<String>> = RwSignal::new(None);
     let log: RwSignal<LogWindow> = RwSignal::new(LogWindow::default());
     let status = RwSignal::new(FeedStatus::Connecting);
@@ -44,6 +51,8 @@ pub fn RolloutPage() -> impl IntoView {
     let notice: RwSignal<Option<Result<String, String>>> = RwSignal::new(None);
     let session = crate::session::Session::current();
     let can_act = Signal::derive(move || session.is_some_and(|s| s.can_act()));
+    // No acting on the past: a replayed column has no buttons.
+    let act_now = Signal::derive(move || can_act.get() && replay.get().is_none());
 
     let owner = Owner::current();
     {
@@ -57,6 +66,8 @@ pub fn RolloutPage() -> impl IntoView {
                 }
             };
             let as_of = snapshot.as_of;
+            first_seq.set(snapshot.first_seq);
+            newest_seq.set(as_of);
             live.load(snapshot);
             // The newest entries up to the snapshot; the feed continues from there.
             if let Ok(page) = api::rollout_events_before(&id, as_of.saturating_add(1), LOG_PAGE as u32).await {
@@ -71,6 +82,7 @@ pub fn RolloutPage() -> impl IntoView {
                     return;
                 }
                 live.apply(&entry);
+                newest_seq.set(entry.seq);
                 log.update(|w| w.push(&entry));
             };
             if let Some(owner) = owner {
@@ -113,8 +125,14 @@ pub fn RolloutPage() -> impl IntoView {
                 Err(m) => view! { <p class="notice notice-error" id="action-result" role="alert">{m}</p> }.into_any(),
             })}
             <div class="rollout-body">
-                <div class="waves" id="waves">
-                    {move || live.waves.get().into_iter().map(|meta| view! { <WaveColumn meta=meta live=live selected=selected can_act=can_act confirm=confirm /> }).collect_view()}
+                <div class="rollout-main">
+                    <Timeline rollout=id.clone() past=past replay=replay first_seq=first_seq newest=newest_seq.into() />
+                    <div class=move || if replay.get().is_some() { "waves waves-past" } else { "waves" } id="waves">
+                        {move || {
+                            let shown = if replay.get().is_some() { past } else { live };
+                            shown.waves.get().into_iter().map(|meta| view! { <WaveColumn meta=meta live=shown selected=selected can_act=act_now confirm=confirm /> }).collect_view()
+                        }}
+                    </div>
                 </div>
                 <aside class="side">
                     <HostPanel live=live selected=selected can_act=can_act act=act />
