@@ -33,6 +33,7 @@ pub mod config;
 pub mod db;
 pub mod demo;
 pub mod feed;
+pub mod history;
 pub mod http;
 pub mod manifests;
 pub mod metrics;

@@ -353,6 +353,69 @@ pub struct RolloutHeader {
     pub superseded_by: Option<RolloutId>,
 }
 
+/// `GET /api/v1/channels/{channel}/history`: the channel's rollouts, newest first; `next` is
+/// the `before` of the next page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelHistory {
+    pub channel: Channel,
+    pub rollouts: Vec<RolloutHistory>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<RolloutId>,
+}
+
+/// One rollout of a channel's history: how it ended, its waves' timings, who did what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutHistory {
+    #[serde(flatten)]
+    pub header: RolloutHeader,
+    pub waves: Vec<WaveHistory>,
+    /// Operators' actions on the rollout, oldest first.
+    pub actions: Vec<ActionRecord>,
+}
+
+/// When a wave opened and completed, how long it took, and its approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct WaveHistory {
+    pub index: u32,
+    pub soak_minutes: u64,
+    pub requires_approval: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opened_at: Option<DateTime<Utc>>,
+    /// When the rollout moved past it (or completed in it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<DateTime<Utc>>,
+    /// From opening to completion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub took_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_at: Option<DateTime<Utc>>,
+    /// From the wave opening until it was approved (0 when approved before it opened).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_wait_seconds: Option<u64>,
+    /// Left by a promote that overrode its gates.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forced: bool,
+}
+
+/// An operator's action, as the history lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ActionRecord {
+    pub at: DateTime<Utc>,
+    pub operator: String,
+    /// In words ("approve-wave by ana: …").
+    pub what: String,
+}
+
 /// What a control-plane replica does (SPEC §15).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -398,6 +398,11 @@ impl LogKind {
         LogKind::HostSuspended,
         LogKind::HostResumed,
     ];
+
+    /// The kinds a rollout's history is built from (its waves' progress and who acted). The
+    /// database's partial index `event_log_progress` lists the same kinds in the same order.
+    pub const PROGRESS: [LogKind; 4] =
+        [LogKind::WaveAdvanced, LogKind::WaveApproved, LogKind::OperatorAction, LogKind::RolloutStateChanged];
 }
 
 impl LogEntry {

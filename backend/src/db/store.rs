@@ -420,6 +420,58 @@ pub fn audited_kinds_condition() -> String {
     format!("kind IN ({})", kinds.join(", "))
 }
 
+/// The condition the partial index `event_log_progress` is defined with (see
+/// [`LogKind::PROGRESS`]).
+pub fn progress_kinds_condition() -> String {
+    let kinds: Vec<String> = LogKind::PROGRESS.iter().map(|k| format!("'{}'", k.as_str())).collect();
+    format!("kind IN ({})", kinds.join(", "))
+}
+
+/// A rollout's entries of [`LogKind::PROGRESS`] kinds, oldest first (through the partial
+/// index: a rollout of 10,000 hosts has a few dozen of them among tens of thousands).
+pub async fn rollout_progress(store: &Store, rollout: &RolloutId) -> Result<Vec<LogEvent>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {LOG_COLUMNS} FROM event_log WHERE {} AND rollout_id = $1 ORDER BY seq",
+        progress_kinds_condition()
+    );
+    log_events(on_pool!(store, pool => sqlx::query_as(&sql).bind(rollout.as_str()).fetch_all(pool).await)?)
+}
+
+/// One channel's rollouts newest first: at most `limit`, opened before the rollout `before`
+/// when it is given. `None` when `before` names no rollout of the channel.
+pub async fn channel_rollouts(
+    store: &Store,
+    channel: &Channel,
+    before: Option<&RolloutId>,
+    limit: i64,
+) -> Result<Option<Vec<Rollout>>, sqlx::Error> {
+    let below = match before {
+        None => i64::MAX,
+        Some(id) => {
+            let seq: Option<i64> = on_pool!(store, pool => {
+                sqlx::query_scalar("SELECT opened_seq FROM rollouts WHERE rollout_id = $1 AND channel = $2")
+                    .bind(id.as_str())
+                    .bind(channel.as_str())
+                    .fetch_optional(pool)
+                    .await
+            })?;
+            let Some(seq) = seq else { return Ok(None) };
+            seq
+        }
+    };
+    let rows = on_pool!(store, pool => {
+        sqlx::query_as(
+            "SELECT body FROM rollouts WHERE channel = $1 AND opened_seq < $2 ORDER BY opened_seq DESC LIMIT $3",
+        )
+        .bind(channel.as_str())
+        .bind(below)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+    })?;
+    bodies(rows).map(Some)
+}
+
 /// Audited entries (what people did) with seq > `after` and `from` ≤ ts < `to`, oldest first,
 /// at most `limit`.
 pub async fn audit_page(

@@ -8,6 +8,7 @@ mod dashboard;
 mod error;
 pub mod extract;
 pub mod forward;
+mod history;
 mod hosts;
 mod operator;
 pub mod operator_auth;
@@ -161,6 +162,7 @@ pub fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi
         .routes(routes!(operator::upload_manifests))
         .routes(routes!(operator::fleet))
         .routes(routes!(operator::rollouts))
+        .routes(routes!(history::channel_history))
         .routes(routes!(hosts::search))
         .routes(routes!(operator::host))
         .routes(routes!(operator::rollout))

@@ -19,6 +19,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/manifests"),
     ("get", "/api/v1/fleet"),
     ("get", "/api/v1/rollouts"),
+    ("get", "/api/v1/channels/{channel}/history"),
     ("get", "/api/v1/hosts"),
     ("get", "/api/v1/hosts/{hostname}"),
     ("get", "/api/v1/rollouts/{id}"),
