@@ -184,3 +184,27 @@ async fn the_timeline_replays_the_edge_failure_and_returns_to_live() -> anyhow::
     })
     .await
 }
+
+#[tokio::test]
+async fn the_channel_history_says_who_approved_a_wave_and_how_long_it_waited() -> anyhow::Result<()> {
+    demo_browser_test(
+        "the_channel_history_says_who_approved_a_wave_and_how_long_it_waited",
+        |session, token| async move {
+            Shell::new(&session).act().open(&format!("/login?token={token}")).await?;
+            Shell::new(&session).check().signed_in_as("demo-operator").await?;
+            let page = RolloutPage::new(&session);
+            page.act().open("stable@d001").await?;
+            page.act().approve(1, Duration::from_secs(60)).await?;
+            page.check().action_succeeded().await?;
+            page.act().open_channel().await?;
+            Shell::new(&session).check().on_page("page-channel", "/channels/stable").await?;
+            let approval = page.find().history_approval("stable@d001", 1).await?;
+            anyhow::ensure!(approval.starts_with("demo-operator") && approval.contains(", after "), "wave 1's approval: {approval}");
+            anyhow::ensure!(page.find().history_approval("stable@d001", 0).await? == "not needed");
+            let shot = page.act().screenshot("channel-history").await?;
+            println!("screenshot: {}", shot.display());
+            Ok(())
+        },
+    )
+    .await
+}

@@ -99,6 +99,12 @@ pub async fn rollout_events_before(id: &str, before: i64, limit: u32) -> Result<
     get(&format!("/api/v1/rollouts/{id}/events?before={before}&limit={limit}")).await
 }
 
+/// A channel's rollouts, newest first, ten at a time (`before`: the page after that rollout).
+pub async fn channel_history(channel: &str, before: Option<&str>) -> Result<shared::api::ChannelHistory, CallError> {
+    let after = before.map(|b| format!("?before={b}")).unwrap_or_default();
+    get(&format!("/api/v1/channels/{channel}/history{after}")).await
+}
+
 /// Hosts matching a search, a page at a time (`GET /api/v1/hosts`).
 pub async fn hosts(query: &shared::api::HostQuery) -> Result<shared::api::HostSearchPage, CallError> {
     get(&format!("/api/v1/hosts?{}", query.to_query_string())).await

@@ -7,7 +7,8 @@ use leptos_router::path;
 
 use crate::api;
 use crate::pages::{
-    FleetPage, HostPage, HostsPage, LoginPage, NotFoundPage, QuarantinesPage, RolloutPage, RolloutsPage, WebhooksPage,
+    ChannelPage, FleetPage, HostPage, HostsPage, LoginPage, NotFoundPage, QuarantinesPage, RolloutPage, RolloutsPage,
+    WebhooksPage,
 };
 use crate::session::Session;
 
@@ -26,6 +27,7 @@ pub fn App() -> impl IntoView {
                         <Route path=path!("/") view=FleetPage />
                         <Route path=path!("/rollouts") view=RolloutsPage />
                         <Route path=path!("/rollouts/:id") view=RolloutPage />
+                        <Route path=path!("/channels/:name") view=ChannelPage />
                         <Route path=path!("/hosts") view=HostsPage />
                         <Route path=path!("/hosts/:name") view=HostPage />
                         <Route path=path!("/quarantines") view=QuarantinesPage />

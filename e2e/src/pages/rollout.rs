@@ -335,3 +335,18 @@ impl Find<'_> {
         Ok(!self.all("#waves.waves-past").await?.is_empty())
     }
 }
+
+impl Act<'_> {
+    /// Follows the head's link to the rollout's channel.
+    pub async fn open_channel(&self) -> anyhow::Result<()> {
+        self.click("#channel-link", WAIT).await
+    }
+}
+
+impl Find<'_> {
+    /// The approval column of `wave` in the channel history's card of `rollout`.
+    pub async fn history_approval(&self, rollout: &str, wave: u32) -> anyhow::Result<String> {
+        let css = format!("#channel-history [data-rollout='{rollout}'] tr[data-wave='{wave}'] .wave-approval");
+        Ok(self.css(&css, WAIT).await?.text().await?)
+    }
+}

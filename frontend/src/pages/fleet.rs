@@ -53,10 +53,12 @@ pub fn FleetPage() -> impl IntoView {
                         </div>
                         <div class="channels" id="channels">
                             {f.channels.into_iter().map(|c| {
+                                let channel_href = format!("/channels/{}", c.name);
+                                let channel_label = c.name.to_string();
                                 let current = c.current_rollout.as_ref().and_then(|id| list.iter().find(|r| &r.header.rollout_id == id)).cloned();
                                 view! {
                                     <div class="card channel" data-channel=c.name.to_string()>
-                                        <h2>{c.name.to_string()}</h2>
+                                        <h2><A href=channel_href.clone() attr:class="channel-link">{channel_label.clone()}</A></h2>
                                         <p class="muted small">{format!("{} hosts · policy {}", c.hosts, c.rollout_policy)}</p>
                                         {match current {
                                             Some(r) => {

@@ -1,5 +1,6 @@
 //! One module per page of the dashboard (SPEC §11).
 
+mod channel;
 mod fleet;
 mod host;
 mod hosts;
@@ -10,6 +11,7 @@ mod rollout;
 mod rollouts;
 mod webhooks;
 
+pub use channel::ChannelPage;
 pub use fleet::FleetPage;
 pub use host::HostPage;
 pub use hosts::HostsPage;

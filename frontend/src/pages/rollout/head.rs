@@ -58,7 +58,7 @@ pub fn Head(
                     <h1 id="rollout-title">{rid.clone()}</h1>
                     <p class="lede">
                         <RolloutBadge state=h.state />
-                        " channel " <strong>{h.channel.to_string()}</strong>
+                        " channel " <strong><a href=format!("/channels/{}", h.channel) id="channel-link">{h.channel.to_string()}</a></strong>
                         " · current wave " <strong id="current-wave">{h.current_wave}</strong>
                         {format!(" of {waves}")}
                     </p>
