@@ -69,6 +69,40 @@ impl Session {
         std::fs::write(&path, self.client.screenshot().await?)?;
         Ok(path)
     }
+
+    /// Runs axe-core (tools/node_modules/axe-core, installed by scripts/setup) on the page as
+    /// it is now and returns what it finds against WCAG 2.1 A and AA.
+    pub async fn accessibility(&self) -> anyhow::Result<Vec<Violation>> {
+        let axe = repo_root().join("tools/node_modules/axe-core/axe.min.js");
+        let source = std::fs::read_to_string(&axe)
+            .with_context(|| format!("reading {} (scripts/setup installs it)", axe.display()))?;
+        self.client.execute(&source, vec![]).await.context("loading axe-core into the page")?;
+        let run = "const done = arguments[arguments.length - 1];
+            axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } })
+              .then(r => done(JSON.stringify(r.violations.map(v => ({ id: v.id, impact: v.impact || '', help: v.help,
+                  nodes: v.nodes.slice(0, 5).map(n => n.target.join(' ') + ' — ' + (n.failureSummary || '')) })))))
+              .catch(e => done('axe failed: ' + e));";
+        let answer = self.client.execute_async(run, vec![]).await.context("running axe-core")?;
+        let text = answer.as_str().unwrap_or_default();
+        serde_json::from_str(text).with_context(|| format!("axe answered {text}"))
+    }
+}
+
+/// What axe-core found wrong on a page.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Violation {
+    pub id: String,
+    /// `minor`, `moderate`, `serious` or `critical`.
+    pub impact: String,
+    pub help: String,
+    /// Up to five of the elements concerned, with what fails.
+    pub nodes: Vec<String>,
+}
+
+impl Violation {
+    pub fn serious(&self) -> bool {
+        matches!(self.impact.as_str(), "serious" | "critical")
+    }
 }
 
 /// The control plane running in this process on a free port with a temporary database.

@@ -199,7 +199,10 @@ async fn the_channel_history_says_who_approved_a_wave_and_how_long_it_waited() -
             page.act().open_channel().await?;
             Shell::new(&session).check().on_page("page-channel", "/channels/stable").await?;
             let approval = page.find().history_approval("stable@d001", 1).await?;
-            anyhow::ensure!(approval.starts_with("demo-operator") && approval.contains(", after "), "wave 1's approval: {approval}");
+            anyhow::ensure!(
+                approval.starts_with("demo-operator") && approval.contains(", after "),
+                "wave 1's approval: {approval}"
+            );
             anyhow::ensure!(page.find().history_approval("stable@d001", 0).await? == "not needed");
             let shot = page.act().screenshot("channel-history").await?;
             println!("screenshot: {}", shot.display());

@@ -7,7 +7,7 @@ use shared::state::HostState;
 
 use super::changes::Pending;
 use super::live::{Live, WaveMeta};
-use crate::components::{StateBar, counts_text, host_state_class};
+use crate::components::{StateBar, counts_text, host_state_class, host_state_icon};
 
 /// Waves with more hosts than this show only the hosts that are not Converged (plus a count),
 /// so a 10,000-host wave stays light.
@@ -33,8 +33,12 @@ fn Cell(cell: RwSignal<HostCell>, selected: RwSignal<Option<String>>) -> impl In
             })
             data-host=attr
             data-state=move || cell.with(|h| h.state.as_str())
+            aria-label=move || cell.with(|h| format!(
+                "{}: {}{}{}", h.hostname, h.state, if h.stuck { ", stuck" } else { "" }, if h.suspended { ", suspended" } else { "" }
+            ))
             on:click=move |_| selected.set(Some(pick.clone()))
         >
+            <span class="cell-icon" aria-hidden="true">{move || cell.with(|h| host_state_icon(h.state))}</span>
             <span class="cell-name">{name}</span>
         </button>
     }
