@@ -223,7 +223,7 @@ async fn releases(
             entry = feed.recv() => if matches!(entry, Err(tokio::sync::broadcast::error::RecvError::Closed)) { return },
         }
         // The release's rollouts are among the newest opened (four channels).
-        let Ok(Some(rollouts)) = crate::db::store::rollout_rows(&state.store, None, 16).await else { continue };
+        let Ok(Some(rollouts)) = crate::db::store::rollout_rows(&state.store, None, None, 16).await else { continue };
         let current: Vec<_> = rollouts
             .iter()
             .filter(|r| r.id.channel_ref() == format!("{:04x}", 0xd000 + release))

@@ -204,11 +204,19 @@ conformance! {
             }
         }
         f.writer.commit(Batch { rollouts: rollouts.clone(), log, ..Default::default() }).await.unwrap();
-        let page = store::rollout_rows(&f.store, None, 2).await.unwrap().unwrap();
+        let page = store::rollout_rows(&f.store, None, None, 2).await.unwrap().unwrap();
         assert_eq!(page.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["c1@5", "c0@4"]);
-        let next = store::rollout_rows(&f.store, Some(&page[1].id), 10).await.unwrap().unwrap();
+        let next = store::rollout_rows(&f.store, None, Some(&page[1].id), 10).await.unwrap().unwrap();
         assert_eq!(next.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["c1@3", "c0@2", "c1@1"]);
-        assert!(store::rollout_rows(&f.store, Some(&id("none@1")), 10).await.unwrap().is_none());
+        assert!(store::rollout_rows(&f.store, None, Some(&id("none@1")), 10).await.unwrap().is_none());
+        // One channel's (a channel history's pages).
+        let c1 = Channel::parse("c1").unwrap();
+        let ids = |rows: Vec<Rollout>| rows.iter().map(|r| r.id.as_str().to_owned()).collect::<Vec<_>>();
+        let all = store::rollout_rows(&f.store, Some(&c1), None, 10).await.unwrap().unwrap();
+        assert_eq!(ids(all), ["c1@5", "c1@3", "c1@1"]);
+        let after = store::rollout_rows(&f.store, Some(&c1), Some(&id("c1@3")), 10).await.unwrap().unwrap();
+        assert_eq!(ids(after), ["c1@1"]);
+        assert!(store::rollout_rows(&f.store, Some(&c1), Some(&id("c0@4")), 10).await.unwrap().is_none());
         let current = store::current_rollouts(&f.store).await.unwrap();
         assert_eq!(current.get("c0").map(RolloutId::as_str), Some("c0@4"));
         assert_eq!(current.get("c1").map(RolloutId::as_str), Some("c1@5"));

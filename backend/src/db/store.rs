@@ -437,41 +437,6 @@ pub async fn rollout_progress(store: &Store, rollout: &RolloutId) -> Result<Vec<
     log_events(on_pool!(store, pool => sqlx::query_as(&sql).bind(rollout.as_str()).fetch_all(pool).await)?)
 }
 
-/// One channel's rollouts newest first: at most `limit`, opened before the rollout `before`
-/// when it is given. `None` when `before` names no rollout of the channel.
-pub async fn channel_rollouts(
-    store: &Store,
-    channel: &Channel,
-    before: Option<&RolloutId>,
-    limit: i64,
-) -> Result<Option<Vec<Rollout>>, sqlx::Error> {
-    let below = match before {
-        None => i64::MAX,
-        Some(id) => {
-            let seq: Option<i64> = on_pool!(store, pool => {
-                sqlx::query_scalar("SELECT opened_seq FROM rollouts WHERE rollout_id = $1 AND channel = $2")
-                    .bind(id.as_str())
-                    .bind(channel.as_str())
-                    .fetch_optional(pool)
-                    .await
-            })?;
-            let Some(seq) = seq else { return Ok(None) };
-            seq
-        }
-    };
-    let rows = on_pool!(store, pool => {
-        sqlx::query_as(
-            "SELECT body FROM rollouts WHERE channel = $1 AND opened_seq < $2 ORDER BY opened_seq DESC LIMIT $3",
-        )
-        .bind(channel.as_str())
-        .bind(below)
-        .bind(limit)
-        .fetch_all(pool)
-        .await
-    })?;
-    bodies(rows).map(Some)
-}
-
 /// Audited entries (what people did) with seq > `after` and `from` ≤ ts < `to`, oldest first,
 /// at most `limit`.
 pub async fn audit_page(
@@ -529,19 +494,23 @@ pub async fn rollout_log_before(
     })?)
 }
 
-/// Rollouts newest first (by the order they opened): at most `limit`, and only those opened
-/// before the rollout `before` when it is given. `None` when `before` names no rollout.
+/// Rollouts newest first (by the order they opened), of one channel or all: at most `limit`,
+/// and only those opened before the rollout `before` when it is given. `None` when `before`
+/// names no rollout (of the channel).
 pub async fn rollout_rows(
     store: &Store,
+    channel: Option<&Channel>,
     before: Option<&RolloutId>,
     limit: i64,
 ) -> Result<Option<Vec<Rollout>>, sqlx::Error> {
+    let channel = channel.map(Channel::as_str);
     let below = match before {
         None => i64::MAX,
         Some(id) => {
             let seq: Option<i64> = on_pool!(store, pool => {
-                sqlx::query_scalar("SELECT opened_seq FROM rollouts WHERE rollout_id = $1")
+                sqlx::query_scalar("SELECT opened_seq FROM rollouts WHERE rollout_id = $1 AND channel = COALESCE($2, channel)")
                     .bind(id.as_str())
+                    .bind(channel)
                     .fetch_optional(pool)
                     .await
             })?;
@@ -550,11 +519,15 @@ pub async fn rollout_rows(
         }
     };
     let rows = on_pool!(store, pool => {
-        sqlx::query_as("SELECT body FROM rollouts WHERE opened_seq < $1 ORDER BY opened_seq DESC LIMIT $2")
-            .bind(below)
-            .bind(limit)
-            .fetch_all(pool)
-            .await
+        sqlx::query_as(
+            "SELECT body FROM rollouts WHERE opened_seq < $1 AND channel = COALESCE($3, channel)
+             ORDER BY opened_seq DESC LIMIT $2",
+        )
+        .bind(below)
+        .bind(limit)
+        .bind(channel)
+        .fetch_all(pool)
+        .await
     })?;
     bodies(rows).map(Some)
 }
@@ -696,7 +669,17 @@ pub async fn record_states_of(
     if rollouts.is_empty() {
         return Ok(Vec::new());
     }
-    let mut sql = String::from("SELECT rollout_id, hostname, state FROM current_host_records WHERE rollout_id IN (");
+    // PostgreSQL plans the view's tail (records behind the log) once per host of the list
+    // when the host and state filters reach into it: the rollouts' records are read once,
+    // then filtered.
+    let mut sql = match store.dialect() {
+        Dialect::Sqlite => {
+            String::from("SELECT rollout_id, hostname, state FROM current_host_records WHERE rollout_id IN (")
+        }
+        Dialect::Postgres => String::from(
+            "WITH r AS MATERIALIZED (SELECT rollout_id, hostname, state FROM current_host_records WHERE rollout_id IN (",
+        ),
+    };
     let mut n = 0;
     let mut marks = |count: usize, sql: &mut String| {
         let list: Vec<String> = (0..count)
@@ -709,6 +692,9 @@ pub async fn record_states_of(
     };
     marks(rollouts.len(), &mut sql);
     sql.push(')');
+    if store.dialect() == Dialect::Postgres {
+        sql.push_str(") SELECT rollout_id, hostname, state FROM r WHERE TRUE");
+    }
     if !hosts.is_empty() {
         sql.push_str(" AND hostname IN (");
         marks(hosts.len(), &mut sql);

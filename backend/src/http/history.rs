@@ -50,7 +50,7 @@ pub async fn channel_history(
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadId, e.to_string()))?;
     let fleet = state.fleet.read().ok().and_then(|f| f.clone());
     let known = fleet.as_ref().is_some_and(|f| f.doc.channels.contains_key(&channel));
-    let rows = store::channel_rollouts(&state.store, &channel, before.as_ref(), limit + 1)
+    let rows = store::rollout_rows(&state.store, Some(&channel), before.as_ref(), limit + 1)
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| bad(format!("before names no rollout of {channel}.")))?;

@@ -156,7 +156,7 @@ pub async fn rollouts(
     let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadQuery, e.body_text()))?;
     let limit = page_limit(q.limit)?;
     let before = q.before.as_deref().map(rollout_id).transpose()?;
-    let rows = store::rollout_rows(&state.store, before.as_ref(), limit)
+    let rows = store::rollout_rows(&state.store, None, before.as_ref(), limit)
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadQuery, "before names no rollout."))?;
