@@ -17,20 +17,6 @@ pub fn host_state_class(state: HostState) -> &'static str {
     }
 }
 
-/// A mark per host state, so that states read without colour (SPEC §11: every cell says its
-/// state by more than its colour).
-pub fn host_state_icon(state: HostState) -> &'static str {
-    match state {
-        HostState::Pending => "○",
-        HostState::Activating => "▶",
-        HostState::Deferred => "⏸",
-        HostState::Soaking => "◔",
-        HostState::Converged => "✓",
-        HostState::Failed => "✕",
-        HostState::Reverted => "↺",
-    }
-}
-
 #[component]
 pub fn RolloutBadge(state: RolloutState) -> impl IntoView {
     let class = match state {

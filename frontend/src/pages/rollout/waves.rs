@@ -7,7 +7,7 @@ use shared::state::HostState;
 
 use super::changes::Pending;
 use super::live::{Live, WaveMeta};
-use crate::components::{StateBar, counts_text, host_state_class, host_state_icon};
+use crate::components::{StateBar, counts_text, host_state_class};
 
 /// Waves with more hosts than this show only the hosts that are not Converged (plus a count),
 /// so a 10,000-host wave stays light.
@@ -33,12 +33,10 @@ fn Cell(cell: RwSignal<HostCell>, selected: RwSignal<Option<String>>) -> impl In
             })
             data-host=attr
             data-state=move || cell.with(|h| h.state.as_str())
-            aria-label=move || cell.with(|h| format!(
-                "{}: {}{}{}", h.hostname, h.state, if h.stuck { ", stuck" } else { "" }, if h.suspended { ", suspended" } else { "" }
-            ))
             on:click=move |_| selected.set(Some(pick.clone()))
         >
-            <span class="cell-icon" aria-hidden="true">{move || cell.with(|h| host_state_icon(h.state))}</span>
+            // The state's mark (and its name, for screen readers) comes from the state class
+            // in style.css: no effect per cell beyond the class and title it already has.
             <span class="cell-name">{name}</span>
         </button>
     }
