@@ -211,3 +211,58 @@ async fn the_channel_history_says_who_approved_a_wave_and_how_long_it_waited() -
     )
     .await
 }
+
+#[tokio::test]
+async fn a_failed_activation_shows_its_exit_code_and_stderr_on_the_host_page() -> anyhow::Result<()> {
+    // Each host its own key: a fleet in which two hosts share one is inconsistent.
+    let pubkey = |seed: u8| engine::sign::public_key_b64(&ed25519_dalek::SigningKey::from_bytes(&[seed; 32]));
+    let fleet = serde_json::json!({
+        "schemaVersion": 1, "meta": {"ciCommit": "abc", "signedAt": chrono::Utc::now().to_rfc3339()},
+        "hosts": {"a": {"channel": "stable", "pubkey": pubkey(4), "closure": "/nix/store/a-v1"}},
+        "channels": {"stable": {"rolloutPolicy": "p"}},
+        "rolloutPolicies": {"p": {"waves": [{"soakMinutes": 5}], "onHealthFailure": "halt", "stuckAfterMinutes": 30}}
+    });
+    e2e::fleet_browser_test(
+        "a_failed_activation_shows_its_exit_code_and_stderr_on_the_host_page",
+        fleet,
+        |session, server| async move {
+            let reducer = &server.state.reducer;
+            reducer.ask(|reply| backend::reducer::ReducerInput::PlanTick { reply: Some(reply) }).await?;
+            let rollout_id = shared::RolloutId::parse("stable@abc")?;
+            let host = shared::Hostname::parse("a")?;
+            let now = chrono::Utc::now();
+            let stderr = "warning: the following units failed: nginx.service\n× nginx.service - Nginx\n  Process: 812 ExitCode=1/FAILURE\n";
+            for event in [
+                shared::state::HostEvent::DispatchAck {
+                    seq: 1,
+                    current_closure: shared::Closure::parse("/nix/store/a-v0")?,
+                    received_at: now,
+                },
+                shared::state::HostEvent::ActivationFailed {
+                    seq: 2,
+                    exit_code: 4,
+                    stderr_tail: stderr.into(),
+                    failed_at: now,
+                },
+            ] {
+                let (host, rollout_id) = (host.clone(), rollout_id.clone());
+                reducer.ask(|reply| backend::reducer::ReducerInput::HostEvent { host, rollout_id, event, reply }).await?;
+            }
+            let token = session.add_operator("olive", backend::db::auth::Role::Viewer).await?;
+            Shell::new(&session).act().open(&format!("/login?token={token}")).await?;
+            Shell::new(&session).check().signed_in_as("olive").await?;
+            session.client.goto(&session.url("/hosts/a")).await?;
+            let (events, tails) = Hosts::new(&session).host_events("a").await?;
+            anyhow::ensure!(
+                events.iter().any(|e| e.starts_with("activation failed with exit code 4")),
+                "the exit code is told: {events:#?}"
+            );
+            // Preformatted, as the agent sent it (WebDriver reads the text as rendered).
+            anyhow::ensure!(tails == [stderr.trim_end()], "the stderr tail is shown whole: {tails:?}");
+            let shot = Shell::new(&session).act().screenshot("host-page-stderr").await?;
+            println!("screenshot: {}", shot.display());
+            Ok(())
+        },
+    )
+    .await
+}
