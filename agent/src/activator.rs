@@ -72,6 +72,11 @@ impl Activator {
         read_closure(&self.current_system)
     }
 
+    /// What `/run/booted-system` points at (`None` when it cannot be read).
+    pub fn booted(&self) -> Option<Closure> {
+        read_closure(&self.booted_system)
+    }
+
     fn realise(&self, target: &Closure) -> StepResult {
         let mut argv: Vec<String> = vec![self.nix_store.clone(), "--realise".into(), target.as_str().into()];
         if !self.substituters.is_empty() {

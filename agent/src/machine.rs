@@ -86,6 +86,8 @@ pub struct Found {
     pub intent: Option<Intent>,
     /// What `/run/current-system` points at.
     pub current: Closure,
+    /// What `/run/booted-system` points at (`None` when it cannot be read).
+    pub booted: Option<Closure>,
     /// This boot's id (`/proc/sys/kernel/random/boot_id`).
     pub boot_id: String,
 }
@@ -206,6 +208,8 @@ struct ProbeRun {
 pub struct Agent {
     settings: Settings,
     current: Closure,
+    /// What the host booted, as found at start (a reboot starts the agent again).
+    booted: Option<Closure>,
     boot_id: String,
     job: Option<Intent>,
     /// Events of the job to send, oldest first; the front one is in flight when `sending`.
@@ -273,6 +277,7 @@ impl Agent {
             probes: Vec::new(),
             settings,
             current: found.current,
+            booted: found.booted,
             boot_id: found.boot_id,
             job: None,
             outbox: VecDeque::new(),
@@ -767,6 +772,7 @@ impl Agent {
         HeartbeatRequest {
             hostname: self.settings.hostname.clone(),
             current_closure: Some(self.current.clone()),
+            booted_closure: self.booted.clone(),
             rollout_id: job.map(|j| j.rollout_id.clone()),
             last_event_seq: job.map(|j| j.next_seq.saturating_sub(1)),
             at: now,

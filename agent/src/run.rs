@@ -70,7 +70,8 @@ pub fn run(config_path: &Path, root: Option<&Path>) -> anyhow::Result<()> {
 
     let mut transport = Transport::new(&config.control_plane, config.hostname.as_str(), key);
     let (tx, rx) = mpsc::channel::<Input>();
-    let found = Found { intent: found_intent, current, boot_id };
+    let booted = activator.booted();
+    let found = Found { intent: found_intent, current, booted, boot_id };
     let (mut machine, first) = Agent::start(settings, found, Utc::now());
     let mut actions: VecDeque<Action> = first.into();
     let mut inputs: VecDeque<Input> = VecDeque::new();

@@ -78,7 +78,7 @@ struct Run {
 
 impl Run {
     fn start(settings: Settings, intent: Option<Intent>, current: &str, boot: &str) -> (Run, Vec<String>) {
-        let found = Found { intent, current: closure(current), boot_id: boot.into() };
+        let found = Found { intent, current: closure(current), booted: Some(closure(current)), boot_id: boot.into() };
         let (agent, actions) = Agent::start(settings, found, t0());
         let mut run = Run { agent, now: t0(), sent: Vec::new() };
         let shown = run.note(&actions);
@@ -602,7 +602,7 @@ proptest! {
     #[test]
     fn seqs_only_grow_and_are_persisted_before_they_are_sent(choices in proptest::collection::vec(0u8..12, 1..120)) {
         let probes = vec![ProbeSchedule { fail_after: 2, ..probe("http", ProbeMode::Enforce) }];
-        let (mut agent, _) = Agent::start(settings(probes, false), Found { intent: None, current: closure(V1), boot_id: "b".into() }, t0());
+        let (mut agent, _) = Agent::start(settings(probes, false), Found { intent: None, current: closure(V1), booted: None, boot_id: "b".into() }, t0());
         let mut now = t0();
         let mut highest_sent = 0;
         let mut in_flight: Option<u64> = None;
@@ -639,4 +639,25 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn heartbeats_say_what_the_host_runs_and_what_it_booted() {
+    // Switched to v2 since booting v1 (a kernel change waits for the next boot).
+    let found = Found { intent: None, current: closure(V2), booted: Some(closure(V1)), boot_id: "b".into() };
+    let (_, actions) = Agent::start(settings(vec![], false), found, t0());
+    let heartbeat = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::SendHeartbeat(hb) => Some(hb.clone()),
+            _ => None,
+        })
+        .expect("a heartbeat first");
+    assert_eq!(heartbeat.current_closure, Some(closure(V2)));
+    assert_eq!(heartbeat.booted_closure, Some(closure(V1)));
+    // Where `/run/booted-system` cannot be read, the heartbeat says nothing of it.
+    let found = Found { intent: None, current: closure(V1), booted: None, boot_id: "b".into() };
+    let (_, actions) = Agent::start(settings(vec![], false), found, t0());
+    let said = actions.iter().any(|a| matches!(a, Action::SendHeartbeat(hb) if hb.booted_closure.is_none()));
+    assert!(said);
 }

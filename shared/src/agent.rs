@@ -15,6 +15,10 @@ pub struct HeartbeatRequest {
     pub hostname: Hostname,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_closure: Option<Closure>,
+    /// What the host booted (`/run/booted-system`): differs from the current closure when a
+    /// switch left the kernel or initrd for the next boot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub booted_closure: Option<Closure>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout_id: Option<RolloutId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

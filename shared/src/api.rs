@@ -923,6 +923,9 @@ pub struct HostRecordView {
 #[serde(rename_all = "camelCase")]
 pub struct HostDetail {
     pub host: FleetHost,
+    /// What the host booted, as its last heartbeat said (agents before issue 20 do not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub booted_closure: Option<Closure>,
     pub records: Vec<HostRecordView>,
     pub events: Vec<LogEvent>,
 }

@@ -245,7 +245,10 @@ conformance! {
         let b = "b".repeat(32);
         let batch = Batch {
             quarantines: vec![QuarantineChange::Add(q(&a, now)), QuarantineChange::Add(q(&b, now))],
-            presence: vec![(host("h1"), now, Some(closure())), (host("h2"), now, None)],
+            presence: vec![
+                store::PresenceRow { host: host("h1"), at: now, closure: Some(closure()), booted: Some(closure()) },
+                store::PresenceRow { host: host("h2"), at: now, closure: None, booted: None },
+            ],
             log: vec![LogRow { host: Some(host("h1")), ..row(0) }, LogRow { host: Some(host("h1")), ..row(1) }],
             ..Default::default()
         };
@@ -350,7 +353,11 @@ mod fencing {
         sqlx::query("UPDATE leader SET epoch = epoch + 1").execute(pool).await.unwrap();
         let fenced = f
             .writer
-            .commit(Batch { log: vec![row(1)], presence: vec![(host("h"), Utc::now(), None)], ..Default::default() })
+            .commit(Batch {
+                log: vec![row(1)],
+                presence: vec![store::PresenceRow { host: host("h"), at: Utc::now(), closure: None, booted: None }],
+                ..Default::default()
+            })
             .await;
         assert!(matches!(fenced, Err(WriteError::Fenced { ours: 1, current: 2 })), "{fenced:?}");
         assert!(fenced.unwrap_err().is_fenced());

@@ -257,13 +257,15 @@ async fn commit(conn: &mut PgConnection, epoch: i64, batch: Batch) -> Committed 
     if !batch.presence.is_empty() {
         let ps = &batch.presence;
         sqlx::query(
-            "INSERT INTO host_presence (hostname, last_heartbeat_at, current_closure)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])
-             ON CONFLICT (hostname) DO UPDATE SET last_heartbeat_at = excluded.last_heartbeat_at, current_closure = excluded.current_closure",
+            "INSERT INTO host_presence (hostname, last_heartbeat_at, current_closure, booted_closure)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[])
+             ON CONFLICT (hostname) DO UPDATE SET last_heartbeat_at = excluded.last_heartbeat_at,
+               current_closure = excluded.current_closure, booted_closure = excluded.booted_closure",
         )
-        .bind(ps.iter().map(|(h, _, _)| h.as_str()).collect::<Vec<_>>())
-        .bind(ps.iter().map(|(_, at, _)| ts(*at)).collect::<Vec<_>>())
-        .bind(ps.iter().map(|(_, _, c)| c.as_ref().map(Closure::as_str)).collect::<Vec<_>>())
+        .bind(ps.iter().map(|p| p.host.as_str()).collect::<Vec<_>>())
+        .bind(ps.iter().map(|p| ts(p.at)).collect::<Vec<_>>())
+        .bind(ps.iter().map(|p| p.closure.as_ref().map(Closure::as_str)).collect::<Vec<_>>())
+        .bind(ps.iter().map(|p| p.booted.as_ref().map(Closure::as_str)).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
     }

@@ -189,11 +189,17 @@ fn commit(conn: &mut Connection, batch: Batch) -> Committed {
     }
     {
         let mut upsert = tx.prepare_cached(
-            "INSERT INTO host_presence (hostname, last_heartbeat_at, current_closure) VALUES (?, ?, ?)
-             ON CONFLICT (hostname) DO UPDATE SET last_heartbeat_at = excluded.last_heartbeat_at, current_closure = excluded.current_closure",
+            "INSERT INTO host_presence (hostname, last_heartbeat_at, current_closure, booted_closure) VALUES (?, ?, ?, ?)
+             ON CONFLICT (hostname) DO UPDATE SET last_heartbeat_at = excluded.last_heartbeat_at,
+               current_closure = excluded.current_closure, booted_closure = excluded.booted_closure",
         )?;
-        for (host, at, closure) in &batch.presence {
-            upsert.execute(params![host.as_str(), ts(*at), closure.as_ref().map(Closure::as_str)])?;
+        for p in &batch.presence {
+            upsert.execute(params![
+                p.host.as_str(),
+                ts(p.at),
+                p.closure.as_ref().map(Closure::as_str),
+                p.booted.as_ref().map(Closure::as_str)
+            ])?;
         }
     }
     if !batch.signatures.is_empty() {

@@ -308,6 +308,15 @@ pub struct ManifestWrite {
     pub at: DateTime<Utc>,
 }
 
+/// A host's `host_presence` row: its last heartbeat and what it said it runs and booted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PresenceRow {
+    pub host: Hostname,
+    pub at: DateTime<Utc>,
+    pub closure: Option<Closure>,
+    pub booted: Option<Closure>,
+}
+
 /// Everything one group of reducer inputs writes, committed in one transaction. Rollouts,
 /// records and presence each name a key at most once (PostgreSQL's array upserts need it;
 /// the reducer builds them from sets).
@@ -323,7 +332,7 @@ pub struct Batch {
     pub quarantines: Vec<QuarantineChange>,
     /// The operators' policies, when they changed: replace the stored document (JSON).
     pub policies: Option<String>,
-    pub presence: Vec<(Hostname, DateTime<Utc>, Option<Closure>)>,
+    pub presence: Vec<PresenceRow>,
     pub log: Vec<LogRow>,
     /// Signatures of the agent writes in this batch (or accepted before it), to store; and,
     /// now and then, the unix second before which stored ones have expired and go.
@@ -729,23 +738,30 @@ pub async fn hosts_running(store: &Store, text: &str) -> Result<Vec<String>, sql
     on_pool!(store, pool => sqlx::query_scalar(&sql).bind(text).fetch_all(pool).await)
 }
 
-/// Last heartbeat and closure of each of `hosts` that ever sent one.
-pub async fn presence_of(
-    store: &Store,
-    hosts: &[&str],
-) -> Result<Vec<(String, DateTime<Utc>, Option<String>)>, sqlx::Error> {
+/// The presence rows of each of `hosts` that ever sent a heartbeat.
+pub async fn presence_of(store: &Store, hosts: &[&str]) -> Result<Vec<PresenceRow>, sqlx::Error> {
     if hosts.is_empty() {
         return Ok(Vec::new());
     }
     let marks = (1..=hosts.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
-    let sql =
-        format!("SELECT hostname, last_heartbeat_at, current_closure FROM host_presence WHERE hostname IN ({marks})");
-    let rows: Vec<(String, String, Option<String>)> = on_pool!(store, pool => {
+    let sql = format!(
+        "SELECT hostname, last_heartbeat_at, current_closure, booted_closure FROM host_presence WHERE hostname IN ({marks})"
+    );
+    let rows: Vec<(String, String, Option<String>, Option<String>)> = on_pool!(store, pool => {
         let mut q = sqlx::query_as(&sql);
         for host in hosts {
             q = q.bind(*host);
         }
         q.fetch_all(pool).await
     })?;
-    rows.into_iter().map(|(host, at, closure)| Ok((host, parse_ts(&at)?, closure))).collect()
+    rows.into_iter()
+        .map(|(host, at, closure, booted)| {
+            Ok(PresenceRow {
+                host: Hostname::parse(host).map_err(decode)?,
+                at: parse_ts(&at)?,
+                closure: closure.and_then(|c| Closure::parse(c).ok()),
+                booted: booted.and_then(|c| Closure::parse(c).ok()),
+            })
+        })
+        .collect()
 }

@@ -128,13 +128,12 @@ pub async fn search(
 
     // The page's own heartbeats and states.
     let names: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
-    let presence: HashMap<String, (chrono::DateTime<chrono::Utc>, Option<String>)> =
-        store::presence_of(&state.store, &names)
-            .await
-            .map_err(ApiError::internal)?
-            .into_iter()
-            .map(|(h, at, c)| (h, (at, c)))
-            .collect();
+    let presence: HashMap<String, store::PresenceRow> = store::presence_of(&state.store, &names)
+        .await
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(|p| (p.host.to_string(), p))
+        .collect();
     let channels: HashSet<&str> = found.iter().map(|(_, h)| h.channel.as_str()).collect();
     let page_rollouts: Vec<&RolloutId> =
         current.iter().filter(|(c, _)| channels.contains(c.as_str())).map(|(_, id)| id).collect();
@@ -159,8 +158,8 @@ pub async fn search(
                 hostname: name.clone(),
                 channel: host.channel.clone(),
                 tags: host.tags.clone(),
-                online: seen.is_some_and(|(at, _)| (now - *at).num_seconds() <= ONLINE_WITHIN_SECONDS),
-                current_closure: seen.and_then(|(_, c)| c.clone()).and_then(|c| shared::Closure::parse(c).ok()),
+                online: seen.is_some_and(|p| (now - p.at).num_seconds() <= ONLINE_WITHIN_SECONDS),
+                current_closure: seen.and_then(|p| p.closure.clone()),
                 rollout_id: record_state.and(rollout.cloned()),
                 state: record_state,
                 suspended: suspended.contains_key(name),
@@ -222,8 +221,8 @@ impl Filters<'_> {
             let rows = store::presence_of(store, hosts).await.map_err(ApiError::internal)?;
             let running: HashSet<String> = rows
                 .into_iter()
-                .filter(|(_, _, c)| c.as_deref().is_some_and(|c| c.contains(text)))
-                .map(|(h, _, _)| h)
+                .filter(|p| p.closure.as_ref().is_some_and(|c| c.as_str().contains(text)))
+                .map(|p| p.host.to_string())
                 .collect();
             pass.retain(|h| running.contains(h));
         }

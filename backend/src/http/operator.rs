@@ -92,20 +92,16 @@ pub async fn host(
         .as_ref()
         .and_then(|f| f.doc.hosts.get(&hostname).cloned())
         .ok_or_else(|| ApiError::not_found(format!("{hostname} is not a host of the verified fleet.")))?;
-    let seen = store::presence(&state.store)
-        .await
-        .map_err(ApiError::internal)?
-        .into_iter()
-        .find(|(h, _, _)| h == hostname.as_str());
+    let seen = store::presence_of(&state.store, &[hostname.as_str()]).await.map_err(ApiError::internal)?.pop();
     let now = state.clock.now();
     let suspension = store::policies(&state.store).await.map_err(ApiError::internal)?.suspended.remove(&hostname);
     let host = FleetHost {
         hostname: hostname.clone(),
         channel: entry.channel,
         tags: entry.tags,
-        current_closure: seen.as_ref().and_then(|(_, _, c)| c.clone()).and_then(|c| Closure::parse(c).ok()),
-        last_heartbeat_at: seen.as_ref().map(|(_, at, _)| *at),
-        online: seen.as_ref().is_some_and(|(_, at, _)| (now - *at).num_seconds() <= ONLINE_WITHIN_SECONDS),
+        current_closure: seen.as_ref().and_then(|p| p.closure.clone()),
+        last_heartbeat_at: seen.as_ref().map(|p| p.at),
+        online: seen.as_ref().is_some_and(|p| (now - p.at).num_seconds() <= ONLINE_WITHIN_SECONDS),
         suspended: suspension.clone(),
     };
     let records = store::records_of_host(&state.store, &hostname)
@@ -118,7 +114,8 @@ pub async fn host(
         })
         .collect();
     let events = store::host_log(&state.store, &hostname, 100).await.map_err(ApiError::internal)?;
-    Ok(Json(shared::api::HostDetail { host, records, events }))
+    let booted_closure = seen.and_then(|p| p.booted);
+    Ok(Json(shared::api::HostDetail { host, booted_closure, records, events }))
 }
 
 /// `?limit=` (1–1000, default 200) and `?before=` (a rollout id: the page continues after it).

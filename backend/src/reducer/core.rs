@@ -38,7 +38,7 @@ pub struct Pending {
     quarantines: Vec<QuarantineChange>,
     /// The operators' policies as last changed in this group, rendered.
     policies: Option<String>,
-    presence: BTreeMap<Hostname, (DateTime<Utc>, Option<Closure>)>,
+    presence: BTreeMap<Hostname, (DateTime<Utc>, Option<Closure>, Option<Closure>)>,
     manifests: Option<ManifestWrite>,
 }
 
@@ -229,8 +229,8 @@ impl Core {
         for write in self.out.drain(..) {
             match write {
                 Write::Log(row) => render(pending, *row),
-                Write::Presence { host, at, closure } => {
-                    pending.presence.insert(host, (at, closure));
+                Write::Presence { host, at, closure, booted } => {
+                    pending.presence.insert(host, (at, closure, booted));
                 }
                 // Plain data with string keys: rendering it cannot fail.
                 Write::Policies(policies) => match serde_json::to_string(&policies) {
@@ -295,7 +295,11 @@ impl Core {
         batch.records = records.into_values().collect();
         batch.quarantines = pending.quarantines;
         batch.policies = pending.policies;
-        batch.presence = pending.presence.into_iter().map(|(host, (at, closure))| (host, at, closure)).collect();
+        batch.presence = pending
+            .presence
+            .into_iter()
+            .map(|(host, (at, closure, booted))| store::PresenceRow { host, at, closure, booted })
+            .collect();
         batch.manifests = pending.manifests;
         batch.log = pending.log;
         batch

@@ -199,7 +199,8 @@ impl SimAgent {
         settings.retry_first = scaled(&behaviour, Duration::from_secs(1)).max(Duration::from_millis(10));
         settings.retry_max = scaled(&behaviour, Duration::from_secs(60)).max(Duration::from_millis(100));
         let system = Closure::parse(host.initial_closure)?;
-        let found = Found { intent: None, current: system.clone(), boot_id: "boot-0".into() };
+        let found =
+            Found { intent: None, current: system.clone(), booted: Some(system.clone()), boot_id: "boot-0".into() };
         let (machine, actions) = Agent::start(settings.clone(), found, Utc::now());
         Ok(SimAgent {
             client,
@@ -406,6 +407,7 @@ impl SimAgent {
         let found = Found {
             intent: self.machine.intent().cloned(),
             current: self.system.clone(),
+            booted: Some(self.system.clone()),
             boot_id: format!("boot-{}", self.boot),
         };
         let (machine, actions) = Agent::start(self.settings.clone(), found, Utc::now());

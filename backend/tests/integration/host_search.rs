@@ -119,3 +119,38 @@ async fn a_filter_few_hosts_pass_is_answered_past_the_first_batches() {
     assert_eq!(rest.len(), 98, "h-1001..h-1099 but the failed h-1098: {rest:?}");
     assert!(!rest.contains(&"h-1098".to_owned()) && page.get("next").is_none());
 }
+
+/// `GET /api/v1/hosts/{name}` says what the host booted as well as what it runs, from its
+/// heartbeats; an agent that does not say (older) leaves it out.
+#[tokio::test]
+async fn a_host_says_what_it_booted() {
+    let app = spawn_app().await;
+    assert_eq!(app.upload(&fleet(), "a1").await.0, 200);
+    let beat = |host: &'static str, booted: Option<&'static str>| {
+        let app = &app;
+        async move {
+            let mut body =
+                json!({"hostname": host, "currentClosure": "/nix/store/0000-system-v2", "at": chrono::Utc::now()});
+            if let Some(b) = booted {
+                body["bootedClosure"] = json!(b);
+            }
+            let (status, answer) = app.agent(host).signed("POST", "/api/v1/agent/heartbeat", &body).await;
+            assert_eq!(status, 200, "{answer}");
+        }
+    };
+    beat("web-1", Some("/nix/store/0000-system-v1")).await;
+    beat("web-2", None).await;
+    let (_, one) = app.get("/api/v1/hosts/web-1").await;
+    assert_eq!(one["host"]["currentClosure"], "/nix/store/0000-system-v2");
+    assert_eq!(one["bootedClosure"], "/nix/store/0000-system-v1");
+    let (_, two) = app.get("/api/v1/hosts/web-2").await;
+    assert!(two.get("bootedClosure").is_none(), "{two}");
+    // A reboot into v2: the next heartbeat rewrites it at once.
+    beat("web-1", Some("/nix/store/0000-system-v2")).await;
+    let (_, one) = app.get("/api/v1/hosts/web-1").await;
+    assert_eq!(one["bootedClosure"], "/nix/store/0000-system-v2");
+    // Bad input: a booted closure that is no closure.
+    let body = json!({"hostname": "web-3", "bootedClosure": "", "at": chrono::Utc::now()});
+    let (status, _) = app.agent("web-3").signed("POST", "/api/v1/agent/heartbeat", &body).await;
+    assert!(status == 400 || status == 422, "{status}");
+}

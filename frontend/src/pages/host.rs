@@ -106,7 +106,13 @@ pub fn HostPage() -> impl IntoView {
                         </Show>
                         <dl class="facts" id="host-facts">
                             <dt>"Running"</dt>
-                            <dd><code id="host-current">{h.current_closure.map(|c| c.to_string()).unwrap_or_else(|| "unknown (no heartbeat yet)".into())}</code></dd>
+                            <dd><code id="host-current">{h.current_closure.as_ref().map(|c| c.to_string()).unwrap_or_else(|| "unknown (no heartbeat yet)".into())}</code></dd>
+                            <dt>"Booted"</dt>
+                            <dd id="host-booted">{match (&d.booted_closure, &h.current_closure) {
+                                (None, _) => view! { <span class="muted">"not said (no heartbeat yet, or an agent that does not tell)"</span> }.into_any(),
+                                (Some(b), Some(c)) if b == c => view! { <span>"what it runs"</span> }.into_any(),
+                                (Some(b), _) => view! { <code>{b.to_string()}</code>" "<span class="small muted">"— not what it runs: switched since it booted"</span> }.into_any(),
+                            }}</dd>
                             <dt>"Last heartbeat"</dt>
                             <dd>{h.last_heartbeat_at.map(|t| format!("{} ({})", shared::words::relative(t, now), t.format("%Y-%m-%d %H:%M:%S UTC"))).unwrap_or_else(|| "never".into())}</dd>
                             <dt>"Came and went"</dt>

@@ -44,7 +44,7 @@ impl Inferred {
 impl Controller {
     pub fn heartbeat(&mut self, now: DateTime<Utc>, hb: &HeartbeatRequest, out: &mut Vec<Write>) -> HeartbeatResponse {
         let host = &hb.hostname;
-        self.note_presence(now, host, hb.current_closure.clone(), out);
+        self.note_presence(now, host, hb.current_closure.clone(), hb.booted_closure.clone(), out);
 
         if let (Some(set), Some(current)) = (self.set.clone(), &hb.current_closure) {
             self.synthesise(now, &set, hb, current, out);
@@ -89,23 +89,32 @@ impl Controller {
         }
     }
 
-    fn note_presence(&mut self, now: DateTime<Utc>, host: &Hostname, closure: Option<Closure>, out: &mut Vec<Write>) {
+    fn note_presence(
+        &mut self,
+        now: DateTime<Utc>,
+        host: &Hostname,
+        closure: Option<Closure>,
+        booted: Option<Closure>,
+        out: &mut Vec<Write>,
+    ) {
         self.state.last_heartbeat.insert(host.clone(), now);
         let entry = self.presence.entry(host.clone()).or_insert(Presence {
             at: now,
             closure: None,
+            booted: None,
             persisted_at: None,
             online: false,
         });
         let came_online = !entry.online;
-        let closure_changed = entry.closure != closure;
+        let changed = entry.closure != closure || entry.booted != booted;
         entry.at = now;
         entry.closure = closure.clone();
+        entry.booted = booted.clone();
         entry.online = true;
         let stale = entry.persisted_at.is_none_or(|p| now - p >= PRESENCE_PERSIST_EVERY);
-        if came_online || closure_changed || stale {
+        if came_online || changed || stale {
             entry.persisted_at = Some(now);
-            out.push(Write::Presence { host: host.clone(), at: now, closure: closure.clone() });
+            out.push(Write::Presence { host: host.clone(), at: now, closure: closure.clone(), booted });
         }
         if came_online {
             let entry = LogEntry::HostOnline(log::HostOnline { current_closure: closure });

@@ -59,8 +59,9 @@ fn rejected(code: ErrorCode, message: impl Into<String>) -> Refusal {
 pub enum Write {
     /// Append an event-log row (boxed: it carries a whole record).
     Log(Box<LogRow>),
-    /// The host's presence row (last heartbeat, closure) is due for a rewrite.
-    Presence { host: Hostname, at: DateTime<Utc>, closure: Option<Closure> },
+    /// The host's presence row (last heartbeat, current and booted closure) is due for a
+    /// rewrite.
+    Presence { host: Hostname, at: DateTime<Utc>, closure: Option<Closure>, booted: Option<Closure> },
     /// The operators' policies changed (freezes, suspensions): the stored document is
     /// replaced by this one.
     Policies(OperatorPolicies),
@@ -96,6 +97,8 @@ pub struct Restored {
 struct Presence {
     at: DateTime<Utc>,
     closure: Option<Closure>,
+    /// Not restored at start: the first heartbeat after it writes the row again.
+    booted: Option<Closure>,
     persisted_at: Option<DateTime<Utc>>,
     online: bool,
 }
@@ -137,7 +140,7 @@ impl Controller {
         c.state.policies = restored.policies;
         for (host, at, closure) in restored.presence {
             c.state.last_heartbeat.insert(host.clone(), at);
-            c.presence.insert(host, Presence { at, closure, persisted_at: Some(at), online: true });
+            c.presence.insert(host, Presence { at, closure, booted: None, persisted_at: Some(at), online: true });
         }
         c.note_budget_holds(None);
         c

@@ -95,6 +95,7 @@ proptest! {
                     let hb = HeartbeatRequest {
                         hostname: Hostname::parse(name).unwrap(),
                         current_closure: Some(Closure::parse(closure).unwrap()),
+                        booted_closure: None,
                         rollout_id: named.then(|| rollout.clone()),
                         last_event_seq: last,
                         at,
