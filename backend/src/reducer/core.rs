@@ -18,7 +18,7 @@ use shared::api::{LogEvent, ManifestSummary, OperatorAction, OperatorOutcome};
 use shared::log::{LogEntry, StoredPayload};
 use shared::manifest::SignedArtifact;
 use shared::state::{Gate, HostEvent, HostState};
-use shared::{Closure, Hostname, RolloutId};
+use shared::{Hostname, RolloutId};
 
 use super::input::{ManifestUpdate, ReducerError};
 use crate::db::store::{self, Batch, Loaded, LogRow, ManifestWrite, QuarantineChange, QuarantineRow, RecordRow};
@@ -38,7 +38,7 @@ pub struct Pending {
     quarantines: Vec<QuarantineChange>,
     /// The operators' policies as last changed in this group, rendered.
     policies: Option<String>,
-    presence: BTreeMap<Hostname, (DateTime<Utc>, Option<Closure>, Option<Closure>)>,
+    presence: BTreeMap<Hostname, store::PresenceRow>,
     manifests: Option<ManifestWrite>,
 }
 
@@ -230,7 +230,7 @@ impl Core {
             match write {
                 Write::Log(row) => render(pending, *row),
                 Write::Presence { host, at, closure, booted } => {
-                    pending.presence.insert(host, (at, closure, booted));
+                    pending.presence.insert(host.clone(), store::PresenceRow { host, at, closure, booted });
                 }
                 // Plain data with string keys: rendering it cannot fail.
                 Write::Policies(policies) => match serde_json::to_string(&policies) {
@@ -295,11 +295,7 @@ impl Core {
         batch.records = records.into_values().collect();
         batch.quarantines = pending.quarantines;
         batch.policies = pending.policies;
-        batch.presence = pending
-            .presence
-            .into_iter()
-            .map(|(host, (at, closure, booted))| store::PresenceRow { host, at, closure, booted })
-            .collect();
+        batch.presence = pending.presence.into_values().collect();
         batch.manifests = pending.manifests;
         batch.log = pending.log;
         batch

@@ -2,6 +2,7 @@ use engine::testkit::{FleetBuilder, sign, t0};
 use proptest::prelude::*;
 
 use super::*;
+use shared::Closure;
 
 fn extreme_time() -> impl Strategy<Value = DateTime<Utc>> {
     prop_oneof![
