@@ -119,8 +119,11 @@ async fn pause_resume_promote_with_force_and_clear_failure_from_the_page() -> an
         page.act().head_action("resume").await?;
         page.check().rollout_state_is("Active", Duration::from_secs(10)).await?;
 
-        // Promote past the waves' gates: the dialog asks for Force.
+        // Promote past the waves' gates: the dialog asks for Force. Wave 1 waits for its
+        // approval, so the rollout does not move on by itself meanwhile.
+        page.find().css("#approve-1", Duration::from_secs(60)).await?;
         let wave = page.find().current_wave().await?;
+        anyhow::ensure!(wave == 1, "stable waits at its approval wave, not {wave}");
         page.act().promote(true).await?;
         page.check().action_succeeded().await?;
         page.check()
