@@ -121,9 +121,12 @@ async fn pause_resume_promote_with_force_and_clear_failure_from_the_page() -> an
 
         // Promote past the waves' gates: the dialog asks for Force. Wave 1 waits for its
         // approval, so the rollout does not move on by itself meanwhile.
-        page.find().css("#approve-1", Duration::from_secs(60)).await?;
-        let wave = page.find().current_wave().await?;
-        anyhow::ensure!(wave == 1, "stable waits at its approval wave, not {wave}");
+        page.check()
+            .eventually("stable reaches its approval wave", Duration::from_secs(60), || async {
+                Ok(page.find().current_wave().await? == 1)
+            })
+            .await?;
+        let wave = 1;
         page.act().promote(true).await?;
         page.check().action_succeeded().await?;
         page.check()
