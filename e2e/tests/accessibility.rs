@@ -23,8 +23,7 @@ async fn every_page_passes_the_accessibility_check() -> anyhow::Result<()> {
         };
         session.client.wait().at_most(Duration::from_secs(10)).for_element(fantoccini::Locator::Css("#token")).await?;
         check("login").await?;
-        Shell::new(&session).act().open(&format!("/login?token={token}")).await?;
-        Shell::new(&session).check().signed_in_as("demo-operator").await?;
+        Shell::new(&session).act().sign_in(&token, "demo-operator").await?;
         let fleet = e2e::pages::fleet::FleetPage::new(&session);
         fleet.open().await?;
         fleet.channel_shows("edge", "Halted", Duration::from_secs(90)).await?;

@@ -16,8 +16,7 @@ const EDGE: &str = "edge@d001";
 #[tokio::test]
 async fn search_finds_hosts_and_the_failed_host_page_says_why() -> anyhow::Result<()> {
     demo_browser_test("search_finds_hosts_and_the_failed_host_page_says_why", |session, token| async move {
-        Shell::new(&session).act().open(&format!("/login?token={token}")).await?;
-        Shell::new(&session).check().signed_in_as("demo-operator").await?;
+        Shell::new(&session).act().sign_in(&token, "demo-operator").await?;
         let fleet = FleetPage::new(&session);
         fleet.open().await?;
         fleet.channel_shows("edge", "Halted", Duration::from_secs(90)).await?;
@@ -61,8 +60,7 @@ async fn search_finds_hosts_and_the_failed_host_page_says_why() -> anyhow::Resul
 #[tokio::test]
 async fn the_log_groups_holds_and_filters_by_host_kind_and_gate() -> anyhow::Result<()> {
     demo_browser_test("the_log_groups_holds_and_filters_by_host_kind_and_gate", |session, token| async move {
-        Shell::new(&session).act().open(&format!("/login?token={token}")).await?;
-        Shell::new(&session).check().signed_in_as("demo-operator").await?;
+        Shell::new(&session).act().sign_in(&token, "demo-operator").await?;
         let page = RolloutPage::new(&session);
         page.act().open(EDGE).await?;
         page.check().rollout_state_is("Halted", Duration::from_secs(90)).await?;
@@ -107,8 +105,7 @@ async fn the_log_groups_holds_and_filters_by_host_kind_and_gate() -> anyhow::Res
 #[tokio::test]
 async fn pause_resume_promote_with_force_and_clear_failure_from_the_page() -> anyhow::Result<()> {
     demo_browser_test("pause_resume_promote_with_force_and_clear_failure_from_the_page", |session, token| async move {
-        Shell::new(&session).act().open(&format!("/login?token={token}")).await?;
-        Shell::new(&session).check().signed_in_as("demo-operator").await?;
+        Shell::new(&session).act().sign_in(&token, "demo-operator").await?;
         let page = RolloutPage::new(&session);
         page.act().open("stable@d001").await?;
         page.check().rollout_state_is("Active", Duration::from_secs(30)).await?;
@@ -148,8 +145,7 @@ async fn pause_resume_promote_with_force_and_clear_failure_from_the_page() -> an
 #[tokio::test]
 async fn the_timeline_replays_the_edge_failure_and_returns_to_live() -> anyhow::Result<()> {
     demo_browser_test("the_timeline_replays_the_edge_failure_and_returns_to_live", |session, token| async move {
-        Shell::new(&session).act().open(&format!("/login?token={token}")).await?;
-        Shell::new(&session).check().signed_in_as("demo-operator").await?;
+        Shell::new(&session).act().sign_in(&token, "demo-operator").await?;
         let page = RolloutPage::new(&session);
         page.act().open(EDGE).await?;
         page.check().rollout_state_is("Halted", Duration::from_secs(90)).await?;
@@ -196,8 +192,7 @@ async fn the_channel_history_says_who_approved_a_wave_and_how_long_it_waited() -
     demo_browser_test(
         "the_channel_history_says_who_approved_a_wave_and_how_long_it_waited",
         |session, token| async move {
-            Shell::new(&session).act().open(&format!("/login?token={token}")).await?;
-            Shell::new(&session).check().signed_in_as("demo-operator").await?;
+            Shell::new(&session).act().sign_in(&token, "demo-operator").await?;
             let page = RolloutPage::new(&session);
             page.act().open("stable@d001").await?;
             page.act().approve(1, Duration::from_secs(60)).await?;
@@ -255,8 +250,7 @@ async fn a_failed_activation_shows_its_exit_code_and_stderr_on_the_host_page() -
                 reducer.ask(|reply| backend::reducer::ReducerInput::HostEvent { host, rollout_id, event, reply }).await?;
             }
             let token = session.add_operator("olive", backend::db::auth::Role::Viewer).await?;
-            Shell::new(&session).act().open(&format!("/login?token={token}")).await?;
-            Shell::new(&session).check().signed_in_as("olive").await?;
+            Shell::new(&session).act().sign_in(&token, "olive").await?;
             session.client.goto(&session.url("/hosts/a")).await?;
             let (events, tails) = Hosts::new(&session).host_events("a").await?;
             anyhow::ensure!(

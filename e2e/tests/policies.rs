@@ -16,8 +16,7 @@ use shared::log::LogEntry;
 #[tokio::test]
 async fn stopping_the_line_shows_a_banner_everywhere_and_holds_hosts_until_released() -> anyhow::Result<()> {
     demo_browser_test("stopping_the_line", |session, token| async move {
-        Shell::new(&session).act().open(&format!("/login?token={token}")).await?;
-        Shell::new(&session).check().signed_in_as("demo-operator").await?;
+        Shell::new(&session).act().sign_in(&token, "demo-operator").await?;
         let page = RolloutPage::new(&session);
         page.act().open("stable@d001").await?;
         page.check().shows_waves(3).await?;

@@ -32,8 +32,7 @@ async fn the_page_shows_reconnecting_and_catches_up_after_a_drop() -> anyhow::Re
         fleet(),
         |session, mut server| async move {
             let token = session.add_operator("olive", Role::Operator).await?;
-            Shell::new(&session).act().open(&format!("/login?token={token}")).await?;
-            Shell::new(&session).check().signed_in_as("olive").await?;
+            Shell::new(&session).act().sign_in(&token, "olive").await?;
             let page = RolloutPage::new(&session);
             page.act().open("stable@abc").await?;
             page.check().shows_waves(1).await?;

@@ -11,8 +11,7 @@ use e2e::pages::shell::Shell;
 #[tokio::test]
 async fn approving_the_approval_wave_moves_its_hosts_live() -> anyhow::Result<()> {
     demo_browser_test("approving_the_approval_wave_moves_its_hosts_live", |session, token| async move {
-        Shell::new(&session).act().open(&format!("/login?token={token}")).await?;
-        Shell::new(&session).check().signed_in_as("demo-operator").await?;
+        Shell::new(&session).act().sign_in(&token, "demo-operator").await?;
         let page = RolloutPage::new(&session);
         page.act().open("stable@d001").await?;
         page.check().shows_waves(3).await?;
@@ -41,8 +40,7 @@ async fn approving_the_approval_wave_moves_its_hosts_live() -> anyhow::Result<()
 async fn a_viewer_sees_the_rollout_but_no_actions() -> anyhow::Result<()> {
     demo_browser_test("a_viewer_sees_the_rollout_but_no_actions", |session, _| async move {
         let token = session.add_operator("vera", backend::db::auth::Role::Viewer).await?;
-        Shell::new(&session).act().open(&format!("/login?token={token}")).await?;
-        Shell::new(&session).check().signed_in_as("vera").await?;
+        Shell::new(&session).act().sign_in(&token, "vera").await?;
         let page = RolloutPage::new(&session);
         page.act().open("stable@d001").await?;
         page.check().shows_waves(3).await?;
@@ -62,8 +60,7 @@ async fn quarantining_a_closure_holds_its_hosts_and_releasing_lets_them_go() -> 
     demo_browser_test(
         "quarantining_a_closure_holds_its_hosts_and_releasing_lets_them_go",
         |session, token| async move {
-            Shell::new(&session).act().open(&format!("/login?token={token}")).await?;
-            Shell::new(&session).check().signed_in_as("demo-operator").await?;
+            Shell::new(&session).act().sign_in(&token, "demo-operator").await?;
             let page = RolloutPage::new(&session);
             page.act().open("stable@d001").await?;
             page.check().shows_waves(3).await?;
@@ -99,8 +96,7 @@ async fn quarantining_a_closure_holds_its_hosts_and_releasing_lets_them_go() -> 
 #[ignore = "writes frontend/screenshots/rollout-page.png; run explicitly"]
 async fn readme_screenshot() -> anyhow::Result<()> {
     demo_browser_test("readme_screenshot", |session, token| async move {
-        Shell::new(&session).act().open(&format!("/login?token={token}")).await?;
-        Shell::new(&session).check().signed_in_as("demo-operator").await?;
+        Shell::new(&session).act().sign_in(&token, "demo-operator").await?;
         let page = RolloutPage::new(&session);
         page.act().open("stable@d001").await?;
         page.check().feed_is_live().await?;
@@ -118,8 +114,7 @@ async fn readme_screenshot() -> anyhow::Result<()> {
 #[tokio::test]
 async fn the_fleet_overview_follows_the_rollouts_live() -> anyhow::Result<()> {
     demo_browser_test("the_fleet_overview_follows_the_rollouts_live", |session, token| async move {
-        Shell::new(&session).act().open(&format!("/login?token={token}")).await?;
-        Shell::new(&session).check().signed_in_as("demo-operator").await?;
+        Shell::new(&session).act().sign_in(&token, "demo-operator").await?;
         let fleet = e2e::pages::fleet::FleetPage::new(&session);
         fleet.open().await?;
         fleet.channel_shows("stable", "stable@d001", Duration::from_secs(10)).await?;
@@ -142,8 +137,7 @@ async fn the_event_log_opens_at_the_newest_entries_and_pages_back_without_a_gap(
     demo_browser_test(
         "the_event_log_opens_at_the_newest_entries_and_pages_back_without_a_gap",
         |session, token| async move {
-            Shell::new(&session).act().open(&format!("/login?token={token}")).await?;
-            Shell::new(&session).check().signed_in_as("demo-operator").await?;
+            Shell::new(&session).act().sign_in(&token, "demo-operator").await?;
             let page = RolloutPage::new(&session);
             page.act().open("stable@d001").await?;
             page.act().approve(1, Duration::from_secs(60)).await?;

@@ -45,8 +45,7 @@ async fn time_to_interactive_of_a_10k_host_rollout() -> anyhow::Result<()> {
         // ERR_CONNECTION_REFUSED).
         let _server = server;
         let token = session.add_operator("olive", Role::Operator).await?;
-        Shell::new(&session).act().open(&format!("/login?token={token}")).await?;
-        Shell::new(&session).check().signed_in_as("olive").await?;
+        Shell::new(&session).act().sign_in(&token, "olive").await?;
         let mut samples = Vec::new();
         for _ in 0..5 {
             session.client.goto(&session.url("/rollouts/big@b16")).await?;

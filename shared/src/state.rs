@@ -43,6 +43,11 @@ impl HostState {
         matches!(self, HostState::Failed | HostState::Reverted)
     }
 
+    /// The state named `name` exactly as [`HostState::as_str`] writes it.
+    pub fn from_name(name: &str) -> Option<HostState> {
+        HostState::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             HostState::Pending => "Pending",

@@ -358,6 +358,11 @@ fn decode(err: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
     sqlx::Error::Decode(Box::new(err))
 }
 
+/// A record's `state` column.
+fn host_state(name: &str) -> Result<HostState, sqlx::Error> {
+    HostState::from_name(name).ok_or_else(|| decode(std::io::Error::other(format!("unknown host state {name:?}"))))
+}
+
 /// A log row as both databases return it.
 #[derive(sqlx::FromRow)]
 struct LogColumns {
@@ -623,7 +628,7 @@ pub async fn record_states(store: &Store, ids: &[RolloutId]) -> Result<Vec<Recor
             Ok(RecordState {
                 rollout_id,
                 hostname: Hostname::parse(hostname).map_err(decode)?,
-                state: serde_json::from_value(serde_json::Value::String(state)).map_err(decode)?,
+                state: host_state(&state)?,
                 stuck: stuck == 1,
             })
         })
@@ -674,7 +679,7 @@ pub async fn record_states_of(
     rollouts: &[&RolloutId],
     hosts: &[&str],
     state: Option<HostState>,
-) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+) -> Result<Vec<(String, String, HostState)>, sqlx::Error> {
     if rollouts.is_empty() {
         return Ok(Vec::new());
     }
@@ -713,7 +718,7 @@ pub async fn record_states_of(
         sql.push_str(" AND state = ");
         marks(1, &mut sql);
     }
-    on_pool!(store, pool => {
+    let rows = on_pool!(store, pool => {
         let mut q = sqlx::query_as(&sql);
         for id in rollouts {
             q = q.bind(id.as_str());
@@ -725,7 +730,9 @@ pub async fn record_states_of(
             q = q.bind(state.as_str());
         }
         q.fetch_all(pool).await
-    })
+    });
+    let rows: Vec<(String, String, String)> = rows?;
+    rows.into_iter().map(|(rollout, host, state)| Ok((rollout, host, host_state(&state)?))).collect()
 }
 
 /// The hosts whose last heartbeat named a closure containing `text`.

@@ -18,7 +18,7 @@ use shared::api::{HostHit, HostQuery, HostSearchPage};
 use shared::state::HostState;
 use shared::{ErrorCode, Hostname, RolloutId};
 
-use super::operator::ONLINE_WITHIN_SECONDS;
+use super::operator::online;
 use super::operator_auth::Viewer;
 use super::{ApiError, AppState};
 use crate::db::store;
@@ -62,7 +62,7 @@ pub async fn search(
     let after = text("after", &q.after)?;
     let wanted_state = match text("state", &q.state)? {
         None => None,
-        Some(s) => Some(HostState::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
+        Some(s) => Some(HostState::from_name(s).ok_or_else(|| {
             bad(format!("state {s:?} is not a host state ({}).", HostState::ALL.map(|k| k.as_str()).join(", ")))
         })?),
     };
@@ -137,7 +137,7 @@ pub async fn search(
     let channels: HashSet<&str> = found.iter().map(|(_, h)| h.channel.as_str()).collect();
     let page_rollouts: Vec<&RolloutId> =
         current.iter().filter(|(c, _)| channels.contains(c.as_str())).map(|(_, id)| id).collect();
-    let states: BTreeMap<(String, String), String> =
+    let states: BTreeMap<(String, String), HostState> =
         store::record_states_of(&state.store, &page_rollouts, &names, None)
             .await
             .map_err(ApiError::internal)?
@@ -151,14 +151,12 @@ pub async fn search(
         .map(|(name, host)| {
             let seen = presence.get(name.as_str());
             let rollout = current.get(host.channel.as_str());
-            let record_state = rollout
-                .and_then(|id| states.get(&(name.to_string(), id.to_string())))
-                .and_then(|s| HostState::ALL.into_iter().find(|k| k.as_str() == s));
+            let record_state = rollout.and_then(|id| states.get(&(name.to_string(), id.to_string()))).copied();
             HostHit {
                 hostname: name.clone(),
                 channel: host.channel.clone(),
                 tags: host.tags.clone(),
-                online: seen.is_some_and(|p| (now - p.at).num_seconds() <= ONLINE_WITHIN_SECONDS),
+                online: seen.is_some_and(|p| online(now, p.at)),
                 current_closure: seen.and_then(|p| p.closure.clone()),
                 rollout_id: record_state.and(rollout.cloned()),
                 state: record_state,

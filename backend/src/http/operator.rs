@@ -25,7 +25,12 @@ use crate::reducer::ReducerInput;
 use crate::views;
 
 /// How long a host may be silent and still count as online.
-pub(super) const ONLINE_WITHIN_SECONDS: i64 = 3 * engine::controller::IDLE_HEARTBEAT_SECONDS as i64;
+const ONLINE_WITHIN_SECONDS: i64 = 3 * engine::controller::IDLE_HEARTBEAT_SECONDS as i64;
+
+/// Whether a host last heard from `at` counts as online `now`.
+pub(super) fn online(now: chrono::DateTime<chrono::Utc>, at: chrono::DateTime<chrono::Utc>) -> bool {
+    (now - at).num_seconds() <= ONLINE_WITHIN_SECONDS
+}
 
 fn rollout_id(raw: &str) -> Result<RolloutId, ApiError> {
     RolloutId::parse(raw).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadId, e.to_string()))
@@ -70,7 +75,7 @@ pub async fn fleet(State(state): State<AppState>, _: Viewer) -> Result<Json<Flee
                 tags: h.tags.clone(),
                 current_closure: seen.and_then(|(_, c)| c.clone()).and_then(|c| Closure::parse(c).ok()),
                 last_heartbeat_at: seen.map(|(at, _)| *at),
-                online: seen.is_some_and(|(at, _)| (now - *at).num_seconds() <= ONLINE_WITHIN_SECONDS),
+                online: seen.is_some_and(|(at, _)| online(now, *at)),
                 suspended: suspended.remove(name),
             }
         })
@@ -101,7 +106,7 @@ pub async fn host(
         tags: entry.tags,
         current_closure: seen.as_ref().and_then(|p| p.closure.clone()),
         last_heartbeat_at: seen.as_ref().map(|p| p.at),
-        online: seen.as_ref().is_some_and(|p| (now - p.at).num_seconds() <= ONLINE_WITHIN_SECONDS),
+        online: seen.as_ref().is_some_and(|p| online(now, p.at)),
         suspended: suspension.clone(),
     };
     let records = store::records_of_host(&state.store, &hostname)
@@ -193,16 +198,14 @@ pub async fn rollout(
     let id = rollout_id(&id)?;
     let Query(AtQuery { at }) =
         query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadQuery, e.body_text()))?;
-    let first_seq = store::rollout_first_seq(&state.store, &id).await.map_err(ApiError::internal)?.unwrap_or(0);
     let fleet = state.fleet.read().ok().and_then(|f| f.clone());
     if let Some(at) = at {
         if at < 0 {
             return Err(ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadQuery, "at must be a seq (0 or more)."));
         }
-        let mut detail = replay_rollout(&state, &id, at, fleet.as_deref()).await?;
-        detail.first_seq = first_seq;
-        return Ok(Json(detail));
+        return Ok(Json(replay_rollout(&state, &id, at, fleet.as_deref()).await?));
     }
+    let first_seq = store::rollout_first_seq(&state.store, &id).await.map_err(ApiError::internal)?.unwrap_or(0);
     let (rollout, records, as_of) = store::rollout_detail(&state.store, &id)
         .await
         .map_err(ApiError::internal)?
@@ -222,7 +225,7 @@ async fn replay_rollout(
     fleet: Option<&engine::fleet::VerifiedFleet>,
 ) -> Result<RolloutDetail, ApiError> {
     let mut replayed = crate::db::replay::Replayed::default();
-    let (mut after, mut last) = (0, None);
+    let (mut after, mut first, mut last) = (0, None, None);
     'pages: loop {
         let page = store::rollout_log(&state.store, id, after, REPLAY_PAGE).await.map_err(ApiError::internal)?;
         for e in &page {
@@ -237,6 +240,7 @@ async fn replay_rollout(
                     format!("The rollout's log cannot be replayed: {err}"),
                 )
             })?;
+            first = first.or(Some(e.seq));
             last = Some((e.seq, e.ts));
         }
         match page.last() {
@@ -250,6 +254,7 @@ async fn replay_rollout(
         replayed.records.into_iter().filter(|((r, _), _)| r == id).map(|(_, record)| record).collect();
     let mut detail = views::rollout_detail(rollout, &records, fleet, &Default::default(), at);
     detail.replayed_at = last.map(|(_, ts)| ts);
+    detail.first_seq = first.unwrap_or(0);
     if let Some((seq, _)) = last {
         detail.as_of = seq;
     }

@@ -77,6 +77,11 @@ impl Act<'_> {
     pub async fn open(&self, path: &str) -> anyhow::Result<()> {
         self.session.client.goto(&self.session.url(path)).await.context("navigation failed")
     }
+    /// Signs in through the login link of `token` and waits until the header names `name`.
+    pub async fn sign_in(&self, token: &str, name: &str) -> anyhow::Result<()> {
+        self.open(&format!("/login?token={token}")).await?;
+        Check { session: self.session }.signed_in_as(name).await
+    }
     /// Saves what the browser shows to `target/e2e-artifacts/<name>.png` (to look at).
     pub async fn screenshot(&self, name: &str) -> anyhow::Result<std::path::PathBuf> {
         self.session.screenshot(name).await
