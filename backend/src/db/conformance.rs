@@ -82,6 +82,7 @@ fn row(i: usize) -> LogRow {
         host: None,
         channel: None,
         payload: store::payload(&entry.payload()),
+        record_state: None,
     }
 }
 
@@ -122,6 +123,7 @@ fn carrying(record: &HostRecord) -> LogRow {
             record: Some(record),
             rollout: None,
         }),
+        record_state: Some(record.state),
     }
 }
 

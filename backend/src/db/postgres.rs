@@ -286,8 +286,8 @@ async fn commit(conn: &mut PgConnection, epoch: i64, batch: Batch) -> Committed 
     if !batch.log.is_empty() {
         let log = &batch.log;
         sqlx::query(
-            "INSERT INTO event_log (seq, ts, kind, rollout_id, host, channel, payload, epoch)
-             SELECT *, $8 FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])",
+            "INSERT INTO event_log (seq, ts, kind, rollout_id, host, channel, payload, record_state, epoch)
+             SELECT *, $9 FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])",
         )
         .bind(&seqs)
         .bind(log.iter().map(|r| ts(r.ts)).collect::<Vec<_>>())
@@ -296,6 +296,7 @@ async fn commit(conn: &mut PgConnection, epoch: i64, batch: Batch) -> Committed 
         .bind(log.iter().map(|r| r.host.as_ref().map(Hostname::as_str)).collect::<Vec<_>>())
         .bind(log.iter().map(|r| r.channel.as_ref().map(Channel::as_str)).collect::<Vec<_>>())
         .bind(log.iter().map(|r| r.payload.get()).collect::<Vec<_>>())
+        .bind(log.iter().map(|r| r.record_state.map(shared::state::HostState::as_str)).collect::<Vec<_>>())
         .bind(epoch)
         .execute(&mut *conn)
         .await?;

@@ -213,7 +213,7 @@ fn commit(conn: &mut Connection, batch: Batch) -> Committed {
     let mut entries = Vec::with_capacity(batch.log.len());
     {
         let mut insert = tx.prepare_cached(
-            "INSERT INTO event_log (ts, kind, rollout_id, host, channel, payload) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO event_log (ts, kind, rollout_id, host, channel, payload, record_state) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )?;
         for row in batch.log {
             insert.execute(params![
@@ -222,7 +222,8 @@ fn commit(conn: &mut Connection, batch: Batch) -> Committed {
                 row.rollout_id.as_ref().map(RolloutId::as_str),
                 row.host.as_ref().map(Hostname::as_str),
                 row.channel.as_ref().map(Channel::as_str),
-                row.payload.get()
+                row.payload.get(),
+                row.record_state.map(shared::state::HostState::as_str)
             ])?;
             entries.push(row.committed(tx.last_insert_rowid()));
         }

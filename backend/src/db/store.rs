@@ -151,13 +151,13 @@ async fn settle_records(store: &Store) -> Result<(), sqlx::Error> {
     let settle = match store.dialect() {
         Dialect::Sqlite => {
             "INSERT INTO host_records (rollout_id, hostname, state, body)
-             SELECT rollout_id, hostname, json_extract(payload, '$.record.state'), json_extract(payload, '$.record')
+             SELECT rollout_id, hostname, state, json_extract(payload, '$.record')
              FROM record_tail WHERE true
              ON CONFLICT (rollout_id, hostname) DO UPDATE SET state = excluded.state, body = excluded.body"
         }
         Dialect::Postgres => {
             "INSERT INTO host_records (rollout_id, hostname, state, body)
-             SELECT rollout_id, hostname, record::json ->> 'state', record
+             SELECT rollout_id, hostname, state, record
              FROM record_tail
              ON CONFLICT (rollout_id, hostname) DO UPDATE SET state = excluded.state, body = excluded.body"
         }
@@ -239,6 +239,10 @@ pub struct LogRow {
     pub host: Option<Hostname>,
     pub channel: Option<Channel>,
     pub payload: Payload,
+    /// The state of the record the payload carries whole (`payload.record`), if it carries
+    /// one: stored beside the payload so the records view finds and filters its tail without
+    /// parsing payloads.
+    pub record_state: Option<HostState>,
 }
 
 impl LogRow {
@@ -683,41 +687,7 @@ pub async fn record_states_of(
     if rollouts.is_empty() {
         return Ok(Vec::new());
     }
-    // PostgreSQL plans the view's tail (records behind the log) once per host of the list
-    // when the host and state filters reach into it: the rollouts' records are read once,
-    // then filtered.
-    let mut sql = match store.dialect() {
-        Dialect::Sqlite => {
-            String::from("SELECT rollout_id, hostname, state FROM current_host_records WHERE rollout_id IN (")
-        }
-        Dialect::Postgres => String::from(
-            "WITH r AS MATERIALIZED (SELECT rollout_id, hostname, state FROM current_host_records WHERE rollout_id IN (",
-        ),
-    };
-    let mut n = 0;
-    let mut marks = |count: usize, sql: &mut String| {
-        let list: Vec<String> = (0..count)
-            .map(|_| {
-                n += 1;
-                format!("${n}")
-            })
-            .collect();
-        sql.push_str(&list.join(", "));
-    };
-    marks(rollouts.len(), &mut sql);
-    sql.push(')');
-    if store.dialect() == Dialect::Postgres {
-        sql.push_str(") SELECT rollout_id, hostname, state FROM r WHERE TRUE");
-    }
-    if !hosts.is_empty() {
-        sql.push_str(" AND hostname IN (");
-        marks(hosts.len(), &mut sql);
-        sql.push(')');
-    }
-    if state.is_some() {
-        sql.push_str(" AND state = ");
-        marks(1, &mut sql);
-    }
+    let sql = record_states_query(rollouts.len(), hosts.len(), state.is_some());
     let rows = on_pool!(store, pool => {
         let mut q = sqlx::query_as(&sql);
         for id in rollouts {
@@ -733,6 +703,24 @@ pub async fn record_states_of(
     });
     let rows: Vec<(String, String, String)> = rows?;
     rows.into_iter().map(|(rollout, host, state)| Ok((rollout, host, host_state(&state)?))).collect()
+}
+
+/// [`record_states_of`]'s statement for `rollouts` rollout ids and `hosts` hostnames (0: any
+/// host), with a state to match or not.
+pub fn record_states_query(rollouts: usize, hosts: usize, state: bool) -> String {
+    let marks =
+        |from: usize, count: usize| (from..from + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+    let mut sql = format!(
+        "SELECT rollout_id, hostname, state FROM current_host_records WHERE rollout_id IN ({})",
+        marks(1, rollouts)
+    );
+    if hosts > 0 {
+        sql.push_str(&format!(" AND hostname IN ({})", marks(rollouts + 1, hosts)));
+    }
+    if state {
+        sql.push_str(&format!(" AND state = ${}", rollouts + hosts + 1));
+    }
+    sql
 }
 
 /// The hosts whose last heartbeat named a closure containing `text`.

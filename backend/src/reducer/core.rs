@@ -292,6 +292,10 @@ impl Core {
             batch.records_through = true;
             self.records_written_at = Some(now);
         }
+        // Nothing deferred: the table is whole through this batch's rows. Moving the snapshot
+        // keeps the view's tail short when the log grows without record changes (hosts going
+        // offline, a settled fleet), instead of until the next record is deferred and written.
+        batch.records_through |= self.unwritten.is_empty() && !pending.log.is_empty();
         batch.records = records.into_values().collect();
         batch.quarantines = pending.quarantines;
         batch.policies = pending.policies;
@@ -305,6 +309,7 @@ impl Core {
 /// One controller log row as stored, and what it touched.
 fn render(pending: &mut Pending, row: Logged) {
     let Logged { ts, rollout_id, host, channel, entry, record, rollout } = row;
+    let record_state = record.as_ref().map(|r| r.state);
     let payload = store::payload(&StoredPayload { entry: &entry, record: record.as_ref(), rollout: rollout.as_ref() });
     if let Some(id) = &rollout_id {
         pending.rollouts.insert(id.clone());
@@ -343,7 +348,7 @@ fn render(pending: &mut Pending, row: Logged) {
         }
         _ => {}
     }
-    pending.log.push(LogRow { ts, kind: entry.kind(), rollout_id, host, channel, payload });
+    pending.log.push(LogRow { ts, kind: entry.kind(), rollout_id, host, channel, payload, record_state });
 }
 
 /// Verifies a persisted manifest set again (signatures and consistency, not freshness: it was

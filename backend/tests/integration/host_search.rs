@@ -154,3 +154,33 @@ async fn a_host_says_what_it_booted() {
     let (status, _) = app.agent("web-3").signed("POST", "/api/v1/agent/heartbeat", &body).await;
     assert!(status == 400 || status == 422, "{status}");
 }
+
+/// The plans are SQLite's (PostgreSQL's planner picks by table statistics).
+mod sqlite_only {
+    /// A search by state reads the records of that state by index, not every record of the
+    /// current rollouts: SQLite pushes the state into both arms of the records view only when
+    /// both give it the same affinity (migration 0014).
+    #[tokio::test]
+    async fn a_state_filter_reads_the_state_index_through_the_records_view() {
+        let app = crate::common::spawn_with(crate::common::Options { sqlite: true, ..Default::default() }, None).await;
+        for (hosts, bound) in
+            [(0, vec!["stable@a1", "canary@a1", "Failed"]), (2, vec!["stable@a1", "canary@a1", "h-1", "h-2", "Failed"])]
+        {
+            let sql = format!("EXPLAIN QUERY PLAN {}", backend::db::store::record_states_query(2, hosts, true));
+            let plan: Vec<(i64, i64, i64, String)> = backend::on_pool!(&app.state.store, pool => {
+                let mut q = sqlx::query_as(&sql);
+                for value in &bound {
+                    q = q.bind(*value);
+                }
+                q.fetch_all(pool).await
+            })
+            .unwrap();
+            let details: Vec<&str> = plan.iter().map(|(.., d)| d.as_str()).collect();
+            assert!(
+                details.iter().any(|d| d.contains("h USING") && d.contains("host_records_by_state")),
+                "{hosts} hosts: {details:?}"
+            );
+            assert!(!details.iter().any(|d| d.contains("CO-ROUTINE")), "the view is not flattened: {details:?}");
+        }
+    }
+}

@@ -183,4 +183,19 @@ fn records_wait_behind_their_log_rows_unless_they_changed_after_them() {
     assert!(third.records_through);
     assert_eq!(written(&third), ["a", "b"]);
     assert!(third.records[0].body.get().contains("\"stuck\":true"));
+
+    // Nothing deferred: a log row carrying no record moves the snapshot past it.
+    let mut pending = Pending::default();
+    core.out.push(Write::Log(Box::new(Logged {
+        ts: t0(),
+        rollout_id: None,
+        host: Some(b.clone()),
+        channel: None,
+        entry: LogEntry::HostOffline(shared::log::HostOffline { last_heartbeat_at: t0() }),
+        record: None,
+        rollout: None,
+    })));
+    core.absorb(&mut pending);
+    let fourth = core.batch(pending, t0(), false);
+    assert!(fourth.records_through && fourth.records.is_empty());
 }
