@@ -3,6 +3,7 @@
 //! [`effect::Effect`] values for the reducer's applier.
 //!
 //! - [`crypto`]: canonical JSON, hashes and keys (a leaf).
+//! - [`chain`]: the event log's hash chain and its verification (SPEC §16).
 //! - [`verify`]: signed inputs — Ed25519 over RFC 8785 canonical JSON, trust slots,
 //!   freshness, consistency (SPEC §2).
 //! - [`fleet`]: the verified fleet document and the indexes the planner reads.
@@ -17,6 +18,7 @@
 //!   the writes it leaves for the applier.
 //! - [`sign`], [`release`]: what CI does — sign canonical JSON, project a fleet into manifests.
 
+pub mod chain;
 pub mod controller;
 pub mod crypto;
 pub mod effect;

@@ -84,6 +84,35 @@ fn rfc8785_section_3_2_3_sorts_properties_by_utf16_code_units() {
     assert_eq!(jcs(input), expected);
 }
 
+/// Any JSON value: the engine's canonical form is `serde_jcs`'s, byte for byte.
+fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+        any::<String>().prop_map(Value::String),
+        "[\\u{0}-\\u{1f}\"\\\\/a-z\\u{7f}-\\u{ff}\\u{e000}-\\u{ffff}\\u{10000}-\\u{10ffff}]{0,8}"
+            .prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 64, 8, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+            proptest::collection::btree_map(any::<String>(), inner, 0..8)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest::proptest! {
+    #[test]
+    fn the_canonical_form_is_serde_jcs_byte_for_byte(value in json_value()) {
+        proptest::prop_assert_eq!(canonicalize(&value).unwrap(), serde_jcs::to_vec(&value).unwrap());
+    }
+}
+
 // ---- signatures ----
 
 fn doc() -> Value {

@@ -2,6 +2,7 @@
 
 pub mod ctl;
 mod diff;
+pub mod log;
 pub mod operator;
 mod serve;
 pub mod signing;
@@ -44,6 +45,9 @@ pub enum Command {
     /// Manage operators and viewers.
     #[command(subcommand)]
     Operator(operator::OperatorCommand),
+    /// The event log: verify its hash chain, export entries for auditors.
+    #[command(subcommand)]
+    Log(log::LogCommand),
     /// Operate the fleet from a terminal through the API: status, rollouts, actions, watch.
     Ctl(ctl::CtlArgs),
     /// Print shell completions for `fleetwave` (e.g. `fleetwave completions bash >
@@ -72,6 +76,7 @@ pub fn main() -> ExitCode {
         Command::Sign(args) => signing::sign(args),
         Command::Release(args) => signing::release(args),
         Command::Operator(command) => run_async(operator::run(command)),
+        Command::Log(command) => run_async(log::run(command)),
         Command::Demo(args) => run_async(crate::demo::run(args)),
         Command::Simulate(args) => run_async(simulate::run(args)),
         Command::Bench(command) => run_async(crate::bench::run(command)),

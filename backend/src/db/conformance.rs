@@ -12,6 +12,7 @@ use shared::log::{LogEntry, StoredPayload, WaveApproved};
 use shared::{Channel, Closure, Hostname, RolloutId};
 
 use super::auth::{self, Role};
+use super::chain;
 use super::store::{self, Batch, LogRow, QuarantineChange, QuarantineRow, RecordRow, log_after};
 use super::testing::TestDb;
 use super::writer::{WriteError, Writer};
@@ -109,6 +110,10 @@ fn record(rollout_id: &str, hostname: &str) -> HostRecord {
     HostRecord::pending(id, host(hostname), channel, closure(), Utc::now())
 }
 
+async fn execute(store: &Store, sql: &str) {
+    on_pool!(store, pool => { sqlx::query(sql).execute(pool).await.unwrap(); });
+}
+
 /// A log row that carries `record` whole, as a host event's row does.
 fn carrying(record: &HostRecord) -> LogRow {
     let entry = entry(0);
@@ -142,6 +147,36 @@ conformance! {
             assert_eq!(event.entry().unwrap(), entry(i), "row {i} came back under seq {}", event.seq);
         }
         assert_eq!(store::last_seq(&f.store).await.unwrap(), 600);
+    }
+
+    /// Every appended entry chains to the one before it, across batches; a changed or
+    /// removed entry is named; a log from before the chain is hashed once by the backfill.
+    async fn the_log_is_hash_chained_and_a_changed_or_missing_entry_is_named(f) {
+        f.writer.commit(Batch { log: (0..3).map(row).collect(), ..Default::default() }).await.unwrap();
+        f.writer.commit(Batch { log: (3..40).map(row).collect(), ..Default::default() }).await.unwrap();
+        let verified = chain::verify(&f.store).await.unwrap();
+        assert_eq!((verified.entries, verified.range), (40, Some((1, 40))));
+        let exec = |sql: &'static str| execute(&f.store, sql);
+        let broken = |result: Result<chain::Verified, chain::VerifyError>| match result {
+            Err(chain::VerifyError::Broken(b)) => b,
+            other => panic!("not broken: {other:?}"),
+        };
+
+        // Rows from before the chain (no hash) are hashed in order, to the same chain.
+        exec("UPDATE event_log SET hash = NULL WHERE seq > 10").await;
+        assert_eq!(broken(chain::verify(&f.store).await), engine::chain::Break::Unhashed { seq: 11 });
+        assert_eq!(chain::backfill(&f.store).await.unwrap(), 30);
+        assert_eq!(chain::verify(&f.store).await.unwrap(), verified);
+        assert_eq!(chain::backfill(&f.store).await.unwrap(), 0, "nothing left to hash");
+
+        // One byte of one payload.
+        exec("UPDATE event_log SET payload = replace(payload, '\"wave\":17', '\"wave\":18') WHERE seq = 18").await;
+        assert_eq!(broken(chain::verify(&f.store).await), engine::chain::Break::Changed { seq: 18 });
+        exec("UPDATE event_log SET payload = replace(payload, '\"wave\":18', '\"wave\":17') WHERE seq = 18").await;
+        assert_eq!(chain::verify(&f.store).await.unwrap(), verified);
+        // A row deleted.
+        exec("DELETE FROM event_log WHERE seq = 25").await;
+        assert_eq!(broken(chain::verify(&f.store).await), engine::chain::Break::Missing { seq: 25 });
     }
 
     async fn a_failing_batch_writes_nothing_nor_anything_queued_behind_it_until_reset(f) {

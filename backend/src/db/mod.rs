@@ -13,6 +13,7 @@
 //! operators and sessions are written by the CLI and the session route.
 
 pub mod auth;
+pub mod chain;
 #[cfg(test)]
 mod conformance;
 pub mod postgres;

@@ -14,6 +14,7 @@ use sqlx::{Connection, PgConnection, PgPool, Row};
 use tokio::sync::mpsc;
 
 use super::DbError;
+use super::chain;
 use super::store::{Batch, ManifestWrite, QuarantineChange, ts};
 use super::writer::{Committed, FailureGate, Job, WriteError, to_json};
 use shared::{Channel, Closure, Hostname, RolloutId};
@@ -142,8 +143,8 @@ async fn write_until_closed(
 /// leader row share-locked until the transaction ends: a new leader's epoch increment waits
 /// for this transaction, and this transaction sees any increment that committed before it.
 /// (One round trip: the statements take no parameters.)
-const BEGIN_FENCED: &str =
-    "BEGIN; SELECT epoch, (SELECT COALESCE(MAX(seq), 0) FROM event_log) FROM leader WHERE id = 1 FOR SHARE";
+const BEGIN_FENCED: &str = "BEGIN; SELECT epoch, (SELECT seq FROM event_log ORDER BY seq DESC LIMIT 1),
+     (SELECT hash FROM event_log ORDER BY seq DESC LIMIT 1) FROM leader WHERE id = 1 FOR SHARE";
 
 /// Writes `batch` in one transaction, in as few round trips as the rows allow: the opening
 /// with the fence, one statement per table that has rows (arrays), and the closing with the
@@ -156,10 +157,14 @@ async fn commit(conn: &mut PgConnection, epoch: i64, batch: Batch) -> Committed 
     }
     let fence = sqlx::Executor::fetch_all(&mut *conn, BEGIN_FENCED).await?;
     let row = fence.first().ok_or(sqlx::Error::RowNotFound)?;
-    let (current, last): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+    let (current, newest): (i64, Option<i64>) = (row.try_get(0)?, row.try_get(1)?);
     if current != epoch {
         return Err(WriteError::Fenced { ours: epoch, current });
     }
+    // Each row chains to the one before it (SPEC §16).
+    let (last, mut prev) =
+        chain::stored_head(newest.map(|seq| Ok::<_, sqlx::Error>((seq, row.try_get(2)?))).transpose()?)
+            .map_err(WriteError::Chain)?;
     if let Some(ManifestWrite { fleet, fleet_hash, manifests, at }) = &batch.manifests {
         sqlx::query(
             "INSERT INTO manifest_fleet (id, artifact, fleet_hash, received_at) VALUES (1, $1, $2, $3)
@@ -285,18 +290,25 @@ async fn commit(conn: &mut PgConnection, epoch: i64, batch: Batch) -> Committed 
     let through = last + batch.log.len() as i64;
     if !batch.log.is_empty() {
         let log = &batch.log;
+        let stamps: Vec<String> = log.iter().map(|r| ts(r.ts)).collect();
+        let mut hashes = Vec::with_capacity(log.len());
+        for ((row, seq), at) in log.iter().zip(&seqs).zip(&stamps) {
+            prev = chain::hash_row(row, *seq, at, &prev).map_err(WriteError::Chain)?;
+            hashes.push(prev.to_vec());
+        }
         sqlx::query(
-            "INSERT INTO event_log (seq, ts, kind, rollout_id, host, channel, payload, record_state, epoch)
-             SELECT *, $9 FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])",
+            "INSERT INTO event_log (seq, ts, kind, rollout_id, host, channel, payload, record_state, hash, epoch)
+             SELECT *, $10 FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bytea[])",
         )
         .bind(&seqs)
-        .bind(log.iter().map(|r| ts(r.ts)).collect::<Vec<_>>())
+        .bind(stamps)
         .bind(log.iter().map(|r| r.kind.as_str()).collect::<Vec<_>>())
         .bind(log.iter().map(|r| r.rollout_id.as_ref().map(RolloutId::as_str)).collect::<Vec<_>>())
         .bind(log.iter().map(|r| r.host.as_ref().map(Hostname::as_str)).collect::<Vec<_>>())
         .bind(log.iter().map(|r| r.channel.as_ref().map(Channel::as_str)).collect::<Vec<_>>())
         .bind(log.iter().map(|r| r.payload.get()).collect::<Vec<_>>())
         .bind(log.iter().map(|r| r.record_state.map(shared::state::HostState::as_str)).collect::<Vec<_>>())
+        .bind(hashes)
         .bind(epoch)
         .execute(&mut *conn)
         .await?;

@@ -9,12 +9,13 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tokio::sync::mpsc;
 
 use super::DbError;
+use super::chain;
 use super::store::{Batch, ManifestWrite, QuarantineChange, RECORDS_WRITTEN_THROUGH_LOG, signature_row, ts};
 use super::writer::{Committed, FailureGate, Job, WriteError, to_json};
 use shared::{Channel, Closure, Hostname, RolloutId};
@@ -212,20 +213,34 @@ fn commit(conn: &mut Connection, batch: Batch) -> Committed {
     }
     let mut entries = Vec::with_capacity(batch.log.len());
     {
+        // Each row chains to the one before it (SPEC §16): the head is read in this
+        // transaction, so it is the committed one whatever failed before.
+        let (mut seq, mut prev) = if batch.log.is_empty() {
+            (0, engine::chain::GENESIS)
+        } else {
+            let newest = tx.query_row(chain::HEAD, [], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+            chain::stored_head(newest).map_err(WriteError::Chain)?
+        };
         let mut insert = tx.prepare_cached(
-            "INSERT INTO event_log (ts, kind, rollout_id, host, channel, payload, record_state) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO event_log (seq, ts, kind, rollout_id, host, channel, payload, record_state, hash)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )?;
         for row in batch.log {
+            seq += 1;
+            let at = ts(row.ts);
+            prev = chain::hash_row(&row, seq, &at, &prev).map_err(WriteError::Chain)?;
             insert.execute(params![
-                ts(row.ts),
+                seq,
+                at,
                 row.kind.as_str(),
                 row.rollout_id.as_ref().map(RolloutId::as_str),
                 row.host.as_ref().map(Hostname::as_str),
                 row.channel.as_ref().map(Channel::as_str),
                 row.payload.get(),
-                row.record_state.map(shared::state::HostState::as_str)
+                row.record_state.map(shared::state::HostState::as_str),
+                prev.as_slice()
             ])?;
-            entries.push(row.committed(tx.last_insert_rowid()));
+            entries.push(row.committed(seq));
         }
     }
     if batch.records_through {

@@ -21,6 +21,10 @@ pub enum WriteError {
     Postgres(#[from] sqlx::Error),
     #[error("cannot encode a row: {0}")]
     Encode(#[from] serde_json::Error),
+    /// The log's hash chain cannot go on (an entry that cannot be hashed, or a newest
+    /// entry without a hash).
+    #[error("event log chain: {0}")]
+    Chain(String),
     #[error("the writer stopped")]
     Stopped,
     #[error("an earlier commit failed; this batch was built on it and is not written")]

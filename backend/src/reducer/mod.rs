@@ -159,6 +159,8 @@ pub async fn spawn(
     config: ReducerConfig,
     shutdown: CancellationToken,
 ) -> Result<(ReducerHandle, JoinHandle<()>), sqlx::Error> {
+    // Entries written before the log's hash chain existed are hashed before any is added.
+    crate::db::chain::backfill(&store).await?;
     let mut loaded = store::load(&store).await?;
     config.signatures.restore(std::mem::take(&mut loaded.signatures), config.clock.now().timestamp());
     let core = Core::from_loaded(loaded, trust_now(&trust), shared_fleet.clone(), config.clock.now());

@@ -18,6 +18,7 @@ mod durability;
 mod feed;
 mod hardening;
 mod host_search;
+mod log_chain;
 mod manifests_api;
 mod observability;
 mod openapi;
