@@ -83,6 +83,13 @@ pub struct ServeConfig {
     /// matching log entry is POSTed to each, signed (README, "Webhooks"). Default: none.
     #[arg(long, env = "FLEETWAVE_WEBHOOKS")]
     pub webhooks: Option<PathBuf>,
+    /// The leader checkpoints the derived state (SPEC §16) once this many log entries were
+    /// written since the last checkpoint. Default: 100000.
+    #[arg(long, env = "FLEETWAVE_CHECKPOINT_EVERY_ENTRIES", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub checkpoint_every_entries: u64,
+    /// …or once this many seconds passed since it, if anything was written. Default: 3600.
+    #[arg(long, env = "FLEETWAVE_CHECKPOINT_EVERY_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub checkpoint_every_secs: u64,
 }
 
 fn parse_public_url(url: &str) -> Result<String, String> {
@@ -117,6 +124,8 @@ impl ServeConfig {
             public_url: None,
             min_free_disk_mb: 64,
             webhooks: None,
+            checkpoint_every_entries: 100_000,
+            checkpoint_every_secs: 3600,
         }
     }
 

@@ -61,6 +61,7 @@ struct LeaderContext {
     plan_tick: Duration,
     manifests_dir: Option<std::path::PathBuf>,
     manifests_poll: Duration,
+    checkpoints: crate::db::checkpoint::Every,
     clock: Clock,
     /// The webhooks and the feed whose entries wake their deliverers.
     webhooks: Arc<webhooks::Webhooks>,
@@ -89,6 +90,15 @@ impl LeaderContext {
         .await
         .context("cannot load the control-plane state")?;
         let mut tasks = vec![("reducer", reducer_task)];
+        tasks.push((
+            "checkpointer",
+            tokio::spawn(crate::db::checkpoint::run(
+                self.store.clone(),
+                self.checkpoints,
+                self.clock.clone(),
+                token.clone(),
+            )),
+        ));
         for index in 0..self.webhooks.hooks.len() {
             let deliverer = webhooks::Deliverer {
                 store: self.store.clone(),
@@ -163,6 +173,10 @@ impl App {
             plan_tick: Duration::from_millis(config.plan_tick_ms.max(1)),
             manifests_dir: config.manifests_dir.clone(),
             manifests_poll: Duration::from_millis(config.manifests_poll_ms.max(1)),
+            checkpoints: crate::db::checkpoint::Every {
+                entries: config.checkpoint_every_entries.max(1),
+                interval: Duration::from_secs(config.checkpoint_every_secs.max(1)),
+            },
             clock: clock.clone(),
             webhooks: webhooks.clone(),
             wake: feed.clone(),

@@ -14,6 +14,7 @@
 
 pub mod auth;
 pub mod chain;
+pub mod checkpoint;
 #[cfg(test)]
 mod conformance;
 pub mod postgres;

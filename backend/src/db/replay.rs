@@ -11,19 +11,70 @@ use engine::rollout::Rollout;
 use shared::api::LogEvent;
 use shared::log::{Carried, LogEntry};
 use shared::policy::{OperatorPolicies, Suspension};
-use shared::{Hostname, RolloutId};
+use shared::{Channel, Closure, Hostname, RolloutId};
 
 use super::store;
 use super::writer::Writer;
 use super::{Store, on_pool};
 
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Replayed {
+    #[serde(with = "by_value")]
     pub rollouts: BTreeMap<RolloutId, Rollout>,
+    #[serde(with = "by_value")]
     pub records: BTreeMap<(RolloutId, Hostname), HostRecord>,
     /// Freezes not released (run-out ones included, as the reducer keeps them until its next
     /// policy change) and suspended hosts.
     pub policies: OperatorPolicies,
+    /// Quarantines in force, by channel and closure.
+    #[serde(with = "by_value")]
+    pub quarantines: BTreeMap<(Channel, Closure), store::QuarantineRow>,
+}
+
+/// A map whose keys its values carry, stored as the list of its values.
+mod by_value {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub trait Keyed {
+        type Key: Ord;
+        fn key(&self) -> Self::Key;
+    }
+
+    pub fn serialize<K, V: Serialize, S: Serializer>(map: &BTreeMap<K, V>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.values())
+    }
+
+    pub fn deserialize<'de, V, D>(d: D) -> Result<BTreeMap<V::Key, V>, D::Error>
+    where
+        V: Keyed + Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<V>::deserialize(d)?.into_iter().map(|v| (v.key(), v)).collect())
+    }
+
+    impl Keyed for engine::rollout::Rollout {
+        type Key = shared::RolloutId;
+        fn key(&self) -> Self::Key {
+            self.id.clone()
+        }
+    }
+
+    impl Keyed for engine::host::HostRecord {
+        type Key = (shared::RolloutId, shared::Hostname);
+        fn key(&self) -> Self::Key {
+            (self.rollout_id.clone(), self.hostname.clone())
+        }
+    }
+
+    impl Keyed for crate::db::store::QuarantineRow {
+        type Key = (shared::Channel, shared::Closure);
+        fn key(&self) -> Self::Key {
+            (self.channel.clone(), self.closure.clone())
+        }
+    }
 }
 
 pub fn replay(entries: &[LogEvent]) -> Result<Replayed, String> {
@@ -56,11 +107,49 @@ impl Replayed {
         if let Some(record) = carried.record {
             self.records.insert((record.rollout_id.clone(), record.hostname.clone()), record);
         }
-        if e.kind.topic() == shared::log::FeedTopic::Policy {
-            let entry = e.entry().map_err(|err| format!("log entry {}: {err}", e.seq))?;
-            apply_policy(&mut self.policies, e, entry);
+        match e.kind.topic() {
+            shared::log::FeedTopic::Policy => {
+                let entry = e.entry().map_err(|err| format!("log entry {}: {err}", e.seq))?;
+                apply_policy(&mut self.policies, e, entry);
+            }
+            shared::log::FeedTopic::Quarantine => {
+                let entry = e.entry().map_err(|err| format!("log entry {}: {err}", e.seq))?;
+                self.apply_quarantine(e, entry);
+            }
+            _ => {}
         }
         Ok(())
+    }
+
+    /// A quarantine added or released on the entry's channel.
+    fn apply_quarantine(&mut self, e: &LogEvent, entry: LogEntry) {
+        let Some(channel) = &e.channel else { return };
+        match entry {
+            LogEntry::QuarantineAdded(q) => {
+                let row = store::QuarantineRow {
+                    channel: channel.clone(),
+                    closure: q.closure.clone(),
+                    reason: q.reason,
+                    by: q.by,
+                    at: e.ts,
+                    released_at: None,
+                    released_by: None,
+                    release_reason: None,
+                };
+                self.quarantines.insert((channel.clone(), q.closure), row);
+            }
+            LogEntry::QuarantineReleased(q) => {
+                self.quarantines.remove(&(channel.clone(), q.closure));
+            }
+            _ => {}
+        }
+    }
+
+    /// Forgets the records of rollouts that ended: they never change again (the tables keep
+    /// them), and the reducer loads only open rollouts' records.
+    pub fn prune(&mut self) {
+        let rollouts = &self.rollouts;
+        self.records.retain(|(id, _), _| rollouts.get(id).is_none_or(|r| !r.state.is_terminal()));
     }
 }
 

@@ -27,7 +27,7 @@ pub fn parse_ts(s: &str) -> Result<DateTime<Utc>, sqlx::Error> {
         .map_err(|e| sqlx::Error::Decode(format!("bad timestamp `{s}`: {e}").into()))
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, sqlx::Error> {
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, sqlx::Error> {
     serde_json::from_str(s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
@@ -81,7 +81,7 @@ pub async fn fleet_hash(store: &Store) -> Result<Option<String>, sqlx::Error> {
 
 /// Makes a PostgreSQL transaction read one snapshot throughout (SQLite's does from its first
 /// read on).
-const SNAPSHOT: &str = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+pub(crate) const SNAPSHOT: &str = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY";
 
 /// The manifest set in force as stored: the fleet artifact and the manifests in acceptance
 /// order. None before the first set was accepted.

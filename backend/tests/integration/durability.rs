@@ -222,6 +222,13 @@ async fn table_rows(store: &Store) -> (BTreeMap<String, Rollout>, BTreeMap<Strin
     )
 }
 
+/// A checkpoint of the state now, as stored (SPEC §16).
+async fn checkpoint(app: &crate::common::TestApp) -> backend::db::checkpoint::Checkpoint {
+    let store = &app.state.store;
+    backend::db::checkpoint::take(store, app.clock.now()).await.unwrap().expect("entries since the last checkpoint");
+    backend::db::checkpoint::newest(store).await.unwrap().unwrap()
+}
+
 #[tokio::test]
 async fn replaying_the_event_log_into_empty_tables_gives_the_same_rollouts_and_records() {
     let app = spawn_app().await;
@@ -237,6 +244,7 @@ async fn replaying_the_event_log_into_empty_tables_gives_the_same_rollouts_and_r
     let (a, b) = (app.agent("a"), app.agent("b"));
     a.activate("stable@a1", "/nix/store/a-v1", app.clock.now()).await;
     a.converge("stable@a1", "/nix/store/a-v1", app.clock.now()).await;
+    let mut checkpoints = vec![checkpoint(&app).await];
     b.activate("stable@a1", "/nix/store/b-v1", app.clock.now()).await;
     b.event(
         "stable@a1",
@@ -252,6 +260,7 @@ async fn replaying_the_event_log_into_empty_tables_gives_the_same_rollouts_and_r
     .await;
     b.event("stable@a1", "RollbackComplete", json!({"revertedTo": "/nix/store/old", "completedAt": app.clock.now()}))
         .await;
+    checkpoints.push(checkpoint(&app).await);
     app.post("/api/v1/rollouts/stable@a1/clear-failure", json!({})).await;
     app.tick().await;
     app.post("/api/v1/rollouts/stable@a1/approve", json!({"wave": 1})).await;
@@ -267,10 +276,40 @@ async fn replaying_the_event_log_into_empty_tables_gives_the_same_rollouts_and_r
     ] {
         assert_eq!(app.post(path, body).await.0, 200, "{path}");
     }
+    // Quarantines: one released, one in force.
+    for (path, closure) in [
+        ("/api/v1/quarantines", "/nix/store/00000000000000000000000000000001-bad"),
+        ("/api/v1/quarantines", "/nix/store/00000000000000000000000000000002-worse"),
+        ("/api/v1/quarantines/release", "/nix/store/00000000000000000000000000000001-bad"),
+    ] {
+        let body = json!({"channel": "stable", "closure": closure, "reason": "bad build"});
+        assert_eq!(app.post(path, body).await.0, 200, "{path} {closure}");
+    }
+    checkpoints.push(checkpoint(&app).await);
     // A second release supersedes the first.
     app.upload(&f.clone().release_closures("stable", "v2"), "b2").await;
     app.advance(3600);
     app.tick().await;
+
+    // Checkpoints (SPEC §16): each is the log's state at its seq, and replaying the entries
+    // after it onto it gives what replaying the whole log gives.
+    let log = backend::db::store::log_after(&app.state.store, 0, i64::MAX).await.unwrap();
+    let mut whole = backend::db::replay::replay(&log).unwrap();
+    whole.prune();
+    let in_force = backend::db::store::quarantines(&app.state.store, 0).await.unwrap();
+    assert!(in_force.iter().any(|q| q.closure.as_str().ends_with("-worse")), "{in_force:?}");
+    let by_key = |qs: Vec<backend::db::store::QuarantineRow>| {
+        qs.into_iter().map(|q| ((q.channel.clone(), q.closure.clone()), q)).collect::<BTreeMap<_, _>>()
+    };
+    assert_eq!(whole.quarantines, by_key(in_force), "quarantines in force as stored");
+    for cp in &checkpoints {
+        let upto: Vec<_> = log.iter().filter(|e| e.seq <= cp.seq).cloned().collect();
+        let mut then = backend::db::replay::replay(&upto).unwrap();
+        then.prune();
+        assert_eq!(cp.state, then, "the checkpoint at {} is the log's state there", cp.seq);
+        let replayed = backend::db::checkpoint::replay_from(&app.state.store, cp.clone()).await.unwrap();
+        assert_eq!(replayed, whole, "replayed from the checkpoint at {}", cp.seq);
+    }
 
     let before = table_rows(&app.state.store).await;
     assert!(before.0.len() == 2 && before.1.len() == 8);
@@ -353,4 +392,37 @@ async fn records_carried_by_the_log_are_written_behind_it_and_read_through_it() 
     db.close().await;
     let app = crate::common::spawn_with(crate::common::Options::default(), Some(stopped)).await;
     assert_eq!(app.host_state("stable@a1", "a").await, "Converged");
+}
+
+/// The leader checkpoints on its own once one is due (here: a second after anything new),
+/// at the log's end.
+#[tokio::test]
+async fn the_leader_checkpoints_when_one_is_due() {
+    let app =
+        crate::common::spawn_with(crate::common::Options { checkpoint_every_secs: 1, ..Default::default() }, None)
+            .await;
+    let f = FleetBuilder::new()
+        .policy("p", &[(0, false)], "halt", 30)
+        .channel("stable", "p")
+        .host("a", "stable", &[])
+        .waves("stable", &[&["a"]]);
+    app.upload(&f, "a1").await;
+    app.tick().await;
+    app.agent("a").activate("stable@a1", "/nix/store/a-v1", app.clock.now()).await;
+    let last = backend::db::store::last_seq(&app.state.store).await.unwrap();
+    // Polled: the checkpointer looks once a second, on its own clock.
+    let mut taken = None;
+    for _ in 0..100 {
+        taken = backend::db::checkpoint::newest(&app.state.store).await.unwrap().filter(|c| c.seq >= last);
+        if taken.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let taken = taken.expect("a checkpoint within 10 s");
+    let log = backend::db::store::log_after(&app.state.store, 0, i64::MAX).await.unwrap();
+    let upto: Vec<_> = log.into_iter().filter(|e| e.seq <= taken.seq).collect();
+    let mut then = backend::db::replay::replay(&upto).unwrap();
+    then.prune();
+    assert_eq!(taken.state, then);
 }

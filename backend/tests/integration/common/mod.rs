@@ -46,6 +46,8 @@ pub struct Options {
     pub sqlite: bool,
     /// `--webhooks FILE`.
     pub webhooks: Option<PathBuf>,
+    /// `--checkpoint-every-secs` (default: far away, like the plan tick).
+    pub checkpoint_every_secs: u64,
 }
 
 impl Default for Options {
@@ -61,6 +63,7 @@ impl Default for Options {
             min_free_disk_mb: 64,
             sqlite: false,
             webhooks: None,
+            checkpoint_every_secs: 3_600_000,
         }
     }
 }
@@ -97,6 +100,7 @@ pub async fn spawn_with(options: Options, reuse: Option<Stopped>) -> TestApp {
         metrics_access: options.metrics_access,
         min_free_disk_mb: options.min_free_disk_mb,
         webhooks: options.webhooks,
+        checkpoint_every_secs: options.checkpoint_every_secs,
         ..ServeConfig::local(db.target(), dir.path().join("no-dist"))
     };
     let shutdown = CancellationToken::new();

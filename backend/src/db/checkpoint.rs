@@ -1,0 +1,201 @@
+//! Checkpoints of the derived state (SPEC §16): every rollout, the records of the rollouts
+//! not ended, the quarantines in force and the operators' policies at a log seq, with the
+//! log's chain head there, stored as zstd-compressed JSON ([`Replayed`]).
+//!
+//! A checkpoint is read from the tables in one read snapshot — they are consistent with the
+//! log at its last seq (every commit writes its log rows and rows together; the records view
+//! covers the records written behind the log) — so taking one never pauses the reducer.
+//! Replaying the entries after a checkpoint onto it gives the state replaying the whole log
+//! gives ([`replay_from`]).
+
+use chrono::{DateTime, Utc};
+use engine::chain::Hash;
+
+use super::replay::Replayed;
+use super::store::{self, QuarantineRow, from_json, parse_ts};
+use super::{Dialect, Store, on_pool};
+
+/// Checkpoints kept: the newest and the one before it.
+const KEEP: i64 = 2;
+
+/// zstd level: fast (a 50,000-record state is ~50 MB of JSON).
+const LEVEL: i32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error("checkpoint at seq {seq}: {why}")]
+    Body { seq: i64, why: String },
+    #[error("{0}")]
+    Chain(String),
+}
+
+/// A stored checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    pub head: Hash,
+    pub state: Replayed,
+}
+
+fn encode(state: &Replayed) -> Result<Vec<u8>, String> {
+    let json = serde_json::to_vec(state).map_err(|e| e.to_string())?;
+    zstd::bulk::compress(&json, LEVEL).map_err(|e| e.to_string())
+}
+
+fn decode(body: &[u8]) -> Result<Replayed, String> {
+    let json = zstd::stream::decode_all(body).map_err(|e| e.to_string())?;
+    serde_json::from_slice(&json).map_err(|e| e.to_string())
+}
+
+/// Takes a checkpoint of the committed state at the log's last seq, unless the log is empty
+/// or the newest checkpoint is already there; keeps the newest [`KEEP`]. Returns its seq.
+pub async fn take(store: &Store, now: DateTime<Utc>) -> Result<Option<i64>, CheckpointError> {
+    type Row = (String,);
+    let read = on_pool!(store, pool => async {
+        let mut tx = pool.begin().await?;
+        if store.dialect() == Dialect::Postgres {
+            sqlx::query(store::SNAPSHOT).execute(&mut *tx).await?;
+        }
+        let head: Option<(i64, Option<Vec<u8>>)> =
+            sqlx::query_as(super::chain::HEAD).fetch_optional(&mut *tx).await?;
+        let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM checkpoints").fetch_one(&mut *tx).await?;
+        let Some(head) = head.filter(|(seq, _)| newest.is_none_or(|n| n < *seq)) else {
+            return Ok::<_, sqlx::Error>(None);
+        };
+        let rollouts: Vec<Row> = sqlx::query_as("SELECT body FROM rollouts ORDER BY rollout_id").fetch_all(&mut *tx).await?;
+        let records: Vec<Row> = sqlx::query_as(
+            "SELECT r.body FROM current_host_records r JOIN rollouts o USING (rollout_id)
+             WHERE o.state NOT IN ('Completed', 'Superseded') ORDER BY r.rollout_id, r.hostname",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let quarantines: Vec<(String, String, String, String, String)> = sqlx::query_as(
+            "SELECT channel, closure, reason, by_whom, at FROM quarantines WHERE released_at IS NULL ORDER BY id",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let policies: Option<String> =
+            sqlx::query_scalar("SELECT body FROM policies WHERE id = 1").fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(Some((head, rollouts, records, quarantines, policies)))
+    }
+    .await)?;
+    let Some(((seq, hash), rollouts, records, quarantines, policies)) = read else { return Ok(None) };
+    let (_, head) = super::chain::stored_head(Some((seq, hash))).map_err(CheckpointError::Chain)?;
+    let mut state = Replayed::default();
+    for (body,) in rollouts {
+        let rollout: engine::rollout::Rollout = from_json(&body)?;
+        state.rollouts.insert(rollout.id.clone(), rollout);
+    }
+    for (body,) in records {
+        let record: engine::host::HostRecord = from_json(&body)?;
+        state.records.insert((record.rollout_id.clone(), record.hostname.clone()), record);
+    }
+    for (channel, closure, reason, by, at) in quarantines {
+        let bad = |why: String| CheckpointError::Body { seq, why };
+        let row = QuarantineRow {
+            channel: shared::Channel::parse(channel).map_err(|e| bad(e.to_string()))?,
+            closure: shared::Closure::parse(closure).map_err(|e| bad(e.to_string()))?,
+            reason,
+            by,
+            at: parse_ts(&at)?,
+            released_at: None,
+            released_by: None,
+            release_reason: None,
+        };
+        state.quarantines.insert((row.channel.clone(), row.closure.clone()), row);
+    }
+    if let Some(body) = policies {
+        state.policies = from_json(&body)?;
+    }
+    let body = encode(&state).map_err(|why| CheckpointError::Body { seq, why })?;
+    on_pool!(store, pool => {
+        let mut tx = pool.begin().await?;
+        sqlx::query("INSERT INTO checkpoints (seq, at, hash, body) VALUES ($1, $2, $3, $4) ON CONFLICT (seq) DO NOTHING")
+            .bind(seq)
+            .bind(store::ts(now))
+            .bind(head.as_slice())
+            .bind(&body)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM checkpoints WHERE seq NOT IN (SELECT seq FROM checkpoints ORDER BY seq DESC LIMIT $1)")
+            .bind(KEEP)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    });
+    Ok(Some(seq))
+}
+
+/// The newest checkpoint, if any.
+pub async fn newest(store: &Store) -> Result<Option<Checkpoint>, CheckpointError> {
+    let row: Option<(i64, String, Vec<u8>, Vec<u8>)> = on_pool!(store, pool => {
+        sqlx::query_as("SELECT seq, at, hash, body FROM checkpoints ORDER BY seq DESC LIMIT 1").fetch_optional(pool).await?
+    });
+    let Some((seq, at, hash, body)) = row else { return Ok(None) };
+    let head = Hash::try_from(hash.as_slice())
+        .map_err(|_| CheckpointError::Body { seq, why: "its chain head is not 32 bytes".into() })?;
+    let state = decode(&body).map_err(|why| CheckpointError::Body { seq, why })?;
+    Ok(Some(Checkpoint { seq, at: parse_ts(&at)?, head, state }))
+}
+
+/// The state at the log's end: `checkpoint` with every entry after it replayed onto it,
+/// records of ended rollouts forgotten.
+pub async fn replay_from(store: &Store, checkpoint: Checkpoint) -> Result<Replayed, CheckpointError> {
+    let mut state = checkpoint.state;
+    let mut after = checkpoint.seq;
+    loop {
+        let entries = store::log_after(store, after, 5_000).await?;
+        let Some(last) = entries.last().map(|e| e.seq) else { break };
+        for e in &entries {
+            state.apply(e).map_err(|why| CheckpointError::Body { seq: checkpoint.seq, why })?;
+        }
+        after = last;
+    }
+    state.prune();
+    Ok(state)
+}
+
+/// When the leader checkpoints: after this many entries, or this long, since the last one.
+#[derive(Debug, Clone, Copy)]
+pub struct Every {
+    pub entries: u64,
+    pub interval: std::time::Duration,
+}
+
+/// The leader's checkpointer: looks every minute (or every interval, if shorter) and takes a
+/// checkpoint when one is due. A failure is logged and tried again at the next look; the loop
+/// ends only with `token`.
+pub async fn run(store: Store, every: Every, clock: crate::clock::Clock, token: tokio_util::sync::CancellationToken) {
+    let look = every.interval.min(std::time::Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            () = token.cancelled() => return,
+            () = tokio::time::sleep(look) => {}
+        }
+        match due(&store, every, clock.now()).await {
+            Ok(false) => {}
+            Ok(true) => match take(&store, clock.now()).await {
+                Ok(Some(seq)) => tracing::info!(seq, "checkpoint taken"),
+                Ok(None) => {}
+                Err(err) => tracing::warn!(%err, "cannot take a checkpoint; trying again later"),
+            },
+            Err(err) => tracing::warn!(%err, "cannot tell whether a checkpoint is due; trying again later"),
+        }
+    }
+}
+
+/// Whether a checkpoint is due at `now`.
+async fn due(store: &Store, every: Every, now: DateTime<Utc>) -> Result<bool, sqlx::Error> {
+    let last = store::last_seq(store).await?;
+    let newest: Option<(i64, String)> = on_pool!(store, pool => {
+        sqlx::query_as("SELECT seq, at FROM checkpoints ORDER BY seq DESC LIMIT 1").fetch_optional(pool).await?
+    });
+    let Some((seq, at)) = newest else { return Ok(last > 0) };
+    let since = u64::try_from(last.saturating_sub(seq)).unwrap_or(0);
+    let age = now.signed_duration_since(parse_ts(&at)?).to_std().unwrap_or_default();
+    Ok(since >= every.entries || (since > 0 && age >= every.interval))
+}
