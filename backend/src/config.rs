@@ -90,6 +90,19 @@ pub struct ServeConfig {
     /// …or once this many seconds passed since it, if anything was written. Default: 3600.
     #[arg(long, env = "FLEETWAVE_CHECKPOINT_EVERY_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub checkpoint_every_secs: u64,
+    /// Log entries older than this many days are sealed into the log archive and leave the
+    /// database (SPEC §16; never an open rollout's, nor any after the newest checkpoint).
+    /// Default: 365.
+    #[arg(long, env = "FLEETWAVE_LOG_RETENTION_DAYS", default_value_t = 365, value_parser = clap::value_parser!(u64).range(1..=36_500))]
+    pub log_retention_days: u64,
+    /// Where sealed log segments are written (`log-{first}-{last}.jsonl.zst`). Default: the
+    /// directory `log-archive` beside the SQLite file (in the working directory with
+    /// PostgreSQL: give every replica the same shared directory).
+    #[arg(long, env = "FLEETWAVE_LOG_ARCHIVE_DIR")]
+    pub log_archive_dir: Option<PathBuf>,
+    /// How often the leader looks for entries due for sealing, in seconds. Default: 3600.
+    #[arg(long, env = "FLEETWAVE_SEAL_EVERY_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub seal_every_secs: u64,
 }
 
 fn parse_public_url(url: &str) -> Result<String, String> {
@@ -126,6 +139,29 @@ impl ServeConfig {
             webhooks: None,
             checkpoint_every_entries: 100_000,
             checkpoint_every_secs: 3600,
+            log_retention_days: 365,
+            log_archive_dir: None,
+            seal_every_secs: 3600,
+        }
+    }
+
+    /// Where sealed log segments go (`--log-archive-dir`, or its default).
+    pub fn log_archive_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.log_archive_dir {
+            return dir.clone();
+        }
+        match self.db.sqlite_path().and_then(std::path::Path::parent) {
+            Some(parent) => parent.join("log-archive"),
+            None => PathBuf::from("log-archive"),
+        }
+    }
+
+    /// The sealer's settings.
+    pub fn retention(&self) -> crate::db::retention::Retention {
+        crate::db::retention::Retention {
+            log: chrono::Duration::days(i64::try_from(self.log_retention_days).unwrap_or(36_500)),
+            dir: self.log_archive_dir(),
+            every: Duration::from_secs(self.seal_every_secs.max(1)),
         }
     }
 

@@ -8,7 +8,10 @@
 //! from the database, then follows the live channel skipping what the backfill already sent:
 //! no gap, no duplicate. A client that falls more than the channel's capacity behind is cut
 //! off (the broadcast reports the lag) so it reconnects and backfills; nothing is skipped
-//! silently.
+//! silently. A client that resumes from before the first entry the database still holds (the
+//! rest were sealed into the archive, SPEC §16) gets an `event: reset` frame whose `id` is
+//! the seq before that entry and whose data names it (`{"firstSeq": n}`): it reloads what it
+//! shows, and the stream goes on from there.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -45,6 +48,16 @@ impl FeedEntry {
         let json = serde_json::to_string(entry).unwrap_or_else(|_| "{}".into());
         let frame = format!("id: {}\nevent: {}\ndata: {json}\n\n", entry.seq, entry.kind.topic().as_str());
         FeedEntry { seq: entry.seq, frame: Bytes::from(frame) }
+    }
+}
+
+impl FeedEntry {
+    /// The frame that tells a client its resume point was sealed out of the database: it
+    /// reloads, and resumes before `first` (the frame's id).
+    pub fn reset(first: i64) -> FeedEntry {
+        let seq = first - 1;
+        let frame = format!("id: {seq}\nevent: reset\ndata: {{\"firstSeq\":{first}}}\n\n");
+        FeedEntry { seq, frame: Bytes::from(frame) }
     }
 }
 
@@ -94,7 +107,13 @@ impl FeedHub {
 }
 
 enum Phase {
-    Backfill { after: i64 },
+    /// A resume not yet checked against what retention left.
+    Resume {
+        after: i64,
+    },
+    Backfill {
+        after: i64,
+    },
     Live,
     Done,
 }
@@ -127,7 +146,7 @@ pub fn stream(
     let rx = hub.subscribe();
     metrics.feed_clients.inc();
     let phase = match resume_after {
-        Some(after) => Phase::Backfill { after },
+        Some(after) => Phase::Resume { after },
         None => Phase::Live,
     };
     let state = FeedState {
@@ -148,6 +167,19 @@ pub fn stream(
             }
             match st.phase {
                 Phase::Done => return None,
+                Phase::Resume { after } => {
+                    match crate::db::retention::sealed_before(&st.store, after.saturating_add(1)).await {
+                        Ok(None) => st.phase = Phase::Backfill { after },
+                        Ok(Some(first)) => {
+                            st.buffer.push_back(Arc::new(FeedEntry::reset(first)));
+                            st.phase = Phase::Backfill { after: first - 1 };
+                        }
+                        Err(err) => {
+                            tracing::warn!(%err, "feed resume failed; closing the stream so the client retries");
+                            st.phase = Phase::Done;
+                        }
+                    }
+                }
                 Phase::Backfill { after } => match store::log_after(&st.store, after, BACKFILL_PAGE).await {
                     Ok(rows) if rows.is_empty() => st.phase = Phase::Live,
                     Ok(rows) => {

@@ -38,6 +38,7 @@ pub mod http;
 pub mod manifests;
 pub mod metrics;
 pub mod reducer;
+pub mod sealer;
 pub mod server;
 pub mod shutdown;
 pub mod signatures;

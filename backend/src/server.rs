@@ -62,6 +62,7 @@ struct LeaderContext {
     manifests_dir: Option<std::path::PathBuf>,
     manifests_poll: Duration,
     checkpoints: crate::db::checkpoint::Every,
+    retention: crate::db::retention::Retention,
     clock: Clock,
     /// The webhooks and the feed whose entries wake their deliverers.
     webhooks: Arc<webhooks::Webhooks>,
@@ -95,6 +96,16 @@ impl LeaderContext {
             tokio::spawn(crate::db::checkpoint::run(
                 self.store.clone(),
                 self.checkpoints,
+                self.clock.clone(),
+                token.clone(),
+            )),
+        ));
+        tasks.push((
+            "log sealer",
+            tokio::spawn(crate::sealer::run(
+                self.store.clone(),
+                reducer.clone(),
+                self.retention.clone(),
                 self.clock.clone(),
                 token.clone(),
             )),
@@ -177,6 +188,7 @@ impl App {
                 entries: config.checkpoint_every_entries.max(1),
                 interval: Duration::from_secs(config.checkpoint_every_secs.max(1)),
             },
+            retention: config.retention(),
             clock: clock.clone(),
             webhooks: webhooks.clone(),
             wake: feed.clone(),

@@ -129,5 +129,5 @@ pub fn rollout_detail(
         .collect();
     // Waves in order, the unstaged column last.
     waves.sort_by_key(|w| w.index.map_or(u64::MAX, u64::from));
-    RolloutDetail { header: rollout_header(r), waves, as_of, first_seq: 0, replayed_at: None }
+    RolloutDetail { header: rollout_header(r), waves, as_of, first_seq: 0, sealed_before: None, replayed_at: None }
 }

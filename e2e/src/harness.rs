@@ -331,9 +331,20 @@ impl ServerControl {
 
     /// Starts it again on the same address and database.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.restart_after(|_| async { Ok(()) }).await
+    }
+
+    /// Starts it again, running `meanwhile` once its reducer runs and before it answers a
+    /// request (a browser that reconnects waits for its answer until then).
+    pub async fn restart_after<F, Fut>(&mut self, meanwhile: F) -> anyhow::Result<()>
+    where
+        F: FnOnce(backend::http::AppState) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>>,
+    {
         self.shutdown = CancellationToken::new();
         let app = backend::server::App::build(&self.config, self.shutdown.clone()).await?;
         self.state = app.state().clone();
+        meanwhile(self.state.clone()).await?;
         self.task = Some(tokio::spawn(app.run()));
         Ok(())
     }
@@ -356,8 +367,7 @@ where
 {
     let dist = dist()?;
     let dir = tempfile::tempdir()?;
-    let ci = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
-    let trust = serde_json::json!({"schemaVersion": 1, "ciReleaseKey": {"current": engine::sign::public_key_b64(&ci)}, "freshnessWindowMinutes": 1440});
+    let trust = serde_json::json!({"schemaVersion": 1, "ciReleaseKey": {"current": engine::sign::public_key_b64(&fleet_ci_key())}, "freshnessWindowMinutes": 1440});
     std::fs::write(dir.path().join("trust.json"), serde_json::to_vec(&trust)?)?;
     let config = backend::config::ServeConfig {
         trust: Some(dir.path().join("trust.json")),
@@ -366,7 +376,14 @@ where
     };
     let server = ServerControl::start(config, dir).await?;
     let state = server.state.clone();
-    let out = engine::release::sign_release(&ci, &fleet).map_err(anyhow::Error::msg)?;
+    release(&state, &fleet).await?;
+    in_browser(name, format!("http://{}", server.addr()), state.store.clone(), |s| test(s, server)).await
+}
+
+/// Signs `fleet` (a fleet document) as the CI key of [`fleet_browser_test`]'s trust file does
+/// and hands it to the reducer: a release comes into force.
+pub async fn release(state: &backend::http::AppState, fleet: &serde_json::Value) -> anyhow::Result<()> {
+    let out = engine::release::sign_release(&fleet_ci_key(), fleet).map_err(anyhow::Error::msg)?;
     let rollouts = out.manifests.iter().map(|(_, s)| s.artifact()).collect();
     let update =
         backend::manifests::verify_upload(&state.trust_roots(), out.fleet.artifact(), rollouts, chrono::Utc::now())
@@ -378,7 +395,11 @@ where
             reply: Some(reply),
         })
         .await?;
-    in_browser(name, format!("http://{}", server.addr()), state.store.clone(), |s| test(s, server)).await
+    Ok(())
+}
+
+fn fleet_ci_key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[9u8; 32])
 }
 
 /// Replicas of one control plane on a PostgreSQL database of the test's own (SPEC §15),

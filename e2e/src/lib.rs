@@ -13,4 +13,5 @@ pub mod pages;
 
 pub use harness::{
     Replicas, ServerControl, Session, browser_test, cluster_browser_test, demo_browser_test, fleet_browser_test,
+    release,
 };

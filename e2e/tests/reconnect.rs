@@ -1,14 +1,15 @@
 //! A network drop: the rollout page says "reconnecting…" while the control plane is gone, and
 //! once it is back it resumes from the last entry it saw, including what was committed while
-//! it was away, without a reload.
+//! it was away, without a reload — unless what it missed was sealed out of the database
+//! meanwhile (SPEC §16): then the feed says `reset` and the page loads afresh.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
 use backend::db::auth::Role;
-use e2e::fleet_browser_test;
 use e2e::pages::rollout::RolloutPage;
 use e2e::pages::shell::Shell;
+use e2e::{fleet_browser_test, release};
 use serde_json::json;
 
 fn fleet() -> serde_json::Value {
@@ -57,6 +58,58 @@ async fn the_page_shows_reconnecting_and_catches_up_after_a_drop() -> anyhow::Re
                 .await?;
             page.check().feed_says("live", Duration::from_secs(20)).await?;
             page.check().rollout_state_is("Paused", Duration::from_secs(10)).await?;
+            Ok(())
+        },
+    )
+    .await
+}
+
+/// While the page was away a new release superseded its rollout and retention sealed every
+/// entry before the new rollout into the archive, the ones the page missed among them: the
+/// feed answers its resume with `reset`, and the page reloads and says where the log begins.
+#[tokio::test]
+async fn a_page_whose_missed_entries_were_sealed_reloads_and_says_so() -> anyhow::Result<()> {
+    fleet_browser_test(
+        "a_page_whose_missed_entries_were_sealed_reloads_and_says_so",
+        fleet(),
+        |session, mut server| async move {
+            let token = session.add_operator("olive", Role::Operator).await?;
+            Shell::new(&session).act().sign_in(&token, "olive").await?;
+            let page = RolloutPage::new(&session);
+            page.act().open("stable@abc").await?;
+            page.check().feed_is_live().await?;
+
+            server.stop().await?;
+            page.check().feed_says("reconnecting…", Duration::from_secs(10)).await?;
+            let archive = tempfile::tempdir()?;
+            let mut first = 0;
+            server
+                .restart_after(|state| {
+                    let first = &mut first;
+                    let archive = archive.path().to_owned();
+                    async move {
+                        let mut next = fleet();
+                        next["meta"]["ciCommit"] = json!("def");
+                        next["hosts"]["a"]["closure"] = json!("/nix/store/a-v2");
+                        release(&state, &next).await?;
+                        let reducer = state.reducer.get().ok_or_else(|| anyhow::anyhow!("no reducer"))?;
+                        let retention = backend::db::retention::Retention {
+                            log: chrono::Duration::zero(),
+                            dir: archive,
+                            every: Duration::from_secs(1),
+                        };
+                        let seals =
+                            backend::sealer::seal_due(&state.store, &reducer, &retention, chrono::Utc::now()).await?;
+                        anyhow::ensure!(!seals.is_empty(), "nothing was sealed");
+                        *first = backend::db::retention::first_kept(&state.store).await?;
+                        Ok(())
+                    }
+                })
+                .await?;
+            page.check().says_its_log_was_sealed_before(first, Duration::from_secs(20)).await?;
+            page.check().rollout_state_is("Superseded", Duration::from_secs(10)).await?;
+            page.check().feed_says("live", Duration::from_secs(10)).await?;
+            page.act().screenshot("rollout-log-sealed").await?;
             Ok(())
         },
     )

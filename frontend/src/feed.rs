@@ -1,6 +1,8 @@
 //! The live feed in the browser: an `EventSource` on `/api/v1/feed`, resumed from the `asOf`
 //! of the snapshot the page rendered. The browser reconnects by itself after a network drop
-//! (sending `Last-Event-ID`), and the page shows "reconnecting" meanwhile.
+//! (sending `Last-Event-ID`), and the page shows "reconnecting" meanwhile. A resume from
+//! before the first entry the server still holds (the rest were sealed into its log archive)
+//! gets `event: reset`: what the page shows may have missed entries, so it loads afresh.
 
 use leptos::prelude::*;
 use shared::api::LogEvent;
@@ -38,6 +40,12 @@ pub fn subscribe(after: Option<i64>, status: RwSignal<FeedStatus>, on_entry: imp
     for topic in FeedTopic::ALL {
         let _ = source.add_event_listener_with_callback(topic.as_str(), on_message.as_ref().unchecked_ref());
     }
+    let on_reset = Closure::<dyn Fn()>::new(|| {
+        if let Some(window) = web_sys::window() {
+            let _ = window.location().reload();
+        }
+    });
+    let _ = source.add_event_listener_with_callback("reset", on_reset.as_ref().unchecked_ref());
     let on_open = Closure::<dyn Fn()>::new(move || status.set(FeedStatus::Live));
     source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
     let on_error = Closure::<dyn Fn()>::new(move || status.set(FeedStatus::Reconnecting));
@@ -52,9 +60,9 @@ pub fn subscribe(after: Option<i64>, status: RwSignal<FeedStatus>, on_entry: imp
         let _ = window.add_event_listener_with_callback("pagehide", on_hide.as_ref().unchecked_ref());
     }
 
-    let keep = send_wrapper::SendWrapper::new((source, on_message, on_open, on_error, on_hide, window));
+    let keep = send_wrapper::SendWrapper::new((source, on_message, on_reset, on_open, on_error, on_hide, window));
     on_cleanup(move || {
-        let (source, _, _, _, on_hide, window) = keep.take();
+        let (source, _, _, _, _, on_hide, window) = keep.take();
         if let Some(window) = window {
             let _ = window.remove_event_listener_with_callback("pagehide", on_hide.as_ref().unchecked_ref());
         }

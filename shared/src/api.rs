@@ -30,6 +30,9 @@ pub struct ApiErrorBody {
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
+    /// With `log-sealed`: the first seq the database still holds.
+    #[serde(default, rename = "firstSeq", skip_serializing_if = "Option::is_none")]
+    pub first_seq: Option<i64>,
 }
 
 /// Every error code the API answers with (the `code` of [`ApiError`]), one definition: a
@@ -135,10 +138,13 @@ pub enum ErrorCode {
     DiskFull,
     /// A write reached a replica that does not lead, and no leader is known to pass it to.
     NoLeader,
+    /// The entries asked for were sealed into the archive and left the database (SPEC §16);
+    /// `firstSeq` says where the log now begins.
+    LogSealed,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 48] = [
+    pub const ALL: [ErrorCode; 49] = [
         ErrorCode::NoTrustRoots,
         ErrorCode::Malformed,
         ErrorCode::BadSignature,
@@ -187,6 +193,7 @@ impl ErrorCode {
         ErrorCode::StorageUnavailable,
         ErrorCode::DiskFull,
         ErrorCode::NoLeader,
+        ErrorCode::LogSealed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -239,6 +246,7 @@ impl ErrorCode {
             ErrorCode::StorageUnavailable => "storage-unavailable",
             ErrorCode::DiskFull => "disk-full",
             ErrorCode::NoLeader => "no-leader",
+            ErrorCode::LogSealed => "log-sealed",
         }
     }
 }
@@ -255,7 +263,9 @@ mod tests {
 
     #[test]
     fn error_body_has_the_documented_shape() {
-        let body = ApiErrorBody { error: ApiError { code: ErrorCode::NotFound, message: "No such route.".into() } };
+        let body = ApiErrorBody {
+            error: ApiError { code: ErrorCode::NotFound, message: "No such route.".into(), first_seq: None },
+        };
         let json = serde_json::to_value(&body).unwrap();
         assert_eq!(json, serde_json::json!({"error": {"code": "not-found", "message": "No such route."}}));
     }
@@ -556,6 +566,10 @@ pub struct RolloutDetail {
     /// The seq of the rollout's first log entry: where a replay of its timeline starts.
     #[serde(default)]
     pub first_seq: i64,
+    /// Set when the start of the rollout's log was sealed into the log archive (SPEC §16):
+    /// the seq the database's log now begins at. Its timeline cannot be replayed then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_before: Option<i64>,
     /// Set on a replay (`?at=`): when the rollout's last entry up to `asOf` was committed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replayed_at: Option<DateTime<Utc>>,

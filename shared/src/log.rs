@@ -28,10 +28,12 @@ pub enum FeedTopic {
     Manifest,
     Presence,
     Policy,
+    /// The log itself: sealed segments (SPEC §16).
+    Log,
 }
 
 impl FeedTopic {
-    pub const ALL: [FeedTopic; 8] = [
+    pub const ALL: [FeedTopic; 9] = [
         FeedTopic::Host,
         FeedTopic::Rollout,
         FeedTopic::Hold,
@@ -40,6 +42,7 @@ impl FeedTopic {
         FeedTopic::Manifest,
         FeedTopic::Presence,
         FeedTopic::Policy,
+        FeedTopic::Log,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +55,7 @@ impl FeedTopic {
             FeedTopic::Manifest => "manifest",
             FeedTopic::Presence => "presence",
             FeedTopic::Policy => "policy",
+            FeedTopic::Log => "log",
         }
     }
 }
@@ -161,6 +165,9 @@ log_kinds! {
     HostResumed(SuspensionChange) => Policy,
     /// A host of a wave with a failure budget failed and the budget held: the rollout goes on.
     FailureWithinBudget(FailureWithinBudget) => Rollout,
+    /// The entries through `upTo` were exported to a sealed segment and leave the database
+    /// (retention, SPEC §16).
+    LogSealed(LogSealed) => Log,
 }
 
 impl fmt::Display for LogKind {
@@ -271,6 +278,19 @@ pub struct FailureWithinBudget {
     pub failures: u64,
     pub max: u64,
     pub reason: String,
+}
+
+/// Entries `from..=upTo` were written to `file` (in the archive directory), whose last
+/// entry's chain hash is `headHash` (hex); they are deleted from the database after this
+/// entry commits. `entries` counts them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogSealed {
+    pub from: i64,
+    pub up_to: i64,
+    pub entries: u64,
+    pub head_hash: String,
+    pub file: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -471,6 +491,12 @@ impl LogEntry {
                 format!(
                     "failed within wave {}'s budget ({} of {} failures used): {}",
                     f.wave, f.failures, f.max, f.reason
+                )
+            }
+            LogEntry::LogSealed(s) => {
+                format!(
+                    "log entries {}–{} sealed into the archive ({}); the database keeps the rest",
+                    s.from, s.up_to, s.file
                 )
             }
         }

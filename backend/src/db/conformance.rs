@@ -12,11 +12,11 @@ use shared::log::{LogEntry, StoredPayload, WaveApproved};
 use shared::{Channel, Closure, Hostname, RolloutId};
 
 use super::auth::{self, Role};
-use super::chain;
 use super::store::{self, Batch, LogRow, QuarantineChange, QuarantineRow, RecordRow, log_after};
 use super::testing::TestDb;
 use super::writer::{WriteError, Writer};
 use super::{Store, on_pool};
+use super::{chain, retention};
 
 /// A database of the test's own, its pool, and a writer that may write (on PostgreSQL: the
 /// leader row is at the writer's epoch).
@@ -154,7 +154,7 @@ conformance! {
     async fn the_log_is_hash_chained_and_a_changed_or_missing_entry_is_named(f) {
         f.writer.commit(Batch { log: (0..3).map(row).collect(), ..Default::default() }).await.unwrap();
         f.writer.commit(Batch { log: (3..40).map(row).collect(), ..Default::default() }).await.unwrap();
-        let verified = chain::verify(&f.store).await.unwrap();
+        let verified = chain::verify(&f.store, None).await.unwrap();
         assert_eq!((verified.entries, verified.range), (40, Some((1, 40))));
         let exec = |sql: &'static str| execute(&f.store, sql);
         let broken = |result: Result<chain::Verified, chain::VerifyError>| match result {
@@ -164,19 +164,95 @@ conformance! {
 
         // Rows from before the chain (no hash) are hashed in order, to the same chain.
         exec("UPDATE event_log SET hash = NULL WHERE seq > 10").await;
-        assert_eq!(broken(chain::verify(&f.store).await), engine::chain::Break::Unhashed { seq: 11 });
+        assert_eq!(broken(chain::verify(&f.store, None).await), engine::chain::Break::Unhashed { seq: 11 });
         assert_eq!(chain::backfill(&f.store).await.unwrap(), 30);
-        assert_eq!(chain::verify(&f.store).await.unwrap(), verified);
+        assert_eq!(chain::verify(&f.store, None).await.unwrap(), verified);
         assert_eq!(chain::backfill(&f.store).await.unwrap(), 0, "nothing left to hash");
 
         // One byte of one payload.
         exec("UPDATE event_log SET payload = replace(payload, '\"wave\":17', '\"wave\":18') WHERE seq = 18").await;
-        assert_eq!(broken(chain::verify(&f.store).await), engine::chain::Break::Changed { seq: 18 });
+        assert_eq!(broken(chain::verify(&f.store, None).await), engine::chain::Break::Changed { seq: 18 });
         exec("UPDATE event_log SET payload = replace(payload, '\"wave\":18', '\"wave\":17') WHERE seq = 18").await;
-        assert_eq!(chain::verify(&f.store).await.unwrap(), verified);
+        assert_eq!(chain::verify(&f.store, None).await.unwrap(), verified);
         // A row deleted.
         exec("DELETE FROM event_log WHERE seq = 25").await;
-        assert_eq!(broken(chain::verify(&f.store).await), engine::chain::Break::Missing { seq: 25 });
+        assert_eq!(broken(chain::verify(&f.store, None).await), engine::chain::Break::Missing { seq: 25 });
+    }
+
+    /// Retention (SPEC §16): entries older than the retention, before every open rollout's
+    /// first entry and at or before the newest checkpoint are sealed into a segment and
+    /// deleted; archive and database verify as one chain, the database alone from the seal's
+    /// head; a changed or a missing segment is named.
+    async fn old_entries_are_sealed_into_the_archive_and_verify_as_one_chain(f) {
+        let old = Utc::now() - Duration::days(400);
+        // Entries 20–25 are rollout stable@a's.
+        let of_a = |i: usize| (19..25).contains(&i).then(|| id("stable@a"));
+        let aged = |i: usize| LogRow { ts: old + Duration::seconds(i as i64), rollout_id: of_a(i), ..row(i) };
+        let through = |log: Vec<LogRow>| Batch { log, records_through: true, ..Default::default() };
+        f.writer.commit(through((0..30).map(aged).collect())).await.unwrap();
+        f.writer.commit(through((30..40).map(row).collect())).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let retention = retention::Retention {
+            log: Duration::days(365),
+            dir: dir.path().join("archive"),
+            every: std::time::Duration::from_secs(1),
+        };
+        let due = || retention::due(&f.store, &retention, Utc::now());
+        assert_eq!(due().await.unwrap(), None, "nothing is sealed before a checkpoint");
+        crate::db::checkpoint::take(&f.store, Utc::now()).await.unwrap();
+        assert_eq!(due().await.unwrap(), Some((1, 30)), "the old entries");
+        // An open rollout's log is kept whole; once it ended, it may go.
+        let mut open = rollout("stable@a", 1);
+        f.writer.commit(Batch { rollouts: vec![open.clone()], ..Default::default() }).await.unwrap();
+        assert_eq!(due().await.unwrap(), Some((1, 19)));
+        open.state = shared::state::RolloutState::Completed;
+        f.writer.commit(Batch { rollouts: vec![open], ..Default::default() }).await.unwrap();
+        assert_eq!(due().await.unwrap(), Some((1, 30)));
+
+        let seal = retention::write_segment(&f.store, &retention.dir, 1, 30).await.unwrap();
+        assert_eq!((seal.from, seal.up_to, seal.entries, seal.file.as_str()), (1, 30, 30, "log-1-30.jsonl.zst"));
+        let sealed = |seal: shared::log::LogSealed| {
+            let entry = LogEntry::LogSealed(seal);
+            LogRow { kind: entry.kind(), payload: store::payload(&entry.payload()), ..row(0) }
+        };
+        f.writer.commit(Batch { log: vec![sealed(seal)], ..Default::default() }).await.unwrap();
+        assert_eq!(retention::purge(&f.store, 30).await.unwrap(), 30);
+        assert_eq!(retention::first_kept(&f.store).await.unwrap(), 31);
+        assert_eq!(retention::sealed_before(&f.store, 5).await.unwrap(), Some(31));
+        assert_eq!(retention::sealed_before(&f.store, 31).await.unwrap(), None);
+
+        let live = chain::verify(&f.store, None).await.unwrap();
+        assert_eq!((live.entries, live.range, live.sealed_through), (11, Some((31, 41)), 30));
+        let whole = chain::verify(&f.store, Some(&retention.dir)).await.unwrap();
+        assert_eq!((whole.entries, whole.range, whole.segments, whole.head), (41, Some((1, 41)), 1, live.head));
+
+        // A second seal chains on from the first one's head (entry 30 is gone).
+        let later = Utc::now() + Duration::days(400);
+        assert_eq!(retention::due(&f.store, &retention, later).await.unwrap(), Some((31, 40)), "through the checkpoint");
+        let seal = retention::write_segment(&f.store, &retention.dir, 31, 40).await.unwrap();
+        f.writer.commit(Batch { log: vec![sealed(seal)], ..Default::default() }).await.unwrap();
+        assert_eq!(retention::purge(&f.store, 40).await.unwrap(), 10);
+        let whole = chain::verify(&f.store, Some(&retention.dir)).await.unwrap();
+        assert_eq!((whole.entries, whole.range, whole.segments), (42, Some((1, 42)), 2));
+        assert_eq!(chain::verify(&f.store, None).await.unwrap().range, Some((41, 42)));
+
+        // One byte of a sealed entry.
+        let first = retention.dir.join("log-1-30.jsonl.zst");
+        let original = std::fs::read(&first).unwrap();
+        let text = String::from_utf8(zstd::decode_all(original.as_slice()).unwrap()).unwrap();
+        let changed = text.replacen("\"wave\":5}", "\"wave\":6}", 1);
+        assert_ne!(changed, text);
+        std::fs::write(&first, zstd::encode_all(changed.as_bytes(), 3).unwrap()).unwrap();
+        match chain::verify(&f.store, Some(&retention.dir)).await {
+            Err(chain::VerifyError::Broken(b)) => assert_eq!(b, engine::chain::Break::Changed { seq: 6 }),
+            other => panic!("not broken: {other:?}"),
+        }
+        // A segment missing.
+        std::fs::remove_file(&first).unwrap();
+        match chain::verify(&f.store, Some(&retention.dir)).await {
+            Err(chain::VerifyError::Broken(b)) => assert_eq!(b, engine::chain::Break::Missing { seq: 1 }),
+            other => panic!("not broken: {other:?}"),
+        }
     }
 
     async fn a_failing_batch_writes_nothing_nor_anything_queued_behind_it_until_reset(f) {

@@ -12,6 +12,7 @@
 //! the control plane only the reducer writes rollout state (through [`writer::Writer`]);
 //! operators and sessions are written by the CLI and the session route.
 
+pub mod archive;
 pub mod auth;
 pub mod chain;
 pub mod checkpoint;
@@ -19,6 +20,7 @@ pub mod checkpoint;
 mod conformance;
 pub mod postgres;
 pub mod replay;
+pub mod retention;
 pub mod sqlite;
 pub mod store;
 #[cfg(any(test, feature = "testkit"))]

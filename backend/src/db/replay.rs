@@ -230,6 +230,7 @@ mod tests {
             LogKind::HostSuspended,
             LogKind::HostResumed,
             LogKind::FailureWithinBudget,
+            LogKind::LogSealed,
         ];
         let then: std::collections::BTreeSet<_> = LogKind::ALL.iter().copied().filter(|k| !later.contains(k)).collect();
         assert_eq!(kinds, then, "the fixture has every kind of its time");

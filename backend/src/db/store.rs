@@ -490,10 +490,14 @@ pub async fn rollout_log(
 }
 
 /// The seq of a rollout's first log entry (its opening), if it has one.
-pub async fn rollout_first_seq(store: &Store, rollout: &RolloutId) -> Result<Option<i64>, sqlx::Error> {
-    on_pool!(store, pool => {
-        sqlx::query_scalar("SELECT MIN(seq) FROM event_log WHERE rollout_id = $1").bind(rollout.as_str()).fetch_one(pool).await
-    })
+pub async fn rollout_start(store: &Store, rollout: &RolloutId) -> Result<Option<(i64, LogKind)>, sqlx::Error> {
+    let row: Option<(i64, String)> = on_pool!(store, pool => {
+        sqlx::query_as("SELECT seq, kind FROM event_log WHERE rollout_id = $1 ORDER BY seq LIMIT 1")
+            .bind(rollout.as_str())
+            .fetch_optional(pool)
+            .await?
+    });
+    row.map(|(seq, kind)| Ok((seq, kind.parse().map_err(decode)?))).transpose()
 }
 
 /// One rollout's newest `limit` log entries with seq < `before`, oldest first: a page of its

@@ -12,11 +12,23 @@ pub struct ApiError {
     status: StatusCode,
     code: ErrorCode,
     message: String,
+    first_seq: Option<i64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), first_seq: None }
+    }
+
+    /// 410: what was asked for was sealed out of the database; the log now begins at `first`.
+    pub fn sealed(first: i64) -> Self {
+        let mut err = Self::new(
+            StatusCode::GONE,
+            ErrorCode::LogSealed,
+            format!("Entries before seq {first} were sealed into the log archive; the database holds seq {first} on."),
+        );
+        err.first_seq = Some(first);
+        err
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -67,7 +79,9 @@ impl From<crate::reducer::ReducerError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = shared::ApiErrorBody { error: shared::ApiError { code: self.code, message: self.message } };
+        let body = shared::ApiErrorBody {
+            error: shared::ApiError { code: self.code, message: self.message, first_seq: self.first_seq },
+        };
         (self.status, Json(body)).into_response()
     }
 }

@@ -13,6 +13,7 @@ use shared::api::{
     ApproveBody, EventsPage, FleetChannel, FleetHost, FleetOverview, ManifestSummary, OperatorAction, OperatorOutcome,
     PromoteBody, QuarantineBody, QuarantineEntry, Quarantines, ReasonBody, RolloutDetail, RolloutSummary,
 };
+use shared::log::LogKind;
 use shared::manifest::SignedArtifact;
 use shared::policy::{FreezeBody, Freezes, ReleaseFreezeBody, SuspendBody};
 use shared::{Closure, RolloutId};
@@ -20,7 +21,7 @@ use shared::{Closure, RolloutId};
 use super::extract::{JsonBody, MANIFESTS_BODY_BYTES, OptionalJsonBody};
 use super::operator_auth::{Acting, Viewer};
 use super::{ApiError, AppState};
-use crate::db::store;
+use crate::db::{retention, store};
 use crate::reducer::ReducerInput;
 use crate::views;
 
@@ -205,15 +206,26 @@ pub async fn rollout(
         }
         return Ok(Json(replay_rollout(&state, &id, at, fleet.as_deref()).await?));
     }
-    let first_seq = store::rollout_first_seq(&state.store, &id).await.map_err(ApiError::internal)?.unwrap_or(0);
+    let start = store::rollout_start(&state.store, &id).await.map_err(ApiError::internal)?;
     let (rollout, records, as_of) = store::rollout_detail(&state.store, &id)
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(format!("There is no rollout {id}.")))?;
     let suspended = store::policies(&state.store).await.map_err(ApiError::internal)?.suspended;
     let mut detail = views::rollout_detail(&rollout, &records, fleet.as_deref(), &suspended, as_of);
-    detail.first_seq = first_seq;
+    detail.first_seq = start.as_ref().map_or(0, |(seq, _)| *seq);
+    detail.sealed_before = sealed_start(&state, start).await?;
     Ok(Json(detail))
+}
+
+/// The seq the database's log begins at, if the start of a rollout's log (`start`: its first
+/// entry still there) was sealed into the archive: its `RolloutOpened` is gone.
+async fn sealed_start(state: &AppState, start: Option<(i64, LogKind)>) -> Result<Option<i64>, ApiError> {
+    if matches!(start, Some((_, LogKind::RolloutOpened))) {
+        return Ok(None);
+    }
+    let first = retention::first_kept(&state.store).await.map_err(ApiError::internal)?;
+    Ok((first > 1).then_some(first))
 }
 
 /// The rollout and its records replayed from its log entries up to `at`, a page at a time.
@@ -224,6 +236,11 @@ async fn replay_rollout(
     at: i64,
     fleet: Option<&engine::fleet::VerifiedFleet>,
 ) -> Result<RolloutDetail, ApiError> {
+    // A replay needs the rollout's whole log.
+    let start = store::rollout_start(&state.store, id).await.map_err(ApiError::internal)?;
+    if let Some(first) = sealed_start(state, start).await? {
+        return Err(ApiError::sealed(first));
+    }
     let mut replayed = crate::db::replay::Replayed::default();
     let (mut after, mut first, mut last) = (0, None, None);
     'pages: loop {
@@ -275,7 +292,7 @@ pub struct EventsQuery {
 /// `GET /api/v1/rollouts/{id}/events?after=&limit=` (oldest first from `after`) or
 /// `?before=&limit=` (the newest entries before `before`, oldest first: the dashboard loads
 /// the newest up to a snapshot's `asOf` and pages backwards).
-#[utoipa::path(get, path = "/rollouts/{id}/events", tag = "operator", params(("id" = String, Path), ("after" = Option<i64>, Query, description = "Entries with seq > after"), ("before" = Option<i64>, Query, description = "The newest entries with seq < before (not with after)"), ("limit" = Option<i64>, Query, description = "1–1000, default 200")), responses((status = 200, body = shared::api::EventsPage), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody), (status = 404, body = shared::ApiErrorBody)))]
+#[utoipa::path(get, path = "/rollouts/{id}/events", tag = "operator", params(("id" = String, Path), ("after" = Option<i64>, Query, description = "Entries with seq > after"), ("before" = Option<i64>, Query, description = "The newest entries with seq < before (not with after)"), ("limit" = Option<i64>, Query, description = "1–1000, default 200")), responses((status = 200, body = shared::api::EventsPage), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody), (status = 404, body = shared::ApiErrorBody), (status = 410, description = "Entries after `after` were sealed out of the database (code log-sealed, firstSeq: where the log now begins)", body = shared::ApiErrorBody)))]
 pub async fn rollout_events(
     State(state): State<AppState>,
     _: Viewer,
@@ -294,7 +311,16 @@ pub async fn rollout_events(
             return Err(ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadQuery, "Give after or before, not both."));
         }
         (_, Some(before)) => store::rollout_log_before(&state.store, &id, before, limit).await,
-        (after, None) => store::rollout_log(&state.store, &id, after.unwrap_or(0), limit).await,
+        (Some(after), None) => {
+            // Entries after `after` that the database no longer holds: not a silent gap.
+            if let Some(first) =
+                retention::sealed_before(&state.store, after.saturating_add(1)).await.map_err(ApiError::internal)?
+            {
+                return Err(ApiError::sealed(first));
+            }
+            store::rollout_log(&state.store, &id, after, limit).await
+        }
+        (None, None) => store::rollout_log(&state.store, &id, 0, limit).await,
     }
     .map_err(ApiError::internal)?;
     Ok(Json(EventsPage { events }))

@@ -187,6 +187,20 @@ impl Core {
         Ok((pending.log.len().saturating_sub(1), acted))
     }
 
+    /// Entries were sealed into the archive: the entry that says so.
+    pub fn sealed(&mut self, pending: &mut Pending, now: DateTime<Utc>, sealed: shared::log::LogSealed) {
+        let row = Logged {
+            ts: now,
+            rollout_id: None,
+            host: None,
+            channel: None,
+            entry: LogEntry::LogSealed(sealed),
+            record: None,
+            rollout: None,
+        };
+        render(pending, row);
+    }
+
     pub fn operator_outcome(entries: &[LogEvent], index: usize, acted: Acted) -> OperatorOutcome {
         OperatorOutcome { seq: entries.get(index).map_or(0, |e| e.seq), message: acted.message, name: acted.name }
     }

@@ -36,6 +36,12 @@ pub enum ReducerInput {
         reason: Option<String>,
         reply: Reply<OperatorOutcome>,
     },
+    /// The sealer exported entries to the archive: log it (SPEC §16). Answered after the
+    /// `LogSealed` entry committed; only then are the entries deleted.
+    LogSealed {
+        sealed: shared::log::LogSealed,
+        reply: Reply<shared::log::LogSealed>,
+    },
     /// Refresh the gauges (records by state, holds by gate, stuck) for a `/metrics` scrape:
     /// they count every record, so they are computed when asked for, not after every group.
     RefreshGauges {
@@ -52,6 +58,7 @@ impl ReducerInput {
             ReducerInput::ManifestSetUpdated { .. } => "manifest_set_updated",
             ReducerInput::PlanTick { .. } => "plan_tick",
             ReducerInput::Operator { .. } => "operator",
+            ReducerInput::LogSealed { .. } => "log_sealed",
             ReducerInput::RefreshGauges { .. } => "refresh_gauges",
         }
     }

@@ -357,6 +357,10 @@ impl Reducer {
                         }
                     }
                 }
+                ReducerInput::LogSealed { sealed, reply } => {
+                    self.core.sealed(&mut pending, now, sealed.clone());
+                    responders.push(respond(reply, Ok(sealed)));
+                }
                 ReducerInput::Operator { action, by, reason, reply } => {
                     match self.core.operator(&mut pending, now, &action, &by, reason.as_deref()) {
                         Ok((index, message)) => responders.push(Box::new(move |committed: Option<&[LogEvent]>| {
@@ -561,6 +565,7 @@ fn refuse(input: ReducerInput, why: &str) {
         ReducerInput::Heartbeat { reply, .. } => drop(reply.send(Err(err()))),
         ReducerInput::ManifestSetUpdated { reply: Some(reply), .. } => drop(reply.send(Err(err()))),
         ReducerInput::Operator { reply, .. } => drop(reply.send(Err(err()))),
+        ReducerInput::LogSealed { reply, .. } => drop(reply.send(Err(err()))),
         ReducerInput::PlanTick { reply: Some(reply) } => drop(reply.send(Err(err()))),
         ReducerInput::RefreshGauges { reply } => drop(reply.send(Err(err()))),
         ReducerInput::ManifestSetUpdated { reply: None, .. } | ReducerInput::PlanTick { reply: None } => {}

@@ -17,7 +17,7 @@ fn fleet(hosts: usize) -> FleetBuilder {
     b
 }
 
-async fn connect(app: &crate::common::TestApp, last_event_id: Option<i64>) -> impl Stream<Item = Event> + Unpin {
+pub async fn connect(app: &crate::common::TestApp, last_event_id: Option<i64>) -> impl Stream<Item = Event> + Unpin {
     let mut req = app.http.get(app.url("/api/v1/feed")).bearer_auth(&app.viewer_token);
     if let Some(id) = last_event_id {
         req = req.header("last-event-id", id.to_string());

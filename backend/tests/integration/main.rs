@@ -19,6 +19,7 @@ mod feed;
 mod hardening;
 mod host_search;
 mod log_chain;
+mod log_retention;
 mod manifests_api;
 mod observability;
 mod openapi;

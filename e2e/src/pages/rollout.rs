@@ -227,6 +227,16 @@ impl Check<'_> {
         .await
     }
 
+    /// The timeline and the log say the start of the rollout's log was sealed into the
+    /// archive, the database's log beginning at `first`.
+    pub async fn says_its_log_was_sealed_before(&self, first: i64, within: Duration) -> anyhow::Result<()> {
+        let timeline = self.find().css("#timeline-sealed", within).await?.text().await?;
+        ensure!(timeline.contains(&format!("seq {first} on")), "the timeline says: {timeline}");
+        let log = self.find().css("#log-sealed", WAIT).await?.text().await?;
+        ensure!(log.contains(&format!("before seq {first}")), "the event log says: {log}");
+        Ok(())
+    }
+
     pub async fn rollout_state_is(&self, state: &str, within: Duration) -> anyhow::Result<()> {
         self.eventually(&format!("the rollout shows {state}"), within, || async {
             Ok(self.find().css(".rollout-head .badge", WAIT).await?.text().await? == state)

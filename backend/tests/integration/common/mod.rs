@@ -48,6 +48,10 @@ pub struct Options {
     pub webhooks: Option<PathBuf>,
     /// `--checkpoint-every-secs` (default: far away, like the plan tick).
     pub checkpoint_every_secs: u64,
+    /// `--seal-every-secs` (default: far away) and `--log-retention-days`. The archive is
+    /// `{dir}/log-archive`.
+    pub seal_every_secs: u64,
+    pub log_retention_days: u64,
 }
 
 impl Default for Options {
@@ -64,6 +68,8 @@ impl Default for Options {
             sqlite: false,
             webhooks: None,
             checkpoint_every_secs: 3_600_000,
+            seal_every_secs: 3_600_000,
+            log_retention_days: 365,
         }
     }
 }
@@ -101,6 +107,9 @@ pub async fn spawn_with(options: Options, reuse: Option<Stopped>) -> TestApp {
         min_free_disk_mb: options.min_free_disk_mb,
         webhooks: options.webhooks,
         checkpoint_every_secs: options.checkpoint_every_secs,
+        seal_every_secs: options.seal_every_secs,
+        log_retention_days: options.log_retention_days,
+        log_archive_dir: Some(dir.path().join("log-archive")),
         ..ServeConfig::local(db.target(), dir.path().join("no-dist"))
     };
     let shutdown = CancellationToken::new();

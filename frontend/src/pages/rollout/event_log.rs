@@ -24,7 +24,7 @@ const FILTER_KINDS: [LogKind; 8] = [
 ];
 
 #[component]
-pub fn EventLog(rollout: String, log: RwSignal<LogWindow>) -> impl IntoView {
+pub fn EventLog(rollout: String, log: RwSignal<LogWindow>, sealed_before: RwSignal<Option<i64>>) -> impl IntoView {
     let load_older = move |_| {
         let rollout = rollout.clone();
         let Some(first) = log.with_untracked(LogWindow::oldest_seq) else { return };
@@ -77,6 +77,9 @@ pub fn EventLog(rollout: String, log: RwSignal<LogWindow>) -> impl IntoView {
                 </For>
             </ol>
             {move || log.with(|w| w.older).then(|| view! { <button class="button small" id="log-older" on:click=load_older.clone()>"Older entries"</button> })}
+            {move || (!log.with(|w| w.older)).then(|| sealed_before.get()).flatten().map(|first| view! {
+                <p class="muted small" id="log-sealed">{format!("Entries before seq {first} were sealed into the log archive (fleetwave log verify --archive checks them).")}</p>
+            })}
         </div>
     }
 }

@@ -43,6 +43,8 @@ pub fn RolloutPage() -> impl IntoView {
     let past = Live::new();
     let replay: RwSignal<Option<i64>> = RwSignal::new(None);
     let first_seq = RwSignal::new(0_i64);
+    // Set when the start of the rollout's log was sealed into the server's archive.
+    let sealed_before: RwSignal<Option<i64>> = RwSignal::new(None);
     let newest_seq = RwSignal::new(0_i64);
     let load_error: RwSignal<Option<String>> = RwSignal::new(None);
     let log: RwSignal<LogWindow> = RwSignal::new(LogWindow::default());
@@ -67,6 +69,7 @@ pub fn RolloutPage() -> impl IntoView {
             };
             let as_of = snapshot.as_of;
             first_seq.set(snapshot.first_seq);
+            sealed_before.set(snapshot.sealed_before);
             newest_seq.set(as_of);
             live.load(snapshot);
             // The newest entries up to the snapshot; the feed continues from there.
@@ -126,7 +129,7 @@ pub fn RolloutPage() -> impl IntoView {
             })}
             <div class="rollout-body">
                 <div class="rollout-main">
-                    <Timeline rollout=id.clone() past=past replay=replay first_seq=first_seq newest=newest_seq.into() />
+                    <Timeline rollout=id.clone() past=past replay=replay first_seq=first_seq sealed_before=sealed_before newest=newest_seq.into() />
                     <div class=move || if replay.get().is_some() { "waves waves-past" } else { "waves" } id="waves">
                         {move || {
                             let shown = if replay.get().is_some() { past } else { live };
@@ -136,7 +139,7 @@ pub fn RolloutPage() -> impl IntoView {
                 </div>
                 <aside class="side">
                     <HostPanel live=live selected=selected can_act=can_act act=act />
-                    <EventLog rollout=id.clone() log=log />
+                    <EventLog rollout=id.clone() log=log sealed_before=sealed_before />
                 </aside>
             </div>
         </section>

@@ -2,7 +2,8 @@
 //! opening to now. Moving it re-draws the wave columns as they were at that seq (replayed from
 //! the log by the server, `GET /rollouts/{id}?at=`), so a post-mortem can watch a failure
 //! spread and the rollout stop; "Live" returns to the present. Arrow keys, Page Up/Down,
-//! Home and End move it entry by entry or to either end.
+//! Home and End move it entry by entry or to either end. A rollout whose log begins before
+//! what the server still holds (sealed into its log archive) has no timeline: it says so.
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -17,6 +18,8 @@ pub fn Timeline(
     /// The seq shown while replaying; `None`: live.
     replay: RwSignal<Option<i64>>,
     first_seq: RwSignal<i64>,
+    /// Where the server's log begins, when it begins after the rollout opened.
+    sealed_before: RwSignal<Option<i64>>,
     /// The newest seq the page has (the snapshot's, then the feed's).
     newest: Signal<i64>,
 ) -> impl IntoView {
@@ -56,7 +59,21 @@ pub fn Timeline(
             format!("as of entry {seq}{when}{}", state.unwrap_or_default())
         }
     };
-    view! {
+    let sealed = move || {
+        sealed_before.get().map(|first| {
+            view! {
+                <div class="timeline card" id="timeline-bar">
+                    <span class="timeline-label">"Timeline"</span>
+                    <span class="muted small" id="timeline-sealed">
+                        {format!("The start of this rollout's log was sealed into the log archive (the database holds seq {first} on): it cannot be replayed here.")}
+                    </span>
+                </div>
+            }
+        })
+    };
+    let live_bar = move || {
+        let go = go.clone();
+        sealed_before.get().is_none().then(move || view! {
         <div class="timeline card" id="timeline-bar">
             <label for="timeline" class="timeline-label">"Timeline"</label>
             <input type="range" id="timeline" step="1"
@@ -75,5 +92,7 @@ pub fn Timeline(
             </Show>
             {move || error.get().map(|e| view! { <span class="error-text small" role="alert">{e}</span> })}
         </div>
-    }
+    })
+    };
+    view! { {sealed} {live_bar} }
 }

@@ -1,0 +1,129 @@
+//! Retention of the event log as a served control plane does it (SPEC §16): once entries are
+//! older than `--log-retention-days`, the leader seals them into the archive, logs
+//! `LogSealed` and deletes them; what asks for them afterwards is told so (410, the feed's
+//! `reset`, the rollout's `sealedBefore`), and `fleetwave log verify --archive` checks the
+//! archive and the database as one chain.
+
+use std::process::Command;
+use std::time::Duration;
+
+use engine::testkit::FleetBuilder;
+use futures_util::StreamExt;
+
+use crate::common::{Options, TestApp, spawn_with};
+
+fn fleetwave(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fleetwave")).args(args).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// A release of the one host `a`, converged: its rollout completes.
+async fn complete_a_release(app: &TestApp, fleet: &FleetBuilder, commit: &str, closure: &str) {
+    assert_eq!(app.upload(fleet, commit).await.0, 200);
+    app.tick().await;
+    let rollout = format!("stable@{commit}");
+    let a = app.agent("a");
+    a.activate(&rollout, closure, app.clock.now()).await;
+    let (status, answer) = a.converge(&rollout, closure, app.clock.now()).await;
+    assert_eq!(status, 200, "{answer}");
+    app.tick().await;
+    assert_eq!(app.rollout(&rollout).await["state"], "Completed");
+}
+
+/// Waits (the sealer looks once a second, on its own clock) until the database's log begins
+/// at `first`; the seals that took it there.
+async fn sealed_until(app: &TestApp, first: i64) -> Vec<shared::log::LogSealed> {
+    for _ in 0..100 {
+        let log = app.log().await;
+        if log.first().map(|e| e.seq()) == Some(first) {
+            return log
+                .into_iter()
+                .filter_map(|e| match e.entry {
+                    shared::log::LogEntry::LogSealed(s) => Some(s),
+                    _ => None,
+                })
+                .collect();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the log did not begin at {first} within 10 s");
+}
+
+#[tokio::test]
+async fn entries_past_retention_are_sealed_and_what_asks_for_them_is_told() {
+    let app = spawn_with(
+        Options { checkpoint_every_secs: 1, seal_every_secs: 1, log_retention_days: 1, ..Default::default() },
+        None,
+    )
+    .await;
+    let fleet = FleetBuilder::new()
+        .policy("p", &[(0, false)], "halt", 30)
+        .channel("stable", "p")
+        .host("a", "stable", &[])
+        .waves("stable", &[&["a"]]);
+    complete_a_release(&app, &fleet, "a1", "/nix/store/a-v1").await;
+    // A second release stays open: its log is kept whole, however old.
+    assert_eq!(app.upload(&fleet.clone().release_closures("stable", "v2"), "a2").await.0, 200);
+    app.tick().await;
+    let opened = app.rollout("stable@a2").await["firstSeq"].as_i64().unwrap();
+    let before = app.log().await;
+
+    app.advance(2 * 86_400);
+    // Everything before the open rollout, in one seal or a few (a seal waits for the records
+    // written behind the log), each segment after the one before.
+    let first = opened;
+    let seals = sealed_until(&app, first).await;
+    let archive = app.dir.path().join("log-archive");
+    let mut from = 1;
+    for seal in &seals {
+        assert_eq!(seal.from, from, "{seals:?}");
+        assert_eq!(seal.file, format!("log-{}-{}.jsonl.zst", seal.from, seal.up_to));
+        assert!(archive.join(&seal.file).is_file());
+        from = seal.up_to + 1;
+    }
+    assert_eq!(from, first, "sealed through the entry before the open rollout's first");
+    // Deleted once the seal was logged; the open rollout's entries are all there.
+    let after = app.log().await;
+    let kept: Vec<i64> = before.iter().map(|e| e.seq()).filter(|s| *s >= first).collect();
+    assert!(kept.iter().all(|s| after.iter().any(|e| e.seq() == *s)));
+
+    // The completed rollout still answers, and says where its log now begins.
+    let detail = app.rollout("stable@a1").await;
+    assert_eq!(detail["sealedBefore"], first, "{detail}");
+    assert!(app.rollout("stable@a2").await.get("sealedBefore").is_none());
+    // Its replay needs the entries that left: 410 with the first kept seq.
+    let (status, body) = app.get("/api/v1/rollouts/stable@a1?at=3").await;
+    assert_eq!(
+        (status, &body["error"]["code"], &body["error"]["firstSeq"]),
+        (410, &"log-sealed".into(), &first.into())
+    );
+    // A page after a sealed seq: 410; after the first kept one's predecessor: the entries.
+    let (status, body) = app.get("/api/v1/rollouts/stable@a2/events?after=0").await;
+    assert_eq!((status, &body["error"]["firstSeq"]), (410, &first.into()), "{body}");
+    let (status, body) = app.get(&format!("/api/v1/rollouts/stable@a2/events?after={}", first - 1)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["events"][0]["seq"], first);
+
+    // A feed client resuming from before it gets `reset`, then the entries from there.
+    let mut feed = crate::feed::connect(&app, Some(0)).await;
+    let reset = tokio::time::timeout(Duration::from_secs(5), feed.next()).await.unwrap().unwrap();
+    assert_eq!((reset.event.as_str(), reset.id.clone()), ("reset", (first - 1).to_string()));
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&reset.data).unwrap()["firstSeq"], first);
+    let next = tokio::time::timeout(Duration::from_secs(5), feed.next()).await.unwrap().unwrap();
+    assert_eq!(next.id, first.to_string());
+
+    // The auditor's view: the archive and the database verify as one chain.
+    let db = app.db_arg();
+    let (ok, text) = fleetwave(&["log", "verify", "--db", &db, "--archive", &archive.display().to_string()]);
+    assert!(ok, "{text}");
+    let last = app.log().await.last().unwrap().seq();
+    assert!(
+        text.contains(&format!("seq 1–{last}")) && text.contains(&format!("{} sealed segments", seals.len())),
+        "{text}"
+    );
+    let (ok, text) = fleetwave(&["log", "verify", "--db", &db]);
+    assert!(ok && text.contains(&format!("from the seal of seq 1–{}", first - 1)), "{text}");
+    let (ok, text) = fleetwave(&["log", "export", "--db", &db, "--from", "1"]);
+    assert!(!ok && text.contains(&format!("entries before seq {first} were sealed")), "{text}");
+}
