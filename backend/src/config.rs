@@ -95,6 +95,11 @@ pub struct ServeConfig {
     /// Default: 365.
     #[arg(long, env = "FLEETWAVE_LOG_RETENTION_DAYS", default_value_t = 365, value_parser = clap::value_parser!(u64).range(1..=36_500))]
     pub log_retention_days: u64,
+    /// Repeated observations (probe results the same as the probe's last, presence changes)
+    /// older than this many days are compacted into the log archive sooner (SPEC §16).
+    /// Default: 7.
+    #[arg(long, env = "FLEETWAVE_OBSERVATION_RETENTION_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..=36_500))]
+    pub observation_retention_days: u64,
     /// Where sealed log segments are written (`log-{first}-{last}.jsonl.zst`). Default: the
     /// directory `log-archive` beside the SQLite file (in the working directory with
     /// PostgreSQL: give every replica the same shared directory).
@@ -140,6 +145,7 @@ impl ServeConfig {
             checkpoint_every_entries: 100_000,
             checkpoint_every_secs: 3600,
             log_retention_days: 365,
+            observation_retention_days: 7,
             log_archive_dir: None,
             seal_every_secs: 3600,
         }
@@ -160,6 +166,7 @@ impl ServeConfig {
     pub fn retention(&self) -> crate::db::retention::Retention {
         crate::db::retention::Retention {
             log: chrono::Duration::days(i64::try_from(self.log_retention_days).unwrap_or(36_500)),
+            observations: chrono::Duration::days(i64::try_from(self.observation_retention_days).unwrap_or(36_500)),
             dir: self.log_archive_dir(),
             every: Duration::from_secs(self.seal_every_secs.max(1)),
         }

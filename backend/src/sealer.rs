@@ -1,14 +1,15 @@
-//! The leader's sealer (SPEC §16): every `--seal-every-secs` it seals what retention allows
-//! ([`db::retention`]): a checkpoint at the log's end when only the newest one holds entries
-//! back, the segment written to the archive, `LogSealed` logged by the reducer, then the
-//! entries deleted. A purge a stop interrupted is finished first.
+//! The leader's sealer (SPEC §16): every `--seal-every-secs` it archives what retention
+//! allows ([`db::retention`]): observations past `--observation-retention-days` compacted,
+//! entries past `--log-retention-days` sealed; each time a checkpoint at the log's end when
+//! only the newest one holds entries back, the segment written to the archive, the
+//! reducer's `LogCompacted` or `LogSealed`, then the delete. A delete a stop interrupted is
+//! finished first.
 
 use chrono::{DateTime, Utc};
-use shared::log::LogSealed;
 
 use crate::db::retention::{self, Retention, RetentionError};
 use crate::db::{self, Store};
-use crate::reducer::{ReducerError, ReducerHandle, ReducerInput};
+use crate::reducer::{Archived, ReducerError, ReducerHandle, ReducerInput};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
@@ -22,33 +23,66 @@ pub enum SealError {
     Reducer(#[from] ReducerError),
 }
 
-/// One round: finishes a purge a stop interrupted, then seals and purges what is due.
-/// Returns the seals it made.
+/// One round: finishes a purge a stop interrupted, then compacts the observations due and
+/// seals what is due, each logged before its delete. Returns what it archived.
 pub async fn seal_due(
     store: &Store,
     reducer: &ReducerHandle,
     retention: &Retention,
     now: DateTime<Utc>,
-) -> Result<Vec<LogSealed>, SealError> {
+) -> Result<Vec<Archived>, SealError> {
     if let Some((up_to, _, _)) = db::chain::sealed_head(store).await? {
         retention::purge(store, up_to).await?;
     }
-    let mut sealed = Vec::new();
+    if let Some(file) = db::chain::compactions(store, 1).await?.pop().and_then(|c| c.file) {
+        retention::purge_observations(store, &retention.dir, &file).await?;
+    }
+    let mut archived = Vec::new();
     loop {
-        let mut bounds = retention::bounds(store, retention, now).await?;
-        // Only the newest checkpoint holds more back: take one at the log's end.
-        if bounds.range(false) > bounds.range(true) {
-            db::checkpoint::take(store, now).await?;
-            bounds = retention::bounds(store, retention, now).await?;
-        }
-        let Some((first, up_to)) = bounds.range(true) else { break };
+        let bounds = checkpointed(store, retention, now, |b, with| b.compact(with)).await?;
+        let Some((from, up_to)) = bounds.compact(true) else { break };
+        let compacted = retention::write_observations(store, &retention.dir, from, up_to).await?;
+        let file = compacted.file.clone();
+        log(reducer, Archived::Compacted(compacted.clone())).await?;
+        let deleted = match &file {
+            Some(file) => retention::purge_observations(store, &retention.dir, file).await?,
+            None => 0,
+        };
+        tracing::info!(from, up_to, deleted, "observations compacted");
+        archived.push(Archived::Compacted(compacted));
+    }
+    loop {
+        let bounds = checkpointed(store, retention, now, |b, with| b.seal(with)).await?;
+        let Some((first, due)) = bounds.seal(true) else { break };
+        // A seal ends on an entry the database holds (its hash is the head).
+        let Some(up_to) = retention::present_at_or_before(store, due).await?.filter(|s| *s >= first) else { break };
         let seal = retention::write_segment(store, &retention.dir, first, up_to).await?;
-        let seal = reducer.ask(|reply| ReducerInput::LogSealed { sealed: seal, reply }).await?;
+        log(reducer, Archived::Sealed(seal.clone())).await?;
         let deleted = retention::purge(store, seal.up_to).await?;
         tracing::info!(from = seal.from, up_to = seal.up_to, deleted, file = %seal.file, "event log sealed");
-        sealed.push(seal);
+        archived.push(Archived::Sealed(seal));
     }
-    Ok(sealed)
+    Ok(archived)
+}
+
+/// The bounds at `now`, after taking a checkpoint at the log's end if only the newest one
+/// holds back what `range` would take.
+async fn checkpointed(
+    store: &Store,
+    retention: &Retention,
+    now: DateTime<Utc>,
+    range: impl Fn(&retention::Bounds, bool) -> Option<(i64, i64)>,
+) -> Result<retention::Bounds, SealError> {
+    let bounds = retention::bounds(store, retention, now).await?;
+    if range(&bounds, false) > range(&bounds, true) {
+        db::checkpoint::take(store, now).await?;
+        return Ok(retention::bounds(store, retention, now).await?);
+    }
+    Ok(bounds)
+}
+
+async fn log(reducer: &ReducerHandle, entry: Archived) -> Result<(), ReducerError> {
+    reducer.ask(|reply| ReducerInput::Archived { entry, reply }).await
 }
 
 /// The leader's sealer: a round every `retention.every`; a failure is logged and tried again

@@ -95,6 +95,7 @@ async fn a_page_whose_missed_entries_were_sealed_reloads_and_says_so() -> anyhow
                         let reducer = state.reducer.get().ok_or_else(|| anyhow::anyhow!("no reducer"))?;
                         let retention = backend::db::retention::Retention {
                             log: chrono::Duration::zero(),
+                            observations: chrono::Duration::zero(),
                             dir: archive,
                             every: Duration::from_secs(1),
                         };

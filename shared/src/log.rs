@@ -168,6 +168,9 @@ log_kinds! {
     /// The entries through `upTo` were exported to a sealed segment and leave the database
     /// (retention, SPEC §16).
     LogSealed(LogSealed) => Log,
+    /// The observations (repeated probe results, presence changes) among entries
+    /// `from..=upTo` were exported to `file` and deleted from the database (SPEC §16).
+    LogCompacted(LogCompacted) => Log,
 }
 
 impl fmt::Display for LogKind {
@@ -222,6 +225,10 @@ pub struct HostEventApplied {
     /// The control plane inferred the event from a heartbeat (SPEC §6 recovery synthesis).
     #[serde(default, skip_serializing_if = "is_false")]
     pub synthesized: bool,
+    /// A probe result the same as the probe's last one: an observation that
+    /// `--observation-retention-days` compacts out of the log (SPEC §16).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub repeated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -291,6 +298,26 @@ pub struct LogSealed {
     pub entries: u64,
     pub head_hash: String,
     pub file: String,
+}
+
+/// The observations among entries `from..=upTo` (`entries` of them) were written to `file`
+/// in the archive directory, each with its chain hash, and are deleted from the database
+/// after this entry commits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogCompacted {
+    pub from: i64,
+    pub up_to: i64,
+    pub entries: u64,
+    /// None when the range held no observation: the entry then only moves the compaction on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+impl LogKind {
+    /// Kinds that are observations whole: presence changes (the presence table keeps each
+    /// host's last). Host events are observations when `repeated`.
+    pub const OBSERVATIONS: [LogKind; 2] = [LogKind::HostOnline, LogKind::HostOffline];
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -493,6 +520,13 @@ impl LogEntry {
                     f.wave, f.failures, f.max, f.reason
                 )
             }
+            LogEntry::LogCompacted(c) => format!(
+                "{} observations among log entries {}–{} compacted into the archive{}",
+                c.entries,
+                c.from,
+                c.up_to,
+                c.file.as_deref().map(|f| format!(" ({f})")).unwrap_or_default()
+            ),
             LogEntry::LogSealed(s) => {
                 format!(
                     "log entries {}–{} sealed into the archive ({}); the database keeps the rest",
@@ -545,8 +579,13 @@ mod tests {
     #[test]
     fn synthesized_is_written_only_when_true() {
         let event = HostEvent::ActivationStarted { seq: 1, started_at: chrono::DateTime::UNIX_EPOCH };
-        let mut applied =
-            HostEventApplied { event, from: HostState::Pending, to: HostState::Activating, synthesized: false };
+        let mut applied = HostEventApplied {
+            event,
+            from: HostState::Pending,
+            to: HostState::Activating,
+            synthesized: false,
+            repeated: false,
+        };
         assert!(serde_json::to_value(&applied).unwrap().get("synthesized").is_none());
         applied.synthesized = true;
         assert_eq!(serde_json::to_value(&applied).unwrap()["synthesized"], true);

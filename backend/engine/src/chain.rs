@@ -116,18 +116,19 @@ pub struct Verifier {
     /// The seq the next entry must have (the first: any seq, unless the start was named).
     next: Option<i64>,
     checked: u64,
+    anchored: u64,
 }
 
 impl Verifier {
     /// A chain from the log's first entry.
     pub fn from_genesis() -> Verifier {
-        Verifier { prev: GENESIS, next: Some(1), checked: 0 }
+        Verifier { prev: GENESIS, next: Some(1), checked: 0, anchored: 0 }
     }
 
     /// A chain that goes on after entry `after`, whose hash was `head` (a sealed segment's
     /// end).
     pub fn after(after: i64, head: Hash) -> Verifier {
-        Verifier { prev: head, next: after.checked_add(1), checked: 0 }
+        Verifier { prev: head, next: after.checked_add(1), checked: 0, anchored: 0 }
     }
 
     /// Checks the next entry and its stored hash.
@@ -149,6 +150,25 @@ impl Verifier {
         self.next = entry.seq.checked_add(1);
         self.checked += 1;
         Ok(())
+    }
+
+    /// Takes the entry after a gap of compacted entries (deleted from the database; their
+    /// archive not at hand) on its stored hash: the chain goes on from it, unchecked.
+    pub fn anchor(&mut self, seq: i64, stored: Option<&[u8]>) -> Result<(), Break> {
+        if self.next.is_some_and(|next| seq < next) {
+            return Err(Break::OutOfOrder { seq, after: self.next.unwrap_or(seq) - 1 });
+        }
+        let stored = stored.ok_or(Break::Unhashed { seq })?;
+        self.prev =
+            Hash::try_from(stored).map_err(|_| Break::Unreadable { seq, why: "its hash is not 32 bytes".into() })?;
+        self.next = seq.checked_add(1);
+        self.anchored += 1;
+        Ok(())
+    }
+
+    /// Entries taken on their stored hash after a gap ([`Verifier::anchor`]).
+    pub fn anchored(&self) -> u64 {
+        self.anchored
     }
 
     /// The hash of the last entry checked (the chain's head so far).
@@ -254,5 +274,22 @@ mod tests {
         assert_eq!(Verifier::from_genesis().check(&entries[0].0, None), Err(Break::Unhashed { seq: 1 }));
         assert_eq!(from_hex(&hex(&entries[2].1)), Some(entries[2].1));
         assert_eq!(from_hex("zz"), None);
+    }
+
+    #[test]
+    fn after_a_compacted_gap_the_chain_goes_on_from_the_next_entrys_stored_hash() {
+        let entries = chain(&[r#"{"a":1}"#, r#"{"b":2}"#, r#"{"c":3}"#, r#"{"d":4}"#]);
+        let mut v = Verifier::from_genesis();
+        v.check(&entries[0].0, Some(&entries[0].1)).unwrap();
+        // Entry 2 was compacted away: entry 3 is taken on its hash, entry 4 checked after it.
+        assert_eq!(v.check(&entries[2].0, Some(&entries[2].1)), Err(Break::Missing { seq: 2 }));
+        v.anchor(3, Some(&entries[2].1)).unwrap();
+        assert_eq!(v.check(&entries[3].0, Some(&entries[3].1)), Ok(()));
+        assert_eq!((v.checked(), v.anchored(), v.head()), (2, 1, entries[3].1));
+        // An anchor changed behind the gap shows at the entry after it.
+        let mut v = Verifier::after(1, entries[0].1);
+        v.anchor(3, Some(&[7; 32])).unwrap();
+        assert_eq!(v.check(&entries[3].0, Some(&entries[3].1)), Err(Break::Changed { seq: 4 }));
+        assert_eq!(v.anchor(2, Some(&entries[1].1)), Err(Break::OutOfOrder { seq: 2, after: 3 }));
     }
 }

@@ -202,6 +202,9 @@ pub fn step(
     let illegal = || TransitionError::IllegalForState { state: record.state, event: event.kind() };
     let mut next = record.clone();
     let mut extra = Vec::new();
+    // A probe result that says what the probe said last time (an observation retention may
+    // compact, SPEC §16).
+    let mut repeated = false;
 
     match (record.state, event) {
         (S::Pending, HostEvent::DispatchAck { current_closure, received_at, .. }) => {
@@ -265,6 +268,7 @@ pub fn step(
         }
         (S::Soaking, HostEvent::ProbeResult { probe, mode, status, observed_at, reason, .. }) => {
             let previous = record.probes.get(probe);
+            repeated = previous.is_some_and(|p| p.status == *status && p.mode == *mode);
             if previous.is_none() && record.probes.len() >= MAX_PROBES {
                 return Err(TransitionError::TooMany(format!(
                     "{} already reports {MAX_PROBES} probes in this rollout; `{probe}` would be one more",
@@ -357,6 +361,7 @@ pub fn step(
             from: record.state,
             to: next.state,
             synthesized: false,
+            repeated,
         }),
     }));
     if next.state != record.state {

@@ -231,6 +231,33 @@ fn probe_results_track_last_pass_and_first_failure() {
     );
 }
 
+/// A probe result the same as the probe's last is marked `repeated` in its log entry (an
+/// observation retention may compact); a first result or a change of status is not.
+#[test]
+fn a_probe_result_that_repeats_the_last_is_marked_repeated() {
+    let repeated = |record: &HostRecord, status: &str, seq: u64| {
+        let e: HostEvent = serde_json::from_value(
+            json!({"kind":"ProbeResult","seq":seq,"probe":"http","mode":"enforce","status":status,"observedAt":at(10),"reason":"r"}),
+        )
+        .unwrap();
+        let t = step(record, &e, at(10), &policy()).unwrap();
+        let marked = t.effects.iter().find_map(|effect| match effect {
+            engine::effect::Effect::Log(log) => match &log.entry {
+                shared::log::LogEntry::HostEvent(applied) => Some(applied.repeated),
+                _ => None,
+            },
+            _ => None,
+        });
+        (marked.expect("a host event is logged"), t.record)
+    };
+    let r = record_in(HostState::Soaking);
+    let (first, r) = repeated(&r, "pass", 6);
+    let (again, r) = repeated(&r, "pass", 7);
+    let (changed, r) = repeated(&r, "fail", 8);
+    let (failing_again, _) = repeated(&r, "fail", 9);
+    assert_eq!((first, again, changed, failing_again), (false, true, false, true));
+}
+
 #[test]
 fn converged_guards_wrong_closure_early_and_failing_enforce_probe() {
     let soaking = record_in(HostState::Soaking);

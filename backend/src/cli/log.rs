@@ -53,13 +53,19 @@ pub async fn run(command: LogCommand) -> anyhow::Result<()> {
             let verified = chain::verify(&store, args.archive.as_deref()).await;
             store.close().await;
             let verified = verified?;
-            let whence = match (&args.archive, verified.sealed_through) {
-                (Some(_), _) => format!(" ({} sealed segments and the database)", verified.segments),
+            let mut whence = match (&args.archive, verified.sealed_through) {
+                (Some(_), _) => format!(" ({} archive segments and the database)", verified.segments),
                 (None, 0) => String::new(),
                 (None, through) => {
                     format!(" (from the seal of seq 1–{through}; --archive checks the sealed entries too)")
                 }
             };
+            if verified.anchored > 0 {
+                whence.push_str(&format!(
+                    "; {} entries after compacted observations taken on their stored hash (--archive checks them)",
+                    verified.anchored
+                ));
+            }
             match verified.range {
                 Some((first, last)) => println!(
                     "log verified: {} entries, seq {first}–{last}, head {}{whence}",

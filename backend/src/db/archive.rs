@@ -1,10 +1,16 @@
-//! The log archive (SPEC §16): sealed segments of the event log, each a file
-//! `log-{first}-{last}.jsonl.zst` in one directory. A segment is zstd-compressed JSON lines:
-//! a header `{"fleetwaveLogSegment": 1, "first", "last", "prevHash"}` (the chain hash of the
-//! entry before `first`; 64 zeros for the log's first segment), then every entry `first..=last`
-//! as `fleetwave log export` writes it (the entry and its `hash`). The last line's hash is the
-//! chain head the `LogSealed` entry records, so the archive and the live log verify as one
-//! chain ([`super::chain::verify`]).
+//! The log archive (SPEC §16): segments of the event log in one directory, zstd-compressed
+//! JSON lines, each line an entry as `fleetwave log export` writes it (the entry and its
+//! chain `hash`) after a header line `{"fleetwaveLogSegment": 1, "kind", "first", "last"}`:
+//!
+//! - `log-{first}-{last}.jsonl.zst`, a sealed segment: every entry of the range still in the
+//!   database when it was sealed (the observations compacted before are in their own
+//!   segments), its header with `prevHash`, the chain hash of the entry before `first` (64
+//!   zeros for the log's first segment). Its last line's hash is the head `LogSealed` records.
+//! - `observations-{first}-{last}.jsonl.zst`: the observations (repeated probe results,
+//!   presence changes) compacted out of that range (`LogCompacted`).
+//!
+//! Together with the database they hold every entry once, so they verify as one chain
+//! ([`super::chain::verify`]).
 //!
 //! A segment is written to a hidden temporary name, synced, and renamed into place: a file
 //! with the segment name is whole.
@@ -33,20 +39,43 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError + '_ {
     move |source| ArchiveError::Io { path: path.to_owned(), source }
 }
 
-/// The name of the segment holding `first..=last`.
-pub fn segment_name(first: i64, last: i64) -> String {
-    format!("log-{first}-{last}.jsonl.zst")
+/// What a segment holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SegmentKind {
+    /// A sealed range of the log.
+    Log,
+    /// The observations compacted out of a range.
+    Observations,
 }
 
-/// The range a segment's name says it holds.
-fn parse_name(name: &str) -> Option<(i64, i64)> {
-    let (first, last) = name.strip_prefix("log-")?.strip_suffix(".jsonl.zst")?.split_once('-')?;
-    Some((first.parse().ok()?, last.parse().ok()?))
+impl SegmentKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            SegmentKind::Log => "log",
+            SegmentKind::Observations => "observations",
+        }
+    }
+}
+
+/// The name of the segment of `kind` holding `first..=last`.
+pub fn segment_name(kind: SegmentKind, first: i64, last: i64) -> String {
+    format!("{}-{first}-{last}.jsonl.zst", kind.as_str())
+}
+
+/// The kind and range a segment's name says it holds.
+fn parse_name(name: &str) -> Option<(SegmentKind, i64, i64)> {
+    let stem = name.strip_suffix(".jsonl.zst")?;
+    let (kind, range) = [SegmentKind::Log, SegmentKind::Observations]
+        .into_iter()
+        .find_map(|kind| Some((kind, stem.strip_prefix(kind.as_str())?.strip_prefix('-')?)))?;
+    let (first, last) = range.split_once('-')?;
+    Some((kind, first.parse().ok()?, last.parse().ok()?))
 }
 
 /// A segment in the archive directory, by its name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentFile {
+    pub kind: SegmentKind,
     pub first: i64,
     pub last: i64,
     pub path: PathBuf,
@@ -54,11 +83,11 @@ pub struct SegmentFile {
 
 impl SegmentFile {
     pub fn name(&self) -> String {
-        segment_name(self.first, self.last)
+        segment_name(self.kind, self.first, self.last)
     }
 }
 
-/// The segments in `dir`, oldest first (an absent directory holds none).
+/// The segments in `dir`, by kind, oldest first (an absent directory holds none).
 pub fn list(dir: &Path) -> Result<Vec<SegmentFile>, ArchiveError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -69,11 +98,11 @@ pub fn list(dir: &Path) -> Result<Vec<SegmentFile>, ArchiveError> {
     for entry in entries {
         let entry = entry.map_err(io(dir))?;
         let name = entry.file_name();
-        if let Some((first, last)) = name.to_str().and_then(parse_name) {
-            out.push(SegmentFile { first, last, path: entry.path() });
+        if let Some((kind, first, last)) = name.to_str().and_then(parse_name) {
+            out.push(SegmentFile { kind, first, last, path: entry.path() });
         }
     }
-    out.sort_by_key(|s| (s.first, s.last));
+    out.sort_by_key(|s| (s.kind, s.first, s.last));
     Ok(out)
 }
 
@@ -136,20 +165,25 @@ impl Line {
 /// A segment's first line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
+    pub kind: SegmentKind,
     pub first: i64,
     pub last: i64,
-    pub prev: Hash,
+    /// A sealed segment's: the chain hash of the entry before `first`.
+    pub prev: Option<Hash>,
 }
 
 impl Header {
     fn render(&self) -> String {
-        serde_json::json!({
+        let mut value = serde_json::json!({
             "fleetwaveLogSegment": FORMAT,
+            "kind": self.kind.as_str(),
             "first": self.first,
             "last": self.last,
-            "prevHash": hex(&self.prev),
-        })
-        .to_string()
+        });
+        if let (Some(prev), Some(object)) = (&self.prev, value.as_object_mut()) {
+            object.insert("prevHash".into(), hex(prev).into());
+        }
+        value.to_string()
     }
 
     fn parse(text: &str) -> Result<Header, String> {
@@ -157,50 +191,112 @@ impl Header {
         if value.get("fleetwaveLogSegment").and_then(Value::as_u64) != Some(FORMAT) {
             return Err(format!("its header is not a format-{FORMAT} log segment's"));
         }
+        let kind = match value.get("kind").and_then(Value::as_str) {
+            Some("log") => SegmentKind::Log,
+            Some("observations") => SegmentKind::Observations,
+            other => return Err(format!("its header's kind {other:?} is not log or observations")),
+        };
         let seq = |key: &str| value.get(key).and_then(Value::as_i64).ok_or_else(|| format!("its header has no {key}"));
-        let prev =
-            value.get("prevHash").and_then(Value::as_str).and_then(from_hex).ok_or("its header has no prevHash")?;
-        Ok(Header { first: seq("first")?, last: seq("last")?, prev })
+        let prev = match value.get("prevHash") {
+            None => None,
+            Some(text) => Some(text.as_str().and_then(from_hex).ok_or("its header's prevHash is not 64 hex digits")?),
+        };
+        if kind == SegmentKind::Log && prev.is_none() {
+            return Err("its header has no prevHash".into());
+        }
+        Ok(Header { kind, first: seq("first")?, last: seq("last")?, prev })
     }
 }
 
-/// Writes a segment: entries are added in seq order and checked against the chain as they
-/// come (nothing broken is sealed); [`SegmentWriter::finish`] syncs it and renames it into
-/// place.
+/// Ranges of the log whose observations were compacted out of the database (from the
+/// `LogCompacted` entries): an entry missing inside one is not a break.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Compacted(Vec<(i64, i64)>);
+
+impl Compacted {
+    /// From `(from, up_to)` ranges in any order; touching ranges are joined.
+    pub fn new(mut ranges: Vec<(i64, i64)>) -> Compacted {
+        ranges.sort_unstable();
+        let mut joined: Vec<(i64, i64)> = Vec::with_capacity(ranges.len());
+        for (from, up_to) in ranges {
+            match joined.last_mut() {
+                Some(last) if from <= last.1.saturating_add(1) => last.1 = last.1.max(up_to),
+                _ => joined.push((from, up_to)),
+            }
+        }
+        Compacted(joined)
+    }
+
+    /// Whether every seq of `from..=up_to` lies in a compacted range.
+    pub fn covers(&self, from: i64, up_to: i64) -> bool {
+        let i = self.0.partition_point(|(_, end)| *end < from);
+        self.0.get(i).is_some_and(|(start, end)| *start <= from && up_to <= *end)
+    }
+}
+
+/// Writes a segment: entries are added in seq order, a sealed segment's checked against the
+/// chain as they come (nothing broken is sealed; a gap is allowed only where observations
+/// were compacted), an observations segment's taken with their stored hashes;
+/// [`SegmentWriter::finish`] syncs it and renames it into place.
 pub struct SegmentWriter {
     header: Header,
     dir: PathBuf,
     partial: PathBuf,
     out: zstd::stream::write::Encoder<'static, BufWriter<std::fs::File>>,
     verifier: Verifier,
+    compacted: Compacted,
+    entries: u64,
     name: String,
 }
 
 impl SegmentWriter {
-    pub fn create(dir: &Path, header: Header) -> Result<SegmentWriter, ArchiveError> {
+    pub fn create(dir: &Path, header: Header, compacted: Compacted) -> Result<SegmentWriter, ArchiveError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let name = segment_name(header.first, header.last);
+        let name = segment_name(header.kind, header.first, header.last);
         let partial = dir.join(format!(".{name}.partial"));
         let file = std::fs::File::create(&partial).map_err(io(&partial))?;
         let mut out = zstd::stream::write::Encoder::new(BufWriter::new(file), LEVEL).map_err(io(&partial))?;
         writeln!(out, "{}", header.render()).map_err(io(&partial))?;
-        let verifier = Verifier::after(header.first - 1, header.prev);
-        Ok(SegmentWriter { header, dir: dir.to_owned(), partial, out, verifier, name })
+        let verifier = Verifier::after(header.first - 1, header.prev.unwrap_or(engine::chain::GENESIS));
+        Ok(SegmentWriter { header, dir: dir.to_owned(), partial, out, verifier, compacted, entries: 0, name })
     }
 
     /// The next entry and its stored hash.
     pub fn push(&mut self, entry: &Entry<'_>, stored: Option<&[u8]>) -> Result<(), ArchiveError> {
         let bad = |why: String| ArchiveError::Bad { file: self.name.clone(), why };
-        self.verifier.check(entry, stored).map_err(|e| bad(format!("refusing to seal a broken log: {e}")))?;
+        if entry.seq < self.header.first || entry.seq > self.header.last {
+            return Err(bad(format!("entry {} is outside the segment", entry.seq)));
+        }
+        let next = self.verifier.next_seq().unwrap_or(i64::MAX);
+        let checked = match self.header.kind {
+            SegmentKind::Observations => self.verifier.anchor(entry.seq, stored),
+            SegmentKind::Log if entry.seq > next && self.compacted.covers(next, entry.seq - 1) => {
+                self.verifier.anchor(entry.seq, stored)
+            }
+            SegmentKind::Log => self.verifier.check(entry, stored),
+        };
+        checked.map_err(|e| bad(format!("refusing to archive a broken log: {e}")))?;
         let line = Line::render(entry, Some(&self.verifier.head())).map_err(bad)?;
+        self.entries += 1;
         writeln!(self.out, "{line}").map_err(io(&self.partial))
     }
 
-    /// Completes the segment; its name and chain head. Every entry of its range must have
-    /// been pushed.
-    pub fn finish(self) -> Result<(String, Hash), ArchiveError> {
-        let SegmentWriter { header, dir, partial, out, verifier, name } = self;
-        if verifier.next_seq() != header.last.checked_add(1) {
+    /// Entries pushed so far.
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    /// Gives the segment up: nothing is left in the directory.
+    pub fn abandon(self) {
+        let _ = std::fs::remove_file(&self.partial);
+    }
+
+    /// Completes the segment; its name, the hash of its last entry and how many it holds. A
+    /// sealed segment must hold every entry of its range but compacted ones, its last among
+    /// them.
+    pub fn finish(self) -> Result<(String, Hash, u64), ArchiveError> {
+        let SegmentWriter { header, dir, partial, out, verifier, name, entries, .. } = self;
+        if header.kind == SegmentKind::Log && verifier.next_seq() != header.last.checked_add(1) {
             let _ = std::fs::remove_file(&partial);
             return Err(ArchiveError::Bad {
                 file: name,
@@ -213,7 +309,7 @@ impl SegmentWriter {
         std::fs::rename(&partial, &path).map_err(io(&path))?;
         // The rename is durable once the directory is.
         std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(io(&dir))?;
-        Ok((name, verifier.head()))
+        Ok((name, verifier.head(), entries))
     }
 }
 
@@ -233,8 +329,8 @@ impl SegmentReader {
         let bad = |why: String| ArchiveError::Bad { file: name.clone(), why };
         let first = lines.next().ok_or_else(|| bad("it is empty".into()))?.map_err(io(&segment.path))?;
         let header = Header::parse(&first).map_err(bad)?;
-        if (header.first, header.last) != (segment.first, segment.last) {
-            return Err(bad(format!("its header says it holds {}..={}", header.first, header.last)));
+        if (header.kind, header.first, header.last) != (segment.kind, segment.first, segment.last) {
+            return Err(bad(format!("its header says it holds {:?} {}..={}", header.kind, header.first, header.last)));
         }
         Ok(SegmentReader { header, name, lines })
     }
@@ -272,20 +368,21 @@ mod tests {
             prev = e.hash(&prev).unwrap();
             hashes.push(prev);
         }
-        let mut writer = SegmentWriter::create(dir.path(), Header { first: 2, last: 3, prev: hashes[0] }).unwrap();
+        let header = Header { kind: SegmentKind::Log, first: 2, last: 3, prev: Some(hashes[0]) };
+        let mut writer = SegmentWriter::create(dir.path(), header.clone(), Compacted::default()).unwrap();
         for (i, (seq, (ts, payload))) in rows.iter().enumerate().skip(1) {
             let e =
                 Entry { seq: *seq, ts, kind: "HostEvent", rollout_id: None, host: Some("a"), channel: None, payload };
             writer.push(&e, Some(&hashes[i])).unwrap();
         }
-        let (name, head) = writer.finish().unwrap();
-        assert_eq!((name.as_str(), head), ("log-2-3.jsonl.zst", hashes[2]));
+        let (name, head, entries) = writer.finish().unwrap();
+        assert_eq!((name.as_str(), head, entries), ("log-2-3.jsonl.zst", hashes[2], 2));
 
         let segments = list(dir.path()).unwrap();
         assert_eq!(segments.len(), 1, "no temporary file is left behind");
         let mut reader = SegmentReader::open(&segments[0]).unwrap();
-        assert_eq!(reader.header, Header { first: 2, last: 3, prev: hashes[0] });
-        let mut verifier = Verifier::after(1, reader.header.prev);
+        assert_eq!(reader.header, header);
+        let mut verifier = Verifier::after(1, reader.header.prev.unwrap());
         while let Some(line) = reader.next_line().unwrap() {
             verifier.check(&line.entry(), line.hash.as_ref().map(|h| h.as_slice())).unwrap();
         }
@@ -305,13 +402,24 @@ mod tests {
             channel: None,
             payload: &payload,
         };
-        let mut writer = SegmentWriter::create(dir.path(), Header { first: 1, last: 1, prev: GENESIS }).unwrap();
+        let sealed = |last| Header { kind: SegmentKind::Log, first: 1, last, prev: Some(GENESIS) };
+        let mut writer = SegmentWriter::create(dir.path(), sealed(1), Compacted::default()).unwrap();
         let err = writer.push(&e, Some(&[7; 32])).unwrap_err();
         assert!(err.to_string().contains("entry 1 is not as it was written"), "{err}");
 
-        let writer = SegmentWriter::create(dir.path(), Header { first: 1, last: 2, prev: GENESIS }).unwrap();
+        let writer = SegmentWriter::create(dir.path(), sealed(2), Compacted::default()).unwrap();
         let err = writer.finish().unwrap_err();
         assert!(err.to_string().contains("were not all there"), "{err}");
         assert!(list(dir.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn compacted_ranges_join_and_cover_only_what_they_hold() {
+        let compacted = Compacted::new(vec![(20, 30), (5, 10), (11, 12)]);
+        assert!(compacted.covers(5, 12) && compacted.covers(7, 7) && compacted.covers(20, 30));
+        assert!(!compacted.covers(12, 13) && !compacted.covers(4, 5) && !compacted.covers(31, 31));
+        assert_eq!(parse_name("observations-3-9.jsonl.zst"), Some((SegmentKind::Observations, 3, 9)));
+        assert_eq!(parse_name("log-3-9.jsonl.zst"), Some((SegmentKind::Log, 3, 9)));
+        assert_eq!(parse_name(".log-3-9.jsonl.zst.partial"), None);
     }
 }

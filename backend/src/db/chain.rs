@@ -7,6 +7,9 @@
 use std::io::Write;
 
 use engine::chain::{Break, Entry, GENESIS, Hash, Verifier};
+use shared::log::LogKind;
+
+use super::archive::{ArchiveError, Compacted, Line, SegmentFile, SegmentKind, SegmentReader};
 
 use super::store::LogRow;
 use super::{Store, on_pool};
@@ -124,14 +127,18 @@ fn decode(seq: i64, why: &str) -> sqlx::Error {
 /// A log that verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
+    /// Entries whose hash was checked.
     pub entries: u64,
-    /// First and last seq checked (none for an empty log).
+    /// First and last seq seen (none for an empty log).
     pub range: Option<(i64, i64)>,
     pub head: Hash,
-    /// Segments of the archive checked, and the seq the live log's check began after when
-    /// no archive was given (the newest `LogSealed` entry's `upTo`; 0 when nothing was sealed).
+    /// Segments of the archive read.
     pub segments: usize,
+    /// Without an archive: the seq the database's check began after (the newest
+    /// `LogSealed` entry's `upTo`; 0 when nothing was sealed), and the entries after a gap of
+    /// compacted observations, taken on their stored hash.
     pub sealed_through: i64,
+    pub anchored: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,113 +147,249 @@ pub enum VerifyError {
     Broken(#[from] Break),
     #[error("the log archive does not match the log: {0}")]
     Archive(String),
+    #[error("{0}")]
+    Compacted(String),
     #[error(transparent)]
-    ArchiveFile(#[from] super::archive::ArchiveError),
+    ArchiveFile(#[from] ArchiveError),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
 
-/// The newest `LogSealed` entry: the seq it sealed through and that entry's chain hash.
-pub async fn sealed_head(store: &Store) -> Result<Option<(i64, Hash, String)>, sqlx::Error> {
-    let row: Option<(i64, String)> = on_pool!(store, pool => sqlx::query_as(
-        "SELECT seq, payload FROM event_log WHERE kind = 'LogSealed' ORDER BY seq DESC LIMIT 1",
+/// The payloads of the entries of `kind` in the database, newest first, with their seqs
+/// (at most `limit`).
+async fn payloads_of(store: &Store, kind: LogKind, limit: i64) -> Result<Vec<(i64, String)>, sqlx::Error> {
+    on_pool!(store, pool => sqlx::query_as(
+        "SELECT seq, payload FROM event_log WHERE kind = $1 ORDER BY seq DESC LIMIT $2",
     )
-    .fetch_optional(pool)
-    .await)?;
-    let Some((seq, payload)) = row else { return Ok(None) };
+    .bind(kind.as_str())
+    .bind(limit)
+    .fetch_all(pool)
+    .await)
+}
+
+/// The newest `LogSealed` entry: the seq it sealed through, that entry's chain hash, and
+/// the segment.
+pub async fn sealed_head(store: &Store) -> Result<Option<(i64, Hash, String)>, sqlx::Error> {
+    let Some((seq, payload)) = payloads_of(store, LogKind::LogSealed, 1).await?.pop() else { return Ok(None) };
     let sealed: shared::log::LogSealed = serde_json::from_str(&payload).map_err(|e| decode(seq, &e.to_string()))?;
     let head =
         engine::chain::from_hex(&sealed.head_hash).ok_or_else(|| decode(seq, "its headHash is not 64 hex digits"))?;
     Ok(Some((sealed.up_to, head, sealed.file)))
 }
 
-/// What a `LogSealed` entry says, checked against the segment it names as verification passes
-/// it (the segment was checked before: it holds earlier entries).
-fn check_sealed(
-    line: &Entry<'_>,
-    segments: &std::collections::BTreeMap<String, (i64, Hash)>,
-) -> Result<(), VerifyError> {
-    let sealed: shared::log::LogSealed = serde_json::from_str(line.payload)
-        .map_err(|e| VerifyError::Archive(format!("entry {} (LogSealed) cannot be read: {e}", line.seq)))?;
-    match segments.get(&sealed.file) {
-        Some((last, head)) if *last == sealed.up_to && engine::chain::hex(head) == sealed.head_hash => Ok(()),
-        Some(_) => Err(VerifyError::Archive(format!(
-            "entry {} says {} ends at seq {} with head {}, which the segment does not",
-            line.seq, sealed.file, sealed.up_to, sealed.head_hash
-        ))),
-        None => Err(VerifyError::Archive(format!(
-            "entry {} sealed entries into {}, which the archive does not hold",
-            line.seq, sealed.file
-        ))),
+/// The newest `limit` `LogCompacted` entries in the database, newest first.
+pub async fn compactions(store: &Store, limit: i64) -> Result<Vec<shared::log::LogCompacted>, sqlx::Error> {
+    payloads_of(store, LogKind::LogCompacted, limit)
+        .await?
+        .into_iter()
+        .map(|(seq, payload)| serde_json::from_str(&payload).map_err(|e| decode(seq, &e.to_string())))
+        .collect()
+}
+
+/// The ranges whose observations were compacted out of the database.
+pub async fn compacted(store: &Store) -> Result<Compacted, sqlx::Error> {
+    Ok(Compacted::new(compactions(store, i64::MAX).await?.into_iter().map(|c| (c.from, c.up_to)).collect()))
+}
+
+/// Without the archive, what was compacted cannot be checked, but it can be counted: each
+/// compacted range still in the database must hold every entry but the ones compacted.
+async fn check_compacted_counts(store: &Store, sealed_through: i64) -> Result<(), VerifyError> {
+    for c in compactions(store, i64::MAX).await?.into_iter().filter(|c| c.from > sealed_through) {
+        let present: i64 = on_pool!(store, pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM event_log WHERE seq >= $1 AND seq <= $2")
+                .bind(c.from)
+                .bind(c.up_to)
+                .fetch_one(pool)
+                .await?
+        });
+        let expected = (c.up_to - c.from + 1).saturating_sub(i64::try_from(c.entries).unwrap_or(i64::MAX));
+        if present != expected {
+            return Err(VerifyError::Compacted(format!(
+                "entries {}–{}: {present} in the database and {} compacted, {} missing (fleetwave log verify --archive names them)",
+                c.from,
+                c.up_to,
+                c.entries,
+                expected - present
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// One ordered source of entries: a run of segment files, or the database's rows.
+enum Source<'a> {
+    Segments { files: std::vec::IntoIter<SegmentFile>, open: Option<Box<(String, SegmentReader)>> },
+    Rows { store: &'a Store, after: i64, page: std::collections::VecDeque<Row> },
+}
+
+impl Source<'_> {
+    /// The next entry and the segment it came from (none: the database).
+    async fn next(&mut self) -> Result<Option<(Line, Option<String>)>, VerifyError> {
+        match self {
+            Source::Segments { files, open } => loop {
+                if let Some(segment) = open
+                    && let Some(line) = segment.1.next_line()?
+                {
+                    return Ok(Some((line, Some(segment.0.clone()))));
+                }
+                let Some(file) = files.next() else { return Ok(None) };
+                *open = Some(Box::new((file.name(), SegmentReader::open(&file)?)));
+            },
+            Source::Rows { store, after, page } => {
+                if page.is_empty() {
+                    page.extend(rows_after(store, *after, i64::MAX).await?);
+                }
+                let Some(row) = page.pop_front() else { return Ok(None) };
+                *after = row.0;
+                let line = Line {
+                    seq: row.0,
+                    ts: row.1,
+                    kind: row.2,
+                    rollout_id: row.3,
+                    host: row.4,
+                    channel: row.5,
+                    payload: row.6,
+                    hash: row.7.as_deref().and_then(|h| Hash::try_from(h).ok()),
+                };
+                Ok(Some((line, None)))
+            }
+        }
+    }
+}
+
+/// What the archive's files say about themselves, checked as verification passes the
+/// `LogSealed` and `LogCompacted` entries that name them.
+#[derive(Default)]
+struct Files {
+    listed: std::collections::BTreeMap<String, SegmentFile>,
+    /// Lines read per file, and each sealed segment's last hash.
+    lines: std::collections::BTreeMap<String, u64>,
+    heads: std::collections::BTreeMap<String, Hash>,
+}
+
+impl Files {
+    fn entry_named(&self, seq: i64, file: &str) -> Result<&SegmentFile, VerifyError> {
+        self.listed
+            .get(file)
+            .ok_or_else(|| VerifyError::Archive(format!("entry {seq} names {file}, which the archive does not hold")))
+    }
+
+    fn check(&self, line: &Line) -> Result<(), VerifyError> {
+        let unreadable = |e: serde_json::Error| VerifyError::Archive(format!("entry {} cannot be read: {e}", line.seq));
+        let differs =
+            |what: String| VerifyError::Archive(format!("entry {} says {what}, which its file does not", line.seq));
+        if line.kind == LogKind::LogSealed.as_str() {
+            let sealed: shared::log::LogSealed = serde_json::from_str(&line.payload).map_err(unreadable)?;
+            let file = self.entry_named(line.seq, &sealed.file)?;
+            let head = self.heads.get(&sealed.file).map(engine::chain::hex);
+            if (file.first, file.last, head.as_deref()) != (sealed.from, sealed.up_to, Some(sealed.head_hash.as_str()))
+            {
+                return Err(differs(format!(
+                    "{} holds {}–{} ending at {}",
+                    sealed.file, sealed.from, sealed.up_to, sealed.head_hash
+                )));
+            }
+        } else if line.kind == LogKind::LogCompacted.as_str() {
+            let compacted: shared::log::LogCompacted = serde_json::from_str(&line.payload).map_err(unreadable)?;
+            let Some(name) = &compacted.file else { return Ok(()) };
+            let file = self.entry_named(line.seq, name)?;
+            let lines = self.lines.get(name).copied().unwrap_or(0);
+            if (file.first, file.last, lines) != (compacted.from, compacted.up_to, compacted.entries) {
+                return Err(differs(format!(
+                    "{name} holds {} observations of {}–{}",
+                    compacted.entries, compacted.from, compacted.up_to
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
 /// Checks the log's chain and names the first entry that breaks it. With `archive` (the
-/// directory of sealed segments): from seq 1 through every segment and on through the live
-/// log, as one chain, each `LogSealed` entry checked against the segment it names. Without:
-/// the live log from the newest seal's head (from genesis if nothing was sealed).
+/// directory of sealed and observation segments): every entry from seq 1, the segments'
+/// and the database's merged in seq order, as one chain; each `LogSealed` and `LogCompacted`
+/// entry checked against the file it names. Without: the database's entries from the newest
+/// seal's head (from genesis if nothing was sealed), an entry after a gap of compacted
+/// observations taken on its stored hash.
 pub async fn verify(store: &Store, archive: Option<&std::path::Path>) -> Result<Verified, VerifyError> {
     let mut verifier = Verifier::from_genesis();
     let mut first = None;
-    let mut checked_segments = std::collections::BTreeMap::new();
+    let mut files = Files::default();
     let mut sealed_through = 0;
-    match archive {
+    let mut sources = Vec::new();
+    let compacted = match archive {
         Some(dir) => {
-            for segment in super::archive::list(dir)? {
-                let mut reader = super::archive::SegmentReader::open(&segment)?;
-                if reader.header.prev != verifier.head() || Some(reader.header.first) != verifier.next_seq() {
-                    let expected = verifier.next_seq().unwrap_or(i64::MAX);
-                    return Err(if reader.header.first > expected {
-                        Break::Missing { seq: expected }.into()
-                    } else {
-                        VerifyError::Archive(format!(
-                            "{} does not follow the entries before it (expected seq {expected} after head {})",
-                            segment.name(),
-                            engine::chain::hex(&verifier.head())
-                        ))
-                    });
-                }
-                while let Some(line) = reader.next_line()? {
-                    verifier.check(&line.entry(), line.hash.as_ref().map(|h| h.as_slice()))?;
-                    first.get_or_insert(line.seq);
-                    if line.kind == shared::log::LogKind::LogSealed.as_str() {
-                        check_sealed(&line.entry(), &checked_segments)?;
-                    }
-                }
-                if verifier.next_seq() != segment.last.checked_add(1) {
-                    return Err(VerifyError::Archive(format!("{} ends before seq {}", segment.name(), segment.last)));
-                }
-                checked_segments.insert(segment.name(), (segment.last, verifier.head()));
+            let listed = super::archive::list(dir)?;
+            let sealed_last = listed.iter().filter(|f| f.kind == SegmentKind::Log).map(|f| f.last).max().unwrap_or(0);
+            for kind in [SegmentKind::Log, SegmentKind::Observations] {
+                let of_kind: Vec<SegmentFile> = listed.iter().filter(|f| f.kind == kind).cloned().collect();
+                sources.push(Source::Segments { files: of_kind.into_iter(), open: None });
             }
+            files.listed = listed.into_iter().map(|f| (f.name(), f)).collect();
+            // Rows already sealed but not yet deleted (a purge under way) are the archive's.
+            sources.push(Source::Rows { store, after: sealed_last, page: Default::default() });
+            Compacted::default()
         }
         None => {
             if let Some((up_to, head, _)) = sealed_head(store).await? {
                 verifier = Verifier::after(up_to, head);
                 sealed_through = up_to;
             }
+            sources.push(Source::Rows { store, after: sealed_through, page: Default::default() });
+            compacted(store).await?
         }
+    };
+    let mut heads: Vec<Option<(Line, Option<String>)>> = Vec::with_capacity(sources.len());
+    for source in &mut sources {
+        heads.push(source.next().await?);
     }
-    // Rows already sealed but not yet deleted (a purge under way) are the archive's.
-    let mut after = verifier.next_seq().map_or(i64::MAX, |next| next - 1);
-    loop {
-        let rows = rows_after(store, after, i64::MAX).await?;
-        let Some(end) = rows.last().map(|r| r.0) else { break };
-        for row in &rows {
-            verifier.check(&entry(row), row.7.as_deref())?;
-            first.get_or_insert(row.0);
-            if archive.is_some() && row.2 == shared::log::LogKind::LogSealed.as_str() {
-                check_sealed(&entry(row), &checked_segments)?;
+    while let Some(i) =
+        (0..heads.len()).filter(|i| heads[*i].is_some()).min_by_key(|i| heads[*i].as_ref().map(|h| h.0.seq))
+    {
+        let Some((line, file)) = heads[i].take() else { break };
+        heads[i] = sources[i].next().await?;
+        // The same entry from two places (observations exported, their delete interrupted).
+        for j in 0..heads.len() {
+            if heads[j].as_ref().is_some_and(|h| h.0.seq == line.seq) {
+                let (other, _) = heads[j].take().unwrap_or_else(|| unreachable!("checked just above"));
+                if other != line {
+                    return Err(VerifyError::Archive(format!(
+                        "entry {} differs between the archive and the database",
+                        line.seq
+                    )));
+                }
+                heads[j] = sources[j].next().await?;
             }
         }
-        after = end;
+        let stored = line.hash.as_ref().map(|h| h.as_slice());
+        let next = verifier.next_seq().unwrap_or(i64::MAX);
+        if line.seq > next && compacted.covers(next, line.seq - 1) {
+            verifier.anchor(line.seq, stored)?;
+        } else {
+            verifier.check(&line.entry(), stored)?;
+        }
+        first.get_or_insert(line.seq);
+        if let Some(name) = file {
+            *files.lines.entry(name.clone()).or_default() += 1;
+            if files.listed.get(&name).is_some_and(|f| f.kind == SegmentKind::Log && f.last == line.seq) {
+                files.heads.insert(name, verifier.head());
+            }
+        }
+        if archive.is_some() {
+            files.check(&line)?;
+        }
+    }
+    if archive.is_none() {
+        check_compacted_counts(store, sealed_through).await?;
     }
     let last = verifier.next_seq().map(|next| next - 1);
     Ok(Verified {
         entries: verifier.checked(),
         range: first.zip(last),
         head: verifier.head(),
-        segments: checked_segments.len(),
+        segments: files.listed.len(),
         sealed_through,
+        anchored: verifier.anchored(),
     })
 }
 

@@ -8,7 +8,7 @@ use chrono::{Duration, Utc};
 use engine::host::HostRecord;
 use engine::rollout::Rollout;
 use shared::api::LogEvent;
-use shared::log::{LogEntry, StoredPayload, WaveApproved};
+use shared::log::{LogEntry, LogKind, StoredPayload, WaveApproved};
 use shared::{Channel, Closure, Hostname, RolloutId};
 
 use super::auth::{self, Role};
@@ -194,6 +194,7 @@ conformance! {
         let dir = tempfile::tempdir().unwrap();
         let retention = retention::Retention {
             log: Duration::days(365),
+            observations: Duration::days(365),
             dir: dir.path().join("archive"),
             every: std::time::Duration::from_secs(1),
         };
@@ -251,6 +252,98 @@ conformance! {
         std::fs::remove_file(&first).unwrap();
         match chain::verify(&f.store, Some(&retention.dir)).await {
             Err(chain::VerifyError::Broken(b)) => assert_eq!(b, engine::chain::Break::Missing { seq: 1 }),
+            other => panic!("not broken: {other:?}"),
+        }
+    }
+
+    /// Observations (repeated probe results, presence changes) past their retention leave
+    /// the database for an observations segment; the database alone verifies across their
+    /// gaps (and counts them), with the archive every entry is checked; a later seal across
+    /// the gaps chains on; a changed observation or a row deleted in a compacted range is
+    /// caught.
+    async fn observations_are_compacted_and_the_chain_verifies_across_their_gaps(f) {
+        let old = Utc::now() - Duration::days(10);
+        let observation = |i: usize| match i {
+            4..=6 => Some((LogKind::HostOnline, r#"{"bootedClosure":null}"#.to_owned())),
+            9 | 10 => Some((LogKind::HostEvent, format!(r#"{{"repeated":true,"n":{i}}}"#))),
+            _ => None,
+        };
+        let aged = |i: usize| {
+            let base = LogRow { ts: old + Duration::seconds(i as i64), ..row(i) };
+            match observation(i) {
+                Some((kind, payload)) => LogRow {
+                    kind,
+                    payload: serde_json::value::RawValue::from_string(payload).unwrap(),
+                    ..base
+                },
+                None => base,
+            }
+        };
+        f.writer
+            .commit(Batch { log: (0..40).map(aged).collect(), records_through: true, ..Default::default() })
+            .await
+            .unwrap();
+        crate::db::checkpoint::take(&f.store, Utc::now()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("archive");
+        let retention = retention::Retention {
+            log: Duration::days(365),
+            observations: Duration::days(7),
+            dir: archive.clone(),
+            every: std::time::Duration::from_secs(1),
+        };
+        let bounds = retention::bounds(&f.store, &retention, Utc::now()).await.unwrap();
+        assert_eq!((bounds.compact(true), bounds.seal(true)), (Some((1, 39)), None));
+        let compacted = retention::write_observations(&f.store, &archive, 1, 39).await.unwrap();
+        assert_eq!((compacted.entries, compacted.file.as_deref()), (5, Some("observations-1-39.jsonl.zst")));
+        let logged = |entry: LogEntry| LogRow { kind: entry.kind(), payload: store::payload(&entry.payload()), ..row(0) };
+        f.writer.commit(Batch { log: vec![logged(LogEntry::LogCompacted(compacted))], ..Default::default() }).await.unwrap();
+        assert_eq!(retention::purge_observations(&f.store, &archive, "observations-1-39.jsonl.zst").await.unwrap(), 5);
+        let seqs: Vec<i64> = log_after(&f.store, 0, 100).await.unwrap().iter().map(|e| e.seq).collect();
+        assert!(!seqs.contains(&5) && !seqs.contains(&11) && seqs.contains(&8) && seqs.len() == 36, "{seqs:?}");
+
+        // The database alone: two gaps, each entry after one taken on its hash.
+        let live = chain::verify(&f.store, None).await.unwrap();
+        assert_eq!((live.entries, live.anchored, live.range), (34, 2, Some((1, 41))));
+        // With the archive: every entry checked.
+        let whole = chain::verify(&f.store, Some(&archive)).await.unwrap();
+        assert_eq!((whole.entries, whole.anchored, whole.range, whole.head), (41, 0, Some((1, 41)), live.head));
+
+        // A row gone inside the compacted range (moved out of the log's seqs, to be put back):
+        // the database alone counts it missing, the archive names it.
+        execute(&f.store, "UPDATE event_log SET seq = -30 WHERE seq = 30").await;
+        match chain::verify(&f.store, None).await {
+            Err(chain::VerifyError::Compacted(why)) => assert!(why.contains("1 missing"), "{why}"),
+            other => panic!("not caught: {other:?}"),
+        }
+        match chain::verify(&f.store, Some(&archive)).await {
+            Err(chain::VerifyError::Broken(b)) => assert_eq!(b, engine::chain::Break::Missing { seq: 30 }),
+            other => panic!("not broken: {other:?}"),
+        }
+        execute(&f.store, "UPDATE event_log SET seq = 30 WHERE seq = -30").await;
+        assert_eq!(chain::verify(&f.store, None).await.unwrap(), live);
+
+        // A seal across the gaps chains on from them.
+        let later = Utc::now() + Duration::days(400);
+        let (first, due) = retention::bounds(&f.store, &retention, later).await.unwrap().seal(true).unwrap();
+        assert_eq!((first, due), (1, 40), "through the checkpoint");
+        let seal = retention::write_segment(&f.store, &archive, 1, 20).await.unwrap();
+        assert_eq!(seal.entries, 15, "20 entries less 5 compacted");
+        f.writer.commit(Batch { log: vec![logged(LogEntry::LogSealed(seal))], ..Default::default() }).await.unwrap();
+        retention::purge(&f.store, 20).await.unwrap();
+        let whole = chain::verify(&f.store, Some(&archive)).await.unwrap();
+        assert_eq!((whole.entries, whole.range, whole.segments), (42, Some((1, 42)), 2));
+        assert_eq!(chain::verify(&f.store, None).await.unwrap().range, Some((21, 42)));
+
+        // One of them changed in the archive.
+        let segment = archive.join("observations-1-39.jsonl.zst");
+        let original = std::fs::read(&segment).unwrap();
+        let text = String::from_utf8(zstd::decode_all(original.as_slice()).unwrap()).unwrap();
+        let changed = text.replacen("\"n\":10", "\"n\":12", 1);
+        assert_ne!(changed, text);
+        std::fs::write(&segment, zstd::encode_all(changed.as_bytes(), 3).unwrap()).unwrap();
+        match chain::verify(&f.store, Some(&archive)).await {
+            Err(chain::VerifyError::Broken(b)) => assert_eq!(b, engine::chain::Break::Changed { seq: 11 }),
             other => panic!("not broken: {other:?}"),
         }
     }

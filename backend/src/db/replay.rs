@@ -231,6 +231,7 @@ mod tests {
             LogKind::HostResumed,
             LogKind::FailureWithinBudget,
             LogKind::LogSealed,
+            LogKind::LogCompacted,
         ];
         let then: std::collections::BTreeSet<_> = LogKind::ALL.iter().copied().filter(|k| !later.contains(k)).collect();
         assert_eq!(kinds, then, "the fixture has every kind of its time");

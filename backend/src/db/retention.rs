@@ -1,35 +1,43 @@
-//! Retention of the event log (SPEC §16) in the database: what is due for sealing, writing it
-//! to a segment of the archive ([`super::archive`]), and deleting it afterwards, a batch per
-//! transaction so that the writer's commits go on in between. The leader's sealer
-//! ([`crate::sealer`]) runs them in order, with the reducer logging `LogSealed` between the
-//! segment and the delete.
+//! Retention of the event log (SPEC §16) in the database: what is due, writing it to a
+//! segment of the archive ([`super::archive`]), and deleting it afterwards in small
+//! transactions so that the writer's commits go on in between. The leader's sealer
+//! ([`crate::sealer`]) runs them in order, with the reducer logging `LogCompacted` or
+//! `LogSealed` between the segment and the delete.
 //!
-//! Entries are sealed through the newest seq that is older than `--log-retention-days`, before
-//! every open rollout's first entry (its log is its history, and replays of it must stay
-//! whole), at or before the newest checkpoint (start-up and replay begin there) and at or
-//! before the records snapshot (the records view reads the log after it).
+//! - **Sealing**: entries are sealed through the newest seq older than
+//!   `--log-retention-days`, before every open rollout's first entry (its log is its history,
+//!   and replays of it must stay whole).
+//! - **Compacting observations**: repeated probe results (`HostEvent`s marked `repeated`)
+//!   and presence changes older than `--observation-retention-days` leave sooner: their
+//!   records are carried whole by later entries, and the presence table keeps each host's.
+//!
+//! Both stop at or before the newest checkpoint (start-up and replay begin there) and the
+//! records snapshot (the records view reads the log after it), and never take the newest
+//! entry (the next one chains to it).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use engine::chain::{GENESIS, Hash};
-use shared::log::LogSealed;
+use shared::log::{LogCompacted, LogKind, LogSealed};
 
-use super::archive::{ArchiveError, Header, SegmentWriter};
+use super::archive::{ArchiveError, Header, SegmentKind, SegmentReader, SegmentWriter};
 use super::{Store, chain, on_pool, store};
 
 /// Entries sealed into one segment at most; a longer due range is sealed in several.
 pub const SEGMENT_ENTRIES: i64 = 1_000_000;
 
-/// Rows deleted per transaction.
+/// Seqs deleted per transaction.
 pub const PURGE_BATCH: i64 = 2_000;
 
 #[derive(Debug, Clone)]
 pub struct Retention {
     /// Entries older than this are sealed.
     pub log: chrono::Duration,
-    /// Where sealed segments are written.
+    /// Observations older than this are compacted.
+    pub observations: chrono::Duration,
+    /// Where segments are written.
     pub dir: PathBuf,
     /// How often the sealer looks.
     pub every: Duration,
@@ -43,13 +51,30 @@ pub enum RetentionError {
     Archive(#[from] ArchiveError),
 }
 
-/// What bounds the sealable range, read in one snapshot.
+/// Whether a stored entry is an observation compaction may take.
+pub fn is_observation(kind: &str, payload: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Repeated {
+        #[serde(default)]
+        repeated: bool,
+    }
+    match kind.parse::<LogKind>() {
+        Ok(LogKind::HostEvent) => serde_json::from_str::<Repeated>(payload).is_ok_and(|p| p.repeated),
+        Ok(kind) => LogKind::OBSERVATIONS.contains(&kind),
+        Err(_) => false,
+    }
+}
+
+/// What bounds what may leave the database, read in one snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {
-    /// The first seq the database holds.
-    pub first: Option<i64>,
-    /// The first entry young enough to keep.
+    /// Where the next seal begins: after the newest seal (1 when nothing was sealed).
+    pub first: i64,
+    /// Where the next compaction begins: after the newest one, or the next seal's first.
+    pub compact_from: i64,
+    /// The first entry young enough to keep whole, and to keep as an observation.
     pub young: Option<i64>,
+    pub young_observations: Option<i64>,
     /// The first entry of the oldest open rollout.
     pub open: Option<i64>,
     pub checkpoint: Option<i64>,
@@ -58,37 +83,50 @@ pub struct Bounds {
 }
 
 impl Bounds {
-    /// The range due: through the last entry before `young` and `open`, at or before the
-    /// snapshot and (`with_checkpoint`) the newest checkpoint, never the newest entry (the
-    /// next one chains to it), at most [`SEGMENT_ENTRIES`].
-    pub fn range(&self, with_checkpoint: bool) -> Option<(i64, i64)> {
-        let first = self.first?;
-        let mut up_to = self.young.map_or(self.last - 1, |young| young - 1).min(self.snapshot).min(self.last - 1);
-        if let Some(open) = self.open {
-            up_to = up_to.min(open - 1);
-        }
+    fn behind(&self, young: Option<i64>, with_checkpoint: bool) -> Option<i64> {
+        let mut up_to = young.map_or(self.last - 1, |young| young - 1).min(self.snapshot).min(self.last - 1);
         if with_checkpoint {
             up_to = up_to.min(self.checkpoint?);
         }
-        up_to = up_to.min(first.saturating_add(SEGMENT_ENTRIES - 1));
-        (up_to >= first).then_some((first, up_to))
+        Some(up_to)
+    }
+
+    /// The range due for sealing: through the last entry before `young` and `open`, at
+    /// most [`SEGMENT_ENTRIES`] (and, `with_checkpoint`, at or before the checkpoint).
+    pub fn seal(&self, with_checkpoint: bool) -> Option<(i64, i64)> {
+        let mut up_to = self.behind(self.young, with_checkpoint)?;
+        if let Some(open) = self.open {
+            up_to = up_to.min(open - 1);
+        }
+        up_to = up_to.min(self.first.saturating_add(SEGMENT_ENTRIES - 1));
+        (up_to >= self.first).then_some((self.first, up_to))
+    }
+
+    /// The range due for compacting observations.
+    pub fn compact(&self, with_checkpoint: bool) -> Option<(i64, i64)> {
+        let up_to = self
+            .behind(self.young_observations, with_checkpoint)?
+            .min(self.compact_from.saturating_add(SEGMENT_ENTRIES - 1));
+        (up_to >= self.compact_from).then_some((self.compact_from, up_to))
     }
 }
 
-/// The bounds of what may be sealed at `now`.
+/// The bounds of what may leave the database at `now`.
 pub async fn bounds(store: &Store, retention: &Retention, now: DateTime<Utc>) -> Result<Bounds, sqlx::Error> {
-    let cutoff = now.checked_sub_signed(retention.log).unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let cutoff = |keep: chrono::Duration| store::ts(now.checked_sub_signed(keep).unwrap_or(DateTime::<Utc>::MIN_UTC));
+    let first = chain::sealed_head(store).await?.map_or(1, |(up_to, _, _)| up_to + 1);
+    let compact_from = chain::compactions(store, 1).await?.first().map_or(first, |c| c.up_to + 1).max(first);
+    // Walks from the oldest entry to the first one young enough to keep.
+    let young_sql = "SELECT seq FROM event_log WHERE ts >= $1 ORDER BY seq LIMIT 1";
     on_pool!(store, pool => async {
         let mut tx = pool.begin().await?;
         if store.dialect() == super::Dialect::Postgres {
             sqlx::query(store::SNAPSHOT).execute(&mut *tx).await?;
         }
-        let first: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM event_log").fetch_one(&mut *tx).await?;
-        // Walks from the oldest entry to the first one young enough to keep.
-        let young: Option<i64> = sqlx::query_scalar("SELECT seq FROM event_log WHERE ts >= $1 ORDER BY seq LIMIT 1")
-            .bind(store::ts(cutoff))
-            .fetch_optional(&mut *tx)
-            .await?;
+        let young: Option<i64> =
+            sqlx::query_scalar(young_sql).bind(cutoff(retention.log)).fetch_optional(&mut *tx).await?;
+        let young_observations: Option<i64> =
+            sqlx::query_scalar(young_sql).bind(cutoff(retention.observations)).fetch_optional(&mut *tx).await?;
         let open: Option<i64> = sqlx::query_scalar(
             "SELECT MIN((SELECT MIN(e.seq) FROM event_log e WHERE e.rollout_id = r.rollout_id))
              FROM rollouts r WHERE r.state NOT IN ('Completed', 'Superseded')",
@@ -99,27 +137,30 @@ pub async fn bounds(store: &Store, retention: &Retention, now: DateTime<Utc>) ->
         let snapshot: i64 = sqlx::query_scalar("SELECT seq FROM record_snapshot").fetch_one(&mut *tx).await?;
         let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM event_log").fetch_one(&mut *tx).await?;
         tx.commit().await?;
-        Ok(Bounds { first, young, open, checkpoint, snapshot, last })
+        Ok(Bounds { first, compact_from, young, young_observations, open, checkpoint, snapshot, last })
     }
     .await)
 }
 
-/// The range due for sealing at `now` behind the newest checkpoint: the log's first kept seq
-/// through the last sealable one.
+/// The range due for sealing at `now` behind the newest checkpoint.
 pub async fn due(store: &Store, retention: &Retention, now: DateTime<Utc>) -> Result<Option<(i64, i64)>, sqlx::Error> {
-    Ok(bounds(store, retention, now).await?.range(true))
+    Ok(bounds(store, retention, now).await?.seal(true))
 }
 
-/// Writes entries `first..=up_to` to a segment in `dir`, checking their chain from the hash
-/// before `first`. Returns the `LogSealed` entry that records it.
-pub async fn write_segment(
-    store: &Store,
-    dir: &std::path::Path,
-    first: i64,
-    up_to: i64,
-) -> Result<LogSealed, RetentionError> {
+/// The newest entry the database holds at or before `seq` (a seal ends on one).
+pub async fn present_at_or_before(store: &Store, seq: i64) -> Result<Option<i64>, sqlx::Error> {
+    on_pool!(store, pool => {
+        sqlx::query_scalar("SELECT MAX(seq) FROM event_log WHERE seq <= $1").bind(seq).fetch_one(pool).await
+    })
+}
+
+/// Writes the database's entries `first..=up_to` to a sealed segment in `dir`, checking their
+/// chain from the hash before `first` (across gaps of compacted observations). Returns the
+/// `LogSealed` entry that records it. `up_to` must be an entry the database holds.
+pub async fn write_segment(store: &Store, dir: &Path, first: i64, up_to: i64) -> Result<LogSealed, RetentionError> {
     let prev = hash_before(store, first).await?;
-    let mut writer = SegmentWriter::create(dir, Header { first, last: up_to, prev })?;
+    let header = Header { kind: SegmentKind::Log, first, last: up_to, prev: Some(prev) };
+    let mut writer = SegmentWriter::create(dir, header, chain::compacted(store).await?)?;
     let mut after = first - 1;
     loop {
         let rows = chain::rows_after(store, after, up_to).await?;
@@ -129,39 +170,61 @@ pub async fn write_segment(
         }
         after = end;
     }
-    let (file, head) = writer.finish()?;
-    Ok(LogSealed {
-        from: first,
-        up_to,
-        entries: u64::try_from(up_to - first + 1).unwrap_or(0),
-        head_hash: engine::chain::hex(&head),
-        file,
-    })
+    let (file, head, entries) = writer.finish()?;
+    Ok(LogSealed { from: first, up_to, entries, head_hash: engine::chain::hex(&head), file })
 }
 
-/// The chain hash of the entry before `seq`: genesis before the first, the stored hash of a
-/// row still here, or the head of the seal that took it.
+/// Writes the observations among the database's entries `from..=up_to` to an observations
+/// segment in `dir` (none when there are none). Returns the `LogCompacted` entry that
+/// records it.
+pub async fn write_observations(
+    store: &Store,
+    dir: &Path,
+    from: i64,
+    up_to: i64,
+) -> Result<LogCompacted, RetentionError> {
+    let header = Header { kind: SegmentKind::Observations, first: from, last: up_to, prev: None };
+    let mut writer = SegmentWriter::create(dir, header, Default::default())?;
+    let mut after = from - 1;
+    loop {
+        let rows = chain::rows_after(store, after, up_to).await?;
+        let Some(end) = rows.last().map(|r| r.0) else { break };
+        for row in rows.iter().filter(|r| is_observation(&r.2, &r.6)) {
+            writer.push(&chain::entry(row), row.7.as_deref())?;
+        }
+        after = end;
+    }
+    if writer.entries() == 0 {
+        writer.abandon();
+        return Ok(LogCompacted { from, up_to, entries: 0, file: None });
+    }
+    let (file, _, entries) = writer.finish()?;
+    Ok(LogCompacted { from, up_to, entries, file: Some(file) })
+}
+
+/// The chain hash of the entry before `seq`: genesis before the first, the head of the seal
+/// that ends there, or the stored hash of a row still here.
 async fn hash_before(store: &Store, seq: i64) -> Result<Hash, RetentionError> {
     if seq <= 1 {
         return Ok(GENESIS);
     }
+    if let Some((up_to, head, _)) = chain::sealed_head(store).await?
+        && up_to == seq - 1
+    {
+        return Ok(head);
+    }
     let stored: Option<Option<Vec<u8>>> = on_pool!(store, pool => {
         sqlx::query_scalar("SELECT hash FROM event_log WHERE seq = $1").bind(seq - 1).fetch_optional(pool).await?
     });
-    if let Some(stored) = stored {
-        return chain::stored_head(Some((seq - 1, stored))).map(|(_, hash)| hash).map_err(chain_error);
-    }
-    match chain::sealed_head(store).await? {
-        Some((up_to, head, _)) if up_to == seq - 1 => Ok(head),
-        _ => Err(chain_error(format!("entry {} is gone and no seal ends at it", seq - 1))),
-    }
+    let stored = stored.ok_or_else(|| chain_error(format!("entry {} is gone and no seal ends at it", seq - 1)))?;
+    chain::stored_head(Some((seq - 1, stored))).map(|(_, hash)| hash).map_err(chain_error)
 }
 
 fn chain_error(why: String) -> RetentionError {
     RetentionError::Db(sqlx::Error::Decode(why.into()))
 }
 
-/// Deletes the rows through `up_to`, [`PURGE_BATCH`] per transaction, yielding between
+/// Deletes the rows through `up_to`, [`PURGE_BATCH`] seqs per transaction, yielding between
 /// them so the reducer's commits are not held up. Returns how many it deleted.
 pub async fn purge(store: &Store, up_to: i64) -> Result<u64, sqlx::Error> {
     let mut deleted = 0;
@@ -171,12 +234,39 @@ pub async fn purge(store: &Store, up_to: i64) -> Result<u64, sqlx::Error> {
         });
         let Some(first) = first.filter(|f| *f <= up_to) else { return Ok(deleted) };
         let through = first.saturating_add(PURGE_BATCH - 1).min(up_to);
-        let done = on_pool!(store, pool => {
+        deleted += on_pool!(store, pool => {
             sqlx::query("DELETE FROM event_log WHERE seq <= $1").bind(through).execute(pool).await?.rows_affected()
         });
-        deleted += done;
         tokio::task::yield_now().await;
     }
+}
+
+/// Deletes the entries an observations segment holds (those still in the database), a batch
+/// of seqs per transaction. Returns how many it deleted.
+pub async fn purge_observations(store: &Store, dir: &Path, file: &str) -> Result<u64, RetentionError> {
+    let segment = super::archive::list(dir)?
+        .into_iter()
+        .find(|s| s.name() == file)
+        .ok_or_else(|| chain_error(format!("{file} is not in the archive {}", dir.display())))?;
+    let mut seqs = Vec::new();
+    let mut reader = SegmentReader::open(&segment)?;
+    while let Some(line) = reader.next_line()? {
+        seqs.push(line.seq);
+    }
+    let mut deleted = 0;
+    for batch in seqs.chunks(500) {
+        let placeholders: Vec<String> = (1..=batch.len()).map(|i| format!("${i}")).collect();
+        let sql = format!("DELETE FROM event_log WHERE seq IN ({})", placeholders.join(", "));
+        deleted += on_pool!(store, pool => {
+            let mut query = sqlx::query(&sql);
+            for seq in batch {
+                query = query.bind(seq);
+            }
+            query.execute(pool).await?.rows_affected()
+        });
+        tokio::task::yield_now().await;
+    }
+    Ok(deleted)
 }
 
 /// The first seq the database still holds (0 when the log is empty).

@@ -187,14 +187,14 @@ impl Core {
         Ok((pending.log.len().saturating_sub(1), acted))
     }
 
-    /// Entries were sealed into the archive: the entry that says so.
-    pub fn sealed(&mut self, pending: &mut Pending, now: DateTime<Utc>, sealed: shared::log::LogSealed) {
+    /// Entries were archived: the entry that says so.
+    pub fn archived(&mut self, pending: &mut Pending, now: DateTime<Utc>, archived: super::input::Archived) {
         let row = Logged {
             ts: now,
             rollout_id: None,
             host: None,
             channel: None,
-            entry: LogEntry::LogSealed(sealed),
+            entry: archived.entry(),
             record: None,
             rollout: None,
         };

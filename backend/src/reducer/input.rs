@@ -37,10 +37,10 @@ pub enum ReducerInput {
         reply: Reply<OperatorOutcome>,
     },
     /// The sealer exported entries to the archive: log it (SPEC §16). Answered after the
-    /// `LogSealed` entry committed; only then are the entries deleted.
-    LogSealed {
-        sealed: shared::log::LogSealed,
-        reply: Reply<shared::log::LogSealed>,
+    /// entry committed; only then are the entries deleted.
+    Archived {
+        entry: Archived,
+        reply: Reply<()>,
     },
     /// Refresh the gauges (records by state, holds by gate, stuck) for a `/metrics` scrape:
     /// they count every record, so they are computed when asked for, not after every group.
@@ -58,8 +58,24 @@ impl ReducerInput {
             ReducerInput::ManifestSetUpdated { .. } => "manifest_set_updated",
             ReducerInput::PlanTick { .. } => "plan_tick",
             ReducerInput::Operator { .. } => "operator",
-            ReducerInput::LogSealed { .. } => "log_sealed",
+            ReducerInput::Archived { .. } => "archived",
             ReducerInput::RefreshGauges { .. } => "refresh_gauges",
+        }
+    }
+}
+
+/// What the sealer archived.
+#[derive(Debug, Clone)]
+pub enum Archived {
+    Sealed(shared::log::LogSealed),
+    Compacted(shared::log::LogCompacted),
+}
+
+impl Archived {
+    pub fn entry(self) -> shared::log::LogEntry {
+        match self {
+            Archived::Sealed(sealed) => shared::log::LogEntry::LogSealed(sealed),
+            Archived::Compacted(compacted) => shared::log::LogEntry::LogCompacted(compacted),
         }
     }
 }

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::core::SharedFleet;
 use self::core::{Core, Pending};
-pub use self::input::{ManifestUpdate, ReducerError, ReducerInput, Reply};
+pub use self::input::{Archived, ManifestUpdate, ReducerError, ReducerInput, Reply};
 use crate::db::writer::{Committed, WriteError, Writer};
 use crate::db::{Store, store};
 use crate::feed::FeedHub;
@@ -357,9 +357,9 @@ impl Reducer {
                         }
                     }
                 }
-                ReducerInput::LogSealed { sealed, reply } => {
-                    self.core.sealed(&mut pending, now, sealed.clone());
-                    responders.push(respond(reply, Ok(sealed)));
+                ReducerInput::Archived { entry, reply } => {
+                    self.core.archived(&mut pending, now, entry);
+                    responders.push(respond(reply, Ok(())));
                 }
                 ReducerInput::Operator { action, by, reason, reply } => {
                     match self.core.operator(&mut pending, now, &action, &by, reason.as_deref()) {
@@ -565,7 +565,7 @@ fn refuse(input: ReducerInput, why: &str) {
         ReducerInput::Heartbeat { reply, .. } => drop(reply.send(Err(err()))),
         ReducerInput::ManifestSetUpdated { reply: Some(reply), .. } => drop(reply.send(Err(err()))),
         ReducerInput::Operator { reply, .. } => drop(reply.send(Err(err()))),
-        ReducerInput::LogSealed { reply, .. } => drop(reply.send(Err(err()))),
+        ReducerInput::Archived { reply, .. } => drop(reply.send(Err(err()))),
         ReducerInput::PlanTick { reply: Some(reply) } => drop(reply.send(Err(err()))),
         ReducerInput::RefreshGauges { reply } => drop(reply.send(Err(err()))),
         ReducerInput::ManifestSetUpdated { reply: None, .. } | ReducerInput::PlanTick { reply: None } => {}

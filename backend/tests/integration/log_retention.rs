@@ -119,7 +119,7 @@ async fn entries_past_retention_are_sealed_and_what_asks_for_them_is_told() {
     assert!(ok, "{text}");
     let last = app.log().await.last().unwrap().seq();
     assert!(
-        text.contains(&format!("seq 1–{last}")) && text.contains(&format!("{} sealed segments", seals.len())),
+        text.contains(&format!("seq 1–{last}")) && text.contains(&format!("{} archive segments", seals.len())),
         "{text}"
     );
     let (ok, text) = fleetwave(&["log", "verify", "--db", &db]);
