@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use engine::chain::Hash;
 
 use super::replay::Replayed;
-use super::store::{self, QuarantineRow, from_json, parse_ts};
-use super::{Dialect, Store, on_pool};
+use super::store::{self, parse_ts};
+use super::{Store, on_pool};
 
 /// Checkpoints kept: the newest and the one before it.
 const KEEP: i64 = 2;
@@ -53,64 +53,15 @@ fn decode(body: &[u8]) -> Result<Replayed, String> {
 /// Takes a checkpoint of the committed state at the log's last seq, unless the log is empty
 /// or the newest checkpoint is already there; keeps the newest [`KEEP`]. Returns its seq.
 pub async fn take(store: &Store, now: DateTime<Utc>) -> Result<Option<i64>, CheckpointError> {
-    type Row = (String,);
-    let read = on_pool!(store, pool => async {
-        let mut tx = pool.begin().await?;
-        if store.dialect() == Dialect::Postgres {
-            sqlx::query(store::SNAPSHOT).execute(&mut *tx).await?;
-        }
-        let head: Option<(i64, Option<Vec<u8>>)> =
-            sqlx::query_as(super::chain::HEAD).fetch_optional(&mut *tx).await?;
-        let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM checkpoints").fetch_one(&mut *tx).await?;
-        let Some(head) = head.filter(|(seq, _)| newest.is_none_or(|n| n < *seq)) else {
-            return Ok::<_, sqlx::Error>(None);
-        };
-        let rollouts: Vec<Row> = sqlx::query_as("SELECT body FROM rollouts ORDER BY rollout_id").fetch_all(&mut *tx).await?;
-        let records: Vec<Row> = sqlx::query_as(
-            "SELECT r.body FROM current_host_records r JOIN rollouts o USING (rollout_id)
-             WHERE o.state NOT IN ('Completed', 'Superseded') ORDER BY r.rollout_id, r.hostname",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        let quarantines: Vec<(String, String, String, String, String)> = sqlx::query_as(
-            "SELECT channel, closure, reason, by_whom, at FROM quarantines WHERE released_at IS NULL ORDER BY id",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        let policies: Option<String> =
-            sqlx::query_scalar("SELECT body FROM policies WHERE id = 1").fetch_optional(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(Some((head, rollouts, records, quarantines, policies)))
+    let newest: Option<i64> = on_pool!(store, pool => {
+        sqlx::query_scalar("SELECT MAX(seq) FROM checkpoints").fetch_one(pool).await?
+    });
+    if store::last_seq(store).await? <= newest.unwrap_or(0) {
+        return Ok(None);
     }
-    .await)?;
-    let Some(((seq, hash), rollouts, records, quarantines, policies)) = read else { return Ok(None) };
-    let (_, head) = super::chain::stored_head(Some((seq, hash))).map_err(CheckpointError::Chain)?;
-    let mut state = Replayed::default();
-    for (body,) in rollouts {
-        let rollout: engine::rollout::Rollout = from_json(&body)?;
-        state.rollouts.insert(rollout.id.clone(), rollout);
-    }
-    for (body,) in records {
-        let record: engine::host::HostRecord = from_json(&body)?;
-        state.records.insert((record.rollout_id.clone(), record.hostname.clone()), record);
-    }
-    for (channel, closure, reason, by, at) in quarantines {
-        let bad = |why: String| CheckpointError::Body { seq, why };
-        let row = QuarantineRow {
-            channel: shared::Channel::parse(channel).map_err(|e| bad(e.to_string()))?,
-            closure: shared::Closure::parse(closure).map_err(|e| bad(e.to_string()))?,
-            reason,
-            by,
-            at: parse_ts(&at)?,
-            released_at: None,
-            released_by: None,
-            release_reason: None,
-        };
-        state.quarantines.insert((row.channel.clone(), row.closure.clone()), row);
-    }
-    if let Some(body) = policies {
-        state.policies = from_json(&body)?;
-    }
+    let (head, state) = super::replay::from_tables(store).await?;
+    let Some(head) = head else { return Ok(None) };
+    let (seq, head) = super::chain::stored_head(Some(head)).map_err(CheckpointError::Chain)?;
     let body = encode(&state).map_err(|why| CheckpointError::Body { seq, why })?;
     on_pool!(store, pool => {
         let mut tx = pool.begin().await?;

@@ -393,7 +393,7 @@ conformance! {
         let states = store::record_states(&f.store, &[id("web@1")]).await.unwrap();
         assert_eq!((states.len(), states[0].stuck), (1, false));
         // A restart loads the newest copy and writes it into the table.
-        let loaded = store::load(&f.reopen().await).await.unwrap();
+        let loaded = crate::db::startup::load(&f.reopen().await).await.unwrap();
         assert_eq!(loaded.records.iter().map(|r| r.last_event_seq).collect::<Vec<_>>(), vec![7]);
         assert_eq!(loaded.last_seq, 2);
         let table: Vec<(String,)> = on_pool!(&f.store, pool => sqlx::query_as("SELECT body FROM host_records").fetch_all(pool).await.unwrap());
@@ -476,7 +476,7 @@ conformance! {
         assert_eq!(presence.iter().map(|p| (p.0.as_str(), p.2.is_some())).collect::<Vec<_>>(), [("h1", true), ("h2", false)]);
         let host_log = store::host_log(&f.store, &host("h1"), 1).await.unwrap();
         assert_eq!(host_log.iter().map(|e| e.seq).collect::<Vec<_>>(), [2], "the newest one");
-        let loaded = store::load(&f.store).await.unwrap();
+        let loaded = crate::db::startup::load(&f.store).await.unwrap();
         assert_eq!((loaded.quarantines.len(), loaded.presence.len()), (1, 2));
     }
 

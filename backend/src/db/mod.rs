@@ -22,6 +22,7 @@ pub mod postgres;
 pub mod replay;
 pub mod retention;
 pub mod sqlite;
+pub mod startup;
 pub mod store;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testing;

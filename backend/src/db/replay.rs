@@ -175,6 +175,68 @@ fn apply_policy(policies: &mut OperatorPolicies, e: &LogEvent, entry: LogEntry) 
     }
 }
 
+/// The derived state as the tables hold it at the log's last seq, read in one snapshot (the
+/// records through the `current_host_records` view, so records only the log's tail holds are
+/// in it): every rollout, the records of those not ended, the quarantines in force and the
+/// operators' policies. With the log's last seq and that entry's stored hash (none for an
+/// empty log).
+pub async fn from_tables(store: &Store) -> Result<(Option<(i64, Option<Vec<u8>>)>, Replayed), sqlx::Error> {
+    type Quarantine = (String, String, String, String, String);
+    let (head, rollouts, records, quarantines, policies) = on_pool!(store, pool => async {
+        let mut tx = pool.begin().await?;
+        if store.dialect() == super::Dialect::Postgres {
+            sqlx::query(store::SNAPSHOT).execute(&mut *tx).await?;
+        }
+        let head: Option<(i64, Option<Vec<u8>>)> =
+            sqlx::query_as(super::chain::HEAD).fetch_optional(&mut *tx).await?;
+        let rollouts: Vec<(String,)> =
+            sqlx::query_as("SELECT body FROM rollouts ORDER BY rollout_id").fetch_all(&mut *tx).await?;
+        let records: Vec<(String,)> = sqlx::query_as(
+            "SELECT r.body FROM current_host_records r JOIN rollouts o USING (rollout_id)
+             WHERE o.state NOT IN ('Completed', 'Superseded') ORDER BY r.rollout_id, r.hostname",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let quarantines: Vec<Quarantine> = sqlx::query_as(
+            "SELECT channel, closure, reason, by_whom, at FROM quarantines WHERE released_at IS NULL ORDER BY id",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let policies: Option<String> =
+            sqlx::query_scalar("SELECT body FROM policies WHERE id = 1").fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>((head, rollouts, records, quarantines, policies))
+    }
+    .await)?;
+    let mut state = Replayed::default();
+    for (body,) in rollouts {
+        let rollout: Rollout = store::from_json(&body)?;
+        state.rollouts.insert(rollout.id.clone(), rollout);
+    }
+    for (body,) in records {
+        let record: HostRecord = store::from_json(&body)?;
+        state.records.insert((record.rollout_id.clone(), record.hostname.clone()), record);
+    }
+    for (channel, closure, reason, by, at) in quarantines {
+        let bad = |e: shared::ids::IdError| sqlx::Error::Decode(Box::new(e));
+        let row = store::QuarantineRow {
+            channel: Channel::parse(channel).map_err(bad)?,
+            closure: Closure::parse(closure).map_err(bad)?,
+            reason,
+            by,
+            at: store::parse_ts(&at)?,
+            released_at: None,
+            released_by: None,
+            release_reason: None,
+        };
+        state.quarantines.insert((row.channel.clone(), row.closure.clone()), row);
+    }
+    if let Some(body) = policies {
+        state.policies = store::from_json(&body)?;
+    }
+    Ok((head, state))
+}
+
 /// Empties the rollout and record tables and refills them from the event log.
 pub async fn rebuild(store: &Store, writer: &Writer) -> Result<Replayed, String> {
     let entries = store::log_after(store, 0, i64::MAX).await.map_err(|e| e.to_string())?;

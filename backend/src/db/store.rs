@@ -109,45 +109,11 @@ pub async fn manifest_set(
     Ok(Some((from_json(&fleet)?, manifests)))
 }
 
-pub async fn load(store: &Store) -> Result<Loaded, sqlx::Error> {
-    settle_records(store).await?;
-    let mut loaded = Loaded::default();
-    if let Some((fleet, manifests)) = manifest_set(store).await? {
-        loaded.fleet = Some(fleet);
-        loaded.manifests = manifests;
-    }
-    on_pool!(store, pool => {
-        let rollouts: Vec<(String,)> =
-            sqlx::query_as("SELECT body FROM rollouts ORDER BY rollout_id").fetch_all(pool).await?;
-        for (body,) in rollouts {
-            loaded.rollouts.push(from_json(&body)?);
-        }
-        let records: Vec<(String,)> = sqlx::query_as(
-            "SELECT r.body FROM host_records r JOIN rollouts o USING (rollout_id)
-             WHERE o.state NOT IN ('Completed', 'Superseded') ORDER BY r.rollout_id, r.hostname",
-        )
-        .fetch_all(pool)
-        .await?;
-        for (body,) in records {
-            loaded.records.push(from_json(&body)?);
-        }
-    });
-    loaded.quarantines = quarantines(store, 0).await?.into_iter().filter(|q| q.released_at.is_none()).collect();
-    loaded.policies = policies(store).await?;
-    for (host, at, closure) in presence(store).await? {
-        let host = Hostname::parse(host).map_err(decode)?;
-        loaded.presence.push((host, at, closure.and_then(|c| Closure::parse(c).ok())));
-    }
-    loaded.last_seq = last_seq(store).await?;
-    loaded.signatures = signatures(store, Utc::now().timestamp()).await?;
-    Ok(loaded)
-}
-
 /// Writes into `host_records` the records that only the log's tail holds (the reducer had
 /// not written them when it stopped or failed) and moves the snapshot to the log's end, so
 /// that memory loaded from the table is the committed state. Records of rollouts that ended
 /// meanwhile are among them, and leave memory once loaded.
-async fn settle_records(store: &Store) -> Result<(), sqlx::Error> {
+pub(super) async fn settle_records(store: &Store) -> Result<(), sqlx::Error> {
     let settle = match store.dialect() {
         Dialect::Sqlite => {
             "INSERT INTO host_records (rollout_id, hostname, state, body)

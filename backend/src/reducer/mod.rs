@@ -161,7 +161,8 @@ pub async fn spawn(
 ) -> Result<(ReducerHandle, JoinHandle<()>), sqlx::Error> {
     // Entries written before the log's hash chain existed are hashed before any is added.
     crate::db::chain::backfill(&store).await?;
-    let mut loaded = store::load(&store).await?;
+    let (mut loaded, source) = crate::db::startup::load_from(&store).await?;
+    tracing::info!(?source, rollouts = loaded.rollouts.len(), records = loaded.records.len(), "state loaded");
     config.signatures.restore(std::mem::take(&mut loaded.signatures), config.clock.now().timestamp());
     let core = Core::from_loaded(loaded, trust_now(&trust), shared_fleet.clone(), config.clock.now());
     let (tx, rx) = mpsc::channel(QUEUE);
@@ -479,7 +480,7 @@ impl Reducer {
         let mut wait = RELOAD_FIRST_WAIT;
         self.reloading.store(true, Ordering::Release);
         loop {
-            match store::load(&self.store).await {
+            match crate::db::startup::load(&self.store).await {
                 Ok(mut loaded) => {
                     self.signatures.restore(std::mem::take(&mut loaded.signatures), self.clock.now().timestamp());
                     self.core =

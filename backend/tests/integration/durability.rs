@@ -310,6 +310,17 @@ async fn replaying_the_event_log_into_empty_tables_gives_the_same_rollouts_and_r
         let replayed = backend::db::checkpoint::replay_from(&app.state.store, cp.clone()).await.unwrap();
         assert_eq!(replayed, whole, "replayed from the checkpoint at {}", cp.seq);
     }
+    // Start-up loads the newest checkpoint and replays the entries after it; what it loads
+    // is the log's state, which is what the tables hold.
+    let (loaded, source) = backend::db::startup::load_from(&app.state.store).await.unwrap();
+    let (newest, last) = (checkpoints.last().unwrap().seq, log.last().unwrap().seq);
+    assert!(last > newest);
+    assert_eq!(source, backend::db::startup::Source::Checkpoint { seq: newest, replayed: last - newest });
+    assert_eq!(backend::db::replay::from_tables(&app.state.store).await.unwrap().1, whole, "the tables");
+    assert!(loaded.rollouts.iter().eq(whole.rollouts.values()), "rollouts loaded");
+    assert!(loaded.records.iter().eq(whole.records.values()), "records loaded");
+    assert!(loaded.quarantines.iter().eq(whole.quarantines.values()), "quarantines loaded");
+    assert_eq!(loaded.policies, whole.policies, "policies loaded");
 
     let before = table_rows(&app.state.store).await;
     assert!(before.0.len() == 2 && before.1.len() == 8);
@@ -371,7 +382,7 @@ async fn records_carried_by_the_log_are_written_behind_it_and_read_through_it() 
         None => app.db.target(),
     };
     let store = backend::db::open(&crashed).await.unwrap();
-    let loaded = backend::db::store::load(&store).await.unwrap();
+    let loaded = backend::db::startup::load(&store).await.unwrap();
     let record = loaded.records.iter().find(|r| r.hostname.as_str() == "a").unwrap();
     assert_eq!(record.state.as_str(), "Soaking");
     assert_eq!(table_and_view_state(&store, "a").await, ("Soaking".into(), "Soaking".into()));
