@@ -18,6 +18,7 @@
 
 mod ceilings;
 mod feed;
+mod history;
 mod load;
 mod search;
 mod server;
@@ -39,6 +40,9 @@ pub enum BenchCommand {
     Run(RunArgs),
     /// Only the ceilings (raw database writes, a bare signed HTTP route).
     Ceilings(CeilingArgs),
+    /// A fleet through days of releases in compressed time: how the database grows, with
+    /// and without retention (SPEC §16).
+    History(history::HistoryArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -88,6 +92,7 @@ fn parse_postgres(url: &str) -> Result<String, String> {
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Run(args) => run_all(args).await,
+        BenchCommand::History(args) => history::run(args).await,
         BenchCommand::Ceilings(args) => {
             let fleet = LoadFleet::build(&shape(1_000, 100))?;
             println!("{}", measure_ceilings(&args, &fleet).await?.table());

@@ -17,6 +17,8 @@ pub struct LoadFleet {
     pub release: SignedRelease,
     pub hosts: Vec<SimHost>,
     ci: SigningKey,
+    /// The fleet document the release was signed from.
+    doc: Value,
 }
 
 /// What the fleet looks like.
@@ -29,6 +31,14 @@ pub struct LoadShape {
     pub seed: u64,
     /// What every host runs before the release.
     pub initial_closure: String,
+}
+
+/// A load host's closure in release `n`.
+fn closure(channel: usize, tag: &str, n: Option<usize>) -> String {
+    match n {
+        None => format!("/nix/store/{channel:032x}-nixos-system-{tag}-load"),
+        Some(n) => format!("/nix/store/{channel:032x}-nixos-system-{tag}-load-r{n}"),
+    }
 }
 
 /// Host `i`'s name: sorted by name is sorted by index.
@@ -54,7 +64,7 @@ impl LoadFleet {
             host_docs.insert(
                 name.clone(),
                 json!({"channel": format!("ch{channel:03}"), "tags": [tag], "pubkey": engine::sign::public_key_b64(&key),
-                "closure": format!("/nix/store/{channel:032x}-nixos-system-{tag}-load")}),
+                "closure": closure(channel, tag, None)}),
             );
             hosts.push(SimHost { hostname: name, key, initial_closure: shape.initial_closure.clone() });
         }
@@ -79,7 +89,27 @@ impl LoadFleet {
             "disruptionBudgets": [{"name": "web", "selector": {"tags": ["web"]}, "maxInFlight": (shape.hosts / 4).max(1)}]
         });
         let release = sign_release(&ci, &doc).map_err(anyhow::Error::msg)?;
-        Ok(LoadFleet { trust, release, hosts, ci })
+        Ok(LoadFleet { trust, release, hosts, ci, doc })
+    }
+
+    /// Release `n` (1, 2, …) of the fleet, signed at `signed_at`: every host gets a new
+    /// closure ([`LoadFleet::closure_of`]), so every channel opens a rollout.
+    pub fn release(&self, n: usize, signed_at: chrono::DateTime<chrono::Utc>) -> anyhow::Result<SignedRelease> {
+        let mut doc = self.doc.clone();
+        doc["meta"] = json!({"ciCommit": format!("{n:08x}"), "signedAt": signed_at.to_rfc3339()});
+        if let Some(hosts) = doc["hosts"].as_object_mut() {
+            for (name, host) in hosts.iter_mut() {
+                host["closure"] = json!(self.closure_of(name, Some(n)));
+            }
+        }
+        sign_release(&self.ci, &doc).map_err(anyhow::Error::msg)
+    }
+
+    /// What `host` runs in release `n` (`None`: the first, [`LoadFleet::release`] field).
+    pub fn closure_of(&self, host: &str, n: Option<usize>) -> String {
+        let doc = &self.doc["hosts"][host];
+        let channel = doc["channel"].as_str().and_then(|c| c.strip_prefix("ch")).and_then(|c| c.parse().ok());
+        closure(channel.unwrap_or(0), doc["tags"][0].as_str().unwrap_or("web"), n)
     }
 
     /// Writes `trust.json`, `ci.key` and `release/` (for `serve --manifests-dir`) to `dir`,

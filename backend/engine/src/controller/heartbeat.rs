@@ -80,13 +80,11 @@ impl Controller {
             })
         });
         let busy = !open.is_empty();
-        HeartbeatResponse {
-            received_at: now,
-            replay_from,
-            bootstrap,
-            dispatch,
-            next_heartbeat_seconds: if busy { ACTIVE_HEARTBEAT_SECONDS as u64 } else { IDLE_HEARTBEAT_SECONDS },
+        let next_heartbeat_seconds = if busy { ACTIVE_HEARTBEAT_SECONDS as u64 } else { IDLE_HEARTBEAT_SECONDS };
+        if let Some(presence) = self.presence.get_mut(host) {
+            presence.asked_seconds = next_heartbeat_seconds;
         }
+        HeartbeatResponse { received_at: now, replay_from, bootstrap, dispatch, next_heartbeat_seconds }
     }
 
     fn note_presence(
@@ -104,6 +102,7 @@ impl Controller {
             booted: None,
             persisted_at: None,
             online: false,
+            asked_seconds: IDLE_HEARTBEAT_SECONDS,
         });
         let came_online = !entry.online;
         let changed = entry.closure != closure || entry.booted != booted;
@@ -185,22 +184,15 @@ impl Controller {
         }
     }
 
-    /// Hosts silent for three heartbeat intervals go offline (the active interval if the host
-    /// has an open record, the idle one otherwise).
+    /// Hosts silent for three of the heartbeat intervals their last answers asked for go
+    /// offline.
     pub(super) fn mark_offline(&mut self, now: DateTime<Utc>, out: &mut Vec<Write>) {
-        let active = Duration::seconds(3 * ACTIVE_HEARTBEAT_SECONDS);
-        let idle = Duration::seconds(3 * IDLE_HEARTBEAT_SECONDS as i64);
-        // Only hosts silent longer than the shorter limit can be going offline.
-        let silent: Vec<Hostname> =
-            self.presence.iter().filter(|(_, p)| p.online && now - p.at > active).map(|(h, _)| h.clone()).collect();
         let mut gone = Vec::new();
-        for host in silent {
-            let limit = if self.open_records_of(&host).is_empty() { idle } else { active };
-            if let Some(p) = self.presence.get_mut(&host)
-                && now - p.at > limit
-            {
+        for (host, p) in self.presence.iter_mut() {
+            let limit = Duration::seconds(3 * i64::try_from(p.asked_seconds).unwrap_or(i64::MAX / 4));
+            if p.online && now - p.at > limit {
                 p.online = false;
-                gone.push((host, p.at));
+                gone.push((host.clone(), p.at));
             }
         }
         gone.sort();

@@ -101,6 +101,9 @@ struct Presence {
     booted: Option<Closure>,
     persisted_at: Option<DateTime<Utc>>,
     online: bool,
+    /// The heartbeat interval its last answer asked for: it is offline only after three of
+    /// them (a host told to come back in 30 s is not late after 15, whatever opened since).
+    asked_seconds: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -140,7 +143,17 @@ impl Controller {
         c.state.policies = restored.policies;
         for (host, at, closure) in restored.presence {
             c.state.last_heartbeat.insert(host.clone(), at);
-            c.presence.insert(host, Presence { at, closure, booted: None, persisted_at: Some(at), online: true });
+            c.presence.insert(
+                host,
+                Presence {
+                    at,
+                    closure,
+                    booted: None,
+                    persisted_at: Some(at),
+                    online: true,
+                    asked_seconds: heartbeat::IDLE_HEARTBEAT_SECONDS,
+                },
+            );
         }
         c.note_budget_holds(None);
         c
