@@ -51,10 +51,19 @@ pub struct HistoryArgs {
     /// Compact observations older than this many days. Default: no retention.
     #[arg(long)]
     pub observation_retention_days: Option<u64>,
+    /// Retention applies from this day on (a database that grew without it, then turned
+    /// on). That day's round runs while the day's release is under way, and the latency of
+    /// every event during it is reported next to the rest of that release's. Default: 1.
+    #[arg(long, default_value_t = 1)]
+    pub retention_from_day: usize,
     /// Keep the database and the log archive in this directory. Default: a temporary one.
     #[arg(long)]
     pub dir: Option<PathBuf>,
 }
+
+/// When each event was answered and how long it took (the reducer's round trip: queue,
+/// apply, commit).
+type Latencies = std::sync::Mutex<Vec<(Instant, Duration)>>;
 
 /// A host: the agent machine and what its system runs.
 struct Host {
@@ -103,6 +112,7 @@ async fn drive(
     reducer: &ReducerHandle,
     clock: &Clock,
     deadline: DateTime<Utc>,
+    latencies: &Latencies,
     done: impl Fn(&[Host]) -> bool,
 ) -> anyhow::Result<()> {
     loop {
@@ -145,6 +155,7 @@ async fn drive(
                     }
                     Request::Event(request) => {
                         let (rollout_id, seq) = (request.rollout_id.clone(), request.event.seq());
+                        let sent = Instant::now();
                         let answer = reducer
                             .ask(|reply| ReducerInput::HostEvent {
                                 host: request.hostname,
@@ -153,6 +164,9 @@ async fn drive(
                                 reply,
                             })
                             .await;
+                        if let Ok(mut latencies) = latencies.lock() {
+                            latencies.push((Instant::now(), sent.elapsed()));
+                        }
                         let result: Result<EventOutcome, SendError> = answer.map(|a| a.outcome).map_err(send_error);
                         Input::Event { rollout_id, seq, result }
                     }
@@ -183,6 +197,18 @@ async fn drive(
             }
         }
     }
+}
+
+/// Count, p50 and p99 of event latencies.
+fn summary(sample: &[(Instant, Duration)]) -> String {
+    let mut us: Vec<u64> = sample.iter().map(|(_, d)| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)).collect();
+    us.sort_unstable();
+    format!(
+        "{} events, p50 {:.1} ms, p99 {:.1} ms",
+        us.len(),
+        crate::sim::percentile_ms(&us, 0.50),
+        crate::sim::percentile_ms(&us, 0.99)
+    )
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -257,6 +283,9 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
     );
     println!("|---|---|---|---|---|---|---|");
     let started = Instant::now();
+    let latencies = Latencies::default();
+    // The previous day's release's event latencies.
+    let mut previous: Option<String> = None;
     let mut day_start = clock.now();
     for day in 1..=args.days {
         // The first heartbeats after the quiet hours.
@@ -264,7 +293,7 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
         for host in hosts.iter_mut() {
             host.handle(now, Input::Tick);
         }
-        drive(&mut hosts, &reducer, &clock, day_start + chrono::Duration::hours(20), |_| true).await?;
+        drive(&mut hosts, &reducer, &clock, day_start + chrono::Duration::hours(20), &latencies, |_| true).await?;
         let release = fleet.release(day, clock.now())?;
         let rollouts = release.manifests.iter().map(|(_, s)| s.artifact()).collect();
         let update =
@@ -273,11 +302,39 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
         reducer.ask(|reply| ReducerInput::ManifestSetUpdated { update: Box::new(update), reply: Some(reply) }).await?;
         let targets: Vec<String> = hosts.iter().map(|h| fleet.closure_of(&h.name, Some(day))).collect();
         let converged = |hosts: &[Host]| hosts.iter().zip(&targets).all(|(h, t)| h.system.as_str() == t);
-        drive(&mut hosts, &reducer, &clock, day_start + chrono::Duration::hours(20), converged).await?;
+        // The first round with retention runs during the release.
+        let during = (retains && day == args.retention_from_day).then(|| {
+            let (store, reducer, retention, now) =
+                (state.store.clone(), reducer.clone(), retention.clone(), clock.now());
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let archived = crate::sealer::seal_due(&store, &reducer, &retention, now).await;
+                (started, Instant::now(), archived)
+            })
+        });
+        if let Ok(mut latencies) = latencies.lock() {
+            latencies.clear();
+        }
+        drive(&mut hosts, &reducer, &clock, day_start + chrono::Duration::hours(20), &latencies, converged).await?;
+        if let Some(round) = during {
+            let (from, to, archived) = round.await?;
+            let archived = archived?;
+            let latencies = latencies.lock().map(|l| l.clone()).unwrap_or_default();
+            let inside: Vec<_> = latencies.iter().filter(|(at, _)| *at >= from && *at <= to).copied().collect();
+            eprintln!(
+                "retention's first round on day {day}: {} archive entries in {:.1} s; events during it: {}; the day before's release, without it: {}",
+                archived.len(),
+                (to - from).as_secs_f64(),
+                summary(&inside),
+                previous.as_deref().unwrap_or("none"),
+            );
+        }
+        previous = Some(summary(&latencies.lock().map(|l| l.clone()).unwrap_or_default()));
         // The last wave completes at a plan pass after its soak; the hosts heartbeat meanwhile.
         let until = clock.now() + chrono::Duration::minutes(i64::try_from(args.soak_minutes).unwrap_or(0) + 1);
-        drive(&mut hosts, &reducer, &clock, until + chrono::Duration::hours(1), |_| clock.now() >= until).await?;
-        if retains {
+        drive(&mut hosts, &reducer, &clock, until + chrono::Duration::hours(1), &latencies, |_| clock.now() >= until)
+            .await?;
+        if retains && day >= args.retention_from_day {
             crate::sealer::seal_due(&state.store, &reducer, &retention, clock.now()).await?;
         }
         crate::db::checkpoint::take(&state.store, clock.now()).await.map_err(|e| anyhow::anyhow!("{e}"))?;

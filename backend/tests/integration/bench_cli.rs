@@ -89,3 +89,63 @@ async fn bench_run_on_postgres_reports_its_figures_against_raw_postgres_and_drop
     .unwrap();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// `fleetwave bench history` on a tiny fleet: every simulated day's release completes (the
+/// agents' state machines drive it), the database grows by a day's entries, and once
+/// retention is on its first round archives the old ones and leaves a log that verifies with
+/// its archive.
+#[test]
+fn bench_history_drives_releases_and_retention_archives_the_old_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "bench",
+        "history",
+        "--hosts",
+        "20",
+        "--hosts-per-rollout",
+        "10",
+        "--days",
+        "4",
+        "--soak-minutes",
+        "1",
+        "--log-retention-days",
+        "2",
+        "--observation-retention-days",
+        "1",
+        "--retention-from-day",
+        "4",
+    ];
+    let out = Command::new(env!("CARGO_BIN_EXE_fleetwave")).args(args).arg("--dir").arg(dir.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    // | day | entries written | entries in the database | …
+    let rows: Vec<(i64, i64)> = text
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            Some((cells.get(2)?.parse().ok()?, cells.get(3)?.parse().ok()?))
+        })
+        .collect();
+    assert_eq!(rows.len(), 4, "{text}");
+    assert!(rows[0].0 > 20 * 5, "every host's release is in the log: {text}");
+    for day in 1..3 {
+        let ((before, _), (written, kept)) = (rows[day - 1], rows[day]);
+        assert!(written > before + 20 * 5 && kept == written, "day {}: {text}", day + 1);
+    }
+    let (written, kept) = rows[3];
+    assert!(written > rows[2].0 && kept < rows[1].0, "day 4's round archived the first days: {text}");
+    assert!(stderr.contains("retention's first round on day 4"), "{stderr}");
+    let db = dir.path().join("fleetwave.db");
+    let archive = dir.path().join("log-archive");
+    let verify = Command::new(env!("CARGO_BIN_EXE_fleetwave"))
+        .args(["log", "verify", "--db"])
+        .arg(&db)
+        .arg("--archive")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "{said}{}", String::from_utf8_lossy(&verify.stderr));
+    assert!(said.contains("log verified") && said.contains("seq 1–"), "{said}");
+}
