@@ -157,14 +157,11 @@ pub enum VerifyError {
 
 /// The payloads of the entries of `kind` in the database, newest first, with their seqs
 /// (at most `limit`).
+/// (The kind is written into the statement, so the databases use the partial index
+/// `event_log_archive` for the archive's kinds.)
 async fn payloads_of(store: &Store, kind: LogKind, limit: i64) -> Result<Vec<(i64, String)>, sqlx::Error> {
-    on_pool!(store, pool => sqlx::query_as(
-        "SELECT seq, payload FROM event_log WHERE kind = $1 ORDER BY seq DESC LIMIT $2",
-    )
-    .bind(kind.as_str())
-    .bind(limit)
-    .fetch_all(pool)
-    .await)
+    let sql = format!("SELECT seq, payload FROM event_log WHERE kind = '{}' ORDER BY seq DESC LIMIT $1", kind.as_str());
+    on_pool!(store, pool => sqlx::query_as(&sql).bind(limit).fetch_all(pool).await)
 }
 
 /// The newest `LogSealed` entry: the seq it sealed through, that entry's chain hash, and

@@ -191,12 +191,23 @@ pub async fn from_tables(store: &Store) -> Result<(Option<(i64, Option<Vec<u8>>)
             sqlx::query_as(super::chain::HEAD).fetch_optional(&mut *tx).await?;
         let rollouts: Vec<(String,)> =
             sqlx::query_as("SELECT body FROM rollouts ORDER BY rollout_id").fetch_all(&mut *tx).await?;
-        let records: Vec<(String,)> = sqlx::query_as(
-            "SELECT r.body FROM current_host_records r JOIN rollouts o USING (rollout_id)
-             WHERE o.state NOT IN ('Completed', 'Superseded') ORDER BY r.rollout_id, r.hostname",
+        // The open rollouts first: the records view is then read by its key, not whole.
+        let open: Vec<String> = sqlx::query_scalar(
+            "SELECT rollout_id FROM rollouts WHERE state NOT IN ('Completed', 'Superseded') ORDER BY rollout_id",
         )
         .fetch_all(&mut *tx)
         .await?;
+        let mut records: Vec<(String,)> = Vec::new();
+        for id in &open {
+            records.extend(
+                sqlx::query_as::<_, (String,)>(
+                    "SELECT body FROM current_host_records WHERE rollout_id = $1 ORDER BY hostname",
+                )
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?,
+            );
+        }
         let quarantines: Vec<Quarantine> = sqlx::query_as(
             "SELECT channel, closure, reason, by_whom, at FROM quarantines WHERE released_at IS NULL ORDER BY id",
         )
