@@ -157,11 +157,15 @@ pub enum VerifyError {
 
 /// The payloads of the entries of `kind` in the database, newest first, with their seqs
 /// (at most `limit`).
-/// (The kind is written into the statement, so the databases use the partial index
-/// `event_log_archive` for the archive's kinds.)
 async fn payloads_of(store: &Store, kind: LogKind, limit: i64) -> Result<Vec<(i64, String)>, sqlx::Error> {
-    let sql = format!("SELECT seq, payload FROM event_log WHERE kind = '{}' ORDER BY seq DESC LIMIT $1", kind.as_str());
+    let sql = newest_of_kind(kind);
     on_pool!(store, pool => sqlx::query_as(&sql).bind(limit).fetch_all(pool).await)
+}
+
+/// The newest `$1` entries of `kind`, newest first. The kind is written into the statement,
+/// so the databases use the partial index `event_log_archive` for the archive's kinds.
+pub fn newest_of_kind(kind: LogKind) -> String {
+    format!("SELECT seq, payload FROM event_log WHERE kind = '{}' ORDER BY seq DESC LIMIT $1", kind.as_str())
 }
 
 /// The newest `LogSealed` entry: the seq it sealed through, that entry's chain hash, and

@@ -127,3 +127,20 @@ async fn entries_past_retention_are_sealed_and_what_asks_for_them_is_told() {
     let (ok, text) = fleetwave(&["log", "export", "--db", &db, "--from", "1"]);
     assert!(!ok && text.contains(&format!("entries before seq {first} were sealed")), "{text}");
 }
+
+/// The plan is SQLite's (PostgreSQL's planner picks by table statistics).
+mod sqlite_only {
+    /// Retention's cursors (the newest `LogSealed`, the `LogCompacted` entries) are found
+    /// through their partial index, not by walking the log back to them.
+    #[tokio::test]
+    async fn the_archive_entries_are_read_through_their_partial_index() {
+        let app = crate::common::spawn_with(crate::common::Options { sqlite: true, ..Default::default() }, None).await;
+        for kind in [shared::log::LogKind::LogSealed, shared::log::LogKind::LogCompacted] {
+            let sql = format!("EXPLAIN QUERY PLAN {}", backend::db::chain::newest_of_kind(kind));
+            let plan: Vec<(i64, i64, i64, String)> =
+                backend::on_pool!(&app.state.store, pool => sqlx::query_as(&sql).bind(1_i64).fetch_all(pool).await)
+                    .unwrap();
+            assert!(plan.iter().any(|(.., detail)| detail.contains("event_log_archive")), "{kind}: {plan:?}");
+        }
+    }
+}
