@@ -26,18 +26,24 @@ fn fleet() -> serde_json::Value {
     })
 }
 
+/// An operator on stable@abc's page, its feed live.
+async fn on_the_rollout_page(session: &e2e::Session) -> anyhow::Result<RolloutPage<'_>> {
+    let token = session.add_operator("olive", Role::Operator).await?;
+    Shell::new(session).act().sign_in(&token, "olive").await?;
+    let page = RolloutPage::new(session);
+    page.act().open("stable@abc").await?;
+    page.check().feed_is_live().await?;
+    Ok(page)
+}
+
 #[tokio::test]
 async fn the_page_shows_reconnecting_and_catches_up_after_a_drop() -> anyhow::Result<()> {
     fleet_browser_test(
         "the_page_shows_reconnecting_and_catches_up_after_a_drop",
         fleet(),
         |session, mut server| async move {
-            let token = session.add_operator("olive", Role::Operator).await?;
-            Shell::new(&session).act().sign_in(&token, "olive").await?;
-            let page = RolloutPage::new(&session);
-            page.act().open("stable@abc").await?;
+            let page = on_the_rollout_page(&session).await?;
             page.check().shows_waves(1).await?;
-            page.check().feed_is_live().await?;
 
             server.stop().await?;
             page.check().feed_says("reconnecting…", Duration::from_secs(10)).await?;
@@ -73,11 +79,7 @@ async fn a_page_whose_missed_entries_were_sealed_reloads_and_says_so() -> anyhow
         "a_page_whose_missed_entries_were_sealed_reloads_and_says_so",
         fleet(),
         |session, mut server| async move {
-            let token = session.add_operator("olive", Role::Operator).await?;
-            Shell::new(&session).act().sign_in(&token, "olive").await?;
-            let page = RolloutPage::new(&session);
-            page.act().open("stable@abc").await?;
-            page.check().feed_is_live().await?;
+            let page = on_the_rollout_page(&session).await?;
 
             server.stop().await?;
             page.check().feed_says("reconnecting…", Duration::from_secs(10)).await?;
