@@ -116,17 +116,22 @@ pub async fn bounds(store: &Store, retention: &Retention, now: DateTime<Utc>) ->
     let cutoff = |keep: chrono::Duration| store::ts(now.checked_sub_signed(keep).unwrap_or(DateTime::<Utc>::MIN_UTC));
     let first = chain::sealed_head(store).await?.map_or(1, |(up_to, _, _)| up_to + 1);
     let compact_from = chain::compactions(store, 1).await?.first().map_or(first, |c| c.up_to + 1).max(first);
-    // Walks from the oldest entry to the first one young enough to keep.
-    let young_sql = "SELECT seq FROM event_log WHERE ts >= $1 ORDER BY seq LIMIT 1";
+    // Walks from where the seal or the compaction goes on to the first entry young enough
+    // to keep (what lies before was archived already).
+    let young_sql = "SELECT seq FROM event_log WHERE seq >= $2 AND ts >= $1 ORDER BY seq LIMIT 1";
     on_pool!(store, pool => async {
         let mut tx = pool.begin().await?;
         if store.dialect() == super::Dialect::Postgres {
             sqlx::query(store::SNAPSHOT).execute(&mut *tx).await?;
         }
         let young: Option<i64> =
-            sqlx::query_scalar(young_sql).bind(cutoff(retention.log)).fetch_optional(&mut *tx).await?;
+            sqlx::query_scalar(young_sql).bind(cutoff(retention.log)).bind(first).fetch_optional(&mut *tx).await?;
         let young_observations: Option<i64> =
-            sqlx::query_scalar(young_sql).bind(cutoff(retention.observations)).fetch_optional(&mut *tx).await?;
+            sqlx::query_scalar(young_sql)
+                .bind(cutoff(retention.observations))
+                .bind(compact_from)
+                .fetch_optional(&mut *tx)
+                .await?;
         let open: Option<i64> = sqlx::query_scalar(
             "SELECT MIN((SELECT MIN(e.seq) FROM event_log e WHERE e.rollout_id = r.rollout_id))
              FROM rollouts r WHERE r.state NOT IN ('Completed', 'Superseded')",
