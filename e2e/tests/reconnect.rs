@@ -104,7 +104,7 @@ async fn a_page_whose_missed_entries_were_sealed_reloads_and_says_so() -> anyhow
                         let seals =
                             backend::sealer::seal_due(&state.store, &reducer, &retention, chrono::Utc::now()).await?;
                         anyhow::ensure!(!seals.is_empty(), "nothing was sealed");
-                        *first = backend::db::retention::first_kept(&state.store).await?;
+                        *first = backend::db::retention::log_begins(&state.store).await?;
                         Ok(())
                     }
                 })

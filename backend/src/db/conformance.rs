@@ -219,6 +219,7 @@ conformance! {
         f.writer.commit(Batch { log: vec![sealed(seal)], ..Default::default() }).await.unwrap();
         assert_eq!(retention::purge(&f.store, 30).await.unwrap(), 30);
         assert_eq!(retention::first_kept(&f.store).await.unwrap(), 31);
+        assert_eq!(retention::log_begins(&f.store).await.unwrap(), 31);
         assert_eq!(retention::sealed_before(&f.store, 5).await.unwrap(), Some(31));
         assert_eq!(retention::sealed_before(&f.store, 31).await.unwrap(), None);
 
@@ -264,7 +265,7 @@ conformance! {
     async fn observations_are_compacted_and_the_chain_verifies_across_their_gaps(f) {
         let old = Utc::now() - Duration::days(10);
         let observation = |i: usize| match i {
-            4..=6 => Some((LogKind::HostOnline, r#"{"bootedClosure":null}"#.to_owned())),
+            0 | 4..=6 => Some((LogKind::HostOnline, r#"{"bootedClosure":null}"#.to_owned())),
             9 | 10 => Some((LogKind::HostEvent, format!(r#"{{"repeated":true,"n":{i}}}"#))),
             _ => None,
         };
@@ -295,16 +296,18 @@ conformance! {
         let bounds = retention::bounds(&f.store, &retention, Utc::now()).await.unwrap();
         assert_eq!((bounds.compact(true), bounds.seal(true)), (Some((1, 39)), None));
         let compacted = retention::write_observations(&f.store, &archive, 1, 39).await.unwrap();
-        assert_eq!((compacted.entries, compacted.file.as_deref()), (5, Some("observations-1-39.jsonl.zst")));
+        assert_eq!((compacted.entries, compacted.file.as_deref()), (6, Some("observations-1-39.jsonl.zst")));
         let logged = |entry: LogEntry| LogRow { kind: entry.kind(), payload: store::payload(&entry.payload()), ..row(0) };
         f.writer.commit(Batch { log: vec![logged(LogEntry::LogCompacted(compacted))], ..Default::default() }).await.unwrap();
-        assert_eq!(retention::purge_observations(&f.store, &archive, "observations-1-39.jsonl.zst").await.unwrap(), 5);
+        assert_eq!(retention::purge_observations(&f.store, &archive, "observations-1-39.jsonl.zst").await.unwrap(), 6);
+        // Compaction leaves gaps, not a later beginning: nothing is "sealed before" a seq.
+        assert_eq!(retention::sealed_before(&f.store, 1).await.unwrap(), None);
         let seqs: Vec<i64> = log_after(&f.store, 0, 100).await.unwrap().iter().map(|e| e.seq).collect();
-        assert!(!seqs.contains(&5) && !seqs.contains(&11) && seqs.contains(&8) && seqs.len() == 36, "{seqs:?}");
+        assert!(!seqs.contains(&1) && !seqs.contains(&11) && seqs.contains(&8) && seqs.len() == 35, "{seqs:?}");
 
-        // The database alone: two gaps, each entry after one taken on its hash.
+        // The database alone: three gaps, each entry after one taken on its hash.
         let live = chain::verify(&f.store, None).await.unwrap();
-        assert_eq!((live.entries, live.anchored, live.range), (34, 2, Some((1, 41))));
+        assert_eq!((live.entries, live.anchored, live.range), (32, 3, Some((2, 41))));
         // With the archive: every entry checked.
         let whole = chain::verify(&f.store, Some(&archive)).await.unwrap();
         assert_eq!((whole.entries, whole.anchored, whole.range, whole.head), (41, 0, Some((1, 41)), live.head));
@@ -328,7 +331,7 @@ conformance! {
         let (first, due) = retention::bounds(&f.store, &retention, later).await.unwrap().seal(true).unwrap();
         assert_eq!((first, due), (1, 40), "through the checkpoint");
         let seal = retention::write_segment(&f.store, &archive, 1, 20).await.unwrap();
-        assert_eq!(seal.entries, 15, "20 entries less 5 compacted");
+        assert_eq!(seal.entries, 14, "20 entries less 6 compacted");
         f.writer.commit(Batch { log: vec![logged(LogEntry::LogSealed(seal))], ..Default::default() }).await.unwrap();
         retention::purge(&f.store, 20).await.unwrap();
         let whole = chain::verify(&f.store, Some(&archive)).await.unwrap();

@@ -279,9 +279,15 @@ pub async fn first_kept(store: &Store) -> Result<i64, sqlx::Error> {
     on_pool!(store, pool => sqlx::query_scalar("SELECT COALESCE(MIN(seq), 0) FROM event_log").fetch_one(pool).await)
 }
 
+/// Where the database's log begins: after the newest seal (1 when nothing was sealed).
+/// Compacted observations leave gaps after it, not a later beginning.
+pub async fn log_begins(store: &Store) -> Result<i64, sqlx::Error> {
+    Ok(chain::sealed_head(store).await?.map_or(1, |(up_to, _, _)| up_to + 1))
+}
+
 /// Whether entries before `seq` were sealed out of the database: the seq the log now
 /// begins at, if so.
 pub async fn sealed_before(store: &Store, seq: i64) -> Result<Option<i64>, sqlx::Error> {
-    let first = first_kept(store).await?;
-    Ok((first > 1 && seq < first).then_some(first))
+    let begins = log_begins(store).await?;
+    Ok((begins > 1 && seq < begins).then_some(begins))
 }

@@ -224,8 +224,8 @@ async fn sealed_start(state: &AppState, start: Option<(i64, LogKind)>) -> Result
     if matches!(start, Some((_, LogKind::RolloutOpened))) {
         return Ok(None);
     }
-    let first = retention::first_kept(&state.store).await.map_err(ApiError::internal)?;
-    Ok((first > 1).then_some(first))
+    let begins = retention::log_begins(&state.store).await.map_err(ApiError::internal)?;
+    Ok((begins > 1).then_some(begins))
 }
 
 /// The rollout and its records replayed from its log entries up to `at`, a page at a time.
