@@ -28,8 +28,10 @@ use super::{Store, chain, on_pool, store};
 /// Entries sealed into one segment at most; a longer due range is sealed in several.
 pub const SEGMENT_ENTRIES: i64 = 1_000_000;
 
-/// Seqs deleted per transaction.
-pub const PURGE_BATCH: i64 = 2_000;
+/// Seqs deleted per transaction, and the pause after each: short transactions with room
+/// between them for the writer's commits, which wait on SQLite's write lock behind each.
+pub const PURGE_BATCH: i64 = 500;
+const PURGE_PAUSE: Duration = Duration::from_millis(2);
 
 #[derive(Debug, Clone)]
 pub struct Retention {
@@ -229,8 +231,8 @@ fn chain_error(why: String) -> RetentionError {
     RetentionError::Db(sqlx::Error::Decode(why.into()))
 }
 
-/// Deletes the rows through `up_to`, [`PURGE_BATCH`] seqs per transaction, yielding between
-/// them so the reducer's commits are not held up. Returns how many it deleted.
+/// Deletes the rows through `up_to`, [`PURGE_BATCH`] seqs per transaction with a pause
+/// between them so the reducer's commits are not held up. Returns how many it deleted.
 pub async fn purge(store: &Store, up_to: i64) -> Result<u64, sqlx::Error> {
     let mut deleted = 0;
     loop {
@@ -242,7 +244,7 @@ pub async fn purge(store: &Store, up_to: i64) -> Result<u64, sqlx::Error> {
         deleted += on_pool!(store, pool => {
             sqlx::query("DELETE FROM event_log WHERE seq <= $1").bind(through).execute(pool).await?.rows_affected()
         });
-        tokio::task::yield_now().await;
+        tokio::time::sleep(PURGE_PAUSE).await;
     }
 }
 
@@ -259,7 +261,7 @@ pub async fn purge_observations(store: &Store, dir: &Path, file: &str) -> Result
         seqs.push(line.seq);
     }
     let mut deleted = 0;
-    for batch in seqs.chunks(500) {
+    for batch in seqs.chunks(PURGE_BATCH as usize) {
         let placeholders: Vec<String> = (1..=batch.len()).map(|i| format!("${i}")).collect();
         let sql = format!("DELETE FROM event_log WHERE seq IN ({})", placeholders.join(", "));
         deleted += on_pool!(store, pool => {
@@ -269,7 +271,7 @@ pub async fn purge_observations(store: &Store, dir: &Path, file: &str) -> Result
             }
             query.execute(pool).await?.rows_affected()
         });
-        tokio::task::yield_now().await;
+        tokio::time::sleep(PURGE_PAUSE).await;
     }
     Ok(deleted)
 }
