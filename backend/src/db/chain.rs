@@ -194,8 +194,12 @@ pub async fn compacted(store: &Store) -> Result<Compacted, sqlx::Error> {
 
 /// Without the archive, what was compacted cannot be checked, but it can be counted: each
 /// compacted range still in the database must hold every entry but the ones compacted.
-async fn check_compacted_counts(store: &Store, sealed_through: i64) -> Result<(), VerifyError> {
-    for c in compactions(store, i64::MAX).await?.into_iter().filter(|c| c.from > sealed_through) {
+async fn check_compacted_counts(
+    store: &Store,
+    compactions: &[shared::log::LogCompacted],
+    sealed_through: i64,
+) -> Result<(), VerifyError> {
+    for c in compactions.iter().filter(|c| c.from > sealed_through) {
         let present: i64 = on_pool!(store, pool => {
             sqlx::query_scalar("SELECT COUNT(*) FROM event_log WHERE seq >= $1 AND seq <= $2")
                 .bind(c.from)
@@ -203,14 +207,15 @@ async fn check_compacted_counts(store: &Store, sealed_through: i64) -> Result<()
                 .fetch_one(pool)
                 .await?
         });
-        let expected = (c.up_to - c.from + 1).saturating_sub(i64::try_from(c.entries).unwrap_or(i64::MAX));
+        let span = c.up_to.saturating_sub(c.from).saturating_add(1);
+        let expected = span.saturating_sub(i64::try_from(c.entries).unwrap_or(i64::MAX));
         if present != expected {
             return Err(VerifyError::Compacted(format!(
                 "entries {}–{}: {present} in the database and {} compacted, {} missing (fleetwave log verify --archive names them)",
                 c.from,
                 c.up_to,
                 c.entries,
-                expected - present
+                expected.saturating_sub(present)
             )));
         }
     }
@@ -318,6 +323,7 @@ pub async fn verify(store: &Store, archive: Option<&std::path::Path>) -> Result<
     let mut files = Files::default();
     let mut sealed_through = 0;
     let mut sources = Vec::new();
+    let mut compaction_entries = Vec::new();
     let compacted = match archive {
         Some(dir) => {
             let listed = super::archive::list(dir)?;
@@ -337,7 +343,8 @@ pub async fn verify(store: &Store, archive: Option<&std::path::Path>) -> Result<
                 sealed_through = up_to;
             }
             sources.push(Source::Rows { store, after: sealed_through, page: Default::default() });
-            compacted(store).await?
+            compaction_entries = compactions(store, i64::MAX).await?;
+            Compacted::new(compaction_entries.iter().map(|c| (c.from, c.up_to)).collect())
         }
     };
     let mut heads: Vec<Option<(Line, Option<String>)>> = Vec::with_capacity(sources.len());
@@ -381,7 +388,7 @@ pub async fn verify(store: &Store, archive: Option<&std::path::Path>) -> Result<
         }
     }
     if archive.is_none() {
-        check_compacted_counts(store, sealed_through).await?;
+        check_compacted_counts(store, &compaction_entries, sealed_through).await?;
     }
     let last = verifier.next_seq().map(|next| next - 1);
     Ok(Verified {

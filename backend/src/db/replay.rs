@@ -181,7 +181,6 @@ fn apply_policy(policies: &mut OperatorPolicies, e: &LogEvent, entry: LogEntry) 
 /// operators' policies. With the log's last seq and that entry's stored hash (none for an
 /// empty log).
 pub async fn from_tables(store: &Store) -> Result<(Option<(i64, Option<Vec<u8>>)>, Replayed), sqlx::Error> {
-    type Quarantine = (String, String, String, String, String);
     let (head, rollouts, records, quarantines, policies) = on_pool!(store, pool => async {
         let mut tx = pool.begin().await?;
         if store.dialect() == super::Dialect::Postgres {
@@ -208,9 +207,10 @@ pub async fn from_tables(store: &Store) -> Result<(Option<(i64, Option<Vec<u8>>)
                 .await?,
             );
         }
-        let quarantines: Vec<Quarantine> = sqlx::query_as(
-            "SELECT channel, closure, reason, by_whom, at FROM quarantines WHERE released_at IS NULL ORDER BY id",
-        )
+        let quarantines: Vec<store::QuarantineColumns> = sqlx::query_as(&format!(
+            "SELECT {} FROM quarantines WHERE released_at IS NULL ORDER BY id",
+            store::QUARANTINE_COLUMNS
+        ))
         .fetch_all(&mut *tx)
         .await?;
         let policies: Option<String> =
@@ -228,18 +228,8 @@ pub async fn from_tables(store: &Store) -> Result<(Option<(i64, Option<Vec<u8>>)
         let record: HostRecord = store::from_json(&body)?;
         state.records.insert((record.rollout_id.clone(), record.hostname.clone()), record);
     }
-    for (channel, closure, reason, by, at) in quarantines {
-        let bad = |e: shared::ids::IdError| sqlx::Error::Decode(Box::new(e));
-        let row = store::QuarantineRow {
-            channel: Channel::parse(channel).map_err(bad)?,
-            closure: Closure::parse(closure).map_err(bad)?,
-            reason,
-            by,
-            at: store::parse_ts(&at)?,
-            released_at: None,
-            released_by: None,
-            release_reason: None,
-        };
+    for columns in quarantines {
+        let row = store::quarantine_row(columns)?;
         state.quarantines.insert((row.channel.clone(), row.closure.clone()), row);
     }
     if let Some(body) = policies {

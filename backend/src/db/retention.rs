@@ -116,8 +116,9 @@ impl Bounds {
 /// The bounds of what may leave the database at `now`.
 pub async fn bounds(store: &Store, retention: &Retention, now: DateTime<Utc>) -> Result<Bounds, sqlx::Error> {
     let cutoff = |keep: chrono::Duration| store::ts(now.checked_sub_signed(keep).unwrap_or(DateTime::<Utc>::MIN_UTC));
-    let first = chain::sealed_head(store).await?.map_or(1, |(up_to, _, _)| up_to + 1);
-    let compact_from = chain::compactions(store, 1).await?.first().map_or(first, |c| c.up_to + 1).max(first);
+    let first = log_begins(store).await?;
+    let compact_from =
+        chain::compactions(store, 1).await?.first().map_or(first, |c| c.up_to.saturating_add(1)).max(first);
     // Walks from where the seal or the compaction goes on to the first entry young enough
     // to keep (what lies before was archived already).
     let young_sql = "SELECT seq FROM event_log WHERE seq >= $2 AND ts >= $1 ORDER BY seq LIMIT 1";
@@ -147,11 +148,6 @@ pub async fn bounds(store: &Store, retention: &Retention, now: DateTime<Utc>) ->
         Ok(Bounds { first, compact_from, young, young_observations, open, checkpoint, snapshot, last })
     }
     .await)
-}
-
-/// The range due for sealing at `now` behind the newest checkpoint.
-pub async fn due(store: &Store, retention: &Retention, now: DateTime<Utc>) -> Result<Option<(i64, i64)>, sqlx::Error> {
-    Ok(bounds(store, retention, now).await?.seal(true))
 }
 
 /// The newest entry the database holds at or before `seq` (a seal ends on one).
@@ -236,10 +232,10 @@ fn chain_error(why: String) -> RetentionError {
 pub async fn purge(store: &Store, up_to: i64) -> Result<u64, sqlx::Error> {
     let mut deleted = 0;
     loop {
-        let first: Option<i64> = on_pool!(store, pool => {
-            sqlx::query_scalar("SELECT MIN(seq) FROM event_log").fetch_one(pool).await?
-        });
-        let Some(first) = first.filter(|f| *f <= up_to) else { return Ok(deleted) };
+        let first = first_kept(store).await?;
+        if first == 0 || first > up_to {
+            return Ok(deleted);
+        }
         let through = first.saturating_add(PURGE_BATCH - 1).min(up_to);
         deleted += on_pool!(store, pool => {
             sqlx::query("DELETE FROM event_log WHERE seq <= $1").bind(through).execute(pool).await?.rows_affected()
@@ -284,7 +280,7 @@ pub async fn first_kept(store: &Store) -> Result<i64, sqlx::Error> {
 /// Where the database's log begins: after the newest seal (1 when nothing was sealed).
 /// Compacted observations leave gaps after it, not a later beginning.
 pub async fn log_begins(store: &Store) -> Result<i64, sqlx::Error> {
-    Ok(chain::sealed_head(store).await?.map_or(1, |(up_to, _, _)| up_to + 1))
+    Ok(chain::sealed_head(store).await?.map_or(1, |(up_to, _, _)| up_to.saturating_add(1)))
 }
 
 /// Whether entries before `seq` were sealed out of the database: the seq the log now

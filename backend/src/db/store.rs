@@ -165,35 +165,41 @@ pub async fn last_seq(store: &Store) -> Result<i64, sqlx::Error> {
     on_pool!(store, pool => sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM event_log").fetch_one(pool).await)
 }
 
-type QuarantineColumns = (String, String, String, String, String, Option<String>, Option<String>, Option<String>, i64);
+/// A quarantine row's columns, as [`QUARANTINE_COLUMNS`] lists them.
+pub(crate) type QuarantineColumns =
+    (String, String, String, String, String, Option<String>, Option<String>, Option<String>, i64);
+
+/// The columns [`quarantine_row`] reads.
+pub(crate) const QUARANTINE_COLUMNS: &str =
+    "channel, closure, reason, by_whom, at, released_at, released_by, release_reason, id";
+
+/// A quarantine row as stored.
+pub(crate) fn quarantine_row(columns: QuarantineColumns) -> Result<QuarantineRow, sqlx::Error> {
+    let (channel, closure, reason, by, at, released_at, released_by, release_reason, _) = columns;
+    Ok(QuarantineRow {
+        channel: Channel::parse(channel).map_err(decode)?,
+        closure: Closure::parse(closure).map_err(decode)?,
+        reason,
+        by,
+        at: parse_ts(&at)?,
+        released_at: released_at.as_deref().map(parse_ts).transpose()?,
+        released_by,
+        release_reason,
+    })
+}
 
 /// Every active quarantine (oldest first) and the `released` most recently released ones
 /// (newest first): released quarantines only accumulate.
 pub async fn quarantines(store: &Store, released: i64) -> Result<Vec<QuarantineRow>, sqlx::Error> {
-    let rows: Vec<QuarantineColumns> = on_pool!(store, pool => sqlx::query_as(
-        "SELECT * FROM (SELECT channel, closure, reason, by_whom, at, released_at, released_by, release_reason, id
-                        FROM quarantines WHERE released_at IS NULL ORDER BY id) AS active
+    let sql = format!(
+        "SELECT * FROM (SELECT {QUARANTINE_COLUMNS} FROM quarantines WHERE released_at IS NULL ORDER BY id) AS active
          UNION ALL
-         SELECT * FROM (SELECT channel, closure, reason, by_whom, at, released_at, released_by, release_reason, id
-                        FROM quarantines WHERE released_at IS NOT NULL ORDER BY id DESC LIMIT $1) AS released",
-    )
-    .bind(released)
-    .fetch_all(pool)
-    .await)?;
-    rows.into_iter()
-        .map(|(channel, closure, reason, by, at, released_at, released_by, release_reason, _)| {
-            Ok(QuarantineRow {
-                channel: Channel::parse(channel).map_err(decode)?,
-                closure: Closure::parse(closure).map_err(decode)?,
-                reason,
-                by,
-                at: parse_ts(&at)?,
-                released_at: released_at.as_deref().map(parse_ts).transpose()?,
-                released_by,
-                release_reason,
-            })
-        })
-        .collect()
+         SELECT * FROM (SELECT {QUARANTINE_COLUMNS}
+                        FROM quarantines WHERE released_at IS NOT NULL ORDER BY id DESC LIMIT $1) AS released"
+    );
+    let rows: Vec<QuarantineColumns> =
+        on_pool!(store, pool => sqlx::query_as(&sql).bind(released).fetch_all(pool).await)?;
+    rows.into_iter().map(quarantine_row).collect()
 }
 
 /// One event-log row to append.

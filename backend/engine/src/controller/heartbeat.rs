@@ -189,7 +189,8 @@ impl Controller {
     pub(super) fn mark_offline(&mut self, now: DateTime<Utc>, out: &mut Vec<Write>) {
         let mut gone = Vec::new();
         for (host, p) in self.presence.iter_mut() {
-            let limit = Duration::seconds(3 * i64::try_from(p.asked_seconds).unwrap_or(i64::MAX / 4));
+            let asked = i64::try_from(p.asked_seconds).unwrap_or(i64::MAX);
+            let limit = Duration::try_seconds(asked.saturating_mul(3)).unwrap_or(Duration::MAX);
             if p.online && now - p.at > limit {
                 p.online = false;
                 gone.push((host.clone(), p.at));
