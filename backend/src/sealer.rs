@@ -3,13 +3,15 @@
 //! entries past `--log-retention-days` sealed; each time a checkpoint at the log's end when
 //! only the newest one holds entries back, the segment written to the archive, the
 //! reducer's `LogCompacted` or `LogSealed`, then the delete. A delete a stop interrupted is
-//! finished first.
+//! finished first. Then the host records of each ended rollout whose every entry is sealed
+//! are replaced by their tally ([`views::tally`], counted per wave of the verified fleet).
 
 use chrono::{DateTime, Utc};
 
 use crate::db::retention::{self, Retention, RetentionError};
 use crate::db::{self, Store};
-use crate::reducer::{Archived, ReducerError, ReducerHandle, ReducerInput};
+use crate::reducer::{Archived, ReducerError, ReducerHandle, ReducerInput, SharedFleet};
+use crate::views;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
@@ -24,11 +26,13 @@ pub enum SealError {
 }
 
 /// One round: finishes a purge a stop interrupted, then compacts the observations due and
-/// seals what is due, each logged before its delete. Returns what it archived.
+/// seals what is due, each logged before its delete, then tallies the ended rollouts whose
+/// logs are sealed whole ([`tally_sealed`]). Returns what it archived.
 pub async fn seal_due(
     store: &Store,
     reducer: &ReducerHandle,
     retention: &Retention,
+    fleet: &SharedFleet,
     now: DateTime<Utc>,
 ) -> Result<Vec<Archived>, SealError> {
     if let Some((up_to, _, _)) = db::chain::sealed_head(store).await? {
@@ -62,7 +66,28 @@ pub async fn seal_due(
         tracing::info!(from = seal.from, up_to = seal.up_to, deleted, file = %seal.file, "event log sealed");
         archived.push(Archived::Sealed(seal));
     }
+    tally_sealed(store, fleet).await?;
     Ok(archived)
+}
+
+/// Replaces the host records of each ended rollout whose every entry is sealed by their
+/// tally: the tally is stored first (readers use it from then on), then the records are
+/// deleted in batches. A delete a stop interrupted is finished first. Nothing is tallied
+/// while no fleet is verified (the waves would be unknown). Returns the rollouts tallied.
+pub async fn tally_sealed(store: &Store, fleet: &SharedFleet) -> Result<usize, SealError> {
+    for id in retention::tallied_with_records(store).await? {
+        retention::purge_records(store, &id).await?;
+    }
+    let Some(fleet) = fleet.read().ok().and_then(|f| f.clone()) else { return Ok(0) };
+    let due = retention::tally_due(store).await?;
+    for (id, channel) in &due {
+        let (_, records) = db::store::rollout_hosts(store, std::slice::from_ref(id)).await?;
+        let tally = views::tally(channel, &records, Some(&fleet));
+        retention::write_tally(store, id, &tally).await?;
+        let deleted = retention::purge_records(store, id.as_str()).await?;
+        tracing::info!(rollout = %id, deleted, "host records of a sealed rollout tallied");
+    }
+    Ok(due.len())
 }
 
 /// The bounds at `now`, after taking a checkpoint at the log's end if only the newest one
@@ -91,6 +116,7 @@ pub async fn run(
     store: Store,
     reducer: ReducerHandle,
     retention: Retention,
+    fleet: SharedFleet,
     clock: crate::clock::Clock,
     token: tokio_util::sync::CancellationToken,
 ) {
@@ -99,7 +125,7 @@ pub async fn run(
             () = token.cancelled() => return,
             () = tokio::time::sleep(retention.every) => {}
         }
-        if let Err(err) = seal_due(&store, &reducer, &retention, clock.now()).await {
+        if let Err(err) = seal_due(&store, &reducer, &retention, &fleet, clock.now()).await {
             tracing::warn!(%err, "cannot seal the event log's old entries; trying again later");
         }
     }

@@ -106,6 +106,7 @@ impl LeaderContext {
                 self.store.clone(),
                 reducer.clone(),
                 self.retention.clone(),
+                self.fleet.clone(),
                 self.clock.clone(),
                 token.clone(),
             )),

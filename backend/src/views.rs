@@ -9,7 +9,7 @@ use engine::host::HostRecord;
 use engine::rollout::{Rollout, Suspended, wave_failures};
 use shared::api::{FailureBudgetUse, HostCell, RolloutDetail, RolloutHeader, RolloutSummary, WaveCounts, WaveView};
 
-use crate::db::store::RecordState;
+use crate::db::store::{RecordState, Tally};
 use shared::state::HostState;
 
 /// A record as the dashboard draws it; `suspended`: its host is suspended now.
@@ -62,28 +62,41 @@ fn counts<'a>(cells: impl Iterator<Item = &'a HostState>) -> BTreeMap<HostState,
     counts
 }
 
-/// A rollout with its records counted by state, per wave (placed by `fleet`, as the detail
-/// places them), and its stuck hosts.
-pub fn rollout_summary(r: &Rollout, records: &[RecordState], fleet: Option<&VerifiedFleet>) -> RolloutSummary {
-    let waves_of_channel = fleet.map_or(1, |f| f.waves(&r.channel).len().max(1));
+/// A rollout's records counted by state per wave of `channel` (placed by `fleet`, as the
+/// detail places them; the waves first, then "unstaged"), and its stuck hosts.
+pub fn tally(channel: &shared::Channel, records: &[RecordState], fleet: Option<&VerifiedFleet>) -> Tally {
+    let waves_of_channel = fleet.map_or(1, |f| f.waves(channel).len().max(1));
     let mut waves: BTreeMap<Option<u32>, BTreeMap<HostState, u64>> =
         (0..waves_of_channel as u32).map(|i| (Some(i), BTreeMap::new())).collect();
     for record in records {
         let wave = wave_of(fleet, &record.hostname);
         *waves.entry(wave).or_default().entry(record.state).or_insert(0) += 1;
     }
-    let counts = counts(records.iter().map(|r| &r.state));
-    let hosts = counts.values().sum();
-    let converged = counts.get(&HostState::Converged).copied().unwrap_or(0);
     // Waves first, then the unstaged column (as on the rollout page).
     let (staged, unstaged): (Vec<_>, Vec<_>) = waves.into_iter().partition(|(index, _)| index.is_some());
+    Tally {
+        waves: staged.into_iter().chain(unstaged).map(|(index, counts)| WaveCounts { index, counts }).collect(),
+        stuck: records.iter().filter(|r| r.stuck).map(|r| r.hostname.clone()).collect(),
+    }
+}
+
+/// A rollout with its hosts counted by state, per wave, and its stuck hosts.
+pub fn rollout_summary(r: &Rollout, tally: Tally) -> RolloutSummary {
+    let mut counts: BTreeMap<HostState, u64> = BTreeMap::new();
+    for wave in &tally.waves {
+        for (state, n) in &wave.counts {
+            *counts.entry(*state).or_insert(0) += n;
+        }
+    }
+    let hosts = counts.values().sum();
+    let converged = counts.get(&HostState::Converged).copied().unwrap_or(0);
     RolloutSummary {
         header: rollout_header(r),
         hosts,
         converged_percent: percent(converged, hosts),
         counts,
-        waves: staged.into_iter().chain(unstaged).map(|(index, counts)| WaveCounts { index, counts }).collect(),
-        stuck: records.iter().filter(|r| r.stuck).map(|r| r.hostname.clone()).collect(),
+        waves: tally.waves,
+        stuck: tally.stuck,
     }
 }
 
@@ -129,5 +142,118 @@ pub fn rollout_detail(
         .collect();
     // Waves in order, the unstaged column last.
     waves.sort_by_key(|w| w.index.map_or(u64::MAX, u64::from));
-    RolloutDetail { header: rollout_header(r), waves, as_of, first_seq: 0, sealed_before: None, replayed_at: None }
+    RolloutDetail {
+        header: rollout_header(r),
+        waves,
+        as_of,
+        first_seq: 0,
+        sealed_before: None,
+        replayed_at: None,
+        hosts_tallied: false,
+    }
+}
+
+/// The rollout page of a rollout whose records retention replaced by their tally: each
+/// wave's counts (and failure budget's use) without its hosts.
+pub fn tallied_detail(r: &Rollout, tally: &Tally, fleet: Option<&VerifiedFleet>, as_of: i64) -> RolloutDetail {
+    let specs = fleet.map(|f| f.waves(&r.channel).to_vec()).unwrap_or_default();
+    let waves = tally
+        .waves
+        .iter()
+        .map(|wave| {
+            let spec = wave.index.and_then(|i| specs.get(i as usize));
+            let hosts: u64 = wave.counts.values().sum();
+            let converged = wave.counts.get(&HostState::Converged).copied().unwrap_or(0);
+            let failed = wave.counts.iter().filter(|(s, _)| s.is_failure()).map(|(_, n)| n).sum();
+            WaveView {
+                failure_budget: spec
+                    .and_then(|s| s.max_failures)
+                    .map(|budget| FailureBudgetUse { used: failed, max: budget.allowed(hosts) }),
+                index: wave.index,
+                soak_minutes: spec.map_or(0, |s| s.soak_seconds / 60),
+                requires_approval: spec.is_some_and(|s| s.requires_approval),
+                approved: wave.index.is_some_and(|i| r.approved_waves.contains(&i)),
+                converged_percent: percent(converged, hosts),
+                counts: wave.counts.clone(),
+                hosts: Vec::new(),
+            }
+        })
+        .collect();
+    RolloutDetail {
+        header: rollout_header(r),
+        waves,
+        as_of,
+        first_seq: 0,
+        sealed_before: None,
+        replayed_at: None,
+        hosts_tallied: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use engine::testkit::FleetBuilder;
+    use shared::api::WaveCounts;
+    use shared::{Channel, Hostname};
+
+    use super::*;
+
+    fn state(host: &str, state: HostState, stuck: bool) -> RecordState {
+        RecordState { rollout_id: "stable@1".into(), hostname: Hostname::parse(host).unwrap(), state, stuck }
+    }
+
+    /// A tally counts each wave's records by state (every wave of the channel, then the
+    /// unstaged hosts), and the summary and the tallied page are drawn from it alone.
+    #[test]
+    fn a_tally_counts_records_per_wave_and_the_summary_and_page_read_it() {
+        let fleet = FleetBuilder::new()
+            .policy("p", &[(5, false), (0, true), (0, false)], "halt", 30)
+            .channel("stable", "p")
+            .max_failures("p", 1, serde_json::json!(1))
+            .host("a", "stable", &[])
+            .host("b", "stable", &[])
+            .host("c", "stable", &[])
+            .host("d", "stable", &[])
+            .waves("stable", &[&["a"], &["b", "c"], &[]])
+            .verified();
+        let records = [
+            state("a", HostState::Converged, false),
+            state("b", HostState::Converged, false),
+            state("c", HostState::Failed, true),
+            state("d", HostState::Pending, false),
+        ];
+        let channel = Channel::parse("stable").unwrap();
+        let tally = tally(&channel, &records, Some(&fleet));
+        let wave = |index: Option<u32>, counts: &[(HostState, u64)]| WaveCounts {
+            index,
+            counts: counts.iter().copied().collect(),
+        };
+        assert_eq!(
+            tally,
+            Tally {
+                waves: vec![
+                    wave(Some(0), &[(HostState::Converged, 1)]),
+                    wave(Some(1), &[(HostState::Converged, 1), (HostState::Failed, 1)]),
+                    wave(Some(2), &[]),
+                    wave(None, &[(HostState::Pending, 1)]),
+                ],
+                stuck: vec![Hostname::parse("c").unwrap()],
+            }
+        );
+
+        let mut rollout =
+            Rollout::open(shared::RolloutId::parse("stable@1").unwrap(), channel, 1, chrono::DateTime::UNIX_EPOCH);
+        rollout.approved_waves.insert(1);
+        let summary = rollout_summary(&rollout, tally.clone());
+        assert_eq!((summary.hosts, summary.converged_percent), (4, 50.0));
+        assert_eq!(summary.counts, [(HostState::Converged, 2), (HostState::Failed, 1), (HostState::Pending, 1)].into());
+        assert_eq!((summary.waves, summary.stuck), (tally.waves.clone(), tally.stuck.clone()));
+
+        let page = tallied_detail(&rollout, &tally, Some(&fleet), 7);
+        assert!(page.hosts_tallied && page.waves.iter().all(|w| w.hosts.is_empty()));
+        let second = &page.waves[1];
+        assert_eq!((second.converged_percent, second.requires_approval, second.approved), (50.0, true, true));
+        assert_eq!(second.failure_budget, Some(FailureBudgetUse { used: 1, max: 1 }));
+        assert_eq!((page.waves[0].soak_minutes, page.waves[3].index), (5, None));
+    }
 }

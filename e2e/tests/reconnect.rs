@@ -101,8 +101,14 @@ async fn a_page_whose_missed_entries_were_sealed_reloads_and_says_so() -> anyhow
                             dir: archive,
                             every: Duration::from_secs(1),
                         };
-                        let seals =
-                            backend::sealer::seal_due(&state.store, &reducer, &retention, chrono::Utc::now()).await?;
+                        let seals = backend::sealer::seal_due(
+                            &state.store,
+                            &reducer,
+                            &retention,
+                            &state.fleet,
+                            chrono::Utc::now(),
+                        )
+                        .await?;
                         anyhow::ensure!(!seals.is_empty(), "nothing was sealed");
                         *first = backend::db::retention::log_begins(&state.store).await?;
                         Ok(())
@@ -110,6 +116,8 @@ async fn a_page_whose_missed_entries_were_sealed_reloads_and_says_so() -> anyhow
                 })
                 .await?;
             page.check().says_its_log_was_sealed_before(first, Duration::from_secs(20)).await?;
+            // Its log was sealed whole: its host records were replaced by their counts.
+            page.check().shows_a_tally(0, "2 Pending", Duration::from_secs(10)).await?;
             page.check().rollout_state_is("Superseded", Duration::from_secs(10)).await?;
             page.check().feed_says("live", Duration::from_secs(10)).await?;
             page.act().screenshot("rollout-log-sealed").await?;

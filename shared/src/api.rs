@@ -573,6 +573,10 @@ pub struct RolloutDetail {
     /// Set on a replay (`?at=`): when the rollout's last entry up to `asOf` was committed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replayed_at: Option<DateTime<Utc>>,
+    /// Set once retention replaced the ended rollout's host records by their tally (SPEC
+    /// §16): each wave has its counts and no hosts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hosts_tallied: bool,
 }
 
 /// A committed event-log entry: a row of `GET /api/v1/rollouts/{id}/events` and the feed's

@@ -304,11 +304,11 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
         let converged = |hosts: &[Host]| hosts.iter().zip(&targets).all(|(h, t)| h.system.as_str() == t);
         // The first round with retention runs during the release.
         let during = (retains && day == args.retention_from_day).then(|| {
-            let (store, reducer, retention, now) =
-                (state.store.clone(), reducer.clone(), retention.clone(), clock.now());
+            let (store, reducer, retention, fleet, now) =
+                (state.store.clone(), reducer.clone(), retention.clone(), state.fleet.clone(), clock.now());
             tokio::spawn(async move {
                 let started = Instant::now();
-                let archived = crate::sealer::seal_due(&store, &reducer, &retention, now).await;
+                let archived = crate::sealer::seal_due(&store, &reducer, &retention, &fleet, now).await;
                 (started, Instant::now(), archived)
             })
         });
@@ -335,7 +335,7 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
         drive(&mut hosts, &reducer, &clock, until + chrono::Duration::hours(1), &latencies, |_| clock.now() >= until)
             .await?;
         if retains && day >= args.retention_from_day {
-            crate::sealer::seal_due(&state.store, &reducer, &retention, clock.now()).await?;
+            crate::sealer::seal_due(&state.store, &reducer, &retention, &state.fleet, clock.now()).await?;
         }
         crate::db::checkpoint::take(&state.store, clock.now()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let written = crate::db::store::last_seq(&state.store).await?;

@@ -132,6 +132,12 @@ fn carrying(record: &HostRecord) -> LogRow {
     }
 }
 
+/// The row of the `LogSealed` entry that records `seal`.
+fn sealed(seal: shared::log::LogSealed) -> LogRow {
+    let entry = LogEntry::LogSealed(seal);
+    LogRow { kind: entry.kind(), payload: store::payload(&entry.payload()), ..row(0) }
+}
+
 conformance! {
     async fn a_batch_answers_the_seqs_its_rows_were_stored_under(f) {
         let first = f.writer.commit(Batch { log: (0..3).map(row).collect(), ..Default::default() }).await.unwrap();
@@ -212,10 +218,6 @@ conformance! {
 
         let seal = retention::write_segment(&f.store, &retention.dir, 1, 30).await.unwrap();
         assert_eq!((seal.from, seal.up_to, seal.entries, seal.file.as_str()), (1, 30, 30, "log-1-30.jsonl.zst"));
-        let sealed = |seal: shared::log::LogSealed| {
-            let entry = LogEntry::LogSealed(seal);
-            LogRow { kind: entry.kind(), payload: store::payload(&entry.payload()), ..row(0) }
-        };
         f.writer.commit(Batch { log: vec![sealed(seal)], ..Default::default() }).await.unwrap();
         assert_eq!(retention::purge(&f.store, 30).await.unwrap(), 30);
         assert_eq!(retention::first_kept(&f.store).await.unwrap(), 31);
@@ -256,6 +258,86 @@ conformance! {
             Err(chain::VerifyError::Broken(b)) => assert_eq!(b, engine::chain::Break::Missing { seq: 1 }),
             other => panic!("not broken: {other:?}"),
         }
+    }
+
+    /// Once every entry of an ended rollout was sealed, it is due for a tally (an open one
+    /// and one not sealed whole are not); once its tally is stored, summaries and its page
+    /// read the tally, and its records are deleted (the other rollouts' stay); records left
+    /// by an interrupted delete are found.
+    async fn ended_rollouts_sealed_whole_have_their_records_tallied(f) {
+        use shared::state::{HostState, RolloutState};
+        let mut ended = rollout("stable@1", 1);
+        ended.state = RolloutState::Completed;
+        let open = rollout("stable@2", 11);
+        let mut records = Vec::new();
+        for (name, state) in [("a", HostState::Converged), ("b", HostState::Converged), ("c", HostState::Failed)] {
+            let mut r = record("stable@1", name);
+            (r.state, r.stuck) = (state, name == "c");
+            records.push(r);
+        }
+        records.push(record("stable@2", "a"));
+        let of = |rollout: &str, i: usize| LogRow { rollout_id: Some(id(rollout)), ..row(i) };
+        f.writer
+            .commit(Batch {
+                rollouts: vec![ended.clone(), open],
+                records: records.iter().map(RecordRow::new).collect(),
+                log: (0..10).map(|i| of("stable@1", i)).chain((10..15).map(|i| of("stable@2", i))).collect(),
+                records_through: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(retention::tally_due(&f.store).await.unwrap().is_empty(), "nothing is sealed yet");
+        let dir = tempfile::tempdir().unwrap();
+        let seal = retention::write_segment(&f.store, dir.path(), 1, 9).await.unwrap();
+        f.writer.commit(Batch { log: vec![sealed(seal)], ..Default::default() }).await.unwrap();
+        retention::purge(&f.store, 9).await.unwrap();
+        assert!(retention::tally_due(&f.store).await.unwrap().is_empty(), "its last entry is still here");
+        let seal = retention::write_segment(&f.store, dir.path(), 10, 10).await.unwrap();
+        f.writer.commit(Batch { log: vec![sealed(seal)], ..Default::default() }).await.unwrap();
+        retention::purge(&f.store, 10).await.unwrap();
+        assert_eq!(retention::tally_due(&f.store).await.unwrap(), vec![(id("stable@1"), ended.channel.clone())]);
+
+        let tally = store::Tally {
+            waves: vec![shared::api::WaveCounts {
+                index: Some(0),
+                counts: [(HostState::Converged, 2), (HostState::Failed, 1)].into(),
+            }],
+            stuck: vec![host("c")],
+        };
+        retention::write_tally(&f.store, &id("stable@1"), &tally).await.unwrap();
+        assert!(retention::tally_due(&f.store).await.unwrap().is_empty(), "tallied once");
+        // Read through the tally while the records are still there, and once they are gone.
+        for purged in [false, true] {
+            if purged {
+                assert_eq!(retention::purge_records(&f.store, "stable@1").await.unwrap(), 3);
+            }
+            let (tallies, states) =
+                store::rollout_hosts(&f.store, &[id("stable@1"), id("stable@2")]).await.unwrap();
+            assert_eq!(tallies.into_iter().collect::<Vec<_>>(), vec![("stable@1".to_owned(), tally.clone())]);
+            assert_eq!(states.iter().map(|s| s.rollout_id.as_str()).collect::<Vec<_>>(), ["stable@2"]);
+            let rows = store::rollout_detail(&f.store, &id("stable@1")).await.unwrap().unwrap();
+            assert_eq!((&rows.rollout, rows.records, rows.tally), (&ended, vec![], Some(tally.clone())));
+        }
+        let store = &f.store;
+        let in_table = |rollout: &'static str| async move {
+            let n: i64 = on_pool!(store, pool => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM host_records WHERE rollout_id = $1")
+                    .bind(rollout)
+                    .fetch_one(pool)
+                    .await
+                    .unwrap()
+            });
+            n
+        };
+        assert_eq!((in_table("stable@1").await, in_table("stable@2").await), (0, 1));
+        assert!(store::records_of_host(&f.store, &host("c")).await.unwrap().is_empty());
+        assert!(retention::tallied_with_records(&f.store).await.unwrap().is_empty());
+
+        // Records left behind by an interrupted delete are found.
+        f.writer.commit(Batch { records: vec![RecordRow::new(&records[0])], ..Default::default() }).await.unwrap();
+        assert_eq!(retention::tallied_with_records(&f.store).await.unwrap(), ["stable@1"]);
+        assert_eq!(retention::purge_records(&f.store, "stable@1").await.unwrap(), 1);
     }
 
     /// Observations (repeated probe results, presence changes) past their retention leave
@@ -391,10 +473,15 @@ conformance! {
         let table: Vec<(String,)> = on_pool!(&f.store, pool => sqlx::query_as("SELECT body FROM host_records").fetch_all(pool).await.unwrap());
         let in_table: HostRecord = serde_json::from_str(&table[0].0).unwrap();
         assert_eq!(in_table.last_event_seq, 0, "the table still holds the old record");
-        let (_, records, as_of) = store::rollout_detail(&f.store, &id("web@1")).await.unwrap().unwrap();
-        assert_eq!((records.len(), records[0].last_event_seq, as_of), (1, 7, 2), "the view reads the log's copy");
+        let rows = store::rollout_detail(&f.store, &id("web@1")).await.unwrap().unwrap();
+        assert_eq!(
+            (rows.records.len(), rows.records[0].last_event_seq, rows.as_of),
+            (1, 7, 2),
+            "the view reads the log's copy"
+        );
         assert_eq!(store::records_of_host(&f.store, &host("a")).await.unwrap()[0].last_event_seq, 7);
-        let states = store::record_states(&f.store, &[id("web@1")]).await.unwrap();
+        let (tallies, states) = store::rollout_hosts(&f.store, &[id("web@1")]).await.unwrap();
+        assert!(tallies.is_empty());
         assert_eq!((states.len(), states[0].stuck), (1, false));
         // A restart loads the newest copy and writes it into the table.
         let loaded = crate::db::startup::load(&f.reopen().await).await.unwrap();
@@ -546,8 +633,8 @@ conformance! {
         let replayed = crate::db::replay::rebuild(&f.store, &f.writer).await.unwrap();
         assert_eq!(replayed.rollouts.values().collect::<Vec<_>>(), [&opened]);
         assert_eq!(replayed.records.values().collect::<Vec<_>>(), [&rec]);
-        let (rollout, records, _) = store::rollout_detail(&f.store, &opened.id).await.unwrap().unwrap();
-        assert_eq!((rollout, records), (opened, vec![rec]), "the tables hold what the log re-derived");
+        let rows = store::rollout_detail(&f.store, &opened.id).await.unwrap().unwrap();
+        assert_eq!((rows.rollout, rows.records), (opened, vec![rec]), "the tables hold what the log re-derived");
     }
 }
 

@@ -249,6 +249,7 @@ pub async fn rebuild(store: &Store, writer: &Writer) -> Result<Replayed, String>
     on_pool!(store, pool => async {
         let mut tx = pool.begin().await?;
         sqlx::query("DELETE FROM host_records").execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM rollout_tallies").execute(&mut *tx).await?;
         sqlx::query("DELETE FROM rollouts").execute(&mut *tx).await?;
         tx.commit().await
     }

@@ -21,6 +21,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use engine::chain::{GENESIS, Hash};
 use shared::log::{LogCompacted, LogKind, LogSealed};
+use shared::{Channel, RolloutId};
 
 use super::archive::{ArchiveError, Header, SegmentKind, SegmentReader, SegmentWriter};
 use super::{Store, chain, on_pool, store};
@@ -270,6 +271,83 @@ pub async fn purge_observations(store: &Store, dir: &Path, file: &str) -> Result
         tokio::time::sleep(PURGE_PAUSE).await;
     }
     Ok(deleted)
+}
+
+/// The ended rollouts whose every entry was sealed (opened before the log's beginning, none
+/// left in the database) and whose records are not tallied yet, oldest first, with their
+/// channels: their records may be replaced by their tally.
+pub async fn tally_due(store: &Store) -> Result<Vec<(RolloutId, Channel)>, sqlx::Error> {
+    let begins = log_begins(store).await?;
+    let rows: Vec<(String, String)> = on_pool!(store, pool => {
+        sqlx::query_as(
+            "SELECT r.rollout_id, r.channel FROM rollouts r
+             WHERE r.state IN ('Completed', 'Superseded') AND r.opened_seq < $1
+               AND NOT EXISTS (SELECT 1 FROM rollout_tallies t WHERE t.rollout_id = r.rollout_id)
+               AND NOT EXISTS (SELECT 1 FROM event_log e WHERE e.rollout_id = r.rollout_id)
+             ORDER BY r.opened_seq",
+        )
+        .bind(begins)
+        .fetch_all(pool)
+        .await
+    })?;
+    rows.into_iter()
+        .map(|(id, channel)| Ok((RolloutId::parse(id).map_err(decode)?, Channel::parse(channel).map_err(decode)?)))
+        .collect()
+}
+
+/// Stores a rollout's tally; its records are read through it from then on (and deleted by
+/// [`purge_records`]).
+pub async fn write_tally(store: &Store, id: &RolloutId, tally: &store::Tally) -> Result<(), sqlx::Error> {
+    let body = serde_json::to_string(tally).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    on_pool!(store, pool => {
+        sqlx::query("INSERT INTO rollout_tallies (rollout_id, body) VALUES ($1, $2)")
+            .bind(id.as_str())
+            .bind(body)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+    })?;
+    Ok(())
+}
+
+/// The tallied rollouts whose records are still in the database (a purge a stop interrupted).
+pub async fn tallied_with_records(store: &Store) -> Result<Vec<String>, sqlx::Error> {
+    on_pool!(store, pool => {
+        sqlx::query_scalar(
+            "SELECT t.rollout_id FROM rollout_tallies t
+             WHERE EXISTS (SELECT 1 FROM host_records h WHERE h.rollout_id = t.rollout_id)",
+        )
+        .fetch_all(pool)
+        .await
+    })
+}
+
+/// Deletes a tallied rollout's records, [`PURGE_BATCH`] per transaction with a pause between
+/// them. Returns how many it deleted.
+pub async fn purge_records(store: &Store, id: &str) -> Result<u64, sqlx::Error> {
+    let mut deleted = 0;
+    loop {
+        let batch = on_pool!(store, pool => {
+            sqlx::query(
+                "DELETE FROM host_records WHERE rollout_id = $1 AND hostname IN
+                 (SELECT hostname FROM host_records WHERE rollout_id = $1 ORDER BY hostname LIMIT $2)",
+            )
+            .bind(id)
+            .bind(PURGE_BATCH)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        if batch == 0 {
+            return Ok(deleted);
+        }
+        deleted += batch;
+        tokio::time::sleep(PURGE_PAUSE).await;
+    }
+}
+
+fn decode(err: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(err))
 }
 
 /// The first seq the database still holds (0 when the log is empty).

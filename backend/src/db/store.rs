@@ -545,12 +545,29 @@ pub async fn rollout_exists(store: &Store, id: &RolloutId) -> Result<bool, sqlx:
     Ok(found.is_some())
 }
 
-/// A rollout, its records and the log seq they reflect, read in one snapshot.
-pub async fn rollout_detail(
-    store: &Store,
-    id: &RolloutId,
-) -> Result<Option<(Rollout, Vec<HostRecord>, i64)>, sqlx::Error> {
-    let (as_of, rollout, records) = on_pool!(store, pool => {
+/// What an ended rollout's records said once retention replaced them (SPEC §16): its hosts
+/// counted by state per wave (the waves first, then "unstaged"), and its stuck hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tally {
+    pub waves: Vec<shared::api::WaveCounts>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stuck: Vec<Hostname>,
+}
+
+/// A rollout and what its hosts did, read in one snapshot: its records, or its tally once
+/// retention replaced them; with the log seq they reflect.
+pub struct RolloutRows {
+    pub rollout: Rollout,
+    /// Empty once the rollout is tallied.
+    pub records: Vec<HostRecord>,
+    pub tally: Option<Tally>,
+    pub as_of: i64,
+}
+
+/// A rollout, its records (or tally) and the log seq they reflect, read in one snapshot.
+pub async fn rollout_detail(store: &Store, id: &RolloutId) -> Result<Option<RolloutRows>, sqlx::Error> {
+    let (as_of, rollout, tally, records) = on_pool!(store, pool => {
         let mut tx = pool.begin().await?;
         if store.dialect() == Dialect::Postgres {
             sqlx::query(SNAPSHOT).execute(&mut *tx).await?;
@@ -560,20 +577,29 @@ pub async fn rollout_detail(
             .bind(id.as_str())
             .fetch_optional(&mut *tx)
             .await?;
-        let records: Vec<(String,)> = match rollout {
-            None => Vec::new(),
-            Some(_) => {
+        let tally: Option<String> = sqlx::query_scalar("SELECT body FROM rollout_tallies WHERE rollout_id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let records: Vec<(String,)> = match (&rollout, &tally) {
+            (Some(_), None) => {
                 sqlx::query_as("SELECT body FROM current_host_records WHERE rollout_id = $1 ORDER BY hostname")
                     .bind(id.as_str())
                     .fetch_all(&mut *tx)
                     .await?
             }
+            _ => Vec::new(),
         };
         tx.commit().await?;
-        (as_of, rollout, records)
+        (as_of, rollout, tally, records)
     });
     let Some((rollout,)) = rollout else { return Ok(None) };
-    Ok(Some((from_json(&rollout)?, bodies(records)?, as_of)))
+    Ok(Some(RolloutRows {
+        rollout: from_json(&rollout)?,
+        records: bodies(records)?,
+        tally: tally.as_deref().map(from_json).transpose()?,
+        as_of,
+    }))
 }
 
 /// One record as a summary counts it.
@@ -584,26 +610,55 @@ pub struct RecordState {
     pub stuck: bool,
 }
 
-/// The state of every record of the rollouts in `ids` (for summaries: counts per wave).
-pub async fn record_states(store: &Store, ids: &[RolloutId]) -> Result<Vec<RecordState>, sqlx::Error> {
+/// What the hosts of the rollouts in `ids` did, for summaries, read in one snapshot: the
+/// tallies of those retention tallied, by rollout id, and the state of every record of the
+/// others.
+pub async fn rollout_hosts(
+    store: &Store,
+    ids: &[RolloutId],
+) -> Result<(std::collections::BTreeMap<String, Tally>, Vec<RecordState>), sqlx::Error> {
     if ids.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Default::default());
     }
-    let marks = (1..=ids.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+    let marks = |n: usize| (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
     let stuck = match store.dialect() {
         Dialect::Sqlite => "COALESCE(json_extract(body, '$.stuck'), 0)",
         Dialect::Postgres => "CASE WHEN body::json ->> 'stuck' = 'true' THEN 1 ELSE 0 END::int8",
     };
-    let sql =
-        format!("SELECT rollout_id, hostname, state, {stuck} FROM current_host_records WHERE rollout_id IN ({marks})");
-    let rows: Vec<(String, String, String, i64)> = on_pool!(store, pool => {
-        let mut q = sqlx::query_as(&sql);
+    let tallies_sql =
+        format!("SELECT rollout_id, body FROM rollout_tallies WHERE rollout_id IN ({})", marks(ids.len()));
+    let (tallies, rows) = on_pool!(store, pool => async {
+        let mut tx = pool.begin().await?;
+        if store.dialect() == Dialect::Postgres {
+            sqlx::query(SNAPSHOT).execute(&mut *tx).await?;
+        }
+        let mut q = sqlx::query_as(&tallies_sql);
         for id in ids {
             q = q.bind(id.as_str());
         }
-        q.fetch_all(pool).await
-    })?;
-    rows.into_iter()
+        let tallies: Vec<(String, String)> = q.fetch_all(&mut *tx).await?;
+        let counted: Vec<&RolloutId> =
+            ids.iter().filter(|id| !tallies.iter().any(|(t, _)| t == id.as_str())).collect();
+        let mut rows: Vec<(String, String, String, i64)> = Vec::new();
+        if !counted.is_empty() {
+            let sql = format!(
+                "SELECT rollout_id, hostname, state, {stuck} FROM current_host_records WHERE rollout_id IN ({})",
+                marks(counted.len())
+            );
+            let mut q = sqlx::query_as(&sql);
+            for id in counted {
+                q = q.bind(id.as_str());
+            }
+            rows = q.fetch_all(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>((tallies, rows))
+    }
+    .await)?;
+    let tallies =
+        tallies.into_iter().map(|(id, body)| Ok((id, from_json(&body)?))).collect::<Result<_, sqlx::Error>>()?;
+    let states = rows
+        .into_iter()
         .map(|(rollout_id, hostname, state, stuck)| {
             Ok(RecordState {
                 rollout_id,
@@ -612,7 +667,8 @@ pub async fn record_states(store: &Store, ids: &[RolloutId]) -> Result<Vec<Recor
                 stuck: stuck == 1,
             })
         })
-        .collect()
+        .collect::<Result<_, sqlx::Error>>()?;
+    Ok((tallies, states))
 }
 
 pub async fn presence(store: &Store) -> Result<Vec<(String, DateTime<Utc>, Option<String>)>, sqlx::Error> {

@@ -164,14 +164,20 @@ pub async fn rollouts(
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadQuery, "before names no rollout."))?;
     let ids: Vec<RolloutId> = rows.iter().map(|r| r.id.clone()).collect();
+    let (mut tallies, states) = store::rollout_hosts(&state.store, &ids).await.map_err(ApiError::internal)?;
     let mut records: BTreeMap<String, Vec<store::RecordState>> = BTreeMap::new();
-    for record in store::record_states(&state.store, &ids).await.map_err(ApiError::internal)? {
+    for record in states {
         records.entry(record.rollout_id.clone()).or_default().push(record);
     }
     let fleet = state.fleet.read().ok().and_then(|f| f.clone());
     Ok(Json(
         rows.iter()
-            .map(|r| views::rollout_summary(r, &records.remove(r.id.as_str()).unwrap_or_default(), fleet.as_deref()))
+            .map(|r| {
+                let tally = tallies.remove(r.id.as_str()).unwrap_or_else(|| {
+                    views::tally(&r.channel, &records.remove(r.id.as_str()).unwrap_or_default(), fleet.as_deref())
+                });
+                views::rollout_summary(r, tally)
+            })
             .collect(),
     ))
 }
@@ -207,12 +213,17 @@ pub async fn rollout(
         return Ok(Json(replay_rollout(&state, &id, at, fleet.as_deref()).await?));
     }
     let start = store::rollout_start(&state.store, &id).await.map_err(ApiError::internal)?;
-    let (rollout, records, as_of) = store::rollout_detail(&state.store, &id)
+    let rows = store::rollout_detail(&state.store, &id)
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(format!("There is no rollout {id}.")))?;
-    let suspended = store::policies(&state.store).await.map_err(ApiError::internal)?.suspended;
-    let mut detail = views::rollout_detail(&rollout, &records, fleet.as_deref(), &suspended, as_of);
+    let mut detail = match &rows.tally {
+        Some(tally) => views::tallied_detail(&rows.rollout, tally, fleet.as_deref(), rows.as_of),
+        None => {
+            let suspended = store::policies(&state.store).await.map_err(ApiError::internal)?.suspended;
+            views::rollout_detail(&rows.rollout, &rows.records, fleet.as_deref(), &suspended, rows.as_of)
+        }
+    };
     detail.first_seq = start.as_ref().map_or(0, |(seq, _)| *seq);
     detail.sealed_before = sealed_start(&state, start).await?;
     Ok(Json(detail))

@@ -16,12 +16,15 @@ use shared::state::{Gate, HostState, RolloutState};
 
 async fn records(demo: &Demo, id: &str) -> Vec<HostRecord> {
     let id = shared::RolloutId::parse(id).unwrap();
-    store::rollout_detail(&demo.state.store, &id).await.unwrap().map(|(_, r, _)| r).unwrap_or_default()
+    store::rollout_detail(&demo.state.store, &id).await.unwrap().map(|rows| rows.records).unwrap_or_default()
 }
 
 async fn rollout_state(demo: &Demo, id: &str) -> Option<(RolloutState, u32)> {
     let id = shared::RolloutId::parse(id).unwrap();
-    store::rollout_detail(&demo.state.store, &id).await.unwrap().map(|(r, _, _)| (r.state, r.current_wave))
+    store::rollout_detail(&demo.state.store, &id)
+        .await
+        .unwrap()
+        .map(|rows| (rows.rollout.state, rows.rollout.current_wave))
 }
 
 /// Waits until `check` holds, re-checking after every committed change (the live feed is the

@@ -1,8 +1,9 @@
 //! Retention of the event log as a served control plane does it (SPEC §16): once entries are
 //! older than `--log-retention-days`, the leader seals them into the archive, logs
 //! `LogSealed` and deletes them; what asks for them afterwards is told so (410, the feed's
-//! `reset`, the rollout's `sealedBefore`), and `fleetwave log verify --archive` checks the
-//! archive and the database as one chain.
+//! `reset`, the rollout's `sealedBefore`), an ended rollout sealed whole keeps a tally of its
+//! records in their place, and `fleetwave log verify --archive` checks the archive and the
+//! database as one chain.
 
 use std::process::Command;
 use std::time::Duration;
@@ -68,6 +69,25 @@ async fn entries_past_retention_are_sealed_and_what_asks_for_them_is_told() {
     app.tick().await;
     let opened = app.rollout("stable@a2").await["firstSeq"].as_i64().unwrap();
     let before = app.log().await;
+    let served = &app;
+    let summary_of = |id: &'static str| async move {
+        let (status, list) = served.get("/api/v1/rollouts").await;
+        assert_eq!(status, 200, "{list}");
+        list.as_array().unwrap().iter().find(|r| r["rolloutId"] == id).cloned().unwrap()
+    };
+    let completed = summary_of("stable@a1").await;
+    assert_eq!((&completed["hosts"], &completed["convergedPercent"]), (&1.into(), &100.0.into()), "{completed}");
+    let records_of_a = || async {
+        let (status, host) = app.get("/api/v1/hosts/a").await;
+        assert_eq!(status, 200, "{host}");
+        host["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["rolloutId"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(records_of_a().await, ["stable@a2", "stable@a1"]);
 
     app.advance(2 * 86_400);
     // Everything before the open rollout, in one seal or a few (a seal waits for the records
@@ -88,9 +108,24 @@ async fn entries_past_retention_are_sealed_and_what_asks_for_them_is_told() {
     let kept: Vec<i64> = before.iter().map(|e| e.seq()).filter(|s| *s >= first).collect();
     assert!(kept.iter().all(|s| after.iter().any(|e| e.seq() == *s)));
 
-    // The completed rollout still answers, and says where its log now begins.
-    let detail = app.rollout("stable@a1").await;
+    // The completed rollout still answers, and says where its log now begins. Its log sealed
+    // whole, its records were replaced by their tally (in the same round, after the seal):
+    // its summary is what it was, its page has each wave's counts and no hosts.
+    let mut detail = app.rollout("stable@a1").await;
+    for _ in 0..100 {
+        if detail.get("hostsTallied").is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        detail = app.rollout("stable@a1").await;
+    }
     assert_eq!(detail["sealedBefore"], first, "{detail}");
+    assert_eq!(detail["hostsTallied"], true, "{detail}");
+    let wave = &detail["waves"][0];
+    assert_eq!((&wave["counts"], &wave["hosts"]), (&serde_json::json!({"Converged": 1}), &serde_json::json!([])));
+    assert_eq!(summary_of("stable@a1").await, completed);
+    assert_eq!(records_of_a().await, ["stable@a2"], "the host's page lists the records kept");
+    assert!(app.rollout("stable@a2").await.get("hostsTallied").is_none());
     assert!(app.rollout("stable@a2").await.get("sealedBefore").is_none());
     // Its replay needs the entries that left: 410 with the first kept seq.
     let (status, body) = app.get("/api/v1/rollouts/stable@a1?at=3").await;

@@ -237,6 +237,19 @@ impl Check<'_> {
         Ok(())
     }
 
+    /// The page says the rollout's host records were tallied, and `wave` shows `counts` (as
+    /// "2 Pending") and no host cells.
+    pub async fn shows_a_tally(&self, wave: u32, counts: &str, within: Duration) -> anyhow::Result<()> {
+        let note = self.find().css("#hosts-tallied", within).await?.text().await?;
+        ensure!(note.contains("tallied"), "the note says: {note}");
+        let column = format!("[data-wave=\"{wave}\"]");
+        let head = self.find().css(&format!("{column} .wave-head"), WAIT).await?.text().await?;
+        ensure!(head.contains(counts), "wave {wave} says: {head}");
+        let cells = self.find().all(&format!("{column} .cell")).await?.len();
+        ensure!(cells == 0, "wave {wave} draws {cells} host cells");
+        Ok(())
+    }
+
     pub async fn rollout_state_is(&self, state: &str, within: Duration) -> anyhow::Result<()> {
         self.eventually(&format!("the rollout shows {state}"), within, || async {
             Ok(self.find().css(".rollout-head .badge", WAIT).await?.text().await? == state)

@@ -216,7 +216,7 @@ pub fn rollout(paint: Paint, detail: &RolloutDetail, now: DateTime<Utc>) -> Stri
             let converged = w.counts.get(&HostState::Converged).copied().unwrap_or(0);
             vec![
                 index,
-                w.hosts.len().to_string(),
+                w.counts.values().sum::<u64>().to_string(),
                 format!("{converged} ({})", percent(w.converged_percent)),
                 format!("{} min", w.soak_minutes),
                 approval.into(),
@@ -226,6 +226,10 @@ pub fn rollout(paint: Paint, detail: &RolloutDetail, now: DateTime<Utc>) -> Stri
         .collect();
     out.push_str(&table(&["WAVE", "HOSTS", "CONVERGED", "SOAK", "APPROVAL", "FAILURES USED"], &[1], rows));
     out.push('\n');
+    if detail.hosts_tallied {
+        out.push_str("\nits host records were tallied when its log was sealed: counts only\n");
+        return out;
+    }
     let open: Vec<(Option<u32>, &HostCell)> = detail
         .waves
         .iter()
@@ -291,6 +295,46 @@ mod tests {
             vec![vec!["a".into(), "5".into(), String::new()], vec!["longer".into(), "120".into(), "x".into()]],
         );
         assert_eq!(text, "NAME      N  NOTE\na         5\nlonger  120  x");
+    }
+
+    /// A rollout whose records retention tallied: each wave's hosts are its counts' sum, and
+    /// no host list follows.
+    #[test]
+    fn a_tallied_rollout_shows_its_counts_and_says_why_no_hosts() {
+        let at = chrono::DateTime::UNIX_EPOCH;
+        let detail = RolloutDetail {
+            header: shared::api::RolloutHeader {
+                rollout_id: shared::RolloutId::parse("stable@a1").unwrap(),
+                channel: shared::Channel::parse("stable").unwrap(),
+                state: RolloutState::Completed,
+                current_wave: 0,
+                approved_waves: vec![],
+                halt: None,
+                opened_at: at,
+                completed_at: Some(at),
+                superseded_by: None,
+            },
+            waves: vec![shared::api::WaveView {
+                index: Some(0),
+                soak_minutes: 5,
+                requires_approval: false,
+                approved: false,
+                hosts: vec![],
+                counts: [(HostState::Converged, 3), (HostState::Failed, 1)].into(),
+                converged_percent: 75.0,
+                failure_budget: None,
+            }],
+            as_of: 9,
+            first_seq: 0,
+            sealed_before: Some(9),
+            replayed_at: None,
+            hosts_tallied: true,
+        };
+        let text = rollout(Paint { colour: false }, &detail, at);
+        let wave = text.lines().find(|l| l.starts_with("0 (current)")).unwrap();
+        assert_eq!(wave.split_whitespace().collect::<Vec<_>>()[2..4], ["4", "3"], "{text}");
+        assert!(text.ends_with("its host records were tallied when its log was sealed: counts only\n"), "{text}");
+        assert!(!text.contains("every host converged"), "{text}");
     }
 
     #[test]

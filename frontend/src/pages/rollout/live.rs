@@ -1,11 +1,12 @@
 //! The page's live model: one signal per host cell, so a feed entry re-renders one cell (and
 //! its wave's counts), never the whole page.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use leptos::prelude::*;
 use shared::api::{FailureBudgetUse, HostCell, LogEvent, RolloutDetail, RolloutHeader, WaveView};
 use shared::log::LogKind;
+use shared::state::HostState;
 
 /// One wave column: what does not change while the page is open.
 #[derive(Clone)]
@@ -16,6 +17,8 @@ pub struct WaveMeta {
     /// The wave's failure budget as loaded (its use is counted live from the cells).
     pub failure_budget: Option<FailureBudgetUse>,
     pub cells: Vec<(String, RwSignal<HostCell>)>,
+    /// The wave's counts when the rollout's host records were tallied (it has no cells then).
+    pub tallied: Option<BTreeMap<HostState, u64>>,
 }
 
 #[derive(Clone, Copy)]
@@ -36,6 +39,7 @@ impl Live {
             .waves
             .into_iter()
             .map(|w: WaveView| {
+                let tallied = detail.hosts_tallied.then(|| w.counts.clone());
                 let cells = w
                     .hosts
                     .into_iter()
@@ -52,6 +56,7 @@ impl Live {
                     requires_approval: w.requires_approval,
                     failure_budget: w.failure_budget,
                     cells,
+                    tallied,
                 }
             })
             .collect();

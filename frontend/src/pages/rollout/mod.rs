@@ -45,6 +45,8 @@ pub fn RolloutPage() -> impl IntoView {
     let first_seq = RwSignal::new(0_i64);
     // Set when the start of the rollout's log was sealed into the server's archive.
     let sealed_before: RwSignal<Option<i64>> = RwSignal::new(None);
+    // Set when retention replaced the rollout's host records by their counts.
+    let hosts_tallied = RwSignal::new(false);
     let newest_seq = RwSignal::new(0_i64);
     let load_error: RwSignal<Option<String>> = RwSignal::new(None);
     let log: RwSignal<LogWindow> = RwSignal::new(LogWindow::default());
@@ -70,6 +72,7 @@ pub fn RolloutPage() -> impl IntoView {
             let as_of = snapshot.as_of;
             first_seq.set(snapshot.first_seq);
             sealed_before.set(snapshot.sealed_before);
+            hosts_tallied.set(snapshot.hosts_tallied);
             newest_seq.set(as_of);
             live.load(snapshot);
             // The newest entries up to the snapshot; the feed continues from there.
@@ -130,6 +133,9 @@ pub fn RolloutPage() -> impl IntoView {
             <div class="rollout-body">
                 <div class="rollout-main">
                     <Timeline rollout=id.clone() past=past replay=replay first_seq=first_seq sealed_before=sealed_before newest=newest_seq.into() />
+                    {move || (hosts_tallied.get() && replay.get().is_none()).then(|| view! {
+                        <p class="muted small" id="hosts-tallied">"This rollout's host records were tallied when its log was sealed into the archive: each wave shows how many hosts ended in each state, not which."</p>
+                    })}
                     <div class=move || if replay.get().is_some() { "waves waves-past" } else { "waves" } id="waves">
                         {move || {
                             let shown = if replay.get().is_some() { past } else { live };

@@ -51,10 +51,14 @@ pub fn WaveColumn(
     confirm: RwSignal<Option<Pending>>,
 ) -> impl IntoView {
     let cells: Vec<RwSignal<HostCell>> = meta.cells.iter().map(|(_, c)| *c).collect();
-    let total = cells.len();
+    let tallied = meta.tallied.clone();
+    let total = tallied.as_ref().map_or(cells.len(), |counts| counts.values().sum::<u64>() as usize);
     let counts = {
         let cells = cells.clone();
         Memo::new(move |_| {
+            if let Some(counts) = &tallied {
+                return counts.clone();
+            }
             let mut counts = std::collections::BTreeMap::new();
             for c in &cells {
                 *counts.entry(c.with(|h| h.state)).or_insert(0u64) += 1;
@@ -74,7 +78,7 @@ pub fn WaveColumn(
     let rid = move || live.header.with(|h| h.as_ref().map(|h| h.rollout_id.clone()));
     let title = index.map_or("Unstaged".to_owned(), |i| format!("Wave {i}"));
     let requires = meta.requires_approval;
-    let dense = total > DENSE_LIMIT;
+    let dense = cells.len() > DENSE_LIMIT;
     // "1 of 2 failures used": counted from the cells, so it follows the feed.
     let budget = meta.failure_budget.map(|b| b.max);
     let budget_text = move || {
@@ -130,7 +134,7 @@ pub fn WaveColumn(
                 {budget_text}
                 {approve_button}
             </div>
-            <div class={if total > 200 { "cells cells-dense" } else { "cells" }}>
+            <div class={if cells.len() > 200 { "cells cells-dense" } else { "cells" }}>
                 <For each=shown key=|(name, _)| name.clone() let((_, cell))>
                     <Cell cell=cell selected=selected />
                 </For>
