@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use engine::fleet::{Placement, VerifiedFleet};
+use engine::fleet::{Placement, VerifiedFleet, WaveSpec};
 use engine::host::HostRecord;
 use engine::rollout::{Rollout, Suspended, wave_failures};
 use shared::api::{FailureBudgetUse, HostCell, RolloutDetail, RolloutHeader, RolloutSummary, WaveCounts, WaveView};
@@ -130,18 +130,33 @@ pub fn rollout_detail(
             });
             WaveView {
                 failure_budget,
-                index,
-                soak_minutes: spec.map_or(0, |s| s.soak_seconds / 60),
-                requires_approval: spec.is_some_and(|s| s.requires_approval),
-                approved: index.is_some_and(|i| r.approved_waves.contains(&i)),
                 converged_percent: percent(converged, hosts.len() as u64),
                 counts,
                 hosts,
+                ..wave_view(r, index, spec)
             }
         })
         .collect();
     // Waves in order, the unstaged column last.
     waves.sort_by_key(|w| w.index.map_or(u64::MAX, u64::from));
+    detail(r, waves, as_of, false)
+}
+
+/// A wave column as its spec and the rollout's approvals draw it, without hosts or counts.
+fn wave_view(r: &Rollout, index: Option<u32>, spec: Option<&WaveSpec>) -> WaveView {
+    WaveView {
+        index,
+        soak_minutes: spec.map_or(0, |s| s.soak_seconds / 60),
+        requires_approval: spec.is_some_and(|s| s.requires_approval),
+        approved: index.is_some_and(|i| r.approved_waves.contains(&i)),
+        hosts: Vec::new(),
+        counts: BTreeMap::new(),
+        converged_percent: 0.0,
+        failure_budget: None,
+    }
+}
+
+fn detail(r: &Rollout, waves: Vec<WaveView>, as_of: i64, hosts_tallied: bool) -> RolloutDetail {
     RolloutDetail {
         header: rollout_header(r),
         waves,
@@ -149,7 +164,7 @@ pub fn rollout_detail(
         first_seq: 0,
         sealed_before: None,
         replayed_at: None,
-        hosts_tallied: false,
+        hosts_tallied,
     }
 }
 
@@ -169,25 +184,13 @@ pub fn tallied_detail(r: &Rollout, tally: &Tally, fleet: Option<&VerifiedFleet>,
                 failure_budget: spec
                     .and_then(|s| s.max_failures)
                     .map(|budget| FailureBudgetUse { used: failed, max: budget.allowed(hosts) }),
-                index: wave.index,
-                soak_minutes: spec.map_or(0, |s| s.soak_seconds / 60),
-                requires_approval: spec.is_some_and(|s| s.requires_approval),
-                approved: wave.index.is_some_and(|i| r.approved_waves.contains(&i)),
                 converged_percent: percent(converged, hosts),
                 counts: wave.counts.clone(),
-                hosts: Vec::new(),
+                ..wave_view(r, wave.index, spec)
             }
         })
         .collect();
-    RolloutDetail {
-        header: rollout_header(r),
-        waves,
-        as_of,
-        first_seq: 0,
-        sealed_before: None,
-        replayed_at: None,
-        hosts_tallied: true,
-    }
+    detail(r, waves, as_of, true)
 }
 
 #[cfg(test)]
