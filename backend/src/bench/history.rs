@@ -237,6 +237,7 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
         hosts: args.hosts,
         channels: args.hosts.div_ceil(args.hosts_per_rollout.max(1)),
         soak_minutes: args.soak_minutes,
+        waves: 4,
         seed: 1,
         initial_closure: super::INITIAL.into(),
     };

@@ -22,6 +22,7 @@ mod history;
 mod load;
 mod search;
 mod server;
+mod steady;
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -76,8 +77,25 @@ pub struct RunArgs {
     /// Live-feed clients connected to the server during the load phases. Default: 50.
     #[arg(long, default_value_t = 50)]
     pub feed_clients: usize,
+    /// `load`: the ceilings, then closed-loop heartbeats and events at each size. `steady`: at
+    /// each size one rollout of every host in ten waves driven to completion at real
+    /// heartbeat intervals, the settled fleet idle, then a restart ([`steady`]).
+    #[arg(long, value_enum, default_value_t = Profile::Load)]
+    pub profile: Profile,
+    /// `steady`: seconds the rollout may take to complete. Default: 1800.
+    #[arg(long, default_value_t = 1800)]
+    pub converge_deadline: u64,
+    /// `steady`: seconds the settled fleet's heartbeats are measured. Default: 60.
+    #[arg(long, default_value_t = 60)]
+    pub idle_seconds: u64,
     #[command(flatten)]
     pub ceilings: CeilingArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Profile {
+    Load,
+    Steady,
 }
 
 const INITIAL: &str = "/nix/store/00000000000000000000000000000000-initial";
@@ -106,6 +124,7 @@ fn shape(hosts: usize, hosts_per_rollout: usize) -> LoadShape {
         hosts,
         channels: hosts.div_ceil(hosts_per_rollout.max(1)),
         soak_minutes: 60,
+        waves: 4,
         seed: 1,
         initial_closure: INITIAL.into(),
     }
@@ -303,6 +322,15 @@ async fn run_all(args: RunArgs) -> anyhow::Result<()> {
         "--sizes must be 4 or more hosts each"
     );
     let started = Instant::now();
+    if args.profile == Profile::Steady {
+        let mut reports = Vec::new();
+        for &hosts in &args.sizes {
+            eprintln!("building and signing a {hosts}-host fleet …");
+            reports.push(steady::measure(&args, &LoadFleet::build(&steady::shape(hosts))?).await?);
+        }
+        println!("{}", steady::report(&args, &reports, started.elapsed()));
+        return Ok(());
+    }
     let mut fleets = Vec::new();
     for &hosts in &args.sizes {
         eprintln!("building and signing a {hosts}-host fleet …");

@@ -22,6 +22,10 @@ pub struct ServerProcess {
     /// A viewer's bearer token (for the live feed).
     pub viewer_token: String,
     pub log: PathBuf,
+    /// How it was started (a restart starts it the same way).
+    dir: PathBuf,
+    target: db::DbTarget,
+    port: u16,
 }
 
 /// A `/metrics` scrape: sample name with labels → value.
@@ -48,8 +52,8 @@ impl Scrape {
         self.0.iter().filter(|(k, _)| k.strip_prefix(family).is_some_and(|r| r.starts_with('{'))).map(|(_, v)| v).sum()
     }
 
-    /// A histogram observed between `before` and `self`: (count, mean, bucket bound at or
-    /// above the 99th percentile).
+    /// A histogram observed between `before` and `self`: (count, mean, bucket bounds at or
+    /// above the median and the 99th percentile).
     pub fn histogram_since(&self, before: &Scrape, name: &str) -> Histogram {
         let delta = |key: &str| self.get(key) - before.get(key);
         let count = delta(&format!("{name}_count"));
@@ -64,8 +68,13 @@ impl Scrape {
             })
             .collect();
         buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let p99 = buckets.iter().find(|(_, n)| *n >= 0.99 * count).map_or(f64::NAN, |(bound, _)| *bound);
-        Histogram { count, mean: if count > 0.0 { sum / count } else { 0.0 }, p99_at_most: p99 }
+        let at_most = |q: f64| buckets.iter().find(|(_, n)| *n >= q * count).map_or(f64::NAN, |(bound, _)| *bound);
+        Histogram {
+            count,
+            mean: if count > 0.0 { sum / count } else { 0.0 },
+            p50_at_most: at_most(0.5),
+            p99_at_most: at_most(0.99),
+        }
     }
 }
 
@@ -73,6 +82,7 @@ impl Scrape {
 pub struct Histogram {
     pub count: f64,
     pub mean: f64,
+    pub p50_at_most: f64,
     pub p99_at_most: f64,
 }
 
@@ -101,24 +111,7 @@ impl ServerProcess {
 
         let port = free_port()?;
         let log = dir.join("server.log");
-        let exe = std::env::current_exe().context("cannot find the fleetwave binary")?;
-        let child = tokio::process::Command::new(exe)
-            .args(["--log-format", "json", "serve", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--db")
-            .arg(target.as_arg())
-            .arg("--dist")
-            .arg(dir.join("no-dashboard"))
-            .arg("--trust")
-            .arg(dir.join("trust.json"))
-            .arg("--manifests-dir")
-            .arg(dir.join("release"))
-            .args(["--manifests-poll-ms", "500"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .kill_on_drop(true)
-            .spawn()
-            .context("cannot start fleetwave serve")?;
+        let child = spawn(dir, &target, port, &log)?;
         let pid = child.id().context("the server exited at once")?;
         let server = ServerProcess {
             child,
@@ -127,6 +120,9 @@ impl ServerProcess {
             url: format!("http://127.0.0.1:{port}"),
             viewer_token,
             log,
+            dir: dir.to_owned(),
+            target,
+            port,
         };
         let hosts = fleet.hosts.len() as f64;
         let deadline = Instant::now() + Duration::from_secs(300);
@@ -143,6 +139,42 @@ impl ServerProcess {
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// Kills the server and starts it again on the same database and port; returns once it
+    /// answers `/readyz` (its state loaded and the stored fleet and manifests re-verified),
+    /// with how long that took from the start.
+    pub async fn restart(mut self) -> anyhow::Result<(ServerProcess, Duration)> {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+        let started = Instant::now();
+        self.child = spawn(&self.dir, &self.target, self.port, &self.log)?;
+        self.pid = self.child.id().context("the server exited at once")?;
+        let ready = format!("{}/readyz", self.url);
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+        let deadline = started + Duration::from_secs(300);
+        loop {
+            if http.get(&ready).send().await.is_ok_and(|r| r.status().is_success()) {
+                return Ok((self, started.elapsed()));
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the restarted server was not ready in 300 s; see {}",
+                self.log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// CPU time the server has used (user + system), from /proc.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        // Fields after the command (which may hold spaces) and its closing parenthesis:
+        // utime and stime are the 12th and 13th of them.
+        let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+        let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+        let per_second = rustix::param::clock_ticks_per_second().max(1);
+        Duration::from_secs_f64(ticks as f64 / per_second as f64)
     }
 
     pub async fn metrics(&self) -> anyhow::Result<Scrape> {
@@ -167,4 +199,26 @@ impl ServerProcess {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
     }
+}
+
+/// `fleetwave serve` on `target` at `port`, its manifests from `dir/release`, logging to `log`.
+fn spawn(dir: &Path, target: &db::DbTarget, port: u16, log: &Path) -> anyhow::Result<tokio::process::Child> {
+    let exe = std::env::current_exe().context("cannot find the fleetwave binary")?;
+    tokio::process::Command::new(exe)
+        .args(["--log-format", "json", "serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--db")
+        .arg(target.as_arg())
+        .arg("--dist")
+        .arg(dir.join("no-dashboard"))
+        .arg("--trust")
+        .arg(dir.join("trust.json"))
+        .arg("--manifests-dir")
+        .arg(dir.join("release"))
+        .args(["--manifests-poll-ms", "500"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log)?)
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start fleetwave serve")
 }

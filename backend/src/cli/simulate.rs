@@ -80,6 +80,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
             hosts: args.hosts.unwrap_or(1000),
             channels: args.channels.max(1),
             soak_minutes: 0,
+            waves: 4,
             seed: args.seed,
             initial_closure: args.initial_closure.clone(),
         };

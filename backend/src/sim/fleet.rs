@@ -1,5 +1,5 @@
 //! Load-test fleets: a signed release of `hosts` hosts spread over `channels` channels (one
-//! rollout each, four waves, a tag budget), with host keys derived from a seed so the same
+//! rollout each, `waves` waves, a tag budget), with host keys derived from a seed so the same
 //! fleet can be written once and simulated many times (`simulate --provision`, `bench run`).
 
 use std::path::Path;
@@ -28,6 +28,8 @@ pub struct LoadShape {
     pub channels: usize,
     /// Soak of every wave, in minutes (0: a wave completes as soon as its hosts converge).
     pub soak_minutes: u64,
+    /// Waves of every channel (a channel's hosts are dealt over them in turn).
+    pub waves: usize,
     pub seed: u64,
     /// What every host runs before the release.
     pub initial_closure: String,
@@ -52,14 +54,15 @@ impl LoadFleet {
         let ci = SigningKey::generate(&mut rand_core::OsRng);
         let trust = json!({"schemaVersion": 1, "ciReleaseKey": {"current": engine::sign::public_key_b64(&ci)}, "freshnessWindowMinutes": 1440});
         let mut host_docs = serde_json::Map::new();
-        let mut waves: Vec<Vec<Vec<String>>> = vec![vec![Vec::new(); 4]; channels];
+        let wave_count = shape.waves.max(1);
+        let mut waves: Vec<Vec<Vec<String>>> = vec![vec![Vec::new(); wave_count]; channels];
         let mut hosts = Vec::with_capacity(shape.hosts);
         for i in 0..shape.hosts {
             let name = host_name(i);
             let seed_bytes: [u8; 32] = sha2::Sha256::digest(format!("{}:{name}", shape.seed).as_bytes()).into();
             let key = SigningKey::from_bytes(&seed_bytes);
             let channel = i % channels;
-            waves[channel][(i / channels) % 4].push(name.clone());
+            waves[channel][(i / channels) % wave_count].push(name.clone());
             let tag = ["web", "db", "cache", "batch"][i % 4];
             host_docs.insert(
                 name.clone(),
@@ -83,7 +86,7 @@ impl LoadFleet {
             "schemaVersion": 1,
             "meta": {"ciCommit": "10ad", "signedAt": chrono::Utc::now().to_rfc3339()},
             "hosts": host_docs, "channels": channel_docs,
-            "rolloutPolicies": {"load": {"waves": [soak, soak, soak, soak],
+            "rolloutPolicies": {"load": {"waves": vec![soak; wave_count],
                                          "onHealthFailure": "rollback-and-halt", "stuckAfterMinutes": 30}},
             "waves": wave_docs,
             "disruptionBudgets": [{"name": "web", "selector": {"tags": ["web"]}, "maxInFlight": (shape.hosts / 4).max(1)}]

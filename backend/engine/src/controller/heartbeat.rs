@@ -13,8 +13,13 @@ use crate::planner::{ACTIVE_HEARTBEAT_SECONDS, evaluate_synth_gates};
 use crate::state::{FleetState, ManifestSet};
 
 /// Heartbeat interval while a host has no work (SPEC §6); with work it is
-/// [`ACTIVE_HEARTBEAT_SECONDS`].
+/// [`ACTIVE_HEARTBEAT_SECONDS`], while its only work waits on a gate [`HELD_HEARTBEAT_SECONDS`].
 pub const IDLE_HEARTBEAT_SECONDS: u64 = 30;
+/// Heartbeat interval while a host's only open records are Pending and held by a gate (a
+/// later wave, an approval, a budget): it learns of its dispatch within this long of the
+/// gate lifting, and a 100,000-host rollout's waiting hosts do not offer the machine more
+/// heartbeats than it can verify.
+pub const HELD_HEARTBEAT_SECONDS: u64 = 15;
 /// Presence rows are rewritten at most this often for an unchanged host.
 const PRESENCE_PERSIST_EVERY: Duration = Duration::seconds(60);
 
@@ -79,8 +84,17 @@ impl Controller {
                 on_health_failure: fleet?.on_health_failure(&record.channel),
             })
         });
-        let busy = !open.is_empty();
-        let next_heartbeat_seconds = if busy { ACTIVE_HEARTBEAT_SECONDS as u64 } else { IDLE_HEARTBEAT_SECONDS };
+        let next_heartbeat_seconds = open
+            .iter()
+            .filter_map(|(id, _)| self.state.record(id, host))
+            .map(|record| match record.state {
+                HostState::Activating | HostState::Deferred | HostState::Soaking => ACTIVE_HEARTBEAT_SECONDS as u64,
+                HostState::Pending if record.dispatch.is_some() => ACTIVE_HEARTBEAT_SECONDS as u64,
+                HostState::Pending if record.waiting_on.is_some() => HELD_HEARTBEAT_SECONDS,
+                _ => IDLE_HEARTBEAT_SECONDS,
+            })
+            .min()
+            .unwrap_or(IDLE_HEARTBEAT_SECONDS);
         if let Some(presence) = self.presence.get_mut(host) {
             presence.asked_seconds = next_heartbeat_seconds;
         }
