@@ -252,7 +252,6 @@ enum SharedBlock {
     Unstaged,
     LaterWave {
         wave: u32,
-        current: u32,
     },
     Approval {
         wave: u32,
@@ -325,7 +324,9 @@ enum Block<'a> {
     Halted(Option<&'a Halt>),
     ChannelEdge(&'a str),
     Unstaged,
-    LaterWave { wave: u32, current: u32 },
+    /// The host's wave is not current yet. (Not which wave is: a hold whose reason changed
+    /// with every wave advance was rewritten for every later-wave host at each advance.)
+    LaterWave { wave: u32 },
     Approval { wave: u32 },
     HostEdge { gating: &'a Hostname, state: HostState },
     Budget { name: &'a str, in_flight: u32, max: u32 },
@@ -339,7 +340,7 @@ impl Block<'_> {
             Block::Halted(_) => SharedBlock::Halted,
             Block::ChannelEdge(_) => SharedBlock::ChannelEdge,
             Block::Unstaged => SharedBlock::Unstaged,
-            Block::LaterWave { wave, current } => SharedBlock::LaterWave { wave: *wave, current: *current },
+            Block::LaterWave { wave } => SharedBlock::LaterWave { wave: *wave },
             Block::Approval { wave } => SharedBlock::Approval { wave: *wave },
             Block::Frozen { index, .. } => SharedBlock::Frozen(*index),
             Block::Window { index, .. } => SharedBlock::Window(*index),
@@ -417,7 +418,7 @@ impl fmt::Display for Block<'_> {
             Block::Halted(Some(h)) => write!(f, "the rollout is halted: {} failed ({})", h.host, h.reason),
             Block::ChannelEdge(reason) => f.write_str(reason),
             Block::Unstaged => f.write_str("unstaged"),
-            Block::LaterWave { wave, current } => write!(f, "wave {wave} is not current yet (current wave {current})"),
+            Block::LaterWave { wave } => write!(f, "waiting for wave {wave}"),
             Block::Approval { wave } => write!(f, "wave {wave} requires approval"),
             Block::HostEdge { gating, state } => write!(f, "waiting for {gating} ({state})"),
             Block::Budget { name, in_flight, max } => write!(f, "budget {name}: {in_flight} of {max} in flight"),
@@ -681,7 +682,7 @@ impl<'a> RolloutGates<'a> {
         let wave = match placement {
             Placement::Unstaged => return Some(Block::Unstaged),
             Placement::Wave(w) if w > self.current_wave => {
-                return Some(Block::LaterWave { wave: w, current: self.current_wave });
+                return Some(Block::LaterWave { wave: w });
             }
             Placement::Wave(w) => w,
         };

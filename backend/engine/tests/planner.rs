@@ -123,7 +123,7 @@ fn later_waves_wait_and_unstaged_hosts_are_held() {
     let mut s = Scenario::new(single(&["a", "b", "z"]).waves("stable", &[&["a"], &["b"]]).manifest_set("c0ffee"));
     let actions = s.tick();
     assert_eq!(Scenario::dispatched(&actions), ["a"]);
-    assert_eq!(hold_of(&actions, "b"), Some((Gate::Wave, "wave 1 is not current yet (current wave 0)")));
+    assert_eq!(hold_of(&actions, "b"), Some((Gate::Wave, "waiting for wave 1")));
     assert_eq!(hold_of(&actions, "z"), Some((Gate::Wave, "unstaged")));
 }
 
@@ -196,7 +196,7 @@ fn a_host_set_smaller_than_its_channel_still_gets_each_hosts_own_wave_and_budget
     let actions = s.tick();
     // Records b, d, e sit at positions 0, 1, 2; the channel's hosts a, b, c, d, e.
     assert_eq!(Scenario::dispatched(&actions), ["d"]);
-    assert_eq!(hold_of(&actions, "b"), Some((Gate::Wave, "wave 1 is not current yet (current wave 0)")));
+    assert_eq!(hold_of(&actions, "b"), Some((Gate::Wave, "waiting for wave 1")));
     assert_eq!(hold_of(&actions, "e"), Some((Gate::Budget, "budget db: 1 of 1 in flight")));
     // The next pass counts d's outstanding dispatch against its budget from the records.
     s.state.records.values_mut().for_each(|records| {
@@ -241,7 +241,10 @@ fn wave_advance_happens_before_dispatch_in_the_same_pass_and_one_step_at_a_time(
     let actions = s.plan();
     assert_eq!(actions[0], PlanAction::AdvanceWave { rollout_id: Scenario::rid(R), to: 1 });
     assert_eq!(actions.iter().filter(|a| matches!(a, PlanAction::AdvanceWave { .. })).count(), 1);
-    assert_eq!(hold_of(&actions, "c").unwrap().0, Gate::Wave);
+    // c still waits for wave 2: its recorded hold stands (no action rewrites it).
+    assert!(!Scenario::dispatched(&actions).contains(&"c".to_owned()) && hold_of(&actions, "c").is_none());
+    let held = s.record(R, "c").waiting_on.clone().unwrap();
+    assert_eq!((held.gate, &*held.reason), (Gate::Wave, "waiting for wave 2"));
     s.tick();
     let next = s.tick();
     assert_eq!(next[0], PlanAction::AdvanceWave { rollout_id: Scenario::rid(R), to: 2 });
@@ -360,7 +363,7 @@ fn unchanged_holds_are_not_logged_again() {
     // When the reason changes (here: the stored one is stale), the hold is planned again.
     s.state.records.get_mut(&Scenario::rid(R)).unwrap().get_mut(&Scenario::host("b")).unwrap().waiting_on =
         Some(shared::state::WaitingOn { gate: Gate::Wave, reason: "stale".into(), since: t0(), until: None });
-    assert_eq!(hold_of(&s.plan(), "b"), Some((Gate::Wave, "wave 1 is not current yet (current wave 0)")));
+    assert_eq!(hold_of(&s.plan(), "b"), Some((Gate::Wave, "waiting for wave 1")));
 }
 
 #[test]
@@ -406,7 +409,7 @@ fn hosts_held_for_one_reason_share_it_and_records_read_back_share_it_again() {
     s.tick();
     let reason = |s: &Scenario, host: &str| s.record(R, host).waiting_on.clone().unwrap().reason;
     let held = ["b", "c", "d"].map(|h| reason(&s, h));
-    assert_eq!(&*held[0], "wave 1 is not current yet (current wave 0)");
+    assert_eq!(&*held[0], "waiting for wave 1");
     assert!(held.iter().all(|r| std::sync::Arc::ptr_eq(r, &held[0])), "one pass's holds share the reason");
 
     // Read back from the database, each record has its own copy: the planner still sees the

@@ -81,7 +81,7 @@ async fn reads_show_tables_and_json_and_actions_say_what_they_did() {
 
     let detail = ok(&app, &["rollout", R]).await.stdout;
     let b = detail.lines().find(|l| l.starts_with("b ")).unwrap_or_else(|| panic!("{detail}"));
-    assert!(b.contains("Pending") && b.contains("wave: wave 1 is not current yet"), "{b}");
+    assert!(b.contains("Pending") && b.contains("wave: waiting for wave 1"), "{b}");
     assert_eq!(ok(&app, &["rollout", R, "--json"]).await.json()["waves"][1]["requiresApproval"], true);
 
     // Each action, in JSON (its outcome) and as words.
