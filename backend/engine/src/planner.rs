@@ -316,20 +316,41 @@ fn renders_as(value: &impl fmt::Display, expected: &str) -> bool {
 /// Why a Pending host may not be dispatched yet: its gate, and the reason shown to operators
 /// (rendered only when it differs from the hold already recorded).
 enum Block<'a> {
-    Quarantined { closure: &'a Closure, channel: &'a Channel },
-    Frozen { index: usize, freeze: &'a Freeze },
+    Quarantined {
+        closure: &'a Closure,
+        channel: &'a Channel,
+    },
+    Frozen {
+        index: usize,
+        freeze: &'a Freeze,
+    },
     Suspended(&'a Suspension),
-    Window { index: usize, window: &'a Window, opens: Option<DateTime<Utc>> },
+    Window {
+        index: usize,
+        window: &'a Window,
+        opens: Option<DateTime<Utc>>,
+    },
     Paused,
     Halted(Option<&'a Halt>),
     ChannelEdge(&'a str),
     Unstaged,
     /// The host's wave is not current yet. (Not which wave is: a hold whose reason changed
     /// with every wave advance was rewritten for every later-wave host at each advance.)
-    LaterWave { wave: u32 },
-    Approval { wave: u32 },
-    HostEdge { gating: &'a Hostname, state: HostState },
-    Budget { name: &'a str, in_flight: u32, max: u32 },
+    LaterWave {
+        wave: u32,
+    },
+    Approval {
+        wave: u32,
+    },
+    HostEdge {
+        gating: &'a Hostname,
+        state: HostState,
+    },
+    Budget {
+        name: &'a str,
+        in_flight: u32,
+        max: u32,
+    },
 }
 
 impl Block<'_> {

@@ -213,6 +213,11 @@ impl Core {
         self.controller.plan_due()
     }
 
+    /// Whether the pass due covers every rollout (asked for, not only hosts moving).
+    pub fn full_plan_due(&self) -> bool {
+        self.controller.full_plan_due()
+    }
+
     /// A plan pass (see [`Controller::plan`]); whether it covered every rollout.
     pub fn plan(&mut self, pending: &mut Pending, now: DateTime<Utc>) -> bool {
         let full = self.controller.plan(now, &mut self.out);

@@ -22,6 +22,12 @@ impl Controller {
         self.replan || !self.moved.is_empty()
     }
 
+    /// Whether a full pass was asked for (a plan tick, manifests, an operator action, a
+    /// quarantine), not only a pass over the rollouts hosts moved in.
+    pub fn full_plan_due(&self) -> bool {
+        self.replan
+    }
+
     /// A plan pass: planner actions and completion checks, again at once when a rollout
     /// opened or completed (a successor channel may go on). When a full pass was asked for
     /// (plan tick, manifests, operator actions, quarantines) it covers every rollout and also
