@@ -14,6 +14,9 @@ type Labels = Vec<(String, String)>;
 
 /// Buckets for the reducer's in-memory work (plan passes, turns): 100 µs to 250 ms.
 const SHORT_SECONDS: [f64; 11] = [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25];
+/// Plan passes: finer around SPEC §13's 10 ms (10,000 hosts) and 20 ms (100,000 hosts) targets.
+const PLAN_SECONDS: [f64; 14] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.025, 0.035, 0.05, 0.1, 0.25];
 
 pub struct Metrics {
     registry: Registry,
@@ -75,8 +78,8 @@ impl Metrics {
         let queue_depth = Gauge::default();
         let tx_seconds = Histogram::new([0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0]);
         let tx_inputs = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]);
-        let plan_seconds = Histogram::new(SHORT_SECONDS);
-        let plan_moved_seconds = Histogram::new(SHORT_SECONDS);
+        let plan_seconds = Histogram::new(PLAN_SECONDS);
+        let plan_moved_seconds = Histogram::new(PLAN_SECONDS);
         let turn_seconds = Histogram::new(SHORT_SECONDS);
         let hosts_by_state = Family::<Labels, Gauge>::default();
         let holds_by_gate = Family::<Labels, Gauge>::default();
