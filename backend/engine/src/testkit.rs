@@ -279,6 +279,21 @@ impl Scenario {
         rows(out).into_iter().filter_map(applied_action).collect()
     }
 
+    /// A heartbeat from `host` naming no rollout and no closure, through the controller:
+    /// the interval its answer asks for.
+    pub fn heartbeat_interval(&mut self, host: &str) -> u64 {
+        let now = self.now;
+        let request = shared::agent::HeartbeatRequest {
+            hostname: Self::host(host),
+            current_closure: None,
+            booted_closure: None,
+            rollout_id: None,
+            last_event_seq: None,
+            at: now,
+        };
+        self.controller.heartbeat(now, &request, &mut Vec::new()).next_heartbeat_seconds
+    }
+
     pub fn advance(&mut self, seconds: i64) {
         self.now += Duration::seconds(seconds);
     }

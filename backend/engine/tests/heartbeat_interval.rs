@@ -5,25 +5,11 @@
 
 use engine::testkit::{FleetBuilder, Scenario, at};
 use serde_json::json;
-use shared::agent::HeartbeatRequest;
 
 const R: &str = "stable@a1";
 
-fn asked(s: &mut Scenario, host: &str) -> u64 {
-    let now = s.now;
-    let request = HeartbeatRequest {
-        hostname: Scenario::host(host),
-        current_closure: None,
-        booted_closure: None,
-        rollout_id: None,
-        last_event_seq: None,
-        at: now,
-    };
-    s.controller.heartbeat(now, &request, &mut Vec::new()).next_heartbeat_seconds
-}
-
 fn asked_of_all(s: &mut Scenario) -> [u64; 3] {
-    ["a", "b", "c"].map(|h| asked(s, h))
+    ["a", "b", "c"].map(|h| s.heartbeat_interval(h))
 }
 
 #[test]
@@ -47,11 +33,11 @@ fn hosts_with_work_are_asked_every_5_s_held_ones_every_15_and_the_rest_every_30(
     let now = s.now;
     s.send(R, "a", "DispatchAck", json!({"currentClosure": "/nix/store/old", "receivedAt": now})).unwrap();
     s.send(R, "a", "ActivationStarted", json!({"startedAt": now})).unwrap();
-    assert_eq!(asked(&mut s, "a"), 5, "activating");
+    assert_eq!(s.heartbeat_interval("a"), 5, "activating");
     let target = s.record(R, "a").target_closure.to_string();
     s.send(R, "a", "ActivationCompleted", json!({"observedClosure": target, "exitCode": 0, "completedAt": now}))
         .unwrap();
-    assert_eq!(asked(&mut s, "a"), 5, "soaking");
+    assert_eq!(s.heartbeat_interval("a"), 5, "soaking");
     s.send(R, "a", "Converged", json!({"convergedAt": now, "currentClosure": target})).unwrap();
     // Wave 0 is done: the next pass moves the rollout on to b's wave.
     s.tick();

@@ -3,21 +3,7 @@
 
 use engine::controller::Write;
 use engine::testkit::{FleetBuilder, Scenario, at};
-use shared::agent::HeartbeatRequest;
 use shared::log::LogEntry;
-
-fn heartbeat(s: &mut Scenario) -> u64 {
-    let now = s.now;
-    let request = HeartbeatRequest {
-        hostname: Scenario::host("a"),
-        current_closure: None,
-        booted_closure: None,
-        rollout_id: None,
-        last_event_seq: None,
-        at: now,
-    };
-    s.controller.heartbeat(now, &request, &mut Vec::new()).next_heartbeat_seconds
-}
 
 /// Whether a plan pass now logs `a` going offline.
 fn goes_offline(s: &mut Scenario) -> bool {
@@ -37,7 +23,7 @@ fn a_host_told_to_come_back_in_30_s_is_not_offline_at_15_when_a_rollout_opened_m
         .waves("stable", &[&["a"]]);
     let mut s = Scenario::new(fleet.manifest_set("a1"));
     s.now = at(0);
-    assert_eq!(heartbeat(&mut s), 30, "nothing is open for a yet");
+    assert_eq!(s.heartbeat_interval("a"), 30, "nothing is open for a yet");
     // The rollout opens (a's record is open from now on), and a is silent for 20 s.
     s.tick();
     assert!(s.state.record(&Scenario::rid("stable@a1"), &Scenario::host("a")).is_some());
@@ -46,7 +32,7 @@ fn a_host_told_to_come_back_in_30_s_is_not_offline_at_15_when_a_rollout_opened_m
     s.advance(71);
     assert!(goes_offline(&mut s), "silent for three of its intervals");
     // Back, now told the active interval: offline after three of those.
-    assert_eq!(heartbeat(&mut s), 5);
+    assert_eq!(s.heartbeat_interval("a"), 5);
     s.advance(16);
     assert!(goes_offline(&mut s));
 }

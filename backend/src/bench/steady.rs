@@ -200,32 +200,10 @@ pub fn report(args: &RunArgs, sizes: &[SteadyReport], took: Duration) -> String 
         &|s| format!("{}/s, {}", thousands(s.heartbeats_per_second), latency(s.heartbeat_latency)),
         "",
     );
-    row(
-        "plan pass, full: passes, p50 ≤ / p99 ≤ / mean",
-        &|s| {
-            format!(
-                "{}, {} / **{}** / {}",
-                s.plan.count,
-                ms(s.plan.p50_at_most),
-                ms(s.plan.p99_at_most),
-                ms(s.plan.mean)
-            )
-        },
-        "≤ 20 ms",
-    );
-    row(
-        "plan pass after hosts moved: passes, p50 ≤ / p99 ≤ / mean",
-        &|s| {
-            format!(
-                "{}, {} / **{}** / {}",
-                s.plan_moved.count,
-                ms(s.plan_moved.p50_at_most),
-                ms(s.plan_moved.p99_at_most),
-                ms(s.plan_moved.mean)
-            )
-        },
-        "≤ 20 ms",
-    );
+    let passes =
+        |h: &Histogram| format!("{}, {} / **{}** / {}", h.count, ms(h.p50_at_most), ms(h.p99_at_most), ms(h.mean));
+    row("plan pass, full: passes, p50 ≤ / p99 ≤ / mean", &|s| passes(&s.plan), "≤ 20 ms");
+    row("plan pass after hosts moved: passes, p50 ≤ / p99 ≤ / mean", &|s| passes(&s.plan_moved), "≤ 20 ms");
     row(
         "memory: peak up to convergence; resident once converged",
         &|s| format!("**{:.0} MiB**; {:.0} MiB", s.converge_peak_mib, s.converged_rss_mib),

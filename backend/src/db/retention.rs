@@ -291,7 +291,9 @@ pub async fn tally_due(store: &Store) -> Result<Vec<(RolloutId, Channel)>, sqlx:
         .await
     })?;
     rows.into_iter()
-        .map(|(id, channel)| Ok((RolloutId::parse(id).map_err(decode)?, Channel::parse(channel).map_err(decode)?)))
+        .map(|(id, channel)| {
+            Ok((RolloutId::parse(id).map_err(store::decode)?, Channel::parse(channel).map_err(store::decode)?))
+        })
         .collect()
 }
 
@@ -344,10 +346,6 @@ pub async fn purge_records(store: &Store, id: &str) -> Result<u64, sqlx::Error> 
         deleted += batch;
         tokio::time::sleep(PURGE_PAUSE).await;
     }
-}
-
-fn decode(err: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
-    sqlx::Error::Decode(Box::new(err))
 }
 
 /// The first seq the database still holds (0 when the log is empty).

@@ -330,7 +330,7 @@ impl Batch {
     }
 }
 
-fn decode(err: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
+pub(crate) fn decode(err: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
     sqlx::Error::Decode(Box::new(err))
 }
 

@@ -39,8 +39,8 @@ use shared::api::LogEvent;
 pub const MAX_GROUP: usize = 512;
 /// Groups between "applied in memory" and "answered": one committing, one being applied.
 const PIPELINE_DEPTH: usize = 2;
-/// After a pass over the rollouts hosts moved in took `d`, the next one waits until `d ×
-/// this` has passed (a full pass never waits): such passes then take at most a quarter of the
+/// After a plan pass took `d`, the next pass over the rollouts hosts moved in waits until
+/// `d × this` has passed (a full pass never waits): passes then take at most a quarter of the
 /// reducer's time. A 100,000-host rollout's pass takes ~10 ms and ran after every group that
 /// moved a host — most of the reducer's time while that rollout converged; a small fleet's
 /// takes microseconds and is never held back noticeably.
@@ -228,7 +228,8 @@ struct Reducer {
     signatures_stored_at: Instant,
     /// When a batch last deleted the stored signatures that expired.
     signatures_purged_at: Instant,
-    /// Before this, a pass only over the rollouts hosts moved in waits ([`MOVED_PASS_SPACING`]).
+    /// Before this (set after every plan pass), a pass only over the rollouts hosts moved in
+    /// waits ([`MOVED_PASS_SPACING`]).
     moved_pass_at: Option<Instant>,
 }
 
