@@ -195,6 +195,12 @@ async fn the_channel_history_says_who_approved_a_wave_and_how_long_it_waited() -
             Shell::new(&session).act().sign_in(&token, "demo-operator").await?;
             let page = RolloutPage::new(&session);
             page.act().open("stable@d001").await?;
+            // The approval is to come after wave 1 opened (its button shows before then).
+            page.check()
+                .eventually("stable reaches its approval wave", Duration::from_secs(60), || async {
+                    Ok(page.find().current_wave().await? == 1)
+                })
+                .await?;
             page.act().approve(1, Duration::from_secs(60)).await?;
             page.check().action_succeeded().await?;
             page.act().open_channel().await?;
