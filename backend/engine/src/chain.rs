@@ -48,9 +48,40 @@ impl Entry<'_> {
         Ok(Value::Object(object))
     }
 
+    /// The RFC 8785 bytes of [`Entry::to_value`], written without building it: the payload
+    /// is canonicalised from its text ([`crate::crypto::canonicalize_json`]), since a
+    /// rollout's opening entry lists every host of its set.
+    fn canonical(&self) -> Result<Vec<u8>, String> {
+        use crate::crypto::{canonicalize, canonicalize_json};
+        let mut out = Vec::with_capacity(self.payload.len() + 160);
+        // Members in RFC 8785 order (every name is ASCII: UTF-16 order is byte order).
+        let name = |out: &mut Vec<u8>, name: &str| {
+            out.push(if out.is_empty() { b'{' } else { b',' });
+            out.extend_from_slice(format!("\"{name}\":").as_bytes());
+        };
+        for (key, text) in [("channel", self.channel), ("host", self.host), ("kind", Some(self.kind))] {
+            if let Some(text) = text {
+                name(&mut out, key);
+                out.extend_from_slice(&canonicalize(&Value::from(text))?);
+            }
+        }
+        name(&mut out, "payload");
+        canonicalize_json(self.payload, &mut out).map_err(|err| format!("its payload is not JSON: {err}"))?;
+        if let Some(rollout_id) = self.rollout_id {
+            name(&mut out, "rolloutId");
+            out.extend_from_slice(&canonicalize(&Value::from(rollout_id))?);
+        }
+        name(&mut out, "seq");
+        out.extend_from_slice(&canonicalize(&Value::from(self.seq))?);
+        name(&mut out, "ts");
+        out.extend_from_slice(&canonicalize(&Value::from(self.ts))?);
+        out.push(b'}');
+        Ok(out)
+    }
+
     /// The hash of this entry following an entry whose hash is `prev`.
     pub fn hash(&self, prev: &Hash) -> Result<Hash, String> {
-        let canonical = crate::crypto::canonicalize(&self.to_value()?)?;
+        let canonical = self.canonical()?;
         let mut hasher = Sha256::new();
         hasher.update(prev);
         hasher.update(&canonical);
@@ -260,6 +291,20 @@ mod tests {
         let value = Entry { channel: None, rollout_id: None, ..a }.to_value().unwrap();
         assert!(value.get("channel").is_none() && value.get("rolloutId").is_none(), "{value}");
         assert!(entry(1, "{not json").hash(&GENESIS).is_err());
+    }
+
+    #[test]
+    fn the_hash_is_over_the_canonical_bytes_of_the_entry_as_exported() {
+        // Written without building the entry's value; it must hash what exports carry.
+        let full = Entry { channel: Some("stable\u{e9}"), ..entry(41, r#"{"z": "\u00e9", "a": [1.0, {"y": 2}]}"#) };
+        for e in [full, Entry { channel: None, host: None, rollout_id: None, ..full }] {
+            let prev = [7u8; 32];
+            let mut hasher = Sha256::new();
+            hasher.update(prev);
+            hasher.update(crate::crypto::canonicalize(&e.to_value().unwrap()).unwrap());
+            let expected: Hash = hasher.finalize().into();
+            assert_eq!(e.hash(&prev), Ok(expected), "{e:?}");
+        }
     }
 
     #[test]

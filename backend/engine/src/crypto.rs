@@ -58,6 +58,76 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) -> Result<(), String> {
     Ok(())
 }
 
+/// RFC 8785 canonical bytes of the JSON text `json`, appended to `out`: what
+/// [`canonicalize`] gives for the value `json` parses to, without building that value. Each
+/// object's and array's members are borrowed as raw text and canonicalised one by one, so a
+/// large document (a rollout's opening entry names every host of its set) costs a few
+/// borrowed slices per level instead of a tree of maps several times its size.
+pub fn canonicalize_json(json: &str, out: &mut Vec<u8>) -> Result<(), String> {
+    use serde_json::value::RawValue;
+    let malformed = |err: serde_json::Error| format!("cannot canonicalise malformed JSON: {err}");
+    match json.trim_start().as_bytes().first() {
+        Some(b'{') => {
+            // A map, as `Value` parses one: a repeated name keeps its last member.
+            let members: std::collections::BTreeMap<String, &RawValue> =
+                serde_json::from_str(json).map_err(malformed)?;
+            let mut sorted: Vec<(&String, &RawValue)> = members.iter().map(|(k, v)| (k, *v)).collect();
+            sorted.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+            out.push(b'{');
+            for (i, (name, member)) in sorted.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_string(name, out)?;
+                out.push(b':');
+                canonicalize_json(member.get(), out)?;
+            }
+            out.push(b'}');
+        }
+        Some(b'[') => {
+            let items: Vec<&RawValue> = serde_json::from_str(json).map_err(malformed)?;
+            out.push(b'[');
+            for (i, item) in items.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonicalize_json(item.get(), out)?;
+            }
+            out.push(b']');
+        }
+        _ => match canonical_as_written(json.trim()) {
+            Some(text) => out.extend_from_slice(text.as_bytes()),
+            // Any other scalar: its value is small.
+            None => write_canonical(&serde_json::from_str(json).map_err(malformed)?, out)?,
+        },
+    }
+    Ok(())
+}
+
+/// `scalar` itself when it is already canonical — a literal, a string without escapes (so
+/// without control characters, quotes or backslashes: nothing to escape), an integer of at
+/// most 15 digits other than `-0` (a double holds it exactly, and prints it as written) —
+/// so that most members of a payload are copied rather than parsed again.
+fn canonical_as_written(scalar: &str) -> Option<&str> {
+    let bytes = scalar.as_bytes();
+    let plain = match bytes.first()? {
+        b't' | b'f' | b'n' => matches!(scalar, "true" | "false" | "null"),
+        b'"' => {
+            bytes.len() >= 2
+                && bytes[bytes.len() - 1] == b'"'
+                && !bytes[1..bytes.len() - 1].iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        }
+        _ => {
+            let digits = scalar.strip_prefix('-').unwrap_or(scalar);
+            (1..=15).contains(&digits.len())
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && (digits == "0" || !digits.starts_with('0'))
+                && scalar != "-0"
+        }
+    };
+    plain.then_some(scalar)
+}
+
 fn write_string(s: &str, out: &mut Vec<u8>) -> Result<(), String> {
     serde_json::to_writer(out, s).map_err(|err| format!("cannot canonicalise a string: {err}"))
 }

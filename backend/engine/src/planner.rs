@@ -141,9 +141,31 @@ pub fn plan_rollouts(
     now: DateTime<Utc>,
     only: Option<&BTreeSet<RolloutId>>,
 ) -> Vec<PlanAction> {
-    let mut actions = Vec::new();
+    plan_pass(manifests, state, quarantines, now, only).actions
+}
+
+/// What one pass decided.
+#[derive(Debug, Default)]
+pub struct Pass {
+    pub actions: Vec<PlanAction>,
+    /// The rollouts it looked at with a Pending host that the disruption budget blocks: once
+    /// the actions are applied, exactly those with a Pending host held by a budget (the pass
+    /// saw every such host, so nobody walks the records again to find them).
+    pub budget_held: BTreeSet<RolloutId>,
+}
+
+/// [`plan_rollouts`], with which rollouts a budget holds.
+pub fn plan_pass(
+    manifests: &ManifestSet,
+    state: &FleetState,
+    quarantines: &Quarantines,
+    now: DateTime<Utc>,
+    only: Option<&BTreeSet<RolloutId>>,
+) -> Pass {
+    let mut pass = Pass::default();
+    let actions = &mut pass.actions;
     if only.is_none() {
-        open_rollouts(manifests, state, &mut actions);
+        open_rollouts(manifests, state, actions);
     }
 
     let fleet = &manifests.fleet;
@@ -201,6 +223,9 @@ pub fn plan_rollouts(
                 Some(Block::Budget { name: &budget.name, in_flight: in_flight[b], max: budget.max_in_flight })
             });
             if let Some(block) = block {
+                if matches!(block, Block::Budget { .. }) && !pass.budget_held.contains(id) {
+                    pass.budget_held.insert(id.clone());
+                }
                 // A hold that is already recorded changes nothing: no action (most held hosts
                 // wait for a later wave, pass after pass).
                 if let Some(reason) = reasons.new_hold(record, &block) {
@@ -225,7 +250,7 @@ pub fn plan_rollouts(
             });
         }
     }
-    actions
+    pass
 }
 
 /// The reasons of one rollout's blocks that do not depend on the host, each rendered once:

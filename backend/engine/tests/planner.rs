@@ -128,6 +128,30 @@ fn later_waves_wait_and_unstaged_hosts_are_held() {
 }
 
 #[test]
+fn a_pass_applies_at_most_its_cap_of_new_holds_and_the_rest_follow_in_the_next_passes() {
+    let later = ["b", "c", "d", "e", "f"];
+    let fleet = single(&["a", "b", "c", "d", "e", "f"]).waves("stable", &[&["a"], &later]);
+    let mut s = Scenario::new(fleet.manifest_set("c0ffee"));
+    s.cap_holds_per_pass(2);
+    let held = |s: &Scenario| -> Vec<&str> {
+        later.into_iter().filter(|h| s.record(R, h).waiting_on.as_ref().is_some_and(|w| w.gate == Gate::Wave)).collect()
+    };
+    let first = s.tick();
+    assert_eq!(Scenario::dispatched(&first), ["a"], "dispatches are not capped");
+    assert_eq!(held(&s), ["b", "c"]);
+    assert!(s.plan_due() && !s.full_plan_due(), "the rest wait for the next pass, as after hosts moved");
+    // That pass (not a plan tick) holds the next two, and the one after it the last.
+    let now = s.now;
+    s.controller.plan(now, &mut Vec::new());
+    assert_eq!(held(&s), ["b", "c", "d", "e"]);
+    assert!(s.plan_due());
+    s.controller.plan(now, &mut Vec::new());
+    assert_eq!(held(&s), later);
+    assert!(!s.plan_due(), "nothing is left over");
+    assert!(s.tick().is_empty(), "each host was held once");
+}
+
+#[test]
 fn approval_waves_wait_for_an_operator() {
     let set = FleetBuilder::new()
         .policy("p", &[(0, false), (0, true)], "halt", 30)

@@ -5,7 +5,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Duration, Utc};
-use engine::crypto::canonicalize;
+use engine::crypto::{canonicalize, canonicalize_json};
 use engine::sign::{public_key_b64, sign_value};
 use engine::testkit::{FleetBuilder, at, ci_key, key, sign, t0, trust, trust_config};
 use engine::verify::{Freshness, TrustRoots, VerifyError, verify_artifact, verify_fleet, verify_manifest};
@@ -110,6 +110,30 @@ proptest::proptest! {
     #[test]
     fn the_canonical_form_is_serde_jcs_byte_for_byte(value in json_value()) {
         proptest::prop_assert_eq!(canonicalize(&value).unwrap(), serde_jcs::to_vec(&value).unwrap());
+    }
+
+    /// Canonicalising the text (as the hash chain does with payloads) gives the bytes of
+    /// canonicalising the value it parses to, however the text is laid out.
+    #[test]
+    fn canonicalising_json_text_equals_canonicalising_its_value(value in json_value()) {
+        let expected = canonicalize(&value).unwrap();
+        for text in [serde_json::to_string(&value).unwrap(), serde_json::to_string_pretty(&value).unwrap()] {
+            let mut out = Vec::new();
+            canonicalize_json(&text, &mut out).unwrap();
+            proptest::prop_assert_eq!(&out, &expected);
+        }
+    }
+}
+
+#[test]
+fn canonicalising_json_text_keeps_the_last_of_repeated_names_and_decodes_escaped_ones() {
+    let text = r#" { "b" : [1, 2.50, "x\u0041"], "a": 1, "a": {"z": null, "\u0079": true}, "\ud83d\ude00": 0 } "#;
+    let mut out = Vec::new();
+    canonicalize_json(text, &mut out).unwrap();
+    assert_eq!(out, canonicalize(&serde_json::from_str(text).unwrap()).unwrap());
+    assert_eq!(String::from_utf8(out).unwrap(), r#"{"a":{"y":true,"z":null},"b":[1,2.5,"xA"],"😀":0}"#);
+    for malformed in ["{\"a\":", "[1,,2]", "", "nul"] {
+        assert!(canonicalize_json(malformed, &mut Vec::new()).is_err(), "{malformed:?}");
     }
 }
 

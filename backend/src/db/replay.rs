@@ -196,16 +196,17 @@ pub async fn from_tables(store: &Store) -> Result<(Option<(i64, Option<Vec<u8>>)
         )
         .fetch_all(&mut *tx)
         .await?;
-        let mut records: Vec<(String,)> = Vec::new();
+        // Each record parsed as it is read: at 100,000 records their text is ~70 MB.
+        let mut records: Vec<HostRecord> = Vec::new();
         for id in &open {
-            records.extend(
-                sqlx::query_as::<_, (String,)>(
-                    "SELECT body FROM current_host_records WHERE rollout_id = $1 ORDER BY hostname",
-                )
-                .bind(id)
-                .fetch_all(&mut *tx)
-                .await?,
-            );
+            let mut rows = sqlx::query_scalar::<_, String>(
+                "SELECT body FROM current_host_records WHERE rollout_id = $1 ORDER BY hostname",
+            )
+            .bind(id)
+            .fetch(&mut *tx);
+            while let Some(body) = futures_util::TryStreamExt::try_next(&mut rows).await? {
+                records.push(store::from_json(&body)?);
+            }
         }
         let quarantines: Vec<store::QuarantineColumns> = sqlx::query_as(&format!(
             "SELECT {} FROM quarantines WHERE released_at IS NULL ORDER BY id",
@@ -224,8 +225,7 @@ pub async fn from_tables(store: &Store) -> Result<(Option<(i64, Option<Vec<u8>>)
         let rollout: Rollout = store::from_json(&body)?;
         state.rollouts.insert(rollout.id.clone(), rollout);
     }
-    for (body,) in records {
-        let record: HostRecord = store::from_json(&body)?;
+    for record in records {
         state.records.insert((record.rollout_id.clone(), record.hostname.clone()), record);
     }
     for columns in quarantines {

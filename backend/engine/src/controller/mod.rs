@@ -14,6 +14,7 @@
 mod heartbeat;
 mod operator;
 mod plan;
+pub use plan::HOLDS_PER_PASS;
 
 use shared::ErrorCode;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -127,6 +128,8 @@ pub struct Controller {
     /// Rollouts in which a host changed state since the last pass: they (and what they can
     /// unblock) are planned in the next one.
     moved: BTreeSet<RolloutId>,
+    /// How many new holds one pass applies ([`plan::HOLDS_PER_PASS`]).
+    holds_per_pass: plan::HoldsPerPass,
 }
 
 impl Controller {
@@ -155,7 +158,7 @@ impl Controller {
                 },
             );
         }
-        c.note_budget_holds(None);
+        c.note_budget_holds();
         c
     }
 

@@ -7,11 +7,33 @@ use shared::state::{Gate, HostState, RolloutState};
 use shared::{Channel, RolloutId};
 
 use super::{Controller, Write};
-use crate::planner::{PlanAction, plan_rollouts};
+use crate::planner::{Pass, PlanAction, plan_pass};
 use crate::rollout::RolloutInput;
 use crate::state::ManifestSet;
 
+/// New holds one pass applies at most; the rest wait for the next pass, which the rollouts
+/// they belong to are marked for (as if their hosts had moved). Opening a 100,000-host
+/// rollout of ten waves holds 90,000 hosts for later waves, each with a log row carrying its
+/// record: in one pass, one transaction's rows were a third of the server's peak memory.
+pub const HOLDS_PER_PASS: usize = 10_000;
+
+/// [`HOLDS_PER_PASS`] unless a test asks for fewer.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct HoldsPerPass(usize);
+
+impl Default for HoldsPerPass {
+    fn default() -> Self {
+        HoldsPerPass(HOLDS_PER_PASS)
+    }
+}
+
 impl Controller {
+    /// Caps the new holds of one pass at `holds` instead of [`HOLDS_PER_PASS`] (tests show the
+    /// cap on small fleets).
+    pub fn cap_holds_per_pass(&mut self, holds: usize) {
+        self.holds_per_pass = HoldsPerPass(holds);
+    }
+
     /// Asks for a pass over every rollout (a plan tick).
     pub fn request_plan(&mut self) {
         self.replan = true;
@@ -44,12 +66,21 @@ impl Controller {
             self.absorb(now, stuck, out);
         }
         let mut opened = BTreeSet::new();
+        let mut holds = 0;
+        let mut held_over = BTreeSet::new();
         for _ in 0..4 {
             moved.append(&mut self.moved);
             let scope = (!full).then(|| self.moved_scope(&set, &moved, &opened));
-            let actions = plan_rollouts(&set, &self.state, &self.quarantines, now, scope.as_ref());
+            let Pass { actions, budget_held } = plan_pass(&set, &self.state, &self.quarantines, now, scope.as_ref());
             let mut again = false;
             for action in &actions {
+                if let PlanAction::Hold { rollout_id, .. } = action {
+                    holds += 1;
+                    if holds > self.holds_per_pass.0 {
+                        held_over.insert(rollout_id.clone());
+                        continue;
+                    }
+                }
                 if let PlanAction::OpenRollout { rollout_id } = action {
                     again = true;
                     self.rollouts_of_host = None;
@@ -71,13 +102,18 @@ impl Controller {
                     self.absorb(now, effects, out);
                 }
             }
-            self.note_budget_holds(scope.as_ref());
+            match &scope {
+                Some(scope) => self.budget_held.retain(|id| !scope.contains(id)),
+                None => self.budget_held.clear(),
+            }
+            self.budget_held.extend(budget_held);
             if !again {
                 break;
             }
         }
-        // What moved during the pass was planned by it.
+        // What moved during the pass was planned by it; holds over the cap wait for the next.
         self.moved.clear();
+        self.moved.append(&mut held_over);
         if full {
             self.mark_offline(now, out);
         }
@@ -109,30 +145,19 @@ impl Controller {
         scope
     }
 
-    /// Re-reads which of the rollouts in `scope` (every rollout when `None`) have a Pending host
-    /// held by a budget.
-    pub(super) fn note_budget_holds(&mut self, scope: Option<&BTreeSet<RolloutId>>) {
-        let ids: Vec<RolloutId> = match scope {
-            Some(ids) => ids.iter().cloned().collect(),
-            None => {
-                self.budget_held.clear();
-                self.state.records.keys().cloned().collect()
-            }
-        };
-        for id in ids {
-            let held = self.state.rollouts.get(&id).is_some_and(|r| !r.state.is_terminal())
-                && self.state.records.get(&id).is_some_and(|records| {
-                    records.values().any(|r| {
+    /// Reads which rollouts have a Pending host held by a budget from the records (at start;
+    /// after that, each pass says).
+    pub(super) fn note_budget_holds(&mut self) {
+        self.budget_held = (self.state.records.iter())
+            .filter(|(id, records)| {
+                self.state.rollouts.get(*id).is_some_and(|r| !r.state.is_terminal())
+                    && records.values().any(|r| {
                         r.state == HostState::Pending
                             && r.dispatch.is_none()
                             && r.waiting_on.as_ref().is_some_and(|w| w.gate == Gate::Budget)
                     })
-                });
-            if held {
-                self.budget_held.insert(id);
-            } else {
-                self.budget_held.remove(&id);
-            }
-        }
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
     }
 }
