@@ -40,16 +40,66 @@ pub struct Checkpoint {
     pub state: Replayed,
 }
 
-/// The compressed JSON of `state`, compressed as it is written: at 100,000 records the JSON
-/// alone is ~100 MB, which the server's memory need not hold next to the state.
-fn encode(state: &Replayed) -> Result<Vec<u8>, String> {
-    use std::io::Write as _;
-    let encoder = zstd::stream::write::Encoder::new(Vec::new(), LEVEL).map_err(|e| e.to_string())?;
-    let mut writer = std::io::BufWriter::with_capacity(1 << 16, encoder);
-    serde_json::to_writer(&mut writer, state).map_err(|e| e.to_string())?;
-    writer.flush().map_err(|e| e.to_string())?;
-    let encoder = writer.into_inner().map_err(|e| e.to_string())?;
-    encoder.finish().map_err(|e| e.to_string())
+/// A checkpoint's body being written: the JSON of a [`Replayed`], compressed as it is
+/// written, records first and each as the tables hold its text — at 100,000 records the
+/// records parsed and the JSON whole were each ~100 MB more for the server to hold.
+struct Body {
+    out: std::io::BufWriter<zstd::stream::write::Encoder<'static, Vec<u8>>>,
+    records: usize,
+    failed: Option<String>,
+}
+
+/// The members of [`Replayed`] after its records, as it (de)serialises them.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AfterRecords<'a> {
+    rollouts: Vec<&'a engine::rollout::Rollout>,
+    policies: &'a shared::policy::OperatorPolicies,
+    quarantines: Vec<&'a store::QuarantineRow>,
+}
+
+impl Body {
+    fn new() -> Result<Body, String> {
+        let encoder = zstd::stream::write::Encoder::new(Vec::new(), LEVEL).map_err(|e| e.to_string())?;
+        let mut body = Body { out: std::io::BufWriter::with_capacity(1 << 16, encoder), records: 0, failed: None };
+        body.write(b"{\"records\":[");
+        Ok(body)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        use std::io::Write as _;
+        if self.failed.is_none()
+            && let Err(err) = self.out.write_all(bytes)
+        {
+            self.failed = Some(err.to_string());
+        }
+    }
+
+    /// One record, as the JSON text it is stored as.
+    fn record(&mut self, json: &str) {
+        if self.records > 0 {
+            self.write(b",");
+        }
+        self.records += 1;
+        self.write(json.as_bytes());
+    }
+
+    /// The rest of `state` (its records were written one by one); the compressed body.
+    fn finish(mut self, state: &Replayed) -> Result<Vec<u8>, String> {
+        let rest = AfterRecords {
+            rollouts: state.rollouts.values().collect(),
+            policies: &state.policies,
+            quarantines: state.quarantines.values().collect(),
+        };
+        let rest = serde_json::to_string(&rest).map_err(|e| e.to_string())?;
+        self.write(b"],");
+        self.write(rest.strip_prefix('{').unwrap_or(&rest).as_bytes());
+        if let Some(err) = self.failed {
+            return Err(err);
+        }
+        let encoder = self.out.into_inner().map_err(|e| e.to_string())?;
+        encoder.finish().map_err(|e| e.to_string())
+    }
 }
 
 fn decode(body: &[u8]) -> Result<Replayed, String> {
@@ -66,10 +116,11 @@ pub async fn take(store: &Store, now: DateTime<Utc>) -> Result<Option<i64>, Chec
     if store::last_seq(store).await? <= newest.unwrap_or(0) {
         return Ok(None);
     }
-    let (head, state) = super::replay::from_tables(store).await?;
+    let mut body = Body::new().map_err(|why| CheckpointError::Body { seq: 0, why })?;
+    let (head, state) = super::replay::read_tables(store, &mut |json, _| body.record(json)).await?;
     let Some(head) = head else { return Ok(None) };
     let (seq, head) = super::chain::stored_head(Some(head)).map_err(CheckpointError::Chain)?;
-    let body = encode(&state).map_err(|why| CheckpointError::Body { seq, why })?;
+    let body = body.finish(&state).map_err(|why| CheckpointError::Body { seq, why })?;
     on_pool!(store, pool => {
         let mut tx = pool.begin().await?;
         sqlx::query("INSERT INTO checkpoints (seq, at, hash, body) VALUES ($1, $2, $3, $4) ON CONFLICT (seq) DO NOTHING")

@@ -181,7 +181,21 @@ fn apply_policy(policies: &mut OperatorPolicies, e: &LogEvent, entry: LogEntry) 
 /// operators' policies. With the log's last seq and that entry's stored hash (none for an
 /// empty log).
 pub async fn from_tables(store: &Store) -> Result<(Option<(i64, Option<Vec<u8>>)>, Replayed), sqlx::Error> {
-    let (head, rollouts, records, quarantines, policies) = on_pool!(store, pool => async {
+    let mut records = Vec::new();
+    let (head, mut state) = read_tables(store, &mut |_, record| records.push(record)).await?;
+    state.records = records.into_iter().map(|r| ((r.rollout_id.clone(), r.hostname.clone()), r)).collect();
+    Ok((head, state))
+}
+
+/// What [`from_tables`] reads, in the same one snapshot, except that each record of an open
+/// rollout goes to `record` as it is read (its stored JSON and the record parsed from it)
+/// instead of into the answer's `records`: a checkpoint of 100,000 records writes each on
+/// as it comes rather than holding them all.
+pub async fn read_tables(
+    store: &Store,
+    record: &mut (dyn FnMut(&str, HostRecord) + Send),
+) -> Result<(Option<(i64, Option<Vec<u8>>)>, Replayed), sqlx::Error> {
+    let (head, rollouts, quarantines, policies) = on_pool!(store, pool => async {
         let mut tx = pool.begin().await?;
         if store.dialect() == super::Dialect::Postgres {
             sqlx::query(store::SNAPSHOT).execute(&mut *tx).await?;
@@ -196,8 +210,6 @@ pub async fn from_tables(store: &Store) -> Result<(Option<(i64, Option<Vec<u8>>)
         )
         .fetch_all(&mut *tx)
         .await?;
-        // Each record parsed as it is read: at 100,000 records their text is ~70 MB.
-        let mut records: Vec<HostRecord> = Vec::new();
         for id in &open {
             let mut rows = sqlx::query_scalar::<_, String>(
                 "SELECT body FROM current_host_records WHERE rollout_id = $1 ORDER BY hostname",
@@ -205,7 +217,7 @@ pub async fn from_tables(store: &Store) -> Result<(Option<(i64, Option<Vec<u8>>)
             .bind(id)
             .fetch(&mut *tx);
             while let Some(body) = futures_util::TryStreamExt::try_next(&mut rows).await? {
-                records.push(store::from_json(&body)?);
+                record(&body, store::from_json(&body)?);
             }
         }
         let quarantines: Vec<store::QuarantineColumns> = sqlx::query_as(&format!(
@@ -217,16 +229,13 @@ pub async fn from_tables(store: &Store) -> Result<(Option<(i64, Option<Vec<u8>>)
         let policies: Option<String> =
             sqlx::query_scalar("SELECT body FROM policies WHERE id = 1").fetch_optional(&mut *tx).await?;
         tx.commit().await?;
-        Ok::<_, sqlx::Error>((head, rollouts, records, quarantines, policies))
+        Ok::<_, sqlx::Error>((head, rollouts, quarantines, policies))
     }
     .await)?;
     let mut state = Replayed::default();
     for (body,) in rollouts {
         let rollout: Rollout = store::from_json(&body)?;
         state.rollouts.insert(rollout.id.clone(), rollout);
-    }
-    for record in records {
-        state.records.insert((record.rollout_id.clone(), record.hostname.clone()), record);
     }
     for columns in quarantines {
         let row = store::quarantine_row(columns)?;
