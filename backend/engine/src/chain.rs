@@ -17,6 +17,12 @@ pub type Hash = [u8; 32];
 /// What the first entry of a log chains to.
 pub const GENESIS: Hash = [0; 32];
 
+/// Payloads longer than this are canonicalised from their text
+/// ([`crate::crypto::canonicalize_json`]): a rollout's opening entry lists every host of its
+/// set, and as a value tree one of 100,000 hosts took 63 MB. Shorter ones (nearly every
+/// entry) through the value: for a record-sized payload that is ~25 % faster.
+const LARGE_PAYLOAD: usize = 64 * 1024;
+
 /// One log entry as the chain sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Entry<'a> {
@@ -48,10 +54,9 @@ impl Entry<'_> {
         Ok(Value::Object(object))
     }
 
-    /// The RFC 8785 bytes of [`Entry::to_value`], written without building it: the payload
-    /// is canonicalised from its text ([`crate::crypto::canonicalize_json`]), since a
-    /// rollout's opening entry lists every host of its set.
-    fn canonical(&self) -> Result<Vec<u8>, String> {
+    /// The RFC 8785 bytes of [`Entry::to_value`], written member by member without building
+    /// it, the payload from its text.
+    fn canonical_from_text(&self) -> Result<Vec<u8>, String> {
         use crate::crypto::{canonicalize, canonicalize_json};
         let mut out = Vec::with_capacity(self.payload.len() + 160);
         // Members in RFC 8785 order (every name is ASCII: UTF-16 order is byte order).
@@ -81,7 +86,11 @@ impl Entry<'_> {
 
     /// The hash of this entry following an entry whose hash is `prev`.
     pub fn hash(&self, prev: &Hash) -> Result<Hash, String> {
-        let canonical = self.canonical()?;
+        let canonical = if self.payload.len() > LARGE_PAYLOAD {
+            self.canonical_from_text()?
+        } else {
+            crate::crypto::canonicalize(&self.to_value()?)?
+        };
         let mut hasher = Sha256::new();
         hasher.update(prev);
         hasher.update(&canonical);
@@ -297,7 +306,12 @@ mod tests {
     fn the_hash_is_over_the_canonical_bytes_of_the_entry_as_exported() {
         // Written without building the entry's value; it must hash what exports carry.
         let full = Entry { channel: Some("stable\u{e9}"), ..entry(41, r#"{"z": "\u00e9", "a": [1.0, {"y": 2}]}"#) };
-        for e in [full, Entry { channel: None, host: None, rollout_id: None, ..full }] {
+        // Over LARGE_PAYLOAD: canonicalised from its text.
+        let hosts: Vec<String> = (0..5_000).map(|i| format!(r#"{{"hostname": "h{i}", "n": {i}.0}}"#)).collect();
+        let large = format!(r#"{{"hostSet": [{}], "hosts": 5000}}"#, hosts.join(", "));
+        assert!(large.len() > LARGE_PAYLOAD);
+        let large = Entry { payload: &large, ..full };
+        for e in [full, Entry { channel: None, host: None, rollout_id: None, ..full }, large] {
             let prev = [7u8; 32];
             let mut hasher = Sha256::new();
             hasher.update(prev);

@@ -40,20 +40,7 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) -> Result<(), String> {
             }
             out.push(b']');
         }
-        Value::Object(members) => {
-            let mut sorted: Vec<(&String, &Value)> = members.iter().collect();
-            sorted.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
-            out.push(b'{');
-            for (i, (name, member)) in sorted.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_string(name, out)?;
-                out.push(b':');
-                write_canonical(member, out)?;
-            }
-            out.push(b'}');
-        }
+        Value::Object(members) => write_object(members.iter().collect(), out, write_canonical)?,
     }
     Ok(())
 }
@@ -71,18 +58,8 @@ pub fn canonicalize_json(json: &str, out: &mut Vec<u8>) -> Result<(), String> {
             // A map, as `Value` parses one: a repeated name keeps its last member.
             let members: std::collections::BTreeMap<String, &RawValue> =
                 serde_json::from_str(json).map_err(malformed)?;
-            let mut sorted: Vec<(&String, &RawValue)> = members.iter().map(|(k, v)| (k, *v)).collect();
-            sorted.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
-            out.push(b'{');
-            for (i, (name, member)) in sorted.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_string(name, out)?;
-                out.push(b':');
-                canonicalize_json(member.get(), out)?;
-            }
-            out.push(b'}');
+            let members = members.iter().map(|(k, v)| (k, *v)).collect();
+            write_object(members, out, |member: &RawValue, out| canonicalize_json(member.get(), out))?;
         }
         Some(b'[') => {
             let items: Vec<&RawValue> = serde_json::from_str(json).map_err(malformed)?;
@@ -126,6 +103,26 @@ fn canonical_as_written(scalar: &str) -> Option<&str> {
         }
     };
     plain.then_some(scalar)
+}
+
+/// An object's members sorted by the UTF-16 code units of their names, each written by `write`.
+fn write_object<M>(
+    mut members: Vec<(&String, M)>,
+    out: &mut Vec<u8>,
+    write: impl Fn(M, &mut Vec<u8>) -> Result<(), String>,
+) -> Result<(), String> {
+    members.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+    out.push(b'{');
+    for (i, (name, member)) in members.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_string(name, out)?;
+        out.push(b':');
+        write(member, out)?;
+    }
+    out.push(b'}');
+    Ok(())
 }
 
 fn write_string(s: &str, out: &mut Vec<u8>) -> Result<(), String> {
