@@ -113,10 +113,12 @@ pub async fn take(store: &Store, now: DateTime<Utc>) -> Result<Option<i64>, Chec
     let newest: Option<i64> = on_pool!(store, pool => {
         sqlx::query_scalar("SELECT MAX(seq) FROM checkpoints").fetch_one(pool).await?
     });
-    if store::last_seq(store).await? <= newest.unwrap_or(0) {
+    let last = store::last_seq(store).await?;
+    if last <= newest.unwrap_or(0) {
         return Ok(None);
     }
-    let mut body = Body::new().map_err(|why| CheckpointError::Body { seq: 0, why })?;
+    // Named by the last seq seen so far (the snapshot read next may end a little later).
+    let mut body = Body::new().map_err(|why| CheckpointError::Body { seq: last, why })?;
     let (head, state) = super::replay::read_tables(store, &mut |json, _| body.record(json)).await?;
     let Some(head) = head else { return Ok(None) };
     let (seq, head) = super::chain::stored_head(Some(head)).map_err(CheckpointError::Chain)?;

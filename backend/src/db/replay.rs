@@ -181,9 +181,12 @@ fn apply_policy(policies: &mut OperatorPolicies, e: &LogEvent, entry: LogEntry) 
 /// operators' policies. With the log's last seq and that entry's stored hash (none for an
 /// empty log).
 pub async fn from_tables(store: &Store) -> Result<(Option<(i64, Option<Vec<u8>>)>, Replayed), sqlx::Error> {
-    let mut records = Vec::new();
-    let (head, mut state) = read_tables(store, &mut |_, record| records.push(record)).await?;
-    state.records = records.into_iter().map(|r| ((r.rollout_id.clone(), r.hostname.clone()), r)).collect();
+    let mut records = BTreeMap::new();
+    let (head, mut state) = read_tables(store, &mut |_, r| {
+        records.insert((r.rollout_id.clone(), r.hostname.clone()), r);
+    })
+    .await?;
+    state.records = records;
     Ok((head, state))
 }
 
