@@ -125,7 +125,7 @@ pub fn rollout_detail(
             let counts = counts(hosts.iter().map(|h| &h.state));
             let converged = counts.get(&HostState::Converged).copied().unwrap_or(0);
             let failure_budget = fleet.zip(index).and_then(|(fleet, wave)| {
-                let failures = wave_failures(fleet, &r.channel, wave, records.iter());
+                let failures = wave_failures(fleet, &r.channel, wave, records.iter().map(|r| (&r.hostname, r.state)));
                 failures.allowed.map(|max| FailureBudgetUse { used: failures.failed, max })
             });
             WaveView {

@@ -99,18 +99,23 @@ fn mid_rollout_of(fleet: FleetBuilder) -> Scenario {
     let ids: Vec<_> = s.state.rollouts.keys().cloned().collect();
     for (n, id) in ids.iter().enumerate() {
         let records = s.state.records.get_mut(id).unwrap();
-        for (i, record) in records.values_mut().enumerate() {
-            let wave = i / (HOSTS_PER_CHANNEL / 4);
-            record.dispatch = None;
-            record.state = match (n % 2, wave) {
-                (0, 0) => HostState::Converged,
-                (0, 1) if i % 3 == 0 => HostState::Soaking,
-                (0, 1) if i % 3 == 1 => HostState::Activating,
-                (1, 0) if i % 2 == 0 => HostState::Soaking,
-                (1, 0) => HostState::Activating,
-                _ => HostState::Pending,
-            };
-        }
+        let mut i = 0;
+        records.update_each(
+            |_| true,
+            |record| {
+                let wave = i / (HOSTS_PER_CHANNEL / 4);
+                i += 1;
+                record.dispatch = None;
+                record.state = match (n % 2, wave) {
+                    (0, 0) => HostState::Converged,
+                    (0, 1) if i % 3 == 0 => HostState::Soaking,
+                    (0, 1) if i % 3 == 1 => HostState::Activating,
+                    (1, 0) if i % 2 == 0 => HostState::Soaking,
+                    (1, 0) => HostState::Activating,
+                    _ => HostState::Pending,
+                };
+            },
+        );
     }
     s
 }

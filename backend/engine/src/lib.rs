@@ -10,6 +10,7 @@
 //! - [`window`]: maintenance windows — weekly wall-clock windows in IANA time zones (SPEC §17).
 //! - [`host`]: the host state machine (SPEC §3).
 //! - [`rollout`]: the rollout state machine (SPEC §4).
+//! - [`records`]: one rollout's host records, with the brief of each that passes read.
 //! - [`planner`]: `plan_next` (every rollout), `plan_rollouts` (chosen rollouts) and the gates
 //!   (SPEC §5).
 //! - [`state`]: the in-memory fleet state and the pure operations that change it.
@@ -25,6 +26,7 @@ pub mod effect;
 pub mod fleet;
 pub mod host;
 pub mod planner;
+pub mod records;
 pub mod release;
 pub mod rollout;
 pub mod sign;

@@ -3,7 +3,7 @@
 //! Deterministic: rollouts by id, hosts by hostname, so equal inputs give equal outputs in
 //! equal order.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
@@ -17,6 +17,7 @@ use shared::{Channel, Closure, Hostname, RolloutId};
 use crate::effect::{Effect, Log};
 use crate::fleet::{FastMap, HostFacts, Placement, VerifiedFleet, WaveSpec};
 use crate::host::{Dispatch, HostRecord};
+use crate::records::{Brief, Records};
 use crate::rollout::{Rollout, RolloutInput, wave_complete};
 use crate::state::{FleetState, ManifestSet, Quarantines};
 use crate::window::Window;
@@ -69,16 +70,19 @@ pub fn apply(state: &mut FleetState, set: &ManifestSet, action: &PlanAction, now
             )
             .unwrap_or_default(),
         PlanAction::QueueDispatch { host, rollout_id, soak_seconds, target_closure } => {
-            let Some(record) = state.records.get_mut(rollout_id).and_then(|r| r.get_mut(host)) else {
-                return vec![];
-            };
-            record.dispatch = Some(Dispatch { queued_at: now, soak_seconds: *soak_seconds });
-            record.waiting_on = None;
-            record.last_progress_at = now;
+            let queued = state.records.get_mut(rollout_id).and_then(|r| {
+                r.update(host, |record| {
+                    record.dispatch = Some(Dispatch { queued_at: now, soak_seconds: *soak_seconds });
+                    record.waiting_on = None;
+                    record.last_progress_at = now;
+                    record.channel.clone()
+                })
+            });
+            let Some(channel) = queued else { return vec![] };
             vec![Effect::Log(Log {
                 rollout_id: Some(rollout_id.clone()),
                 host: Some(host.clone()),
-                channel: Some(record.channel.clone()),
+                channel: Some(channel),
                 entry: LogEntry::DispatchQueued(log::DispatchQueued {
                     target_closure: target_closure.clone(),
                     soak_seconds: *soak_seconds,
@@ -86,29 +90,41 @@ pub fn apply(state: &mut FleetState, set: &ManifestSet, action: &PlanAction, now
             })]
         }
         PlanAction::Hold { host, rollout_id, gate, reason, until } => {
-            let Some(record) = state.records.get_mut(rollout_id).and_then(|r| r.get_mut(host)) else {
-                return vec![];
-            };
-            if record.waiting_on.as_ref().is_some_and(|w| w.gate == *gate && w.reason == *reason) {
-                return vec![];
-            }
-            record.waiting_on =
-                Some(shared::state::WaitingOn { gate: *gate, reason: reason.clone(), since: now, until: *until });
+            let held = state.records.get_mut(rollout_id).and_then(|r| {
+                r.update(host, |record| {
+                    if record.waiting_on.as_ref().is_some_and(|w| w.gate == *gate && w.reason == *reason) {
+                        return None;
+                    }
+                    record.waiting_on = Some(shared::state::WaitingOn {
+                        gate: *gate,
+                        reason: reason.clone(),
+                        since: now,
+                        until: *until,
+                    });
+                    Some(record.channel.clone())
+                })
+            });
+            let Some(channel) = held.flatten() else { return vec![] };
             vec![Effect::Log(Log {
                 rollout_id: Some(rollout_id.clone()),
                 host: Some(host.clone()),
-                channel: Some(record.channel.clone()),
+                channel: Some(channel),
                 entry: LogEntry::HostHeld(log::HostHeld { gate: *gate, reason: reason.to_string(), until: *until }),
             })]
         }
         PlanAction::Withdraw { host, rollout_id } => {
-            let Some(record) = state.records.get_mut(rollout_id).and_then(|r| r.get_mut(host)) else {
-                return vec![];
-            };
-            if record.state != HostState::Pending || record.dispatch.take().is_none() {
+            let withdrawn = state.records.get_mut(rollout_id).and_then(|r| {
+                r.update(host, |record| {
+                    let withdrawn = record.state == HostState::Pending && record.dispatch.take().is_some();
+                    if withdrawn {
+                        record.last_progress_at = now;
+                    }
+                    withdrawn
+                })
+            });
+            if withdrawn != Some(true) {
                 return vec![];
             }
-            record.last_progress_at = now;
             vec![Effect::WithdrawDispatch { rollout_id: rollout_id.clone(), host: host.clone() }]
         }
     }
@@ -188,7 +204,7 @@ pub fn plan_pass(
         let rollout_policies = policies.for_channel(&rollout.channel);
         if rollout.state == RolloutState::Active
             && (current_wave as usize) + 1 < waves.len()
-            && wave_complete(fleet, &rollout.channel, current_wave, records.values(), |id| {
+            && wave_complete(fleet, &rollout.channel, current_wave, records, |id| {
                 rollout_policies.suspension(id).is_some()
             }) == Some(true)
         {
@@ -199,20 +215,24 @@ pub fn plan_pass(
         let mut reasons = Reasons::default();
         let channel_hosts = fleet.channel_facts(&rollout.channel);
 
-        for (position, record) in records.values().enumerate() {
-            if record.state != HostState::Pending {
+        // Each record is first read from its brief and its hostname (dense arrays); the record
+        // itself only when the host may get an action.
+        let hostnames = records.hostnames();
+        for (position, (record, brief)) in records.values().zip(records.briefs()).enumerate() {
+            if brief.state != HostState::Pending {
                 continue;
             }
-            if record.dispatch.is_some() {
+            let hostname = &hostnames[position];
+            if brief.dispatched {
                 // Not picked up yet: a policy that now holds the host takes it back.
-                let host_id = channel_hosts.get_with_id(position, &record.hostname).map(|(id, _)| id);
+                let host_id = channel_hosts.get_with_id(position, hostname).map(|(id, _)| id);
                 if let Some(block) = gates.policies.block(host_id, true) {
-                    actions.push(PlanAction::Withdraw { host: record.hostname.clone(), rollout_id: id.clone() });
-                    actions.push(block.hold(record, id, block.to_string().into()));
+                    actions.push(PlanAction::Withdraw { host: hostname.clone(), rollout_id: id.clone() });
+                    actions.push(block.hold(hostname, id, block.to_string().into()));
                 }
                 continue;
             }
-            let found = channel_hosts.get_with_id(position, &record.hostname);
+            let found = channel_hosts.get_with_id(position, hostname);
             let facts = found.map(|(_, facts)| facts);
             let placement = facts.map_or(Placement::Unstaged, |f| f.placement);
             let budgets = facts.map_or(&[][..], |f| f.budgets.as_slice());
@@ -228,8 +248,8 @@ pub fn plan_pass(
                 }
                 // A hold that is already recorded changes nothing: no action (most held hosts
                 // wait for a later wave, pass after pass).
-                if let Some(reason) = reasons.new_hold(record, &block) {
-                    actions.push(block.hold(record, id, reason));
+                if let Some(reason) = reasons.new_hold(record, brief, &block) {
+                    actions.push(block.hold(hostname, id, reason));
                 }
                 continue;
             }
@@ -243,7 +263,7 @@ pub fn plan_pass(
                 Placement::Unstaged => 0,
             };
             actions.push(PlanAction::QueueDispatch {
-                host: record.hostname.clone(),
+                host: hostname.clone(),
                 rollout_id: id.clone(),
                 target_closure: record.target_closure.clone(),
                 soak_seconds,
@@ -286,10 +306,11 @@ enum SharedBlock {
 impl Reasons {
     /// The reason to hold `record` by `block` with, unless it already waits on `block` (same
     /// gate, same reason); checked without rendering the reason into a new string per host.
-    fn new_hold(&mut self, record: &HostRecord, block: &Block<'_>) -> Option<Arc<str>> {
-        let waiting = record.waiting_on.as_ref().filter(|w| w.gate == block.gate());
+    fn new_hold(&mut self, record: &HostRecord, brief: &Brief, block: &Block<'_>) -> Option<Arc<str>> {
+        let gate = block.gate();
+        let waiting = || record.waiting_on.as_ref().filter(|w| w.gate == gate);
         let Some(key) = block.shared() else {
-            let held = waiting.is_some_and(|waiting| match block {
+            let held = waiting().is_some_and(|waiting| match block {
                 // Each suspended host is held pass after pass: compared without the formatting.
                 Block::Suspended(suspension) => suspension_reads(suspension, &waiting.reason),
                 _ => renders_as(block, &waiting.reason),
@@ -304,7 +325,11 @@ impl Reasons {
             }
         };
         let shared = &mut self.rendered[index].1;
-        match waiting {
+        // Most held hosts: the brief says the record holds this very reason.
+        if brief.holds(gate, shared) {
+            return None;
+        }
+        match waiting() {
             Some(w) if Arc::ptr_eq(&w.reason, shared) => None,
             Some(w) if w.reason == *shared => {
                 *shared = w.reason.clone();
@@ -396,16 +421,10 @@ impl Block<'_> {
         })
     }
 
-    /// The action holding `record` of rollout `id` by this block, for `reason` (how the block
+    /// The action holding `host` of rollout `id` by this block, for `reason` (how the block
     /// displays).
-    fn hold(&self, record: &HostRecord, id: &RolloutId, reason: Arc<str>) -> PlanAction {
-        PlanAction::Hold {
-            host: record.hostname.clone(),
-            rollout_id: id.clone(),
-            gate: self.gate(),
-            reason,
-            until: self.until(),
-        }
+    fn hold(&self, host: &Hostname, id: &RolloutId, reason: Arc<str>) -> PlanAction {
+        PlanAction::Hold { host: host.clone(), rollout_id: id.clone(), gate: self.gate(), reason, until: self.until() }
     }
 
     /// When the block lifts by itself, if it does.
@@ -673,7 +692,7 @@ impl<'a> RolloutPolicies<'a> {
 struct RolloutGates<'a> {
     policies: RolloutPolicies<'a>,
     rollout: &'a Rollout,
-    records: &'a BTreeMap<Hostname, HostRecord>,
+    records: &'a Records,
     /// The waves of the rollout's channel.
     waves: &'a [WaveSpec],
     current_wave: u32,
@@ -689,7 +708,7 @@ impl<'a> RolloutGates<'a> {
         quarantines: &'a Quarantines,
         policies: RolloutPolicies<'a>,
         rollout: &'a Rollout,
-        records: &'a BTreeMap<Hostname, HostRecord>,
+        records: &'a Records,
         current_wave: u32,
     ) -> RolloutGates<'a> {
         let channel = &rollout.channel;
@@ -837,19 +856,22 @@ fn budgets_in_flight(manifests: &ManifestSet, state: &FleetState, now: DateTime<
         };
         let stuck_after = fleet.stuck_after(&rollout.channel);
         let channel_hosts = fleet.channel_facts(&rollout.channel);
-        for (position, record) in records.values().enumerate() {
-            let counts_now = match record.state {
+        for (position, (record, brief)) in records.values().zip(records.briefs()).enumerate() {
+            let counts_now = match brief.state {
                 HostState::Activating | HostState::Soaking => true,
-                HostState::Pending => record.dispatch.is_some_and(|d| now - d.queued_at < stuck_after),
+                HostState::Pending if brief.dispatched => {
+                    record.dispatch.is_some_and(|d| now - d.queued_at < stuck_after)
+                }
                 _ => false,
             };
             if !counts_now {
                 continue;
             }
-            if record.stuck && state.last_heartbeat.get(&record.hostname).is_none_or(|at| now - *at > silent_after) {
+            let hostname = &records.hostnames()[position];
+            if brief.stuck && state.last_heartbeat.get(hostname).is_none_or(|at| now - *at > silent_after) {
                 continue;
             }
-            for &b in channel_hosts.get(position, &record.hostname).map_or(&[][..], |f| f.budgets.as_slice()) {
+            for &b in channel_hosts.get(position, hostname).map_or(&[][..], |f| f.budgets.as_slice()) {
                 counts[b] += 1;
             }
         }

@@ -14,6 +14,7 @@ use shared::{Channel, Hostname, RolloutId};
 use crate::effect::{Effect, Log};
 use crate::fleet::{Placement, VerifiedFleet};
 use crate::host::HostRecord;
+use crate::records::Records;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -101,10 +102,10 @@ pub enum RolloutError {
 }
 
 /// What the rollout machine sees of the rest of the world.
-pub struct RolloutContext<'a, I> {
+pub struct RolloutContext<'a> {
     pub fleet: &'a VerifiedFleet,
     /// Every record of this rollout.
-    pub records: I,
+    pub records: &'a Records,
     /// Hosts suspended by operators (SPEC §17): excused for waves and completion.
     pub suspended: &'a Suspended,
 }
@@ -124,41 +125,41 @@ fn log(rollout: &Rollout, entry: LogEntry) -> Effect {
 
 /// A wave of `channel` is complete when it has hosts in this rollout and every one of them is
 /// Converged, Deferred, excused, suspended, or failed within the wave's failure budget (SPEC
-/// §17; once its rollback, if its policy rolls back, is done). `None` when the wave has no hosts (it never auto-advances). `records`: the rollout's
-/// records in hostname order (any order is answered correctly; that one reads the fleet's
-/// facts in step, see [`ChannelFacts`](crate::fleet::ChannelFacts)).
-pub fn wave_complete<'r>(
+/// §17; once its rollback, if its policy rolls back, is done). `None` when the wave has no
+/// hosts (it never auto-advances). The records are read in hostname order, alongside the
+/// fleet's facts (see [`ChannelFacts`](crate::fleet::ChannelFacts)).
+pub fn wave_complete(
     fleet: &VerifiedFleet,
     channel: &Channel,
     wave: u32,
-    records: impl Iterator<Item = &'r HostRecord> + Clone,
+    records: &Records,
     suspended: impl Fn(u32) -> bool,
 ) -> Option<bool> {
     // Only a host that is not done can keep the wave open, so the placement is only needed
-    // for those; done hosts are skipped on their own state.
+    // for those; done hosts are skipped on their brief.
     let facts = fleet.channel_facts(channel);
-    let in_wave = |(i, r): (usize, &HostRecord)| facts.placement(i, &r.hostname) == Placement::Wave(wave);
+    let hosts = records.hostnames();
     let budget = fleet.waves(channel).get(wave as usize).and_then(|w| w.max_failures);
     let mut failed = false;
-    for (i, r) in records.clone().enumerate() {
-        if r.done_for_ordering() {
+    for (i, (host, brief)) in hosts.iter().zip(records.briefs()).enumerate() {
+        if brief.done_for_ordering() {
             continue;
         }
         // Placement and suspension both read the host's id from the fleet's facts.
-        match facts.get_with_id(i, &r.hostname) {
+        match facts.get_with_id(i, host) {
             Some((id, f)) if f.placement == Placement::Wave(wave) && !suspended(id) => {}
             _ => continue,
         }
-        if budget.is_some() && r.failure_settled() {
+        if budget.is_some() && brief.state.is_failure() && records.at(i).is_some_and(HostRecord::failure_settled) {
             failed = true;
             continue;
         }
         return Some(false);
     }
-    if failed && !wave_failures(fleet, channel, wave, records.clone()).within_budget() {
+    if failed && !wave_failures(fleet, channel, wave, records.states()).within_budget() {
         return Some(false);
     }
-    records.enumerate().any(in_wave).then_some(true)
+    hosts.iter().enumerate().any(|(i, host)| facts.placement(i, host) == Placement::Wave(wave)).then_some(true)
 }
 
 /// A wave's failures against its failure budget.
@@ -178,18 +179,19 @@ impl WaveFailures {
 }
 
 /// Counts the failures of `wave` among a rollout's records (SPEC §17 failure budgets).
+/// `records`: each record's hostname and state, in hostname order (see [`Records::states`]).
 pub fn wave_failures<'r>(
     fleet: &VerifiedFleet,
     channel: &Channel,
     wave: u32,
-    records: impl Iterator<Item = &'r HostRecord>,
+    records: impl Iterator<Item = (&'r Hostname, HostState)>,
 ) -> WaveFailures {
     let facts = fleet.channel_facts(channel);
     let (mut failed, mut hosts) = (0u64, 0u64);
-    for (i, r) in records.enumerate() {
-        if facts.placement(i, &r.hostname) == Placement::Wave(wave) {
+    for (i, (host, state)) in records.enumerate() {
+        if facts.placement(i, host) == Placement::Wave(wave) {
             hosts += 1;
-            failed += u64::from(r.state.is_failure());
+            failed += u64::from(state.is_failure());
         }
     }
     let allowed = fleet.waves(channel).get(wave as usize).and_then(|w| w.max_failures).map(|b| b.allowed(hosts));
@@ -201,22 +203,24 @@ pub fn wave_failures<'r>(
 fn tolerated_failures<'r>(
     fleet: &VerifiedFleet,
     channel: &Channel,
-    records: impl Iterator<Item = &'r HostRecord> + Clone,
+    records: &'r Records,
     only_wave: Option<u32>,
 ) -> Vec<&'r HostRecord> {
     let facts = fleet.channel_facts(channel);
     let mut within: BTreeMap<u32, bool> = BTreeMap::new();
     let mut out = Vec::new();
-    for (i, r) in records.clone().enumerate() {
-        if !r.failure_settled() || r.excused {
+    for (i, r) in records.values().enumerate() {
+        let brief = records.briefs()[i];
+        if !brief.state.is_failure() || brief.excused || !r.failure_settled() {
             continue;
         }
         let Placement::Wave(wave) = facts.placement(i, &r.hostname) else { continue };
         if only_wave.is_some_and(|w| w != wave) {
             continue;
         }
-        let ok =
-            *within.entry(wave).or_insert_with(|| wave_failures(fleet, channel, wave, records.clone()).within_budget());
+        let ok = *within
+            .entry(wave)
+            .or_insert_with(|| wave_failures(fleet, channel, wave, records.states()).within_budget());
         if ok {
             out.push(r);
         }
@@ -225,15 +229,12 @@ fn tolerated_failures<'r>(
 }
 
 /// Applies one input (SPEC §4 table). `Completed` and `Superseded` are terminal.
-pub fn apply<'r, I>(
+pub fn apply(
     rollout: &Rollout,
     input: &RolloutInput,
-    ctx: RolloutContext<'_, I>,
+    ctx: RolloutContext<'_>,
     now: DateTime<Utc>,
-) -> Result<RolloutTransition, RolloutError>
-where
-    I: Iterator<Item = &'r HostRecord> + Clone,
-{
+) -> Result<RolloutTransition, RolloutError> {
     use RolloutState as S;
     let illegal = || RolloutError::IllegalForState { state: rollout.state, input: input.kind() };
     if rollout.state.is_terminal() {
@@ -242,10 +243,9 @@ where
     let mut next = rollout.clone();
     let mut effects = Vec::new();
     let withdraw = |effects: &mut Vec<Effect>| {
-        for record in ctx.records.clone() {
-            if record.state == HostState::Pending && record.dispatch.is_some() {
-                effects
-                    .push(Effect::WithdrawDispatch { rollout_id: rollout.id.clone(), host: record.hostname.clone() });
+        for (host, brief) in ctx.records.hostnames().iter().zip(ctx.records.briefs()) {
+            if brief.state == HostState::Pending && brief.dispatched {
+                effects.push(Effect::WithdrawDispatch { rollout_id: rollout.id.clone(), host: host.clone() });
             }
         }
     };
@@ -282,9 +282,9 @@ where
             }
             next.state = S::Active;
             next.halt = None;
-            for record in ctx.records.clone() {
-                if matches!(record.state, HostState::Failed | HostState::Reverted) && !record.excused {
-                    effects.push(Effect::Excuse { rollout_id: rollout.id.clone(), host: record.hostname.clone() });
+            for (host, brief) in ctx.records.hostnames().iter().zip(ctx.records.briefs()) {
+                if matches!(brief.state, HostState::Failed | HostState::Reverted) && !brief.excused {
+                    effects.push(Effect::Excuse { rollout_id: rollout.id.clone(), host: host.clone() });
                 }
             }
         }
@@ -322,10 +322,9 @@ where
                         rollout.current_wave + 1
                     )));
                 }
-                let complete =
-                    wave_complete(ctx.fleet, &rollout.channel, rollout.current_wave, ctx.records.clone(), |id| {
-                        ctx.fleet.host_name(id).is_some_and(|h| ctx.suspended.contains_key(h))
-                    });
+                let complete = wave_complete(ctx.fleet, &rollout.channel, rollout.current_wave, ctx.records, |id| {
+                    ctx.fleet.host_name(id).is_some_and(|h| ctx.suspended.contains_key(h))
+                });
                 let allowed = match by {
                     AdvancedBy::Auto => complete == Some(true) && rollout.state == S::Active,
                     // An operator may move past an empty wave; that is what it waits for.
@@ -340,7 +339,7 @@ where
             }
             next.current_wave = *to;
             // The wave left behind is complete: its failures within budget are excused.
-            for r in tolerated_failures(ctx.fleet, &rollout.channel, ctx.records.clone(), Some(rollout.current_wave)) {
+            for r in tolerated_failures(ctx.fleet, &rollout.channel, ctx.records, Some(rollout.current_wave)) {
                 effects.push(Effect::Excuse { rollout_id: rollout.id.clone(), host: r.hostname.clone() });
             }
             effects.insert(
@@ -363,18 +362,21 @@ where
             }
             let suspended = |r: &HostRecord| !ctx.suspended.is_empty() && ctx.suspended.contains_key(&r.hostname);
             let mut failures = false;
-            for r in ctx.records.clone() {
-                if r.state == HostState::Converged || r.excused || suspended(r) {
+            for (r, brief) in ctx.records.values().zip(ctx.records.briefs()) {
+                if brief.state == HostState::Converged || brief.excused {
                     continue;
                 }
-                if !r.failure_settled() {
+                if suspended(r) {
+                    continue;
+                }
+                if !brief.state.is_failure() || !r.failure_settled() {
                     return Ok(RolloutTransition { rollout: next, effects });
                 }
                 failures = true;
             }
             if failures {
-                let tolerated = tolerated_failures(ctx.fleet, &rollout.channel, ctx.records.clone(), None);
-                let open = ctx.records.clone().filter(|r| r.failure_settled() && !r.excused && !suspended(r)).count();
+                let tolerated = tolerated_failures(ctx.fleet, &rollout.channel, ctx.records, None);
+                let open = ctx.records.values().filter(|r| r.failure_settled() && !r.excused && !suspended(r)).count();
                 if tolerated.len() != open {
                     return Ok(RolloutTransition { rollout: next, effects });
                 }

@@ -7,12 +7,14 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use shared::log::{self, LogEntry};
 use shared::policy::OperatorPolicies;
+use shared::state::HostState;
 use shared::{Channel, Closure, Hostname, RolloutId};
 
 use crate::effect::{Effect, Log};
 use crate::fleet::Placement;
 use crate::fleet::VerifiedFleet;
 use crate::host::{HostRecord, StepPolicy, TransitionError, step};
+use crate::records::{Brief, Records};
 
 use crate::rollout::{self, Rollout, RolloutContext, RolloutError, RolloutInput};
 use crate::verify::VerifiedManifest;
@@ -104,7 +106,7 @@ impl ManifestSet {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FleetState {
     pub rollouts: BTreeMap<RolloutId, Rollout>,
-    pub records: BTreeMap<RolloutId, BTreeMap<Hostname, HostRecord>>,
+    pub records: BTreeMap<RolloutId, Records>,
     pub last_heartbeat: HashMap<Hostname, DateTime<Utc>>,
     /// Operator freezes and suspended hosts (SPEC §17).
     pub policies: OperatorPolicies,
@@ -116,14 +118,19 @@ impl FleetState {
     /// then compares them by pointer (see `planner::Reasons`).
     pub fn share_hold_reasons(&mut self) {
         let mut seen: HashSet<Arc<str>> = HashSet::new();
-        for record in self.records.values_mut().flat_map(BTreeMap::values_mut) {
-            let Some(waiting) = record.waiting_on.as_mut() else { continue };
-            match seen.get(&waiting.reason) {
-                Some(shared) => waiting.reason = shared.clone(),
-                None => {
-                    seen.insert(waiting.reason.clone());
-                }
-            }
+        for records in self.records.values_mut() {
+            records.update_each(
+                |brief| brief.held.is_some(),
+                |record| {
+                    let Some(waiting) = record.waiting_on.as_mut() else { return };
+                    match seen.get(&waiting.reason) {
+                        Some(shared) => waiting.reason = shared.clone(),
+                        None => {
+                            seen.insert(waiting.reason.clone());
+                        }
+                    }
+                },
+            );
         }
     }
 
@@ -151,9 +158,9 @@ impl FleetState {
     ) -> Result<Vec<Effect>, RolloutError> {
         let rollout =
             self.rollouts.get(id).ok_or_else(|| RolloutError::NotApplicable(format!("there is no rollout {id}")))?;
-        let empty = BTreeMap::new();
+        let empty = Records::default();
         let records = self.records.get(id).unwrap_or(&empty);
-        let context = RolloutContext { fleet, records: records.values(), suspended: &self.policies.suspended };
+        let context = RolloutContext { fleet, records, suspended: &self.policies.suspended };
         let transition = rollout::apply(rollout, input, context, now)?;
         self.rollouts.insert(id.clone(), transition.rollout);
         Ok(self.apply_record_effects(transition.effects, now))
@@ -164,15 +171,15 @@ impl FleetState {
         for effect in effects {
             match &effect {
                 Effect::WithdrawDispatch { rollout_id, host } => {
-                    if let Some(record) = self.records.get_mut(rollout_id).and_then(|r| r.get_mut(host)) {
-                        record.dispatch = None;
-                        record.last_progress_at = now;
-                    }
+                    self.records.get_mut(rollout_id).and_then(|r| {
+                        r.update(host, |record| {
+                            record.dispatch = None;
+                            record.last_progress_at = now;
+                        })
+                    });
                 }
                 Effect::Excuse { rollout_id, host } => {
-                    if let Some(record) = self.records.get_mut(rollout_id).and_then(|r| r.get_mut(host)) {
-                        record.excused = true;
-                    }
+                    self.records.get_mut(rollout_id).and_then(|r| r.update(host, |record| record.excused = true));
                 }
                 _ => {}
             }
@@ -208,7 +215,7 @@ impl FleetState {
         let channel = &records.get(host)?.channel;
         let Placement::Wave(wave) = fleet.placement(host) else { return None };
         fleet.waves(channel).get(wave as usize)?.max_failures?;
-        Some((wave, rollout::wave_failures(fleet, channel, wave, records.values())))
+        Some((wave, rollout::wave_failures(fleet, channel, wave, records.states())))
     }
 
     /// A record as its agent sees it in `bootstrap`, with the wave's soak and the channel's
@@ -236,15 +243,17 @@ impl FleetState {
         let unknown = || HostEventError::UnknownRecord { rollout_id: rollout_id.clone(), host: host.clone() };
         let record = self.records.get(rollout_id).and_then(|r| r.get(host)).ok_or_else(unknown)?;
         let transition = step(record, event, now, &Self::step_policy(fleet, record))?;
-        let failed = transition.record.state == shared::state::HostState::Failed
-            && record.state != shared::state::HostState::Failed;
-        let reverted = transition.record.state == shared::state::HostState::Reverted
-            && record.state != shared::state::HostState::Reverted;
+        let failed = transition.record.state == HostState::Failed && record.state != HostState::Failed;
+        let reverted = transition.record.state == HostState::Reverted && record.state != HostState::Reverted;
         let reason = transition.record.failure.as_ref().map(|f| f.reason.clone()).unwrap_or_default();
         let channel = record.channel.clone();
-        if let Some(slot) = self.records.get_mut(rollout_id).and_then(|r| r.get_mut(host)) {
-            *slot = transition.record;
-        }
+        // Only a record that is now done can complete the rollout (a rollout completes when
+        // every record is Converged, excused, suspended or failed within budget).
+        let may_complete = transition.record.state == HostState::Converged
+            || transition.record.excused
+            || transition.record.failure_settled()
+            || self.policies.suspended.contains_key(host);
+        self.records.get_mut(rollout_id).and_then(|r| r.update(host, |slot| *slot = transition.record));
         let mut effects = transition.effects;
         // A failure within its wave's budget (SPEC §17) does not halt the rollout, and its
         // rollback does not quarantine the closure (that would hold every host the budget
@@ -275,7 +284,10 @@ impl FleetState {
                 }
             }
         }
-        effects.extend(self.apply_rollout_input(fleet, rollout_id, &RolloutInput::Evaluate, now).unwrap_or_default());
+        if may_complete {
+            effects
+                .extend(self.apply_rollout_input(fleet, rollout_id, &RolloutInput::Evaluate, now).unwrap_or_default());
+        }
         Ok(effects)
     }
 
@@ -287,16 +299,18 @@ impl FleetState {
             if rollout.state.is_terminal() || &rollout.channel != channel {
                 continue;
             }
-            for record in self.records.get_mut(id).into_iter().flat_map(|r| r.values_mut()) {
-                if record.state == shared::state::HostState::Pending
-                    && record.dispatch.is_some()
-                    && &record.target_closure == closure
-                {
-                    record.dispatch = None;
-                    record.last_progress_at = now;
-                    effects.push(Effect::WithdrawDispatch { rollout_id: id.clone(), host: record.hostname.clone() });
-                }
-            }
+            let Some(records) = self.records.get_mut(id) else { continue };
+            records.update_each(
+                |brief| brief.state == HostState::Pending && brief.dispatched,
+                |record| {
+                    if &record.target_closure == closure {
+                        record.dispatch = None;
+                        record.last_progress_at = now;
+                        effects
+                            .push(Effect::WithdrawDispatch { rollout_id: id.clone(), host: record.hostname.clone() });
+                    }
+                },
+            );
         }
         effects
     }
@@ -312,11 +326,16 @@ impl FleetState {
             }
             let Some(records) = self.records.get_mut(id) else { continue };
             let stuck_after = fleet.stuck_after(&rollout.channel);
-            for record in records.values_mut() {
+            let watched = |brief: &Brief| {
+                brief.stuck
+                    || matches!(brief.state, HostState::Activating | HostState::Soaking)
+                    || (brief.state == HostState::Pending && brief.dispatched)
+            };
+            records.update_each(watched, |record| {
                 let since = match record.state {
-                    shared::state::HostState::Pending if record.dispatch.is_some() => Some(record.last_progress_at),
-                    shared::state::HostState::Activating => Some(record.last_progress_at),
-                    shared::state::HostState::Soaking => {
+                    HostState::Pending if record.dispatch.is_some() => Some(record.last_progress_at),
+                    HostState::Activating => Some(record.last_progress_at),
+                    HostState::Soaking => {
                         Some(record.soak_due_at.map_or(record.last_progress_at, |due| due.max(record.last_progress_at)))
                     }
                     _ => None,
@@ -332,7 +351,7 @@ impl FleetState {
                         entry: if stuck { LogEntry::HostStuck(change) } else { LogEntry::HostUnstuck(change) },
                     }));
                 }
-            }
+            });
         }
         effects
     }
@@ -362,15 +381,12 @@ impl FleetState {
             }
         }
         let rollout = Rollout::open(id.clone(), channel.clone(), self.next_open_seq(), now);
-        let records: BTreeMap<Hostname, HostRecord> = manifest
+        let records: Records = manifest
             .manifest
             .host_set
             .iter()
             .map(|e| {
-                (
-                    e.hostname.clone(),
-                    HostRecord::pending(id.clone(), e.hostname.clone(), channel.clone(), e.target_closure.clone(), now),
-                )
+                HostRecord::pending(id.clone(), e.hostname.clone(), channel.clone(), e.target_closure.clone(), now)
             })
             .collect();
         let host_set = manifest

@@ -224,7 +224,7 @@ fn a_host_set_smaller_than_its_channel_still_gets_each_hosts_own_wave_and_budget
     assert_eq!(hold_of(&actions, "e"), Some((Gate::Budget, "budget db: 1 of 1 in flight")));
     // The next pass counts d's outstanding dispatch against its budget from the records.
     s.state.records.values_mut().for_each(|records| {
-        records.values_mut().for_each(|r| r.waiting_on = None);
+        records.update_each(|_| true, |r| r.waiting_on = None);
     });
     let actions = s.plan();
     assert!(Scenario::dispatched(&actions).is_empty());
@@ -260,8 +260,8 @@ fn wave_advance_happens_before_dispatch_in_the_same_pass_and_one_step_at_a_time(
     s.converge(R, "a");
     // Pretend b is already Converged (e.g. synthesised from a heartbeat): waves 0 and 1 are
     // both complete, yet one pass moves one step only.
-    s.state.records.get_mut(&Scenario::rid(R)).unwrap().get_mut(&Scenario::host("b")).unwrap().state =
-        HostState::Converged;
+    let records = s.state.records.get_mut(&Scenario::rid(R)).unwrap();
+    records.update(&Scenario::host("b"), |r| r.state = HostState::Converged).unwrap();
     let actions = s.plan();
     assert_eq!(actions[0], PlanAction::AdvanceWave { rollout_id: Scenario::rid(R), to: 1 });
     assert_eq!(actions.iter().filter(|a| matches!(a, PlanAction::AdvanceWave { .. })).count(), 1);
@@ -348,9 +348,7 @@ fn equal_inputs_give_equal_actions_in_rollout_then_host_order() {
     s.tick();
     let mut fresh = s.clone();
     for r in fresh.state.records.values_mut() {
-        for rec in r.values_mut() {
-            rec.dispatch = None;
-        }
+        r.update_each(|_| true, |rec| rec.dispatch = None);
     }
     let first = fresh.plan();
     assert_eq!(first, fresh.plan());
@@ -385,8 +383,9 @@ fn unchanged_holds_are_not_logged_again() {
     assert_eq!((waiting.gate, waiting.since), (Gate::Wave, t0()), "since is when the hold began");
 
     // When the reason changes (here: the stored one is stale), the hold is planned again.
-    s.state.records.get_mut(&Scenario::rid(R)).unwrap().get_mut(&Scenario::host("b")).unwrap().waiting_on =
-        Some(shared::state::WaitingOn { gate: Gate::Wave, reason: "stale".into(), since: t0(), until: None });
+    let stale = shared::state::WaitingOn { gate: Gate::Wave, reason: "stale".into(), since: t0(), until: None };
+    let records = s.state.records.get_mut(&Scenario::rid(R)).unwrap();
+    records.update(&Scenario::host("b"), |r| r.waiting_on = Some(stale)).unwrap();
     assert_eq!(hold_of(&s.plan(), "b"), Some((Gate::Wave, "waiting for wave 1")));
 }
 
@@ -438,8 +437,13 @@ fn hosts_held_for_one_reason_share_it_and_records_read_back_share_it_again() {
 
     // Read back from the database, each record has its own copy: the planner still sees the
     // holds as recorded, and sharing them again makes them one.
-    for record in s.state.records.values_mut().flat_map(|r| r.values_mut()) {
-        *record = serde_json::from_value(serde_json::to_value(&*record).unwrap()).unwrap();
+    for records in s.state.records.values_mut() {
+        records.update_each(
+            |_| true,
+            |record| {
+                *record = serde_json::from_value(serde_json::to_value(&*record).unwrap()).unwrap();
+            },
+        );
     }
     assert!(!std::sync::Arc::ptr_eq(&reason(&s, "b"), &reason(&s, "c")));
     assert!(s.plan().is_empty(), "nothing to hold again");

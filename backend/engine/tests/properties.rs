@@ -312,8 +312,24 @@ proptest! {
                     prop_assert_eq!(&record.current_closure, &Some(record.target_closure.clone()), "Converged ⇒ on target");
                 }
             }
+            briefs_agree(&s.state.records[&id])?;
         }
     }
+}
+
+/// Each record's brief says what the record says (every change went through `Records`).
+fn briefs_agree(records: &engine::records::Records) -> Result<(), TestCaseError> {
+    prop_assert_eq!(records.briefs().len(), records.len());
+    for (record, brief) in records.values().zip(records.briefs()) {
+        let said = (brief.state, brief.dispatched, brief.excused, brief.stuck, brief.held);
+        let waiting = record.waiting_on.as_ref();
+        let is = (record.state, record.dispatch.is_some(), record.excused, record.stuck, waiting.map(|w| w.gate));
+        prop_assert_eq!(said, is, "the brief of {}", record.hostname);
+        if let Some(w) = waiting {
+            prop_assert!(brief.holds(w.gate, &w.reason), "the brief of {} holds its reason", record.hostname);
+        }
+    }
+    Ok(())
 }
 
 /// The rollout property's operations reach deep states too: out of 300 generated runs (a
@@ -510,6 +526,7 @@ proptest! {
             s.advance(secs);
             s.tick();
             prop_assert!(s.rollout(R).current_wave >= before.current_wave);
+            briefs_agree(&s.state.records[&id])?;
         }
     }
 }

@@ -58,8 +58,8 @@ fn state_input_table() {
         for (input_, want) in all_inputs().into_iter().zip(expected) {
             let mut s = scenario();
             for host in ["a", "b", "c"] {
-                s.state.records.get_mut(&Scenario::rid(R)).unwrap().get_mut(&Scenario::host(host)).unwrap().state =
-                    HostState::Converged;
+                let records = s.state.records.get_mut(&Scenario::rid(R)).unwrap();
+                records.update(&Scenario::host(host), |r| r.state = HostState::Converged).unwrap();
             }
             s.state.rollouts.get_mut(&Scenario::rid(R)).unwrap().state = from;
             let name = input_.kind();

@@ -10,6 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use engine::controller::{Acted, Controller, LogRow as Logged, Restored, Write};
 use engine::fleet::VerifiedFleet;
 use engine::host::HostRecord;
+use engine::records::Records;
 use engine::rollout::Rollout;
 use engine::state::ManifestSet;
 use engine::verify::{Freshness, TrustRoots, verify_fleet, verify_manifest};
@@ -294,7 +295,7 @@ impl Core {
             }
         }
         for id in &pending.opened {
-            for (host, record) in state.records.get(id).into_iter().flatten() {
+            for (host, record) in state.records.get(id).into_iter().flat_map(Records::iter) {
                 let key = (id.clone(), host.clone());
                 if !records.contains_key(&key) && !self.unwritten.contains(&key) {
                     records.insert(key, RecordRow::new(record));

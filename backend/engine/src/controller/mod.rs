@@ -138,9 +138,11 @@ impl Controller {
         for rollout in restored.rollouts {
             c.state.rollouts.insert(rollout.id.clone(), rollout);
         }
+        let mut records: BTreeMap<RolloutId, Vec<HostRecord>> = BTreeMap::new();
         for record in restored.records {
-            c.state.records.entry(record.rollout_id.clone()).or_default().insert(record.hostname.clone(), record);
+            records.entry(record.rollout_id.clone()).or_default().push(record);
         }
+        c.state.records = records.into_iter().map(|(id, records)| (id, records.into_iter().collect())).collect();
         c.state.share_hold_reasons();
         c.quarantines.extend(restored.quarantines);
         c.state.policies = restored.policies;
@@ -347,13 +349,13 @@ impl Controller {
         let mut stuck = 0;
         let mut by_state: BTreeMap<HostState, i64> = HostState::ALL.iter().map(|s| (*s, 0)).collect();
         let mut by_gate = BTreeMap::new();
-        for r in self.state.records.values().flat_map(|records| records.values()) {
-            *by_state.entry(r.state).or_insert(0) += 1;
-            stuck += i64::from(r.stuck);
-            if let Some(w) = &r.waiting_on
-                && r.state == HostState::Pending
+        for brief in self.state.records.values().flat_map(|records| records.briefs()) {
+            *by_state.entry(brief.state).or_insert(0) += 1;
+            stuck += i64::from(brief.stuck);
+            if let Some(gate) = brief.held
+                && brief.state == HostState::Pending
             {
-                *by_gate.entry(w.gate).or_insert(0) += 1;
+                *by_gate.entry(gate).or_insert(0) += 1;
             }
         }
         (by_state, by_gate, stuck)
@@ -364,7 +366,7 @@ impl Controller {
         let index = self.rollouts_of_host.get_or_insert_with(|| {
             let mut index: HashMap<Hostname, Vec<RolloutId>> = HashMap::new();
             for (id, records) in &self.state.records {
-                for host in records.keys() {
+                for host in records.hostnames() {
                     index.entry(host.clone()).or_default().push(id.clone());
                 }
             }

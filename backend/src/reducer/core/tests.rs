@@ -178,7 +178,7 @@ fn records_wait_behind_their_log_rows_unless_they_changed_after_them() {
     let mut pending = Pending::default();
     let (rollout, a) = key("a");
     core.log_as_it_is(&mut pending, &rollout, &a);
-    core.controller.state.records.get_mut(&rollout).and_then(|r| r.get_mut(&a)).unwrap().stuck = true;
+    core.controller.state.records.get_mut(&rollout).and_then(|r| r.update(&a, |r| r.stuck = true)).unwrap();
     let third = core.batch(pending, t0(), false);
     assert!(third.records_through);
     assert_eq!(written(&third), ["a", "b"]);
