@@ -144,6 +144,33 @@ pub fn changes(entry: &LogEvent) -> (Option<HostCell>, Option<RolloutHeader>) {
     (cell, carried.rollout)
 }
 
+/// Cells a dense wave shows at most.
+pub const DENSE_SHOWN: usize = 1500;
+
+/// Which hosts a dense wave (more than [`DENSE_SHOWN`] hosts) shows a cell for: first those
+/// that need a look (failed, rolled back, stuck, suspended), then those on their way
+/// (activating, soaking, deferred), then the pending ones, each in hostname order, up to
+/// `limit` in all; converged hosts get none. `cells`: each host's state and whether it is
+/// stuck or suspended, in hostname order. Returns the indexes of the cells to show, in
+/// hostname order, and how many not-converged hosts got no cell.
+pub fn dense_shown(cells: impl IntoIterator<Item = (HostState, bool)>, limit: usize) -> (Vec<usize>, usize) {
+    let mut ranks: [Vec<usize>; 3] = Default::default();
+    for (i, (state, flagged)) in cells.into_iter().enumerate() {
+        let rank = match state {
+            HostState::Converged => continue,
+            _ if state.is_failure() || flagged => 0,
+            HostState::Pending => 2,
+            _ => 1,
+        };
+        ranks[rank].push(i);
+    }
+    let waiting: usize = ranks.iter().map(Vec::len).sum();
+    let mut shown: Vec<usize> = ranks.into_iter().flatten().take(limit).collect();
+    shown.sort_unstable();
+    let hidden = waiting - shown.len();
+    (shown, hidden)
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -223,6 +250,25 @@ mod tests {
         assert_eq!(single.text, "held by quarantine: quarantine of …-broken-nginx");
         assert!(single.full.contains("/nix/store/dddd"));
         assert_eq!(single.gate(), Some(Gate::Quarantine));
+    }
+
+    #[test]
+    fn a_dense_wave_shows_the_hosts_that_need_a_look_first_then_those_moving_then_pending() {
+        use HostState::*;
+        // a … g; d is stuck.
+        let cells = [
+            (Pending, false),
+            (Converged, false),
+            (Soaking, false),
+            (Pending, true),
+            (Failed, false),
+            (Pending, false),
+        ];
+        let cells = || cells.into_iter().chain([(Activating, false)]);
+        assert_eq!(dense_shown(cells(), 3), (vec![2, 3, 4], 3), "stuck d and failed e, then soaking c");
+        assert_eq!(dense_shown(cells(), 4), (vec![2, 3, 4, 6], 2));
+        assert_eq!(dense_shown(cells(), 5), (vec![0, 2, 3, 4, 6], 1), "then pending, in hostname order");
+        assert_eq!(dense_shown(cells(), 100), (vec![0, 2, 3, 4, 5, 6], 0), "never a converged one");
     }
 
     #[test]

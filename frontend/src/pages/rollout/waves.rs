@@ -7,11 +7,8 @@ use shared::state::HostState;
 
 use super::changes::Pending;
 use super::live::{Live, WaveMeta};
+use super::model::{DENSE_SHOWN, dense_shown};
 use crate::components::{StateBar, counts_text, host_state_class};
-
-/// Waves with more hosts than this show only the hosts that are not Converged (plus a count),
-/// so a 10,000-host wave stays light.
-const DENSE_LIMIT: usize = 1500;
 
 #[component]
 fn Cell(cell: RwSignal<HostCell>, selected: RwSignal<Option<String>>) -> impl IntoView {
@@ -78,7 +75,9 @@ pub fn WaveColumn(
     let rid = move || live.header.with(|h| h.as_ref().map(|h| h.rollout_id.clone()));
     let title = index.map_or("Unstaged".to_owned(), |i| format!("Wave {i}"));
     let requires = meta.requires_approval;
-    let dense = cells.len() > DENSE_LIMIT;
+    // A wave of more hosts shows a bounded choice of them (the ones that need a look first)
+    // and counts the rest: a 25,000-host wave stays light.
+    let dense = cells.len() > DENSE_SHOWN;
     // "1 of 2 failures used": counted from the cells, so it follows the feed.
     let budget = meta.failure_budget.map(|b| b.max);
     let budget_text = move || {
@@ -111,14 +110,20 @@ pub fn WaveColumn(
             }
         })
     };
+    let choice = {
+        let cells = cells.clone();
+        Memo::new(move |_| {
+            let marks = cells.iter().map(|c| c.with(|h| (h.state, h.stuck || h.suspended)));
+            dense.then(|| dense_shown(marks, DENSE_SHOWN))
+        })
+    };
     let shown = {
         let all = meta.cells.clone();
         move || -> Vec<(String, RwSignal<HostCell>)> {
-            if dense {
-                all.iter().filter(|(_, c)| c.with(|h| h.state != HostState::Converged)).cloned().collect()
-            } else {
-                all.clone()
-            }
+            choice.with(|choice| match choice {
+                Some((shown, _)) => shown.iter().filter_map(|&i| all.get(i).cloned()).collect(),
+                None => all.clone(),
+            })
         }
     };
     view! {
@@ -140,7 +145,21 @@ pub fn WaveColumn(
                 </For>
                 {move || dense.then(|| {
                     let converged = counts.with(|c| c.get(&HostState::Converged).copied().unwrap_or(0));
-                    (converged > 0).then(|| view! { <span class="muted small">{format!("+ {converged} converged")}</span> })
+                    let hidden = choice.with(|c| c.as_ref().map_or(0, |(_, hidden)| *hidden));
+                    let text = match (hidden, converged) {
+                        (0, 0) => return None,
+                        (0, c) => format!("+ {c} converged"),
+                        (h, 0) => format!("+ {h} more not converged"),
+                        (h, c) => format!("+ {h} more not converged, {c} converged"),
+                    };
+                    // The hosts without a cell are found by the search (the channel's hosts).
+                    let search = live.header.with(|h| h.as_ref().map(|h| crate::search::results_href(&format!("channel:{}", h.channel))));
+                    Some(view! {
+                        <span class="muted small wave-more" data-hidden=hidden.to_string()>
+                            {text}
+                            {(hidden > 0).then(|| search.map(|href| view! { " · " <a href=href>"search them"</a> }))}
+                        </span>
+                    })
                 })}
             </div>
         </div>
