@@ -26,7 +26,7 @@ pub fn HostPanel(live: Live, selected: RwSignal<Option<String>>, can_act: Signal
     let host = Signal::derive(move || selected.get().unwrap_or_default());
     let panel = move || {
         let name = selected.get()?;
-        let cell = live.cells.with_value(|m| m.get(&name).copied())?;
+        let (_, cell) = live.cells.with_value(|m| m.get(&name).copied())?;
         let h = cell.get();
         let channel = live.header.with(|h| h.as_ref().map(|h| h.channel.clone()))?;
         let closure = h.target_closure.to_string();

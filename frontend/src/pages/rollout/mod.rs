@@ -30,6 +30,9 @@ use crate::api;
 use crate::components::ErrorNotice;
 use crate::feed::{self, FeedStatus};
 
+/// How long feed entries wait at most before the page applies them, together.
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Runs an operator action with an optional reason; the label names it in the notice that
 /// reports the outcome.
 type Act = Callback<(OperatorAction, Option<String>, String)>;
@@ -79,6 +82,22 @@ pub fn RolloutPage() -> impl IntoView {
             if let Ok(page) = api::rollout_events_before(&id, as_of.saturating_add(1), LOG_PAGE as u32).await {
                 log.set(LogWindow::first_page(page.events));
             }
+            // Entries are applied together, at most every `FLUSH_EVERY`: the page then redraws
+            // (the log's rows, a wave's counts) once for all of them instead of once each
+            // (~1 ms an entry at 100,000 hosts, where the feed brings ~1,500 a second).
+            let waiting: StoredValue<Vec<LogEvent>> = StoredValue::new(Vec::new());
+            let flush = move || {
+                let entries = waiting.try_update_value(std::mem::take).unwrap_or_default();
+                let mut newest = None;
+                for entry in &entries {
+                    live.apply(entry);
+                    newest = Some(entry.seq);
+                }
+                if let Some(seq) = newest {
+                    newest_seq.set(seq);
+                    log.update(|w| entries.iter().for_each(|e| w.push(e)));
+                }
+            };
             let on_entry = move |entry: LogEvent| {
                 let suspension = matches!(entry.kind, LogKind::HostSuspended | LogKind::HostResumed);
                 if suspension {
@@ -87,9 +106,13 @@ pub fn RolloutPage() -> impl IntoView {
                 if entry.rollout_id.as_ref().map(|r| r.as_str()) != Some(id.as_str()) {
                     return;
                 }
-                live.apply(&entry);
-                newest_seq.set(entry.seq);
-                log.update(|w| w.push(&entry));
+                let first = waiting.try_update_value(|w| {
+                    w.push(entry);
+                    w.len() == 1
+                });
+                if first == Some(true) {
+                    set_timeout(flush, FLUSH_EVERY);
+                }
             };
             if let Some(owner) = owner {
                 owner.with(|| feed::subscribe(Some(as_of), status, on_entry));

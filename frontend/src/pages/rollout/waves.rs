@@ -48,21 +48,8 @@ pub fn WaveColumn(
     confirm: RwSignal<Option<Pending>>,
 ) -> impl IntoView {
     let cells: Vec<RwSignal<HostCell>> = meta.cells.iter().map(|(_, c)| *c).collect();
-    let tallied = meta.tallied.clone();
-    let total = tallied.as_ref().map_or(cells.len(), |counts| counts.values().sum::<u64>() as usize);
-    let counts = {
-        let cells = cells.clone();
-        Memo::new(move |_| {
-            if let Some(counts) = &tallied {
-                return counts.clone();
-            }
-            let mut counts = std::collections::BTreeMap::new();
-            for c in &cells {
-                *counts.entry(c.with(|h| h.state)).or_insert(0u64) += 1;
-            }
-            counts
-        })
-    };
+    let counts = meta.counts;
+    let total = counts.with_untracked(|c| c.values().sum::<u64>() as usize);
     let percent = move || {
         let converged = counts.with(|c| c.get(&HostState::Converged).copied().unwrap_or(0));
         if total == 0 { 0.0 } else { (converged as f64 * 1000.0 / total as f64).round() / 10.0 }
@@ -110,10 +97,14 @@ pub fn WaveColumn(
             }
         })
     };
+    // Chosen again when the wave's hosts moved (`moved`, at most twice a second), reading the
+    // cells without tracking each of them.
+    let moved = meta.moved;
     let choice = {
         let cells = cells.clone();
         Memo::new(move |_| {
-            let marks = cells.iter().map(|c| c.with(|h| (h.state, h.stuck || h.suspended)));
+            moved.track();
+            let marks = cells.iter().map(|c| c.with_untracked(|h| (h.state, h.stuck || h.suspended)));
             dense.then(|| dense_shown(marks, DENSE_SHOWN))
         })
     };
@@ -138,29 +129,30 @@ pub fn WaveColumn(
                 <p class="small"><strong class="pct">{move || format!("{}%", percent())}</strong>" converged · "<span class="muted">{move || counts.with(counts_text)}</span></p>
                 {budget_text}
                 {approve_button}
+                {move || dense.then(|| {
+                    let converged = counts.with(|c| c.get(&HostState::Converged).copied().unwrap_or(0));
+                    let (shown, hidden) = choice.with(|c| c.as_ref().map_or((0, 0), |(shown, hidden)| (shown.len(), *hidden)));
+                    let mut text = format!("{shown} of {total} hosts shown");
+                    if hidden > 0 {
+                        text += &format!(" · {hidden} more not converged");
+                    }
+                    if converged > 0 {
+                        text += &format!(" · {converged} converged");
+                    }
+                    // The hosts without a cell are found by the search (the channel's hosts).
+                    let search = live.header.with(|h| h.as_ref().map(|h| crate::search::results_href(&format!("channel:{}", h.channel))));
+                    view! {
+                        <p class="muted small wave-more" data-hidden=hidden.to_string()>
+                            {text}
+                            {(hidden > 0).then(|| search.map(|href| view! { " · " <a href=href>"search them"</a> }))}
+                        </p>
+                    }
+                })}
             </div>
             <div class={if cells.len() > 200 { "cells cells-dense" } else { "cells" }}>
                 <For each=shown key=|(name, _)| name.clone() let((_, cell))>
                     <Cell cell=cell selected=selected />
                 </For>
-                {move || dense.then(|| {
-                    let converged = counts.with(|c| c.get(&HostState::Converged).copied().unwrap_or(0));
-                    let hidden = choice.with(|c| c.as_ref().map_or(0, |(_, hidden)| *hidden));
-                    let text = match (hidden, converged) {
-                        (0, 0) => return None,
-                        (0, c) => format!("+ {c} converged"),
-                        (h, 0) => format!("+ {h} more not converged"),
-                        (h, c) => format!("+ {h} more not converged, {c} converged"),
-                    };
-                    // The hosts without a cell are found by the search (the channel's hosts).
-                    let search = live.header.with(|h| h.as_ref().map(|h| crate::search::results_href(&format!("channel:{}", h.channel))));
-                    Some(view! {
-                        <span class="muted small wave-more" data-hidden=hidden.to_string()>
-                            {text}
-                            {(hidden > 0).then(|| search.map(|href| view! { " · " <a href=href>"search them"</a> }))}
-                        </span>
-                    })
-                })}
             </div>
         </div>
     }
