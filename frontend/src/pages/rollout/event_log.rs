@@ -2,6 +2,8 @@
 //! holds of several hosts by one gate for one reason as one row that opens to list them,
 //! times absolute and relative, filters by host, kind and gate, and older pages on demand.
 
+use std::sync::Arc;
+
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use shared::log::LogKind;
@@ -115,13 +117,13 @@ fn Row(row: LogRow) -> impl IntoView {
 }
 
 #[component]
-fn Line(line: LogLine, now: chrono::DateTime<chrono::Utc>) -> impl IntoView {
+fn Line(line: Arc<LogLine>, now: chrono::DateTime<chrono::Utc>) -> impl IntoView {
     let title = (line.full != line.text).then(|| line.full.clone());
     view! {
         <li class="log-entry" data-seq=line.seq.to_string() data-kind=line.kind.as_str()>
             <TimeStamp at=line.at now=now />
-            <span class="log-host">{line.host}</span>
-            <span class="log-text" title=title>{line.text}</span>
+            <span class="log-host">{line.host.clone()}</span>
+            <span class="log-text" title=title>{line.text.clone()}</span>
         </li>
     }
 }

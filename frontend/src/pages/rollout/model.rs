@@ -1,6 +1,8 @@
 //! The rollout page's state without signals: the window of the event log it shows. Pure,
 //! so it is tested natively (`cargo test -p frontend`).
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use shared::api::{HostCell, LogEvent, RolloutHeader};
 use shared::log::{LogEntry, LogKind};
@@ -51,11 +53,12 @@ impl LogLine {
 }
 
 /// What the log shows in a row: one entry, or consecutive holds of several hosts by the same
-/// gate for the same reason.
+/// gate for the same reason. Lines are shared with the window (the rows are built again from
+/// its up to 2,000 lines whenever entries arrive).
 #[derive(Debug, Clone, PartialEq)]
 pub enum LogRow {
-    One(LogLine),
-    Held { gate: Gate, reason: String, lines: Vec<LogLine> },
+    One(Arc<LogLine>),
+    Held { gate: Gate, reason: String, lines: Vec<Arc<LogLine>> },
 }
 
 impl LogRow {
@@ -70,7 +73,7 @@ impl LogRow {
 
 /// The log's rows, newest first, from lines newest first: a run of holds with one gate and
 /// reason becomes one row.
-pub fn rows<'a>(lines: impl IntoIterator<Item = &'a LogLine>) -> Vec<LogRow> {
+pub fn rows<'a>(lines: impl IntoIterator<Item = &'a Arc<LogLine>>) -> Vec<LogRow> {
     let mut out: Vec<LogRow> = Vec::new();
     for line in lines {
         if let (Some((gate, reason)), Some(last)) = (&line.hold, out.last_mut()) {
@@ -95,7 +98,7 @@ pub fn rows<'a>(lines: impl IntoIterator<Item = &'a LogLine>) -> Vec<LogRow> {
 /// The part of a rollout's log on screen, oldest first, and whether older entries exist.
 #[derive(Debug, Clone, Default)]
 pub struct LogWindow {
-    pub entries: Vec<LogLine>,
+    pub entries: Vec<Arc<LogLine>>,
     /// Entries older than the oldest shown may exist (a full page came back, or the oldest
     /// were dropped past [`LOG_LIMIT`]).
     pub older: bool,
@@ -105,20 +108,20 @@ impl LogWindow {
     /// The first page: the newest entries up to the snapshot.
     pub fn first_page(entries: Vec<LogEvent>) -> LogWindow {
         let older = entries.len() == LOG_PAGE;
-        LogWindow { entries: entries.iter().map(LogLine::new).collect(), older }
+        LogWindow { entries: entries.iter().map(|e| Arc::new(LogLine::new(e))).collect(), older }
     }
 
     /// A page of older entries goes in front.
     pub fn prepend(&mut self, page: Vec<LogEvent>) {
         self.older = page.len() == LOG_PAGE;
-        let mut lines: Vec<LogLine> = page.iter().map(LogLine::new).collect();
+        let mut lines: Vec<Arc<LogLine>> = page.iter().map(|e| Arc::new(LogLine::new(e))).collect();
         lines.append(&mut self.entries);
         self.entries = lines;
     }
 
     /// A live entry from the feed; past the limit the oldest goes.
     pub fn push(&mut self, entry: &LogEvent) {
-        self.entries.push(LogLine::new(entry));
+        self.entries.push(Arc::new(LogLine::new(entry)));
         if self.entries.len() > LOG_LIMIT {
             self.entries.remove(0);
             self.older = true;
@@ -233,6 +236,7 @@ mod tests {
             approved,
             held(4, "a", "quarantine", &nginx),
         ];
+        let lines: Vec<Arc<LogLine>> = lines.into_iter().map(Arc::new).collect();
         let rows = rows(&lines);
         assert_eq!(rows.len(), 4);
         match &rows[0] {
