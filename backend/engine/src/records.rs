@@ -98,14 +98,6 @@ impl Records {
         self.position(host).ok().map(|i| &self.records[i])
     }
 
-    pub fn contains_key<Q>(&self, host: &Q) -> bool
-    where
-        Hostname: Borrow<Q>,
-        Q: Ord + ?Sized,
-    {
-        self.position(host).is_ok()
-    }
-
     /// The record at `position` in hostname order.
     pub fn at(&self, position: usize) -> Option<&HostRecord> {
         self.records.get(position)
@@ -162,19 +154,6 @@ impl Records {
             }
         }
     }
-
-    /// Adds `record` under its hostname, or replaces the record of that host (returned).
-    pub fn insert(&mut self, record: HostRecord) -> Option<HostRecord> {
-        match self.position(&record.hostname) {
-            Ok(i) => Some(self.update_at(i, |slot| std::mem::replace(slot, record))),
-            Err(i) => {
-                self.hosts.insert(i, record.hostname.clone());
-                self.briefs.insert(i, Brief::of(&record));
-                self.records.insert(i, record);
-                None
-            }
-        }
-    }
 }
 
 /// Records from any order; of two for one host, the later wins.
@@ -191,14 +170,6 @@ impl FromIterator<HostRecord> for Records {
             briefs: records.iter().map(Brief::of).collect(),
             records,
         }
-    }
-}
-
-impl IntoIterator for Records {
-    type Item = HostRecord;
-    type IntoIter = std::vec::IntoIter<HostRecord>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.records.into_iter()
     }
 }
 
@@ -253,11 +224,6 @@ mod tests {
         records.update_each(|b| b.state == HostState::Pending && b.held.is_none(), |r| r.stuck = true);
         assert_eq!(records.briefs().iter().map(|b| b.stuck).collect::<Vec<_>>(), [true, false, true]);
         check(&records);
-
-        assert!(records.insert(record("aa", "5")).is_none());
-        assert!(records.insert(record("c", "6")).is_some());
-        check(&records);
-        assert_eq!(records.hostnames().iter().map(Hostname::as_str).collect::<Vec<_>>(), ["a", "aa", "b", "c"]);
-        assert!(!records.briefs()[3].stuck, "a replaced record brings its own brief");
+        assert_eq!(records.hostnames().iter().map(Hostname::as_str).collect::<Vec<_>>(), ["a", "b", "c"]);
     }
 }
