@@ -7,6 +7,8 @@
 //!   rate such a rollout runs at (frames drawn, the longest time between two).
 //!
 //! Measurements, not pass/fail timings: each asserts the page works and prints the figures.
+//! One test here runs by default: a wave of more hosts than the rollout page draws (1,600)
+//! shows its bounded choice, moving hosts first.
 //! Run: `cargo nextest run -p e2e --run-ignored only --no-capture time_to_interactive` (the
 //! 100,000-host one with `--release` too: a debug build takes minutes to sign and verify the
 //! fleet before the browser starts).
@@ -27,11 +29,12 @@ use shared::agent::EventOutcome;
 use shared::state::HostEvent;
 use shared::{Closure, Hostname, RolloutId};
 
-/// One channel `big` of `hosts` hosts in 4 equal waves, each host with its own key (a fleet in
-/// which two share one is inconsistent).
-fn fleet(hosts: usize) -> Value {
+/// One channel `big` of `hosts` hosts in `waves` equal waves, each host with its own key (a
+/// fleet in which two share one is inconsistent).
+fn fleet(hosts: usize, waves: usize) -> Value {
+    let count = waves;
     let mut entries = serde_json::Map::new();
-    let mut waves = vec![Vec::new(); 4];
+    let mut waves = vec![Vec::new(); count];
     for i in 0..hosts {
         let name = format!("h{i:06}");
         let mut seed = [3u8; 32];
@@ -41,13 +44,14 @@ fn fleet(hosts: usize) -> Value {
             name.clone(),
             json!({"channel": "big", "tags": ["web"], "pubkey": pubkey, "closure": "/nix/store/0000-nixos-system-big"}),
         );
-        waves[i * 4 / hosts].push(name);
+        waves[i * count / hosts].push(name);
     }
     let waves: Vec<Value> = waves.into_iter().map(|h| json!({"hosts": h})).collect();
+    let policy_waves = vec![json!({"soakMinutes": 5}); count];
     json!({
         "schemaVersion": 1, "meta": {"ciCommit": "b16", "signedAt": chrono::Utc::now().to_rfc3339()},
         "hosts": entries, "channels": {"big": {"rolloutPolicy": "p"}},
-        "rolloutPolicies": {"p": {"waves": [{"soakMinutes": 5}, {"soakMinutes": 5}, {"soakMinutes": 5}, {"soakMinutes": 5}], "onHealthFailure": "halt", "stuckAfterMinutes": 30}},
+        "rolloutPolicies": {"p": {"waves": policy_waves, "onHealthFailure": "halt", "stuckAfterMinutes": 30}},
         "waves": {"big": waves}
     })
 }
@@ -97,7 +101,7 @@ fn rollout_ready(cells: usize, hidden: usize) -> String {
 #[tokio::test]
 #[ignore = "a measurement; run explicitly (see the module doc)"]
 async fn time_to_interactive_of_a_10k_host_rollout() -> anyhow::Result<()> {
-    fleet_browser_test("time_to_interactive_of_a_10k_host_rollout", fleet(10_000), |session, server| async move {
+    fleet_browser_test("time_to_interactive_of_a_10k_host_rollout", fleet(10_000, 4), |session, server| async move {
         // Moved into the future: a closure parameter the future does not use is dropped when
         // the closure returns, and dropping the ServerControl stops the server (this was the
         // ERR_CONNECTION_REFUSED).
@@ -115,7 +119,7 @@ async fn time_to_interactive_of_a_10k_host_rollout() -> anyhow::Result<()> {
 #[tokio::test]
 #[ignore = "a measurement; run explicitly (see the module doc)"]
 async fn time_to_interactive_at_100k_hosts() -> anyhow::Result<()> {
-    fleet_browser_test("time_to_interactive_at_100k_hosts", fleet(100_000), |session, server| async move {
+    fleet_browser_test("time_to_interactive_at_100k_hosts", fleet(100_000, 4), |session, server| async move {
         let server = server;
         let token = session.add_operator("olive", Role::Operator).await?;
         Shell::new(&session).act().sign_in(&token, "olive").await?;
@@ -166,45 +170,7 @@ async fn live_feed(session: &Session, state: &AppState, hosts: usize, rate: f64)
         )
         .await?;
     let started = Instant::now();
-    let next = Arc::new(AtomicUsize::new(0));
-    let sent = Arc::new(AtomicUsize::new(0));
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..64 {
-        let (state, next, sent) = (state.clone(), next.clone(), sent.clone());
-        workers.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= hosts {
-                    return anyhow::Ok(());
-                }
-                let host = Hostname::parse(format!("h{i:06}"))?;
-                let rollout = RolloutId::parse("big@b16")?;
-                let target = Closure::parse("/nix/store/0000-nixos-system-big")?;
-                let now = chrono::Utc::now();
-                let events = [
-                    HostEvent::DispatchAck { seq: 1, current_closure: target.clone(), received_at: now },
-                    HostEvent::ActivationStarted { seq: 2, started_at: now },
-                    HostEvent::ActivationCompleted {
-                        seq: 3,
-                        observed_closure: target,
-                        exit_code: 0,
-                        completed_at: now,
-                    },
-                ];
-                for event in events {
-                    let n = sent.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep_until((started + Duration::from_secs_f64(n as f64 / rate)).into()).await;
-                    let (host, rollout_id) = (host.clone(), rollout.clone());
-                    let answer =
-                        state.reducer.ask(|reply| ReducerInput::HostEvent { host, rollout_id, event, reply }).await?;
-                    anyhow::ensure!(answer.outcome == EventOutcome::Applied, "{answer:?}");
-                }
-            }
-        });
-    }
-    while let Some(done) = workers.join_next().await {
-        done??;
-    }
+    drive_into_soak(state, (0..hosts).collect(), rate).await?;
     let driven = started.elapsed();
     // Every one of them counted Soaking in wave 0 once the feed brought the last entry.
     let soaking = format!("{hosts} Soaking");
@@ -236,4 +202,114 @@ async fn live_feed(session: &Session, state: &AppState, hosts: usize, rate: f64)
         at(2)
     );
     Ok(())
+}
+
+/// Drives the hosts of wave 0 numbered `hosts` (`h000123`: 123) from their queued dispatch
+/// into their soak — three entries each: acknowledged, activating, activated — at `rate`
+/// entries a second, straight into the reducer (no agents: what a page meets is the feed).
+async fn drive_into_soak(state: &AppState, hosts: Vec<usize>, rate: f64) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let hosts = Arc::new(hosts);
+    let next = Arc::new(AtomicUsize::new(0));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let (state, hosts, next, sent) = (state.clone(), hosts.clone(), next.clone(), sent.clone());
+        workers.spawn(async move {
+            while let Some(&i) = hosts.get(next.fetch_add(1, Ordering::Relaxed)) {
+                let host = Hostname::parse(format!("h{i:06}"))?;
+                let rollout = RolloutId::parse("big@b16")?;
+                let target = Closure::parse("/nix/store/0000-nixos-system-big")?;
+                let now = chrono::Utc::now();
+                let events = [
+                    HostEvent::DispatchAck { seq: 1, current_closure: target.clone(), received_at: now },
+                    HostEvent::ActivationStarted { seq: 2, started_at: now },
+                    HostEvent::ActivationCompleted {
+                        seq: 3,
+                        observed_closure: target,
+                        exit_code: 0,
+                        completed_at: now,
+                    },
+                ];
+                for event in events {
+                    let n = sent.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep_until((started + Duration::from_secs_f64(n as f64 / rate)).into()).await;
+                    let (host, rollout_id) = (host.clone(), rollout.clone());
+                    let answer =
+                        state.reducer.ask(|reply| ReducerInput::HostEvent { host, rollout_id, event, reply }).await?;
+                    anyhow::ensure!(answer.outcome == EventOutcome::Applied, "{answer:?}");
+                }
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = workers.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
+/// Waits (15 s at most) until `condition`, a script expression, is true in the page; `what`
+/// names it in the error, which also shows `shown` (a script expression) as it last read.
+async fn wait_for(session: &Session, condition: &str, shown: &str, what: &str) -> anyhow::Result<()> {
+    let script = format!(
+        "const done = arguments[arguments.length - 1];
+         const until = performance.now() + 15000;
+         (function poll() {{
+             let ok = false;
+             try {{ ok = !!({condition}); }} catch (e) {{}}
+             if (ok) {{ done(null); }}
+             else if (performance.now() > until) {{ let s = ''; try {{ s = String({shown}); }} catch (e) {{ s = String(e); }} done(s); }}
+             else {{ setTimeout(poll, 50); }}
+         }})();"
+    );
+    match session.client.execute_async(&script, vec![]).await? {
+        Value::Null => Ok(()),
+        last => anyhow::bail!("{what}: never true; the page read {last}"),
+    }
+}
+
+/// A wave of more hosts than the page draws (1,600, above 1,500) shows 1,500 cells and counts
+/// the rest, with a link to search them; hosts that start moving take the place of pending
+/// ones (the page chooses again as the feed moves them).
+#[tokio::test]
+async fn a_dense_wave_draws_a_bounded_choice_of_its_hosts_moving_ones_first() -> anyhow::Result<()> {
+    let name = "a_dense_wave_draws_a_bounded_choice_of_its_hosts_moving_ones_first";
+    fleet_browser_test(name, fleet(1_600, 1), |session, server| async move {
+        let server = server;
+        let token = session.add_operator("olive", Role::Operator).await?;
+        Shell::new(&session).act().sign_in(&token, "olive").await?;
+        session.client.goto(&session.url("/rollouts/big@b16")).await?;
+        let cells = "document.querySelectorAll('#waves .cell').length";
+        let note = "document.querySelector('#waves .wave-more')";
+        let state = format!("[{cells}, {note} && {note}.textContent, {note} && {note}.querySelector('a').href]");
+        // Every host is Pending: the first 1,500 by name are drawn, the last 100 counted.
+        wait_for(
+            &session,
+            &format!(
+                "{cells} === 1500 && {note}.dataset.hidden === '100'
+                 && {note}.textContent.includes('1500 of 1600 hosts shown')
+                 && {note}.querySelector('a').getAttribute('href') === '/hosts?q=channel%3Abig'
+                 && document.querySelector('[data-host=\"h001499\"]') && !document.querySelector('[data-host=\"h001590\"]')"
+            ),
+            &state,
+            "1,500 of 1,600 pending hosts drawn, the rest counted with a link to search them",
+        )
+        .await?;
+        // Ten of the hosts without a cell start moving: they are drawn, ten pending ones give way.
+        drive_into_soak(&server.state, (1590..1600).collect(), 200.0).await?;
+        wait_for(
+            &session,
+            &format!(
+                "{cells} === 1500 && {note}.dataset.hidden === '100'
+                 && Array.from({{length: 10}}, (_, i) => document.querySelector(`[data-host=\"h00159${{i}}\"][data-state=\"Soaking\"]`)).every(Boolean)
+                 && !document.querySelector('[data-host=\"h001499\"]') && document.querySelector('[data-host=\"h001489\"]')"
+            ),
+            &state,
+            "the ten soaking hosts drawn in place of the last ten pending ones",
+        )
+        .await?;
+        Ok(())
+    })
+    .await
 }
