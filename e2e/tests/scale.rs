@@ -56,6 +56,12 @@ fn fleet(hosts: usize, waves: usize) -> Value {
     })
 }
 
+/// Signs the browser in as an operator.
+async fn sign_in(session: &Session) -> anyhow::Result<()> {
+    let token = session.add_operator("olive", Role::Operator).await?;
+    Shell::new(session).act().sign_in(&token, "olive").await
+}
+
 /// Loads `path` five times; `ready` is a script body that calls `finish()` once the page is
 /// interactive. Returns the milliseconds from navigation start, sorted, and prints for each
 /// load when the last API answer (`/api/v1/…`) had arrived: the rest is the page's own work.
@@ -106,8 +112,7 @@ async fn time_to_interactive_of_a_10k_host_rollout() -> anyhow::Result<()> {
         // the closure returns, and dropping the ServerControl stops the server (this was the
         // ERR_CONNECTION_REFUSED).
         let _server = server;
-        let token = session.add_operator("olive", Role::Operator).await?;
-        Shell::new(&session).act().sign_in(&token, "olive").await?;
+        sign_in(&session).await?;
         // Waves of 2,500 Pending hosts: 1,500 cells each (the page's bound), 1,000 counted.
         let samples = loads(&session, "/rollouts/big@b16", &rollout_ready(6_000, 1_000)).await?;
         println!("time to interactive, 10,000-host rollout, 5 loads (ms since navigation start): {samples:?}; median {:.0} ms", samples[2]);
@@ -121,8 +126,7 @@ async fn time_to_interactive_of_a_10k_host_rollout() -> anyhow::Result<()> {
 async fn time_to_interactive_at_100k_hosts() -> anyhow::Result<()> {
     fleet_browser_test("time_to_interactive_at_100k_hosts", fleet(100_000, 4), |session, server| async move {
         let server = server;
-        let token = session.add_operator("olive", Role::Operator).await?;
-        Shell::new(&session).act().sign_in(&token, "olive").await?;
+        sign_in(&session).await?;
         // The fleet page: its host count reads 100000, the channel's card is there and its
         // link answers a click by showing the channel's page.
         let fleet_ready = "const n = document.querySelector('.stat-n');
@@ -277,8 +281,7 @@ async fn a_dense_wave_draws_a_bounded_choice_of_its_hosts_moving_ones_first() ->
     let name = "a_dense_wave_draws_a_bounded_choice_of_its_hosts_moving_ones_first";
     fleet_browser_test(name, fleet(1_600, 1), |session, server| async move {
         let server = server;
-        let token = session.add_operator("olive", Role::Operator).await?;
-        Shell::new(&session).act().sign_in(&token, "olive").await?;
+        sign_in(&session).await?;
         session.client.goto(&session.url("/rollouts/big@b16")).await?;
         let cells = "document.querySelectorAll('#waves .cell').length";
         let note = "document.querySelector('#waves .wave-more')";

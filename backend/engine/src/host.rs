@@ -71,6 +71,12 @@ pub struct Dispatch {
     pub soak_seconds: u64,
 }
 
+/// Done for ordering: waves and host edges treat Converged and Deferred alike, and an excused
+/// host as done.
+pub fn done_for_ordering(state: HostState, excused: bool) -> bool {
+    matches!(state, HostState::Converged | HostState::Deferred) || excused
+}
+
 impl HostRecord {
     /// A fresh Pending record, as opening a rollout creates it.
     pub fn pending(
@@ -112,7 +118,6 @@ impl HostRecord {
         self.probes.values().all(|p| p.mode == ProbeMode::Observe || p.status == ProbeStatus::Pass)
     }
 
-    /// Done for ordering: waves and host edges treat Converged and Deferred alike.
     /// Failed and staying so (its policy rolls nothing back), or rolled back: a failure that a
     /// failure budget can excuse. A Failed host whose agent is rolling back is not settled yet.
     pub fn failure_settled(&self) -> bool {
@@ -123,8 +128,9 @@ impl HostRecord {
         }
     }
 
+    /// See [`done_for_ordering`].
     pub fn done_for_ordering(&self) -> bool {
-        matches!(self.state, HostState::Converged | HostState::Deferred) || self.excused
+        done_for_ordering(self.state, self.excused)
     }
 
     pub fn snapshot(&self) -> HostRolloutSnapshot {

@@ -50,9 +50,9 @@ impl Brief {
         self.held == Some(gate) && self.reason == Arc::as_ptr(reason).cast::<u8>() as usize
     }
 
-    /// [`HostRecord::done_for_ordering`], from the brief.
+    /// [`host::done_for_ordering`](crate::host::done_for_ordering), from the brief.
     pub fn done_for_ordering(&self) -> bool {
-        matches!(self.state, HostState::Converged | HostState::Deferred) || self.excused
+        crate::host::done_for_ordering(self.state, self.excused)
     }
 }
 

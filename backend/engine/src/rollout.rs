@@ -162,6 +162,13 @@ pub fn wave_complete(
     hosts.iter().enumerate().any(|(i, host)| facts.placement(i, host) == Placement::Wave(wave)).then_some(true)
 }
 
+/// Whether `record` (of a host suspended or not) lets its rollout complete: Converged, excused,
+/// suspended, or failed and settled (then its wave's failure budget decides, see `Evaluate`).
+/// A rollout completes only once every record does.
+pub fn lets_complete(record: &HostRecord, suspended: bool) -> bool {
+    record.state == HostState::Converged || record.excused || suspended || record.failure_settled()
+}
+
 /// A wave's failures against its failure budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WaveFailures {
@@ -209,8 +216,7 @@ fn tolerated_failures<'r>(
     let facts = fleet.channel_facts(channel);
     let mut within: BTreeMap<u32, bool> = BTreeMap::new();
     let mut out = Vec::new();
-    for (i, r) in records.values().enumerate() {
-        let brief = records.briefs()[i];
+    for (i, (r, brief)) in records.values().zip(records.briefs()).enumerate() {
         if !brief.state.is_failure() || brief.excused || !r.failure_settled() {
             continue;
         }
@@ -363,16 +369,15 @@ pub fn apply(
             let suspended = |r: &HostRecord| !ctx.suspended.is_empty() && ctx.suspended.contains_key(&r.hostname);
             let mut failures = false;
             for (r, brief) in ctx.records.values().zip(ctx.records.briefs()) {
+                // Most records: done by their brief alone, without reading the record.
                 if brief.state == HostState::Converged || brief.excused {
                     continue;
                 }
-                if suspended(r) {
-                    continue;
-                }
-                if !brief.state.is_failure() || !r.failure_settled() {
+                let suspended = suspended(r);
+                if !lets_complete(r, suspended) {
                     return Ok(RolloutTransition { rollout: next, effects });
                 }
-                failures = true;
+                failures |= !suspended;
             }
             if failures {
                 let tolerated = tolerated_failures(ctx.fleet, &rollout.channel, ctx.records, None);

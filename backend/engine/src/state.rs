@@ -247,12 +247,8 @@ impl FleetState {
         let reverted = transition.record.state == HostState::Reverted && record.state != HostState::Reverted;
         let reason = transition.record.failure.as_ref().map(|f| f.reason.clone()).unwrap_or_default();
         let channel = record.channel.clone();
-        // Only a record that is now done can complete the rollout (a rollout completes when
-        // every record is Converged, excused, suspended or failed within budget).
-        let may_complete = transition.record.state == HostState::Converged
-            || transition.record.excused
-            || transition.record.failure_settled()
-            || self.policies.suspended.contains_key(host);
+        // Only a record that now lets the rollout complete can complete it.
+        let may_complete = rollout::lets_complete(&transition.record, self.policies.suspended.contains_key(host));
         self.records.get_mut(rollout_id).and_then(|r| r.update(host, |slot| *slot = transition.record));
         let mut effects = transition.effects;
         // A failure within its wave's budget (SPEC §17) does not halt the rollout, and its

@@ -12,6 +12,8 @@ use shared::api::{FailureBudgetUse, HostCell, LogEvent, RolloutDetail, RolloutHe
 use shared::log::LogKind;
 use shared::state::HostState;
 
+use super::model::mark;
+
 /// One wave column: what does not change while the page is open.
 #[derive(Clone)]
 pub struct WaveMeta {
@@ -31,11 +33,6 @@ pub struct WaveMeta {
 
 /// How often a dense wave chooses its cells again at most while the feed moves its hosts.
 const RECHOOSE_EVERY: Duration = Duration::from_millis(500);
-
-/// What of a cell decides which wave column counts it and whether a dense wave shows it.
-fn mark(cell: &HostCell) -> (HostState, bool) {
-    (cell.state, cell.stuck || cell.suspended)
-}
 
 #[derive(Clone, Copy)]
 pub struct Live {

@@ -147,6 +147,12 @@ pub fn changes(entry: &LogEvent) -> (Option<HostCell>, Option<RolloutHeader>) {
     (cell, carried.rollout)
 }
 
+/// What of a cell decides how its wave counts it and whether a dense wave shows it
+/// ([`dense_shown`]): its state, and whether it is stuck or suspended.
+pub fn mark(cell: &HostCell) -> (HostState, bool) {
+    (cell.state, cell.stuck || cell.suspended)
+}
+
 /// Cells a dense wave shows at most.
 pub const DENSE_SHOWN: usize = 1500;
 

@@ -7,7 +7,7 @@ use shared::state::HostState;
 
 use super::changes::Pending;
 use super::live::{Live, WaveMeta};
-use super::model::{DENSE_SHOWN, dense_shown};
+use super::model::{DENSE_SHOWN, dense_shown, mark};
 use crate::components::{StateBar, counts_text, host_state_class};
 
 #[component]
@@ -104,7 +104,7 @@ pub fn WaveColumn(
         let cells = cells.clone();
         Memo::new(move |_| {
             moved.track();
-            let marks = cells.iter().map(|c| c.with_untracked(|h| (h.state, h.stuck || h.suspended)));
+            let marks = cells.iter().map(|c| c.with_untracked(mark));
             dense.then(|| dense_shown(marks, DENSE_SHOWN))
         })
     };
