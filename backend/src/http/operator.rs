@@ -598,11 +598,12 @@ pub struct FeedMessage {
     id: String,
     /// `host`, `rollout`, `hold`, `quarantine`, `operator`, `manifest` or `presence`.
     event: String,
-    /// A `LogEvent` as JSON.
+    /// A `LogEvent` as JSON; a record it carries is sent as its `HostCell`, a rollout as its
+    /// `RolloutHeader` (the event log's own rows carry them whole).
     data: String,
 }
 
-#[utoipa::path(get, path = "/feed", tag = "operator", params(("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event-log seq"), ("lastEventId" = Option<i64>, Query, description = "Same, for the first connection of a browser EventSource")), responses((status = 200, description = "text/event-stream; id = event-log seq, event = host|rollout|hold|quarantine|operator|manifest|presence, data = one shared::api::LogEvent as JSON", content_type = "text/event-stream", body = FeedMessage), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody)))]
+#[utoipa::path(get, path = "/feed", tag = "operator", params(("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event-log seq"), ("lastEventId" = Option<i64>, Query, description = "Same, for the first connection of a browser EventSource")), responses((status = 200, description = "text/event-stream; id = event-log seq, event = host|rollout|hold|quarantine|operator|manifest|presence, data = one shared::api::LogEvent as JSON (its record as a HostCell, its rollout as a RolloutHeader)", content_type = "text/event-stream", body = FeedMessage), (status = 400, body = shared::ApiErrorBody), (status = 401, body = shared::ApiErrorBody)))]
 pub async fn feed(
     State(state): State<AppState>,
     _: Viewer,
