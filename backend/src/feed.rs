@@ -3,7 +3,9 @@
 //! The reducer publishes each committed entry once on a bounded broadcast channel, already
 //! rendered to its whole SSE frame (serialised once, shared by every client: with 50
 //! dashboards open, rendering per client cost more than the rest of the server together,
-//! and even copying the rendered JSON into an SSE event per client was measurable). A client
+//! and even copying the rendered JSON into an SSE event per client was measurable); a frame
+//! carries the record as its cell and the rollout as its header (`sent_payload`), and a
+//! client writes what is already published as one chunk (`FeedState::next_chunk`). A client
 //! that resumes with `Last-Event-ID: n` subscribes first, then backfills entries after `n`
 //! from the database, then follows the live channel skipping what the backfill already sent:
 //! no gap, no duplicate. A client that falls more than the channel's capacity behind is cut
@@ -74,8 +76,8 @@ impl FeedEntry {
 /// record it changed as its cell ([`HostCell`]) and the rollout as its header
 /// ([`RolloutHeader`]) — what the dashboard and `ctl watch` apply. The stored payload carries
 /// the whole record, probes, timestamps and all (the log is what a restart reads records
-/// back from); sent as it is, a host entry's frame was ~1.3 KB, two thirds of it fields no
-/// reader of the feed looks at, written to every client. `None`: the payload carries neither
+/// back from); sent as it is, a host entry's frame was ~1.3 KB, more than half of it fields
+/// no reader of the feed looks at, written to every client. `None`: the payload carries neither
 /// (or is not an object this reads), and is sent as stored.
 fn sent_payload(stored: &RawValue) -> Option<Box<RawValue>> {
     let Fields(fields) = serde_json::from_str(stored.get()).ok()?;
