@@ -362,6 +362,13 @@ mod tests {
         serde_json::from_str(data).unwrap()
     }
 
+    /// A client's stream without `Last-Event-ID`: live entries only.
+    fn live_stream(hub: &FeedHub) -> axum::response::Response {
+        // Never touched: a stream without Last-Event-ID does not backfill.
+        let store = Store::Sqlite(sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap());
+        stream(hub.clone(), store, None, CancellationToken::new(), Arc::new(Metrics::default())).into_response()
+    }
+
     async fn next_frame(body: &mut Body) -> Bytes {
         body.frame().await.expect("the stream ended").expect("infallible").into_data().expect("a data frame")
     }
@@ -369,10 +376,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_quiet_stream_sends_a_keep_alive_comment_and_entries_as_their_shared_frames() {
         let hub = FeedHub::new(16);
-        // Never touched: a stream without Last-Event-ID does not backfill.
-        let store = Store::Sqlite(sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap());
-        let response =
-            stream(hub.clone(), store, None, CancellationToken::new(), Arc::new(Metrics::default())).into_response();
+        let response = live_stream(&hub);
         assert_eq!(response.headers()[CONTENT_TYPE], "text/event-stream");
         let mut body = response.into_body();
 
@@ -437,10 +441,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn entries_published_together_leave_in_one_chunk_and_a_lagging_client_gets_what_it_had_then_the_end() {
         let hub = FeedHub::new(4);
-        let store = Store::Sqlite(sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap());
-        let response =
-            stream(hub.clone(), store, None, CancellationToken::new(), Arc::new(Metrics::default())).into_response();
-        let mut body = response.into_body();
+        let mut body = live_stream(&hub).into_body();
 
         let group: Vec<LogEvent> = (1..=3).map(|seq| host_entry(seq, store::payload(&serde_json::json!({})))).collect();
         hub.publish(&group);
