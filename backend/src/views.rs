@@ -14,17 +14,30 @@ use shared::state::HostState;
 
 /// A record as the dashboard draws it; `suspended`: its host is suspended now.
 pub fn host_cell(r: &HostRecord, suspended: bool) -> HostCell {
-    HostCell {
+    shown(
+        HostCell {
+            suspended,
+            hostname: r.hostname.clone(),
+            state: r.state,
+            target_closure: r.target_closure.clone(),
+            current_closure: r.current_closure.clone(),
+            waiting_on: r.waiting_on.clone(),
+            stuck: r.stuck,
+            excused: r.excused,
+            last_event_seq: r.last_event_seq,
+        },
         suspended,
-        hostname: r.hostname.clone(),
-        state: r.state,
-        target_closure: r.target_closure.clone(),
-        current_closure: r.current_closure.clone(),
-        waiting_on: r.waiting_on.clone().filter(|_| r.state == HostState::Pending),
-        stuck: r.stuck,
-        excused: r.excused,
-        last_event_seq: r.last_event_seq,
+    )
+}
+
+/// A cell as the dashboard shows it: suspended as the policies say, and what it waits on only
+/// while it is Pending.
+fn shown(mut cell: HostCell, suspended: bool) -> HostCell {
+    cell.suspended = suspended;
+    if cell.state != HostState::Pending {
+        cell.waiting_on = None;
     }
+    cell
 }
 
 pub fn rollout_header(r: &Rollout) -> RolloutHeader {
@@ -102,21 +115,38 @@ pub fn rollout_summary(r: &Rollout, tally: Tally) -> RolloutSummary {
 
 /// One column per wave of the channel (from the fleet document), plus an "unstaged" column
 /// when some hosts are in no wave; each wave with its failure budget's use.
+/// The rollout page's answer: its waves with their cells (hostnames in order), counts and
+/// failure budgets. `cells` are its records as read, in any order.
 pub fn rollout_detail(
     r: &Rollout,
-    records: &[HostRecord],
+    mut cells: Vec<HostCell>,
     fleet: Option<&VerifiedFleet>,
     suspended: &Suspended,
     as_of: i64,
 ) -> RolloutDetail {
     let specs = fleet.map(|f| f.waves(&r.channel).to_vec()).unwrap_or_default();
-    let mut columns: BTreeMap<Option<u32>, Vec<HostCell>> = BTreeMap::new();
-    for i in 0..specs.len().max(1) {
-        columns.insert(Some(i as u32), Vec::new());
+    // Hostname order, which the columns show and `wave_failures` reads the fleet's facts in.
+    cells.sort_unstable_by(|a, b| a.hostname.cmp(&b.hostname));
+    let placed: Vec<Option<u32>> = cells.iter().map(|c| wave_of(fleet, &c.hostname)).collect();
+    let mut columns: BTreeMap<Option<u32>, Vec<HostCell>> =
+        (0..specs.len().max(1)).map(|i| (Some(i as u32), Vec::new())).collect();
+    for wave in &placed {
+        columns.entry(*wave).or_default();
     }
-    for record in records {
-        let wave = wave_of(fleet, &record.hostname);
-        columns.entry(wave).or_default().push(host_cell(record, suspended.contains_key(&record.hostname)));
+    let budgets: BTreeMap<u32, FailureBudgetUse> = match fleet {
+        Some(fleet) => columns
+            .keys()
+            .flatten()
+            .filter_map(|&wave| {
+                let failures = wave_failures(fleet, &r.channel, wave, cells.iter().map(|c| (&c.hostname, c.state)));
+                failures.allowed.map(|max| (wave, FailureBudgetUse { used: failures.failed, max }))
+            })
+            .collect(),
+        None => BTreeMap::new(),
+    };
+    for (cell, wave) in cells.into_iter().zip(placed) {
+        let suspended = suspended.contains_key(&cell.hostname);
+        columns.entry(wave).or_default().push(shown(cell, suspended));
     }
     let mut waves: Vec<WaveView> = columns
         .into_iter()
@@ -124,10 +154,7 @@ pub fn rollout_detail(
             let spec = index.and_then(|i| specs.get(i as usize));
             let counts = counts(hosts.iter().map(|h| &h.state));
             let converged = counts.get(&HostState::Converged).copied().unwrap_or(0);
-            let failure_budget = fleet.zip(index).and_then(|(fleet, wave)| {
-                let failures = wave_failures(fleet, &r.channel, wave, records.iter().map(|r| (&r.hostname, r.state)));
-                failures.allowed.map(|max| FailureBudgetUse { used: failures.failed, max })
-            });
+            let failure_budget = index.and_then(|wave| budgets.get(&wave).copied());
             WaveView {
                 failure_budget,
                 converged_percent: percent(converged, hosts.len() as u64),

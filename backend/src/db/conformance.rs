@@ -316,7 +316,7 @@ conformance! {
                 store::rollout_hosts(&f.store, &[id("stable@1"), id("stable@2")]).await.unwrap();
             assert_eq!(tallies.into_iter().collect::<Vec<_>>(), vec![("stable@1".to_owned(), tally.clone())]);
             assert_eq!(states.iter().map(|s| s.rollout_id.as_str()).collect::<Vec<_>>(), ["stable@2"]);
-            let rows = store::rollout_detail(&f.store, &id("stable@1")).await.unwrap().unwrap();
+            let rows = store::rollout_detail::<HostRecord>(&f.store, &id("stable@1")).await.unwrap().unwrap();
             assert_eq!((&rows.rollout, rows.records, rows.tally), (&ended, vec![], Some(tally.clone())));
         }
         let store = &f.store;
@@ -473,7 +473,7 @@ conformance! {
         let table: Vec<(String,)> = on_pool!(&f.store, pool => sqlx::query_as("SELECT body FROM host_records").fetch_all(pool).await.unwrap());
         let in_table: HostRecord = serde_json::from_str(&table[0].0).unwrap();
         assert_eq!(in_table.last_event_seq, 0, "the table still holds the old record");
-        let rows = store::rollout_detail(&f.store, &id("web@1")).await.unwrap().unwrap();
+        let rows = store::rollout_detail::<HostRecord>(&f.store, &id("web@1")).await.unwrap().unwrap();
         assert_eq!(
             (rows.records.len(), rows.records[0].last_event_seq, rows.as_of),
             (1, 7, 2),

@@ -213,7 +213,7 @@ pub async fn rollout(
         return Ok(Json(replay_rollout(&state, &id, at, fleet.as_deref()).await?));
     }
     let start = store::rollout_start(&state.store, &id).await.map_err(ApiError::internal)?;
-    let rows = store::rollout_detail(&state.store, &id)
+    let rows = store::rollout_detail::<shared::api::HostCell>(&state.store, &id)
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(format!("There is no rollout {id}.")))?;
@@ -221,7 +221,7 @@ pub async fn rollout(
         Some(tally) => views::tallied_detail(&rows.rollout, tally, fleet.as_deref(), rows.as_of),
         None => {
             let suspended = store::policies(&state.store).await.map_err(ApiError::internal)?.suspended;
-            views::rollout_detail(&rows.rollout, &rows.records, fleet.as_deref(), &suspended, rows.as_of)
+            views::rollout_detail(&rows.rollout, rows.records, fleet.as_deref(), &suspended, rows.as_of)
         }
     };
     detail.first_seq = start.as_ref().map_or(0, |(seq, _)| *seq);
@@ -278,9 +278,13 @@ async fn replay_rollout(
     }
     let rollout =
         replayed.rollouts.get(id).ok_or_else(|| ApiError::not_found(format!("{id} had not opened by seq {at}.")))?;
-    let records: Vec<_> =
-        replayed.records.into_iter().filter(|((r, _), _)| r == id).map(|(_, record)| record).collect();
-    let mut detail = views::rollout_detail(rollout, &records, fleet, &Default::default(), at);
+    let cells: Vec<_> = replayed
+        .records
+        .iter()
+        .filter(|((r, _), _)| r == id)
+        .map(|(_, record)| views::host_cell(record, false))
+        .collect();
+    let mut detail = views::rollout_detail(rollout, cells, fleet, &Default::default(), at);
     detail.replayed_at = last.map(|(_, ts)| ts);
     detail.first_seq = first.unwrap_or(0);
     if let Some((seq, _)) = last {

@@ -21,7 +21,7 @@ async fn records(demo: &Demo, id: &str) -> Vec<HostRecord> {
 
 async fn rollout_state(demo: &Demo, id: &str) -> Option<(RolloutState, u32)> {
     let id = shared::RolloutId::parse(id).unwrap();
-    store::rollout_detail(&demo.state.store, &id)
+    store::rollout_detail::<shared::api::HostCell>(&demo.state.store, &id)
         .await
         .unwrap()
         .map(|rows| (rows.rollout.state, rows.rollout.current_wave))
