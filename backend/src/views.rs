@@ -14,30 +14,18 @@ use shared::state::HostState;
 
 /// A record as the dashboard draws it; `suspended`: its host is suspended now.
 pub fn host_cell(r: &HostRecord, suspended: bool) -> HostCell {
-    shown(
-        HostCell {
-            suspended,
-            hostname: r.hostname.clone(),
-            state: r.state,
-            target_closure: r.target_closure.clone(),
-            current_closure: r.current_closure.clone(),
-            waiting_on: r.waiting_on.clone(),
-            stuck: r.stuck,
-            excused: r.excused,
-            last_event_seq: r.last_event_seq,
-        },
+    HostCell {
         suspended,
-    )
-}
-
-/// A cell as the dashboard shows it: suspended as the policies say, and what it waits on only
-/// while it is Pending.
-fn shown(mut cell: HostCell, suspended: bool) -> HostCell {
-    cell.suspended = suspended;
-    if cell.state != HostState::Pending {
-        cell.waiting_on = None;
+        hostname: r.hostname.clone(),
+        state: r.state,
+        target_closure: r.target_closure.clone(),
+        current_closure: r.current_closure.clone(),
+        waiting_on: r.waiting_on.clone(),
+        stuck: r.stuck,
+        excused: r.excused,
+        last_event_seq: r.last_event_seq,
     }
-    cell
+    .shown()
 }
 
 pub fn rollout_header(r: &Rollout) -> RolloutHeader {
@@ -113,10 +101,10 @@ pub fn rollout_summary(r: &Rollout, tally: Tally) -> RolloutSummary {
     }
 }
 
-/// One column per wave of the channel (from the fleet document), plus an "unstaged" column
-/// when some hosts are in no wave; each wave with its failure budget's use.
-/// The rollout page's answer: its waves with their cells (hostnames in order), counts and
-/// failure budgets. `cells` are its records as read, in any order.
+/// The rollout page's answer: one column per wave of the channel (from the fleet document),
+/// plus an "unstaged" column when some hosts are in no wave; each with its cells in hostname
+/// order, its counts and its failure budget's use. `cells` are the records as read, in any
+/// order.
 pub fn rollout_detail(
     r: &Rollout,
     mut cells: Vec<HostCell>,
@@ -144,9 +132,9 @@ pub fn rollout_detail(
             .collect(),
         None => BTreeMap::new(),
     };
-    for (cell, wave) in cells.into_iter().zip(placed) {
-        let suspended = suspended.contains_key(&cell.hostname);
-        columns.entry(wave).or_default().push(shown(cell, suspended));
+    for (mut cell, wave) in cells.into_iter().zip(placed) {
+        cell.suspended = suspended.contains_key(&cell.hostname);
+        columns.entry(wave).or_default().push(cell.shown());
     }
     let mut waves: Vec<WaveView> = columns
         .into_iter()

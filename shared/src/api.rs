@@ -344,6 +344,17 @@ pub struct HostCell {
     pub last_event_seq: u64,
 }
 
+impl HostCell {
+    /// The cell as the dashboard shows it: what it waits on only while it is Pending (a record
+    /// keeps its last hold until the next pass clears it).
+    pub fn shown(mut self) -> HostCell {
+        if self.state != HostState::Pending {
+            self.waiting_on = None;
+        }
+        self
+    }
+}
+
 /// A rollout's own state, as carried by feed entries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

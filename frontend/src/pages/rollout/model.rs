@@ -138,13 +138,7 @@ impl LogWindow {
 /// cleared unless Pending, as the snapshot shows it) and the rollout's header.
 pub fn changes(entry: &LogEvent) -> (Option<HostCell>, Option<RolloutHeader>) {
     let Ok(carried) = entry.carried::<HostCell, RolloutHeader>() else { return (None, None) };
-    let cell = carried.record.map(|mut cell| {
-        if cell.state != HostState::Pending {
-            cell.waiting_on = None;
-        }
-        cell
-    });
-    (cell, carried.rollout)
+    (carried.record.map(HostCell::shown), carried.rollout)
 }
 
 /// What of a cell decides how its wave counts it and whether a dense wave shows it
