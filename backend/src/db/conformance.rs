@@ -526,6 +526,68 @@ conformance! {
         assert_eq!(log_after(&f.store, 13, 100).await.unwrap().len(), 2);
     }
 
+    /// The log's lookups by rollout and by host read the same whether a row's keys were copied
+    /// behind the log yet (SQLite's `log_keys`) or it is still in the tail after them.
+    async fn log_lookups_by_rollout_and_host_read_copied_keys_and_the_tail_alike(f) {
+        let rows = |from: usize| -> Vec<LogRow> {
+            (from..from + 6)
+                .map(|seq| LogRow {
+                    rollout_id: Some(id(if seq % 2 == 1 { "c@1" } else { "c@2" })),
+                    host: (seq % 3 == 0).then(|| host("h1")),
+                    ..row(seq)
+                })
+                .collect()
+        };
+        f.writer.commit(Batch { log: rows(1), ..Default::default() }).await.unwrap();
+        f.writer.commit(Batch { log: rows(7), ..Default::default() }).await.unwrap();
+        let seqs = |events: Vec<LogEvent>| events.iter().map(|e| e.seq).collect::<Vec<_>>();
+        let sqlite = f.store.dialect() == crate::db::Dialect::Sqlite;
+        // SQLite: the first batch's keys copied, the second's not yet; then every key copied.
+        let states: &[&str] = if sqlite {
+            &[crate::db::sqlite::COPY_KEYS, "DELETE FROM log_keys WHERE seq > 6", crate::db::sqlite::COPY_KEYS]
+        } else {
+            &[]
+        };
+        for step in 0..=states.len() {
+            if step > 0 {
+                execute(&f.store, states[step - 1]).await;
+            }
+            if sqlite {
+                let copied: i64 = on_pool!(&f.store, pool => {
+                    sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM log_keys").fetch_one(pool).await.unwrap()
+                });
+                assert!([0, 6, 12].contains(&copied), "step {step}: {copied}");
+            }
+            let c1 = id("c@1");
+            assert_eq!(seqs(store::rollout_log(&f.store, &c1, 3, 4).await.unwrap()), [5, 7, 9, 11], "step {step}");
+            assert_eq!(seqs(store::rollout_log(&f.store, &c1, 0, 100).await.unwrap()), [1, 3, 5, 7, 9, 11]);
+            assert_eq!(seqs(store::rollout_log_before(&f.store, &c1, 11, 3).await.unwrap()), [5, 7, 9], "step {step}");
+            assert_eq!(store::rollout_start(&f.store, &id("c@2")).await.unwrap().map(|(seq, _)| seq), Some(2));
+            assert_eq!(store::rollout_start(&f.store, &id("c@3")).await.unwrap(), None);
+            assert_eq!(seqs(store::host_log(&f.store, &host("h1"), 3).await.unwrap()), [6, 9, 12], "step {step}");
+            assert_eq!(seqs(store::host_log(&f.store, &host("h2"), 3).await.unwrap()), Vec::<i64>::new());
+        }
+    }
+
+    /// SQLite's writer copies the keys of the rows it committed behind the log once enough are
+    /// waiting; retention's deletes take the copied keys with them.
+    async fn the_writer_copies_log_keys_behind_the_log(f) {
+        if f.store.dialect() != crate::db::Dialect::Sqlite {
+            return;
+        }
+        let rows = (0..crate::db::sqlite::KEYS_BATCH).map(|i| LogRow { host: Some(host("h1")), ..row(i) }).collect();
+        f.writer.commit(Batch { log: rows, ..Default::default() }).await.unwrap();
+        // The copy follows the commit on the writer's thread: a later commit's answer comes after it.
+        f.writer.commit(Batch { log: vec![row(0)], ..Default::default() }).await.unwrap();
+        let store = &f.store;
+        let count = |sql: &'static str| async move {
+            on_pool!(store, pool => sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await.unwrap())
+        };
+        assert!(count("SELECT COUNT(*) FROM log_keys").await >= crate::db::sqlite::KEYS_BATCH as i64);
+        execute(&f.store, "DELETE FROM event_log WHERE seq <= 100").await;
+        assert_eq!(count("SELECT COUNT(*) FROM log_keys WHERE seq <= 100").await, 0);
+    }
+
     async fn quarantines_presence_and_host_logs_read_back(f) {
         let now = Utc::now();
         let q = |closure: &str, at| QuarantineRow {

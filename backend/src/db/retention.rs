@@ -123,6 +123,11 @@ pub async fn bounds(store: &Store, retention: &Retention, now: DateTime<Utc>) ->
     // Walks from where the seal or the compaction goes on to the first entry young enough
     // to keep (what lies before was archived already).
     let young_sql = "SELECT seq FROM event_log WHERE seq >= $2 AND ts >= $1 ORDER BY seq LIMIT 1";
+    // The first entry of the open rollout that opened first.
+    let open_sql = format!(
+        "SELECT MIN((SELECT MIN(seq) FROM ({}) AS first)) FROM rollouts r WHERE r.state NOT IN ('Completed', 'Superseded')",
+        store::keyed_seqs(store::LogKey::Rollout, "r.rollout_id", "true", "ASC", "1")
+    );
     on_pool!(store, pool => async {
         let mut tx = pool.begin().await?;
         if store.dialect() == super::Dialect::Postgres {
@@ -136,12 +141,7 @@ pub async fn bounds(store: &Store, retention: &Retention, now: DateTime<Utc>) ->
                 .bind(compact_from)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let open: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN((SELECT MIN(e.seq) FROM event_log e WHERE e.rollout_id = r.rollout_id))
-             FROM rollouts r WHERE r.state NOT IN ('Completed', 'Superseded')",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
+        let open: Option<i64> = sqlx::query_scalar(&open_sql).fetch_one(&mut *tx).await?;
         let checkpoint: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM checkpoints").fetch_one(&mut *tx).await?;
         let snapshot: i64 = sqlx::query_scalar("SELECT seq FROM record_snapshot").fetch_one(&mut *tx).await?;
         let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM event_log").fetch_one(&mut *tx).await?;
@@ -278,14 +278,16 @@ pub async fn purge_observations(store: &Store, dir: &Path, file: &str) -> Result
 /// channels: their records may be replaced by their tally.
 pub async fn tally_due(store: &Store) -> Result<Vec<(RolloutId, Channel)>, sqlx::Error> {
     let begins = log_begins(store).await?;
+    let sql = format!(
+        "SELECT r.rollout_id, r.channel FROM rollouts r
+         WHERE r.state IN ('Completed', 'Superseded') AND r.opened_seq < $1
+           AND NOT EXISTS (SELECT 1 FROM rollout_tallies t WHERE t.rollout_id = r.rollout_id)
+           AND NOT EXISTS ({})
+         ORDER BY r.opened_seq",
+        store::keyed_seqs(store::LogKey::Rollout, "r.rollout_id", "true", "ASC", "1")
+    );
     let rows: Vec<(String, String)> = on_pool!(store, pool => {
-        sqlx::query_as(
-            "SELECT r.rollout_id, r.channel FROM rollouts r
-             WHERE r.state IN ('Completed', 'Superseded') AND r.opened_seq < $1
-               AND NOT EXISTS (SELECT 1 FROM rollout_tallies t WHERE t.rollout_id = r.rollout_id)
-               AND NOT EXISTS (SELECT 1 FROM event_log e WHERE e.rollout_id = r.rollout_id)
-             ORDER BY r.opened_seq",
-        )
+        sqlx::query_as(&sql)
         .bind(begins)
         .fetch_all(pool)
         .await

@@ -79,16 +79,20 @@ pub(super) fn start_writer(path: &Path, busy_timeout: Duration) -> Result<mpsc::
         .spawn(move || {
             let _alive = alive;
             let mut gate = FailureGate::default();
+            let mut keys = KeysBehind::default();
             while let Some(job) = rx.blocking_recv() {
                 match job {
                     Job::Reset => gate.reset(),
                     Job::Commit { batch, reply } => {
                         let result = gate.admit().and_then(|()| commit(&mut conn, *batch));
                         gate.record(&result);
+                        let written = result.as_ref().map_or(0, Vec::len);
                         let _ = reply.send(result);
+                        keys.after_commit(&mut conn, written);
                     }
                 }
             }
+            keys.copy(&mut conn);
         })
         .map_err(|_| WriteError::Stopped)?;
     std::thread::Builder::new()
@@ -97,6 +101,49 @@ pub(super) fn start_writer(path: &Path, busy_timeout: Duration) -> Result<mpsc::
         .map_err(|_| WriteError::Stopped)?;
     Ok(jobs)
 }
+
+/// The log's keys not yet copied into `log_keys` (migration 0019): copied once this many rows
+/// are waiting, or [`KEYS_EVERY`] after the last copy.
+pub(super) const KEYS_BATCH: usize = 4096;
+const KEYS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Copies the committed rows' keys into `log_keys` a batch at a time, after the commits the
+/// events wait for. A copy that fails leaves the rows in the tail readers scan, and the next
+/// copy takes them.
+struct KeysBehind {
+    waiting: usize,
+    copied_at: std::time::Instant,
+}
+
+impl Default for KeysBehind {
+    fn default() -> Self {
+        // Rows left from before a start are taken by the first copy.
+        KeysBehind { waiting: 1, copied_at: std::time::Instant::now() }
+    }
+}
+
+impl KeysBehind {
+    fn after_commit(&mut self, conn: &mut Connection, written: usize) {
+        self.waiting += written;
+        if self.waiting >= KEYS_BATCH || (self.waiting > 0 && self.copied_at.elapsed() >= KEYS_EVERY) {
+            self.copy(conn);
+        }
+    }
+
+    fn copy(&mut self, conn: &mut Connection) {
+        self.copied_at = std::time::Instant::now();
+        match conn.prepare_cached(COPY_KEYS).and_then(|mut copy| copy.execute([])) {
+            Ok(_) => self.waiting = 0,
+            Err(err) => {
+                tracing::warn!(%err, "copying the log's keys failed; readers scan them in the tail until the next copy")
+            }
+        }
+    }
+}
+
+/// Copies the keys of every log row not in `log_keys` yet.
+pub(super) const COPY_KEYS: &str = "INSERT INTO log_keys (seq, rollout_id, host)
+     SELECT seq, rollout_id, host FROM event_log WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM log_keys)";
 
 /// The writer's page cache (KiB).
 const CACHE_KIB: i64 = 16 * 1024;

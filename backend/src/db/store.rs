@@ -448,6 +448,39 @@ pub async fn audit_page(
     })?)
 }
 
+/// A column the log is looked up by (through `log_keys`, see [`keyed_seqs`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum LogKey {
+    Rollout,
+    Host,
+}
+
+impl LogKey {
+    fn column(self) -> &'static str {
+        match self {
+            LogKey::Rollout => "rollout_id",
+            LogKey::Host => "host",
+        }
+    }
+}
+
+/// A subquery giving the seqs of the log entries whose `key` is `value` (an SQL expression)
+/// and whose seq meets `range` (a condition on `seq`), the first `limit` of them in `order`
+/// (`ASC` or `DESC`). On SQLite the keys are copied into the table `log_keys` behind the log
+/// (migration 0019) and the rows not copied yet are the tail after its last seq, read by seq;
+/// on PostgreSQL `log_keys` is a view of the log's own indexed columns and that tail is empty.
+/// Use it as `seq IN (…)` and order and limit again outside.
+pub(crate) fn keyed_seqs(key: LogKey, value: &str, range: &str, order: &str, limit: &str) -> String {
+    let column = key.column();
+    format!(
+        "SELECT seq FROM (SELECT seq FROM log_keys WHERE {column} = {value} AND {range} ORDER BY seq {order} LIMIT {limit}) AS keyed
+         UNION ALL
+         SELECT seq FROM (SELECT seq FROM event_log
+                          WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM log_keys) AND {column} = {value} AND {range}
+                          ORDER BY seq {order} LIMIT {limit}) AS tail"
+    )
+}
+
 /// One rollout's log entries with seq > `after`, oldest first.
 pub async fn rollout_log(
     store: &Store,
@@ -455,7 +488,10 @@ pub async fn rollout_log(
     after: i64,
     limit: i64,
 ) -> Result<Vec<LogEvent>, sqlx::Error> {
-    let sql = format!("SELECT {LOG_COLUMNS} FROM event_log WHERE rollout_id = $1 AND seq > $2 ORDER BY seq LIMIT $3");
+    let sql = format!(
+        "SELECT {LOG_COLUMNS} FROM event_log WHERE seq IN ({}) ORDER BY seq LIMIT $3",
+        keyed_seqs(LogKey::Rollout, "$1", "seq > $2", "ASC", "$3")
+    );
     log_events(on_pool!(store, pool => {
         sqlx::query_as(&sql).bind(rollout.as_str()).bind(after).bind(limit).fetch_all(pool).await
     })?)
@@ -463,11 +499,12 @@ pub async fn rollout_log(
 
 /// The seq of a rollout's first log entry (its opening), if it has one.
 pub async fn rollout_start(store: &Store, rollout: &RolloutId) -> Result<Option<(i64, LogKind)>, sqlx::Error> {
+    let sql = format!(
+        "SELECT seq, kind FROM event_log WHERE seq IN ({}) ORDER BY seq LIMIT 1",
+        keyed_seqs(LogKey::Rollout, "$1", "true", "ASC", "1")
+    );
     let row: Option<(i64, String)> = on_pool!(store, pool => {
-        sqlx::query_as("SELECT seq, kind FROM event_log WHERE rollout_id = $1 ORDER BY seq LIMIT 1")
-            .bind(rollout.as_str())
-            .fetch_optional(pool)
-            .await?
+        sqlx::query_as(&sql).bind(rollout.as_str()).fetch_optional(pool).await?
     });
     row.map(|(seq, kind)| Ok((seq, kind.parse().map_err(decode)?))).transpose()
 }
@@ -481,7 +518,8 @@ pub async fn rollout_log_before(
     limit: i64,
 ) -> Result<Vec<LogEvent>, sqlx::Error> {
     let sql = format!(
-        "SELECT * FROM (SELECT {LOG_COLUMNS} FROM event_log WHERE rollout_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3) AS page ORDER BY seq"
+        "SELECT * FROM (SELECT {LOG_COLUMNS} FROM event_log WHERE seq IN ({}) ORDER BY seq DESC LIMIT $3) AS page ORDER BY seq",
+        keyed_seqs(LogKey::Rollout, "$1", "seq < $2", "DESC", "$3")
     );
     log_events(on_pool!(store, pool => {
         sqlx::query_as(&sql).bind(rollout.as_str()).bind(before).bind(limit).fetch_all(pool).await
@@ -710,7 +748,8 @@ pub async fn records_of_host(store: &Store, host: &Hostname) -> Result<Vec<HostR
 /// The newest `limit` log entries about `host`, oldest first.
 pub async fn host_log(store: &Store, host: &Hostname, limit: i64) -> Result<Vec<LogEvent>, sqlx::Error> {
     let sql = format!(
-        "SELECT * FROM (SELECT {LOG_COLUMNS} FROM event_log WHERE host = $1 ORDER BY seq DESC LIMIT $2) AS page ORDER BY seq"
+        "SELECT * FROM (SELECT {LOG_COLUMNS} FROM event_log WHERE seq IN ({}) ORDER BY seq DESC LIMIT $2) AS page ORDER BY seq",
+        keyed_seqs(LogKey::Host, "$1", "true", "DESC", "$2")
     );
     log_events(on_pool!(store, pool => sqlx::query_as(&sql).bind(host.as_str()).bind(limit).fetch_all(pool).await)?)
 }

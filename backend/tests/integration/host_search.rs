@@ -180,7 +180,12 @@ mod sqlite_only {
                 details.iter().any(|d| d.contains("h USING") && d.contains("host_records_by_state")),
                 "{hosts} hosts: {details:?}"
             );
-            assert!(!details.iter().any(|d| d.contains("CO-ROUTINE")), "the view is not flattened: {details:?}");
+            // The view's arms take the query's terms (no co-routine of the whole view); the
+            // tail's newest rows (`t`) are grouped once, as a subquery of their own.
+            assert!(
+                !details.iter().any(|d| d.contains("CO-ROUTINE") && !d.ends_with(" t")),
+                "the view is not flattened: {details:?}"
+            );
         }
     }
 }
