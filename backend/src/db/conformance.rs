@@ -492,6 +492,26 @@ conformance! {
         assert_eq!(settled, rec, "the load wrote the tail's record into the table");
     }
 
+    /// The tables' records of open rollouts are read a few hundred rollouts a statement, in
+    /// rollout and host order across statements, the log's tail over the table.
+    async fn open_rollouts_records_are_read_from_the_tables_in_order(f) {
+        let ids: Vec<String> = (0..1_001).map(|i| format!("c@{i:04}")).collect();
+        let rollouts = ids.iter().enumerate().map(|(i, id)| rollout(id, i as u64 + 1)).collect();
+        let records = ids.iter().flat_map(|id| ["b", "a"].map(|h| RecordRow::new(&record(id, h)))).collect();
+        f.writer.commit(Batch { rollouts, records, log: vec![row(0)], ..Default::default() }).await.unwrap();
+        let mut newer = record(&ids[700], "b");
+        newer.last_event_seq = 9;
+        f.writer.commit(Batch { log: vec![carrying(&newer)], ..Default::default() }).await.unwrap();
+        let mut read = Vec::new();
+        crate::db::replay::read_tables(&f.store, &mut |_, r| read.push(r)).await.unwrap();
+        let keys: Vec<(String, String)> =
+            read.iter().map(|r| (r.rollout_id.as_str().to_owned(), r.hostname.as_str().to_owned())).collect();
+        let expected: Vec<(String, String)> =
+            ids.iter().flat_map(|id| ["a", "b"].map(|h| (id.clone(), h.to_owned()))).collect();
+        assert_eq!(keys, expected);
+        assert_eq!(read[1401].last_event_seq, 9, "the log's copy of {:?}", keys[1401]);
+    }
+
     async fn rollouts_and_logs_page_newest_first_and_by_rollout(f) {
         let rollouts: Vec<Rollout> = (1..=5).map(|i| rollout(&format!("c{}@{i}", i % 2), i)).collect();
         let mut log = Vec::new();

@@ -190,6 +190,9 @@ pub async fn from_tables(store: &Store) -> Result<(Option<(i64, Option<Vec<u8>>)
     Ok((head, state))
 }
 
+/// Open rollouts whose records one statement of [`read_tables`] reads.
+const ROLLOUTS_PER_READ: usize = 500;
+
 /// What [`from_tables`] reads, in the same one snapshot, except that each record of an open
 /// rollout goes to `record` as it is read (its stored JSON and the record parsed from it)
 /// instead of into the answer's `records`: a checkpoint of 100,000 records writes each on
@@ -207,18 +210,26 @@ pub async fn read_tables(
             sqlx::query_as(super::chain::HEAD).fetch_optional(&mut *tx).await?;
         let rollouts: Vec<(String,)> =
             sqlx::query_as("SELECT body FROM rollouts ORDER BY rollout_id").fetch_all(&mut *tx).await?;
-        // The open rollouts first: the records view is then read by its key, not whole.
+        // The open rollouts first: the records view is then read by its key, not whole — a
+        // few hundred rollouts a statement, as SQLite groups the log's tail once per
+        // statement (migration 0019): one statement per rollout grouped it a thousand times
+        // at 1,000 open rollouts.
         let open: Vec<String> = sqlx::query_scalar(
             "SELECT rollout_id FROM rollouts WHERE state NOT IN ('Completed', 'Superseded') ORDER BY rollout_id",
         )
         .fetch_all(&mut *tx)
         .await?;
-        for id in &open {
-            let mut rows = sqlx::query_scalar::<_, String>(
-                "SELECT body FROM current_host_records WHERE rollout_id = $1 ORDER BY hostname",
-            )
-            .bind(id)
-            .fetch(&mut *tx);
+        for ids in open.chunks(ROLLOUTS_PER_READ) {
+            let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT body FROM current_host_records WHERE rollout_id IN ({}) ORDER BY rollout_id, hostname",
+                marks.join(", ")
+            );
+            let mut query = sqlx::query_scalar::<_, String>(&sql);
+            for id in ids {
+                query = query.bind(id);
+            }
+            let mut rows = query.fetch(&mut *tx);
             while let Some(body) = futures_util::TryStreamExt::try_next(&mut rows).await? {
                 record(&body, store::from_json(&body)?);
             }

@@ -109,7 +109,7 @@ const KEYS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Copies the committed rows' keys into `log_keys` a batch at a time, after the commits the
 /// events wait for. A copy that fails leaves the rows in the tail readers scan, and the next
-/// copy takes them.
+/// copy (after as many rows again, or a second) takes them.
 struct KeysBehind {
     waiting: usize,
     copied_at: std::time::Instant,
@@ -132,11 +132,9 @@ impl KeysBehind {
 
     fn copy(&mut self, conn: &mut Connection) {
         self.copied_at = std::time::Instant::now();
-        match conn.prepare_cached(COPY_KEYS).and_then(|mut copy| copy.execute([])) {
-            Ok(_) => self.waiting = 0,
-            Err(err) => {
-                tracing::warn!(%err, "copying the log's keys failed; readers scan them in the tail until the next copy")
-            }
+        self.waiting = 0;
+        if let Err(err) = conn.prepare_cached(COPY_KEYS).and_then(|mut copy| copy.execute([])) {
+            tracing::warn!(%err, "copying the log's keys failed; readers scan them in the tail until the next copy");
         }
     }
 }
