@@ -126,7 +126,7 @@ pub async fn bounds(store: &Store, retention: &Retention, now: DateTime<Utc>) ->
     // The first entry of the open rollout that opened first.
     let open_sql = format!(
         "SELECT MIN((SELECT MIN(seq) FROM ({}) AS first)) FROM rollouts r WHERE r.state NOT IN ('Completed', 'Superseded')",
-        store::keyed_seqs(store::LogKey::Rollout, "r.rollout_id", "true", "ASC", "1")
+        store::keyed_seqs(store::LogKey::Rollout, "r.rollout_id", "true", store::LogEnd::Oldest, "1")
     );
     on_pool!(store, pool => async {
         let mut tx = pool.begin().await?;
@@ -284,7 +284,7 @@ pub async fn tally_due(store: &Store) -> Result<Vec<(RolloutId, Channel)>, sqlx:
            AND NOT EXISTS (SELECT 1 FROM rollout_tallies t WHERE t.rollout_id = r.rollout_id)
            AND NOT EXISTS ({})
          ORDER BY r.opened_seq",
-        store::keyed_seqs(store::LogKey::Rollout, "r.rollout_id", "true", "ASC", "1")
+        store::keyed_seqs(store::LogKey::Rollout, "r.rollout_id", "true", store::LogEnd::Oldest, "1")
     );
     let rows: Vec<(String, String)> = on_pool!(store, pool => {
         sqlx::query_as(&sql)

@@ -464,14 +464,29 @@ impl LogKey {
     }
 }
 
+/// Which end of a log lookup [`keyed_seqs`] starts from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum LogEnd {
+    Oldest,
+    Newest,
+}
+
+impl LogEnd {
+    fn sql(self) -> &'static str {
+        match self {
+            LogEnd::Oldest => "ASC",
+            LogEnd::Newest => "DESC",
+        }
+    }
+}
+
 /// A subquery giving the seqs of the log entries whose `key` is `value` (an SQL expression)
-/// and whose seq meets `range` (a condition on `seq`), the first `limit` of them in `order`
-/// (`ASC` or `DESC`). On SQLite the keys are copied into the table `log_keys` behind the log
+/// and whose seq meets `range` (a condition on `seq`), the first `limit` of them from `from`. On SQLite the keys are copied into the table `log_keys` behind the log
 /// (migration 0019) and the rows not copied yet are the tail after its last seq, read by seq;
 /// on PostgreSQL `log_keys` is a view of the log's own indexed columns and that tail is empty.
 /// Use it as `seq IN (…)` and order and limit again outside.
-pub(crate) fn keyed_seqs(key: LogKey, value: &str, range: &str, order: &str, limit: &str) -> String {
-    let column = key.column();
+pub(crate) fn keyed_seqs(key: LogKey, value: &str, range: &str, from: LogEnd, limit: &str) -> String {
+    let (column, order) = (key.column(), from.sql());
     format!(
         "SELECT seq FROM (SELECT seq FROM log_keys WHERE {column} = {value} AND {range} ORDER BY seq {order} LIMIT {limit}) AS keyed
          UNION ALL
@@ -490,7 +505,7 @@ pub async fn rollout_log(
 ) -> Result<Vec<LogEvent>, sqlx::Error> {
     let sql = format!(
         "SELECT {LOG_COLUMNS} FROM event_log WHERE seq IN ({}) ORDER BY seq LIMIT $3",
-        keyed_seqs(LogKey::Rollout, "$1", "seq > $2", "ASC", "$3")
+        keyed_seqs(LogKey::Rollout, "$1", "seq > $2", LogEnd::Oldest, "$3")
     );
     log_events(on_pool!(store, pool => {
         sqlx::query_as(&sql).bind(rollout.as_str()).bind(after).bind(limit).fetch_all(pool).await
@@ -501,7 +516,7 @@ pub async fn rollout_log(
 pub async fn rollout_start(store: &Store, rollout: &RolloutId) -> Result<Option<(i64, LogKind)>, sqlx::Error> {
     let sql = format!(
         "SELECT seq, kind FROM event_log WHERE seq IN ({}) ORDER BY seq LIMIT 1",
-        keyed_seqs(LogKey::Rollout, "$1", "true", "ASC", "1")
+        keyed_seqs(LogKey::Rollout, "$1", "true", LogEnd::Oldest, "1")
     );
     let row: Option<(i64, String)> = on_pool!(store, pool => {
         sqlx::query_as(&sql).bind(rollout.as_str()).fetch_optional(pool).await?
@@ -519,7 +534,7 @@ pub async fn rollout_log_before(
 ) -> Result<Vec<LogEvent>, sqlx::Error> {
     let sql = format!(
         "SELECT * FROM (SELECT {LOG_COLUMNS} FROM event_log WHERE seq IN ({}) ORDER BY seq DESC LIMIT $3) AS page ORDER BY seq",
-        keyed_seqs(LogKey::Rollout, "$1", "seq < $2", "DESC", "$3")
+        keyed_seqs(LogKey::Rollout, "$1", "seq < $2", LogEnd::Newest, "$3")
     );
     log_events(on_pool!(store, pool => {
         sqlx::query_as(&sql).bind(rollout.as_str()).bind(before).bind(limit).fetch_all(pool).await
@@ -749,7 +764,7 @@ pub async fn records_of_host(store: &Store, host: &Hostname) -> Result<Vec<HostR
 pub async fn host_log(store: &Store, host: &Hostname, limit: i64) -> Result<Vec<LogEvent>, sqlx::Error> {
     let sql = format!(
         "SELECT * FROM (SELECT {LOG_COLUMNS} FROM event_log WHERE seq IN ({}) ORDER BY seq DESC LIMIT $2) AS page ORDER BY seq",
-        keyed_seqs(LogKey::Host, "$1", "true", "DESC", "$2")
+        keyed_seqs(LogKey::Host, "$1", "true", LogEnd::Newest, "$2")
     );
     log_events(on_pool!(store, pool => sqlx::query_as(&sql).bind(host.as_str()).bind(limit).fetch_all(pool).await)?)
 }
