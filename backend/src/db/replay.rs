@@ -220,10 +220,9 @@ pub async fn read_tables(
         .fetch_all(&mut *tx)
         .await?;
         for ids in open.chunks(ROLLOUTS_PER_READ) {
-            let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "SELECT body FROM current_host_records WHERE rollout_id IN ({}) ORDER BY rollout_id, hostname",
-                marks.join(", ")
+                store::marks(1, ids.len())
             );
             let mut query = sqlx::query_scalar::<_, String>(&sql);
             for id in ids {

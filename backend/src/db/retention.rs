@@ -259,8 +259,7 @@ pub async fn purge_observations(store: &Store, dir: &Path, file: &str) -> Result
     }
     let mut deleted = 0;
     for batch in seqs.chunks(PURGE_BATCH as usize) {
-        let placeholders: Vec<String> = (1..=batch.len()).map(|i| format!("${i}")).collect();
-        let sql = format!("DELETE FROM event_log WHERE seq IN ({})", placeholders.join(", "));
+        let sql = format!("DELETE FROM event_log WHERE seq IN ({})", store::marks(1, batch.len()));
         deleted += on_pool!(store, pool => {
             let mut query = sqlx::query(&sql);
             for seq in batch {

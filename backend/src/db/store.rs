@@ -448,6 +448,11 @@ pub async fn audit_page(
     })?)
 }
 
+/// `count` numbered parameters from `$from` on, comma-separated: the list of an `IN (…)`.
+pub(crate) fn marks(from: usize, count: usize) -> String {
+    (from..from + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
 /// A column the log is looked up by (through `log_keys`, see [`keyed_seqs`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum LogKey {
@@ -680,13 +685,12 @@ pub async fn rollout_hosts(
     if ids.is_empty() {
         return Ok(Default::default());
     }
-    let marks = |n: usize| (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
     let stuck = match store.dialect() {
         Dialect::Sqlite => "COALESCE(json_extract(body, '$.stuck'), 0)",
         Dialect::Postgres => "CASE WHEN body::json ->> 'stuck' = 'true' THEN 1 ELSE 0 END::int8",
     };
     let tallies_sql =
-        format!("SELECT rollout_id, body FROM rollout_tallies WHERE rollout_id IN ({})", marks(ids.len()));
+        format!("SELECT rollout_id, body FROM rollout_tallies WHERE rollout_id IN ({})", marks(1, ids.len()));
     let (tallies, rows) = on_pool!(store, pool => async {
         let mut tx = pool.begin().await?;
         if store.dialect() == Dialect::Postgres {
@@ -703,7 +707,7 @@ pub async fn rollout_hosts(
         if !counted.is_empty() {
             let sql = format!(
                 "SELECT rollout_id, hostname, state, {stuck} FROM current_host_records WHERE rollout_id IN ({})",
-                marks(counted.len())
+                marks(1, counted.len())
             );
             let mut q = sqlx::query_as(&sql);
             for id in counted {
@@ -801,8 +805,6 @@ pub async fn record_states_of(
 /// [`record_states_of`]'s statement for `rollouts` rollout ids and `hosts` hostnames (0: any
 /// host), with a state to match or not.
 pub fn record_states_query(rollouts: usize, hosts: usize, state: bool) -> String {
-    let marks =
-        |from: usize, count: usize| (from..from + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
     let mut sql = format!(
         "SELECT rollout_id, hostname, state FROM current_host_records WHERE rollout_id IN ({})",
         marks(1, rollouts)
@@ -831,9 +833,9 @@ pub async fn presence_of(store: &Store, hosts: &[&str]) -> Result<Vec<PresenceRo
     if hosts.is_empty() {
         return Ok(Vec::new());
     }
-    let marks = (1..=hosts.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
     let sql = format!(
-        "SELECT hostname, last_heartbeat_at, current_closure, booted_closure FROM host_presence WHERE hostname IN ({marks})"
+        "SELECT hostname, last_heartbeat_at, current_closure, booted_closure FROM host_presence WHERE hostname IN ({})",
+        marks(1, hosts.len())
     );
     let rows: Vec<(String, String, Option<String>, Option<String>)> = on_pool!(store, pool => {
         let mut q = sqlx::query_as(&sql);
