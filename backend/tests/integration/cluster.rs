@@ -164,6 +164,21 @@ impl Replicas {
         panic!("no replica led at epoch {from} or later within {limit:?}\n{}", self.logs());
     }
 
+    /// Waits until replica `i` knows a leader at epoch `epoch` or later: a follower that has
+    /// not seen the leader's lock yet answers writes `503 no-leader` (SPEC §15).
+    async fn knows_leader(&self, i: usize, epoch: i64, limit: Duration) {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Some(view) = self.view(i).await
+                && view.leader.is_some_and(|l| l.epoch >= epoch)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("replica {i} knew no leader at epoch {epoch} or later within {limit:?}\n{}", self.logs());
+    }
+
     async fn rollout_state(&self) -> Option<String> {
         for r in &self.list {
             if r.child.is_none() {
@@ -315,6 +330,7 @@ async fn a_rollout_through_random_replicas_survives_three_leader_kills_and_loses
     let mut replicas = Replicas::start(3).await;
     let (leader, first_epoch, took) = replicas.new_leader(0, Duration::from_secs(20)).await;
     println!("replica {leader} leads after {took:?}");
+    replicas.knows_leader((leader + 1) % 3, first_epoch, Duration::from_secs(20)).await;
     upload(&replicas, (leader + 1) % 3, HOSTS).await;
 
     let stop = CancellationToken::new();
