@@ -80,7 +80,7 @@ pub(super) fn start_writer(path: &Path, busy_timeout: Duration) -> Result<mpsc::
             let _alive = alive;
             let mut gate = FailureGate::default();
             let mut keys = KeysBehind::default();
-            while let Some(job) = rx.blocking_recv() {
+            while let Some(job) = keys.next_job(&mut conn, &mut rx) {
                 match job {
                     Job::Reset => gate.reset(),
                     Job::Commit { batch, reply } => {
@@ -92,7 +92,7 @@ pub(super) fn start_writer(path: &Path, busy_timeout: Duration) -> Result<mpsc::
                     }
                 }
             }
-            keys.copy(&mut conn);
+            keys.copy_all(&mut conn);
         })
         .map_err(|_| WriteError::Stopped)?;
     std::thread::Builder::new()
@@ -102,46 +102,93 @@ pub(super) fn start_writer(path: &Path, busy_timeout: Duration) -> Result<mpsc::
     Ok(jobs)
 }
 
-/// The log's keys not yet copied into `log_keys` (migration 0019): copied once this many rows
-/// are waiting, or [`KEYS_EVERY`] after the last copy.
+/// The log's keys not yet copied into `log_keys` (migration 0019): a round of copying starts
+/// once this many rows are waiting, or [`KEYS_EVERY`] after the last round ended.
 pub(super) const KEYS_BATCH: usize = 4096;
 const KEYS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// Rows a copy takes at a time: a commit that arrives while one runs waits for at most this
+/// many rows' index updates (a whole batch at once held commits up for ~10 ms: BENCHMARKS.md).
+const KEYS_SLICE: usize = 512;
+/// Rows waiting at which slices are copied after every commit, the queue idle or not, so the
+/// tail readers scan stays bounded while commits follow each other without pause.
+const KEYS_BEHIND_AT_MOST: usize = 4 * KEYS_BATCH;
 
-/// Copies the committed rows' keys into `log_keys` a batch at a time, after the commits the
-/// events wait for. A copy that fails leaves the rows in the tail readers scan, and the next
-/// copy (after as many rows again, or a second) takes them.
+/// Copies the committed rows' keys into `log_keys` behind the log, in slices the writer takes
+/// while no commit waits for it. A copy that fails leaves the rows in the tail readers scan,
+/// and the next round (after as many rows again, or a second) takes them.
 struct KeysBehind {
     waiting: usize,
-    copied_at: std::time::Instant,
+    /// A round is under way: slices are copied whenever the queue is empty.
+    due: bool,
+    ended_at: std::time::Instant,
 }
 
 impl Default for KeysBehind {
     fn default() -> Self {
-        // Rows left from before a start are taken by the first copy.
-        KeysBehind { waiting: 1, copied_at: std::time::Instant::now() }
+        // Rows left from before a start are taken by the first round.
+        KeysBehind { waiting: 1, due: false, ended_at: std::time::Instant::now() }
     }
 }
 
 impl KeysBehind {
+    /// The next job; while a round is under way and none is queued, copies slices until
+    /// one comes or the round ends. `None` once every sender is gone.
+    fn next_job(&mut self, conn: &mut Connection, rx: &mut mpsc::UnboundedReceiver<Job>) -> Option<Job> {
+        while self.due {
+            match rx.try_recv() {
+                Ok(job) => return Some(job),
+                Err(mpsc::error::TryRecvError::Empty) => self.copy_slice(conn),
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+            }
+        }
+        rx.blocking_recv()
+    }
+
     fn after_commit(&mut self, conn: &mut Connection, written: usize) {
         self.waiting += written;
-        if self.waiting >= KEYS_BATCH || (self.waiting > 0 && self.copied_at.elapsed() >= KEYS_EVERY) {
-            self.copy(conn);
+        if self.waiting >= KEYS_BATCH || (self.waiting > 0 && self.ended_at.elapsed() >= KEYS_EVERY) {
+            self.due = true;
+        }
+        while self.due && self.waiting >= KEYS_BEHIND_AT_MOST {
+            self.copy_slice(conn);
         }
     }
 
-    fn copy(&mut self, conn: &mut Connection) {
-        self.copied_at = std::time::Instant::now();
-        self.waiting = 0;
-        if let Err(err) = conn.prepare_cached(COPY_KEYS).and_then(|mut copy| copy.execute([])) {
-            tracing::warn!(%err, "copying the log's keys failed; readers scan them in the tail until the next copy");
+    /// Copies the next [`KEYS_SLICE`] rows' keys; a shorter slice (or a failed one) ends the round.
+    fn copy_slice(&mut self, conn: &mut Connection) {
+        match conn.prepare_cached(COPY_KEYS_SLICE).and_then(|mut copy| copy.execute(params![KEYS_SLICE as i64])) {
+            Ok(copied) if copied == KEYS_SLICE => self.waiting = self.waiting.saturating_sub(copied),
+            Ok(_) => self.end_round(),
+            Err(err) => {
+                tracing::warn!(%err, "copying the log's keys failed; readers scan them in the tail until the next copy");
+                self.end_round();
+            }
         }
+    }
+
+    fn end_round(&mut self) {
+        self.waiting = 0;
+        self.due = false;
+        self.ended_at = std::time::Instant::now();
+    }
+
+    /// Copies every key still waiting (as the writer stops).
+    fn copy_all(&mut self, conn: &mut Connection) {
+        if let Err(err) = conn.prepare_cached(COPY_KEYS).and_then(|mut copy| copy.execute([])) {
+            tracing::warn!(%err, "copying the log's keys failed; the next start's readers scan them in the tail");
+        }
+        self.end_round();
     }
 }
 
 /// Copies the keys of every log row not in `log_keys` yet.
 pub(super) const COPY_KEYS: &str = "INSERT INTO log_keys (seq, rollout_id, host)
      SELECT seq, rollout_id, host FROM event_log WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM log_keys)";
+
+/// Copies the keys of the next `?` log rows not in `log_keys` yet.
+const COPY_KEYS_SLICE: &str = "INSERT INTO log_keys (seq, rollout_id, host)
+     SELECT seq, rollout_id, host FROM event_log WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM log_keys)
+     ORDER BY seq LIMIT ?";
 
 /// The writer's page cache (KiB).
 const CACHE_KIB: i64 = 16 * 1024;
