@@ -181,14 +181,19 @@ impl KeysBehind {
     }
 }
 
+/// The statement that copies the keys of the log rows not in `log_keys` yet.
+macro_rules! copy_keys {
+    () => {
+        "INSERT INTO log_keys (seq, rollout_id, host)
+         SELECT seq, rollout_id, host FROM event_log WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM log_keys)"
+    };
+}
+
 /// Copies the keys of every log row not in `log_keys` yet.
-pub(super) const COPY_KEYS: &str = "INSERT INTO log_keys (seq, rollout_id, host)
-     SELECT seq, rollout_id, host FROM event_log WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM log_keys)";
+pub(super) const COPY_KEYS: &str = copy_keys!();
 
 /// Copies the keys of the next `?` log rows not in `log_keys` yet.
-const COPY_KEYS_SLICE: &str = "INSERT INTO log_keys (seq, rollout_id, host)
-     SELECT seq, rollout_id, host FROM event_log WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM log_keys)
-     ORDER BY seq LIMIT ?";
+const COPY_KEYS_SLICE: &str = concat!(copy_keys!(), " ORDER BY seq LIMIT ?");
 
 /// The writer's page cache (KiB).
 const CACHE_KIB: i64 = 16 * 1024;

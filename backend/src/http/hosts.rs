@@ -213,18 +213,17 @@ impl Filters<'_> {
         batch: &[(&Hostname, &shared::manifest::HostEntry)],
     ) -> Result<HashSet<String>, ApiError> {
         let hosts: Vec<&str> = batch.iter().map(|(n, _)| n.as_str()).collect();
-        let hosts = hosts.as_slice();
         let mut pass: HashSet<String> = hosts.iter().map(|h| (*h).to_owned()).collect();
         if let Some(wanted) = self.state {
             let channels: HashSet<&str> = batch.iter().map(|(_, h)| h.channel.as_str()).collect();
             let rollouts = self.rollouts(|c| channels.contains(c));
             let rows =
-                store::record_states_of(store, &rollouts, hosts, Some(wanted)).await.map_err(ApiError::internal)?;
+                store::record_states_of(store, &rollouts, &hosts, Some(wanted)).await.map_err(ApiError::internal)?;
             let in_state: HashSet<String> = rows.into_iter().map(|(_, host, _)| host).collect();
             pass.retain(|h| in_state.contains(h));
         }
         if let Some(text) = self.closure {
-            let rows = store::presence_of(store, hosts).await.map_err(ApiError::internal)?;
+            let rows = store::presence_of(store, &hosts).await.map_err(ApiError::internal)?;
             let running: HashSet<String> = rows
                 .into_iter()
                 .filter(|p| p.closure.as_ref().is_some_and(|c| c.as_str().contains(text)))
