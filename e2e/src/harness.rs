@@ -61,6 +61,21 @@ impl Session {
         format!("{}{}", self.base_url, path)
     }
 
+    /// Makes the page's network a link of `mbit_per_s` each way with `latency_ms` added to each
+    /// request (Chromium's emulation, as DevTools' throttling does); `None` lifts it.
+    pub async fn emulate_network(&self, link: Option<(f64, u32)>) -> anyhow::Result<()> {
+        let (throughput, latency) = match link {
+            Some((mbit_per_s, latency_ms)) => (mbit_per_s * 1e6 / 8.0, latency_ms),
+            None => (-1.0, 0),
+        };
+        let params = serde_json::json!({
+            "offline": false, "latency": latency, "downloadThroughput": throughput, "uploadThroughput": throughput,
+        });
+        self.client.issue_cmd(Cdp { cmd: "Network.enable", params: serde_json::json!({}) }).await?;
+        self.client.issue_cmd(Cdp { cmd: "Network.emulateNetworkConditions", params }).await?;
+        Ok(())
+    }
+
     /// Saves what the browser shows to `target/e2e-artifacts/<name>.png` (to look at).
     pub async fn screenshot(&self, name: &str) -> anyhow::Result<PathBuf> {
         let dir = artifacts_dir();
@@ -216,6 +231,24 @@ impl Drop for Driver {
             libc::kill(-pgid, libc::SIGKILL);
         }
         let _ = self.child.wait();
+    }
+}
+
+/// A Chrome DevTools Protocol command through chromedriver (`goog/cdp/execute`).
+#[derive(Debug)]
+struct Cdp {
+    cmd: &'static str,
+    params: serde_json::Value,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
+    fn endpoint(&self, base_url: &url::Url, session_id: Option<&str>) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!("session/{}/goog/cdp/execute", session_id.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        let body = serde_json::json!({ "cmd": self.cmd, "params": self.params });
+        (http::Method::POST, Some(body.to_string()))
     }
 }
 

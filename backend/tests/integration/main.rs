@@ -12,6 +12,7 @@ mod architecture;
 mod bench_cli;
 mod cli_signing;
 mod cluster;
+mod compression;
 mod ctl;
 mod demo_story;
 mod durability;
