@@ -70,7 +70,7 @@ pub async fn search(
     let fleet = state.fleet.read().ok().and_then(|f| f.clone());
     let Some(fleet) = fleet else { return Ok(Json(HostSearchPage { hosts: vec![], next: None })) };
     let current = store::current_rollouts(&state.store).await.map_err(ApiError::internal)?;
-    let filters = Filters { state: wanted_state, closure, current: &current, channel };
+    let filters = Filters { state: wanted_state, closure, current: &current, channel, hosts: &fleet.doc.hosts };
 
     // Walk the fleet in name order from the prefix (or the page's start), hosts the
     // in-memory filters let through.
@@ -177,6 +177,8 @@ struct Filters<'a> {
     closure: Option<&'a str>,
     current: &'a BTreeMap<String, RolloutId>,
     channel: Option<&'a str>,
+    /// The fleet's hosts: which channel each is in now.
+    hosts: &'a BTreeMap<Hostname, shared::manifest::HostEntry>,
 }
 
 /// Every host that passes each filter.
@@ -205,6 +207,13 @@ impl Filters<'_> {
             .collect()
     }
 
+    /// Whether `rollout` is the current rollout of `host`'s channel. A host moved to another
+    /// channel keeps its record in its old channel's rollout, which may still be current: a
+    /// host's state is the one in its own channel's rollout, as the page shows it.
+    fn own_rollout(&self, host: &str, rollout: &str) -> bool {
+        self.hosts.get(host).and_then(|h| self.current.get(h.channel.as_str())).is_some_and(|id| id.as_str() == rollout)
+    }
+
     /// Which of `batch` pass. Their state is asked of their own channels' rollouts only: with
     /// a thousand channels, a statement naming every current rollout cost more than the rows.
     async fn passing(
@@ -219,7 +228,11 @@ impl Filters<'_> {
             let rollouts = self.rollouts(|c| channels.contains(c));
             let rows =
                 store::record_states_of(store, &rollouts, &hosts, Some(wanted)).await.map_err(ApiError::internal)?;
-            let in_state: HashSet<String> = rows.into_iter().map(|(_, host, _)| host).collect();
+            let in_state: HashSet<String> = rows
+                .into_iter()
+                .filter(|(rollout, host, _)| self.own_rollout(host, rollout))
+                .map(|(_, host, _)| host)
+                .collect();
             pass.retain(|h| in_state.contains(h));
         }
         if let Some(text) = self.closure {
@@ -241,7 +254,12 @@ impl Filters<'_> {
                 let rows = store::record_states_of(store, &self.rollouts(|_| true), &[], Some(wanted))
                     .await
                     .map_err(ApiError::internal)?;
-                Some(rows.into_iter().map(|(_, host, _)| host).collect())
+                Some(
+                    rows.into_iter()
+                        .filter(|(rollout, host, _)| self.own_rollout(host, rollout))
+                        .map(|(_, host, _)| host)
+                        .collect(),
+                )
             }
         };
         let closure = match self.closure {

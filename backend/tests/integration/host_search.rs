@@ -6,17 +6,19 @@ use engine::testkit::FleetBuilder;
 use serde_json::{Value, json};
 
 fn fleet() -> FleetBuilder {
-    FleetBuilder::new()
-        .policy("p", &[(10, false)], "halt", 30)
-        .channel("stable", "p")
-        .channel("edge", "p")
-        .host("web-1", "stable", &["web"])
-        .host("web-2", "stable", &["web"])
-        .host("web-3", "stable", &["web", "eu"])
-        .host("edge-1", "edge", &["eu"])
-        .host("edge-2", "edge", &[])
-        .waves("stable", &[&["web-1", "web-2", "web-3"]])
-        .waves("edge", &[&["edge-1", "edge-2"]])
+    fleet_with(0, false)
+}
+
+/// `host` acknowledges its dispatch in `rollout` and its activation fails.
+async fn activation_fails(app: &TestApp, host: &str, rollout: &str, now: chrono::DateTime<chrono::Utc>) {
+    let agent = app.agent(host);
+    let (s, _) =
+        agent.event(rollout, "DispatchAck", json!({"currentClosure": "/nix/store/old", "receivedAt": now})).await;
+    assert_eq!(s, 200);
+    let (s, a) = agent
+        .event(rollout, "ActivationFailed", json!({"exitCode": 4, "stderrTail": "nginx failed", "failedAt": now}))
+        .await;
+    assert_eq!((s, a["state"].as_str()), (200, Some("Failed")), "{a}");
 }
 
 async fn names_of(app: &TestApp, query: &str) -> (Vec<String>, Value) {
@@ -34,14 +36,7 @@ async fn hosts_are_found_by_prefix_channel_tag_state_and_closure_a_page_at_a_tim
     let now = app.clock.now();
     // web-1 soaks, web-2's activation fails, web-3 runs an old nginx.
     app.agent("web-1").activate("stable@a1", "/nix/store/web-1-v1", now).await;
-    let web2 = app.agent("web-2");
-    let (s, _) =
-        web2.event("stable@a1", "DispatchAck", json!({"currentClosure": "/nix/store/old", "receivedAt": now})).await;
-    assert_eq!(s, 200);
-    let (s, a) = web2
-        .event("stable@a1", "ActivationFailed", json!({"exitCode": 4, "stderrTail": "nginx failed", "failedAt": now}))
-        .await;
-    assert_eq!((s, a["state"].as_str()), (200, Some("Failed")), "{a}");
+    activation_fails(&app, "web-2", "stable@a1", now).await;
     app.agent("web-3").heartbeat(Some("/nix/store/0000-old-nginx-1.24"), None).await;
 
     let (all, page) = names_of(&app, "").await;
@@ -96,13 +91,7 @@ async fn a_filter_few_hosts_pass_is_answered_past_the_first_batches() {
     assert_eq!(app.upload(&fleet, "a1").await.0, 200);
     app.tick().await;
     let now = app.clock.now();
-    let late = app.agent("h-1098");
-    let (s, _) =
-        late.event("stable@a1", "DispatchAck", json!({"currentClosure": "/nix/store/old", "receivedAt": now})).await;
-    assert_eq!(s, 200);
-    let (s, a) =
-        late.event("stable@a1", "ActivationFailed", json!({"exitCode": 1, "stderrTail": "", "failedAt": now})).await;
-    assert_eq!((s, a["state"].as_str()), (200, Some("Failed")), "{a}");
+    activation_fails(&app, "h-1098", "stable@a1", now).await;
     app.agent("h-1090").heartbeat(Some("/nix/store/0000-rare-kernel"), None).await;
     app.agent("h-0001").heartbeat(Some("/nix/store/0000-common"), None).await;
 
@@ -188,4 +177,81 @@ mod sqlite_only {
             );
         }
     }
+}
+
+/// A host moved to another channel keeps its record in its old channel's rollout; while that
+/// rollout is still its channel's current one, a state filter must not match the host by it —
+/// asked a batch of candidates at a time, and past the first batches (1,100 hosts before it),
+/// for the whole set.
+#[tokio::test]
+async fn a_host_moved_to_another_channel_is_searched_by_its_new_channels_rollout() {
+    for fillers in [0, 1_100] {
+        moved_host_is_searched_by_its_new_channel(fillers).await;
+    }
+}
+
+/// Channels stable (web-1..3) and edge (edge-1, 2), one wave each; `fillers` more hosts in
+/// stable, named before every other; with `moved`, web-2 is in edge instead of stable.
+fn fleet_with(fillers: usize, moved: bool) -> FleetBuilder {
+    let filler_names: Vec<String> = (0..fillers).map(|i| format!("a-{i:04}")).collect();
+    let mut b = FleetBuilder::new()
+        .policy("p", &[(10, false)], "halt", 30)
+        .channel("stable", "p")
+        .channel("edge", "p")
+        .host("web-1", "stable", &["web"])
+        .host("web-2", if moved { "edge" } else { "stable" }, &["web"])
+        .host("web-3", "stable", &["web", "eu"])
+        .host("edge-1", "edge", &["eu"])
+        .host("edge-2", "edge", &[]);
+    for name in &filler_names {
+        b = b.host(name, "stable", &[]);
+    }
+    let mut stable: Vec<&str> = filler_names.iter().map(String::as_str).collect();
+    let mut edge = vec!["edge-1", "edge-2"];
+    stable.extend(["web-1", "web-3"]);
+    if moved {
+        edge.push("web-2")
+    } else {
+        stable.push("web-2")
+    }
+    b.waves("stable", &[&stable]).waves("edge", &[&edge])
+}
+
+async fn moved_host_is_searched_by_its_new_channel(fillers: usize) {
+    let app = spawn_app().await;
+    assert_eq!(app.upload(&fleet_with(fillers, false), "a1").await.0, 200);
+    app.tick().await;
+    let now = app.clock.now();
+    activation_fails(&app, "web-2", "stable@a1", now).await;
+    assert_eq!(names_of(&app, "?state=Failed").await.0, ["web-2"]);
+
+    // Release b1 moves web-2 to edge and rolls out edge only: stable@a1 stays stable's
+    // current rollout, with web-2's Failed record in it.
+    let mut body = crate::common::upload_body(&fleet_with(fillers, true), "b1", chrono::Utc::now());
+    let manifest_of = |r: &Value| -> Value {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(r["artifact"].as_str().unwrap()).unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    let rollouts = body["rollouts"].as_array_mut().unwrap();
+    rollouts.retain(|r| manifest_of(r)["channel"] == "edge");
+    assert_eq!(rollouts.len(), 1, "{body}");
+    let (status, answer) = app.post("/api/v1/manifests", body).await;
+    assert_eq!(status, 200, "{answer}");
+    app.tick().await;
+    let current: Vec<String> = crate::common::wait_for_rollouts(&app, 3)
+        .await
+        .iter()
+        .map(|r| r["rolloutId"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(current.contains(&"edge@b1".to_owned()) && current.contains(&"stable@a1".to_owned()), "{current:?}");
+    assert_eq!(app.host_state("stable@a1", "web-2").await, "Failed");
+
+    // web-2 is Pending in edge@b1, its channel's current rollout: that is what it is found by.
+    let (failed, page) = names_of(&app, "?state=Failed").await;
+    assert!(failed.is_empty(), "{fillers} hosts before it: {page}");
+    let (pending, page) = names_of(&app, "?state=Pending&q=web-2").await;
+    assert_eq!(pending, ["web-2"], "{page}");
+    let hit = &page["hosts"][0];
+    assert_eq!((hit["rolloutId"].as_str(), hit["state"].as_str()), (Some("edge@b1"), Some("Pending")));
 }
