@@ -178,8 +178,8 @@ fn scaled(behaviour: &Behaviour, d: Duration) -> Duration {
 }
 
 const PROBE: &str = "http";
-const HEARTBEAT_PATH: &str = "/api/v1/agent/heartbeat";
-const EVENTS_PATH: &str = "/api/v1/agent/events";
+// The routes the real agent calls.
+use agent::transport::{EVENTS_PATH, HEARTBEAT_PATH};
 
 impl SimAgent {
     fn new(
