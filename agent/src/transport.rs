@@ -7,13 +7,10 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use shared::agent::{EventRequest, EventResponse, HeartbeatRequest, HeartbeatResponse};
+use shared::agent::{EVENTS_PATH, EventRequest, EventResponse, HEARTBEAT_PATH, HeartbeatRequest, HeartbeatResponse};
 
 use crate::machine::SendError;
 use crate::request::{RequestSigner, classify};
-
-pub const HEARTBEAT_PATH: &str = "/api/v1/agent/heartbeat";
-pub const EVENTS_PATH: &str = "/api/v1/agent/events";
 
 /// The most of an answer the agent reads (the control plane's answers are a few KiB).
 const MAX_ANSWER_BYTES: u64 = 1 << 20;

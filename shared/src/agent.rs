@@ -7,6 +7,14 @@ use crate::ids::{Closure, Hostname, RolloutId};
 use crate::manifest::HealthFailurePolicy;
 use crate::state::{HostEvent, HostRolloutSnapshot, HostState};
 
+/// Where the agent API lives: every request under it is signed with the host's key (SPEC §9.1).
+/// The server answers these uncompressed; the paths below are under it.
+pub const ROUTES: &str = "/api/v1/agent/";
+/// The agent's heartbeat, [`HeartbeatRequest`].
+pub const HEARTBEAT_PATH: &str = "/api/v1/agent/heartbeat";
+/// The agent's events, [`EventRequest`].
+pub const EVENTS_PATH: &str = "/api/v1/agent/events";
+
 /// `POST /api/v1/agent/heartbeat`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

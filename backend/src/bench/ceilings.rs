@@ -195,7 +195,7 @@ async fn verify_only(State(keys): State<Keys>, headers: HeaderMap, body: Bytes) 
     };
     let digest = engine::crypto::sha256_hex(&body);
     let ts: i64 = header(shared::agent::TIMESTAMP_HEADER).parse().unwrap_or(0);
-    let message = shared::agent::signing_string("POST", "/api/v1/agent/heartbeat", ts, &digest);
+    let message = shared::agent::signing_string("POST", shared::agent::HEARTBEAT_PATH, ts, &digest);
     let Some(sig) = B64.decode(header(shared::agent::SIGNATURE_HEADER)).ok().and_then(|s| <[u8; 64]>::try_from(s).ok())
     else {
         return (StatusCode::UNAUTHORIZED, "{}");
@@ -209,7 +209,7 @@ async fn verify_only(State(keys): State<Keys>, headers: HeaderMap, body: Bytes) 
 /// Heartbeats per second the bare signed route answers for `hosts` with `clients` in flight.
 pub async fn http_rate(hosts: &[SimHost], clients: usize, duration: Duration) -> anyhow::Result<Rate> {
     let keys: Keys = Arc::new(hosts.iter().map(|h| (h.hostname.clone(), h.key.verifying_key())).collect());
-    let router = Router::new().route("/api/v1/agent/heartbeat", post(verify_only)).with_state(keys);
+    let router = Router::new().route(shared::agent::HEARTBEAT_PATH, post(verify_only)).with_state(keys);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(async move { axum::serve(listener, router).await });

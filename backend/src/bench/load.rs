@@ -53,7 +53,7 @@ pub async fn heartbeats(url: &str, hosts: &[SimHost], clients: usize, duration: 
                     let body = json!({"hostname": client.host(), "currentClosure": closure, "at": chrono::Utc::now()});
                     // Any JSON answer counts (the bare ceiling route answers `{}`).
                     let (answer, took) =
-                        client.post::<_, serde::de::IgnoredAny>("/api/v1/agent/heartbeat", &body).await;
+                        client.post::<_, serde::de::IgnoredAny>(shared::agent::HEARTBEAT_PATH, &body).await;
                     if answer.is_ok() {
                         ok += 1;
                         latencies.push(took.as_micros() as u64);

@@ -152,14 +152,11 @@ pub fn router(state: AppState, dist: &Path, limits: HttpLimits) -> Router {
 
 /// Agent routes are answered uncompressed whatever the agent accepts (see [`router`]).
 fn agents_answered_plain<B>(mut request: Request<B>) -> Request<B> {
-    if request.uri().path().starts_with(AGENT_ROUTES) {
+    if request.uri().path().starts_with(shared::agent::ROUTES) {
         request.headers_mut().remove(ACCEPT_ENCODING);
     }
     request
 }
-
-/// Where the signed agent routes live (`agent.rs`).
-const AGENT_ROUTES: &str = "/api/v1/agent/";
 
 /// The OpenAPI document's frame; paths and schemas come from the handlers' annotations.
 #[derive(utoipa::OpenApi)]

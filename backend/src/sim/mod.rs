@@ -179,7 +179,7 @@ fn scaled(behaviour: &Behaviour, d: Duration) -> Duration {
 
 const PROBE: &str = "http";
 // The routes the real agent calls.
-use agent::transport::{EVENTS_PATH, HEARTBEAT_PATH};
+use shared::agent::{EVENTS_PATH, HEARTBEAT_PATH};
 
 impl SimAgent {
     fn new(

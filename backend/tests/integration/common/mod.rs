@@ -401,7 +401,7 @@ impl Agent {
         if let Some(r) = rollout {
             body["rolloutId"] = json!(r);
         }
-        let (status, answer) = self.signed("POST", "/api/v1/agent/heartbeat", &body).await;
+        let (status, answer) = self.signed("POST", shared::agent::HEARTBEAT_PATH, &body).await;
         assert_eq!(status, 200, "heartbeat of {}: {answer}", self.host);
         answer
     }
@@ -421,7 +421,7 @@ impl Agent {
 
     pub async fn event_raw(&self, rollout: &str, event: Value) -> (u16, Value) {
         let body = json!({ "hostname": self.host, "rolloutId": rollout, "event": event });
-        self.signed("POST", "/api/v1/agent/events", &body).await
+        self.signed("POST", shared::agent::EVENTS_PATH, &body).await
     }
 
     /// Acknowledges the dispatch and activates to `closure` (→ Soaking).
