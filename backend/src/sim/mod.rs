@@ -24,7 +24,7 @@ use ed25519_dalek::SigningKey;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
-use shared::agent::{EventOutcome, EventRequest, EventResponse, HeartbeatResponse};
+use shared::agent::{EVENTS_PATH, EventOutcome, EventRequest, EventResponse, HEARTBEAT_PATH, HeartbeatResponse};
 use shared::state::{HostEvent, ProbeMode, ProbeStatus};
 use shared::{Closure, Hostname, RolloutId};
 use tokio::time::Instant;
@@ -178,8 +178,6 @@ fn scaled(behaviour: &Behaviour, d: Duration) -> Duration {
 }
 
 const PROBE: &str = "http";
-// The routes the real agent calls.
-use shared::agent::{EVENTS_PATH, HEARTBEAT_PATH};
 
 impl SimAgent {
     fn new(

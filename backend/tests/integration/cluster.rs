@@ -559,7 +559,7 @@ async fn writes_wait_for_a_leader_then_go_through_any_replica_and_a_signature_is
 
     // An agent write through the follower: the leader verifies the signature, once.
     let key = host_key("h000");
-    let path = "/api/v1/agent/heartbeat";
+    let path = shared::agent::HEARTBEAT_PATH;
     let hb = serde_json::to_vec(&serde_json::json!({"hostname": "h000", "at": chrono::Utc::now()})).unwrap();
     let headers = crate::common::sign_request(&key, "h000", "POST", path, &hb, chrono::Utc::now().timestamp());
     let urls = replicas.urls();

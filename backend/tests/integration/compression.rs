@@ -59,7 +59,7 @@ async fn agents_answers_and_the_live_feed_stay_plain_whatever_the_client_accepts
     assert_eq!(status, 200, "{body}");
     let agent = app.agent("a");
 
-    let path = "/api/v1/agent/heartbeat";
+    let path = shared::agent::HEARTBEAT_PATH;
     let body = serde_json::to_vec(&json!({ "hostname": "a", "at": chrono::Utc::now() })).unwrap();
     let mut request = app
         .http

@@ -123,7 +123,7 @@ async fn a_host_says_what_it_booted() {
             if let Some(b) = booted {
                 body["bootedClosure"] = json!(b);
             }
-            let (status, answer) = app.agent(host).signed("POST", "/api/v1/agent/heartbeat", &body).await;
+            let (status, answer) = app.agent(host).signed("POST", shared::agent::HEARTBEAT_PATH, &body).await;
             assert_eq!(status, 200, "{answer}");
         }
     };
@@ -140,7 +140,7 @@ async fn a_host_says_what_it_booted() {
     assert_eq!(one["bootedClosure"], "/nix/store/0000-system-v2");
     // Bad input: a booted closure that is no closure.
     let body = json!({"hostname": "web-3", "bootedClosure": "", "at": chrono::Utc::now()});
-    let (status, _) = app.agent("web-3").signed("POST", "/api/v1/agent/heartbeat", &body).await;
+    let (status, _) = app.agent("web-3").signed("POST", shared::agent::HEARTBEAT_PATH, &body).await;
     assert!(status == 400 || status == 422, "{status}");
 }
 
@@ -228,11 +228,7 @@ async fn moved_host_is_searched_by_its_new_channel(fillers: usize) {
     // Release b1 moves web-2 to edge and rolls out edge only: stable@a1 stays stable's
     // current rollout, with web-2's Failed record in it.
     let mut body = crate::common::upload_body(&fleet_with(fillers, true), "b1", chrono::Utc::now());
-    let manifest_of = |r: &Value| -> Value {
-        use base64::Engine as _;
-        let bytes = base64::engine::general_purpose::STANDARD.decode(r["artifact"].as_str().unwrap()).unwrap();
-        serde_json::from_slice(&bytes).unwrap()
-    };
+    let manifest_of = |r: &Value| -> Value { serde_json::from_slice(&crate::common::artifact_bytes(r)).unwrap() };
     let rollouts = body["rollouts"].as_array_mut().unwrap();
     rollouts.retain(|r| manifest_of(r)["channel"] == "edge");
     assert_eq!(rollouts.len(), 1, "{body}");

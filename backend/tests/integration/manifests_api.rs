@@ -73,7 +73,7 @@ async fn the_verified_set_and_the_rollout_state_survive_a_restart() {
     let (s, answer) = a
         .signed(
             "POST",
-            "/api/v1/agent/events",
+            shared::agent::EVENTS_PATH,
             &json!({"hostname": "a", "rolloutId": "stable@a1",
         "event": {"kind": "Converged", "seq": 3, "convergedAt": app.clock.now(), "currentClosure": "/nix/store/a-v1"}}),
         )

@@ -144,7 +144,7 @@ async fn change_summaries_from_nix_are_signed_verified_and_served() {
 
     // A summary edited after signing does not verify.
     let mut tampered = upload_body(&new);
-    let raw = B64.decode(tampered["rollouts"][0]["artifact"].as_str().unwrap()).unwrap();
+    let raw = crate::common::artifact_bytes(&tampered["rollouts"][0]);
     let edited = String::from_utf8(raw).unwrap().replace("\"2.12\"", "\"2.13\"");
     tampered["rollouts"][0]["artifact"] = json!(B64.encode(edited));
     let (status, answer) = app.post("/api/v1/manifests", tampered).await;

@@ -297,6 +297,12 @@ pub fn upload_body(fleet: &FleetBuilder, commit: &str, signed_at: chrono::DateTi
     json!({ "fleet": out.fleet.artifact(), "rollouts": rollouts })
 }
 
+/// The signed document an upload body's artifact (`{"artifact": <base64>, "signature": …}`)
+/// carries, as its bytes.
+pub fn artifact_bytes(signed: &Value) -> Vec<u8> {
+    B64.decode(signed["artifact"].as_str().unwrap()).unwrap()
+}
+
 /// Writes a release of `fleet` at `commit`, signed as of `signed_at`, as a manifests
 /// directory (`fleet.json(.sig)`, `rollouts/*.json(.sig)`), replacing what `dir` held.
 /// `corrupt` flips one byte of the fleet so that its signature no longer verifies.
@@ -310,17 +316,16 @@ pub fn write_release_dir(
     let body = upload_body(fleet, commit, signed_at);
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir.join("rollouts")).unwrap();
-    let raw = |a: &Value| B64.decode(a["artifact"].as_str().unwrap()).unwrap();
-    let mut fleet_bytes = raw(&body["fleet"]);
+    let mut fleet_bytes = artifact_bytes(&body["fleet"]);
     if corrupt {
         fleet_bytes[10] ^= 1;
     }
     std::fs::write(dir.join("fleet.json"), fleet_bytes).unwrap();
     std::fs::write(dir.join("fleet.json.sig"), body["fleet"]["signature"].as_str().unwrap()).unwrap();
     for r in body["rollouts"].as_array().unwrap() {
-        let doc: Value = serde_json::from_slice(&raw(r)).unwrap();
+        let doc: Value = serde_json::from_slice(&artifact_bytes(r)).unwrap();
         let name = format!("{}@{}.json", doc["channel"].as_str().unwrap(), doc["channelRef"].as_str().unwrap());
-        std::fs::write(dir.join("rollouts").join(&name), raw(r)).unwrap();
+        std::fs::write(dir.join("rollouts").join(&name), artifact_bytes(r)).unwrap();
         std::fs::write(dir.join("rollouts").join(format!("{name}.sig")), r["signature"].as_str().unwrap()).unwrap();
     }
 }
